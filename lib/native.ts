@@ -1,0 +1,93 @@
+// native.ts: loads the compiled addon (a prebuilt binary from prebuilds/, or build/Release from a source
+// build) through node-gyp-build, and describes the backend it provides.
+import * as path from 'path';
+
+/** Opaque handle to a native tensor (see native/napi/tensor_binding.cc). */
+export interface NativeHandle {
+  readonly shape: number[];
+  readonly layout: 'plain' | 'blocked';
+  readonly device: string;
+  readonly disposed: boolean;
+  toFloat32Array(): Float32Array;
+  copyFrom(data: Float32Array): void;
+  item(): number;
+  dispose(): void;
+}
+
+type H = NativeHandle;
+type Pair = [number, number];
+
+/** The functions the addon exports; argument order mirrors native/napi/*.cc. */
+export interface NativeBinding {
+  NativeTensor: Function;
+  buildInfo: { backend: string; library: string };
+  fromFloat32(data: Float32Array, shape: number[]): H;
+  full(shape: number[], value: number): H;
+  randomNormal(shape: number[], seed: number, mean: number, std: number): H;
+  randomUniform(shape: number[], seed: number, low: number, high: number): H;
+  manualSeed(seed: number): void;
+  liveTensorCount(): number;
+  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number };
+  emptyCache(): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  conv2dForward(x: H, w: H, b: H | null, stride: Pair, padding: Pair, dilation: Pair, groups: number): H;
+  conv2dBackward(x: H, w: H, stride: Pair, padding: Pair, dilation: Pair, groups: number, gy: H,
+    needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];
+  batchNorm2dForward(x: H, rm: H, rv: H, w: H | null, b: H | null, training: boolean, momentum: number, eps: number): [H, H, H];
+  batchNorm2dBackward(x: H, gy: H, mean: H, variance: H, w: H | null, training: boolean, eps: number,
+    needWeightBias: boolean): [H, H | null, H | null];
+  activationForward(kind: number, x: H): H;
+  activationBackward(kind: number, saved: H, gy: H): H;
+  pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair): [H, H | null];
+  pool2dBackward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair, gy: H, ws: H | null): H;
+  linearForward(x: H, w: H, b: H | null): H;
+  linearBackward(x: H, w: H, gy: H, needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];
+  crossEntropyForward(logits: H, labels: Int32Array, labelSmoothing: number): [H, H];
+  crossEntropyBackward(probs: H, labels: Int32Array, labelSmoothing: number, gLoss: number): H;
+  binary(kind: number, a: H, b: H): H;
+  reduceToShape(g: H, shape: number[]): H;
+  scale(x: H, alpha: number): H;
+  sumAll(x: H): H;
+  broadcastScalar(s: H, shape: number[], alpha: number): H;
+  addInPlace(dst: H, src: H, alpha: number): void;
+  reshape(x: H, shape: number[]): H;
+  toPlain(x: H): H;
+  concatChannels(xs: H[]): H;
+  sliceChannels(x: H, start: number, end: number): H;
+  sliceChannelsBackward(gy: H, xShape: number[], start: number): H;
+  sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
+}
+
+function load(): NativeBinding {
+  const root = path.join(__dirname, '..');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('node-gyp-build')(root) as NativeBinding;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(
+      `msgc: could not load the native addon (${reason}).\n` +
+        'Fixes, in order:\n' +
+        '  1. Reinstall so the prebuilt binary for your platform is picked up: npm rebuild msgc\n' +
+        '  2. Build from source: install cmake, a C++17 compiler and oneDNN (Debian/Ubuntu: ' +
+        'apt-get install cmake g++ libdnnl-dev), then run: npm rebuild msgc --build-from-source\n' +
+        '  3. If a libdnnl error is shown, the binary cannot find oneDNN: install libdnnl (apt-get install libdnnl2) ' +
+        'or use the prebuilt package, which carries it.',
+    );
+  }
+}
+
+export const native: NativeBinding = load();
+
+export interface BackendInfo {
+  backend: string;
+  library: string;
+  devices: string[];
+  threads: number;
+}
+
+/** Which backend the loaded binary provides. */
+export function backendInfo(): BackendInfo {
+  return { backend: native.buildInfo.backend, library: native.buildInfo.library, devices: ['cpu'], threads: native.getNumThreads() };
+}

@@ -1,0 +1,52 @@
+// pool.ts: F.maxPool2d, F.avgPool2d (count_include_pad=True, floor mode, as torch's defaults) and
+// F.adaptiveAvgPool2d for output sizes that divide the input.
+import { native } from '../native';
+import { recordOp, Tensor } from '../tensor/tensor';
+import { checkTensor, IntOrPair, pair } from './util';
+
+export interface Pool2dOptions {
+  kernelSize: IntOrPair;
+  /** defaults to kernelSize */
+  stride?: IntOrPair;
+  padding?: IntOrPair;
+}
+
+function pool(kind: 0 | 1, name: string, x: Tensor, options: Pool2dOptions): Tensor {
+  checkTensor(name, 'x', x);
+  if (!options || options.kernelSize === undefined) throw new Error(`${name}: options.kernelSize is required`);
+  const kernel = pair(name, 'kernelSize', options.kernelSize, 1);
+  const stride = pair(name, 'stride', options.stride ?? kernel, 1);
+  const padding = pair(name, 'padding', options.padding ?? 0, 0);
+  const [yh, ws] = native.pool2dForward(kind, x.h, kernel, stride, padding);
+  const y = new Tensor(yh);
+  const workspace = ws ? new Tensor(ws) : null;
+  return recordOp(
+    y,
+    name,
+    [x],
+    (g) => [new Tensor(native.pool2dBackward(kind, x.h, kernel, stride, padding, g.h, workspace ? workspace.h : null))],
+    workspace ? [workspace] : [],
+  );
+}
+
+export function maxPool2d(x: Tensor, options: Pool2dOptions): Tensor {
+  return pool(0, 'maxPool2d', x, options);
+}
+
+export function avgPool2d(x: Tensor, options: Pool2dOptions): Tensor {
+  return pool(1, 'avgPool2d', x, options);
+}
+
+/** Average over windows that tile the input exactly: output [N, C, oh, ow] with H % oh == 0 and W % ow == 0. */
+export function adaptiveAvgPool2d(x: Tensor, outputSize: IntOrPair): Tensor {
+  const op = 'adaptiveAvgPool2d';
+  checkTensor(op, 'x', x);
+  const [oh, ow] = pair(op, 'outputSize', outputSize, 1);
+  const s = x.shape;
+  if (s.length !== 4) throw new Error(`${op}: x has shape [${s.join(', ')}], expected 4 dims ([N, C, H, W])`);
+  if (s[2] % oh !== 0 || s[3] % ow !== 0) {
+    throw new Error(`${op}: output size ${oh}x${ow} must divide the input size ${s[2]}x${s[3]}`);
+  }
+  const k: [number, number] = [s[2] / oh, s[3] / ow];
+  return pool(1, op, x, { kernelSize: k, stride: k });
+}

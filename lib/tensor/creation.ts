@@ -1,0 +1,77 @@
+// creation.ts: making tensors (from data, constants, random), seeding, and memory statistics.
+import { native } from '../native';
+import { Tensor } from './tensor';
+
+export interface CreateOptions {
+  requiresGrad?: boolean;
+}
+
+function checkShape(op: string, shape: number[]): number[] {
+  if (!Array.isArray(shape)) throw new Error(`${op}: shape must be an array of non-negative integers, got ${typeof shape}`);
+  shape.forEach((d, i) => {
+    if (!Number.isInteger(d) || d < 0) throw new Error(`${op}: shape[${i}] must be a non-negative integer, got ${d}`);
+  });
+  return shape;
+}
+
+/** A tensor holding `data` (row-major) with the given shape. */
+export function tensor(data: Float32Array | number[], shape: number[], options: CreateOptions = {}): Tensor {
+  checkShape('tensor', shape);
+  const arr = data instanceof Float32Array ? data : Float32Array.from(data as number[]);
+  const t = new Tensor(native.fromFloat32(arr, shape), !!options.requiresGrad);
+  return t;
+}
+
+export function full(shape: number[], value: number, options: CreateOptions = {}): Tensor {
+  return new Tensor(native.full(checkShape('full', shape), value), !!options.requiresGrad);
+}
+export function zeros(shape: number[], options: CreateOptions = {}): Tensor {
+  return full(shape, 0, options);
+}
+export function ones(shape: number[], options: CreateOptions = {}): Tensor {
+  return full(shape, 1, options);
+}
+
+export interface RandomOptions extends CreateOptions {
+  /** Fixes the stream; without it the global generator (see manualSeed) supplies one. */
+  seed?: number;
+}
+
+/** Normal samples N(mean, std²). */
+export function randn(shape: number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
+  return new Tensor(
+    native.randomNormal(checkShape('randn', shape), options.seed ?? -1, options.mean ?? 0, options.std ?? 1),
+    !!options.requiresGrad,
+  );
+}
+
+/** Uniform samples in [low, high). */
+export function rand(shape: number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
+  return new Tensor(
+    native.randomUniform(checkShape('rand', shape), options.seed ?? -1, options.low ?? 0, options.high ?? 1),
+    !!options.requiresGrad,
+  );
+}
+
+/** Seeds the global generator used when no per-call seed is given. */
+export function manualSeed(seed: number): void {
+  native.manualSeed(seed);
+}
+
+/** Number of native tensors alive (handles not yet disposed or collected). */
+export function liveTensorCount(): number {
+  return native.liveTensorCount();
+}
+
+export function memoryStats(): ReturnType<typeof native.memoryStats> {
+  return native.memoryStats();
+}
+
+/** Returns cached native buffers to the system. */
+export function emptyCache(): void {
+  native.emptyCache();
+}
+
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}

@@ -1,0 +1,242 @@
+// tensor.ts: the Tensor handle and the autograd tape. A Tensor wraps a native handle (memory stays native);
+// an op that records a GradNode makes its output remember how to send gradients to its inputs. backward()
+// walks the graph in reverse topological order, accumulates into .grad of leaves that require grad, and frees
+// the graph (saved intermediates) as it goes.
+import { native, NativeHandle } from '../native';
+import { isGradEnabled, keep, track, untracked } from './scope';
+
+export interface GradNode {
+  name: string;
+  inputs: (Tensor | null)[];
+  /** Gradients for each input (null where not needed), given the output gradient. */
+  backward(gradOutput: Tensor): (Tensor | null)[];
+  /** Tensors only this node uses (saved statistics, workspaces); disposed when the node is released. */
+  saved: Tensor[];
+}
+
+let nextId = 1;
+
+export class Tensor {
+  /** @internal */ readonly __isTensor = true;
+  readonly id: number;
+  requiresGrad: boolean;
+  /** Accumulated gradient (leaves with requiresGrad only). */
+  grad: Tensor | null = null;
+  /** @internal */ _node: GradNode | null = null;
+  private handle: NativeHandle | null;
+  private cachedShape: number[];
+
+  /** @internal use msgc.tensor(), zeros(), ... to create tensors */
+  constructor(handle: NativeHandle, requiresGrad = false) {
+    this.handle = handle;
+    this.cachedShape = handle.shape;
+    this.requiresGrad = requiresGrad;
+    this.id = nextId++;
+    track(this);
+  }
+
+  /** @internal the native handle; throws when disposed */
+  get h(): NativeHandle {
+    if (!this.handle) throw new Error(`Tensor ${this.id} (shape [${this.cachedShape.join(', ')}]) was disposed; it can no longer be used`);
+    return this.handle;
+  }
+
+  get shape(): number[] {
+    return this.cachedShape.slice();
+  }
+  get rank(): number {
+    return this.cachedShape.length;
+  }
+  get size(): number {
+    return this.cachedShape.reduce((a, b) => a * b, 1);
+  }
+  get device(): string {
+    return this.h.device;
+  }
+  /** 'plain' (row-major NCHW) or 'blocked' (a backend's internal layout; values are the same). */
+  get layout(): string {
+    return this.h.layout;
+  }
+  get isDisposed(): boolean {
+    return this.handle === null;
+  }
+  /** True when the tensor was produced by a recorded op (it is not a leaf). */
+  get isLeaf(): boolean {
+    return this._node === null;
+  }
+
+  /** Copies the values to JavaScript (row-major NCHW). */
+  toFloat32Array(): Float32Array {
+    return this.h.toFloat32Array();
+  }
+  /** Nested arrays, for printing and small tensors. */
+  toArray(): unknown {
+    const data = Array.from(this.toFloat32Array());
+    const build = (dims: number[], offset: number): unknown => {
+      if (dims.length === 0) return data[offset];
+      const [d, ...rest] = dims;
+      const stride = rest.reduce((a, b) => a * b, 1);
+      return Array.from({ length: d }, (_, i) => build(rest, offset + i * stride));
+    };
+    return build(this.cachedShape, 0);
+  }
+  /** The single value of a one-element tensor. */
+  item(): number {
+    return this.h.item();
+  }
+
+  /** Overwrites the values in place (shape unchanged). Not recorded by autograd. */
+  assign(data: Float32Array | number[]): this {
+    this.h.copyFrom(data instanceof Float32Array ? data : Float32Array.from(data));
+    return this;
+  }
+
+  /** A new leaf with the same values and no graph. */
+  detach(): Tensor {
+    return new Tensor(native.toPlain(this.h));
+  }
+  /** A new plain tensor with the same values (recorded by autograd). */
+  clone(): Tensor {
+    const out = new Tensor(native.toPlain(this.h));
+    return recordOp(out, 'clone', [this], (g) => [new Tensor(native.toPlain(g.h))]);
+  }
+
+  /** Frees the native memory now. Safe to call twice. */
+  dispose(): void {
+    if (this.handle) {
+      this.handle.dispose();
+      this.handle = null;
+    }
+    releaseNode(this);
+    if (this.grad) {
+      this.grad.dispose();
+      this.grad = null;
+    }
+  }
+
+  /** Marks this tensor to survive the enclosing tidy scopes. */
+  keep(): this {
+    return keep(this);
+  }
+
+  /**
+   * Back-propagates from this tensor. Without an argument the tensor must hold one element (a loss); otherwise
+   * `gradient` has this tensor's shape. Gradients accumulate into `.grad` of leaves with requiresGrad; the graph
+   * is freed afterwards.
+   */
+  backward(gradient?: Tensor): void {
+    runBackward(this, gradient);
+  }
+
+  toString(): string {
+    return `Tensor(shape=[${this.cachedShape.join(', ')}]${this.requiresGrad ? ', requiresGrad' : ''})`;
+  }
+}
+
+function releaseNode(t: Tensor): void {
+  const node = t._node;
+  if (!node) return;
+  t._node = null;
+  for (const s of node.saved) s.dispose();
+  node.saved.length = 0;
+  node.inputs.length = 0;
+}
+
+/**
+ * Records `out` as the result of an op on `inputs` when autograd is on and some input requires grad.
+ * `saved` tensors belong to the node and are freed with it.
+ */
+export function recordOp(
+  out: Tensor,
+  name: string,
+  inputs: (Tensor | null | undefined)[],
+  backward: (g: Tensor) => (Tensor | null)[],
+  saved: Tensor[] = [],
+): Tensor {
+  const needs = isGradEnabled() && inputs.some((t) => t && t.requiresGrad);
+  if (!needs) {
+    for (const s of saved) s.dispose();
+    return out;
+  }
+  for (const s of saved) keep(s);
+  out.requiresGrad = true;
+  out._node = { name, inputs: inputs.map((t) => t ?? null), backward, saved };
+  return out;
+}
+
+/** Wraps a handle that may be null. */
+export function wrapOptional(h: NativeHandle | null): Tensor | null {
+  return h ? new Tensor(h) : null;
+}
+
+function runBackward(root: Tensor, gradient?: Tensor): void {
+  if (!root.requiresGrad) throw new Error('backward: this tensor does not require grad (no input of the ops that made it has requiresGrad)');
+  if (gradient === undefined && root.size !== 1) {
+    throw new Error(`backward: the tensor has shape [${root.shape.join(', ')}]; pass a gradient of that shape or call it on a scalar loss`);
+  }
+  if (gradient !== undefined && gradient.shape.join(',') !== root.shape.join(',')) {
+    throw new Error(`backward: gradient has shape [${gradient.shape.join(', ')}], expected [${root.shape.join(', ')}]`);
+  }
+  // reverse topological order over nodes that need grad
+  const order: Tensor[] = [];
+  const visited = new Set<Tensor>();
+  const stack: [Tensor, boolean][] = [[root, false]];
+  while (stack.length) {
+    const [t, done] = stack.pop()!;
+    if (done) {
+      order.push(t);
+      continue;
+    }
+    if (visited.has(t)) continue;
+    visited.add(t);
+    stack.push([t, true]);
+    if (t._node) for (const i of t._node.inputs) if (i && i.requiresGrad && !visited.has(i)) stack.push([i, false]);
+  }
+  order.reverse();
+
+  untracked(() => {
+    const grads = new Map<Tensor, Tensor>();
+    grads.set(root, gradient ? new Tensor(native.toPlain(gradient.h)) : new Tensor(native.full(root.shape, 1)));
+    for (const t of order) {
+      const g = grads.get(t);
+      grads.delete(t);
+      if (!g) {
+        releaseNode(t);
+        continue;
+      }
+      const node = t._node;
+      if (!node) {
+        // a leaf
+        if (t.grad && !t.grad.isDisposed) {
+          native.addInPlace(t.grad.h, g.h, 1);
+          g.dispose();
+        } else {
+          t.grad = g;
+        }
+        continue;
+      }
+      const inputGrads = node.backward(g);
+      const seen = new Set<Tensor>();
+      node.inputs.forEach((input, k) => {
+        let gi = inputGrads[k];
+        if (!gi) return;
+        if (seen.has(gi)) gi = new Tensor(native.toPlain(gi.h)); // one tensor returned for two inputs
+        seen.add(gi);
+        if (!input || !input.requiresGrad) {
+          gi.dispose();
+          return;
+        }
+        const prev = grads.get(input);
+        if (prev) {
+          native.addInPlace(prev.h, gi.h, 1);
+          gi.dispose();
+        } else {
+          grads.set(input, gi);
+        }
+      });
+      if (!seen.has(g)) g.dispose();
+      releaseNode(t);
+    }
+    for (const g of grads.values()) g.dispose();
+  });
+}

@@ -1,0 +1,90 @@
+// runtime.cc: thread settings and the seedable random generator (Philox-4x32-10, counter based, so a stream
+// is reproducible whatever the thread count).
+#include <omp.h>
+
+#include <atomic>
+#include <cmath>
+
+#include "msgc/tensor.h"
+
+namespace msgc {
+namespace {
+std::atomic<uint64_t> gSeedState{0x5eed5eed12345678ull};
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+void setNumThreads(int n) {
+  if (n > 0) omp_set_num_threads(n);
+}
+int getNumThreads() { return omp_get_max_threads(); }
+
+void manualSeed(uint64_t seed) { gSeedState.store(seed); }
+
+uint64_t nextSeed() {
+  uint64_t s = gSeedState.load();
+  uint64_t out = splitmix64(s);
+  gSeedState.store(s);
+  return out;
+}
+
+void Philox::block(uint64_t key, uint64_t ctr, uint32_t out[4]) {
+  uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c0;
+    uint64_t p1 = (uint64_t)0xCD9E8D57u * c2;
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+    c1 = (uint32_t)p1;
+    c3 = (uint32_t)p0;
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+static inline float toUnit(uint32_t v) { return (v >> 8) * (1.0f / 16777216.0f); }  // [0, 1)
+
+void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high) {
+  int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t b = 0; b < blocks; b++) {
+    uint32_t r[4];
+    Philox::block(seed, (uint64_t)b, r);
+    for (int j = 0; j < 4; j++) {
+      int64_t i = b * 4 + j;
+      if (i < n) out[i] = low + (high - low) * toUnit(r[j]);
+    }
+  }
+}
+
+void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std) {
+  int64_t blocks = (n + 3) / 4;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t b = 0; b < blocks; b++) {
+    uint32_t r[4];
+    Philox::block(seed, (uint64_t)b, r);
+    float z[4];
+    for (int j = 0; j < 4; j += 2) {  // Box-Muller on pairs
+      double u1 = ((r[j] >> 8) + 1.0) / 16777217.0;  // (0, 1]
+      double u2 = (r[j + 1] >> 8) / 16777216.0;
+      double rad = std::sqrt(-2.0 * std::log(u1));
+      z[j] = (float)(rad * std::cos(2.0 * M_PI * u2));
+      z[j + 1] = (float)(rad * std::sin(2.0 * M_PI * u2));
+    }
+    for (int j = 0; j < 4; j++) {
+      int64_t i = b * 4 + j;
+      if (i < n) out[i] = mean + std * z[j];
+    }
+  }
+}
+
+}  // namespace msgc

@@ -1,0 +1,71 @@
+// tensor.cc: storage and tensor lifetime, live counts, creation helpers.
+#include <atomic>
+#include <cstring>
+#include <sstream>
+
+#include "msgc/errors.h"
+#include "msgc/tensor.h"
+
+namespace msgc {
+namespace {
+std::atomic<int64_t> gLiveTensors{0};
+}
+
+const char* deviceName(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+std::string shapeString(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); i++) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+int64_t shapeNumel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
+  MSGC_CHECK(device == Device::CPU, "device '", deviceName(device), "' is not available in this build");
+  data = static_cast<float*>(allocHost(bytes));
+}
+
+Storage::~Storage() { freeHost(data, bytes); }
+
+Tensor::Tensor(Shape s, std::shared_ptr<Storage> st, std::shared_ptr<const Layout> l)
+    : shape(std::move(s)), storage(std::move(st)), layout(std::move(l)) {
+  gLiveTensors++;
+}
+
+Tensor::~Tensor() { gLiveTensors--; }
+
+int64_t liveTensorCount() { return gLiveTensors.load(); }
+
+TensorPtr emptyTensor(const Shape& shape, Device device) {
+  for (int64_t d : shape) MSGC_CHECK(d >= 0, "tensor: negative dimension in shape ", shapeString(shape));
+  int64_t n = shapeNumel(shape);
+  MSGC_CHECK(n <= (int64_t(1) << 40), "tensor: shape ", shapeString(shape), " is too large");
+  auto st = std::make_shared<Storage>((size_t)n * sizeof(float), device);
+  return std::make_shared<Tensor>(shape, st);
+}
+
+TensorPtr fullTensor(const Shape& shape, float value, Device device) {
+  TensorPtr t = emptyTensor(shape, device);
+  float* p = t->data();
+  int64_t n = t->numel();
+#pragma omp parallel for if (n > 65536)
+  for (int64_t i = 0; i < n; i++) p[i] = value;
+  return t;
+}
+
+TensorPtr zerosTensor(const Shape& shape, Device device) { return fullTensor(shape, 0.f, device); }
+
+TensorPtr fromHost(const float* src, const Shape& shape) {
+  TensorPtr t = emptyTensor(shape);
+  std::memcpy(t->data(), src, (size_t)t->numel() * sizeof(float));
+  return t;
+}
+
+}  // namespace msgc

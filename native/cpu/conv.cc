@@ -1,0 +1,138 @@
+// conv.cc: 2-D convolution forward and backward on oneDNN. Primitives are created with format `any`, so oneDNN
+// picks its blocked layout and JIT kernels; outputs stay in that layout, inputs are reordered (and cached on
+// their storage) only when they arrive in another one. Primitive descriptors are cached by shape.
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "layout.h"
+#include "msgc/errors.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+using namespace cpu;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+struct ConvPrims {
+  dnnl::convolution_forward::primitive_desc fwdPd;
+  dnnl::convolution_forward fwd;
+  bool haveBwd = false;
+  dnnl::convolution_backward_data::primitive_desc bwdDataPd;
+  dnnl::convolution_backward_data bwdData;
+  dnnl::convolution_backward_weights::primitive_desc bwdWeightsPd;
+  dnnl::convolution_backward_weights bwdWeights;
+  Dims weightDims;
+};
+
+Dims weightDimsFor(const Shape& w, int64_t groups) {
+  if (groups == 1) return toDims(w);
+  return Dims{groups, w[0] / groups, w[1], w[2], w[3]};
+}
+
+Shape outputShape(const Shape& x, const Shape& w, const Conv2dParams& p) {
+  int64_t oh = (x[2] + 2 * p.padH - p.dilationH * (w[2] - 1) - 1) / p.strideH + 1;
+  int64_t ow = (x[3] + 2 * p.padW - p.dilationW * (w[3] - 1) - 1) / p.strideW + 1;
+  return {x[0], w[0], oh, ow};
+}
+
+ConvPrims& prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
+  static std::unordered_map<std::string, std::unique_ptr<ConvPrims>> cache;
+  std::ostringstream os;
+  os << shapeString(x) << shapeString(w) << hasBias << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ','
+     << p.padW << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
+  auto it = cache.find(os.str());
+  if (it != cache.end()) return *it->second;
+
+  auto e = std::make_unique<ConvPrims>();
+  Shape y = outputShape(x, w, p);
+  e->weightDims = weightDimsFor(w, p.groups);
+  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
+      wei(e->weightDims, dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
+  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
+  // right padding so that oneDNN's output size equals the floor formula above
+  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
+            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  auto fwdDesc = hasBias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                            dnnl::algorithm::convolution_direct, src, wei, bia, dst,
+                                                            strides, dil, pad, padR)
+                         : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                            dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                            strides, dil, pad, padR);
+  e->fwdPd = dnnl::convolution_forward::primitive_desc(fwdDesc, engine());
+  e->fwd = dnnl::convolution_forward(e->fwdPd);
+  auto& ref = *e;
+  cache[os.str()] = std::move(e);
+  return ref;
+}
+
+void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
+  if (c.haveBwd) return;
+  Shape y = outputShape(x, w, p);
+  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
+      wei(c.weightDims, dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
+  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
+  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
+            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
+                                           padR);
+  c.bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, engine(), c.fwdPd);
+  c.bwdData = dnnl::convolution_backward_data(c.bwdDataPd);
+  auto bwDesc = hasBias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, wei,
+                                                                     bia, dst, strides, dil, pad, padR)
+                        : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, wei,
+                                                                     dst, strides, dil, pad, padR);
+  c.bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bwDesc, engine(), c.fwdPd);
+  c.bwdWeights = dnnl::convolution_backward_weights(c.bwdWeightsPd);
+  c.haveBwd = true;
+}
+
+}  // namespace
+
+TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p) {
+  ConvPrims& c = prims(x.shape, weight.shape, bias != nullptr, p);
+  Shape yShape = outputShape(x.shape, weight.shape, p);
+  TensorPtr y = tensorWithDesc(yShape, c.fwdPd.dst_desc());
+  dnnl::memory src = asLayout(x, c.fwdPd.src_desc());
+  dnnl::memory wei = asLayout(weight, c.fwdPd.weights_desc());
+  dnnl::memory dst = memoryOf(*y);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+  if (bias) args[DNNL_ARG_BIAS] = asLayout(*bias, c.fwdPd.bias_desc());
+  c.fwd.execute(stream(), args);
+  stream().wait();
+  return y;
+}
+
+Conv2dGrads conv2dBackward(const Tensor& x, const Tensor& weight, const Tensor& gy, const Conv2dParams& p,
+                           bool needX, bool needWeight, bool needBias) {
+  Conv2dGrads g;
+  ConvPrims& c = prims(x.shape, weight.shape, needBias, p);
+  ensureBackward(c, x.shape, weight.shape, needBias, p);
+  if (needX) {
+    g.x = tensorWithDesc(x.shape, c.bwdDataPd.diff_src_desc());
+    dnnl::memory dd = asLayout(gy, c.bwdDataPd.diff_dst_desc());
+    dnnl::memory w = asLayout(weight, c.bwdDataPd.weights_desc());
+    c.bwdData.execute(stream(), {{DNNL_ARG_DIFF_DST, dd}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, memoryOf(*g.x)}});
+  }
+  if (needWeight || needBias) {
+    TensorPtr gw = tensorWithDesc(weight.shape, c.bwdWeightsPd.diff_weights_desc());
+    dnnl::memory src = asLayout(x, c.bwdWeightsPd.src_desc());
+    dnnl::memory dd = asLayout(gy, c.bwdWeightsPd.diff_dst_desc());
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, dd}, {DNNL_ARG_DIFF_WEIGHTS, memoryOf(*gw)}};
+    TensorPtr gb;
+    if (needBias) {
+      gb = tensorWithDesc({weight.shape[0]}, c.bwdWeightsPd.diff_bias_desc());
+      args[DNNL_ARG_DIFF_BIAS] = memoryOf(*gb);
+    }
+    c.bwdWeights.execute(stream(), args);
+    if (needWeight) g.weight = gw;
+    g.bias = gb;
+  }
+  stream().wait();
+  return g;
+}
+
+}  // namespace msgc

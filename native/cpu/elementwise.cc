@@ -1,0 +1,161 @@
+// elementwise.cc: add/sub/mul with broadcasting (b's dims equal a's or 1), scaling, reductions and the
+// in-place accumulation autograd uses. Same-shape operands in the same layout run on the raw buffers (padding
+// stays zero under add/sub/mul); broadcast operands run on oneDNN's binary primitive in a's layout.
+#include <cstring>
+#include <unordered_map>
+
+#include "layout.h"
+#include "msgc/errors.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+using namespace cpu;
+
+namespace {
+
+int64_t bufferElems(const Tensor& t) { return (int64_t)(t.storage->bytes / sizeof(float)); }
+
+bool sameDesc(const Tensor& a, const Tensor& b) {
+  if (a.shape != b.shape) return false;
+  if (!a.layout && !b.layout) return true;
+  if (!a.layout || !b.layout) return false;
+  return a.layout->md == b.layout->md;
+}
+
+dnnl::algorithm binaryAlg(Binary op) {
+  switch (op) {
+    case Binary::Add: return dnnl::algorithm::binary_add;
+    case Binary::Sub: return dnnl::algorithm::binary_sub;
+    default: return dnnl::algorithm::binary_mul;
+  }
+}
+
+template <typename F>
+void mapBuffers(float* y, const float* a, const float* b, int64_t n, F f) {
+#pragma omp parallel for simd if (n > 32768)
+  for (int64_t i = 0; i < n; i++) y[i] = f(a[i], b[i]);
+}
+
+}  // namespace
+
+TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
+  auto f = [op](float u, float v) { return op == Binary::Add ? u + v : op == Binary::Sub ? u - v : u * v; };
+  if (a.shape == b.shape) {
+    dnnl::memory::desc md = currentDesc(a);
+    TensorPtr y = tensorWithDesc(a.shape, md);
+    const float* bp = sameDesc(a, b) ? b.data() : static_cast<const float*>(asLayout(b, md).get_data_handle());
+    int64_t n = a.layout ? bufferElems(*y) : a.numel();
+    float* yp = y->data();
+    const float* ap = a.data();
+    switch (op) {
+      case Binary::Add: mapBuffers(yp, ap, bp, n, [](float u, float v) { return u + v; }); break;
+      case Binary::Sub: mapBuffers(yp, ap, bp, n, [](float u, float v) { return u - v; }); break;
+      case Binary::Mul: mapBuffers(yp, ap, bp, n, [](float u, float v) { return u * v; }); break;
+    }
+    return y;
+  }
+  if (b.numel() == 1) {
+    float s = plainData(b)[0];
+    TensorPtr y = emptyTensor(a.shape);
+    const float* ap = plainData(a);
+    float* yp = y->data();
+    int64_t n = a.numel();
+#pragma omp parallel for if (n > 32768)
+    for (int64_t i = 0; i < n; i++) yp[i] = f(ap[i], s);
+    return y;
+  }
+  // broadcast through oneDNN binary: src0 in a's layout, src1 plain
+  dnnl::memory::desc amd = currentDesc(a);
+  dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
+  static std::unordered_map<std::string, std::unique_ptr<dnnl::binary>> cache;
+  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    dnnl::binary::desc d(binaryAlg(op), amd, bmd, amd);
+    it = cache.emplace(key, std::make_unique<dnnl::binary>(dnnl::binary::primitive_desc(d, engine()))).first;
+  }
+  TensorPtr y = tensorWithDesc(a.shape, amd);
+  dnnl::memory bm(bmd, engine(), const_cast<float*>(plainData(b)));
+  it->second->execute(stream(), {{DNNL_ARG_SRC_0, memoryOf(a)}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, memoryOf(*y)}});
+  stream().wait();
+  return y;
+}
+
+TensorPtr reduceToShape(const Tensor& g, const Shape& target) {
+  const float* gp = plainData(g);
+  TensorPtr r = zerosTensor(target);
+  float* rp = r->data();
+  int64_t n = g.numel(), rank = g.dim();
+  if (n == 0) return r;
+  // fast path: target keeps a prefix of dims and is 1 on the rest (e.g. [N, C, H, W] -> [N, C, 1, 1])
+  int64_t prefix = 0;
+  while (prefix < rank && target[prefix] == g.shape[prefix]) prefix++;
+  bool tailOnes = true;
+  for (int64_t i = prefix; i < rank; i++) tailOnes = tailOnes && target[i] == 1;
+  if (tailOnes) {
+    int64_t outer = shapeNumel(Shape(g.shape.begin(), g.shape.begin() + prefix));
+    int64_t inner = n / outer;
+#pragma omp parallel for if (n > 32768)
+    for (int64_t o = 0; o < outer; o++) {
+      double s = 0.0;
+      for (int64_t i = 0; i < inner; i++) s += gp[o * inner + i];
+      rp[o] = (float)s;
+    }
+    return r;
+  }
+  // general case: walk g's multi-index, map to the target index (broadcast dims contribute 0)
+  std::vector<int64_t> tstride(rank), idx(rank, 0);
+  int64_t st = 1;
+  for (int64_t i = rank - 1; i >= 0; i--) {
+    tstride[i] = target[i] == 1 ? 0 : st;
+    st *= target[i];
+  }
+  std::vector<double> acc(r->numel(), 0.0);
+  for (int64_t e = 0; e < n; e++) {
+    int64_t t = 0;
+    for (int64_t i = 0; i < rank; i++) t += idx[i] * tstride[i];
+    acc[t] += gp[e];
+    for (int64_t i = rank - 1; i >= 0; i--) {
+      if (++idx[i] < g.shape[i]) break;
+      idx[i] = 0;
+    }
+  }
+  for (size_t i = 0; i < acc.size(); i++) rp[i] = (float)acc[i];
+  return r;
+}
+
+TensorPtr scale(const Tensor& x, float alpha) {
+  dnnl::memory::desc md = currentDesc(x);
+  TensorPtr y = tensorWithDesc(x.shape, md);
+  int64_t n = x.layout ? bufferElems(*y) : x.numel();
+  const float* xp = x.data();
+  float* yp = y->data();
+#pragma omp parallel for simd if (n > 32768)
+  for (int64_t i = 0; i < n; i++) yp[i] = alpha * xp[i];
+  return y;
+}
+
+TensorPtr sumAll(const Tensor& x) {
+  const float* xp = plainData(x);
+  int64_t n = x.numel();
+  double s = 0.0;
+#pragma omp parallel for reduction(+ : s) if (n > 32768)
+  for (int64_t i = 0; i < n; i++) s += xp[i];
+  return fullTensor({}, (float)s);
+}
+
+TensorPtr broadcastScalar(const Tensor& scalar, const Shape& shape, float alpha) {
+  return fullTensor(shape, alpha * plainData(scalar)[0]);
+}
+
+void addInPlace(Tensor& dst, const Tensor& src, float alpha) {
+  dnnl::memory::desc md = currentDesc(dst);
+  const float* sp = sameDesc(dst, src) ? src.data() : static_cast<const float*>(asLayout(src, md).get_data_handle());
+  float* dp = dst.data();
+  int64_t n = dst.layout ? bufferElems(dst) : dst.numel();
+#pragma omp parallel for simd if (n > 32768)
+  for (int64_t i = 0; i < n; i++) dp[i] += alpha * sp[i];
+  dst.storage->touch();
+}
+
+}  // namespace msgc

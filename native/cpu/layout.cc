@@ -1,0 +1,125 @@
+// layout.cc: conversions between plain and blocked tensors (see layout.h).
+#include "layout.h"
+
+#include <sstream>
+
+#include "msgc/errors.h"
+
+namespace msgc {
+namespace cpu {
+
+dnnl::engine& engine() {
+  static dnnl::engine* e = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *e;
+}
+
+dnnl::stream& stream() {
+  static dnnl::stream* s = new dnnl::stream(engine());
+  return *s;
+}
+
+Dims toDims(const Shape& s) { return Dims(s.begin(), s.end()); }
+
+dnnl::memory::desc plainDesc(const Dims& dims) {
+  Dims strides(dims.size());
+  int64_t st = 1;
+  for (int i = (int)dims.size() - 1; i >= 0; i--) {
+    strides[i] = st;
+    st *= dims[i] > 0 ? dims[i] : 1;
+  }
+  return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+}
+
+std::string descKey(const dnnl::memory::desc& md) {
+  const dnnl_memory_desc_t& d = md.data;
+  std::ostringstream os;
+  os << d.ndims << ':' << (int)d.data_type << ':' << (int)d.format_kind << ':';
+  for (int i = 0; i < d.ndims; i++) os << d.dims[i] << ',' << d.padded_dims[i] << ',' << d.padded_offsets[i] << ';';
+  if (d.format_kind == dnnl_blocked) {
+    const auto& b = d.format_desc.blocking;
+    for (int i = 0; i < d.ndims; i++) os << b.strides[i] << '.';
+    os << '|' << b.inner_nblks;
+    for (int i = 0; i < b.inner_nblks; i++) os << ',' << b.inner_blks[i] << '@' << b.inner_idxs[i];
+  }
+  os << '+' << d.offset0 << 'x' << (int)d.extra.flags;
+  return os.str();
+}
+
+dnnl::memory::desc currentDesc(const Tensor& t, const Dims& dims) {
+  if (!t.layout) return plainDesc(dims);
+  if (t.layout->md.dims() == dims) return t.layout->md;
+  return dnnl::memory::desc();
+}
+
+dnnl::memory memoryOf(const Tensor& t) {
+  dnnl::memory::desc md = t.layout ? t.layout->md : plainDesc(toDims(t.shape));
+  return dnnl::memory(md, engine(), t.data());
+}
+
+static std::shared_ptr<Storage> derivedCopy(const Tensor& t, const dnnl::memory::desc& want) {
+  std::string key = descKey(want);
+  auto& cache = t.storage->derived;
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.version == t.storage->version) return it->second.copy;
+  dnnl::memory::desc have = currentDesc(t, want.dims());
+  std::shared_ptr<Storage> copy = std::make_shared<Storage>(want.get_size(), t.device());
+  dnnl::memory dst(want, engine(), copy->data);
+  if (!have) {
+    // blocked with different dims: go through the plain layout of the tensor's own dims first
+    const float* plain = plainData(t);
+    dnnl::memory src(plainDesc(want.dims()), engine(), const_cast<float*>(plain));
+    dnnl::reorder(src, dst).execute(stream(), src, dst);
+  } else {
+    dnnl::memory src(have, engine(), t.data());
+    dnnl::reorder(src, dst).execute(stream(), src, dst);
+  }
+  stream().wait();
+  cache[key] = Storage::Derived{t.storage->version, copy};
+  return copy;
+}
+
+dnnl::memory asLayout(const Tensor& t, const dnnl::memory::desc& want) {
+  dnnl::memory::desc have = currentDesc(t, want.dims());
+  if (have && have == want) return dnnl::memory(want, engine(), t.data());
+  std::shared_ptr<Storage> copy = derivedCopy(t, want);
+  return dnnl::memory(want, engine(), copy->data);
+}
+
+std::shared_ptr<Storage> plainStorage(const Tensor& t) {
+  if (!t.layout) return t.storage;
+  Dims dims = t.layout->md.dims();
+  dnnl::memory::desc want = plainDesc(dims);
+  std::string key = descKey(want);
+  auto& cache = t.storage->derived;
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.version == t.storage->version) return it->second.copy;
+  std::shared_ptr<Storage> copy = std::make_shared<Storage>(want.get_size(), t.device());
+  dnnl::memory src(t.layout->md, engine(), t.data());
+  dnnl::memory dst(want, engine(), copy->data);
+  dnnl::reorder(src, dst).execute(stream(), src, dst);
+  stream().wait();
+  cache[key] = Storage::Derived{t.storage->version, copy};
+  return copy;
+}
+
+const float* plainData(const Tensor& t) { return plainStorage(t)->data; }
+
+TensorPtr tensorWithDesc(const Shape& shape, const dnnl::memory::desc& md) {
+  auto st = std::make_shared<Storage>(md.get_size(), Device::CPU);
+  std::shared_ptr<const Layout> layout;
+  if (md != plainDesc(md.dims())) layout = std::make_shared<const Layout>(md);
+  return std::make_shared<Tensor>(shape, st, layout);
+}
+
+void reorderInto(const Tensor& src, Tensor& dst) {
+  dnnl::memory d = memoryOf(dst);
+  dnnl::memory s = asLayout(src, d.get_desc());
+  if (s.get_data_handle() != d.get_data_handle()) {
+    dnnl::reorder(s, d).execute(stream(), s, d);
+    stream().wait();
+  }
+  dst.storage->touch();
+}
+
+}  // namespace cpu
+}  // namespace msgc

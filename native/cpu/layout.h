@@ -1,0 +1,51 @@
+// layout.h: the CPU backend's view of tensors as oneDNN memory. A tensor is either plain row-major or in the
+// blocked layout a oneDNN primitive chose (Layout::md). Ops that run on oneDNN accept any layout and keep the
+// one their primitive prefers; our own kernels read plain data through plainData(), which reorders once and
+// caches the plain copy on the storage until the storage is written again.
+#pragma once
+#include <dnnl.hpp>
+#include <string>
+
+#include "msgc/tensor.h"
+
+namespace msgc {
+
+struct Layout {
+  dnnl::memory::desc md;
+  explicit Layout(dnnl::memory::desc m) : md(std::move(m)) {}
+};
+
+namespace cpu {
+
+dnnl::engine& engine();
+dnnl::stream& stream();
+
+using Dims = dnnl::memory::dims;
+
+Dims toDims(const Shape& s);
+dnnl::memory::desc plainDesc(const Dims& dims);
+std::string descKey(const dnnl::memory::desc& md);
+
+// The tensor's memory described with `dims` (same element count and row-major order as its shape). Returns a
+// zero desc if the tensor is in a blocked layout whose dims differ.
+dnnl::memory::desc currentDesc(const Tensor& t, const Dims& dims);
+inline dnnl::memory::desc currentDesc(const Tensor& t) { return currentDesc(t, toDims(t.shape)); }
+
+// Memory holding `t` in layout `want` (same logical content): the tensor's own buffer when it already is in
+// that layout, otherwise a reordered copy cached on the storage.
+dnnl::memory asLayout(const Tensor& t, const dnnl::memory::desc& want);
+
+// Plain row-major float data of `t` (a cached reorder when t is blocked). Valid while t's storage lives and is
+// not written.
+const float* plainData(const Tensor& t);
+std::shared_ptr<Storage> plainStorage(const Tensor& t);
+
+// A new tensor with logical shape `shape` whose memory is laid out as `md` (plain when md is plain).
+TensorPtr tensorWithDesc(const Shape& shape, const dnnl::memory::desc& md);
+dnnl::memory memoryOf(const Tensor& t);  // the tensor's own memory in its own layout
+
+// Writes src (any layout) into dst's own layout.
+void reorderInto(const Tensor& src, Tensor& dst);
+
+}  // namespace cpu
+}  // namespace msgc

@@ -1,0 +1,29 @@
+// optim.cc: the SGD update kernel (torch.optim.SGD semantics with dampening 0), in place on the parameter and
+// its momentum buffer. The gradient may arrive in a blocked layout; it is read in the parameter's layout.
+#include "layout.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+using namespace cpu;
+
+void sgdStep(Tensor& param, const Tensor& grad, Tensor* buf, float lr, float momentum, float weightDecay,
+             bool nesterov) {
+  dnnl::memory::desc md = currentDesc(param);
+  const float* g = static_cast<const float*>(asLayout(grad, md).get_data_handle());
+  float* p = param.data();
+  float* b = buf ? buf->data() : nullptr;
+  int64_t n = param.layout ? (int64_t)(param.storage->bytes / sizeof(float)) : param.numel();
+#pragma omp parallel for simd if (n > 32768)
+  for (int64_t i = 0; i < n; i++) {
+    float d = g[i] + weightDecay * p[i];
+    if (b) {
+      b[i] = momentum * b[i] + d;
+      d = nesterov ? d + momentum * b[i] : b[i];
+    }
+    p[i] -= lr * d;
+  }
+  param.storage->touch();
+  if (buf) buf->storage->touch();
+}
+
+}  // namespace msgc

@@ -1,0 +1,97 @@
+// pool.cc: max and average pooling (and adaptive average to 1x1 as a full-window average) on oneDNN. Max pooling
+// ignores padding (as torch pads with -inf); average pooling counts it (torch's count_include_pad=True).
+// Output sizes use torch's floor formula.
+#include <sstream>
+#include <unordered_map>
+
+#include "layout.h"
+#include "msgc/errors.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+using namespace cpu;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+struct PoolPrims {
+  dnnl::pooling_forward::primitive_desc fwdPd;
+  dnnl::pooling_forward fwd;
+  bool haveBwd = false;
+  dnnl::pooling_backward::primitive_desc bwdPd;
+  dnnl::pooling_backward bwd;
+};
+
+Shape outShape(const Shape& x, const Pool2dParams& p) {
+  return {x[0], x[1], (x[2] + 2 * p.padH - p.kernelH) / p.strideH + 1, (x[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
+}
+
+dnnl::algorithm algOf(PoolKind k) {
+  return k == PoolKind::Max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_include_padding;
+}
+
+PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xShape, const Pool2dParams& p) {
+  static std::unordered_map<std::string, std::unique_ptr<PoolPrims>> cache;
+  std::ostringstream os;
+  os << (int)kind << descKey(src) << p.kernelH << ',' << p.kernelW << ',' << p.strideH << ',' << p.strideW << ','
+     << p.padH << ',' << p.padW;
+  auto it = cache.find(os.str());
+  if (it != cache.end()) return *it->second;
+  auto e = std::make_unique<PoolPrims>();
+  Shape y = outShape(xShape, p);
+  Dims padR{(y[2] - 1) * p.strideH + p.kernelH - xShape[2] - p.padH, (y[3] - 1) * p.strideW + p.kernelW - xShape[3] - p.padW};
+  dnnl::memory::desc dst(toDims(y), dt::f32, tag::any);
+  dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_training, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
+                                Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
+  e->fwdPd = dnnl::pooling_forward::primitive_desc(d, engine());
+  e->fwd = dnnl::pooling_forward(e->fwdPd);
+  dnnl::pooling_backward::desc bd(algOf(kind), src, e->fwdPd.dst_desc(), Dims{p.strideH, p.strideW},
+                                  Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
+  e->bwdPd = dnnl::pooling_backward::primitive_desc(bd, engine(), e->fwdPd);
+  e->bwd = dnnl::pooling_backward(e->bwdPd);
+  auto& ref = *e;
+  cache[os.str()] = std::move(e);
+  return ref;
+}
+
+}  // namespace
+
+PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p) {
+  dnnl::memory::desc src = currentDesc(x);
+  PoolPrims& c = prims(kind, src, x.shape, p);
+  PoolResult r;
+  r.y = tensorWithDesc(outShape(x.shape, p), c.fwdPd.dst_desc());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*r.y)}};
+  if (kind == PoolKind::Max) {
+    dnnl::memory::desc ws = c.fwdPd.workspace_desc();
+    int64_t words = (int64_t)((ws.get_size() + 3) / 4);
+    r.workspace = emptyTensor({words > 0 ? words : 1});
+    args[DNNL_ARG_WORKSPACE] = dnnl::memory(ws, engine(), r.workspace->data());
+  }
+  c.fwd.execute(stream(), args);
+  stream().wait();
+  return r;
+}
+
+TensorPtr pool2dBackward(PoolKind kind, const Tensor& x, const Tensor& gy, const Tensor* workspace,
+                         const Pool2dParams& p) {
+  // the same primitive as the forward (keyed on x's layout), so the workspace matches
+  const Shape& xShape = x.shape;
+  dnnl::memory::desc src = currentDesc(x);
+  PoolPrims& c = prims(kind, src, xShape, p);
+  TensorPtr gx = tensorWithDesc(xShape, c.bwdPd.diff_src_desc());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_DIFF_DST, asLayout(gy, c.bwdPd.diff_dst_desc())},
+                                             {DNNL_ARG_DIFF_SRC, memoryOf(*gx)}};
+  if (kind == PoolKind::Max) {
+    dnnl::memory::desc ws = c.fwdPd.workspace_desc();
+    MSGC_CHECK(workspace && (size_t)workspace->numel() * 4 >= ws.get_size(),
+               "maxPool2d backward: workspace does not match this pooling");
+    args[DNNL_ARG_WORKSPACE] = dnnl::memory(ws, engine(), workspace->data());
+  }
+  c.bwd.execute(stream(), args);
+  stream().wait();
+  return gx;
+}
+
+}  // namespace msgc

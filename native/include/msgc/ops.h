@@ -1,0 +1,100 @@
+// ops.h: the op interface, one function per kernel. Every backend implements this table; N-API bindings
+// validate arguments before calling, so kernels assume valid input (shapes noted per function).
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "msgc/tensor.h"
+
+namespace msgc {
+
+// ---- convolution (cpu/conv.cc) -------------------------------------------------------------------------------
+struct Conv2dParams {
+  int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, dilationH = 1, dilationW = 1, groups = 1;
+};
+// x: [N, C, H, W], weight: [K, C/groups, kH, kW], bias: [K] or null -> y: [N, K, OH, OW]
+TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p);
+struct Conv2dGrads {
+  TensorPtr x, weight, bias;
+};
+// gy: [N, K, OH, OW]; computes the gradients asked for.
+Conv2dGrads conv2dBackward(const Tensor& x, const Tensor& weight, const Tensor& gy, const Conv2dParams& p,
+                           bool needX, bool needWeight, bool needBias);
+
+// ---- batch normalisation (cpu/norm.cc) ---------------------------------------------------------------------
+// x: [N, C, H, W] (or [N, C]); runningMean/Var: [C] (updated in place when training); weight/bias: [C] or null.
+// Returns y and, for the backward, the statistics used (batch mean and biased variance when training, the
+// running ones in eval).
+struct BatchNormResult {
+  TensorPtr y, mean, var;
+};
+BatchNormResult batchNorm2dForward(const Tensor& x, Tensor& runningMean, Tensor& runningVar, const Tensor* weight,
+                                   const Tensor* bias, bool training, float momentum, float eps);
+struct BatchNormGrads {
+  TensorPtr x, weight, bias;
+};
+BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& var,
+                                   const Tensor* weight, bool training, float eps, bool needWeightBias);
+
+// ---- activations (cpu/activation.cc): y keeps x's layout --------------------------------------------------
+enum class Activation { ReLU, ReLU6, Sigmoid };
+TensorPtr activationForward(Activation a, const Tensor& x);
+// relu/relu6 differentiate through x, sigmoid through y.
+TensorPtr activationBackward(Activation a, const Tensor& xOrY, const Tensor& gy);
+
+// ---- pooling (cpu/pool.cc) --------------------------------------------------------------------------------
+enum class PoolKind { Max, Avg };
+struct Pool2dParams {
+  int64_t kernelH, kernelW, strideH, strideW, padH, padW;
+};
+struct PoolResult {
+  TensorPtr y, workspace;  // workspace: opaque (max pooling's argmax), null for average pooling
+};
+PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p);
+TensorPtr pool2dBackward(PoolKind kind, const Tensor& x, const Tensor& gy, const Tensor* workspace,
+                         const Pool2dParams& p);
+
+// ---- linear (cpu/linear.cc) -------------------------------------------------------------------------------
+// x: [N, in], weight: [out, in], bias: [out] or null -> y: [N, out]
+TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bias);
+struct LinearGrads {
+  TensorPtr x, weight, bias;
+};
+LinearGrads linearBackward(const Tensor& x, const Tensor& weight, const Tensor& gy, bool needX, bool needWeight,
+                           bool needBias);
+
+// ---- loss (cpu/loss.cc) -----------------------------------------------------------------------------------
+// logits: [N, K], labels: N ints in [0, K). Returns the mean loss (a [] tensor) and softmax probabilities.
+struct CrossEntropyResult {
+  TensorPtr loss, probs;
+};
+CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labels, float labelSmoothing);
+// gLoss: scalar multiplier (the upstream gradient of the mean loss).
+TensorPtr crossEntropyBackward(const Tensor& probs, const int32_t* labels, float labelSmoothing, float gLoss);
+
+// ---- elementwise and reductions (cpu/elementwise.cc) -------------------------------------------------------
+enum class Binary { Add, Sub, Mul };
+// a: any shape; b: same rank with every dim equal to a's or 1 (or a single element). y has a's shape.
+TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b);
+// Sums g over the dims where `target` is 1 (reduces a gradient of a's shape to b's broadcast shape).
+TensorPtr reduceToShape(const Tensor& g, const Shape& target);
+TensorPtr scale(const Tensor& x, float alpha);  // alpha * x
+TensorPtr sumAll(const Tensor& x);              // [] tensor
+TensorPtr broadcastScalar(const Tensor& scalar, const Shape& shape, float alpha);  // alpha * scalar everywhere
+void addInPlace(Tensor& dst, const Tensor& src, float alpha);  // dst += alpha * src (same shape)
+
+// ---- shape ops (cpu/shape.cc) -----------------------------------------------------------------------------
+TensorPtr reshape(const Tensor& x, const Shape& shape);  // shares memory with plain x
+TensorPtr concatChannels(const std::vector<const Tensor*>& xs);  // along dim 1
+TensorPtr sliceChannels(const Tensor& x, int64_t start, int64_t end);
+TensorPtr sliceChannelsBackward(const Tensor& gy, const Shape& xShape, int64_t start);  // zeros elsewhere
+TensorPtr toPlain(const Tensor& x);  // a new plain tensor with x's values (always a copy)
+void copyFromHost(Tensor& dst, const float* src);  // dst becomes plain with these values
+
+// ---- optimiser (cpu/optim.cc) -----------------------------------------------------------------------------
+// torch.optim.SGD semantics (dampening 0): d = g + wd*p; buf = m*buf + d; d = nesterov ? d + m*buf : buf;
+// p -= lr * d. momentumBuffer may be null when momentum == 0.
+void sgdStep(Tensor& param, const Tensor& grad, Tensor* momentumBuffer, float lr, float momentum, float weightDecay,
+             bool nesterov);
+
+}  // namespace msgc

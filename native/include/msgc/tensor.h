@@ -1,0 +1,100 @@
+// tensor.h: native tensors. float32, logical NCHW (row-major) shape, storage owned here, never by JavaScript.
+// A backend may keep a tensor in an internal layout (oneDNN's blocked nChw16c, say); `layout` names it and is
+// null for plain row-major memory. Conversions are the backend's business (see cpu/layout.h).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace msgc {
+
+enum class Device { CPU, CUDA };
+const char* deviceName(Device d);
+
+using Shape = std::vector<int64_t>;
+std::string shapeString(const Shape& s);
+int64_t shapeNumel(const Shape& s);
+
+struct Layout;  // backend-defined internal layout description; null means plain row-major
+
+// A buffer from the caching allocator. `version` increases on every in-place write so that derived copies
+// (e.g. a weight reordered into a convolution's preferred layout) know when they are stale.
+struct Storage {
+  float* data = nullptr;
+  size_t bytes = 0;
+  Device device = Device::CPU;
+  uint64_t version = 0;
+  struct Derived {
+    uint64_t version;
+    std::shared_ptr<Storage> copy;
+  };
+  std::unordered_map<std::string, Derived> derived;  // layout key -> copy of this storage in that layout
+
+  Storage(size_t bytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void touch() { ++version; derived.clear(); }
+};
+
+struct Tensor {
+  Shape shape;
+  std::shared_ptr<Storage> storage;
+  std::shared_ptr<const Layout> layout;  // null: plain
+
+  Tensor(Shape shape, std::shared_ptr<Storage> storage, std::shared_ptr<const Layout> layout = nullptr);
+  ~Tensor();
+  Tensor(const Tensor&) = delete;
+  Tensor& operator=(const Tensor&) = delete;
+
+  int64_t numel() const { return shapeNumel(shape); }
+  int64_t dim() const { return (int64_t)shape.size(); }
+  Device device() const { return storage->device; }
+  bool isPlain() const { return layout == nullptr; }
+  float* data() const { return storage->data; }
+};
+
+using TensorPtr = std::shared_ptr<Tensor>;
+
+// New plain tensor, uninitialised or zero-filled.
+TensorPtr emptyTensor(const Shape& shape, Device device = Device::CPU);
+TensorPtr zerosTensor(const Shape& shape, Device device = Device::CPU);
+TensorPtr fullTensor(const Shape& shape, float value, Device device = Device::CPU);
+TensorPtr fromHost(const float* src, const Shape& shape);
+
+// Number of native tensors alive (for leak tests), and allocator statistics.
+int64_t liveTensorCount();
+struct AllocatorStats {
+  int64_t liveBuffers;
+  int64_t liveBytes;
+  int64_t cachedBytes;
+  int64_t peakBytes;
+};
+AllocatorStats allocatorStats();
+void emptyAllocatorCache();
+
+// Caching allocator (core/allocator.cc): 64-byte aligned host buffers, reused by exact (rounded) size.
+void* allocHost(size_t bytes);
+void freeHost(void* p, size_t bytes);
+
+// Threads and randomness (core/runtime.cc).
+void setNumThreads(int n);
+int getNumThreads();
+void manualSeed(uint64_t seed);
+uint64_t nextSeed();  // draws a fresh seed from the global generator
+
+// Counter-based generator: the same seed gives the same stream on every backend and thread count.
+struct Philox {
+  uint64_t key;
+  uint64_t counter;
+  explicit Philox(uint64_t seed) : key(seed), counter(0) {}
+  // 4 uniform 32-bit values for block index `block`.
+  static void block(uint64_t key, uint64_t block, uint32_t out[4]);
+};
+void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high);
+void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std);
+
+}  // namespace msgc

@@ -1,0 +1,30 @@
+// addon.cc: module initialisation only; each area registers its own functions.
+#include "common.h"
+
+namespace msgc {
+namespace napi {
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  AddonData* data = new AddonData();
+  Napi::Function ctor = NativeTensor::Define(env);
+  data->tensorConstructor = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("NativeTensor", ctor);
+  registerTensorBindings(env, exports);
+  registerConvBindings(env, exports);
+  registerLayerBindings(env, exports);
+  registerMathBindings(env, exports);
+  Napi::Object info = Napi::Object::New(env);
+  info.Set("backend", "cpu");
+  info.Set("devices", Napi::Array::New(env, 0));
+  info.Set("library", "oneDNN");
+  exports.Set("buildInfo", info);
+  return exports;
+}
+
+}  // namespace napi
+}  // namespace msgc
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return msgc::napi::Init(env, exports); }
+
+NODE_API_MODULE(msgc, InitModule)

@@ -1,0 +1,70 @@
+// common.h: the N-API boundary's shared pieces: the NativeTensor handle class, argument readers that check
+// everything that could crash a kernel, and the guard that turns C++ exceptions into JavaScript Errors.
+#pragma once
+#include <napi.h>
+
+#include <string>
+#include <vector>
+
+#include "msgc/errors.h"
+#include "msgc/tensor.h"
+
+namespace msgc {
+namespace napi {
+
+// A JavaScript handle to a native tensor. dispose() frees now; the finalizer is only a backstop.
+class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Object Wrap(Napi::Env env, TensorPtr t);
+  static bool Is(Napi::Env env, const Napi::Value& v);
+  explicit NativeTensor(const Napi::CallbackInfo& info);
+  ~NativeTensor() override;
+  const TensorPtr& tensor() const { return tensor_; }
+  void release(Napi::Env env);
+
+ private:
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Layout(const Napi::CallbackInfo& info);
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value ToFloat32Array(const Napi::CallbackInfo& info);
+  Napi::Value CopyFrom(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Item(const Napi::CallbackInfo& info);
+  TensorPtr tensor_;
+  int64_t accounted_ = 0;
+};
+
+struct AddonData {
+  Napi::FunctionReference tensorConstructor;
+};
+
+// ---- argument readers; each throws msgc::Error naming the op and the argument ----
+TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+TensorPtr optionalTensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t min, int64_t max);
+bool boolArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+Shape shapeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+std::vector<int64_t> intListArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
+                                size_t length, int64_t min, int64_t max);
+
+void expectDims(const Tensor& t, int64_t dims, const char* op, const char* name, const char* meaning);
+void expectShape(const Tensor& t, const Shape& shape, const char* op, const char* name);
+void expectSameDevice(const Tensor& a, const Tensor& b, const char* op, const char* nameA, const char* nameB);
+
+Napi::Value wrapTensor(Napi::Env env, const TensorPtr& t);  // null -> JavaScript null
+
+using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
+// Registers `fn` on `exports` behind the exception guard.
+void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn);
+
+// Registration of each binding area (one file each).
+void registerTensorBindings(Napi::Env env, Napi::Object exports);
+void registerConvBindings(Napi::Env env, Napi::Object exports);
+void registerLayerBindings(Napi::Env env, Napi::Object exports);
+void registerMathBindings(Napi::Env env, Napi::Object exports);
+
+}  // namespace napi
+}  // namespace msgc

@@ -1,0 +1,220 @@
+// layer_binding.cc: batch norm, activations, pooling, linear and cross-entropy bindings with their checks.
+#include "common.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+namespace napi {
+
+namespace {
+Napi::Array tensorList(Napi::Env env, std::initializer_list<TensorPtr> ts) {
+  Napi::Array a = Napi::Array::New(env, ts.size());
+  uint32_t i = 0;
+  for (const TensorPtr& t : ts) a.Set(i++, wrapTensor(env, t));
+  return a;
+}
+
+void expectNchwOrNc(const Tensor& x, const char* op) {
+  MSGC_CHECK(x.dim() == 4 || x.dim() == 2, op, ": x has ", x.dim(), " dims (shape ", shapeString(x.shape),
+             "), expected 4 ([N, C, H, W]) or 2 ([N, C])");
+  MSGC_CHECK(x.shape[1] > 0, op, ": x has no channels (shape ", shapeString(x.shape), ")");
+}
+
+void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const char* name, const Tensor& x) {
+  if (!t) return;
+  expectShape(*t, {C}, op, name);
+  expectSameDevice(x, *t, op, "x", name);
+}
+}  // namespace
+
+// batchNorm2dForward(x, runningMean, runningVar, weight|null, bias|null, training, momentum, eps) -> [y, mean, var]
+static Napi::Value BatchNorm2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "batchNorm2d";
+  TensorPtr x = tensorArg(info, 0, op, "x");
+  TensorPtr rm = tensorArg(info, 1, op, "runningMean"), rv = tensorArg(info, 2, op, "runningVar");
+  TensorPtr w = optionalTensorArg(info, 3, op, "weight"), b = optionalTensorArg(info, 4, op, "bias");
+  bool training = boolArg(info, 5, op, "training");
+  double momentum = numberArg(info, 6, op, "momentum"), eps = numberArg(info, 7, op, "eps");
+  expectNchwOrNc(*x, op);
+  int64_t C = x->shape[1];
+  expectChannelVector(rm, C, op, "runningMean", *x);
+  expectChannelVector(rv, C, op, "runningVar", *x);
+  expectChannelVector(w, C, op, "weight", *x);
+  expectChannelVector(b, C, op, "bias", *x);
+  MSGC_CHECK(rm->isPlain() && rv->isPlain(), op, ": running statistics must be plain tensors");
+  MSGC_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  MSGC_CHECK(!training || x->numel() / C > 1, op, ": training needs more than one value per channel (x has shape ",
+             shapeString(x->shape), "); use a batch larger than 1 or eval mode");
+  BatchNormResult r = batchNorm2dForward(*x, *rm, *rv, w.get(), b.get(), training, (float)momentum, (float)eps);
+  return tensorList(info.Env(), {r.y, r.mean, r.var});
+}
+
+// batchNorm2dBackward(x, gy, mean, var, weight|null, training, eps, needWeightBias) -> [gx, gw, gb]
+static Napi::Value BatchNorm2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "batchNorm2d backward";
+  TensorPtr x = tensorArg(info, 0, op, "x"), gy = tensorArg(info, 1, op, "gradOutput");
+  TensorPtr mean = tensorArg(info, 2, op, "mean"), var = tensorArg(info, 3, op, "var");
+  TensorPtr w = optionalTensorArg(info, 4, op, "weight");
+  bool training = boolArg(info, 5, op, "training");
+  double eps = numberArg(info, 6, op, "eps");
+  bool needWB = boolArg(info, 7, op, "needWeightBias");
+  expectNchwOrNc(*x, op);
+  int64_t C = x->shape[1];
+  expectShape(*gy, x->shape, op, "gradOutput");
+  expectChannelVector(mean, C, op, "mean", *x);
+  expectChannelVector(var, C, op, "var", *x);
+  expectChannelVector(w, C, op, "weight", *x);
+  MSGC_CHECK(mean->isPlain() && var->isPlain(), op, ": saved statistics must be plain tensors");
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  BatchNormGrads g = batchNorm2dBackward(*x, *gy, *mean, *var, w.get(), training, (float)eps, needWB);
+  return tensorList(info.Env(), {g.x, g.weight, g.bias});
+}
+
+static Activation activationArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  int64_t k = intArg(info, i, op, "kind", 0, 2);
+  return static_cast<Activation>(k);
+}
+
+// activationForward(kind, x); kind: 0 relu, 1 relu6, 2 sigmoid
+static Napi::Value ActivationForward(const Napi::CallbackInfo& info) {
+  Activation a = activationArg(info, 0, "activation");
+  TensorPtr x = tensorArg(info, 1, "activation", "x");
+  return wrapTensor(info.Env(), activationForward(a, *x));
+}
+
+// activationBackward(kind, xOrY, gy)
+static Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
+  const char* op = "activation backward";
+  Activation a = activationArg(info, 0, op);
+  TensorPtr x = tensorArg(info, 1, op, "saved"), gy = tensorArg(info, 2, op, "gradOutput");
+  expectShape(*gy, x->shape, op, "gradOutput");
+  return wrapTensor(info.Env(), activationBackward(a, *x, *gy));
+}
+
+namespace {
+// pool args: kind (0 max, 1 avg), x, kernel[2], stride[2], padding[2]
+Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x, const char* op) {
+  auto kernel = intListArg(info, k, op, "kernelSize", 2, 1, int64_t(1) << 30);
+  auto stride = intListArg(info, k + 1, op, "stride", 2, 1, int64_t(1) << 30);
+  auto pad = intListArg(info, k + 2, op, "padding", 2, 0, int64_t(1) << 30);
+  expectDims(x, 4, op, "x", "[N, C, H, W]");
+  MSGC_CHECK(x.numel() > 0, op, ": x is empty (shape ", shapeString(x.shape), ")");
+  MSGC_CHECK(pad[0] * 2 <= kernel[0] && pad[1] * 2 <= kernel[1], op, ": padding (", pad[0], ", ", pad[1],
+             ") must be at most half the kernel size (", kernel[0], ", ", kernel[1], ")");
+  MSGC_CHECK(x.shape[2] + 2 * pad[0] >= kernel[0] && x.shape[3] + 2 * pad[1] >= kernel[1], op, ": kernel ", kernel[0],
+             "x", kernel[1], " is larger than the padded input ", x.shape[2] + 2 * pad[0], "x", x.shape[3] + 2 * pad[1]);
+  return {kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1]};
+}
+}  // namespace
+
+static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "pool2d";
+  PoolKind kind = intArg(info, 0, op, "kind", 0, 1) == 0 ? PoolKind::Max : PoolKind::Avg;
+  TensorPtr x = tensorArg(info, 1, op, "x");
+  Pool2dParams p = readPool(info, 2, *x, kind == PoolKind::Max ? "maxPool2d" : "avgPool2d");
+  PoolResult r = pool2dForward(kind, *x, p);
+  return tensorList(info.Env(), {r.y, r.workspace});
+}
+
+// pool2dBackward(kind, x, kernel, stride, padding, gy, workspace|null)
+static Napi::Value Pool2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "pool2d backward";
+  PoolKind kind = intArg(info, 0, op, "kind", 0, 1) == 0 ? PoolKind::Max : PoolKind::Avg;
+  TensorPtr x = tensorArg(info, 1, op, "x");
+  Pool2dParams p = readPool(info, 2, *x, op);
+  TensorPtr gy = tensorArg(info, 5, op, "gradOutput");
+  TensorPtr ws = optionalTensorArg(info, 6, op, "workspace");
+  msgc::Shape y{x->shape[0], x->shape[1], (x->shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
+                (x->shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
+  expectShape(*gy, y, op, "gradOutput");
+  MSGC_CHECK(kind == PoolKind::Avg || ws, op, ": max pooling needs the workspace from its forward");
+  return wrapTensor(info.Env(), pool2dBackward(kind, *x, *gy, ws.get(), p));
+}
+
+namespace {
+void readLinear(const Napi::CallbackInfo& info, const char* op, TensorPtr& x, TensorPtr& w) {
+  x = tensorArg(info, 0, op, "x");
+  w = tensorArg(info, 1, op, "weight");
+  expectDims(*x, 2, op, "x", "[N, inFeatures]");
+  expectDims(*w, 2, op, "weight", "[outFeatures, inFeatures]");
+  expectSameDevice(*x, *w, op, "x", "weight");
+  MSGC_CHECK(x->shape[1] == w->shape[1], op, ": x has ", x->shape[1], " features (shape ", shapeString(x->shape),
+             ") but weight expects ", w->shape[1], " (shape ", shapeString(w->shape), ")");
+}
+}  // namespace
+
+// linearForward(x, weight, bias|null)
+static Napi::Value LinearForward(const Napi::CallbackInfo& info) {
+  const char* op = "linear";
+  TensorPtr x, w;
+  readLinear(info, op, x, w);
+  TensorPtr b = optionalTensorArg(info, 2, op, "bias");
+  if (b) expectShape(*b, {w->shape[0]}, op, "bias");
+  return wrapTensor(info.Env(), linearForward(*x, *w, b.get()));
+}
+
+// linearBackward(x, weight, gy, needX, needWeight, needBias) -> [gx, gw, gb]
+static Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
+  const char* op = "linear backward";
+  TensorPtr x, w;
+  readLinear(info, op, x, w);
+  TensorPtr gy = tensorArg(info, 2, op, "gradOutput");
+  expectShape(*gy, {x->shape[0], w->shape[0]}, op, "gradOutput");
+  LinearGrads g = linearBackward(*x, *w, *gy, boolArg(info, 3, op, "needX"), boolArg(info, 4, op, "needWeight"),
+                                 boolArg(info, 5, op, "needBias"));
+  return tensorList(info.Env(), {g.x, g.weight, g.bias});
+}
+
+namespace {
+const int32_t* labelsArg(const Napi::CallbackInfo& info, size_t i, const char* op, int64_t N, int64_t K) {
+  MSGC_CHECK(info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array, op,
+             ": labels must be an Int32Array");
+  Napi::Int32Array a = info[i].As<Napi::Int32Array>();
+  MSGC_CHECK((int64_t)a.ElementLength() == N, op, ": labels has ", a.ElementLength(), " entries, expected ", N,
+             " (one per row of logits)");
+  const int32_t* p = a.Data();
+  for (int64_t n = 0; n < N; n++)
+    MSGC_CHECK(p[n] >= 0 && p[n] < K, op, ": labels[", n, "] = ", p[n], " is outside [0, ", K, ")");
+  return p;
+}
+}  // namespace
+
+// crossEntropyForward(logits, labels: Int32Array, labelSmoothing) -> [loss, probs]
+static Napi::Value CrossEntropyForward(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropy";
+  TensorPtr z = tensorArg(info, 0, op, "logits");
+  expectDims(*z, 2, op, "logits", "[N, numClasses]");
+  MSGC_CHECK(z->shape[1] > 0, op, ": logits need at least one class");
+  const int32_t* labels = labelsArg(info, 1, op, z->shape[0], z->shape[1]);
+  double eps = numberArg(info, 2, op, "labelSmoothing");
+  MSGC_CHECK(eps >= 0 && eps <= 1, op, ": labelSmoothing must be in [0, 1], got ", eps);
+  CrossEntropyResult r = crossEntropyForward(*z, labels, (float)eps);
+  return tensorList(info.Env(), {r.loss, r.probs});
+}
+
+// crossEntropyBackward(probs, labels, labelSmoothing, gLoss)
+static Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropy backward";
+  TensorPtr p = tensorArg(info, 0, op, "probs");
+  expectDims(*p, 2, op, "probs", "[N, numClasses]");
+  const int32_t* labels = labelsArg(info, 1, op, p->shape[0], p->shape[1]);
+  double eps = numberArg(info, 2, op, "labelSmoothing");
+  MSGC_CHECK(eps >= 0 && eps <= 1, op, ": labelSmoothing must be in [0, 1], got ", eps);
+  return wrapTensor(info.Env(), crossEntropyBackward(*p, labels, (float)eps, (float)numberArg(info, 3, op, "gradLoss")));
+}
+
+void registerLayerBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward);
+  exportFunction(env, exports, "batchNorm2dBackward", BatchNorm2dBackward);
+  exportFunction(env, exports, "activationForward", ActivationForward);
+  exportFunction(env, exports, "activationBackward", ActivationBackward);
+  exportFunction(env, exports, "pool2dForward", Pool2dForward);
+  exportFunction(env, exports, "pool2dBackward", Pool2dBackward);
+  exportFunction(env, exports, "linearForward", LinearForward);
+  exportFunction(env, exports, "linearBackward", LinearBackward);
+  exportFunction(env, exports, "crossEntropyForward", CrossEntropyForward);
+  exportFunction(env, exports, "crossEntropyBackward", CrossEntropyBackward);
+}
+
+}  // namespace napi
+}  // namespace msgc

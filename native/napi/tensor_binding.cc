@@ -1,0 +1,234 @@
+// tensor_binding.cc: the NativeTensor handle and tensor creation, randomness, memory statistics, threads.
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "../cpu/layout.h"
+#include "common.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+namespace napi {
+
+Napi::Function NativeTensor::Define(Napi::Env env) {
+  return DefineClass(env, "NativeTensor",
+                     {InstanceAccessor<&NativeTensor::Shape>("shape"),
+                      InstanceAccessor<&NativeTensor::Layout>("layout"),
+                      InstanceAccessor<&NativeTensor::Device>("device"),
+                      InstanceAccessor<&NativeTensor::Disposed>("disposed"),
+                      InstanceMethod<&NativeTensor::ToFloat32Array>("toFloat32Array"),
+                      InstanceMethod<&NativeTensor::CopyFrom>("copyFrom"),
+                      InstanceMethod<&NativeTensor::Item>("item"),
+                      InstanceMethod<&NativeTensor::Dispose>("dispose")});
+}
+
+bool NativeTensor::Is(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) return false;
+  AddonData* data = env.GetInstanceData<AddonData>();
+  return v.As<Napi::Object>().InstanceOf(data->tensorConstructor.Value());
+}
+
+Napi::Object NativeTensor::Wrap(Napi::Env env, TensorPtr t) {
+  AddonData* data = env.GetInstanceData<AddonData>();
+  Napi::Object obj = data->tensorConstructor.New({});
+  NativeTensor* self = Unwrap(obj);
+  self->tensor_ = std::move(t);
+  self->accounted_ = (int64_t)self->tensor_->storage->bytes;
+  Napi::MemoryManagement::AdjustExternalMemory(env, self->accounted_);
+  return obj;
+}
+
+// Only Wrap() creates working handles; `new NativeTensor()` from JavaScript gives a disposed one.
+NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {}
+
+NativeTensor::~NativeTensor() {
+  // finalizer backstop: the native memory goes with the handle
+  if (tensor_) {
+    tensor_.reset();
+    if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -accounted_);
+  }
+}
+
+void NativeTensor::release(Napi::Env env) {
+  if (!tensor_) return;
+  tensor_.reset();
+  if (accounted_) Napi::MemoryManagement::AdjustExternalMemory(env, -accounted_);
+  accounted_ = 0;
+}
+
+static const TensorPtr& live(const NativeTensor* self, const TensorPtr& t, const char* what) {
+  (void)self;
+  MSGC_CHECK(t != nullptr, "tensor.", what, ": the tensor was disposed; it can no longer be used");
+  return t;
+}
+
+static Napi::Value guard(Napi::Env env, const std::function<Napi::Value()>& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "shape");
+    Napi::Array a = Napi::Array::New(info.Env(), t->shape.size());
+    for (size_t i = 0; i < t->shape.size(); i++) a.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)t->shape[i]));
+    return a;
+  });
+}
+
+Napi::Value NativeTensor::Layout(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "layout");
+    return Napi::String::New(info.Env(), t->layout ? "blocked" : "plain");
+  });
+}
+
+Napi::Value NativeTensor::Device(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "device");
+    return Napi::String::New(info.Env(), deviceName(t->device()));
+  });
+}
+
+Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), tensor_ == nullptr);
+}
+
+Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "toFloat32Array");
+    int64_t n = t->numel();
+    Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)n);
+    if (n) std::memcpy(out.Data(), cpu::plainData(*t), (size_t)n * sizeof(float));
+    return out;
+  });
+}
+
+Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "item");
+    MSGC_CHECK(t->numel() == 1, "tensor.item: the tensor has ", t->numel(), " elements (shape ", shapeString(t->shape),
+               "), expected exactly 1");
+    return Napi::Number::New(info.Env(), cpu::plainData(*t)[0]);
+  });
+}
+
+Napi::Value NativeTensor::CopyFrom(const Napi::CallbackInfo& info) {
+  return guard(info.Env(), [&]() -> Napi::Value {
+    const TensorPtr& t = live(this, tensor_, "copyFrom");
+    MSGC_CHECK(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
+               "tensor.copyFrom: data must be a Float32Array");
+    Napi::Float32Array a = info[0].As<Napi::Float32Array>();
+    MSGC_CHECK((int64_t)a.ElementLength() == t->numel(), "tensor.copyFrom: data has ", a.ElementLength(),
+               " elements, expected ", t->numel(), " for shape ", shapeString(t->shape));
+    copyFromHost(*t, a.Data());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
+  release(info.Env());
+  return info.Env().Undefined();
+}
+
+// ---- module-level functions ----
+
+// fromFloat32(data: Float32Array, shape)
+static Napi::Value FromFloat32(const Napi::CallbackInfo& info) {
+  const char* op = "tensor";
+  MSGC_CHECK(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array, op,
+             ": data must be a Float32Array");
+  Napi::Float32Array a = info[0].As<Napi::Float32Array>();
+  msgc::Shape s = shapeArg(info, 1, op, "shape");
+  MSGC_CHECK((int64_t)a.ElementLength() == shapeNumel(s), op, ": data has ", a.ElementLength(),
+             " elements but shape ", shapeString(s), " needs ", shapeNumel(s));
+  return wrapTensor(info.Env(), fromHost(a.Data(), s));
+}
+
+// full(shape, value)
+static Napi::Value Full(const Napi::CallbackInfo& info) {
+  msgc::Shape s = shapeArg(info, 0, "full", "shape");
+  return wrapTensor(info.Env(), fullTensor(s, (float)numberArg(info, 1, "full", "value")));
+}
+
+// randomNormal(shape, seed, mean, std) / randomUniform(shape, seed, low, high); seed < 0 draws from the global
+// generator
+static uint64_t seedArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  double s = numberArg(info, i, op, "seed");
+  MSGC_CHECK(s == std::floor(s) && s < 9007199254740992.0, op, ": seed must be an integer, got ", s);
+  return s < 0 ? nextSeed() : (uint64_t)s;
+}
+
+static Napi::Value RandomNormal(const Napi::CallbackInfo& info) {
+  msgc::Shape s = shapeArg(info, 0, "randn", "shape");
+  uint64_t seed = seedArg(info, 1, "randn");
+  TensorPtr t = emptyTensor(s);
+  fillNormal(t->data(), t->numel(), seed, (float)numberArg(info, 2, "randn", "mean"),
+             (float)numberArg(info, 3, "randn", "std"));
+  return wrapTensor(info.Env(), t);
+}
+
+static Napi::Value RandomUniform(const Napi::CallbackInfo& info) {
+  msgc::Shape s = shapeArg(info, 0, "rand", "shape");
+  uint64_t seed = seedArg(info, 1, "rand");
+  double lo = numberArg(info, 2, "rand", "low"), hi = numberArg(info, 3, "rand", "high");
+  MSGC_CHECK(lo <= hi, "rand: low (", lo, ") must not exceed high (", hi, ")");
+  TensorPtr t = emptyTensor(s);
+  fillUniform(t->data(), t->numel(), seed, (float)lo, (float)hi);
+  return wrapTensor(info.Env(), t);
+}
+
+static Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
+  manualSeed(seedArg(info, 0, "manualSeed"));
+  return info.Env().Undefined();
+}
+
+static Napi::Value LiveTensorCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), (double)liveTensorCount());
+}
+
+static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  AllocatorStats s = allocatorStats();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("liveTensors", (double)liveTensorCount());
+  o.Set("liveBuffers", (double)s.liveBuffers);
+  o.Set("liveBytes", (double)s.liveBytes);
+  o.Set("cachedBytes", (double)s.cachedBytes);
+  o.Set("peakBytes", (double)s.peakBytes);
+  return o;
+}
+
+static Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  emptyAllocatorCache();
+  return info.Env().Undefined();
+}
+
+static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  setNumThreads((int)intArg(info, 0, "setNumThreads", "threads", 1, 1024));
+  return info.Env().Undefined();
+}
+
+static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), getNumThreads());
+}
+
+void registerTensorBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "fromFloat32", FromFloat32);
+  exportFunction(env, exports, "full", Full);
+  exportFunction(env, exports, "randomNormal", RandomNormal);
+  exportFunction(env, exports, "randomUniform", RandomUniform);
+  exportFunction(env, exports, "manualSeed", ManualSeed);
+  exportFunction(env, exports, "liveTensorCount", LiveTensorCount);
+  exportFunction(env, exports, "memoryStats", MemoryStats);
+  exportFunction(env, exports, "emptyCache", EmptyCache);
+  exportFunction(env, exports, "setNumThreads", SetNumThreads);
+  exportFunction(env, exports, "getNumThreads", GetNumThreads);
+}
+
+}  // namespace napi
+}  // namespace msgc
