@@ -53,6 +53,7 @@ export interface NativeBinding {
   addInPlace(dst: H, src: H, alpha: number): void;
   reshape(x: H, shape: number[]): H;
   toPlain(x: H): H;
+  clone(x: H): H;
   concatChannels(xs: H[]): H;
   sliceChannels(x: H, start: number, end: number): H;
   sliceChannelsBackward(gy: H, xShape: number[], start: number): H;

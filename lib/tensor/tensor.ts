@@ -98,7 +98,7 @@ export class Tensor {
   /** A new plain tensor with the same values (recorded by autograd). */
   clone(): Tensor {
     const out = new Tensor(native.toPlain(this.h));
-    return recordOp(out, 'clone', [this], (g) => [new Tensor(native.toPlain(g.h))]);
+    return recordOp(out, 'clone', [this], (g) => [g]);
   }
 
   /** Frees the native memory now. Safe to call twice. */
@@ -196,7 +196,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
 
   untracked(() => {
     const grads = new Map<Tensor, Tensor>();
-    grads.set(root, gradient ? new Tensor(native.toPlain(gradient.h)) : new Tensor(native.full(root.shape, 1)));
+    grads.set(root, gradient ? new Tensor(native.clone(gradient.h)) : new Tensor(native.full(root.shape, 1)));
     for (const t of order) {
       const g = grads.get(t);
       grads.delete(t);
@@ -220,7 +220,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
       node.inputs.forEach((input, k) => {
         let gi = inputGrads[k];
         if (!gi) return;
-        if (seen.has(gi)) gi = new Tensor(native.toPlain(gi.h)); // one tensor returned for two inputs
+        if (seen.has(gi)) gi = new Tensor(native.clone(gi.h)); // one tensor returned for two inputs
         seen.add(gi);
         if (!input || !input.requiresGrad) {
           gi.dispose();

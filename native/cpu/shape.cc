@@ -18,6 +18,12 @@ TensorPtr toPlain(const Tensor& x) {
   return y;
 }
 
+TensorPtr cloneTensor(const Tensor& x) {
+  auto st = std::make_shared<Storage>(x.storage->bytes, x.device());
+  std::memcpy(st->data, x.data(), x.storage->bytes);
+  return std::make_shared<Tensor>(x.shape, st, x.layout);
+}
+
 void copyFromHost(Tensor& dst, const float* src) {
   if (dst.layout) {  // become plain: a fresh storage, so views of the old one are unaffected
     dst.storage = std::make_shared<Storage>((size_t)dst.numel() * sizeof(float), dst.device());

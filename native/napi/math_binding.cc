@@ -81,6 +81,10 @@ static Napi::Value ToPlain(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), toPlain(*tensorArg(info, 0, "clone", "x")));
 }
 
+static Napi::Value Clone(const Napi::CallbackInfo& info) {
+  return wrapTensor(info.Env(), cloneTensor(*tensorArg(info, 0, "clone", "x")));
+}
+
 // concatChannels([tensors])
 static Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
   const char* op = "concat";
@@ -163,6 +167,7 @@ void registerMathBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "addInPlace", AddInPlace);
   exportFunction(env, exports, "reshape", Reshape);
   exportFunction(env, exports, "toPlain", ToPlain);
+  exportFunction(env, exports, "clone", Clone);
   exportFunction(env, exports, "concatChannels", ConcatChannels);
   exportFunction(env, exports, "sliceChannels", SliceChannels);
   exportFunction(env, exports, "sliceChannelsBackward", SliceChannelsBackward);

@@ -89,6 +89,7 @@ TensorPtr concatChannels(const std::vector<const Tensor*>& xs);  // along dim 1
 TensorPtr sliceChannels(const Tensor& x, int64_t start, int64_t end);
 TensorPtr sliceChannelsBackward(const Tensor& gy, const Shape& xShape, int64_t start);  // zeros elsewhere
 TensorPtr toPlain(const Tensor& x);  // a new plain tensor with x's values (always a copy)
+TensorPtr cloneTensor(const Tensor& x);  // a copy in x's own layout
 void copyFromHost(Tensor& dst, const float* src);  // dst becomes plain with these values
 
 // ---- optimiser (cpu/optim.cc) -----------------------------------------------------------------------------
