@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // prebuild.js: makes prebuilds/<platform>-<arch>/ with the N-API binary (prebuildify) and the shared libraries
-// it links that users may not have (libdnnl.so.2), found next to the binary through its $ORIGIN rpath.
+// it links that users may not have (libdnnl.so.2, libgomp.so.1), found next to the binary through its $ORIGIN rpath.
 'use strict';
 const { spawnSync, execSync } = require('child_process');
 const fs = require('fs');
@@ -17,7 +17,7 @@ const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
 const node = fs.readdirSync(dir).find((f) => f.endsWith('.node'));
 const ldd = execSync(`ldd ${JSON.stringify(path.join(dir, node))}`).toString();
 for (const line of ldd.split('\n')) {
-  const m = line.match(/(libdnnl\.so\.\d+) => (\S+)/);
+  const m = line.match(/(libdnnl\.so\.\d+|libgomp\.so\.\d+) => (\S+)/);
   if (m) {
     fs.copyFileSync(fs.realpathSync(m[2]), path.join(dir, m[1]));
     console.error(`prebuild: bundled ${m[1]}`);

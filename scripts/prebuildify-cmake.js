@@ -4,7 +4,6 @@
 // beside it so the prebuilt binary ($ORIGIN rpath) needs no system package.
 'use strict';
 const { spawnSync } = require('child_process');
-const fs = require('fs');
 const path = require('path');
 
 const root = path.join(__dirname, '..');
