@@ -27,6 +27,7 @@ export interface NativeBinding {
   randomUniform(shape: number[], seed: number, low: number, high: number): H;
   manualSeed(seed: number): void;
   liveTensorCount(): number;
+  nextSeed(): number;
   memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number };
   emptyCache(): void;
   setNumThreads(n: number): void;
@@ -57,6 +58,11 @@ export interface NativeBinding {
   concatChannels(xs: H[]): H;
   sliceChannels(x: H, start: number, end: number): H;
   sliceChannelsBackward(gy: H, xShape: number[], start: number): H;
+  msgcConv2dForward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number): H;
+  msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
+    needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
+  gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];
+  gateBackward(soft: H, gy: H, temperature: number): H;
   sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
 }
 

@@ -14,6 +14,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerConvBindings(env, exports);
   registerLayerBindings(env, exports);
   registerMathBindings(env, exports);
+  registerMsgcBindings(env, exports);
   Napi::Object info = Napi::Object::New(env);
   info.Set("backend", "cpu");
   info.Set("devices", Napi::Array::New(env, 0));

@@ -65,6 +65,7 @@ void registerTensorBindings(Napi::Env env, Napi::Object exports);
 void registerConvBindings(Napi::Env env, Napi::Object exports);
 void registerLayerBindings(Napi::Env env, Napi::Object exports);
 void registerMathBindings(Napi::Env env, Napi::Object exports);
+void registerMsgcBindings(Napi::Env env, Napi::Object exports);
 
 }  // namespace napi
 }  // namespace msgc

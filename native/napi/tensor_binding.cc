@@ -188,6 +188,11 @@ static Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// a fresh seed (< 2^53) from the global generator, for ops that draw noise
+static Napi::Value NextSeed(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), (double)(nextSeed() >> 11));
+}
+
 static Napi::Value LiveTensorCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)liveTensorCount());
 }
@@ -224,6 +229,7 @@ void registerTensorBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "randomUniform", RandomUniform);
   exportFunction(env, exports, "manualSeed", ManualSeed);
   exportFunction(env, exports, "liveTensorCount", LiveTensorCount);
+  exportFunction(env, exports, "nextSeed", NextSeed);
   exportFunction(env, exports, "memoryStats", MemoryStats);
   exportFunction(env, exports, "emptyCache", EmptyCache);
   exportFunction(env, exports, "setNumThreads", SetNumThreads);

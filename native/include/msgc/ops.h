@@ -99,3 +99,31 @@ void sgdStep(Tensor& param, const Tensor& grad, Tensor* momentumBuffer, float lr
              bool nesterov);
 
 }  // namespace msgc
+
+namespace msgc {
+
+// ---- MSGC convolution, masked execution (cpu/msgc_conv.cc) -------------------------------------------------
+// y[n, group i] = W_i ⋆ (scale[n, i, :] ⊙ x[n]); head i owns output channels [i*O/G, (i+1)*O/G).
+// x: [N, C, H, W], weight: [O, C, k, k] (no bias), scale: [N, G, C] -> y: [N, O, OH, OW]
+struct MsgcConvParams {
+  int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, heads = 1;
+};
+TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
+struct MsgcConvGrads {
+  TensorPtr x, weight, scale;
+};
+MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                               const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
+
+// ---- gates (cpu/gate.cc) ----------------------------------------------------------------------------------
+// Gumbel(logistic)-sigmoid with a straight-through estimator. Training: u ~ U[0,1) from `seed`,
+// g = log(u + 1e-8) - log(1 - u + 1e-8), soft = sigmoid((logits + g) / temperature), mask = 1[soft >= 0.5].
+// Eval: mask = 1[logits >= 0] (soft is null). mask/soft have logits' shape.
+struct GateResult {
+  TensorPtr mask, soft;
+};
+GateResult gateForward(const Tensor& logits, float temperature, bool training, uint64_t seed);
+// d mask / d logits := soft (1 - soft) / temperature
+TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature);
+
+}  // namespace msgc

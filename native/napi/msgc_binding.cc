@@ -1,0 +1,104 @@
+// msgc_binding.cc: the MSGC convolution and gate bindings, with their shape checks.
+#include "common.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+namespace napi {
+
+namespace {
+constexpr int64_t kMaxInt = int64_t(1) << 30;
+
+struct MsgcArgs {
+  TensorPtr x, weight, scale;
+  MsgcConvParams p;
+  msgc::Shape y;
+};
+
+// x, weight, scale, stride[2], padding[2], heads
+MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
+  MsgcArgs a;
+  a.x = tensorArg(info, 0, op, "x");
+  a.weight = tensorArg(info, 1, op, "weight");
+  a.scale = tensorArg(info, 2, op, "scale");
+  auto stride = intListArg(info, 3, op, "stride", 2, 1, kMaxInt);
+  auto pad = intListArg(info, 4, op, "padding", 2, 0, kMaxInt);
+  int64_t G = intArg(info, 5, op, "heads", 1, kMaxInt);
+  expectDims(*a.x, 4, op, "x", "[N, C, H, W]");
+  expectDims(*a.weight, 4, op, "weight", "[outChannels, inChannels, k, k]");
+  expectDims(*a.scale, 3, op, "scale", "[N, heads, inChannels]");
+  expectSameDevice(*a.x, *a.weight, op, "x", "weight");
+  expectSameDevice(*a.x, *a.scale, op, "x", "scale");
+  const msgc::Shape& xs = a.x->shape;
+  const msgc::Shape& ws = a.weight->shape;
+  MSGC_CHECK(xs[0] > 0 && xs[1] > 0, op, ": x has an empty batch or channel dimension: ", shapeString(xs));
+  MSGC_CHECK(ws[1] == xs[1], op, ": weight has shape ", shapeString(ws), ", expected ", xs[1],
+             " input channels in dim 1 (every head sees all inputs) for x of shape ", shapeString(xs));
+  MSGC_CHECK(ws[0] > 0 && ws[2] > 0 && ws[3] > 0, op, ": weight has an empty dimension: ", shapeString(ws));
+  MSGC_CHECK(ws[0] % G == 0, op, ": outChannels (", ws[0], ") must be divisible by heads (", G, ")");
+  expectShape(*a.scale, {xs[0], G, xs[1]}, op, "scale");
+  MSGC_CHECK(xs[2] + 2 * pad[0] >= ws[2] && xs[3] + 2 * pad[1] >= ws[3], op, ": the kernel (", ws[2], "x", ws[3],
+             ") is larger than the padded input (", xs[2] + 2 * pad[0], "x", xs[3] + 2 * pad[1], ")");
+  a.p.strideH = stride[0]; a.p.strideW = stride[1];
+  a.p.padH = pad[0]; a.p.padW = pad[1];
+  a.p.heads = G;
+  a.y = {xs[0], ws[0], (xs[2] + 2 * pad[0] - ws[2]) / stride[0] + 1, (xs[3] + 2 * pad[1] - ws[3]) / stride[1] + 1};
+  return a;
+}
+}  // namespace
+
+static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
+  MsgcArgs a = readMsgc(info, "msgcConv2d");
+  return wrapTensor(info.Env(), msgcConvForward(*a.x, *a.weight, *a.scale, a.p));
+}
+
+// msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
+static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "msgcConv2d backward";
+  MsgcArgs a = readMsgc(info, op);
+  TensorPtr gy = tensorArg(info, 6, op, "gradOutput");
+  expectShape(*gy, a.y, op, "gradOutput");
+  MsgcConvGrads g = msgcConvBackward(*a.x, *a.weight, *a.scale, *gy, a.p, boolArg(info, 7, op, "needX"),
+                                     boolArg(info, 8, op, "needWeight"), boolArg(info, 9, op, "needScale"));
+  Napi::Array out = Napi::Array::New(info.Env(), 3);
+  out.Set(0u, wrapTensor(info.Env(), g.x));
+  out.Set(1u, wrapTensor(info.Env(), g.weight));
+  out.Set(2u, wrapTensor(info.Env(), g.scale));
+  return out;
+}
+
+// gateForward(logits, temperature, training, seed) -> [mask, soft|null]
+static Napi::Value GateForward(const Napi::CallbackInfo& info) {
+  const char* op = "gate";
+  TensorPtr l = tensorArg(info, 0, op, "logits");
+  double t = numberArg(info, 1, op, "temperature");
+  MSGC_CHECK(t > 0, op, ": temperature must be positive, got ", t);
+  bool training = boolArg(info, 2, op, "training");
+  double seed = numberArg(info, 3, op, "seed");
+  MSGC_CHECK(seed >= 0 && seed == (double)(uint64_t)seed, op, ": seed must be a non-negative integer, got ", seed);
+  GateResult r = gateForward(*l, (float)t, training, (uint64_t)seed);
+  Napi::Array out = Napi::Array::New(info.Env(), 2);
+  out.Set(0u, wrapTensor(info.Env(), r.mask));
+  out.Set(1u, wrapTensor(info.Env(), r.soft));
+  return out;
+}
+
+// gateBackward(soft, gy, temperature)
+static Napi::Value GateBackward(const Napi::CallbackInfo& info) {
+  const char* op = "gate backward";
+  TensorPtr s = tensorArg(info, 0, op, "soft"), gy = tensorArg(info, 1, op, "gradOutput");
+  expectShape(*gy, s->shape, op, "gradOutput");
+  MSGC_CHECK(s->isPlain(), op, ": soft must be the plain tensor the forward returned");
+  double t = numberArg(info, 2, op, "temperature");
+  MSGC_CHECK(t > 0, op, ": temperature must be positive, got ", t);
+  return wrapTensor(info.Env(), gateBackward(*s, *gy, (float)t));
+}
+
+void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
+  exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
+  exportFunction(env, exports, "gateForward", GateForward);
+  exportFunction(env, exports, "gateBackward", GateBackward);
+}
+
+}  // namespace napi
+}  // namespace msgc

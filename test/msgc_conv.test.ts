@@ -1,0 +1,152 @@
+// msgc_conv.test.ts: F.msgcConv2d against a float64 reference, its three gradients against finite differences,
+// and the identities of spec §2.5 (unit scale = dense conv, a closed head gives zeros).
+import * as msgc from '../lib';
+import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
+
+const { F } = msgc;
+
+/** float64 reference: y[n, o] = sum_c sum_kk W[o, c] * scale[n, head(o), c] * x[n, c] (zero padded). */
+function msgcReference(x: Float32Array, xs: number[], w: Float32Array, ws: number[], s: Float32Array, G: number, stride: number, pad: number): Float64Array {
+  const [N, C, H, W] = xs;
+  const [O, , kh, kw] = ws;
+  const OH = Math.floor((H + 2 * pad - kh) / stride) + 1;
+  const OW = Math.floor((W + 2 * pad - kw) / stride) + 1;
+  const y = new Float64Array(N * O * OH * OW);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++) {
+      const head = Math.floor(o / (O / G));
+      for (let oh = 0; oh < OH; oh++)
+        for (let ow = 0; ow < OW; ow++) {
+          let acc = 0;
+          for (let c = 0; c < C; c++) {
+            const sc = s[(n * G + head) * C + c];
+            for (let i = 0; i < kh; i++)
+              for (let j = 0; j < kw; j++) {
+                const ih = oh * stride - pad + i;
+                const iw = ow * stride - pad + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                acc += w[((o * C + c) * kh + i) * kw + j] * sc * x[((n * C + c) * H + ih) * W + iw];
+              }
+          }
+          y[((n * O + o) * OH + oh) * OW + ow] = acc;
+        }
+    }
+  return y;
+}
+
+const startLive = msgc.liveTensorCount();
+
+describe('msgcConv2d forward', () => {
+  const cases = [
+    { N: 2, C: 5, H: 6, W: 7, O: 8, k: 3, G: 4, stride: 1, pad: 1 },
+    { N: 3, C: 4, H: 7, W: 7, O: 6, k: 3, G: 2, stride: 2, pad: 1 },
+    { N: 1, C: 6, H: 5, W: 5, O: 4, k: 1, G: 4, stride: 1, pad: 0 },
+    { N: 2, C: 3, H: 8, W: 6, O: 8, k: 5, G: 1, stride: 2, pad: 2 },
+  ];
+  test.each(cases)('matches the float64 reference %o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, c.k, c.k];
+      const x = randomArray(numel(xs), 1);
+      const w = randomArray(numel(ws), 2);
+      // gates 0/1 times an attention-like real scale
+      const s = randomArray(c.N * c.G * c.C, 3, -1.5, 1.5).map((v, i) => (i % 3 === 0 ? 0 : v));
+      const y = F.msgcConv2d(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]), { heads: c.G, stride: c.stride, padding: c.pad });
+      const ref = msgcReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+      expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('unit scale equals the dense convolution with the same weights', () => {
+    msgc.tidy(() => {
+      const x = msgc.tensor(randomArray(2 * 8 * 6 * 6, 4), [2, 8, 6, 6]);
+      const w = msgc.tensor(randomArray(8 * 8 * 9, 5), [8, 8, 3, 3]);
+      const y = F.msgcConv2d(x, w, msgc.ones([2, 4, 8]), { heads: 4, padding: 1 });
+      const dense = msgcReference(x.toFloat32Array(), [2, 8, 6, 6], w.toFloat32Array(), [8, 8, 3, 3], new Float32Array(2 * 8).fill(1), 1, 1, 1);
+      expect(closeness(y.toFloat32Array(), dense, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      const viaConv = F.conv2d(x, w, null, { padding: 1 });
+      expect(closeness(y.toFloat32Array(), viaConv.toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('a head whose gates are all closed outputs zeros in its channels only', () => {
+    msgc.tidy(() => {
+      const s = new Float32Array(2 * 4 * 6).fill(1);
+      for (let n = 0; n < 2; n++) for (let c = 0; c < 6; c++) s[(n * 4 + 2) * 6 + c] = 0; // head 2 closed
+      const y = F.msgcConv2d(msgc.tensor(randomArray(2 * 6 * 5 * 5, 6), [2, 6, 5, 5]), msgc.tensor(randomArray(8 * 6 * 9, 7), [8, 6, 3, 3]),
+        msgc.tensor(s, [2, 4, 6]), { heads: 4, padding: 1 }).toFloat32Array();
+      for (let n = 0; n < 2; n++)
+        for (let o = 0; o < 8; o++) {
+          const block = Array.from(y.subarray((n * 8 + o) * 25, (n * 8 + o + 1) * 25));
+          if (o === 4 || o === 5) expect(block.every((v) => v === 0)).toBe(true);
+          else expect(block.some((v) => v !== 0)).toBe(true);
+        }
+    });
+  });
+
+  test('accepts a blocked-layout input (the output of a conv)', () => {
+    msgc.tidy(() => {
+      const x0 = msgc.tensor(randomArray(2 * 16 * 6 * 6, 8), [2, 16, 6, 6]);
+      const w0 = msgc.tensor(randomArray(16 * 16, 9), [16, 16, 1, 1]);
+      const x = F.conv2d(x0, w0, null);
+      const w = msgc.tensor(randomArray(8 * 16 * 9, 10), [8, 16, 3, 3]);
+      const s = randomArray(2 * 4 * 16, 11);
+      const y = F.msgcConv2d(x, w, msgc.tensor(s, [2, 4, 16]), { heads: 4, padding: 1 });
+      const ref = msgcReference(x.toFloat32Array(), [2, 16, 6, 6], w.toFloat32Array(), [8, 16, 3, 3], s, 4, 1, 1);
+      expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+});
+
+describe('msgcConv2d backward', () => {
+  test.each([
+    { N: 2, C: 3, H: 5, W: 5, O: 4, k: 3, G: 2, stride: 1, pad: 1 },
+    { N: 2, C: 4, H: 6, W: 5, O: 8, k: 3, G: 4, stride: 2, pad: 1 },
+    { N: 3, C: 5, H: 4, W: 4, O: 4, k: 1, G: 4, stride: 1, pad: 0 },
+  ])('x, weight and scale gradients match finite differences %o', (c) => {
+    const xs = [c.N, c.C, c.H, c.W];
+    const x = msgc.tensor(randomArray(numel(xs), 21), xs, { requiresGrad: true });
+    const w = msgc.tensor(randomArray(c.O * c.C * c.k * c.k, 22), [c.O, c.C, c.k, c.k], { requiresGrad: true });
+    const s = msgc.tensor(randomArray(c.N * c.G * c.C, 23, -1, 1.5), [c.N, c.G, c.C], { requiresGrad: true });
+    const r = gradCheck(([a, b, d]) => F.msgcConv2d(a, b, d, { heads: c.G, stride: c.stride, padding: c.pad }), [x, w, s], { samples: 30 });
+    expect(r.checked).toBeGreaterThan(60);
+    for (const t of [x, w, s]) t.dispose();
+  });
+});
+
+describe('msgcConv2d bad input', () => {
+  test('shape and argument errors throw with the op name', () => {
+    msgc.tidy(() => {
+      const x = msgc.zeros([2, 4, 5, 5]);
+      const w = msgc.zeros([8, 4, 3, 3]);
+      const s = msgc.zeros([2, 4, 4]);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 3 })).toThrow(/msgcConv2d: outChannels \(8\) must be divisible by heads \(3\)/);
+      expect(() => F.msgcConv2d(x, msgc.zeros([8, 2, 3, 3]), s, { heads: 4 })).toThrow(/msgcConv2d: weight has shape/);
+      expect(() => F.msgcConv2d(x, w, msgc.zeros([2, 2, 4]), { heads: 4 })).toThrow(/msgcConv2d: scale has shape \[2, 2, 4\], expected \[2, 4, 4\]/);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 0 })).toThrow(/msgcConv2d: options.heads/);
+      expect(() => F.msgcConv2d(msgc.zeros([2, 4, 2, 2]), w, s, { heads: 4 })).toThrow(/msgcConv2d: the kernel/);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 4, stride: 0 })).toThrow(/msgcConv2d: stride/);
+      expect(() => F.msgcConv2d(x, null as unknown as msgc.Tensor, s, { heads: 4 })).toThrow(/msgcConv2d: weight must be a Tensor/);
+      const d = msgc.zeros([2, 4, 4]);
+      d.dispose();
+      expect(() => F.msgcConv2d(x, w, d, { heads: 4 })).toThrow(/disposed/);
+    });
+  });
+
+  test('the native boundary rejects garbage without crashing', () => {
+    const { native } = require('../lib/native');
+    const x = msgc.zeros([2, 4, 5, 5]);
+    const bad: unknown[][] = [[], [1, 2, 3], [x.h, x.h, x.h, [1, 1], [0, 0], 4], ['a', 'b', 'c', 'd', 'e', 'f'], [x.h, undefined, null, [1], [0], NaN]];
+    for (const args of bad) expect(() => native.msgcConv2dForward(...args)).toThrow(/msgcConv2d/);
+    expect(() => native.msgcConv2dBackward(x.h)).toThrow(/msgcConv2d backward/);
+    expect(() => native.gateForward(x.h, -1, true, 0)).toThrow(/gate: temperature/);
+    const one = msgc.zeros([1]);
+    expect(() => native.gateBackward(x.h, one.h, 1)).toThrow(/gate backward: gradOutput/);
+    x.dispose();
+    one.dispose();
+  });
+});
+
+afterAll(() => {
+  expect(msgc.liveTensorCount()).toBe(startLive);
+});
