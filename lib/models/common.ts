@@ -1,0 +1,110 @@
+// common.ts: what every backbone shares — MSGC options, the model base with MAC accounting, init helpers.
+import { LastMacs, MacCount } from '../macs/types';
+import { Module } from '../nn/module';
+import { BlockMacTally } from '../macs/types';
+import * as F from '../ops/index';
+import { Tensor } from '../tensor/tensor';
+
+export interface MsgcOptions {
+  /** G, heads per gated conv (spec: 4) */
+  heads?: number;
+  /** add attention heads (spec §2.4) */
+  attention?: boolean;
+}
+
+export interface BackboneOptions {
+  numClasses?: number;
+  /** false: the dense network; an object: the MSGC-boosted one */
+  msgc?: false | MsgcOptions;
+  /** CIFAR-style stem for 28–32 px images */
+  smallInput?: boolean;
+  /** input channels (3 for RGB, 1 for grayscale datasets) */
+  inChannels?: number;
+}
+
+export interface ResolvedMsgc {
+  heads: number;
+  attention: boolean;
+}
+
+export function resolveMsgc(o: false | MsgcOptions | undefined): ResolvedMsgc | null {
+  if (!o) return null;
+  const heads = o.heads ?? 4;
+  if (!Number.isInteger(heads) || heads < 1) throw new Error(`msgc.heads must be a positive integer, got ${heads}`);
+  return { heads, attention: !!o.attention };
+}
+
+/** A block that reports its MACs: static per input size, dynamic after each forward. */
+export interface CountedBlock {
+  countMacs(C: number, H: number, W: number): { macs: MacCount; C: number; H: number; W: number };
+  lastTally: BlockMacTally | null;
+}
+
+export function isCountedBlock(m: object): m is CountedBlock & Module {
+  return typeof (m as CountedBlock).countMacs === 'function' && 'lastTally' in (m as object);
+}
+
+export function convOut(x: number, k: number, s: number, p: number): number {
+  return Math.floor((x + 2 * p - k) / s) + 1;
+}
+
+/** Global average pool to [N, C, 1, 1]: the gate context. */
+export function context(x: Tensor): Tensor {
+  return F.adaptiveAvgPool2d(x, 1);
+}
+
+/** x ⊙ s with s: [N, 1, C] (a single-head gate or gate × attention) broadcast over H, W. */
+export function scaleChannels(x: Tensor, s: Tensor): Tensor {
+  const [N, , C] = s.shape;
+  return F.mul(x, F.reshape(s, [N, C, 1, 1]));
+}
+
+/** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */
+export abstract class Backbone extends Module {
+  abstract readonly msgc: ResolvedMsgc | null;
+  protected lastInput: [number, number, number] | null = null;
+
+  /** Static MAC accounting for an input of [C, H, W] (spec §4). */
+  abstract countMacs(input: number[]): MacCount;
+
+  protected remember(x: Tensor): void {
+    const s = x.shape;
+    this.lastInput = [s[1], s[2], s[3]];
+  }
+
+  /** Blocks that report MACs, in forward order. */
+  countedBlocks(): CountedBlock[] {
+    const out: CountedBlock[] = [];
+    for (const [, m] of this.namedModules()) if (isCountedBlock(m)) out.push(m);
+    return out;
+  }
+
+  /** MACs of the last forward pass: F_main + F_dyn + F_heads − F_bonus (spec §4.2). */
+  lastMacs(): LastMacs {
+    if (!this.lastInput) throw new Error('lastMacs: run a forward pass first');
+    const stat = this.countMacs(this.lastInput);
+    if (!this.msgc) {
+      return { perImage: stat.dense, dynamic: 0, dynamicTensor: null, bonus: 0, dense: stat.dense, ratio: 1, constant: stat.dense };
+    }
+    let dynamic = 0;
+    let bonus = 0;
+    let tensor: Tensor | null = null;
+    for (const b of this.countedBlocks()) {
+      const t = b.lastTally;
+      if (!t) continue;
+      dynamic += t.dynamic;
+      bonus += t.bonus;
+      if (t.dynamicTensor && !t.dynamicTensor.isDisposed) tensor = tensor ? F.add(tensor, t.dynamicTensor) : t.dynamicTensor;
+    }
+    const constant = stat.main + stat.heads - bonus;
+    const perImage = constant + dynamic;
+    return { perImage, dynamic, dynamicTensor: tensor, bonus, dense: stat.dense, ratio: perImage / stat.dense, constant };
+  }
+
+  /** Mean gate density of each gated conv in the last forward pass, by block name. */
+  lastDensities(): Record<string, number[]> {
+    const out: Record<string, number[]> = {};
+    for (const [name, m] of this.namedModules()) if (isCountedBlock(m) && m.lastTally) out[name] = m.lastTally.density;
+    return out;
+  }
+}

@@ -1,0 +1,192 @@
+// layers.ts: the standard layers (torch.nn names and parameter names): Conv2d, BatchNorm2d, Linear, activations,
+// pools, Flatten, Identity, Sequential.
+import * as F from '../ops/index';
+import { IntOrPair } from '../ops/util';
+import { ones, zeros } from '../tensor/creation';
+import { Tensor } from '../tensor/tensor';
+import { defaultBias, defaultWeight } from './init';
+import { Module } from './module';
+
+export interface Conv2dLayerOptions {
+  stride?: IntOrPair;
+  padding?: IntOrPair;
+  dilation?: IntOrPair;
+  groups?: number;
+  bias?: boolean;
+}
+
+export class Conv2d extends Module {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  readonly kernelSize: [number, number];
+  readonly stride: [number, number];
+  readonly padding: [number, number];
+  readonly dilation: [number, number];
+  readonly groups: number;
+  weight: Tensor;
+  bias: Tensor | null;
+
+  constructor(inChannels: number, outChannels: number, kernelSize: IntOrPair, options: Conv2dLayerOptions = {}) {
+    super();
+    const pair = (v: IntOrPair): [number, number] => (typeof v === 'number' ? [v, v] : v);
+    this.inChannels = inChannels;
+    this.outChannels = outChannels;
+    this.kernelSize = pair(kernelSize);
+    this.stride = pair(options.stride ?? 1);
+    this.padding = pair(options.padding ?? 0);
+    this.dilation = pair(options.dilation ?? 1);
+    this.groups = options.groups ?? 1;
+    if (inChannels % this.groups || outChannels % this.groups) {
+      throw new Error(`Conv2d: in (${inChannels}) and out (${outChannels}) channels must be divisible by groups (${this.groups})`);
+    }
+    const shape = [outChannels, inChannels / this.groups, ...this.kernelSize];
+    this.weight = this.registerParameter('weight', defaultWeight(shape))!;
+    this.bias = this.registerParameter('bias', options.bias === false ? null : defaultBias(outChannels, shape));
+  }
+
+  /** Replaces the weight's values (e.g. with an initialiser's output); `t` is consumed. */
+  initWeight(t: Tensor): void {
+    this.weight.assign(t.toFloat32Array());
+    t.dispose();
+  }
+  initBias(t: Tensor): void {
+    if (!this.bias) throw new Error('Conv2d.initBias: this layer has no bias');
+    this.bias.assign(t.toFloat32Array());
+    t.dispose();
+  }
+
+  outputSize(h: number, w: number): [number, number] {
+    const o = (x: number, i: 0 | 1) =>
+      Math.floor((x + 2 * this.padding[i] - this.dilation[i] * (this.kernelSize[i] - 1) - 1) / this.stride[i]) + 1;
+    return [o(h, 0), o(w, 1)];
+  }
+
+  forward(x: Tensor): Tensor {
+    return F.conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding, dilation: this.dilation, groups: this.groups });
+  }
+}
+
+export class BatchNorm2d extends Module {
+  readonly numFeatures: number;
+  readonly eps: number;
+  readonly momentum: number;
+  weight: Tensor | null;
+  bias: Tensor | null;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+  readonly numBatchesTracked: Tensor;
+  private batches = 0;
+
+  constructor(numFeatures: number, options: { eps?: number; momentum?: number; affine?: boolean } = {}) {
+    super();
+    this.numFeatures = numFeatures;
+    this.eps = options.eps ?? 1e-5;
+    this.momentum = options.momentum ?? 0.1;
+    const affine = options.affine ?? true;
+    this.weight = this.registerParameter('weight', affine ? ones([numFeatures]) : null);
+    this.bias = this.registerParameter('bias', affine ? zeros([numFeatures]) : null);
+    this.runningMean = this.registerBuffer('running_mean', zeros([numFeatures]));
+    this.runningVar = this.registerBuffer('running_var', ones([numFeatures]));
+    this.numBatchesTracked = this.registerBuffer('num_batches_tracked', zeros([]));
+  }
+
+  forward(x: Tensor): Tensor {
+    if (this.training) {
+      this.batches = this.numBatchesTracked.item() + 1;
+      this.numBatchesTracked.assign([this.batches]);
+    }
+    return F.batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+    });
+  }
+}
+
+export class Linear extends Module {
+  weight: Tensor;
+  bias: Tensor | null;
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean } = {}) {
+    super();
+    this.weight = this.registerParameter('weight', defaultWeight([outFeatures, inFeatures]))!;
+    this.bias = this.registerParameter('bias', options.bias === false ? null : defaultBias(outFeatures, [outFeatures, inFeatures]));
+  }
+  forward(x: Tensor): Tensor {
+    return F.linear(x, this.weight, this.bias);
+  }
+}
+
+export class ReLU extends Module {
+  forward(x: Tensor): Tensor {
+    return F.relu(x);
+  }
+}
+
+export class ReLU6 extends Module {
+  forward(x: Tensor): Tensor {
+    return F.relu6(x);
+  }
+}
+
+export class Sigmoid extends Module {
+  forward(x: Tensor): Tensor {
+    return F.sigmoid(x);
+  }
+}
+
+export class Identity extends Module {
+  forward(x: Tensor): Tensor {
+    return x;
+  }
+}
+
+export class MaxPool2d extends Module {
+  constructor(readonly options: F.Pool2dOptions) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return F.maxPool2d(x, this.options);
+  }
+}
+
+export class AvgPool2d extends Module {
+  constructor(readonly options: F.Pool2dOptions) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return F.avgPool2d(x, this.options);
+  }
+}
+
+export class AdaptiveAvgPool2d extends Module {
+  constructor(readonly outputSize: IntOrPair = 1) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return F.adaptiveAvgPool2d(x, this.outputSize);
+  }
+}
+
+export class Flatten extends Module {
+  constructor(readonly startDim = 1) {
+    super();
+  }
+  forward(x: Tensor): Tensor {
+    return F.flatten(x, this.startDim);
+  }
+}
+
+/** Children named '0', '1', … run in order. */
+export class Sequential extends Module {
+  readonly layers: Module[];
+  constructor(...layers: Module[]) {
+    super();
+    this.layers = layers;
+    layers.forEach((m, i) => this.registerModule(String(i), m));
+  }
+  forward(x: Tensor): Tensor {
+    let h = x;
+    for (const m of this.layers) h = m.forward(h);
+    return h;
+  }
+}

@@ -1,0 +1,91 @@
+// heads.ts: the small networks that drive MSGC (spec §2.2–2.4, §2.6). GateHead ("MaskGen"): pooled context →
+// 1×1 conv (no bias) → BN → ReLU → 1×1 conv with bias 2.0 → logits [N, G, C] → binary gates. AttentionHead
+// ("AttGen"): the same structure, last conv weight 0 and bias 1, no output activation.
+import * as F from '../../ops/index';
+import { Tensor } from '../../tensor/tensor';
+import { constant, kaimingNormal } from '../init';
+import { BatchNorm2d, Conv2d } from '../layers';
+import { Module } from '../module';
+
+export interface HeadOptions {
+  /** context width C_ctx (channels of the pooled input) */
+  contextChannels: number;
+  /** channels each head scales (C of the gated conv's input) */
+  channels: number;
+  /** G: heads (1 for the companion single-head gates) */
+  heads: number;
+  /** r: bottleneck width = floor(C_ctx / r) */
+  squeezeRate: number;
+  /** initialiser for the two 1×1 convs' weights (default Kaiming-normal fan_out, ReLU gain) */
+  init?: (shape: number[]) => Tensor;
+}
+
+/** Shared structure of both heads: conv1 (C_ctx→B, no bias), bn, ReLU, conv2 (B→G·C, bias). */
+abstract class SqueezeHead extends Module {
+  readonly conv1: Conv2d;
+  readonly bn: BatchNorm2d;
+  readonly conv2: Conv2d;
+  readonly heads: number;
+  readonly channels: number;
+  readonly hidden: number;
+
+  constructor(o: HeadOptions) {
+    super();
+    this.heads = o.heads;
+    this.channels = o.channels;
+    this.hidden = Math.floor(o.contextChannels / o.squeezeRate);
+    if (this.hidden < 1) throw new Error(`GateHead: context of ${o.contextChannels} channels with squeeze rate ${o.squeezeRate} leaves no hidden unit`);
+    const init = o.init ?? ((s: number[]) => kaimingNormal(s, 'fan_out'));
+    this.conv1 = this.registerModule('conv1', new Conv2d(o.contextChannels, this.hidden, 1, { bias: false }));
+    this.conv1.initWeight(init(this.conv1.weight.shape));
+    this.bn = this.registerModule('bn', new BatchNorm2d(this.hidden));
+    this.conv2 = this.registerModule('conv2', new Conv2d(this.hidden, o.heads * o.channels, 1));
+  }
+
+  /** ctx: [N, C_ctx, 1, 1] -> [N, G, C] (flat index k -> head k / C, channel k % C) */
+  protected logits(ctx: Tensor): Tensor {
+    const h = F.relu(this.bn.forward(this.conv1.forward(ctx)));
+    const z = this.conv2.forward(h);
+    return F.reshape(z, [z.shape[0], this.heads, this.channels]);
+  }
+
+  /** MACs as the spec counts them: MG(C_ctx, C, G, r) = (C_ctx + 1)·B + B·C·G. */
+  static macs(contextChannels: number, channels: number, heads: number, squeezeRate: number): number {
+    const b = Math.floor(contextChannels / squeezeRate);
+    return (contextChannels + 1) * b + b * channels * heads;
+  }
+}
+
+/** Binary gates m [N, G, C] (straight-through Gumbel-sigmoid in training, logit ≥ 0 in eval). */
+export class GateHead extends SqueezeHead {
+  temperature: number;
+  constructor(o: HeadOptions & { biasInit?: number; temperature?: number }) {
+    super(o);
+    this.temperature = o.temperature ?? 2 / 3;
+    this.conv2.initWeight((o.init ?? ((s: number[]) => kaimingNormal(s, 'fan_out')))(this.conv2.weight.shape));
+    this.conv2.initBias(constant([o.heads * o.channels], o.biasInit ?? 2.0));
+  }
+
+  /** The raw logits [N, G, C]. */
+  logitsOf(ctx: Tensor): Tensor {
+    return this.logits(ctx);
+  }
+
+  forward(ctx: Tensor): Tensor {
+    return F.gumbelSigmoidGate(this.logits(ctx), { training: this.training, temperature: this.temperature });
+  }
+}
+
+/** Real-valued channel weights a [N, G, C], unbounded, starting at exactly 1. */
+export class AttentionHead extends SqueezeHead {
+  constructor(o: HeadOptions) {
+    super(o);
+    this.conv2.initWeight(constant(this.conv2.weight.shape, 0));
+    this.conv2.initBias(constant([o.heads * o.channels], 1));
+  }
+  forward(ctx: Tensor): Tensor {
+    return this.logits(ctx);
+  }
+}
+
+export const headMacs = SqueezeHead.macs;
