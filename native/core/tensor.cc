@@ -1,5 +1,7 @@
 // tensor.cc: storage and tensor lifetime, live counts, creation helpers.
 #include <atomic>
+#include <cstdlib>
+#include <limits>
 #include <cstring>
 #include <sstream>
 
@@ -30,6 +32,10 @@ int64_t shapeNumel(const Shape& s) {
 Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
   MSGC_CHECK(device == Device::CPU, "device '", deviceName(device), "' is not available in this build");
   data = static_cast<float*>(allocHost(bytes));
+  // MSGC_POISON=1 fills new buffers with NaN so that reads of unwritten memory show up in tests
+  static const bool poison = std::getenv("MSGC_POISON") != nullptr;
+  if (poison)
+    for (size_t i = 0; i < bytes / sizeof(float); i++) data[i] = std::numeric_limits<float>::quiet_NaN();
 }
 
 Storage::~Storage() { freeHost(data, bytes); }

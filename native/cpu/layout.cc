@@ -1,6 +1,7 @@
 // layout.cc: conversions between plain and blocked tensors (see layout.h).
 #include "layout.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "msgc/errors.h"
@@ -105,7 +106,9 @@ std::shared_ptr<Storage> plainStorage(const Tensor& t) {
 const float* plainData(const Tensor& t) { return plainStorage(t)->data; }
 
 TensorPtr tensorWithDesc(const Shape& shape, const dnnl::memory::desc& md) {
-  auto st = std::make_shared<Storage>(md.get_size(), Device::CPU);
+  // a rank-0 desc reports size 0: never allocate less than the logical elements
+  size_t bytes = std::max(md.get_size(), (size_t)shapeNumel(shape) * sizeof(float));
+  auto st = std::make_shared<Storage>(bytes, Device::CPU);
   std::shared_ptr<const Layout> layout;
   if (md != plainDesc(md.dims())) layout = std::make_shared<const Layout>(md);
   return std::make_shared<Tensor>(shape, st, layout);
