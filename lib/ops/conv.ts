@@ -13,6 +13,7 @@ export interface Conv2dOptions {
 /** x: [N, C, H, W], weight: [K, C/groups, kH, kW], bias: [K] | null -> [N, K, OH, OW] */
 export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, options: Conv2dOptions = {}): Tensor {
   const op = 'conv2d';
+  if (options === null || typeof options !== 'object') throw new Error(`${op}: options must be an object, got ${options === null ? 'null' : typeof options}`);
   checkTensor(op, 'x', x);
   checkTensor(op, 'weight', weight);
   const b = optionalTensor(op, 'bias', bias);

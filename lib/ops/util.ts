@@ -13,6 +13,7 @@ export function pair(op: string, name: string, v: IntOrPair, min: number): [numb
 
 export function checkTensor(op: string, name: string, t: unknown): Tensor {
   if (!(t instanceof Tensor)) throw new Error(`${op}: ${name} must be a Tensor, got ${t === null ? 'null' : typeof t}`);
+  if (t.isDisposed) throw new Error(`${op}: ${name} was disposed; it can no longer be used`);
   return t;
 }
 

@@ -171,6 +171,8 @@ export function wrapOptional(h: NativeHandle | null): Tensor | null {
 
 function runBackward(root: Tensor, gradient?: Tensor): void {
   if (!root.requiresGrad) throw new Error('backward: this tensor does not require grad (no input of the ops that made it has requiresGrad)');
+  if (gradient !== undefined && !(gradient instanceof Tensor)) throw new Error(`backward: gradient must be a Tensor, got ${gradient === null ? 'null' : typeof gradient}`);
+  if (gradient !== undefined && gradient.isDisposed) throw new Error('backward: gradient was disposed; it can no longer be used');
   if (gradient === undefined && root.size !== 1) {
     throw new Error(`backward: the tensor has shape [${root.shape.join(', ')}]; pass a gradient of that shape or call it on a scalar loss`);
   }

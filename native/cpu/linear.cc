@@ -27,8 +27,10 @@ TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bia
     const float* b = plainData(*bias);
     for (int64_t n = 0; n < N; n++) std::memcpy(yp + n * Out, b, Out * sizeof(float));
   }
-  if (N > 0 && Out > 0)
+  if (N > 0 && Out > 0 && In > 0)
     sgemm('N', 'T', N, Out, In, 1.f, plainData(x), In, plainData(weight), In, bias ? 1.f : 0.f, yp, Out);
+  else if (!bias && N * Out > 0)  // no features: y is the bias, or zeros (sgemm rejects K = 0)
+    std::memset(yp, 0, (size_t)(N * Out) * sizeof(float));
   return y;
 }
 

@@ -25,9 +25,16 @@ std::string typeName(const Napi::Value& v) {
 }  // namespace
 
 TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
-  Napi::Value v = info[i];
-  MSGC_CHECK(NativeTensor::Is(info.Env(), v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
-  NativeTensor* t = NativeTensor::Unwrap(v.As<Napi::Object>());
+  return tensorFromValue(info.Env(), info[i], op, name);
+}
+
+TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name) {
+  MSGC_CHECK(NativeTensor::Is(env, v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
+  // an object made from the prototype (Object.create) passes instanceof but wraps nothing
+  void* raw = nullptr;
+  MSGC_CHECK(napi_unwrap(env, v, &raw) == napi_ok && raw != nullptr, argLabel(op, name),
+             " must be a Tensor, got an object that is not one");
+  NativeTensor* t = static_cast<NativeTensor*>(raw);
   MSGC_CHECK(t->tensor() != nullptr, argLabel(op, name), " was disposed; it can no longer be used");
   return t->tensor();
 }
@@ -97,6 +104,10 @@ std::vector<int64_t> intListArg(const Napi::CallbackInfo& info, size_t i, const 
     out.push_back((int64_t)x);
   }
   return out;
+}
+
+void expectWorkBound(double work, const char* op, const std::string& what) {
+  MSGC_CHECK(work <= 1e13, op, ": ", what, " needs ", work, " multiply-adds; at most 1e13 are supported (check sizes, padding and dilation)");
 }
 
 void expectDims(const Tensor& t, int64_t dims, const char* op, const char* name, const char* meaning) {

@@ -42,6 +42,7 @@ struct AddonData {
 
 // ---- argument readers; each throws msgc::Error naming the op and the argument ----
 TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
+TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name);
 TensorPtr optionalTensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 double numberArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name);
 int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name, int64_t min, int64_t max);
@@ -50,6 +51,8 @@ Shape shapeArg(const Napi::CallbackInfo& info, size_t i, const char* op, const c
 std::vector<int64_t> intListArg(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name,
                                 size_t length, int64_t min, int64_t max);
 
+// rejects ops whose work (multiply-adds or window reads) is beyond any sane size, before sizes overflow
+void expectWorkBound(double work, const char* op, const std::string& what);
 void expectDims(const Tensor& t, int64_t dims, const char* op, const char* name, const char* meaning);
 void expectShape(const Tensor& t, const Shape& shape, const char* op, const char* name);
 void expectSameDevice(const Tensor& a, const Tensor& b, const char* op, const char* nameA, const char* nameB);

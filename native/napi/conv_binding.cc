@@ -47,6 +47,9 @@ ConvArgs readConv(const Napi::CallbackInfo& info, const char* op, bool withBias)
   int64_t effH = dil[0] * (ws[2] - 1) + 1, effW = dil[1] * (ws[3] - 1) + 1;
   MSGC_CHECK(xs[2] + 2 * pad[0] >= effH && xs[3] + 2 * pad[1] >= effW, op, ": the kernel (", effH, "x", effW,
              " with dilation) is larger than the padded input (", xs[2] + 2 * pad[0], "x", xs[3] + 2 * pad[1], ")");
+  expectWorkBound((double)xs[0] * ws[0] * ws[1] * ws[2] * ws[3] * ((double)(xs[2] + 2 * pad[0] - effH) / stride[0] + 1) *
+                      ((double)(xs[3] + 2 * pad[1] - effW) / stride[1] + 1),
+                  op, "this convolution");
   a.y = {xs[0], ws[0], (xs[2] + 2 * pad[0] - effH) / stride[0] + 1, (xs[3] + 2 * pad[1] - effW) / stride[1] + 1};
   return a;
 }

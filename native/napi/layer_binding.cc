@@ -103,6 +103,10 @@ Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x,
              ") must be at most half the kernel size (", kernel[0], ", ", kernel[1], ")");
   MSGC_CHECK(x.shape[2] + 2 * pad[0] >= kernel[0] && x.shape[3] + 2 * pad[1] >= kernel[1], op, ": kernel ", kernel[0],
              "x", kernel[1], " is larger than the padded input ", x.shape[2] + 2 * pad[0], "x", x.shape[3] + 2 * pad[1]);
+  expectWorkBound((double)x.shape[0] * x.shape[1] * kernel[0] * kernel[1] *
+                      ((double)(x.shape[2] + 2 * pad[0] - kernel[0]) / stride[0] + 1) *
+                      ((double)(x.shape[3] + 2 * pad[1] - kernel[1]) / stride[1] + 1),
+                  op, "this pooling");
   return {kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1]};
 }
 }  // namespace
@@ -160,8 +164,10 @@ static Napi::Value LinearBackward(const Napi::CallbackInfo& info) {
   readLinear(info, op, x, w);
   TensorPtr gy = tensorArg(info, 2, op, "gradOutput");
   expectShape(*gy, {x->shape[0], w->shape[0]}, op, "gradOutput");
-  LinearGrads g = linearBackward(*x, *w, *gy, boolArg(info, 3, op, "needX"), boolArg(info, 4, op, "needWeight"),
-                                 boolArg(info, 5, op, "needBias"));
+  // read in argument order (the order of evaluation of function arguments is unspecified)
+  bool needX = boolArg(info, 3, op, "needX"), needW = boolArg(info, 4, op, "needWeight"),
+       needB = boolArg(info, 5, op, "needBias");
+  LinearGrads g = linearBackward(*x, *w, *gy, needX, needW, needB);
   return tensorList(info.Env(), {g.x, g.weight, g.bias});
 }
 

@@ -94,10 +94,8 @@ static Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
   std::vector<TensorPtr> hold;
   std::vector<const Tensor*> xs;
   for (uint32_t i = 0; i < a.Length(); i++) {
-    Napi::Value v = a.Get(i);
-    MSGC_CHECK(NativeTensor::Is(info.Env(), v), op, ": entry ", i, " is not a Tensor");
-    TensorPtr t = NativeTensor::Unwrap(v.As<Napi::Object>())->tensor();
-    MSGC_CHECK(t != nullptr, op, ": entry ", i, " was disposed");
+    std::string entry = "entry " + std::to_string(i);
+    TensorPtr t = tensorFromValue(info.Env(), a.Get(i), op, entry.c_str());
     MSGC_CHECK(t->dim() >= 2, op, ": entry ", i, " has shape ", shapeString(t->shape), "; concat along channels needs >= 2 dims");
     if (i > 0) {
       const msgc::Shape& s0 = hold[0]->shape;

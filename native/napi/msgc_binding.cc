@@ -41,6 +41,9 @@ MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
   a.p.strideH = stride[0]; a.p.strideW = stride[1];
   a.p.padH = pad[0]; a.p.padW = pad[1];
   a.p.heads = G;
+  expectWorkBound((double)xs[0] * ws[0] * ws[1] * ws[2] * ws[3] * ((double)(xs[2] + 2 * pad[0] - ws[2]) / stride[0] + 1) *
+                      ((double)(xs[3] + 2 * pad[1] - ws[3]) / stride[1] + 1),
+                  op, "this convolution");
   a.y = {xs[0], ws[0], (xs[2] + 2 * pad[0] - ws[2]) / stride[0] + 1, (xs[3] + 2 * pad[1] - ws[3]) / stride[1] + 1};
   return a;
 }
