@@ -2,6 +2,10 @@
 // channel by scale[:, i, :] with its own contiguous block of output filters. Heads run one after another as
 // batched oneDNN convolutions, so only one scaled copy of the input exists at a time (no G x activation blow-up);
 // the backward recomputes that copy instead of saving it.
+//
+// Layouts: activations stay in oneDNN's channel-blocked layout (nChw16c / nChw8c) when a head's channel count is
+// a multiple of the block, since then a head's channels are one contiguous chunk per sample; otherwise plain NCHW.
+// Per-head weight slices are cached on the weight's storage until it is written.
 #include <cstring>
 
 #include "layout.h"
@@ -9,6 +13,7 @@
 
 namespace msgc {
 using namespace cpu;
+using tag = dnnl::memory::format_tag;
 
 namespace {
 
@@ -21,6 +26,22 @@ Conv2dParams convParams(const MsgcConvParams& p) {
   return c;
 }
 
+// Channel block of a 4-D tensor's layout: 1 for plain NCHW, 16 / 8 for nChw16c / nChw8c, 0 otherwise.
+int64_t channelBlock(const Tensor& t) {
+  if (t.dim() != 4) return 0;
+  if (!t.layout) return 1;
+  Dims d = toDims(t.shape);
+  const dnnl::memory::desc& md = t.layout->md;
+  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, tag::aBcd16b)) return 16;
+  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, tag::aBcd8b)) return 8;
+  return 0;
+}
+
+dnnl::memory::desc blockedDesc(const Shape& s, int64_t block) {
+  if (block == 1) return plainDesc(toDims(s));
+  return dnnl::memory::desc(toDims(s), dnnl::memory::data_type::f32, block == 16 ? tag::aBcd16b : tag::aBcd8b);
+}
+
 // scale[:, i, :] as a [N, C, 1, 1] tensor
 TensorPtr headScale(const float* scale, int64_t N, int64_t G, int64_t C, int64_t i) {
   TensorPtr s = emptyTensor({N, C, 1, 1});
@@ -28,10 +49,31 @@ TensorPtr headScale(const float* scale, int64_t N, int64_t G, int64_t C, int64_t
   return s;
 }
 
-// rows [i*O/G, (i+1)*O/G) of weight [O, C, k, k]
-TensorPtr headWeight(const float* w, const Shape& ws, int64_t G, int64_t i) {
+// rows [i*O/G, (i+1)*O/G) of weight [O, C, k, k], cached on the weight's storage (with the blocked copies the
+// convolution makes of it) until the weight is written
+TensorPtr headWeight(const Tensor& weight, int64_t G, int64_t i) {
+  const Shape& ws = weight.shape;
   int64_t rows = ws[0] / G, row = ws[1] * ws[2] * ws[3];
-  return fromHost(w + i * rows * row, {rows, ws[1], ws[2], ws[3]});
+  Shape hs{rows, ws[1], ws[2], ws[3]};
+  std::string key = "msgc-head:" + std::to_string(G) + ":" + std::to_string(i);
+  auto& cache = weight.storage->derived;
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.version == weight.storage->version) return std::make_shared<Tensor>(hs, it->second.copy);
+  const float* w = plainData(weight);
+  auto st = std::make_shared<Storage>((size_t)rows * row * sizeof(float), weight.device());
+  std::memcpy(st->data, w + i * rows * row, (size_t)rows * row * sizeof(float));
+  cache[key] = Storage::Derived{weight.storage->version, st};
+  return std::make_shared<Tensor>(hs, st);
+}
+
+// Copies channels [c0, c0 + Cs) of every sample between a full tensor and a head-sized one laid out with the
+// same channel block (a contiguous chunk of Cs·H·W per sample).
+void copyChannelChunk(float* dst, int64_t dstC, int64_t dstC0, const float* src, int64_t srcC, int64_t srcC0, int64_t N,
+                      int64_t Cs, int64_t HW) {
+  const int64_t chunk = Cs * HW;
+#pragma omp parallel for if (N * chunk > 32768)
+  for (int64_t n = 0; n < N; n++)
+    std::memcpy(dst + (n * dstC + dstC0) * HW, src + (n * srcC + srcC0) * HW, chunk * sizeof(float));
 }
 
 }  // namespace
@@ -39,20 +81,21 @@ TensorPtr headWeight(const float* w, const Shape& ws, int64_t G, int64_t i) {
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads, Og = O / G;
   const float* s = plainData(scale);
-  const float* w = plainData(weight);
   Conv2dParams cp = convParams(p);
   TensorPtr y;
+  int64_t block = 0;
   for (int64_t i = 0; i < G; i++) {
     TensorPtr si = headScale(s, N, G, C, i);
     TensorPtr xs = binaryForward(Binary::Mul, x, *si);
-    TensorPtr wi = headWeight(w, weight.shape, G, i);
-    TensorPtr yi = conv2dForward(*xs, *wi, nullptr, cp);
-    const int64_t OH = yi->shape[2], OW = yi->shape[3], block = Og * OH * OW;
-    if (!y) y = emptyTensor({N, O, OH, OW});
-    const float* src = plainData(*yi);
-    float* dst = y->data();
-#pragma omp parallel for if (N * block > 32768)
-    for (int64_t n = 0; n < N; n++) std::memcpy(dst + (n * O + i * Og) * OH * OW, src + n * block, block * sizeof(float));
+    TensorPtr yi = conv2dForward(*xs, *headWeight(weight, G, i), nullptr, cp);
+    const int64_t OH = yi->shape[2], OW = yi->shape[3];
+    if (!y) {
+      block = channelBlock(*yi);
+      if (block == 0 || Og % block != 0) block = 1;  // assemble in plain NCHW
+      y = tensorWithDesc({N, O, OH, OW}, blockedDesc({N, O, OH, OW}, block));
+    }
+    const float* src = block == 1 ? plainData(*yi) : static_cast<const float*>(asLayout(*yi, blockedDesc(yi->shape, block)).get_data_handle());
+    copyChannelChunk(y->data(), O, i * Og, src, Og, 0, N, Og, OH * OW);
   }
   return y;
 }
@@ -63,19 +106,22 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
                 Og = O / G;
   const int64_t OH = gy.shape[2], OW = gy.shape[3], kk = weight.shape[2] * weight.shape[3];
   const float* s = plainData(scale);
-  const float* w = plainData(weight);
-  const float* g = plainData(gy);
   Conv2dParams cp = convParams(p);
   MsgcConvGrads r;
-  if (needX) r.x = zerosTensor(x.shape);
   if (needWeight) r.weight = emptyTensor(weight.shape);
   if (needScale) r.scale = emptyTensor(scale.shape);
-  const float* xp = (needScale) ? plainData(x) : nullptr;
+  // the output gradient, sliced per head in its own channel-blocked layout when possible
+  int64_t gyBlock = channelBlock(gy);
+  if (gyBlock == 0 || Og % gyBlock != 0) gyBlock = 1;
+  const float* g = gyBlock == 1 ? plainData(gy) : gy.data();
+  // x and the input gradients are walked in one channel-blocked layout (b lanes per block, Cp padded channels)
+  int64_t xBlock = 0;
+  const float* xp = nullptr;
+  int64_t Cp = C;
   for (int64_t i = 0; i < G; i++) {
-    TensorPtr gyi = emptyTensor({N, Og, OH, OW});
-    const int64_t block = Og * OH * OW;
-    for (int64_t n = 0; n < N; n++) std::memcpy(gyi->data() + n * block, g + (n * O + i * Og) * OH * OW, block * sizeof(float));
-    TensorPtr wi = headWeight(w, weight.shape, G, i);
+    TensorPtr gyi = tensorWithDesc({N, Og, OH, OW}, blockedDesc({N, Og, OH, OW}, gyBlock));
+    copyChannelChunk(gyi->data(), Og, 0, g, O, i * Og, N, Og, OH * OW);
+    TensorPtr wi = headWeight(weight, G, i);
     TensorPtr si = headScale(s, N, G, C, i);
     TensorPtr xs = needWeight ? binaryForward(Binary::Mul, x, *si) : nullptr;
     Conv2dGrads cg = conv2dBackward(xs ? *xs : x, *wi, *gyi, cp, needX || needScale, needWeight, false);
@@ -83,29 +129,52 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
       const float* gw = plainData(*cg.weight);
       std::memcpy(r.weight->data() + i * Og * C * kk, gw, Og * C * kk * sizeof(float));
     }
-    if (needX || needScale) {
-      // gxs = W_i^T ⋆ gy_i, the gradient w.r.t. the scaled input of head i
-      const float* gxs = plainData(*cg.x);
-      const float* sp = si->data();
-      float* gx = needX ? r.x->data() : nullptr;
-      float* gs = needScale ? r.scale->data() : nullptr;
-#pragma omp parallel for collapse(2) if (N * C * HW > 32768)
-      for (int64_t n = 0; n < N; n++)
-        for (int64_t c = 0; c < C; c++) {
-          const float* a = gxs + (n * C + c) * HW;
+    if (!(needX || needScale)) continue;
+    // gxs = W_i^T ⋆ gy_i, the gradient w.r.t. head i's scaled input
+    if (i == 0) {
+      xBlock = channelBlock(*cg.x);
+      if (xBlock == 0) xBlock = 1;
+      dnnl::memory::desc md = blockedDesc(x.shape, xBlock);
+      Cp = xBlock == 1 ? C : (C + xBlock - 1) / xBlock * xBlock;
+      if (needX) {
+        r.x = tensorWithDesc(x.shape, md);
+        std::memset(r.x->data(), 0, r.x->storage->bytes);
+      }
+      if (needScale) xp = static_cast<const float*>(asLayout(x, md).get_data_handle());
+    }
+    const float* gxs = static_cast<const float*>(asLayout(*cg.x, blockedDesc(x.shape, xBlock)).get_data_handle());
+    const float* sp = si->data();
+    float* gx = needX ? r.x->data() : nullptr;
+    float* gs = needScale ? r.scale->data() : nullptr;
+    const int64_t b = xBlock, blocks = Cp / b;
+#pragma omp parallel for collapse(2) if (N * Cp * HW > 32768)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t cb = 0; cb < blocks; cb++) {
+        // element (n, c = cb*b + lane, hw) sits at ((n*blocks + cb)*HW + hw)*b + lane
+        const int64_t base = (n * blocks + cb) * HW * b;
+        double acc[16] = {0};
+        float sc[16];
+        for (int64_t lane = 0; lane < b; lane++) {
+          int64_t c = cb * b + lane;
+          sc[lane] = c < C ? sp[n * C + c] : 0.f;
+        }
+        for (int64_t hw = 0; hw < HW; hw++) {
+          const float* a = gxs + base + hw * b;
           if (gx) {
-            float sc = sp[n * C + c];
-            float* d = gx + (n * C + c) * HW;
-            for (int64_t k = 0; k < HW; k++) d[k] += sc * a[k];
+            float* d = gx + base + hw * b;
+            for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * a[lane];
           }
           if (gs) {
-            const float* b = xp + (n * C + c) * HW;
-            double acc = 0.0;
-            for (int64_t k = 0; k < HW; k++) acc += (double)a[k] * b[k];
-            gs[(n * G + i) * C + c] = (float)acc;
+            const float* xv = xp + base + hw * b;
+            for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)a[lane] * xv[lane];
           }
         }
-    }
+        if (gs)
+          for (int64_t lane = 0; lane < b; lane++) {
+            int64_t c = cb * b + lane;
+            if (c < C) gs[(n * G + i) * C + c] = (float)acc[lane];
+          }
+      }
   }
   return r;
 }
