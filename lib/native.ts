@@ -28,6 +28,8 @@ export interface NativeBinding {
   manualSeed(seed: number): void;
   liveTensorCount(): number;
   nextSeed(): number;
+  getRngState(): string;
+  setRngState(state: string): void;
   memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number };
   emptyCache(): void;
   setNumThreads(n: number): void;

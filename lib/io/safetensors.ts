@@ -12,8 +12,7 @@
 // num_batches_tracked of a PyTorch BatchNorm becomes a float32 scalar).
 import * as fs from 'fs';
 import * as os from 'os';
-import * as path from 'path';
-import { randomBytes } from 'crypto';
+import { writeFileAtomic } from './atomic';
 import { Tensor } from '../tensor/tensor';
 import { tensor } from '../tensor/creation';
 
@@ -493,49 +492,7 @@ export function load(file: string): StateDict {
 export function save(dict: StateDict | Map<string, Tensor>, file: string, metadata?: Record<string, string>): void {
   if (typeof file !== 'string' || file.length === 0) throw new Error(`safetensors: save: expected a file path, got ${describe(file)}`);
   const bytes = encodeSafetensors(dict, metadata, file);
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(tmp, 'wx');
-    let written = 0;
-    while (written < bytes.length) written += fs.writeSync(fd, bytes, written, bytes.length - written);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    if (fd !== null) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* it may not exist */
-    }
-    fail(file, `save failed, previous file left unchanged (${err instanceof Error ? err.message : String(err)})`);
-  }
-  syncDirectory(path.dirname(path.resolve(file)), file);
-}
-
-/** Flushes a directory entry (the rename) to disk; skipped where the platform cannot fsync directories. */
-function syncDirectory(dir: string, file: string): void {
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(dir, 'r');
-    fs.fsyncSync(fd);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const unsupported = process.platform === 'win32' || code === 'EISDIR' || code === 'EINVAL' || code === 'ENOTSUP' || code === 'EPERM';
-    if (!unsupported) {
-      fail(file, `saved, but flushing the directory ${dir} failed (${err instanceof Error ? err.message : String(err)})`);
-    }
-  } finally {
-    if (fd !== null) fs.closeSync(fd);
-  }
+  writeFileAtomic(file, bytes, (what) => fail(file, what));
 }
 
 export const saveSafetensors = save;

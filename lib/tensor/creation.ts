@@ -58,6 +58,16 @@ export function manualSeed(seed: number): void {
   native.manualSeed(seed);
 }
 
+/** The global generator's state (a decimal string), to save in checkpoints. */
+export function getRngState(): string {
+  return native.getRngState();
+}
+
+/** Restores a state from getRngState(): the random stream continues exactly from there. */
+export function setRngState(state: string): void {
+  native.setRngState(state);
+}
+
 /** Number of native tensors alive (handles not yet disposed or collected). */
 export function liveTensorCount(): number {
   return native.liveTensorCount();

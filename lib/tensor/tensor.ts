@@ -199,46 +199,55 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
   untracked(() => {
     const grads = new Map<Tensor, Tensor>();
     grads.set(root, gradient ? new Tensor(native.clone(gradient.h)) : new Tensor(native.full(root.shape, 1)));
-    for (const t of order) {
-      const g = grads.get(t);
-      grads.delete(t);
-      if (!g) {
+    // the gradient being handed on; freed with the pending ones if a node's backward throws
+    let current: Tensor | null = null;
+    try {
+      for (const t of order) {
+        const g = grads.get(t);
+        grads.delete(t);
+        current = g ?? null;
+        if (!g) {
+          releaseNode(t);
+          continue;
+        }
+        const node = t._node;
+        if (!node) {
+          // a leaf
+          if (t.grad && !t.grad.isDisposed) {
+            native.addInPlace(t.grad.h, g.h, 1);
+            g.dispose();
+          } else {
+            t.grad = g;
+          }
+          current = null;
+          continue;
+        }
+        const inputGrads = node.backward(g);
+        const seen = new Set<Tensor>();
+        node.inputs.forEach((input, k) => {
+          let gi = inputGrads[k];
+          if (!gi) return;
+          if (seen.has(gi)) gi = new Tensor(native.clone(gi.h)); // one tensor returned for two inputs
+          seen.add(gi);
+          if (!input || !input.requiresGrad) {
+            gi.dispose();
+            return;
+          }
+          const prev = grads.get(input);
+          if (prev) {
+            native.addInPlace(prev.h, gi.h, 1);
+            gi.dispose();
+          } else {
+            grads.set(input, gi);
+          }
+        });
+        if (!seen.has(g)) g.dispose();
+        current = null;
         releaseNode(t);
-        continue;
       }
-      const node = t._node;
-      if (!node) {
-        // a leaf
-        if (t.grad && !t.grad.isDisposed) {
-          native.addInPlace(t.grad.h, g.h, 1);
-          g.dispose();
-        } else {
-          t.grad = g;
-        }
-        continue;
-      }
-      const inputGrads = node.backward(g);
-      const seen = new Set<Tensor>();
-      node.inputs.forEach((input, k) => {
-        let gi = inputGrads[k];
-        if (!gi) return;
-        if (seen.has(gi)) gi = new Tensor(native.clone(gi.h)); // one tensor returned for two inputs
-        seen.add(gi);
-        if (!input || !input.requiresGrad) {
-          gi.dispose();
-          return;
-        }
-        const prev = grads.get(input);
-        if (prev) {
-          native.addInPlace(prev.h, gi.h, 1);
-          gi.dispose();
-        } else {
-          grads.set(input, gi);
-        }
-      });
-      if (!seen.has(g)) g.dispose();
-      releaseNode(t);
+    } finally {
+      if (current) current.dispose();
+      for (const g of grads.values()) g.dispose();
     }
-    for (const g of grads.values()) g.dispose();
   });
 }

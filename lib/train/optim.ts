@@ -82,6 +82,16 @@ export class SGD {
     return this.buffers;
   }
 
+  /** Restores the momentum buffer of `param` from `values` (copied; the caller keeps `values`). */
+  setMomentum(param: Tensor, values: Tensor): void {
+    if (values.shape.join(',') !== param.shape.join(',')) {
+      throw new Error(`SGD.setMomentum: buffer has shape [${values.shape.join(', ')}], expected [${param.shape.join(', ')}]`);
+    }
+    const old = this.buffers.get(param);
+    if (old) old.dispose();
+    this.buffers.set(param, untracked(() => new Tensor(native.toPlain(values.h))));
+  }
+
   /** Frees the momentum buffers. */
   dispose(): void {
     for (const b of this.buffers.values()) b.dispose();

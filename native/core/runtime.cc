@@ -26,6 +26,9 @@ int getNumThreads() { return omp_get_max_threads(); }
 
 void manualSeed(uint64_t seed) { gSeedState.store(seed); }
 
+uint64_t rngState() { return gSeedState.load(); }
+void setRngState(uint64_t s) { gSeedState.store(s); }
+
 uint64_t nextSeed() {
   uint64_t s = gSeedState.load();
   uint64_t out = splitmix64(s);

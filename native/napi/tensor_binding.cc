@@ -193,6 +193,21 @@ static Napi::Value NextSeed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)(nextSeed() >> 11));
 }
 
+// the global generator's state as a decimal string (64-bit), for exact resume from checkpoints
+static Napi::Value GetRngState(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), std::to_string(rngState()));
+}
+
+static Napi::Value SetRngState(const Napi::CallbackInfo& info) {
+  MSGC_CHECK(info[0].IsString(), "setRngState: state must be a decimal string");
+  std::string s = info[0].As<Napi::String>().Utf8Value();
+  MSGC_CHECK(!s.empty() && s.size() <= 20 && s.find_first_not_of("0123456789") == std::string::npos,
+             "setRngState: state must be a decimal string of at most 20 digits, got '", s, "'");
+  unsigned long long v = std::stoull(s);
+  setRngState((uint64_t)v);
+  return info.Env().Undefined();
+}
+
 static Napi::Value LiveTensorCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), (double)liveTensorCount());
 }
@@ -230,6 +245,8 @@ void registerTensorBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "manualSeed", ManualSeed);
   exportFunction(env, exports, "liveTensorCount", LiveTensorCount);
   exportFunction(env, exports, "nextSeed", NextSeed);
+  exportFunction(env, exports, "getRngState", GetRngState);
+  exportFunction(env, exports, "setRngState", SetRngState);
   exportFunction(env, exports, "memoryStats", MemoryStats);
   exportFunction(env, exports, "emptyCache", EmptyCache);
   exportFunction(env, exports, "setNumThreads", SetNumThreads);

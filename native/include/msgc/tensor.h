@@ -85,6 +85,8 @@ void setNumThreads(int n);
 int getNumThreads();
 void manualSeed(uint64_t seed);
 uint64_t nextSeed();  // draws a fresh seed from the global generator
+uint64_t rngState();  // the global generator's state (for checkpoints)
+void setRngState(uint64_t state);
 
 // Counter-based generator: the same seed gives the same stream on every backend and thread count.
 struct Philox {
