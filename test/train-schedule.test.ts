@@ -1,0 +1,98 @@
+// train-schedule.test.ts: LR and MAC-target schedules (spec §3.2, §6), the MAC budget loss (one-sided, slope λ),
+// and the spec's optimiser parameter groups.
+import * as msgc from '../lib';
+import { macBudgetLoss } from '../lib/train/budget';
+import { parameterGroups } from '../lib/train/groups';
+import { cosineLr, macTarget, progressOf } from '../lib/train/schedule';
+import { randomArray } from './helpers/gradcheck';
+
+const startLive = msgc.liveTensorCount();
+
+test('cosine learning rate stepped per epoch', () => {
+  expect(cosineLr(0.1, 0, 10)).toBeCloseTo(0.1, 12);
+  expect(cosineLr(0.1, 5, 10)).toBeCloseTo(0.05, 12);
+  expect(cosineLr(0.1, 9, 10)).toBeCloseTo(0.05 * (1 + Math.cos((Math.PI * 9) / 10)), 12);
+  // warm-up: linear ramp, then the cosine over the remaining epochs
+  expect(cosineLr(0.1, 0, 10, 2)).toBeCloseTo(0.1 / 3, 12);
+  expect(cosineLr(0.1, 1, 10, 2)).toBeCloseTo(0.2 / 3, 12);
+  expect(cosineLr(0.1, 2, 10, 2)).toBeCloseTo(0.1, 12);
+});
+
+test('MAC target ramp: τ(0) = 1, τ(0.25) = (1 + τ_end)/2, τ(≥ 0.5) = τ_end', () => {
+  for (const t of [0.5, 0.49, 0.65]) {
+    expect(macTarget(0, { target: t })).toBe(1);
+    expect(macTarget(0.25, { target: t })).toBeCloseTo((1 + t) / 2, 12);
+    expect(macTarget(0.5, { target: t })).toBeCloseTo(t, 12);
+    expect(macTarget(0.75, { target: t })).toBe(t);
+    expect(macTarget(0.999, { target: t })).toBe(t);
+  }
+  expect(macTarget(0.1, { target: 0.5, pStart: 0.2, pStop: 0.6 })).toBe(1);
+  expect(macTarget(0.4, { target: 0.5, pStart: 0.2, pStop: 0.6 })).toBeCloseTo(0.75, 12);
+  expect(progressOf(1, 5, 10, 4)).toBeCloseTo(15 / 40, 12);
+});
+
+describe('MAC budget loss', () => {
+  const model = msgc.models.resnet20({ numClasses: 10, msgc: { heads: 4 } });
+  afterAll(() => model.dispose());
+
+  test('zero below the target, λ·(r − τ) above with slope λ/F_ori in F_dyn', () => {
+    msgc.manualSeed(2);
+    model.train();
+    msgc.tidy(() => {
+      model.forward(msgc.tensor(randomArray(4 * 3 * 8 * 8, 1), [4, 3, 8, 8]));
+      const macs = model.lastMacs();
+      const below = macBudgetLoss(macs, macs.ratio + 0.01, 30);
+      expect(below.loss).toBeNull();
+      expect(below.value).toBe(0);
+      const tau = macs.ratio - 0.2;
+      const above = macBudgetLoss(macs, tau, 30);
+      expect(above.loss!.item()).toBeCloseTo(30 * 0.2, 4);
+      expect(above.value).toBeCloseTo(30 * 0.2, 10);
+      // slope: d L / d F_dyn = λ / F_ori, seen through the linear map on the dynamic tensor
+      const lambda2 = macBudgetLoss(macs, tau, 60);
+      expect(lambda2.loss!.item()).toBeCloseTo(2 * above.loss!.item(), 4);
+      above.loss!.backward();
+    });
+    // the gradient reached the gate heads
+    const g = model.namedParameters().find(([n]) => n === 'layer3.2.mask2.conv2.bias')![1].grad!;
+    expect(g.toFloat32Array().some((v) => v !== 0)).toBe(true);
+    for (const p of model.parameters()) if (p.grad) { p.grad.dispose(); p.grad = null; }
+  });
+});
+
+test('parameter groups follow spec §6: gates ×5 lr without decay, BN without decay, the rest with decay', () => {
+  const m = msgc.models.resnet20({ numClasses: 10, msgc: { heads: 4, attention: true } });
+  const groups = parameterGroups(m, { weightDecay: 1e-4 });
+  const byName = new Map<msgc.Tensor, string>(m.namedParameters().map(([n, p]) => [p, n]));
+  const names = (g: string) => groups.find((x) => x.name === g)!.params.map((p) => byName.get(p)!);
+  expect(groups.map((g) => [g.name, g.lrScale, g.weightDecay])).toEqual([
+    ['gates', 5, 0],
+    ['batchnorm', 1, 0],
+    ['weights', 1, 1e-4],
+  ]);
+  expect(names('gates').every((n) => n.includes('mask'))).toBe(true);
+  expect(names('gates')).toContain('layer1.0.mask1.bn.weight');
+  expect(names('batchnorm')).toContain('bn1.weight');
+  expect(names('batchnorm')).toContain('layer1.0.att1.bn.bias'); // attention BN: BN group
+  expect(names('weights')).toContain('layer1.0.att1.conv2.bias'); // attention convs: decayed
+  expect(names('weights')).toContain('fc.bias');
+  expect(names('weights').some((n) => /bn\d?\.(weight|bias)$/.test(n) && !n.includes('att'))).toBe(false);
+  const total = groups.reduce((a, g) => a + g.params.length, 0);
+  expect(total).toBe(m.parameters().length);
+  // the SGD honours per-group lr scale and decay: one step from the same gradient
+  const p1 = msgc.tensor([1], [1], { requiresGrad: true });
+  const p2 = msgc.tensor([1], [1], { requiresGrad: true });
+  const opt = new msgc.SGD([{ params: [p1], lrScale: 5, weightDecay: 0 }, { params: [p2], weightDecay: 0.5 }], { lr: 0.1 });
+  p1.grad = msgc.tensor([1], [1]);
+  p2.grad = msgc.tensor([1], [1]);
+  opt.step();
+  expect(p1.item()).toBeCloseTo(1 - 0.5, 6);
+  expect(p2.item()).toBeCloseTo(1 - 0.1 * 1.5, 6);
+  for (const t of [p1, p2]) t.dispose();
+  opt.dispose();
+  m.dispose();
+});
+
+afterAll(() => {
+  expect(msgc.liveTensorCount()).toBe(startLive);
+});
