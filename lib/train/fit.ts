@@ -1,0 +1,298 @@
+// fit.ts: msgc.fit (training) and msgc.evaluate — Keras-style loops over batch sources, with the spec's recipe:
+// SGD (Nesterov) with the §6 parameter groups, cosine LR stepped per epoch (optional warm-up), label smoothing,
+// the MAC budget loss with its per-iteration target ramp (§3.2), callbacks, a progress bar on stderr, per-epoch
+// atomic checkpoints with exact resume, and best-epoch tracking.
+import * as fs from 'fs';
+import * as path from 'path';
+import { writeJsonAtomic } from '../io/atomic';
+import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint';
+import { save } from '../io/safetensors';
+import { Backbone } from '../models/common';
+import * as F from '../ops/index';
+import { getRngState, manualSeed, setRngState } from '../tensor/creation';
+import { noGrad, tidy } from '../tensor/scope';
+import { Tensor } from '../tensor/tensor';
+import { macBudgetLoss } from './budget';
+import { parameterGroups } from './groups';
+import { topKCorrect } from './metrics';
+import { SGD } from './optim';
+import { ProgressBar } from './progress';
+import { cosineLr, macTarget, progressOf } from './schedule';
+
+/** A batch: images [B, C, H, W] (owned by the consumer) and labels. */
+export interface Batch {
+  x: Tensor;
+  y: Int32Array;
+}
+
+/** What fit/evaluate iterate: a DataLoader, or anything with the same shape. */
+export interface BatchSource {
+  /** batches per epoch */
+  readonly length: number;
+  /** fixes the shuffle/augmentation stream of an epoch (called before each epoch) */
+  setEpoch?(epoch: number): void;
+  [Symbol.asyncIterator](): AsyncIterator<Batch>;
+}
+
+export interface BudgetOptions {
+  /** τ_end, the final MAC ratio (e.g. 0.5) */
+  target: number;
+  /** λ (spec: 30) */
+  lambda?: number;
+  pStart?: number;
+  pStop?: number;
+}
+
+export interface EpochLogs {
+  epoch: number;
+  lr: number;
+  loss: number;
+  top1: number;
+  /** mean train-mode MAC ratio (with gate noise) */
+  macRatio: number;
+  macTarget: number | null;
+  imagesPerSecond: number;
+  seconds: number;
+  val?: EvalResult;
+}
+
+export interface BatchLogs {
+  epoch: number;
+  step: number;
+  loss: number;
+  top1: number;
+  macRatio: number;
+}
+
+export interface Callbacks {
+  onEpochBegin?(epoch: number): void | Promise<void>;
+  onEpochEnd?(epoch: number, logs: EpochLogs): void | Promise<void>;
+  onBatchEnd?(logs: BatchLogs): void | Promise<void>;
+}
+
+export interface FitOptions {
+  epochs: number;
+  /** base learning rate (gate heads get gateLrScale × this) */
+  lr: number;
+  momentum?: number;
+  nesterov?: boolean;
+  weightDecay?: number;
+  gateLrScale?: number;
+  warmupEpochs?: number;
+  /** training label smoothing (spec: 0.1) */
+  labelSmoothing?: number;
+  /** MAC budget for MSGC models; ignored for dense ones */
+  budget?: BudgetOptions;
+  validation?: BatchSource;
+  callbacks?: Callbacks;
+  /** progress bar on stderr (default true) */
+  verbose?: boolean;
+  /** checkpoints, metrics.json and model.safetensors go here */
+  outDir?: string;
+  /** continue from outDir's checkpoint when there is one */
+  resume?: boolean;
+  /** seeds the global generator at the start (not on resume: the checkpoint's state is restored instead) */
+  seed?: number;
+  /** label of the progress bar */
+  name?: string;
+}
+
+export interface History {
+  epochs: EpochLogs[];
+  bestEpoch: number | null;
+  bestTop1: number | null;
+}
+
+export interface EvalResult {
+  top1: number;
+  top5: number;
+  loss: number;
+  /** mean MACs per image actually used (dynamic for MSGC models) */
+  macsPerImage: number;
+  /** F_ori for the same input */
+  denseMacs: number;
+  macRatio: number;
+  imagesPerSecond: number;
+  samples: number;
+}
+
+interface CheckpointExtra {
+  history: History;
+}
+
+function nowSeconds(): number {
+  return Number(process.hrtime.bigint()) / 1e9;
+}
+
+/** Evaluates in eval mode without autograd: Top-1/Top-5, plain cross-entropy, MACs per image. */
+export async function evaluate(model: Backbone, data: BatchSource, options: { verbose?: boolean; name?: string } = {}): Promise<EvalResult> {
+  const wasTraining = model.training;
+  model.eval();
+  let samples = 0;
+  let c1 = 0;
+  let c5 = 0;
+  let lossSum = 0;
+  let macSum = 0;
+  let dense = 0;
+  const bar = new ProgressBar(!!options.verbose, options.name ?? 'eval');
+  bar.start(data.length, { epoch: '', loss: '-', acc: '-', macs: '-', ips: '-' });
+  const t0 = nowSeconds();
+  let step = 0;
+  try {
+    for await (const batch of data) {
+      const n = batch.y.length;
+      tidy(() => {
+        const logits = noGrad(() => model.forward(batch.x));
+        const values = logits.toFloat32Array();
+        c1 += topKCorrect(values, batch.y, 1);
+        c5 += topKCorrect(values, batch.y, 5);
+        lossSum += noGrad(() => F.crossEntropy(logits, batch.y)).item() * n;
+        const macs = model.lastMacs();
+        macSum += macs.perImage * n;
+        dense = macs.dense;
+      });
+      batch.x.dispose();
+      samples += n;
+      step++;
+      bar.update(step, { epoch: '', loss: (lossSum / samples).toFixed(4), acc: ((100 * c1) / samples).toFixed(2), macs: (macSum / samples / dense).toFixed(3), ips: (samples / (nowSeconds() - t0)).toFixed(0) });
+    }
+  } finally {
+    bar.stop();
+    model.train(wasTraining);
+  }
+  const seconds = nowSeconds() - t0;
+  const macsPerImage = samples ? macSum / samples : 0;
+  return {
+    top1: samples ? c1 / samples : 0,
+    top5: samples ? c5 / samples : 0,
+    loss: samples ? lossSum / samples : 0,
+    macsPerImage,
+    denseMacs: dense,
+    macRatio: dense ? macsPerImage / dense : 1,
+    imagesPerSecond: seconds > 0 ? samples / seconds : 0,
+    samples,
+  };
+}
+
+/** Trains `model` on `data`; returns the per-epoch history (also written to outDir/metrics.json). */
+export async function fit(model: Backbone, data: BatchSource, options: FitOptions): Promise<History> {
+  const o = options;
+  if (!Number.isInteger(o.epochs) || o.epochs < 1) throw new Error(`fit: epochs must be a positive integer, got ${o.epochs}`);
+  if (!(o.lr > 0)) throw new Error(`fit: lr must be positive, got ${o.lr}`);
+  if (o.budget && !(o.budget.target > 0 && o.budget.target <= 1)) throw new Error(`fit: budget.target must be in (0, 1], got ${o.budget.target}`);
+  if (o.resume && !o.outDir) throw new Error('fit: resume needs outDir (where the checkpoint is)');
+  const smoothing = o.labelSmoothing ?? 0.1;
+  const budget = o.budget && model.msgc ? o.budget : null;
+  const opt = new SGD(parameterGroups(model, { weightDecay: o.weightDecay ?? 1e-4, gateLrScale: o.gateLrScale }), {
+    lr: o.lr,
+    momentum: o.momentum ?? 0.9,
+    nesterov: o.nesterov ?? true,
+  });
+  const paramNames = new Map<Tensor, string>(model.namedParameters().map(([n, p]) => [p, n]));
+  const byName = new Map<string, Tensor>(model.namedParameters());
+  let history: History = { epochs: [], bestEpoch: null, bestTop1: null };
+  let startEpoch = 0;
+  if (o.seed !== undefined) manualSeed(o.seed);
+  if (o.resume && o.outDir) {
+    const ck = loadCheckpoint<CheckpointExtra>(o.outDir, model);
+    if (ck) {
+      for (const [name, buf] of ck.momentum) {
+        const p = byName.get(name);
+        if (p) opt.setMomentum(p, buf);
+        buf.dispose();
+      }
+      setRngState(ck.state.rngState);
+      history = ck.state.extra.history;
+      startEpoch = ck.state.epoch;
+    }
+  }
+  const itersPerEpoch = data.length;
+  const bar = new ProgressBar(o.verbose ?? true, o.name ?? 'train');
+  try {
+    for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
+      opt.lr = cosineLr(o.lr, epoch, o.epochs, o.warmupEpochs ?? 0);
+      data.setEpoch?.(epoch);
+      await o.callbacks?.onEpochBegin?.(epoch);
+      model.train();
+      let seen = 0;
+      let lossSum = 0;
+      let correct = 0;
+      let ratioSum = 0;
+      let step = 0;
+      let target: number | null = null;
+      const t0 = nowSeconds();
+      bar.start(itersPerEpoch, { epoch: `${epoch + 1}/${o.epochs}`, loss: '-', acc: '-', macs: '-', ips: '-' });
+      for await (const batch of data) {
+        const n = batch.y.length;
+        target = budget ? macTarget(progressOf(epoch, step, itersPerEpoch, o.epochs), budget) : null;
+        const r = tidy(() => {
+          const logits = model.forward(batch.x);
+          const ce = F.crossEntropy(logits, batch.y, { labelSmoothing: smoothing });
+          let loss = ce;
+          const macs = model.lastMacs();
+          if (budget && target !== null) {
+            const b = macBudgetLoss(macs, target, budget.lambda ?? 30);
+            if (b.loss) loss = F.add(ce, b.loss);
+          }
+          opt.zeroGrad();
+          loss.backward();
+          opt.step();
+          return { ce: ce.item(), correct: topKCorrect(logits.toFloat32Array(), batch.y, 1), ratio: macs.ratio };
+        });
+        batch.x.dispose();
+        seen += n;
+        lossSum += r.ce * n;
+        correct += r.correct;
+        ratioSum += r.ratio * n;
+        step++;
+        bar.update(step, {
+          epoch: `${epoch + 1}/${o.epochs}`,
+          loss: (lossSum / seen).toFixed(4),
+          acc: ((100 * correct) / seen).toFixed(2),
+          macs: (ratioSum / seen).toFixed(3),
+          ips: (seen / (nowSeconds() - t0)).toFixed(0),
+        });
+        await o.callbacks?.onBatchEnd?.({ epoch, step, loss: r.ce, top1: r.correct / n, macRatio: r.ratio });
+      }
+      opt.zeroGrad();
+      bar.stop();
+      const seconds = nowSeconds() - t0;
+      const logs: EpochLogs = {
+        epoch,
+        lr: opt.lr,
+        loss: seen ? lossSum / seen : 0,
+        top1: seen ? correct / seen : 0,
+        macRatio: seen ? ratioSum / seen : 1,
+        macTarget: target,
+        imagesPerSecond: seconds > 0 ? seen / seconds : 0,
+        seconds,
+      };
+      if (o.validation) logs.val = await evaluate(model, o.validation, { verbose: o.verbose ?? true, name: 'val' });
+      history.epochs.push(logs);
+      const score = logs.val ? logs.val.top1 : logs.top1;
+      const improved = history.bestTop1 === null || score > history.bestTop1;
+      if (improved) {
+        history.bestTop1 = score;
+        history.bestEpoch = epoch;
+      }
+      if (o.outDir) {
+        const momentum = new Map<string, Tensor>();
+        for (const [p, buf] of opt.state()) momentum.set(paramNames.get(p)!, buf);
+        saveCheckpoint<CheckpointExtra>(o.outDir, epoch + 1, model, momentum, getRngState(), { history });
+        writeJsonAtomic(path.join(o.outDir, 'metrics.json'), history);
+        if (improved) save(model.stateDict(), path.join(o.outDir, 'model-best.safetensors'), { epoch: String(epoch) });
+      }
+      await o.callbacks?.onEpochEnd?.(epoch, logs);
+    }
+    if (o.outDir) {
+      fs.mkdirSync(o.outDir, { recursive: true });
+      save(model.stateDict(), path.join(o.outDir, 'model.safetensors'), { epochs: String(o.epochs) });
+      writeJsonAtomic(path.join(o.outDir, 'metrics.json'), history);
+    }
+  } finally {
+    bar.stop();
+    opt.zeroGrad();
+    opt.dispose();
+  }
+  return history;
+}
