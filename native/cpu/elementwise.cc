@@ -64,7 +64,36 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
     for (int64_t i = 0; i < n; i++) yp[i] = f(ap[i], s);
     return y;
   }
-  // broadcast through oneDNN binary: src0 in a's layout, src1 plain
+  // per-sample-per-channel operands ([N, C, 1, 1] or [1, C, 1, 1]) against plain or channel-blocked a: our
+  // kernel (oneDNN's binary falls back to a slow reference path for this broadcast on blocked layouts)
+  const int64_t blk = channelBlock(a);
+  if (blk > 0 && b.dim() == 4 && b.shape[2] == 1 && b.shape[3] == 1 && b.shape[1] == a.shape[1] &&
+      (b.shape[0] == a.shape[0] || b.shape[0] == 1)) {
+    const int64_t N = a.shape[0], C = a.shape[1], HW = a.shape[2] * a.shape[3];
+    const int64_t Cp = (C + blk - 1) / blk * blk, blocks = Cp / blk;
+    const bool perSample = b.shape[0] == N && N > 1;
+    TensorPtr y = tensorWithDesc(a.shape, currentDesc(a));
+    const float* ap = a.data();
+    const float* bp = plainData(b);
+    float* yp = y->data();
+#pragma omp parallel for collapse(2) if (N * Cp * HW > 32768)
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t cb = 0; cb < blocks; cb++) {
+        float v[16];
+        for (int64_t l = 0; l < blk; l++) {
+          int64_t c = cb * blk + l;
+          v[l] = c < C ? bp[(perSample ? n * C : 0) + c] : 0.f;
+        }
+        const int64_t base = (n * blocks + cb) * HW * blk;
+        for (int64_t hw = 0; hw < HW; hw++) {
+          const float* src = ap + base + hw * blk;
+          float* dst = yp + base + hw * blk;
+          for (int64_t l = 0; l < blk; l++) dst[l] = f(src[l], v[l]);
+        }
+      }
+    return y;
+  }
+  // other broadcasts through oneDNN binary: src0 in a's layout, src1 plain
   dnnl::memory::desc amd = currentDesc(a);
   dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
   static std::unordered_map<std::string, std::unique_ptr<dnnl::binary>> cache;

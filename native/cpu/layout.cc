@@ -114,6 +114,22 @@ TensorPtr tensorWithDesc(const Shape& shape, const dnnl::memory::desc& md) {
   return std::make_shared<Tensor>(shape, st, layout);
 }
 
+int64_t channelBlock(const Tensor& t) {
+  if (t.dim() != 4) return 0;
+  if (!t.layout) return 1;
+  Dims d = toDims(t.shape);
+  const dnnl::memory::desc& md = t.layout->md;
+  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, dnnl::memory::format_tag::aBcd16b)) return 16;
+  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, dnnl::memory::format_tag::aBcd8b)) return 8;
+  return 0;
+}
+
+dnnl::memory::desc blockedDesc(const Shape& s, int64_t block) {
+  if (block == 1) return plainDesc(toDims(s));
+  return dnnl::memory::desc(toDims(s), dnnl::memory::data_type::f32,
+                            block == 16 ? dnnl::memory::format_tag::aBcd16b : dnnl::memory::format_tag::aBcd8b);
+}
+
 void reorderInto(const Tensor& src, Tensor& dst) {
   dnnl::memory d = memoryOf(dst);
   dnnl::memory s = asLayout(src, d.get_desc());

@@ -44,6 +44,12 @@ std::shared_ptr<Storage> plainStorage(const Tensor& t);
 TensorPtr tensorWithDesc(const Shape& shape, const dnnl::memory::desc& md);
 dnnl::memory memoryOf(const Tensor& t);  // the tensor's own memory in its own layout
 
+// Channel block of a 4-D tensor's layout: 1 for plain NCHW, 16 / 8 for nChw16c / nChw8c, 0 otherwise. In these
+// layouts element (n, c, hw) sits at ((n*(Cp/b) + c/b)*HW + hw)*b + c%b, with Cp = C rounded up to b.
+int64_t channelBlock(const Tensor& t);
+// The desc of `shape` (4-D) in the channel-blocked layout with block b (1 = plain).
+dnnl::memory::desc blockedDesc(const Shape& shape, int64_t block);
+
 // Writes src (any layout) into dst's own layout.
 void reorderInto(const Tensor& src, Tensor& dst);
 

@@ -13,7 +13,6 @@
 
 namespace msgc {
 using namespace cpu;
-using tag = dnnl::memory::format_tag;
 
 namespace {
 
@@ -24,22 +23,6 @@ Conv2dParams convParams(const MsgcConvParams& p) {
   c.padH = p.padH;
   c.padW = p.padW;
   return c;
-}
-
-// Channel block of a 4-D tensor's layout: 1 for plain NCHW, 16 / 8 for nChw16c / nChw8c, 0 otherwise.
-int64_t channelBlock(const Tensor& t) {
-  if (t.dim() != 4) return 0;
-  if (!t.layout) return 1;
-  Dims d = toDims(t.shape);
-  const dnnl::memory::desc& md = t.layout->md;
-  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, tag::aBcd16b)) return 16;
-  if (md == dnnl::memory::desc(d, dnnl::memory::data_type::f32, tag::aBcd8b)) return 8;
-  return 0;
-}
-
-dnnl::memory::desc blockedDesc(const Shape& s, int64_t block) {
-  if (block == 1) return plainDesc(toDims(s));
-  return dnnl::memory::desc(toDims(s), dnnl::memory::data_type::f32, block == 16 ? tag::aBcd16b : tag::aBcd8b);
 }
 
 // scale[:, i, :] as a [N, C, 1, 1] tensor

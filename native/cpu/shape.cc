@@ -9,6 +9,9 @@ namespace msgc {
 using namespace cpu;
 
 TensorPtr reshape(const Tensor& x, const Shape& shape) {
+  // a blocked x gets a copy: its plain form is a cache owned by x's storage, which writes through the result
+  // (assign, in-place accumulation) would corrupt without x noticing
+  if (x.layout) return std::make_shared<Tensor>(shape, toPlain(x)->storage);
   return std::make_shared<Tensor>(shape, plainStorage(x));
 }
 

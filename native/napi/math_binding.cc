@@ -143,6 +143,7 @@ static Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   bool nesterov = boolArg(info, 6, op, "nesterov");
   expectShape(*g, p->shape, op, "grad");
   expectSameDevice(*p, *g, op, "param", "grad");
+  MSGC_CHECK(lr >= 0, op, ": lr must be >= 0, got ", lr);
   MSGC_CHECK(m >= 0 && m < 1, op, ": momentum must be in [0, 1), got ", m);
   MSGC_CHECK(wd >= 0, op, ": weightDecay must be >= 0, got ", wd);
   MSGC_CHECK(!nesterov || m > 0, op, ": Nesterov momentum requires momentum > 0");
