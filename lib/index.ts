@@ -10,6 +10,6 @@ export { SGD, SGDOptions, ParamGroup } from './train/optim';
 export { backendInfo, BackendInfo } from './native';
 export * as nn from './nn/index';
 export * as models from './models/index';
-export { countMacs } from './macs/count';
-export { MacCount, LastMacs } from './macs/types';
+export { countMacs, macsTable } from './macs/count';
+export { MacCount, LastMacs, MacRow } from './macs/types';
 export { save, load, saveSafetensors, loadSafetensors, readSafetensorsHeader, encodeSafetensors, decodeSafetensors, parseSafetensorsHeader, StateDict, SafetensorsHeader, SafetensorsTensorInfo } from './io/safetensors';

@@ -2,6 +2,8 @@
 // main.ts: the `msgc` command.
 import { Command } from 'commander';
 import { backendInfo } from '../native';
+import { macsCommand } from './macs';
+import { modelNames } from '../models/registry';
 import { runTinyDemo } from './tiny-demo';
 
 const program = new Command();
@@ -20,6 +22,19 @@ program
     const r = runTinyDemo({ steps: opts.steps, batchSize: opts.batchSize, seed: opts.seed, log: opts.json ? () => {} : undefined });
     if (opts.json) console.log(JSON.stringify({ firstLoss: r.losses[0], lastLoss: r.losses[r.losses.length - 1], accuracy: r.accuracy, imagesPerSecond: r.imagesPerSecond }));
   });
+
+program
+  .command('macs')
+  .description('per-part MAC table of a model (the spec\'s accounting)')
+  .option('--model <name>', `model (${modelNames().join(', ')})`, 'resnet18')
+  .option('--msgc', 'the MSGC-boosted model')
+  .option('--heads <n>', 'MSGC heads', (v) => parseInt(v, 10), 4)
+  .option('--attention', 'with attention heads')
+  .option('--input <C,H,W>', 'input size', '3,224,224')
+  .option('--classes <n>', 'classes', (v) => parseInt(v, 10), 1000)
+  .option('--small-input', 'CIFAR-style stem (default for inputs of 64 px or less)')
+  .option('--json', 'print JSON')
+  .action(macsCommand);
 
 program
   .command('info')

@@ -28,6 +28,14 @@ export function withDense(m: Omit<MacCount, 'dense'> | MacCount): MacCount {
   return { ...m, dense: m.main + m.gated - m.extra };
 }
 
+/** One row of a per-layer MAC table (`msgc macs`). */
+export interface MacRow {
+  name: string;
+  /** input [C, H, W] of the part */
+  input: number[];
+  macs: MacCount;
+}
+
 /** A block's dynamic MACs from its last forward pass. */
 export interface BlockMacTally {
   /** Σ mean(m_ℓ)·F_dgc_ℓ of the last batch */

@@ -1,5 +1,5 @@
 // common.ts: what every backbone shares — MSGC options, the model base with MAC accounting, init helpers.
-import { LastMacs, MacCount } from '../macs/types';
+import { LastMacs, MacCount, MacRow } from '../macs/types';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
@@ -64,8 +64,8 @@ export abstract class Backbone extends Module {
   abstract readonly msgc: ResolvedMsgc | null;
   protected lastInput: [number, number, number] | null = null;
 
-  /** Static MAC accounting for an input of [C, H, W] (spec §4). */
-  abstract countMacs(input: number[]): MacCount;
+  /** Static MAC accounting for an input of [C, H, W] (spec §4); `rows` receives a per-part breakdown. */
+  abstract countMacs(input: number[], rows?: MacRow[]): MacCount;
 
   protected remember(x: Tensor): void {
     const s = x.shape;

@@ -3,7 +3,7 @@
 // BasicBlock + MSGC: m1 (+ a1) gates conv1's input, conv2 is the MSGC conv with G heads (+ a2).
 // Bottleneck + MSGC: m1 gates conv1's input, the 3×3 conv2 is MSGC (+ a2), m3 gates conv3's input.
 import * as F from '../ops/index';
-import { BlockMacTally, emptyMacs, MacCount, addMacs, withDense } from '../macs/types';
+import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '../macs/types';
 import { kaimingNormal } from '../nn/init';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
@@ -278,8 +278,10 @@ export class ResNet extends Backbone {
     return this.fc.forward(F.flatten(this.avgpool.forward(h)));
   }
 
-  countMacs(input: number[]): MacCount {
+  countMacs(input: number[], rows?: MacRow[]): MacCount {
     const [C, H, W] = input;
+    const row = (name: string, inp: number[], m: MacCount) => rows?.push({ name, input: inp, macs: m });
+    const mainOnly = (v: number): MacCount => ({ dense: v, main: v, gated: 0, heads: 0, extra: 0 });
     const stem = this.conv1.outChannels;
     let macs = emptyMacs();
     let h: number;
@@ -297,17 +299,21 @@ export class ResNet extends Backbone {
       w = convOut(w, 3, 2, 1);
       macs.main += 4 * stem * h * w;
     }
+    row('stem', [C, H, W], mainOnly(macs.main));
     let c = stem;
-    for (const layer of this.layers) {
-      for (const b of layer.layers as unknown as CountedBlock[]) {
+    this.layers.forEach((layer, li) => {
+      (layer.layers as unknown as CountedBlock[]).forEach((b, bi) => {
         const r = b.countMacs(c, h, w);
+        row(`layer${li + 1}.${bi}`, [c, h, w], r.macs);
         macs = addMacs(macs, r.macs);
         c = r.C;
         h = r.H;
         w = r.W;
-      }
-    }
-    macs.main += c * (h * w + this.fc.outFeatures); // GAP + FC without bias
+      });
+    });
+    const head = c * (h * w + this.fc.outFeatures); // GAP + FC without bias
+    row('avgpool+fc', [c, h, w], mainOnly(head));
+    macs.main += head;
     return this.msgc ? withDense(macs) : { dense: macs.main, main: macs.main, gated: 0, heads: 0, extra: 0 };
   }
 }

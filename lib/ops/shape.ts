@@ -6,6 +6,7 @@ import { checkTensor } from './util';
 /** A tensor with the same values in a new shape; one dim may be -1. */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   checkTensor('reshape', 'x', x);
+  if (!Array.isArray(shape)) throw new Error(`reshape: shape must be an array of integers, got ${shape === null ? 'null' : typeof shape}`);
   const inShape = x.shape;
   const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
   const free = shape.filter((d) => d === -1).length;

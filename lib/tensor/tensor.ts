@@ -23,6 +23,8 @@ export class Tensor {
   /** Accumulated gradient (leaves with requiresGrad only). */
   grad: Tensor | null = null;
   /** @internal */ _node: GradNode | null = null;
+  /** @internal set when backward() freed the node that made this tensor */
+  _graphFreed = false;
   private handle: NativeHandle | null;
   private cachedShape: number[];
 
@@ -191,6 +193,9 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
     }
     if (visited.has(t)) continue;
     visited.add(t);
+    if (t._graphFreed) {
+      throw new Error('backward: the graph through this tensor was already freed by an earlier backward(); run the forward again to build a new one');
+    }
     stack.push([t, true]);
     if (t._node) for (const i of t._node.inputs) if (i && i.requiresGrad && !visited.has(i)) stack.push([i, false]);
   }
@@ -207,6 +212,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
         grads.delete(t);
         current = g ?? null;
         if (!g) {
+          t._graphFreed = t._node !== null;
           releaseNode(t);
           continue;
         }
@@ -243,6 +249,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
         });
         if (!seen.has(g)) g.dispose();
         current = null;
+        t._graphFreed = true;
         releaseNode(t);
       }
     } finally {

@@ -29,20 +29,28 @@ export class SGD {
   private buffers = new Map<Tensor, Tensor>();
 
   constructor(params: Tensor[] | ParamGroup[], options: SGDOptions) {
+    if (options === null || typeof options !== 'object') throw new Error(`SGD: options must be an object with an lr, got ${options === null ? 'null' : typeof options}`);
     const { lr, momentum = 0, nesterov = false, weightDecay = 0 } = options;
-    if (!(lr > 0)) throw new Error(`SGD: lr must be positive, got ${lr}`);
-    if (!(momentum >= 0 && momentum < 1)) throw new Error(`SGD: momentum must be in [0, 1), got ${momentum}`);
+    if (!(typeof lr === 'number' && Number.isFinite(lr) && lr > 0)) throw new Error(`SGD: lr must be positive, got ${lr}`);
+    if (!(typeof momentum === 'number' && momentum >= 0 && momentum < 1)) throw new Error(`SGD: momentum must be in [0, 1), got ${momentum}`);
+    if (typeof nesterov !== 'boolean') throw new Error(`SGD: nesterov must be a boolean, got ${typeof nesterov}`);
     if (nesterov && momentum <= 0) throw new Error('SGD: Nesterov momentum requires momentum > 0');
-    if (!(weightDecay >= 0)) throw new Error(`SGD: weightDecay must be >= 0, got ${weightDecay}`);
+    if (!(typeof weightDecay === 'number' && Number.isFinite(weightDecay) && weightDecay >= 0)) throw new Error(`SGD: weightDecay must be >= 0, got ${weightDecay}`);
     this.lr = lr;
     this.momentum = momentum;
     this.nesterov = nesterov;
     this.weightDecay = weightDecay;
+    if (!Array.isArray(params)) throw new Error(`SGD: params must be an array of tensors or parameter groups, got ${params === null ? 'null' : typeof params}`);
     const list = params as unknown[];
     this.groups = list.length && list[0] instanceof Tensor ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
-    for (const g of this.groups) {
+    this.groups.forEach((g, i) => {
+      if (g === null || typeof g !== 'object' || !Array.isArray(g.params)) throw new Error(`SGD: group ${i} must be an object with a params array`);
       for (const p of g.params) if (!(p instanceof Tensor)) throw new Error('SGD: every parameter must be a Tensor');
-    }
+      const bad = (v: unknown, min: number) => v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= min);
+      if (bad(g.lr, 0)) throw new Error(`SGD: group ${i} lr must be >= 0, got ${g.lr}`);
+      if (bad(g.lrScale, 0)) throw new Error(`SGD: group ${i} lrScale must be >= 0, got ${g.lrScale}`);
+      if (bad(g.weightDecay, 0)) throw new Error(`SGD: group ${i} weightDecay must be >= 0, got ${g.weightDecay}`);
+    });
   }
 
   /** Applies one update to every parameter that has a gradient. */
@@ -50,6 +58,8 @@ export class SGD {
     for (const group of this.groups) {
       const lr = (group.lr ?? this.lr) * (group.lrScale ?? 1);
       const wd = group.weightDecay ?? this.weightDecay;
+      // lr may be changed between steps (schedules); 0 is allowed, a negative or non-finite one is not
+      if (!(typeof lr === 'number' && Number.isFinite(lr) && lr >= 0)) throw new Error(`SGD.step: lr must be >= 0, got ${lr}`);
       for (const p of group.params) {
         if (!p.grad) continue;
         let buf: Tensor | null = null;
