@@ -7,6 +7,10 @@ export {
 } from './tensor/creation';
 export * as F from './ops/index';
 export { SGD, SGDOptions, ParamGroup } from './train/optim';
+export { fit, evaluate, FitOptions, History, EpochLogs, BatchLogs, Callbacks, EvalResult, BudgetOptions, Batch, BatchSource } from './train/fit';
+export { macBudgetLoss } from './train/budget';
+export { cosineLr, macTarget } from './train/schedule';
+export { parameterGroups } from './train/groups';
 export { backendInfo, BackendInfo } from './native';
 export * as nn from './nn/index';
 export * as models from './models/index';
