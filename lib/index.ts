@@ -14,6 +14,7 @@ export { parameterGroups } from './train/groups';
 export { backendInfo, BackendInfo } from './native';
 export * as nn from './nn/index';
 export * as models from './models/index';
+export * as data from './data/index';
 export { countMacs, macsTable } from './macs/count';
 export { MacCount, LastMacs, MacRow } from './macs/types';
 export { save, load, saveSafetensors, loadSafetensors, readSafetensorsHeader, encodeSafetensors, decodeSafetensors, parseSafetensorsHeader, StateDict, SafetensorsHeader, SafetensorsTensorInfo } from './io/safetensors';

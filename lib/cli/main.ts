@@ -1,40 +1,118 @@
 #!/usr/bin/env node
-// main.ts: the `msgc` command.
-import { Command } from 'commander';
+// main.ts: the `msgc` command: train, eval, macs, demo, bench, info.
+import { Command, Option } from 'commander';
+import * as fs from 'fs';
 import { backendInfo } from '../native';
-import { macsCommand } from './macs';
 import { modelNames } from '../models/registry';
+import { demoCommand } from './demo';
+import { macsCommand } from './macs';
 import { runTinyDemo } from './tiny-demo';
+import { evalCommand, trainCommand } from './train';
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`expected an integer, got '${v}'`);
+  return n;
+};
+const num = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new Error(`expected a number, got '${v}'`);
+  return n;
+};
 
 const program = new Command();
 program.name('msgc').description('Middle Spectrum Grouped Convolution: train, evaluate and benchmark CNNs').version('0.1.0');
 
 program
-  .command('demo')
-  .description('train a tiny CNN on generated images and print the loss falling')
-  .option('--steps <n>', 'training steps', (v) => parseInt(v, 10), 300)
-  .option('--batch-size <n>', 'batch size', (v) => parseInt(v, 10), 32)
-  .option('--seed <n>', 'random seed', (v) => parseInt(v, 10), 1)
-  .option('--json', 'print the result as JSON')
-  .action((opts: { steps: number; batchSize: number; seed: number; json?: boolean }) => {
-    const info = backendInfo();
-    if (!opts.json) console.log(`msgc demo: backend ${info.backend} (${info.library}, ${info.threads} threads)`);
-    const r = runTinyDemo({ steps: opts.steps, batchSize: opts.batchSize, seed: opts.seed, log: opts.json ? () => {} : undefined });
-    if (opts.json) console.log(JSON.stringify({ firstLoss: r.losses[0], lastLoss: r.losses[r.losses.length - 1], accuracy: r.accuracy, imagesPerSecond: r.imagesPerSecond }));
-  });
+  .command('train')
+  .description('train a model (dense, or MSGC with a MAC budget); writes OUT/metrics.json and OUT/model.safetensors')
+  .option('--model <name>', `model (${modelNames().join(', ')})`, 'resnet20')
+  .option('--msgc', 'MSGC-boosted model (target 0.5 unless --target)')
+  .option('--target <ratio>', 'MAC budget target τ_end (implies --msgc)', num)
+  .option('--heads <n>', 'MSGC heads G', int, 4)
+  .option('--attention', 'add attention heads')
+  .option('--dataset <name>', 'fashion-mnist, mnist, cifar10, cifar100, imagefolder', 'fashion-mnist')
+  .option('--data <dir>', 'dataset folder (default: $MSGC_DATA, then the system location)')
+  .option('--epochs <n>', 'epochs', int, 10)
+  .option('--batch-size <n>', 'batch size', int, 64)
+  .option('--lr <lr>', 'base learning rate', num, 0.05)
+  .option('--weight-decay <wd>', 'weight decay', num, 5e-4)
+  .option('--warmup-epochs <n>', 'linear warm-up epochs', int, 0)
+  .option('--label-smoothing <eps>', 'label smoothing', num, 0.1)
+  .option('--train-samples <n>', 'use a seeded random subset of the training split', int)
+  .option('--from <weights>', 'initialise from a safetensors checkpoint (a dense one works for MSGC models)')
+  .option('--out <dir>', 'output folder', 'runs/train')
+  .option('--resume', 'continue from OUT/checkpoint.json')
+  .option('--seed <n>', 'random seed', int, 1)
+  .option('--no-progress', 'no progress bar')
+  .option('--json', 'print the summary as JSON')
+  .action(trainCommand);
+
+program
+  .command('eval')
+  .description('evaluate trained weights on the test split: top-1/top-5, loss, MACs per image, images/s')
+  .option('--run <dir>', 'output folder of msgc train (reads run.json and model.safetensors)')
+  .option('--weights <file>', 'safetensors weights')
+  .option('--model <name>', 'model, when not using --run')
+  .option('--msgc', 'MSGC model, when not using --run')
+  .option('--heads <n>', 'MSGC heads', int, 4)
+  .option('--attention', 'with attention heads')
+  .option('--dataset <name>', 'dataset (default: the run\'s, else fashion-mnist)')
+  .option('--data <dir>', 'dataset folder')
+  .option('--batch-size <n>', 'batch size', int, 100)
+  .option('--no-progress', 'no progress bar')
+  .option('--json', 'print JSON')
+  .action(evalCommand);
 
 program
   .command('macs')
   .description('per-part MAC table of a model (the spec\'s accounting)')
   .option('--model <name>', `model (${modelNames().join(', ')})`, 'resnet18')
   .option('--msgc', 'the MSGC-boosted model')
-  .option('--heads <n>', 'MSGC heads', (v) => parseInt(v, 10), 4)
+  .option('--heads <n>', 'MSGC heads', int, 4)
   .option('--attention', 'with attention heads')
   .option('--input <C,H,W>', 'input size', '3,224,224')
-  .option('--classes <n>', 'classes', (v) => parseInt(v, 10), 1000)
+  .option('--classes <n>', 'classes', int, 1000)
   .option('--small-input', 'CIFAR-style stem (default for inputs of 64 px or less)')
   .option('--json', 'print JSON')
   .action(macsCommand);
+
+program
+  .command('demo')
+  .description('the main job: dense training, then MSGC vs dense fine-tuning on Fashion-MNIST; table, report.json, SVG chart')
+  .option('--model <name>', 'small-input model', 'resnet20')
+  .option('--dataset <name>', 'dataset', 'fashion-mnist')
+  .option('--data <dir>', 'dataset folder')
+  .option('--out <dir>', 'output folder (stages resume from it)', 'runs/demo')
+  .option('--fresh', 'delete the output folder first')
+  .option('--epochs <n>', 'dense training epochs', int, 4)
+  .option('--finetune-epochs <n>', 'fine-tuning epochs (MSGC and dense alike)', int, 4)
+  .option('--batch-size <n>', 'batch size', int, 64)
+  .option('--lr <lr>', 'dense training learning rate', num, 0.1)
+  .option('--finetune-lr <lr>', 'fine-tuning learning rate', num, 0.02)
+  .option('--target <ratio>', 'MSGC MAC target', num, 0.5)
+  .option('--heads <n>', 'MSGC heads', int, 4)
+  .option('--train-samples <n>', 'training images (a seeded subset)', int, 20000)
+  .option('--test-samples <n>', 'test images (a seeded subset; default all)', int)
+  .option('--seed <n>', 'random seed', int, 1)
+  .option('--no-progress', 'no progress bars')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts) => {
+    if (opts.fresh) fs.rmSync(opts.out, { recursive: true, force: true });
+    await demoCommand(opts);
+  });
+
+program
+  .command('tiny-demo')
+  .description('a few-second smoke test: a tiny CNN on generated images, loss falling')
+  .option('--steps <n>', 'training steps', int, 300)
+  .option('--batch-size <n>', 'batch size', int, 32)
+  .option('--seed <n>', 'random seed', int, 1)
+  .addOption(new Option('--json', 'print the result as JSON'))
+  .action((opts: { steps: number; batchSize: number; seed: number; json?: boolean }) => {
+    const r = runTinyDemo({ steps: opts.steps, batchSize: opts.batchSize, seed: opts.seed, log: opts.json ? () => {} : undefined });
+    if (opts.json) console.log(JSON.stringify({ firstLoss: r.losses[0], lastLoss: r.losses[r.losses.length - 1], accuracy: r.accuracy, imagesPerSecond: r.imagesPerSecond }));
+  });
 
 program
   .command('info')
