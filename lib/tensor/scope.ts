@@ -48,8 +48,9 @@ function closeScope(scope: Set<Tensor>, result: unknown): void {
 }
 
 /**
- * Runs fn and disposes every tensor it created except those it returns. Async functions are supported: the scope
- * closes when the returned promise settles.
+ * Runs fn and disposes every tensor it created except those it returns (tensors, or tensors inside returned arrays,
+ * maps and plain objects). Synchronous only: a fn that returns a Promise is an error (use tidy inside the async
+ * work instead).
  */
 export function tidy<T>(fn: () => T): T {
   const scope = new Set<Tensor>();
@@ -63,6 +64,9 @@ export function tidy<T>(fn: () => T): T {
     throw err;
   }
   if (result instanceof Promise) {
+    // close the scope first: left open, it would capture (and keep alive) every tensor made afterwards
+    scopes.splice(scopes.lastIndexOf(scope), 1);
+    closeScope(scope, undefined);
     throw new Error('tidy: fn returned a Promise; tidy scopes are synchronous — await outside tidy, or use tidy inside the async work');
   }
   scopes.splice(scopes.lastIndexOf(scope), 1);

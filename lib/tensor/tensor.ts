@@ -172,6 +172,7 @@ export function wrapOptional(h: NativeHandle | null): Tensor | null {
 }
 
 function runBackward(root: Tensor, gradient?: Tensor): void {
+  if (root.isDisposed) throw new Error('backward: this tensor was disposed; it can no longer be used');
   if (!root.requiresGrad) throw new Error('backward: this tensor does not require grad (no input of the ops that made it has requiresGrad)');
   if (gradient !== undefined && !(gradient instanceof Tensor)) throw new Error(`backward: gradient must be a Tensor, got ${gradient === null ? 'null' : typeof gradient}`);
   if (gradient !== undefined && gradient.isDisposed) throw new Error('backward: gradient was disposed; it can no longer be used');
@@ -193,6 +194,10 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
     }
     if (visited.has(t)) continue;
     visited.add(t);
+    if (t.isDisposed) {
+      // its node (and what it saved) went with it: the gradient could not reach the tensors before it
+      throw new Error(`backward: a tensor of the graph (shape [${t.shape.join(', ')}]) was disposed before backward(), e.g. by the tidy that made it; call backward() inside that tidy`);
+    }
     if (t._graphFreed) {
       throw new Error('backward: the graph through this tensor was already freed by an earlier backward(); run the forward again to build a new one');
     }
