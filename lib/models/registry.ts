@@ -1,5 +1,7 @@
 // registry.ts: models by name, for the CLI and scripts.
 import { Backbone, BackboneOptions } from './common';
+import { densenet74 } from './densenet';
+import { mobilenetV2 } from './mobilenetv2';
 import { resnet18, resnet20, resnet34, resnet50, resnet56 } from './resnet';
 
 export type ModelFactory = (options?: BackboneOptions) => Backbone;
@@ -10,6 +12,8 @@ const factories: Record<string, ModelFactory> = {
   resnet50,
   resnet20,
   resnet56,
+  mobilenetv2: mobilenetV2,
+  densenet74,
 };
 
 /** Adds a model under `name` (used for the backbones defined in other files). */

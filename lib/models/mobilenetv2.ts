@@ -1,0 +1,234 @@
+// mobilenetv2.ts: MobileNetV2 (torchvision layout and parameter names, width 1.0), dense or MSGC-boosted
+// (spec §2.7, §5.3), with the spec's MAC accounting (§4.4).
+// InvertedResidual + MSGC: the projection ("pw-linear") 1×1 conv is the MSGC conv with G heads; its gates (and the
+// optional attention) are predicted from the GAP of the block input, so expansion and depthwise channels that no head
+// selects count as "bonus". No companion gate.
+import * as F from '../ops/index';
+import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '../macs/types';
+import { constant, kaimingNormal, normal } from '../nn/init';
+import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/layers';
+import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
+import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
+import { Module } from '../nn/module';
+import { Tensor } from '../tensor/tensor';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc } from './common';
+
+/** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
+function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
+  return new Sequential(
+    new Conv2d(inC, outC, kernel, { stride, padding: (kernel - 1) >> 1, groups, bias: false }),
+    new BatchNorm2d(outC),
+    new ReLU6(),
+  );
+}
+
+export class InvertedResidual extends Module implements CountedBlock {
+  readonly hidden: number;
+  readonly useResidual: boolean;
+  /** torchvision's `conv` Sequential: [pw ConvBNReLU6 (t ≠ 1)], dw ConvBNReLU6, project conv, project BN */
+  readonly conv: Sequential;
+  /** the expansion 1×1 ConvBNReLU6 (null for t = 1) */
+  readonly pw: Sequential | null;
+  /** the depthwise 3×3 ConvBNReLU6 */
+  readonly dw: Sequential;
+  /** the projection 1×1 conv (the MSGC conv in the boosted model) and its BN */
+  readonly project: Conv2d;
+  readonly projectBn: BatchNorm2d;
+  readonly mask: GateHead | null = null;
+  readonly att: AttentionHead | null = null;
+  lastTally: BlockMacTally | null = null;
+
+  constructor(
+    readonly inp: number,
+    readonly oup: number,
+    readonly stride: number,
+    readonly expandRatio: number,
+    readonly msgc: ResolvedMsgc | null,
+    readonly squeezeRate = 4,
+  ) {
+    super();
+    if (stride !== 1 && stride !== 2) throw new Error(`InvertedResidual: stride must be 1 or 2, got ${stride}`);
+    if (msgc && oup % msgc.heads) throw new Error(`InvertedResidual: ${oup} output channels are not divisible by ${msgc.heads} heads`);
+    const hid = Math.round(inp * expandRatio);
+    this.hidden = hid;
+    this.useResidual = stride === 1 && inp === oup;
+    this.pw = expandRatio !== 1 ? convBnReLU6(inp, hid, 1, 1) : null;
+    this.dw = convBnReLU6(hid, hid, 3, stride, hid);
+    this.project = new Conv2d(hid, oup, 1, { bias: false });
+    this.projectBn = new BatchNorm2d(oup);
+    const layers: Module[] = this.pw ? [this.pw] : [];
+    layers.push(this.dw, this.project, this.projectBn);
+    this.conv = this.registerModule('conv', new Sequential(...layers));
+    if (msgc) {
+      const o = { contextChannels: inp, channels: hid, heads: msgc.heads, squeezeRate };
+      this.mask = this.registerModule('mask', new GateHead(o));
+      if (msgc.attention) this.att = this.registerModule('att', new AttentionHead(o));
+    }
+  }
+
+  /** Costs for input H×W (spec §4.4, MobileNetV2). */
+  private costs(H: number, W: number) {
+    const hid = this.hidden;
+    const Ho = convOut(H, 3, this.stride, 1);
+    const Wo = convOut(W, 3, this.stride, 1);
+    const att = !!this.msgc?.attention;
+    const G = this.msgc?.heads ?? 1;
+    const pw = this.pw ? this.inp * hid * H * W + hid * H * W : 0;
+    const dw = 9 * hid * Ho * Wo + hid * Ho * Wo;
+    const dgc = hid * this.oup * Ho * Wo + (att ? G * hid * Ho * Wo : 0);
+    const extra = att ? G * hid * Ho * Wo : 0;
+    return { pw, dw, dgc, extra, Ho, Wo };
+  }
+
+  countMacs(C: number, H: number, W: number) {
+    const c = this.costs(H, W);
+    let macs: MacCount;
+    if (!this.msgc) {
+      const dense = c.pw + c.dw + c.dgc;
+      macs = { dense, main: dense, gated: 0, heads: 0, extra: 0 };
+    } else {
+      const one = headMacs(C, this.hidden, this.msgc.heads, this.squeezeRate);
+      const heads = (this.msgc.attention ? 2 * one : one) + H * W * C;
+      macs = withDense({ main: c.pw + c.dw, gated: c.dgc, heads, extra: c.extra });
+    }
+    return { macs, C: this.oup, H: c.Ho, W: c.Wo };
+  }
+
+  forward(x: Tensor): Tensor {
+    if (!this.msgc) {
+      const y = this.conv.forward(x);
+      return this.useResidual ? F.add(x, y) : y;
+    }
+    const [N, , H, W] = x.shape;
+    const G = this.msgc.heads;
+    const ctx = context(x);
+    const m = this.mask!.forward(ctx);
+    const s = this.att ? F.mul(m, this.att.forward(ctx)) : m;
+    const h = this.dw.forward(this.pw ? this.pw.forward(x) : x);
+    const y = this.projectBn.forward(F.msgcConv2d(h, this.project.weight, s, { heads: G }));
+    const out = this.useResidual ? F.add(x, y) : y;
+    // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
+    const c = this.costs(H, W);
+    const mv = m.toFloat32Array();
+    const d = meanValue(mv);
+    const bonus = unselectedFraction(mv, N, G, this.hidden) * (c.pw + c.dw);
+    this.lastTally = tally(d * c.dgc, dynamicTensor([m], [c.dgc]), bonus, [d]);
+    return out;
+  }
+}
+
+/** (t, c, n, s) of the ImageNet MobileNetV2 */
+export const MOBILENETV2_SETTINGS: readonly (readonly [number, number, number, number])[] = [
+  [1, 16, 1, 1],
+  [6, 24, 2, 2],
+  [6, 32, 3, 2],
+  [6, 64, 4, 2],
+  [6, 96, 3, 1],
+  [6, 160, 3, 2],
+  [6, 320, 1, 1],
+];
+/** stage strides of the CIFAR setting (spec §5.3), with a stride-1 stem */
+const SMALL_INPUT_STRIDES = [1, 1, 2, 1, 2, 1, 1];
+
+/** Named like the gate/attention heads: they keep their own init. */
+const HEAD_NAME = /(^|\.)(mask|att)\d*(\.|$)/;
+
+export class MobileNetV2 extends Backbone {
+  readonly msgc: ResolvedMsgc | null;
+  readonly features: Sequential;
+  readonly classifier: Sequential;
+  readonly smallInput: boolean;
+  readonly stemChannels = 32;
+  readonly lastChannels = 1280;
+  private readonly blocks: InvertedResidual[] = [];
+  private readonly stemStride: number;
+
+  constructor(options: BackboneOptions = {}) {
+    super();
+    this.msgc = resolveMsgc(options.msgc);
+    const G = this.msgc?.heads ?? 1;
+    const bad = MOBILENETV2_SETTINGS.find(([, c]) => c % G);
+    if (bad) throw new Error(`MobileNetV2: ${bad[1]} output channels are not divisible by ${G} heads`);
+    this.smallInput = !!options.smallInput;
+    const inC = options.inChannels ?? 3;
+    const numClasses = options.numClasses ?? 1000;
+    this.stemStride = this.smallInput ? 1 : 2;
+    const feats: Module[] = [convBnReLU6(inC, this.stemChannels, 3, this.stemStride)];
+    let inp = this.stemChannels;
+    MOBILENETV2_SETTINGS.forEach(([t, c, n, s], stage) => {
+      const stageStride = this.smallInput ? SMALL_INPUT_STRIDES[stage] : s;
+      for (let i = 0; i < n; i++) {
+        const b = new InvertedResidual(inp, c, i === 0 ? stageStride : 1, t, this.msgc, 4);
+        this.blocks.push(b);
+        feats.push(b);
+        inp = c;
+      }
+    });
+    feats.push(convBnReLU6(inp, this.lastChannels, 1, 1));
+    this.features = this.registerModule('features', new Sequential(...feats));
+    // classifier.0 is torchvision's Dropout (p = 0 here, no parameters), classifier.1 the Linear
+    this.classifier = this.registerModule('classifier', new Sequential(new Identity(), new Linear(this.lastChannels, numClasses)));
+    this.initWeights();
+  }
+
+  /** torchvision's init: convs Kaiming-normal fan_out, BN 1/0, Linear N(0, 0.01) with zero bias. */
+  private initWeights(): void {
+    for (const [name, m] of this.namedModules()) {
+      if (HEAD_NAME.test(name)) continue;
+      if (m instanceof Conv2d) {
+        m.initWeight(kaimingNormal(m.weight.shape, 'fan_out'));
+        if (m.bias) m.initBias(constant([m.outChannels], 0));
+      } else if (m instanceof Linear) {
+        const w = normal(m.weight.shape, 0.01);
+        m.weight.assign(w.toFloat32Array());
+        w.dispose();
+        if (m.bias) m.bias.assign(new Float32Array(m.outFeatures));
+      }
+    }
+  }
+
+  forward(x: Tensor): Tensor {
+    this.remember(x);
+    const h = this.features.forward(x);
+    return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
+  }
+
+  countMacs(input: number[], rows?: MacRow[]): MacCount {
+    const [C, H, W] = input;
+    const row = (name: string, inp: number[], m: MacCount) => rows?.push({ name, input: inp, macs: m });
+    const mainOnly = (v: number): MacCount => ({ dense: v, main: v, gated: 0, heads: 0, extra: 0 });
+    let macs = emptyMacs();
+    // stem: 3×3 conv + its BN/ReLU6 term (spec: 3·32·9·112² + 32·112²)
+    let h = convOut(H, 3, this.stemStride, 1);
+    let w = convOut(W, 3, this.stemStride, 1);
+    const s0 = this.stemChannels;
+    const stem = C * s0 * 9 * h * w + s0 * h * w;
+    macs.main += stem;
+    row('features.0', [C, H, W], mainOnly(stem));
+    let c = s0;
+    this.blocks.forEach((b, i) => {
+      const r = b.countMacs(c, h, w);
+      row(`features.${i + 1}`, [c, h, w], r.macs);
+      macs = addMacs(macs, r.macs);
+      c = r.C;
+      h = r.H;
+      w = r.W;
+    });
+    // tail: 1×1 conv to 1280 + its BN/ReLU6 term, GAP, FC without bias
+    const L = this.lastChannels;
+    const last = h * w * c * L + L * h * w;
+    row(`features.${this.blocks.length + 1}`, [c, h, w], mainOnly(last));
+    const head = L * h * w + L * this.numClasses;
+    row('avgpool+classifier', [L, h, w], mainOnly(head));
+    macs.main += last + head;
+    return this.msgc ? withDense(macs) : { dense: macs.main, main: macs.main, gated: 0, heads: 0, extra: 0 };
+  }
+
+  get numClasses(): number {
+    return (this.classifier.layers[1] as Linear).outFeatures;
+  }
+}
+
+export function mobilenetV2(options: BackboneOptions = {}): MobileNetV2 {
+  return new MobileNetV2(options);
+}
