@@ -6,54 +6,13 @@ import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { native } from '../lib/native';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
+import { expectError, eye, settledLiveCount } from './helpers/testing';
 
 const F = msgc.F;
-/**
- * liveTensorCount once the unreachable handles of earlier test files in this worker have been collected (their
- * finalizers need a garbage collection and event-loop turns), so that they cannot vanish during this file.
- */
-async function settledLiveCount(): Promise<number> {
-  let gcNow = (globalThis as { gc?: () => void }).gc;
-  if (typeof gcNow !== 'function') {
-    try {
-      require('v8').setFlagsFromString('--expose-gc');
-      gcNow = require('vm').runInNewContext('gc');
-    } catch {
-      gcNow = undefined;
-    }
-  }
-  for (let i = 0; i < 3; i++) {
-    if (gcNow) gcNow();
-    await new Promise((r) => setImmediate(r));
-  }
-  return msgc.liveTensorCount();
-}
 let baseline = -1;
 beforeAll(async () => {
   baseline = await settledLiveCount();
 });
-
-/** Asserts that fn throws an Error (from any realm) whose message matches re. */
-function expectError(fn: () => unknown, re: RegExp): void {
-  let threw = false;
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    threw = true;
-    caught = e;
-  }
-  expect(threw).toBe(true);
-  expect(Object.prototype.toString.call(caught)).toBe('[object Error]');
-  expect((caught as Error).message).toMatch(re);
-}
-
-/** 1x1 identity convolution weight: F.conv2d(x, eye(C)) has x's values in oneDNN's blocked layout. */
-function eye(C: number): Tensor {
-  const w = new Float32Array(C * C);
-  for (let i = 0; i < C; i++) w[i * C + i] = 1;
-  return msgc.tensor(w, [C, C, 1, 1]);
-}
 
 interface BnRef {
   y: Float64Array;

@@ -5,52 +5,13 @@ import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { native } from '../lib/native';
 import { gradCheck, numel, randomArray } from './helpers/gradcheck';
+import { expectError, eye, settledLiveCount } from './helpers/testing';
 
 const F = msgc.F;
-/**
- * liveTensorCount once the unreachable handles of earlier test files in this worker have been collected (their
- * finalizers need a garbage collection and event-loop turns), so that they cannot vanish during this file.
- */
-async function settledLiveCount(): Promise<number> {
-  let gcNow = (globalThis as { gc?: () => void }).gc;
-  if (typeof gcNow !== 'function') {
-    try {
-      require('v8').setFlagsFromString('--expose-gc');
-      gcNow = require('vm').runInNewContext('gc');
-    } catch {
-      gcNow = undefined;
-    }
-  }
-  for (let i = 0; i < 3; i++) {
-    if (gcNow) gcNow();
-    await new Promise((r) => setImmediate(r));
-  }
-  return msgc.liveTensorCount();
-}
 let baseline = -1;
 beforeAll(async () => {
   baseline = await settledLiveCount();
 });
-
-function expectError(fn: () => unknown, re: RegExp): void {
-  let threw = false;
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    threw = true;
-    caught = e;
-  }
-  expect(threw).toBe(true);
-  expect(Object.prototype.toString.call(caught)).toBe('[object Error]');
-  expect((caught as Error).message).toMatch(re);
-}
-
-function eye(C: number): Tensor {
-  const w = new Float32Array(C * C);
-  for (let i = 0; i < C; i++) w[i * C + i] = 1;
-  return msgc.tensor(w, [C, C, 1, 1]);
-}
 
 function blockedOf(x: Tensor): Tensor {
   const y = F.conv2d(x, eye(x.shape[1]));

@@ -10,8 +10,11 @@ export interface ProgressValues {
   ips: string;
 }
 
+const NOT_TTY_INTERVAL_MS = 5000;
+
 export class ProgressBar {
   private bar: cliProgress.SingleBar | null = null;
+  private lastLine = 0;
   constructor(private readonly enabled: boolean, private readonly label = 'train') {}
 
   start(total: number, values: ProgressValues): void {
@@ -22,17 +25,25 @@ export class ProgressBar {
         stream: process.stderr,
         hideCursor: false,
         noTTYOutput: true,
-        notTTYSchedule: 5000,
+        notTTYSchedule: NOT_TTY_INTERVAL_MS,
         etaBuffer: 50,
         barsize: 20,
       },
       cliProgress.Presets.shades_classic,
     );
     this.bar.start(total, 0, values);
+    this.lastLine = Date.now();
   }
 
   update(step: number, values: ProgressValues): void {
-    this.bar?.update(step, values);
+    if (!this.bar) return;
+    this.bar.update(step, values);
+    // on a non-terminal cli-progress prints from a timer, which never fires inside a synchronous training loop:
+    // print the line ourselves at the same interval
+    if (!process.stderr.isTTY && Date.now() - this.lastLine >= NOT_TTY_INTERVAL_MS) {
+      this.bar.render();
+      this.lastLine = Date.now();
+    }
   }
 
   stop(): void {

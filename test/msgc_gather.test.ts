@@ -1,0 +1,257 @@
+// msgc_gather.test.ts: the gathered execution of F.msgcConv2d (only the channels with scale ≠ 0 take part)
+// against the masked execution and a float64 reference, for every native variant (MSGC_GATHER_KERNEL), on
+// random gates with closed and full heads, densities that differ across samples and heads, attention-like real
+// scales (negative too), strides 1 and 2, 1×1 / 3×3 / 5×5 kernels, padding, batch 1 and several, plain and
+// channel-blocked inputs; plus the 'auto' choice, the no-gradient rule and the native boundary's checks.
+import * as msgc from '../lib';
+import { preferGathered } from '../lib/ops/msgc';
+import { closeness, numel, randomArray } from './helpers/gradcheck';
+
+const { F } = msgc;
+
+/** float64 reference: y[n, o] = sum_c sum_kk W[o, c] * scale[n, head(o), c] * x[n, c] (zero padded). */
+function reference(x: Float32Array, xs: number[], w: Float32Array, ws: number[], s: Float32Array, G: number, stride: number, pad: number): Float64Array {
+  const [N, C, H, W] = xs;
+  const [O, , kh, kw] = ws;
+  const OH = Math.floor((H + 2 * pad - kh) / stride) + 1;
+  const OW = Math.floor((W + 2 * pad - kw) / stride) + 1;
+  const y = new Float64Array(N * O * OH * OW);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++) {
+      const head = Math.floor(o / (O / G));
+      for (let c = 0; c < C; c++) {
+        const sc = s[(n * G + head) * C + c];
+        if (sc === 0) continue;
+        for (let i = 0; i < kh; i++)
+          for (let j = 0; j < kw; j++) {
+            const wv = w[((o * C + c) * kh + i) * kw + j] * sc;
+            for (let oh = 0; oh < OH; oh++) {
+              const ih = oh * stride - pad + i;
+              if (ih < 0 || ih >= H) continue;
+              const yrow = ((n * O + o) * OH + oh) * OW;
+              const xrow = ((n * C + c) * H + ih) * W;
+              for (let ow = 0; ow < OW; ow++) {
+                const iw = ow * stride - pad + j;
+                if (iw >= 0 && iw < W) y[yrow + ow] += wv * x[xrow + iw];
+              }
+            }
+          }
+      }
+    }
+  return y;
+}
+
+/**
+ * Gates [N, G, C] with a different density per (sample, head), head 0 of sample 0 closed, head 1 of sample 0
+ * fully open (when G > 1); `real` multiplies open gates by attention-like values in [-1.5, 1.5).
+ */
+function gates(N: number, G: number, C: number, seed: number, real: boolean): Float32Array {
+  const u = randomArray(N * G * C, seed, 0, 1);
+  const a = randomArray(N * G * C, seed + 1, -1.5, 1.5);
+  const s = new Float32Array(N * G * C);
+  for (let n = 0; n < N; n++)
+    for (let i = 0; i < G; i++) {
+      const density = n === 0 && i === 0 ? 0 : n === 0 && i === 1 ? 1 : 0.1 + 0.8 * (((n * G + i) * 7) % 11) / 10;
+      for (let c = 0; c < C; c++) {
+        const k = (n * G + i) * C + c;
+        if (u[k] < density) s[k] = real ? a[k] : 1;
+      }
+    }
+  return s;
+}
+
+interface Case {
+  N: number; C: number; H: number; W: number; O: number; k: number; G: number; stride: number; pad: number;
+  blocked: boolean; real: boolean;
+}
+
+const cases: Case[] = [
+  // ResNet-like 3×3, stride 1 and 2, blocked input, binary gates and attention
+  { N: 2, C: 32, H: 9, W: 9, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: false },
+  { N: 9, C: 32, H: 8, W: 8, O: 32, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
+  { N: 3, C: 16, H: 11, W: 10, O: 32, k: 3, G: 2, stride: 2, pad: 1, blocked: true, real: false },
+  { N: 1, C: 48, H: 7, W: 7, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: false, real: true },
+  { N: 2, C: 16, H: 33, W: 31, O: 32, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
+  // MobileNetV2-like pointwise, head widths 4..16, plain and blocked, C not a multiple of 16
+  { N: 2, C: 40, H: 9, W: 9, O: 16, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: false },
+  { N: 8, C: 64, H: 6, W: 6, O: 64, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: true },
+  { N: 1, C: 33, H: 5, W: 7, O: 24, k: 1, G: 4, stride: 1, pad: 0, blocked: false, real: true },
+  // odd shapes: 5×5, stride 2 with 1×1, padding without stride, 3 heads, C = 5
+  { N: 2, C: 17, H: 8, W: 6, O: 48, k: 5, G: 3, stride: 2, pad: 2, blocked: false, real: true },
+  { N: 3, C: 20, H: 7, W: 9, O: 32, k: 1, G: 2, stride: 2, pad: 0, blocked: false, real: false },
+  { N: 2, C: 5, H: 6, W: 7, O: 8, k: 3, G: 4, stride: 1, pad: 2, blocked: false, real: true },
+];
+
+// every native variant on this machine; a variant the CPU cannot run falls back to the portable one
+const variants: Array<Record<string, string>> = [
+  {},
+  { MSGC_GATHER_KERNEL: 'direct' },
+  { MSGC_GATHER_KERNEL: 'im2col' },
+  { MSGC_GATHER_KERNEL: 'pixvec' },
+  { MSGC_GATHER_KERNEL: 'ocvec' }, // 16-output blocks also for head widths that are not multiples of 16
+  { MSGC_GATHER_KERNEL: 'ocvec', MSGC_GATHER_FOLD: 'weights' },
+  { MSGC_GATHER_KERNEL: 'sgemm' },
+  { MSGC_GATHER_FOLD: 'weights' },
+  { MSGC_GATHER_SHARED: '1' },
+  { MSGC_GATHER_SHARED: '1', MSGC_GATHER_FOLD: 'weights', MSGC_GATHER_KERNEL: 'pixvec' },
+  { threads: '1' }, // one thread: whole samples per thread whatever the batch
+];
+
+function withEnv<T>(env: Record<string, string>, fn: () => T): T {
+  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED'];
+  const saved = keys.map((k) => process.env[k]);
+  const threads = msgc.backendInfo().threads;
+  for (const k of keys) delete process.env[k];
+  for (const k of keys) if (env[k] !== undefined) process.env[k] = env[k];
+  if (env.threads) msgc.setNumThreads(Number(env.threads));
+  try {
+    return fn();
+  } finally {
+    msgc.setNumThreads(threads);
+    keys.forEach((k, i) => {
+      if (saved[i] === undefined) delete process.env[k];
+      else process.env[k] = saved[i];
+    });
+  }
+}
+
+const startLive = msgc.liveTensorCount();
+
+describe('gathered msgcConv2d equals the masked one and a float64 reference', () => {
+  test.each(cases.map((c, i) => ({ ...c, i })))('N=$N C=$C $H×$W O=$O k=$k stride=$stride pad=$pad G=$G blocked=$blocked real=$real', (c) => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, c.k, c.k];
+      const x0 = msgc.tensor(randomArray(numel(xs), 10 + c.i), xs);
+      // a blocked input: the output of a (1×1) convolution, in the layout oneDNN chose
+      const x = c.blocked ? F.conv2d(x0, msgc.tensor(randomArray(c.C * c.C, 30 + c.i, -0.5, 0.5), [c.C, c.C, 1, 1]), null) : x0;
+      const w = msgc.tensor(randomArray(numel(ws), 50 + c.i), ws);
+      const sv = gates(c.N, c.G, c.C, 70 + c.i, c.real);
+      const s = msgc.tensor(sv, [c.N, c.G, c.C]);
+      const opts = { heads: c.G, stride: c.stride, padding: c.pad };
+      const ref = reference(x.toFloat32Array(), xs, w.toFloat32Array(), ws, sv, c.G, c.stride, c.pad);
+      const masked = F.msgcConv2d(x, w, s, { ...opts, execution: 'masked' }).toFloat32Array();
+      expect(closeness(masked, ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      for (const env of variants) {
+        const y = withEnv(env, () => F.msgcConv2d(x, w, s, { ...opts, execution: 'gathered' }));
+        const v = y.toFloat32Array();
+        expect(y.shape).toEqual([c.N, c.O, Math.floor((c.H + 2 * c.pad - c.k) / c.stride) + 1, Math.floor((c.W + 2 * c.pad - c.k) / c.stride) + 1]);
+        const err = closeness(v, ref, 1e-4, 1e-4);
+        if (err > 1) throw new Error(`variant ${JSON.stringify(env)}: off the reference by ${err}`);
+        expect(closeness(v, masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
+      // a closed head gives exact zeros in its channels (sample 0, head 0)
+      const y = F.msgcConv2d(x, w, s, { ...opts, execution: 'gathered' }).toFloat32Array();
+      const per = y.length / c.N / c.O;
+      for (let o = 0; o < c.O / c.G; o++) for (let p = 0; p < per; p++) expect(y[o * per + p]).toBe(0);
+    }));
+  });
+
+  test('all gates closed gives zeros; all open gives the dense convolution', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = F.conv2d(msgc.tensor(randomArray(2 * 16 * 6 * 6, 90), [2, 16, 6, 6]), msgc.tensor(randomArray(16 * 16, 91), [16, 16, 1, 1]), null);
+      const w = msgc.tensor(randomArray(32 * 16 * 9, 92), [32, 16, 3, 3]);
+      const zero = F.msgcConv2d(x, w, msgc.zeros([2, 2, 16]), { heads: 2, padding: 1, execution: 'gathered' }).toFloat32Array();
+      expect(zero.every((v) => v === 0)).toBe(true);
+      const full = F.msgcConv2d(x, w, msgc.ones([2, 2, 16]), { heads: 2, padding: 1, execution: 'gathered' });
+      expect(closeness(full.toFloat32Array(), F.conv2d(x, w, null, { padding: 1 }).toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    }));
+  });
+
+  test('a weight written after a call is seen by the next call (cached reorders are invalidated)', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = msgc.tensor(randomArray(2 * 16 * 5 * 5, 93), [2, 16, 5, 5]);
+      const w = msgc.tensor(randomArray(16 * 16 * 9, 94), [16, 16, 3, 3]);
+      const sv = gates(2, 1, 16, 95, true);
+      const s = msgc.tensor(sv, [2, 1, 16]);
+      F.msgcConv2d(x, w, s, { heads: 1, padding: 1, execution: 'gathered' });
+      const w2 = randomArray(16 * 16 * 9, 96);
+      w.assign(w2);
+      const y = F.msgcConv2d(x, w, s, { heads: 1, padding: 1, execution: 'gathered' }).toFloat32Array();
+      const ref = reference(x.toFloat32Array(), [2, 16, 5, 5], w2, [16, 16, 3, 3], sv, 1, 1, 1);
+      expect(closeness(y, ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    }));
+  });
+});
+
+describe("execution 'auto' and the gradient rule", () => {
+  test("'auto' gives the masked numbers, with and without gradients", () => {
+    msgc.tidy(() => {
+      const c = cases[0];
+      const x = F.conv2d(msgc.tensor(randomArray(c.N * c.C * 81, 1), [c.N, c.C, 9, 9]), msgc.tensor(randomArray(c.C * c.C, 2), [c.C, c.C, 1, 1]), null);
+      const w = msgc.tensor(randomArray(c.O * c.C * 9, 3), [c.O, c.C, 3, 3], { requiresGrad: true });
+      for (const real of [false, true]) {
+        const s = msgc.tensor(gates(c.N, c.G, c.C, 4, real), [c.N, c.G, c.C]);
+        const masked = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: c.G, padding: 1, execution: 'masked' })).toFloat32Array();
+        const autoNoGrad = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: c.G, padding: 1 }));
+        expect(closeness(autoNoGrad.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        expect(autoNoGrad.requiresGrad).toBe(false);
+        // with a gradient to record, 'auto' runs the masked path and records it
+        const autoGrad = F.msgcConv2d(x, w, s, { heads: c.G, padding: 1 });
+        expect(autoGrad.requiresGrad).toBe(true);
+        expect(closeness(autoGrad.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
+    });
+  });
+
+  test("'gathered' throws when a gradient would be recorded, and runs under noGrad", () => {
+    msgc.tidy(() => {
+      const x = msgc.tensor(randomArray(2 * 8 * 5 * 5, 5), [2, 8, 5, 5], { requiresGrad: true });
+      const w = msgc.tensor(randomArray(8 * 8 * 9, 6), [8, 8, 3, 3]);
+      const s = msgc.ones([2, 2, 8]);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 2, padding: 1, execution: 'gathered' })).toThrow(/msgcConv2d: execution 'gathered' is forward only/);
+      const sg = msgc.ones([2, 2, 8], { requiresGrad: true });
+      expect(() => F.msgcConv2d(x.detach(), w, sg, { heads: 2, padding: 1, execution: 'gathered' })).toThrow(/noGrad/);
+      const y = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: 2, padding: 1, execution: 'gathered' }));
+      expect(y.requiresGrad).toBe(false);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 2, execution: 'sparse' as never })).toThrow(/msgcConv2d: options.execution must be/);
+    });
+  });
+
+  test('the auto rule: gathered below a density threshold that is lower on small maps at larger batches', () => {
+    expect(preferGathered(0, { outPixels: 56 * 56, batch: 32 })).toBe(true);
+    expect(preferGathered(0.9, { outPixels: 56 * 56, batch: 32 })).toBe(true);
+    expect(preferGathered(0.99, { outPixels: 56 * 56, batch: 32 })).toBe(false);
+    expect(preferGathered(0.8, { outPixels: 14 * 14, batch: 32 })).toBe(true);
+    expect(preferGathered(0.9, { outPixels: 14 * 14, batch: 32 })).toBe(false);
+    expect(preferGathered(0.8, { outPixels: 7 * 7, batch: 32 })).toBe(false);
+    expect(preferGathered(0.8, { outPixels: 7 * 7, batch: 1 })).toBe(true);
+    expect(preferGathered(1, { outPixels: 7 * 7, batch: 1 })).toBe(false);
+  });
+});
+
+describe('gathered msgcConv2d bad input', () => {
+  test('shape errors carry the same messages as the masked path', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = msgc.zeros([2, 4, 5, 5]);
+      const w = msgc.zeros([8, 4, 3, 3]);
+      const s = msgc.zeros([2, 4, 4]);
+      const g = { execution: 'gathered' as const };
+      expect(() => F.msgcConv2d(x, w, s, { heads: 3, ...g })).toThrow(/msgcConv2d: outChannels \(8\) must be divisible by heads \(3\)/);
+      expect(() => F.msgcConv2d(x, msgc.zeros([8, 2, 3, 3]), s, { heads: 4, ...g })).toThrow(/msgcConv2d: weight has shape/);
+      expect(() => F.msgcConv2d(x, w, msgc.zeros([2, 2, 4]), { heads: 4, ...g })).toThrow(/msgcConv2d: scale has shape \[2, 2, 4\], expected \[2, 4, 4\]/);
+      expect(() => F.msgcConv2d(msgc.zeros([2, 4, 2, 2]), w, s, { heads: 4, ...g })).toThrow(/msgcConv2d: the kernel/);
+    }));
+  });
+
+  test('the native boundary rejects garbage without crashing', () => {
+    const { native } = require('../lib/native');
+    const x = msgc.zeros([2, 4, 5, 5]);
+    const w = msgc.zeros([8, 4, 3, 3]);
+    const s = msgc.zeros([2, 4, 4]);
+    const bad: unknown[][] = [
+      [], [1, 2, 3], ['a', 'b', 'c', 'd', 'e', 'f'], [x.h, undefined, null, [1], [0], NaN],
+      [x.h, w.h, s.h, [1, 1], [0, 0], 0], [x.h, w.h, s.h, [0, 1], [0, 0], 4], [x.h, w.h, s.h, [1, 1], [-1, 0], 4],
+      [x.h, x.h, s.h, [1, 1], [0, 0], 4], [x.h, w.h, x.h, [1, 1], [0, 0], 4], [s.h, w.h, s.h, [1, 1], [0, 0], 4],
+    ];
+    for (const args of bad) expect(() => native.msgcConv2dForwardGathered(...args)).toThrow(/msgcConv2d/);
+    const d = msgc.zeros([2, 4, 4]);
+    d.dispose();
+    expect(() => native.msgcConv2dForwardGathered(x.h, w.h, d.h, [1, 1], [1, 1], 4)).toThrow(/disposed/);
+    for (const t of [x, w, s]) t.dispose();
+  });
+});
+
+afterAll(() => {
+  expect(msgc.liveTensorCount()).toBe(startLive);
+});
