@@ -1,6 +1,7 @@
 // msgc.ts: the MSGC operators — F.msgcConv2d (middle-spectrum grouped convolution with per-sample, per-head
 // input-channel scales) and F.gumbelSigmoidGate (the binary straight-through gate that produces the masks).
 import { native } from '../native';
+import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
 import { checkTensor, IntOrPair, pair } from './util';
 
@@ -9,6 +10,39 @@ export interface MsgcConv2dOptions {
   padding?: IntOrPair;
   /** G: output channels split into G contiguous groups, one per head */
   heads: number;
+  /**
+   * How to run it. 'masked' multiplies the input by the scales, zeros included (differentiable). 'gathered' runs
+   * only the selected channels (scale ≠ 0) of each sample and head, so it gets faster as the gates close, but
+   * it is forward only: it throws when a gradient would be recorded (use noGrad, or inputs without
+   * requiresGrad). 'auto' (default) picks 'gathered' when no gradient is needed and preferGathered() expects it
+   * to be faster, 'masked' otherwise. Both give the same numbers up to float rounding.
+   */
+  execution?: 'auto' | 'masked' | 'gathered';
+}
+
+/**
+ * The rule 'auto' uses (when no gradient is needed): run 'gathered' when the measured density (the fraction of
+ * scale entries ≠ 0, i.e. the share of the dense multiply-adds it does) is below a threshold, 'masked' otherwise.
+ * Derived from bench/msgc_ops.js (ResNet-18/50 3×3 and MobileNetV2 1×1 MSGC layers, 2 threads, AVX-512): the
+ * density below which gathered beat masked was ≥ 0.93 on every layer at batch 1; at batch 32 it was ≥ 1 on
+ * 28² and larger maps, 0.75–1.1 on 14² maps and 0.63–0.88 on 7² maps, where the gathered kernels lose more to
+ * the padding rows they compute, to reading each sample's own weights and to small register blocks. Hence:
+ *   threshold = 0.95 for batch ≤ 2 or output maps larger than 14², 0.85 for maps up to 14², 0.75 up to 7².
+ * (Without AVX-512 the gathered path runs oneDNN's sgemm on packed copies, about as fast as dense at density
+ * 0.5; the rule was not tuned for it.)
+ */
+export function preferGathered(density: number, s: { outPixels: number; batch: number }): boolean {
+  let threshold = 0.95;
+  if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
+  return density < threshold;
+}
+
+/** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats). */
+function scaleDensity(scale: Tensor): number {
+  const v = scale.toFloat32Array();
+  let nz = 0;
+  for (let i = 0; i < v.length; i++) if (v[i] !== 0) nz++;
+  return v.length ? nz / v.length : 0;
 }
 
 /**
@@ -27,6 +61,23 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
   const heads = options.heads;
   const stride = pair(op, 'stride', options.stride ?? 1, 1);
   const padding = pair(op, 'padding', options.padding ?? 0, 0);
+  const execution = options.execution ?? 'auto';
+  if (execution !== 'auto' && execution !== 'masked' && execution !== 'gathered') {
+    throw new Error(`${op}: options.execution must be 'auto', 'masked' or 'gathered', got ${String(execution)}`);
+  }
+  const needsGrad = isGradEnabled() && (x.requiresGrad || weight.requiresGrad || scale.requiresGrad);
+  if (execution === 'gathered' && needsGrad) {
+    throw new Error(`${op}: execution 'gathered' is forward only, but a gradient would be recorded (an input ` +
+      `requires grad): run it inside noGrad(), or use execution 'masked' or 'auto'`);
+  }
+  let gathered = execution === 'gathered';
+  if (execution === 'auto' && !needsGrad && x.shape.length === 4 && weight.shape.length === 4) {
+    const [N, , H, W] = x.shape;
+    const [, , kh, kw] = weight.shape;
+    const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
+    gathered = preferGathered(scaleDensity(scale), { outPixels, batch: N });
+  }
+  if (gathered) return new Tensor(native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads));
   const y = new Tensor(native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
   return recordOp(y, op, [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,

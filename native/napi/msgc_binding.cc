@@ -54,6 +54,12 @@ static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), msgcConvForward(*a.x, *a.weight, *a.scale, a.p));
 }
 
+// the same arguments; runs only the selected channels (forward only, for inference)
+static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
+  MsgcArgs a = readMsgc(info, "msgcConv2d");
+  return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p));
+}
+
 // msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
 static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
   const char* op = "msgcConv2d backward";
@@ -98,6 +104,7 @@ static Napi::Value GateBackward(const Napi::CallbackInfo& info) {
 
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
+  exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
   exportFunction(env, exports, "gateForward", GateForward);
   exportFunction(env, exports, "gateBackward", GateBackward);

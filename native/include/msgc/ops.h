@@ -109,6 +109,7 @@ struct MsgcConvParams {
   int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, heads = 1;
 };
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
+TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);  // cpu/msgc_gather.cc: only selected channels (inference)
 struct MsgcConvGrads {
   TensorPtr x, weight, scale;
 };

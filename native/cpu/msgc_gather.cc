@@ -1,0 +1,1039 @@
+// msgc_gather.cc: the MSGC convolution, gathered execution (forward only, for inference). For sample n and
+// head i only the channels S = {c : scale[n, i, c] != 0} take part:
+//   y[n, group i] = W_i[:, S] ⋆ (scale[n, i, S] ⊙ x[n, S])
+// so the multiply-adds shrink with the gate density, unlike the masked path (msgc_conv.cc), which multiplies by
+// zeros. Results equal the masked path's up to float rounding.
+//
+// Design (x86-64 with AVX-512):
+//  * Input rows. The kernels read "rows of pixels", channel j's tap t at chan[j] + tapOffset[t]:
+//      Planes  1×1 stride-1 unpadded convs read x itself (plain NCHW, or nChw16c with a pixel stride of 16), or
+//              for the pixvec kernel a plain copy of nChw16c made tile by tile (so it is still in cache);
+//      Direct  other convs with horizontal stride 1 or 2: per sample, a zero-padded copy of each channel that some
+//              head selects (the union of the heads' selections; channels no head needs are never read);
+//      Im2col  the rest (pixvec's k×k convs, other strides): one row of OH·OW pixels per (channel, tap).
+//    Copies from nChw16c transpose a row of 16 channels in registers, straight into the channels' rows.
+//  * Kernel "ocvec": 16 output channels in a zmm register × R output rows × Q pixels (R·Q <= 28 accumulators);
+//    per (channel, tap) one weight vector load and R·Q broadcast-FMAs, the inner loop of a direct convolution,
+//    over the selected channels only, prefetching the weights a few channels ahead (they come in scattered runs
+//    and are cold in a network). With a head width O/G that is a multiple of 16 it writes oneDNN's nChw16c
+//    layout, which the masked path and the following batch norm use (a head's channels are one contiguous chunk
+//    there); with O/G = 24 or 40 (MobileNetV2) its last block is partly empty and it writes plain NCHW.
+//  * Kernel "pixvec" (narrow heads, O/G = 4, 6, 8: MobileNetV2's first projections): 16 consecutive output
+//    pixels per register × up to 8 output channels, writing plain NCHW.
+//  * Scales. Binary gates (every selected scale is 1) need no copy: the kernels read a cached, reordered weight
+//    through per-channel pointers. Real scales (attention) are folded into a packed copy of the head's selected
+//    weights, or into a scaled copy of its input rows when that is smaller (7² maps with wide heads).
+//  * Order and threads. Work items are (head, 16 outputs, pixel chunk); when the weights a sample's heads read
+//    are smaller than its input rows, items run pixel-chunk-major so a chunk of input serves every head from
+//    cache, otherwise head-major so a head's weights do. With batch >= 4 × threads each thread takes whole
+//    samples (dynamic schedule, as |S| varies); otherwise all threads share a group of samples (copies and
+//    folds, one barrier, then the items in contiguous guided runs).
+//  * Padding: for 3×3 stride-1 convs the blocks at a row's ends skip the taps over the padding columns; the taps
+//    over the padding rows are computed (a direct convolution skips them: 9.5% of a 7² map's 3×3 taps).
+// Elsewhere (no AVX-512, or not x86-64) the portable path packs an im2col of S per (sample, head) and calls
+// oneDNN's sgemm.
+// For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
+// MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples.
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MSGC_GATHER_AVX512 1
+#else
+#define MSGC_GATHER_AVX512 0
+#endif
+
+#include "layout.h"
+#include "msgc/errors.h"
+#include "msgc/ops.h"
+
+namespace msgc {
+using namespace cpu;
+
+namespace {
+
+constexpr int kMaxPixels = 28;  // ocvec register block: up to 28 accumulators + 1 weight vector (32 zmm)
+constexpr int kMaxRows = 4;     // ocvec: output rows per register block
+
+struct Geometry {
+  int64_t N, C, H, W, O, G, Og, KH, KW, T, SH, SW, PH, PW, OH, OW, OHW;
+};
+
+// Channel c of sample n in x's memory: element (h, w) at plane(n, c)[(h * W + w) * block].
+struct Source {
+  const float* data;
+  int64_t block, Cb;  // channel block (1 = plain NCHW, 8 or 16 = nChw8c / nChw16c), channel blocks per sample
+  const float* plane(const Geometry& g, int64_t n, int64_t c) const {
+    return data + (n * Cb + c / block) * g.H * g.W * block + c % block;
+  }
+};
+
+// The selected channels per (sample, head) and their union per sample.
+struct Selection {
+  std::vector<int32_t> idx;     // selected channels, (n, i)-major, ascending
+  std::vector<int64_t> start;   // N*G + 1 offsets into idx
+  std::vector<int32_t> uni;     // union channels of each sample, ascending
+  std::vector<int64_t> ustart;  // N + 1 offsets into uni
+  std::vector<int32_t> upos;    // [N, C]: position of c in sample n's union, -1 if no head selects it
+  std::vector<char> unit;       // [N, G]: every selected scale is exactly 1 (a binary gate)
+  int64_t G = 1;
+  int64_t count(int64_t n, int64_t i) const { return start[n * G + i + 1] - start[n * G + i]; }
+  const int32_t* sel(int64_t n, int64_t i) const { return idx.data() + start[n * G + i]; }
+  int64_t unionSize(int64_t n) const { return ustart[n + 1] - ustart[n]; }
+  const int32_t* unionOf(int64_t n) const { return uni.data() + ustart[n]; }
+};
+
+Selection select(const Geometry& g, const float* s) {
+  Selection r;
+  r.G = g.G;
+  r.start.assign(g.N * g.G + 1, 0);
+  r.ustart.assign(g.N + 1, 0);
+  r.upos.assign(g.N * g.C, -1);
+  r.unit.assign(g.N * g.G, 1);
+  for (int64_t n = 0; n < g.N; n++) {
+    for (int64_t i = 0; i < g.G; i++) {
+      const float* row = s + (n * g.G + i) * g.C;
+      for (int64_t c = 0; c < g.C; c++)
+        if (row[c] != 0.f) {
+          r.idx.push_back((int32_t)c);
+          r.upos[n * g.C + c] = 0;
+          if (row[c] != 1.f) r.unit[n * g.G + i] = 0;
+        }
+      r.start[n * g.G + i + 1] = (int64_t)r.idx.size();
+    }
+    for (int64_t c = 0; c < g.C; c++)
+      if (r.upos[n * g.C + c] == 0) {
+        r.upos[n * g.C + c] = (int32_t)(r.uni.size() - r.ustart[n]);
+        r.uni.push_back((int32_t)c);
+      }
+    r.ustart[n + 1] = (int64_t)r.uni.size();
+  }
+  return r;
+}
+
+#if MSGC_GATHER_AVX512
+bool cpuHasAvx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+#else
+bool cpuHasAvx512() { return false; }
+#endif
+
+// ---- input rows --------------------------------------------------------------------------------------------
+
+enum class Rows { Planes, Direct, Im2col };
+
+struct RowPlan {
+  Rows rows;
+  bool inPlace = false;            // Planes read x itself
+  int64_t pixStride = 1;           // distance between consecutive pixels a kernel reads (Direct: SW)
+  int64_t chanStride = 0;          // floats per channel in the row buffer
+  int64_t Hp = 0, Wp = 0;          // Direct: padded plane
+  std::vector<int64_t> tapOffset;  // per tap (kh, kw), added to a channel's row pointer
+  int64_t rowStride = 0;           // Direct: between output rows in the padded plane (SH·Wp)
+};
+
+// xBlock: x's channel block; strided: the kernel can read pixels 16 apart (ocvec)
+RowPlan planRows(const Geometry& g, Rows rows, int64_t xBlock, bool strided) {
+  RowPlan p;
+  p.rows = rows;
+  p.tapOffset.assign(g.T, 0);
+  if (rows == Rows::Planes) {
+    p.inPlace = xBlock == 1 || (xBlock == 16 && strided);
+    p.pixStride = p.inPlace ? xBlock : 1;
+    p.chanStride = g.H * g.W;
+  } else if (rows == Rows::Direct) {
+    // only the extent the outputs reach: rows [0, Hp) of the padded input
+    p.Hp = (g.OH - 1) * g.SH + g.KH;
+    p.Wp = (g.OW - 1) * g.SW + g.KW;
+    p.chanStride = p.Hp * p.Wp;
+    p.pixStride = g.SW;
+    p.rowStride = g.SH * p.Wp;
+    for (int64_t kh = 0; kh < g.KH; kh++)
+      for (int64_t kw = 0; kw < g.KW; kw++) p.tapOffset[kh * g.KW + kw] = kh * p.Wp + kw;
+  } else {
+    p.chanStride = g.T * g.OHW;
+    for (int64_t t = 0; t < g.T; t++) p.tapOffset[t] = t * g.OHW;
+  }
+  return p;
+}
+
+// d[q] = srow[(q*step + off) * es] for q < width, 0 where that column is outside [0, W)
+void copyColumns(const Geometry& g, float* d, int64_t width, const float* srow, int64_t es, int64_t off, int64_t step) {
+  const int64_t q0 = std::min(width, std::max<int64_t>(0, (-off + step - 1) / step));
+  const int64_t q1 = std::max(q0, std::min(width, (g.W - 1 - off) / step + 1));
+  for (int64_t q = 0; q < q0; q++) d[q] = 0.f;
+  const int64_t iw0 = q0 * step + off;
+  if (step == 1 && es == 1) {
+    std::memcpy(d + q0, srow + iw0, (q1 - q0) * sizeof(float));
+  } else {
+    const float* sp = srow + iw0 * es;
+    for (int64_t q = q0; q < q1; q++, sp += step * es) d[q] = *sp;
+  }
+  for (int64_t q = q1; q < width; q++) d[q] = 0.f;
+}
+
+// Writes input row ih of one channel (srow, element stride es) wherever the channel's rows at dst hold it.
+void emitRow(const Geometry& g, const RowPlan& p, int64_t ih, const float* srow, int64_t es, float* dst) {
+  if (p.rows == Rows::Planes) {
+    copyColumns(g, dst + ih * g.W, g.W, srow, es, 0, 1);
+  } else if (p.rows == Rows::Direct) {
+    const int64_t r = ih + g.PH;  // padded row
+    if (r < p.Hp) copyColumns(g, dst + r * p.Wp, p.Wp, srow, es, -g.PW, 1);
+  } else {
+    // row (kh, kw) holds input (oh*SH + kh - PH, ow*SW + kw - PW) for every output pixel
+    for (int64_t kh = 0; kh < g.KH; kh++) {
+      const int64_t v = ih + g.PH - kh;
+      if (v < 0 || v % g.SH != 0 || v / g.SH >= g.OH) continue;
+      const int64_t oh = v / g.SH;
+      for (int64_t kw = 0; kw < g.KW; kw++)
+        copyColumns(g, dst + (kh * g.KW + kw) * g.OHW + oh * g.OW, g.OW, srow, es, kw - g.PW, g.SW);
+    }
+  }
+}
+
+// Zeroes the rows of one channel that no input row reaches (the padding above and below).
+void zeroPaddingRows(const Geometry& g, const RowPlan& p, float* dst) {
+  if (p.rows == Rows::Direct) {
+    for (int64_t r = 0; r < p.Hp; r++)
+      if (r < g.PH || r >= g.PH + g.H) std::memset(dst + r * p.Wp, 0, p.Wp * sizeof(float));
+  } else if (p.rows == Rows::Im2col) {
+    for (int64_t kh = 0; kh < g.KH; kh++)
+      for (int64_t oh = 0; oh < g.OH; oh++) {
+        const int64_t ih = oh * g.SH + kh - g.PH;
+        if (ih >= 0 && ih < g.H) continue;
+        for (int64_t kw = 0; kw < g.KW; kw++)
+          std::memset(dst + (kh * g.KW + kw) * g.OHW + oh * g.OW, 0, g.OW * sizeof(float));
+      }
+  }
+}
+
+#if MSGC_GATHER_AVX512
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 about the unpack intrinsics' internal temporaries
+// dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr: a row of one 16-channel block
+// of nChw16c as plain rows (16×16 register transposes, masked at the row end)
+__attribute__((target("avx512f"))) void transposeRow16(const float* src, int64_t W, float* const* dst) {
+  for (int64_t w0 = 0; w0 < W; w0 += 16) {
+    const int rem = (int)std::min<int64_t>(16, W - w0);
+    __m512 r[16], a[16], b[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rem ? _mm512_loadu_ps(src + (w0 + i) * 16) : _mm512_setzero_ps();
+    for (int k = 0; k < 8; k++) {
+      a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+      a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {
+      b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
+      b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
+      b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
+      b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
+    }
+    // b[4k + m], 128-bit lane j: column 4j + m of rows 4k..4k+3
+    const __mmask16 mk = (__mmask16)((1u << rem) - 1);
+    for (int m = 0; m < 4; m++) {
+      const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
+      const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+      const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+      if (dst[m]) _mm512_mask_storeu_ps(dst[m] + w0, mk, _mm512_shuffle_f32x4(u0, u2, 0x88));
+      if (dst[4 + m]) _mm512_mask_storeu_ps(dst[4 + m] + w0, mk, _mm512_shuffle_f32x4(u1, u3, 0x88));
+      if (dst[8 + m]) _mm512_mask_storeu_ps(dst[8 + m] + w0, mk, _mm512_shuffle_f32x4(u0, u2, 0xDD));
+      if (dst[12 + m]) _mm512_mask_storeu_ps(dst[12 + m] + w0, mk, _mm512_shuffle_f32x4(u1, u3, 0xDD));
+    }
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
+// Splits ascending channels cs[0..count) into runs that share a channel block of x: starts, then count.
+void blockRuns(const int32_t* cs, int64_t count, int64_t block, std::vector<int64_t>& starts) {
+  starts.clear();
+  for (int64_t k = 0; k < count; k++)
+    if (k == 0 || block == 1 || cs[k] / block != cs[k - 1] / block) starts.push_back(k);
+  starts.push_back(count);
+}
+
+// Fills the rows of channels cs[0..count) of sample n (one run of blockRuns()) into dst[k], row by row, so that
+// a blocked x's row of 16 channels stays in L1 while its channels are picked out.
+void fillChannels(const Geometry& g, const RowPlan& p, const Source& src, int64_t n, const int32_t* cs, int64_t count,
+                  float* const* dst) {
+  for (int64_t k = 0; k < count; k++) zeroPaddingRows(g, p, dst[k]);
+#if MSGC_GATHER_AVX512
+  if (src.block == 16 && cpuHasAvx512()) {
+    const float* blockPlane = src.plane(g, n, cs[0] - cs[0] % 16);
+    float* lane[16] = {nullptr};
+    if (p.rows == Rows::Planes || p.rows == Rows::Direct) {
+      // transpose straight into the channels' rows (Direct: the interior of the padded plane)
+      const bool direct = p.rows == Rows::Direct;
+      const int64_t width = direct ? std::max<int64_t>(0, std::min(g.W, p.Wp - g.PW)) : g.W;
+      if (direct)
+        for (int64_t k = 0; k < count; k++)
+          for (int64_t r = g.PH; r < std::min(p.Hp, g.PH + g.H); r++) {
+            float* row = dst[k] + r * p.Wp;
+            std::memset(row, 0, std::min(g.PW, p.Wp) * sizeof(float));
+            if (g.PW + width < p.Wp) std::memset(row + g.PW + width, 0, (p.Wp - g.PW - width) * sizeof(float));
+          }
+      for (int64_t ih = 0; ih < g.H; ih++) {
+        const int64_t r = direct ? ih + g.PH : ih;
+        if (direct && r >= p.Hp) break;
+        for (int64_t k = 0; k < count; k++)
+          lane[cs[k] % 16] = direct ? dst[k] + r * p.Wp + g.PW : dst[k] + ih * g.W;
+        transposeRow16(blockPlane + ih * g.W * 16, width, lane);
+      }
+      return;
+    }
+    // Im2col: transpose a row once (it stays in L1), then copy it out per tap
+    thread_local std::vector<float> rows;
+    rows.resize(16 * g.W);
+    for (int l = 0; l < 16; l++) lane[l] = rows.data() + l * g.W;
+    for (int64_t ih = 0; ih < g.H; ih++) {
+      transposeRow16(blockPlane + ih * g.W * 16, g.W, lane);
+      for (int64_t k = 0; k < count; k++) emitRow(g, p, ih, rows.data() + (cs[k] % 16) * g.W, 1, dst[k]);
+    }
+    return;
+  }
+#endif
+  for (int64_t ih = 0; ih < g.H; ih++)
+    for (int64_t k = 0; k < count; k++)
+      emitRow(g, p, ih, src.plane(g, n, cs[k]) + ih * g.W * src.block, src.block, dst[k]);
+}
+
+// Planes only: columns [p0, p1) of the flattened planes of channels cs[0..count) (one run of blockRuns()).
+void fillPlanes(const Geometry& g, const Source& src, int64_t n, const int32_t* cs, int64_t count, float* const* dst,
+                int64_t p0, int64_t p1) {
+#if MSGC_GATHER_AVX512
+  if (src.block == 16 && cpuHasAvx512()) {
+    float* lane[16] = {nullptr};
+    for (int64_t k = 0; k < count; k++) lane[cs[k] % 16] = dst[k] + p0;
+    transposeRow16(src.plane(g, n, cs[0] - cs[0] % 16) + p0 * 16, p1 - p0, lane);
+    return;
+  }
+#endif
+  for (int64_t k = 0; k < count; k++) {
+    const float* plane = src.plane(g, n, cs[k]);
+    for (int64_t q = p0; q < p1; q++) dst[k][q] = plane[q * src.block];
+  }
+}
+
+// ---- weights -----------------------------------------------------------------------------------------------
+
+// The weight [O, C, KH, KW] in the order a kernel reads it, cached on the weight's storage until the weight is
+// written. ocvec: [G][B][C][T][16] with B = ceil(O/G / 16) blocks of 16 outputs per head (zeros past a head's
+// last output), so a channel's taps for 16 outputs are one contiguous run; otherwise [C][T][O].
+const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec) {
+  const int64_t C = g.C, T = g.T, O = g.O, Og = g.Og, B = (Og + 15) / 16;
+  const std::string key = ocvec ? "msgc-gather:GBCT16:" + std::to_string(g.G) : "msgc-gather:CTO";
+  auto& cache = weight.storage->derived;
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.version == weight.storage->version) return it->second.copy->data;
+  const float* w = plainData(weight);
+  const size_t floats = ocvec ? (size_t)g.G * B * C * T * 16 : (size_t)O * C * T;
+  auto st = std::make_shared<Storage>(floats * sizeof(float), weight.device());
+  float* d = st->data;
+  if (ocvec) {
+#pragma omp parallel for collapse(2) if (O * C * T > 65536)
+    for (int64_t ib = 0; ib < g.G * B; ib++)
+      for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < T; t++)
+          for (int64_t l = 0; l < 16; l++) {
+            const int64_t oh = ib % B * 16 + l;  // output within the head
+            d[((ib * C + c) * T + t) * 16 + l] = oh < Og ? w[((ib / B * Og + oh) * C + c) * T + t] : 0.f;
+          }
+  } else {
+#pragma omp parallel for if (O * C * T > 65536)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t o = 0; o < O; o++) d[(c * T + t) * O + o] = w[(o * C + c) * T + t];
+  }
+  cache[key] = Storage::Derived{weight.storage->version, st};
+  return st->data;
+}
+
+// ---- AVX-512 micro-kernels ---------------------------------------------------------------------------------
+#if MSGC_GATHER_AVX512
+
+// acc[r][q] += wv * x[r*irs + q*S] for r < R, LO <= q < HI (one tap)
+template <int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx512f"), always_inline)) inline void fmaTap(__m512 (&acc)[R][Q], __m512 wv, const float* x,
+                                                                     int64_t irs) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++, x += irs)
+#pragma GCC unroll 32
+    for (int q = LO; q < HI; q++) acc[r][q] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[q * S]), acc[r][q]);
+}
+
+// 16 output channels × R rows × Q pixels: for r < R, q < Q
+//   out[(r*ors + q)*16 + l] = sum_j sum_t (wch[j] + wshift)[t*16 + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
+// (nChw16c order). One weight vector load and R·Q broadcast-FMAs per (channel, tap). E (edges, for a 3-wide
+// stride-1 kernel with one column of padding): bit 0, the block starts a row, so its first column skips the
+// tap over the left padding; bit 1, it ends a row, so its last column skips the tap over the right padding
+// (as a direct convolution does; 2/OW of the work).
+template <int Q, int R, int S, int E>
+__attribute__((target("avx512f"))) void ocvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                    const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                    int64_t irs, float* out, int64_t ors) {
+  __m512 acc[R][Q];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 32
+    for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+  // prefetch the weights a few channels ahead: they come in scattered runs of T·64 bytes (cold in a network)
+  const int64_t ahead = T >= 4 ? 4 : 16;
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
+    if (E) {
+      for (int64_t t = 0; t < T; t += 3) {
+        fmaTap<Q, R, S, (E & 1), Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
+        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t + 16), base + tapOffset[t + 1], irs);
+        fmaTap<Q, R, S, 0, Q - (E >> 1)>(acc, _mm512_loadu_ps(w + 16 * t + 32), base + tapOffset[t + 2], irs);
+      }
+    } else {
+      for (int64_t t = 0; t < T; t++)
+        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 32
+    for (int q = 0; q < Q; q++) _mm512_storeu_ps(out + (r * ors + q) * 16, acc[r][q]);
+}
+
+// rows per register block for Q pixels per row
+constexpr int ocvecRows(int Q) { return std::max(1, std::min(kMaxRows, kMaxPixels / Q)); }
+using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                         int64_t, float*, int64_t);
+// table[(Q - 1) * kMaxRows + R - 1] for R <= ocvecRows(Q) (other entries repeat R = 1 and are never used)
+template <int S, int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)(I / kMaxRows) + 1,
+                       ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
+                       S, E>...};
+}
+template <size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, 16, 0>...};
+}
+using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
+constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
+const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
+                                           ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
+const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
+const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
+
+OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
+  if (stride == 16) return kOcvec16[q - 1];
+  return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
+}
+
+// y[m*ldy + pos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR,
+// p < npx <= 16·NR: MR output channels × 16·NR consecutive pixels (plain rows ldy apart)
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                     const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
+                                                     int64_t pos, int64_t npx, float* y, int64_t ldy) {
+  __mmask16 mk[NR];
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; v++) {
+    const int64_t rem = npx - 16 * v;
+    mk[v] = rem >= 16 ? (__mmask16)0xFFFF : rem > 0 ? (__mmask16)((1u << rem) - 1) : (__mmask16)0;
+  }
+  __m512 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) acc[m][v] = _mm512_setzero_ps();
+  const int64_t ahead = T >= 4 ? 4 : 16;  // as in ocvecKernel
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + t * ldw), _MM_HINT_T0);
+    for (int64_t t = 0; t < T; t++, w += ldw) {
+      const float* r = base + tapOffset[t];
+      __m512 xv[NR];
+#pragma GCC unroll 8
+      for (int v = 0; v < NR; v++) xv[v] = _mm512_maskz_loadu_ps(mk[v], r + 16 * v);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; m++) {
+        const __m512 wb = _mm512_set1_ps(w[m]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NR; v++) acc[m][v] = _mm512_fmadd_ps(wb, xv[v], acc[m][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + pos + 16 * v, mk[v], acc[m][v]);
+}
+
+constexpr int kMaxMR = 8, kMaxNR = 6;
+constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // MR·NR + NR <= 31 registers
+using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          int64_t, int64_t, float*, int64_t);
+// table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvecMaxNR(MR) (others repeat NR = 1, never used)
+template <size_t... I>
+constexpr std::array<PixvecFn, sizeof...(I)> pixvecTable(std::index_sequence<I...>) {
+  return {&pixvecKernel<(int)(I / kMaxNR) + 1,
+                        ((int)(I % kMaxNR) + 1 <= pixvecMaxNR((int)(I / kMaxNR) + 1) ? (int)(I % kMaxNR) + 1 : 1)>...};
+}
+const std::array<PixvecFn, kMaxMR * kMaxNR> kPixvec = pixvecTable(std::make_index_sequence<kMaxMR * kMaxNR>{});
+
+#endif
+
+// ---- the AVX-512 path --------------------------------------------------------------------------------------
+
+enum class KernelKind { Ocvec, Pixvec };
+
+// Where head i of sample n folds its scale (see the file comment).
+enum class Fold { None, Weights, Rows };
+
+// A buffer that grows on demand (from the caching allocator: no page faults in steady state).
+struct Buffer {
+  std::shared_ptr<Storage> st;
+  float* get(size_t floats) {
+    if (!st || st->bytes < floats * sizeof(float))
+      st = std::make_shared<Storage>(std::max<size_t>(floats, 16) * sizeof(float), Device::CPU);
+    return st->data;
+  }
+};
+
+// One head's operands for the kernels: per selected channel its input rows and its weights.
+struct HeadOperands {
+  std::vector<const float*> chan, wch;
+  int64_t obShift = 0;  // ocvec: added to wch[j] per output block
+  int64_t ldw = 16;     // distance between a channel's taps in wch[j]
+};
+
+struct Job {
+  const Geometry& g;
+  const Selection& sel;
+  const RowPlan& rp;
+  const Source& src;
+  const float* scale;  // [N, G, C]
+  const float* WL;     // weightLayout()
+  KernelKind kind;
+  float* y;
+  bool forcePack;
+  int pixMR = 8, pixNR = 1;  // pixvec register block
+  // pixel chunks (see chunk())
+  struct Chunk {
+    int64_t inPos, outPos, q, r;  // r rows of q pixels (r = 1 on a flattened grid)
+    int64_t t0, nt;               // taps [t0, t0 + nt) (kh-major: a range of kernel rows)
+    int edges = 0;                // ocvecKernel's E
+  };
+  std::vector<Chunk> direct;  // Direct rows: the chunks, precomputed
+  // Planes copied from a blocked x, pixel-chunk-major: copied and computed tile by tile (tileChunks chunks), so
+  // that the copy is still in cache when the kernels read it
+  bool tiled = false;
+  int64_t tileChunks = 1;
+  // ocvec on Direct rows of a 3-wide stride-1 kernel with one column of padding: blocks at a row's ends skip the
+  // taps over the padding columns
+  bool edges = false;
+
+  void plan() {
+    if (kind == KernelKind::Pixvec) {
+      pixMR = 0;
+      for (int mr : {8, 6, 4})
+        if (g.Og % mr == 0) {
+          pixMR = mr;
+          break;
+        }
+      if (!pixMR) pixMR = g.Og < kMaxMR ? (int)g.Og : 4;
+      // near-equal chunks of whole vectors
+      const int64_t vectors = (g.OHW + 15) / 16, maxNR = pixvecMaxNR(pixMR);
+      const int64_t chunks = (vectors + maxNR - 1) / maxNR;
+      pixNR = (int)((vectors + chunks - 1) / chunks);
+    } else if (rp.rows == Rows::Direct) {
+      edges = g.KW == 3 && g.PW == 1 && g.SW == 1;
+      // A row in near-equal pieces of at most 28 pixels; a row that is one piece joins others in blocks of up to
+      // 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps over the
+      // padding rows above and below are computed: splitting off the border rows to skip them, as a direct
+      // convolution does, cost more in register blocking than it saved on 7² and 14² maps.
+      const int64_t pieces = (g.OW + kMaxPixels - 1) / kMaxPixels, base = g.OW / pieces, extra = g.OW % pieces;
+      const int64_t maxR = pieces == 1 ? ocvecRows((int)base) : 1, groups = (g.OH + maxR - 1) / maxR;
+      for (int64_t k = 0, oh = 0; k < groups; k++) {
+        const int64_t r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
+        for (int64_t piece = 0; piece < pieces; piece++) {
+          const int64_t ow0 = piece * base + std::min(piece, extra);
+          Chunk c;
+          c.q = base + (piece < extra ? 1 : 0);
+          c.r = r;
+          c.inPos = oh * rp.rowStride + ow0 * g.SW;
+          c.outPos = oh * g.OW + ow0;
+          c.t0 = 0;
+          c.nt = g.T;
+          if (edges) c.edges = (ow0 == 0 ? 1 : 0) | (ow0 + c.q == g.OW ? 2 : 0);
+          direct.push_back(c);
+        }
+        oh += r;
+      }
+    }
+  }
+
+  float* headOut(int64_t n, int64_t i) const { return y + (n * g.O + i * g.Og) * g.OHW; }  // both layouts
+  int64_t blocksPerHead() const { return kind == KernelKind::Ocvec ? (g.Og + 15) / 16 : 1; }
+  bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % 16 != 0; }
+
+  // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
+  void fillUnion(int64_t n, int64_t u0, int64_t u1, float* buf) const {
+    float* dst[16];
+    for (int64_t u = u0; u < u1; u++) dst[u - u0] = buf + u * rp.chanStride;
+    fillChannels(g, rp, src, n, sel.unionOf(n) + u0, u1 - u0, dst);
+  }
+
+  Fold fold(int64_t n, int64_t i) const {
+    const int64_t ns = sel.count(n, i);
+    if (ns == 0 || (sel.unit[n * g.G + i] && !forcePack)) return Fold::None;
+    if (forcePack || rp.rows == Rows::Planes) return Fold::Weights;  // planes may be copied tile by tile
+    const int64_t packed = (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T;  // per channel
+    return rp.chanStride < packed ? Fold::Rows : Fold::Weights;
+  }
+  size_t foldFloats(int64_t n, int64_t i) const {
+    switch (fold(n, i)) {
+      case Fold::Weights:  // ocvec packs whole blocks of 16 outputs
+        return (size_t)(sel.count(n, i) * (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T);
+      case Fold::Rows: return (size_t)(sel.count(n, i) * rp.chanStride);
+      default: return 0;
+    }
+  }
+  // Points the operands at the input rows and the cached weights; then, if the head folds its scale, at the
+  // fold buffer dst (filled by foldPart). src gets the unfolded operands foldPart reads.
+  void operands(int64_t n, int64_t i, const float* rows, HeadOperands& src0, HeadOperands& h, float* dst) const {
+    const int64_t ns = sel.count(n, i);
+    const int32_t* s = sel.sel(n, i);
+    src0.chan.resize(ns);
+    src0.wch.resize(ns);
+    for (int64_t j = 0; j < ns; j++) {
+      const int64_t c = s[j];
+      src0.chan[j] = rp.inPlace ? src.plane(g, n, c) : rows + sel.upos[n * g.C + c] * rp.chanStride;
+      src0.wch[j] = kind == KernelKind::Ocvec ? WL + (i * blocksPerHead() * g.C + c) * g.T * 16 : WL + c * g.T * g.O + i * g.Og;
+    }
+    src0.obShift = g.C * g.T * 16;
+    src0.ldw = kind == KernelKind::Ocvec ? 16 : g.O;
+    h = src0;
+    const Fold f = fold(n, i);
+    if (f == Fold::Rows) {
+      for (int64_t j = 0; j < ns; j++) h.chan[j] = dst + j * rp.chanStride;
+    } else if (f == Fold::Weights) {
+      const int64_t run = g.T * (kind == KernelKind::Ocvec ? 16 : g.Og);
+      for (int64_t j = 0; j < ns; j++) h.wch[j] = dst + j * run;
+      h.obShift = ns * run;
+      h.ldw = kind == KernelKind::Ocvec ? 16 : g.Og;
+    }
+  }
+  // Part `part` of `parts` (a range of selected channels) of head i's fold into dst.
+  void foldPart(int64_t n, int64_t i, const HeadOperands& src0, float* dst, int64_t part, int64_t parts) const {
+    const int64_t ns = sel.count(n, i);
+    const int32_t* s = sel.sel(n, i);
+    const float* srow = scale + (n * g.G + i) * g.C;
+    const int64_t j0 = ns * part / parts, j1 = ns * (part + 1) / parts;
+    const Fold f = fold(n, i);
+    if (f == Fold::Rows) {
+      for (int64_t j = j0; j < j1; j++) {
+        const float sc = srow[s[j]];
+        const float* a = src0.chan[j];
+        float* d = dst + j * rp.chanStride;
+        for (int64_t k = 0; k < rp.chanStride; k++) d[k] = a[k] * sc;
+      }
+    } else if (f == Fold::Weights) {
+      const int64_t run = g.T * (kind == KernelKind::Ocvec ? 16 : g.Og);
+      for (int64_t ob = 0; ob < blocksPerHead(); ob++)
+        for (int64_t j = j0; j < j1; j++) {
+          const float sc = srow[s[j]];
+          float* d = dst + (ob * ns + j) * run;
+          if (kind == KernelKind::Ocvec) {
+            const float* a = src0.wch[j] + ob * src0.obShift;
+            for (int64_t k = 0; k < run; k++) d[k] = a[k] * sc;
+          } else {
+            for (int64_t t = 0; t < g.T; t++)
+              for (int64_t o = 0; o < g.Og; o++) d[t * g.Og + o] = src0.wch[j][t * g.O + o] * sc;
+          }
+        }
+    }
+  }
+
+  // Pixel chunks: ocvec on Direct rows takes blocks of output rows (plan()), ocvec on other rows pieces of at
+  // most 28 pixels of the flattened OH·OW grid, pixvec near-equal runs of NR vectors.
+  int64_t chunkCount() const {
+    if (kind == KernelKind::Pixvec) {
+      const int64_t span = 16 * pixNR;
+      return (g.OHW + span - 1) / span;
+    }
+    if (rp.rows == Rows::Direct) return (int64_t)direct.size();
+    return (g.OHW + kMaxPixels - 1) / kMaxPixels;
+  }
+  Chunk chunk(int64_t k) const {
+    if (kind == KernelKind::Ocvec && rp.rows == Rows::Direct) return direct[k];
+    Chunk c;
+    c.r = 1;
+    c.t0 = 0;
+    c.nt = g.T;
+    if (kind == KernelKind::Pixvec) {
+      c.inPos = c.outPos = k * 16 * pixNR;
+      c.q = std::min<int64_t>(16 * pixNR, g.OHW - c.outPos);
+    } else {
+      const int64_t chunks = chunkCount(), base = g.OHW / chunks, extra = g.OHW % chunks;
+      c.outPos = k * base + std::min(k, extra);
+      c.inPos = c.outPos * rp.pixStride;
+      c.q = base + (k < extra ? 1 : 0);
+    }
+    return c;
+  }
+
+  int64_t tileCount() const { return (chunkCount() + tileChunks - 1) / tileChunks; }
+  // copies the pixels of tile `tile` of sample n's union channels (runs: blockRuns() of the union) into buf
+  void fillTile(int64_t n, int64_t tile, const std::vector<int64_t>& runs, float* buf) const {
+    const int64_t k0 = tile * tileChunks, k1 = std::min(chunkCount(), k0 + tileChunks);
+    const Chunk last = chunk(k1 - 1);
+    const int64_t p0 = chunk(k0).outPos, p1 = last.outPos + last.q;
+    float* dst[16];
+    for (size_t r = 0; r + 1 < runs.size(); r++) {
+      for (int64_t u = runs[r]; u < runs[r + 1]; u++) dst[u - runs[r]] = buf + u * rp.chanStride;
+      fillPlanes(g, src, n, sel.unionOf(n) + runs[r], runs[r + 1] - runs[r], dst, p0, p1);
+    }
+  }
+
+  void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
+#if MSGC_GATHER_AVX512
+    const int64_t ns = (int64_t)h.chan.size();
+    const Chunk c = chunk(k);
+    if (kind == KernelKind::Ocvec && !plainOut()) {
+      // block ob of head i in nChw16c: 16 lanes per pixel
+      float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * 16;
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
+                                                                   rp.tapOffset.data() + c.t0, c.nt,
+                                                                   ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                                   out, g.OW);
+    } else if (kind == KernelKind::Ocvec) {
+      // a head width that is not a multiple of 16: the block's valid lanes go to plain NCHW
+      alignas(64) float tile[kMaxPixels * 16];
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
+                                                                   rp.tapOffset.data() + c.t0, c.nt,
+                                                                   ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                                   tile, c.q);
+      const int64_t lanes = std::min<int64_t>(16, g.Og - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+      float* yb = headOut(n, i) + ob * 16 * g.OHW + c.outPos;
+      for (int64_t l = 0; l < lanes; l++)
+        for (int64_t r = 0; r < c.r; r++)
+          for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+    } else {
+      float* yh = headOut(n, i);
+      for (int64_t o = 0; o < g.Og; o += pixMR) {
+        const int mr = (int)std::min<int64_t>(pixMR, g.Og - o);
+        const int nr = std::min(pixNR, pixvecMaxNR(mr));
+        for (int64_t p = 0; p < c.q; p += 16 * nr)
+          kPixvec[(mr - 1) * kMaxNR + nr - 1](h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
+                                              c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW);
+      }
+    }
+#endif
+  }
+};
+
+void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
+               KernelKind kind, Rows rows, bool forcePack, float* y) {
+  const RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
+  Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
+  job.plan();
+  const int threads = omp_get_max_threads();
+  const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead(), G = g.G;
+  auto rowsFloats = [&](int64_t n) { return rp.inPlace ? (size_t)0 : (size_t)(sel.unionSize(n) * rp.chanStride); };
+  auto foldFloats = [&](int64_t n) {
+    size_t f = 0;
+    for (int64_t i = 0; i < G; i++) f += job.foldFloats(n, i);
+    return f;
+  };
+  // pixel-chunk-major when the heads read fewer weights than input rows (see the file comment)
+  int64_t weightFloats = 0, inputFloats = 0;
+  for (int64_t n = 0; n < g.N; n++) {
+    for (int64_t i = 0; i < G; i++) weightFloats += sel.count(n, i) * g.Og * g.T;
+    inputFloats += sel.unionSize(n) * (rp.inPlace ? g.H * g.W : rp.chanStride);
+  }
+  const bool pixelMajor = weightFloats <= inputFloats;
+  if (rp.rows == Rows::Planes && !rp.inPlace && pixelMajor) {
+    int64_t maxUnion = 1;
+    for (int64_t n = 0; n < g.N; n++) maxUnion = std::max(maxUnion, sel.unionSize(n));
+    job.tiled = true;  // tiles of about 128 KB of copied planes
+    job.tileChunks = std::max<int64_t>(1, (32768 / maxUnion) / std::max<int64_t>(1, g.OHW / chunks));
+  }
+
+  const bool forceShared = std::getenv("MSGC_GATHER_SHARED") != nullptr;
+  if (!forceShared && (threads == 1 || g.N >= 4 * threads)) {
+    // whole samples per thread (their copies stay in the thread's cache; measured faster than sharing samples
+    // even when a sample's weights outweigh its rows), items pixel-chunk-major or head-major within the sample
+    size_t maxRows = 0, maxFold = 0;
+    for (int64_t n = 0; n < g.N; n++) {
+      maxRows = std::max(maxRows, rowsFloats(n));
+      maxFold = std::max(maxFold, foldFloats(n));
+    }
+    struct PerThread {
+      Buffer rows, fold;
+      std::vector<HeadOperands> src0, h;
+      std::vector<int64_t> runs;
+    };
+    std::vector<PerThread> pt(threads);
+    for (auto& t : pt) {
+      t.rows.get(maxRows);
+      t.fold.get(maxFold);
+      t.src0.resize(G);
+      t.h.resize(G);
+    }
+    const int64_t items = G * blocks * chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t n = 0; n < g.N; n++) {
+      PerThread& t = pt[omp_get_thread_num()];
+      float* buf = t.rows.st->data;
+      if (!rp.inPlace) {
+        blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, t.runs);
+        if (!job.tiled)
+          for (size_t r = 0; r + 1 < t.runs.size(); r++) job.fillUnion(n, t.runs[r], t.runs[r + 1], buf);
+      }
+      float* fold = t.fold.st->data;
+      for (int64_t i = 0; i < G; i++) {
+        if (sel.count(n, i) == 0) {
+          std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+          continue;
+        }
+        job.operands(n, i, buf, t.src0[i], t.h[i], fold);
+        job.foldPart(n, i, t.src0[i], fold, 0, 1);
+        fold += job.foldFloats(n, i);
+      }
+      for (int64_t a = 0; a < items; a++) {
+        const int64_t k = pixelMajor ? a / (G * blocks) : a % chunks;
+        const int64_t i = pixelMajor ? a / blocks % G : a / (blocks * chunks);
+        const int64_t ob = pixelMajor ? a % blocks : a / chunks % blocks;
+        if (job.tiled && a % (G * blocks * job.tileChunks) == 0) job.fillTile(n, k / job.tileChunks, t.runs, buf);
+        if (sel.count(n, i)) job.compute(n, i, ob, k, t.h[i]);
+      }
+    }
+    return;
+  }
+
+  // Groups of samples shared by all threads: copies and folds, one barrier, then the items in contiguous guided
+  // runs. Pixel-chunk-major: one sample per group (its rows stay in cache). Head-major: as many samples as fit
+  // kGroupFloats of rows and folds, with the items ordered (head, output block, sample, chunk), so that each
+  // block of weights is read from memory once per group rather than once per sample.
+  constexpr size_t kGroupFloats = size_t(16) << 20;
+  Buffer rowsBuf, foldBuf;
+  std::vector<HeadOperands> src0, h;
+  std::vector<size_t> roff, foff;
+  std::vector<std::pair<int64_t, int64_t>> fills;  // (sample, start of a run in its union)
+  std::vector<int64_t> runs;
+  const int64_t parts = std::max<int64_t>(1, (2 * threads + G - 1) / G);
+  for (int64_t n0 = 0; n0 < g.N;) {
+    int64_t n1 = n0 + 1;
+    size_t total = rowsFloats(n0) + foldFloats(n0);
+    while (!pixelMajor && n1 < g.N && total + rowsFloats(n1) + foldFloats(n1) <= kGroupFloats) {
+      total += rowsFloats(n1) + foldFloats(n1);
+      n1++;
+    }
+    const int64_t gn = n1 - n0;
+    roff.assign(gn + 1, 0);
+    foff.assign(gn * G + 1, 0);
+    for (int64_t m = 0; m < gn; m++) {
+      roff[m + 1] = roff[m] + rowsFloats(n0 + m);
+      for (int64_t i = 0; i < G; i++) foff[m * G + i + 1] = foff[m * G + i] + job.foldFloats(n0 + m, i);
+    }
+    float* buf = rowsBuf.get(roff[gn]);
+    float* fbuf = foldBuf.get(foff[gn * G]);
+    src0.resize(gn * G);
+    h.resize(gn * G);
+    fills.clear();
+    bool rowFolds = false;
+    for (int64_t m = 0; m < gn; m++) {
+      const int64_t n = n0 + m;
+      for (int64_t i = 0; i < G; i++) {
+        job.operands(n, i, buf + roff[m], src0[m * G + i], h[m * G + i], fbuf + foff[m * G + i]);
+        rowFolds = rowFolds || job.fold(n, i) == Fold::Rows;
+      }
+      if (!rp.inPlace) {
+        blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, runs);  // tiled: gn == 1, runs kept for the tiles
+        if (!job.tiled)
+          for (size_t r = 0; r + 1 < runs.size(); r++) fills.push_back({m, (int64_t)r});
+      }
+    }
+    // runs of every sample: recompute per task (cheap) rather than store them all
+    const int64_t nf = (int64_t)fills.size(), folds = gn * G * parts, items = gn * G * blocks * chunks;
+#pragma omp parallel
+    {
+      std::vector<int64_t> myRuns;
+      // copies, weight folds and the zeros of empty heads; row folds wait for the copies
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t a = 0; a < nf + folds; a++) {
+        if (a < nf) {
+          const int64_t m = fills[a].first, r = fills[a].second, n = n0 + m;
+          blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, myRuns);
+          job.fillUnion(n, myRuns[r], myRuns[r + 1], buf + roff[m]);
+          continue;
+        }
+        const int64_t f = a - nf, mi = f / parts, part = f % parts, n = n0 + mi / G, i = mi % G;
+        if (sel.count(n, i) == 0) {
+          if (part == 0) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+        } else if (job.fold(n, i) == Fold::Weights) {
+          job.foldPart(n, i, src0[mi], fbuf + foff[mi], part, parts);
+        }
+      }
+      if (rowFolds) {
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t f = 0; f < folds; f++) {
+          const int64_t mi = f / parts, part = f % parts, n = n0 + mi / G, i = mi % G;
+          if (job.fold(n, i) == Fold::Rows) job.foldPart(n, i, src0[mi], fbuf + foff[mi], part, parts);
+        }
+      }
+      if (job.tiled) {
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t tile = 0; tile < job.tileCount(); tile++) {
+          job.fillTile(n0, tile, runs, buf);
+          for (int64_t k = tile * job.tileChunks; k < std::min(chunks, (tile + 1) * job.tileChunks); k++)
+            for (int64_t i = 0; i < G; i++)
+              for (int64_t ob = 0; ob < blocks; ob++)
+                if (sel.count(n0, i)) job.compute(n0, i, ob, k, h[i]);
+        }
+      } else {
+#pragma omp for schedule(guided) nowait
+      for (int64_t a = 0; a < items; a++) {
+        int64_t m, i, ob, k;
+        if (pixelMajor) {  // gn == 1
+          m = 0;
+          k = a / (G * blocks);
+          i = a / blocks % G;
+          ob = a % blocks;
+        } else {
+          i = a / (blocks * gn * chunks);
+          ob = a / (gn * chunks) % blocks;
+          m = a / chunks % gn;
+          k = a % chunks;
+        }
+        if (sel.count(n0 + m, i)) job.compute(n0 + m, i, ob, k, h[m * G + i]);
+      }
+      }
+    }
+    n0 = n1;
+  }
+}
+
+// ---- the portable path: im2col of S per (sample, head) and oneDNN's sgemm ----------------------------------
+
+void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WT,
+              float* y) {
+  const RowPlan rp = planRows(g, Rows::Im2col, src.block, false);
+  int64_t maxSel = 0;
+  for (int64_t n = 0; n < g.N; n++)
+    for (int64_t i = 0; i < g.G; i++) maxSel = std::max(maxSel, sel.count(n, i));
+  const int threads = omp_get_max_threads();
+  const int64_t items = g.N * g.G;
+  const bool outer = items >= 2 * threads && threads > 1;
+  struct PerThread {
+    Buffer rows, weights;
+    std::vector<int64_t> runs;
+  };
+  std::vector<PerThread> pt(outer ? threads : 1);
+  for (auto& t : pt) {
+    t.rows.get((size_t)maxSel * rp.chanStride);
+    t.weights.get((size_t)maxSel * g.T * g.Og);
+  }
+  auto run = [&](int64_t item, PerThread& t) {
+    const int64_t n = item / g.G, i = item % g.G, ns = sel.count(n, i);
+    float* out = y + (n * g.O + i * g.Og) * g.OHW;
+    if (ns == 0) {
+      std::memset(out, 0, g.Og * g.OHW * sizeof(float));
+      return;
+    }
+    const int32_t* si = sel.sel(n, i);
+    const float* srow = scale + (n * g.G + i) * g.C;
+    float* rows = t.rows.st->data;
+    float* wp = t.weights.st->data;
+    blockRuns(si, ns, src.block, t.runs);
+    for (size_t r = 0; r + 1 < t.runs.size(); r++) {
+      float* dst[16];
+      for (int64_t j = t.runs[r]; j < t.runs[r + 1]; j++) dst[j - t.runs[r]] = rows + j * rp.chanStride;
+      fillChannels(g, rp, src, n, si + t.runs[r], t.runs[r + 1] - t.runs[r], dst);
+    }
+    for (int64_t j = 0; j < ns; j++) {
+      const int64_t c = si[j];
+      for (int64_t tp = 0; tp < g.T; tp++)
+        for (int64_t o = 0; o < g.Og; o++)
+          wp[(j * g.T + tp) * g.Og + o] = WT[(c * g.T + tp) * g.O + i * g.Og + o] * srow[c];
+    }
+    // y_i[Og, OHW] = Wpᵀ[Og, K] · rows[K, OHW], with Wp stored [K, Og]
+    const int64_t K = ns * g.T;
+    dnnl_status_t st = dnnl_sgemm('T', 'N', g.Og, g.OHW, K, 1.f, wp, g.Og, rows, g.OHW, 0.f, out, g.OHW);
+    MSGC_CHECK(st == dnnl_success, "msgcConv2d (gathered): sgemm failed with status ", (int)st);
+  };
+  if (outer) {
+    // one (sample, head) per thread at a time; sgemm runs single-threaded inside the parallel region
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; item++) run(item, pt[omp_get_thread_num()]);
+  } else {
+    for (int64_t item = 0; item < items; item++) run(item, pt[0]);
+  }
+}
+
+}  // namespace
+
+TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  Geometry g;
+  g.N = x.shape[0], g.C = x.shape[1], g.H = x.shape[2], g.W = x.shape[3];
+  g.O = weight.shape[0], g.KH = weight.shape[2], g.KW = weight.shape[3], g.T = g.KH * g.KW;
+  g.G = p.heads, g.Og = g.O / g.G;
+  g.SH = p.strideH, g.SW = p.strideW, g.PH = p.padH, g.PW = p.padW;
+  g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
+  g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
+  g.OHW = g.OH * g.OW;
+
+  const float* s = plainData(scale);
+  const Selection sel = select(g, s);
+
+  Source src;
+  src.block = channelBlock(x);
+  if (src.block == 1 || src.block == 0) {
+    src.block = 1;
+    src.data = plainData(x);
+  } else {
+    src.data = x.data();
+  }
+  src.Cb = (g.C + src.block - 1) / src.block;
+
+  const char* kernelEnv = std::getenv("MSGC_GATHER_KERNEL");
+  const std::string force = kernelEnv ? kernelEnv : "auto";
+  const char* foldEnv = std::getenv("MSGC_GATHER_FOLD");
+  const bool forcePack = foldEnv && std::string(foldEnv) == "weights";
+  const bool pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0;
+  const bool avx512 = MSGC_GATHER_AVX512 && cpuHasAvx512() && force != "sgemm";
+  // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
+  // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
+  const int64_t lanes = (g.Og + 15) / 16 * 16;
+  const bool ocvec = avx512 && force != "pixvec" && (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
+  const Shape ys{g.N, g.O, g.OH, g.OW};
+  TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, ocvec && g.Og % 16 == 0 ? 16 : 1));
+  const float* WL = weightLayout(weight, g, ocvec);
+  if (!avx512) {
+    runSgemm(g, sel, src, s, WL, y->data());
+    return y;
+  }
+  Rows rows;
+  if (pointwise && force != "im2col" && force != "direct") {
+    rows = Rows::Planes;
+  } else if (ocvec && (g.SW == 1 || g.SW == 2) && force != "im2col") {
+    rows = Rows::Direct;
+  } else {
+    rows = Rows::Im2col;  // pixvec needs a dense pixel grid
+  }
+  runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack, y->data());
+  return y;
+}
+
+}  // namespace msgc
