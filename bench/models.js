@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // models.js: whole-model timing, dense vs MSGC, measured alternately in one run (best of reps):
 // a training step's forward+backward (train mode) and an inference forward (eval, no grad).
-// Usage: node bench/models.js [--model resnet18] [--batch 8] [--size 224] [--reps 3] [--attention]
+// Usage: node bench/models.js [--model resnet18] [--batch 8] [--size 224] [--reps 3] [--attention] [--density d]
+// --density d: a benchmark helper for untrained models — every gate head's last conv gets weight 0 and bias +1
+// for a seeded random fraction d of its outputs, -1 for the rest, so that each gated conv keeps a fraction d of
+// its input channels (in eval; the companion single-head gates too). Without it the gates keep their init
+// (almost all open).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -14,6 +18,7 @@ const batch = parseInt(opt('batch', '8'), 10);
 const size = parseInt(opt('size', '224'), 10);
 const reps = parseInt(opt('reps', '3'), 10);
 const attention = args.includes('--attention');
+const density = args.includes('--density') ? parseFloat(opt('density', '1')) : null;
 const smallInput = size <= 64;
 
 function now() {
@@ -22,13 +27,17 @@ function now() {
 
 function timeModel(model, x, labels) {
   const best = { train: Infinity, infer: Infinity };
+  // training needs batch > 1: the gate heads' BN normalises over the batch (spec §2.2)
+  const train = batch > 1;
   for (let r = 0; r < reps + 1; r++) {
     model.train();
     const t0 = now();
-    msgc.tidy(() => {
-      const loss = msgc.F.crossEntropy(model.forward(x), labels);
-      loss.backward();
-    });
+    if (train) {
+      msgc.tidy(() => {
+        const loss = msgc.F.crossEntropy(model.forward(x), labels);
+        loss.backward();
+      });
+    }
     const t1 = now();
     for (const p of model.parameters()) if (p.grad) { p.grad.dispose(); p.grad = null; }
     model.eval();
@@ -36,7 +45,7 @@ function timeModel(model, x, labels) {
     msgc.noGrad(() => msgc.tidy(() => { model.forward(x); }));
     const t3 = now();
     if (r > 0) {
-      best.train = Math.min(best.train, t1 - t0);
+      best.train = train ? Math.min(best.train, t1 - t0) : NaN;
       best.infer = Math.min(best.infer, t3 - t2);
     }
   }
@@ -46,6 +55,15 @@ function timeModel(model, x, labels) {
 msgc.manualSeed(1);
 const dense = msgc.models.createModel(modelName, { smallInput });
 const boosted = msgc.models.createModel(modelName, { smallInput, msgc: { heads: 4, attention } });
+if (density !== null) {
+  let s = 12345;
+  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+  for (const [name, p] of boosted.namedParameters()) {
+    if (!/mask\d?\.conv2\.(weight|bias)$/.test(name)) continue;
+    if (name.endsWith('weight')) p.assign(new Float32Array(p.size));
+    else p.assign(Float32Array.from({ length: p.size }, () => (rnd() < density ? 1 : -1)));
+  }
+}
 const x = msgc.randn([batch, 3, size, size], { seed: 2 });
 const labels = new Int32Array(batch).map((_, i) => i % 10);
 const d1 = timeModel(dense, x, labels);
@@ -58,14 +76,15 @@ const macs = boosted.lastMacs();
 const row = {
   model: modelName, batch, size, attention, threads: msgc.backendInfo().threads,
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
-  trainSpeedup: d.train / b.train, inferSpeedup: d.infer / b.infer, evalMacRatio: macs.ratio,
+  trainSpeedup: d.train / b.train, inferSpeedup: d.infer / b.infer, evalMacRatio: macs.ratio, density,
+  inferSpeedupOverIdeal: (d.infer / b.infer) * macs.ratio,
 };
-console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads), gates at init (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
 console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)})`);
 console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)})`);
 const outDir = path.join(__dirname, 'results');
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
+fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
 dense.dispose();
 boosted.dispose();
 x.dispose();
