@@ -44,6 +44,18 @@ export function isCountedBlock(m: object): m is CountedBlock & Module {
   return typeof (m as CountedBlock).countMacs === 'function' && 'lastTally' in (m as object);
 }
 
+/** The MacCount of a part that is never gated (dense = main). */
+export function mainOnlyMacs(v: number): MacCount {
+  return { dense: v, main: v, gated: 0, heads: 0, extra: 0 };
+}
+
+/** A function that appends a row to `rows` when a per-part table is being built (a no-op otherwise). */
+export function macRowWriter(rows?: MacRow[]): (name: string, input: number[], macs: MacCount) => void {
+  return (name, input, macs) => {
+    rows?.push({ name, input, macs });
+  };
+}
+
 export function convOut(x: number, k: number, s: number, p: number): number {
   return Math.floor((x + 2 * p - k) / s) + 1;
 }

@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -82,7 +82,7 @@ export class DenseLayer extends Module implements CountedBlock {
     let macs: MacCount;
     if (!this.msgc) {
       const dense = c.pre + c.dgc1 + c.dgc2;
-      macs = { dense, main: dense, gated: 0, heads: 0, extra: 0 };
+      macs = mainOnlyMacs(dense);
     } else {
       const r = this.squeezeRate;
       const G = this.msgc.heads;
@@ -207,15 +207,14 @@ export class DenseNet extends Backbone {
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {
     const [C, H, W] = input;
-    const row = (name: string, inp: number[], m: MacCount) => rows?.push({ name, input: inp, macs: m });
-    const mainOnly = (v: number): MacCount => ({ dense: v, main: v, gated: 0, heads: 0, extra: 0 });
+    const row = macRowWriter(rows);
     let macs = emptyMacs();
     let h = convOut(H, 3, this.stemStride, 1);
     let w = convOut(W, 3, this.stemStride, 1);
     let c = this.config.stemChannels;
     const stem = 9 * C * c * h * w; // spec: 9·3·16·112² (no BN term: the first layer's BN-ReLU counts it)
     macs.main += stem;
-    row('features.conv0', [C, H, W], mainOnly(stem));
+    row('features.conv0', [C, H, W], mainOnlyMacs(stem));
     this.blocks.forEach((block, i) => {
       block.denseLayers.forEach((layer, j) => {
         const r = layer.countMacs(c, h, w);
@@ -227,7 +226,7 @@ export class DenseNet extends Backbone {
         const ho = convOut(h, 2, 2, 0);
         const wo = convOut(w, 2, 2, 0);
         const pool = 4 * c * ho * wo;
-        row(`features.transition${i + 1}`, [c, h, w], mainOnly(pool));
+        row(`features.transition${i + 1}`, [c, h, w], mainOnlyMacs(pool));
         macs.main += pool;
         h = ho;
         w = wo;
@@ -235,9 +234,9 @@ export class DenseNet extends Backbone {
     });
     // final ReLU + global pool, classifier without bias (spec: 7²·C·2 + C·1000)
     const tail = h * w * c * 2 + c * this.classifier.outFeatures;
-    row('norm5+pool+classifier', [c, h, w], mainOnly(tail));
+    row('norm5+pool+classifier', [c, h, w], mainOnlyMacs(tail));
     macs.main += tail;
-    return this.msgc ? withDense(macs) : { dense: macs.main, main: macs.main, gated: 0, heads: 0, extra: 0 };
+    return this.msgc ? withDense(macs) : mainOnlyMacs(macs.main);
   }
 }
 

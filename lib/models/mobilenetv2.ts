@@ -11,7 +11,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -85,7 +85,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     let macs: MacCount;
     if (!this.msgc) {
       const dense = c.pw + c.dw + c.dgc;
-      macs = { dense, main: dense, gated: 0, heads: 0, extra: 0 };
+      macs = mainOnlyMacs(dense);
     } else {
       const one = headMacs(C, this.hidden, this.msgc.heads, this.squeezeRate);
       const heads = (this.msgc.attention ? 2 * one : one) + H * W * C;
@@ -195,8 +195,7 @@ export class MobileNetV2 extends Backbone {
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {
     const [C, H, W] = input;
-    const row = (name: string, inp: number[], m: MacCount) => rows?.push({ name, input: inp, macs: m });
-    const mainOnly = (v: number): MacCount => ({ dense: v, main: v, gated: 0, heads: 0, extra: 0 });
+    const row = macRowWriter(rows);
     let macs = emptyMacs();
     // stem: 3×3 conv + its BN/ReLU6 term (spec: 3·32·9·112² + 32·112²)
     let h = convOut(H, 3, this.stemStride, 1);
@@ -204,7 +203,7 @@ export class MobileNetV2 extends Backbone {
     const s0 = this.stemChannels;
     const stem = C * s0 * 9 * h * w + s0 * h * w;
     macs.main += stem;
-    row('features.0', [C, H, W], mainOnly(stem));
+    row('features.0', [C, H, W], mainOnlyMacs(stem));
     let c = s0;
     this.blocks.forEach((b, i) => {
       const r = b.countMacs(c, h, w);
@@ -217,11 +216,11 @@ export class MobileNetV2 extends Backbone {
     // tail: 1×1 conv to 1280 + its BN/ReLU6 term, GAP, FC without bias
     const L = this.lastChannels;
     const last = h * w * c * L + L * h * w;
-    row(`features.${this.blocks.length + 1}`, [c, h, w], mainOnly(last));
+    row(`features.${this.blocks.length + 1}`, [c, h, w], mainOnlyMacs(last));
     const head = L * h * w + L * this.numClasses;
-    row('avgpool+classifier', [L, h, w], mainOnly(head));
+    row('avgpool+classifier', [L, h, w], mainOnlyMacs(head));
     macs.main += last + head;
-    return this.msgc ? withDense(macs) : { dense: macs.main, main: macs.main, gated: 0, heads: 0, extra: 0 };
+    return this.msgc ? withDense(macs) : mainOnlyMacs(macs.main);
   }
 
   get numClasses(): number {

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels, macRowWriter, mainOnlyMacs } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -68,7 +68,7 @@ export class BasicBlock extends Module implements CountedBlock {
     let macs: MacCount;
     if (!this.msgc) {
       const dense = c.dgc1 + c.dgc2 + c.ds;
-      macs = { dense, main: dense, gated: 0, heads: 0, extra: 0 };
+      macs = mainOnlyMacs(dense);
     } else {
       const G = this.msgc.heads;
       const one = headMacs(C, C, 1, r) + headMacs(C, this.planes, G, r);
@@ -166,7 +166,7 @@ export class Bottleneck extends Module implements CountedBlock {
     let macs: MacCount;
     if (!this.msgc) {
       const dense = c.dgc1 + c.dgc2 + c.dgc3 + c.ds;
-      macs = { dense, main: dense, gated: 0, heads: 0, extra: 0 };
+      macs = mainOnlyMacs(dense);
     } else {
       const G = this.msgc.heads;
       const w = this.width;
@@ -280,8 +280,7 @@ export class ResNet extends Backbone {
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {
     const [C, H, W] = input;
-    const row = (name: string, inp: number[], m: MacCount) => rows?.push({ name, input: inp, macs: m });
-    const mainOnly = (v: number): MacCount => ({ dense: v, main: v, gated: 0, heads: 0, extra: 0 });
+    const row = macRowWriter(rows);
     const stem = this.conv1.outChannels;
     let macs = emptyMacs();
     let h: number;
@@ -299,7 +298,7 @@ export class ResNet extends Backbone {
       w = convOut(w, 3, 2, 1);
       macs.main += 4 * stem * h * w;
     }
-    row('stem', [C, H, W], mainOnly(macs.main));
+    row('stem', [C, H, W], mainOnlyMacs(macs.main));
     let c = stem;
     this.layers.forEach((layer, li) => {
       (layer.layers as unknown as CountedBlock[]).forEach((b, bi) => {
@@ -312,9 +311,9 @@ export class ResNet extends Backbone {
       });
     });
     const head = c * (h * w + this.fc.outFeatures); // GAP + FC without bias
-    row('avgpool+fc', [c, h, w], mainOnly(head));
+    row('avgpool+fc', [c, h, w], mainOnlyMacs(head));
     macs.main += head;
-    return this.msgc ? withDense(macs) : { dense: macs.main, main: macs.main, gated: 0, heads: 0, extra: 0 };
+    return this.msgc ? withDense(macs) : mainOnlyMacs(macs.main);
   }
 }
 
