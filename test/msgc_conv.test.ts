@@ -2,37 +2,10 @@
 // and the identities of spec §2.5 (unit scale = dense conv, a closed head gives zeros).
 import * as msgc from '../lib';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
+import { msgcConvReference as msgcReference } from './helpers/references';
 
 const { F } = msgc;
 
-/** float64 reference: y[n, o] = sum_c sum_kk W[o, c] * scale[n, head(o), c] * x[n, c] (zero padded). */
-function msgcReference(x: Float32Array, xs: number[], w: Float32Array, ws: number[], s: Float32Array, G: number, stride: number, pad: number): Float64Array {
-  const [N, C, H, W] = xs;
-  const [O, , kh, kw] = ws;
-  const OH = Math.floor((H + 2 * pad - kh) / stride) + 1;
-  const OW = Math.floor((W + 2 * pad - kw) / stride) + 1;
-  const y = new Float64Array(N * O * OH * OW);
-  for (let n = 0; n < N; n++)
-    for (let o = 0; o < O; o++) {
-      const head = Math.floor(o / (O / G));
-      for (let oh = 0; oh < OH; oh++)
-        for (let ow = 0; ow < OW; ow++) {
-          let acc = 0;
-          for (let c = 0; c < C; c++) {
-            const sc = s[(n * G + head) * C + c];
-            for (let i = 0; i < kh; i++)
-              for (let j = 0; j < kw; j++) {
-                const ih = oh * stride - pad + i;
-                const iw = ow * stride - pad + j;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                acc += w[((o * C + c) * kh + i) * kw + j] * sc * x[((n * C + c) * H + ih) * W + iw];
-              }
-          }
-          y[((n * O + o) * OH + oh) * OW + ow] = acc;
-        }
-    }
-  return y;
-}
 
 const startLive = msgc.liveTensorCount();
 
