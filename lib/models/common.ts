@@ -1,5 +1,6 @@
 // common.ts: what every backbone shares — MSGC options, the model base with MAC accounting, init helpers.
 import { LastMacs, MacCount, MacRow } from '../macs/types';
+import { Conv2d } from '../nn/layers';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
@@ -65,10 +66,13 @@ export function context(x: Tensor): Tensor {
   return F.adaptiveAvgPool2d(x, 1);
 }
 
-/** x ⊙ s with s: [N, 1, C] (a single-head gate or gate × attention) broadcast over H, W. */
-export function scaleChannels(x: Tensor, s: Tensor): Tensor {
-  const [N, , C] = s.shape;
-  return F.mul(x, F.reshape(s, [N, C, 1, 1]));
+/**
+ * conv(x ⊙ s) for a companion single-head gate s: [N, 1, C] (gate, or gate × attention) — an MSGC convolution
+ * with one head, so that without autograd only the selected input channels are read and multiplied (gathered
+ * execution), and in training the gate receives its gradient through the product as before.
+ */
+export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor): Tensor {
+  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding });
 }
 
 /** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */

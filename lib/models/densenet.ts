@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -106,7 +106,7 @@ export class DenseLayer extends Module implements CountedBlock {
     const m1 = this.mask1!.forward(ctx);
     const m2 = this.mask2!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.norm2.forward(this.conv1.forward(scaleChannels(t, m1))));
+    const u = F.relu(this.norm2.forward(inputGatedConv(this.conv1, t, m1)));
     const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, scaleChannels, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -92,7 +92,7 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.bn1.forward(this.conv1.forward(scaleChannels(x, s1))));
+    const u = F.relu(this.bn1.forward(inputGatedConv(this.conv1, x, s1)));
     const v = this.bn2.forward(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 }));
     const y = F.relu(F.add(v, identity));
     // MACs of this batch (spec §4.2–4.3)
@@ -192,9 +192,9 @@ export class Bottleneck extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const m3 = this.mask3!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.bn1.forward(this.conv1.forward(scaleChannels(x, m1))));
+    const u = F.relu(this.bn1.forward(inputGatedConv(this.conv1, x, m1)));
     const v = F.relu(this.bn2.forward(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, stride: this.stride, padding: 1 })));
-    const y = F.relu(F.add(this.bn3.forward(this.conv3.forward(scaleChannels(v, m3))), identity));
+    const y = F.relu(F.add(this.bn3.forward(inputGatedConv(this.conv3, v, m3)), identity));
     const c = this.costs(H, W);
     const m1v = m1.toFloat32Array();
     const m2v = m2.toFloat32Array();
