@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // main.ts: the `msgc` command: train, eval, macs, demo, bench, info.
 import { Command, Option } from 'commander';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import { backendInfo } from '../native';
 import { modelNames } from '../models/registry';
 import { demoCommand } from './demo';
@@ -100,6 +102,17 @@ program
   .action(async (opts) => {
     if (opts.fresh) fs.rmSync(opts.out, { recursive: true, force: true });
     await demoCommand(opts);
+  });
+
+program
+  .command('bench')
+  .description('the bench suite: conv vs oneDNN, MSGC paths per layer and density, dense vs MSGC models (results in bench/results)')
+  .option('--quick', 'fewer repetitions and shapes')
+  .action((opts: { quick?: boolean }) => {
+    const script = path.join(__dirname, '..', '..', 'bench', 'run.js');
+    if (!fs.existsSync(script)) throw new Error(`${script} not found: the bench suite ships with the package source`);
+    const r = spawnSync(process.execPath, [script, ...(opts.quick ? ['--quick'] : [])], { stdio: 'inherit' });
+    if (r.status !== 0) process.exit(r.status || 1);
   });
 
 program
