@@ -56,8 +56,7 @@ void NativeTensor::release(Napi::Env env) {
   accounted_ = 0;
 }
 
-static const TensorPtr& live(const NativeTensor* self, const TensorPtr& t, const char* what) {
-  (void)self;
+static const TensorPtr& live(const TensorPtr& t, const char* what) {
   MSGC_CHECK(t != nullptr, "tensor.", what, ": the tensor was disposed; it can no longer be used");
   return t;
 }
@@ -74,7 +73,7 @@ static Napi::Value guard(Napi::Env env, const std::function<Napi::Value()>& f) {
 
 Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "shape");
+    const TensorPtr& t = live(tensor_, "shape");
     Napi::Array a = Napi::Array::New(info.Env(), t->shape.size());
     for (size_t i = 0; i < t->shape.size(); i++) a.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)t->shape[i]));
     return a;
@@ -83,14 +82,14 @@ Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTensor::Layout(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "layout");
+    const TensorPtr& t = live(tensor_, "layout");
     return Napi::String::New(info.Env(), t->layout ? "blocked" : "plain");
   });
 }
 
 Napi::Value NativeTensor::Device(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "device");
+    const TensorPtr& t = live(tensor_, "device");
     return Napi::String::New(info.Env(), deviceName(t->device()));
   });
 }
@@ -101,7 +100,7 @@ Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "toFloat32Array");
+    const TensorPtr& t = live(tensor_, "toFloat32Array");
     int64_t n = t->numel();
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)n);
     if (n) std::memcpy(out.Data(), cpu::plainData(*t), (size_t)n * sizeof(float));
@@ -111,7 +110,7 @@ Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "item");
+    const TensorPtr& t = live(tensor_, "item");
     MSGC_CHECK(t->numel() == 1, "tensor.item: the tensor has ", t->numel(), " elements (shape ", shapeString(t->shape),
                "), expected exactly 1");
     return Napi::Number::New(info.Env(), cpu::plainData(*t)[0]);
@@ -120,7 +119,7 @@ Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTensor::CopyFrom(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
-    const TensorPtr& t = live(this, tensor_, "copyFrom");
+    const TensorPtr& t = live(tensor_, "copyFrom");
     MSGC_CHECK(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
                "tensor.copyFrom: data must be a Float32Array");
     Napi::Float32Array a = info[0].As<Napi::Float32Array>();
