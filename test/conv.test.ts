@@ -5,6 +5,7 @@ import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { native } from '../lib/native';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
+import { expectClose, expectError } from './helpers/testing';
 
 const F = msgc.F;
 
@@ -85,38 +86,9 @@ function convRefBackward(x: ArrayLike<number>, xs: number[], w: ArrayLike<number
   return { gx, gw, gb };
 }
 
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = 1e-4): void {
-  const worst = closeness(actual, expected, tol, tol);
-  if (!(worst <= 1)) throw new Error(`${what}: worst closeness ${worst} (tolerance ${tol} abs + rel)`);
-}
-
 let seed = 100;
 function t(shape: number[], requiresGrad = false): Tensor {
   return msgc.tensor(randomArray(numel(shape), seed++), shape, { requiresGrad });
-}
-
-/** Runs a check that must throw an Error whose message matches re (errors may come from another realm). */
-function expectError(fn: () => unknown, re: RegExp): void {
-  let thrown: unknown = undefined;
-  let threw = false;
-  try {
-    const r = fn();
-    disposeResult(r);
-  } catch (e) {
-    thrown = e;
-    threw = true;
-  }
-  if (!threw) throw new Error(`expected an error matching ${re}, but the call returned`);
-  expect(Object.prototype.toString.call(thrown)).toBe('[object Error]');
-  expect(typeof (thrown as Error).message).toBe('string');
-  expect((thrown as Error).message).toMatch(re);
-}
-
-function disposeResult(r: unknown): void {
-  if (r && typeof r === 'object') {
-    if (Array.isArray(r)) r.forEach(disposeResult);
-    else if (typeof (r as { dispose?: unknown }).dispose === 'function') (r as { dispose(): void }).dispose();
-  }
 }
 
 let liveAtStart = 0;

@@ -1,6 +1,7 @@
 // testing.ts: helpers shared by the test files — a leak baseline that is stable across files in one jest
 // worker, an assertion that a call throws a real Error with a given message, and an identity 1x1 conv weight.
 import * as msgc from '../../lib';
+import { closeness } from './gradcheck';
 import { Tensor } from '../../lib';
 
 /**
@@ -24,19 +25,33 @@ export async function settledLiveCount(): Promise<number> {
   return msgc.liveTensorCount();
 }
 
-/** Asserts that fn throws a real Error whose message matches re. */
+/** Asserts that fn throws a real Error (from any realm) whose message matches re. */
 export function expectError(fn: () => unknown, re: RegExp): void {
+  let thrown: unknown = undefined;
   let threw = false;
-  let caught: unknown;
   try {
-    fn();
+    disposeResult(fn());
   } catch (e) {
+    thrown = e;
     threw = true;
-    caught = e;
   }
-  expect(threw).toBe(true);
-  expect(Object.prototype.toString.call(caught)).toBe('[object Error]');
-  expect((caught as Error).message).toMatch(re);
+  if (!threw) throw new Error(`expected an error matching ${re}, but the call returned`);
+  expect(Object.prototype.toString.call(thrown)).toBe('[object Error]');
+  expect((thrown as Error).message).toMatch(re);
+}
+
+/** Disposes tensors an unexpected successful call returned, so a failing check does not also leak. */
+export function disposeResult(r: unknown): void {
+  if (r && typeof r === 'object') {
+    if (Array.isArray(r)) r.forEach(disposeResult);
+    else if (typeof (r as { dispose?: unknown }).dispose === 'function') (r as { dispose(): void }).dispose();
+  }
+}
+
+/** Throws with `what` unless actual is within tol (absolute + relative) of expected everywhere. */
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, tol = 1e-4): void {
+  const worst = closeness(actual, expected, tol, tol);
+  if (!(worst <= 1)) throw new Error(`${what}: worst closeness ${worst} (tolerance ${tol} abs + rel)`);
 }
 
 /** The identity 1x1 convolution weight [C, C, 1, 1] (to get blocked-layout copies of a tensor). */
