@@ -7,6 +7,7 @@ import { BackboneOptions } from '../lib/models/common';
 import { DenseLayer, DenseNet, densenet74 } from '../lib/models/densenet';
 import { native } from '../lib/native';
 import { closeness, randomArray } from './helpers/gradcheck';
+import { expectOpenGatesMatchDense } from './helpers/models';
 
 const { F } = msgc;
 const startLive = msgc.liveTensorCount();
@@ -329,21 +330,7 @@ describe('whole model', () => {
     expect(big.unexpectedKeys).toEqual([]);
     for (const k of big.missingKeys) expect(k).toMatch(/^features\.denseblock\d\.denselayer\d+\.(mask1|mask2|att2)\./);
     forceGates(boosted, /\.mask\d\./, true);
-    dense.eval();
-    boosted.eval();
-    msgc.tidy(() => {
-      const x = msgc.tensor(randomArray(2 * 3 * 16 * 16, 12), [2, 3, 16, 16]);
-      const a = msgc.noGrad(() => dense.forward(x));
-      const b = msgc.noGrad(() => boosted.forward(x));
-      expect(b.shape).toEqual([2, 10]);
-      expect(closeness(b.toFloat32Array(), a.toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      const lm = boosted.lastMacs();
-      const stat = msgc.countMacs(boosted, [3, 16, 16]);
-      expect(lm.dynamic).toBe(stat.gated);
-      expect(lm.bonus).toBe(0);
-      expect(lm.perImage).toBe(stat.main + stat.heads + stat.gated);
-      expect(dense.lastMacs()).toMatchObject({ perImage: stat.dense, ratio: 1, dynamic: 0 });
-    });
+    expectOpenGatesMatchDense(dense, boosted);
   });
 
   test('closed MSGC gates credit the unused 1×1-conv outputs as bonus', () => {

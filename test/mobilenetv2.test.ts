@@ -6,6 +6,7 @@ import * as msgc from '../lib';
 import { InvertedResidual, mobilenetV2 } from '../lib/models/mobilenetv2';
 import { native } from '../lib/native';
 import { closeness, randomArray } from './helpers/gradcheck';
+import { expectOpenGatesMatchDense } from './helpers/models';
 
 const { F } = msgc;
 const startLive = msgc.liveTensorCount();
@@ -230,21 +231,7 @@ describe('whole model', () => {
     expect(r.missingKeys.length).toBe(17 * 2 * 8); // mask/att: conv1.weight, bn (weight, bias, 3 buffers), conv2 weight + bias
     for (const k of r.missingKeys) expect(k).toMatch(/^features\.\d+\.(mask|att)\./);
     openGates(boosted, dense, /^features\.\d+\.(mask|att)\./);
-    dense.eval();
-    boosted.eval();
-    msgc.tidy(() => {
-      const x = msgc.tensor(randomArray(2 * 3 * 16 * 16, 12), [2, 3, 16, 16]);
-      const a = msgc.noGrad(() => dense.forward(x));
-      const b = msgc.noGrad(() => boosted.forward(x));
-      expect(b.shape).toEqual([2, 10]);
-      expect(closeness(b.toFloat32Array(), a.toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      const lm = boosted.lastMacs();
-      const stat = msgc.countMacs(boosted, [3, 16, 16]);
-      expect(lm.dynamic).toBe(stat.gated);
-      expect(lm.bonus).toBe(0);
-      expect(lm.perImage).toBe(stat.main + stat.heads + stat.gated);
-      expect(dense.lastMacs()).toMatchObject({ perImage: stat.dense, ratio: 1, dynamic: 0 });
-    });
+    expectOpenGatesMatchDense(dense, boosted);
     dense.dispose();
     boosted.dispose();
   });

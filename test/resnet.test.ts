@@ -4,6 +4,7 @@
 import * as msgc from '../lib';
 import { BasicBlock, Bottleneck } from '../lib/models/resnet';
 import { closeness, randomArray } from './helpers/gradcheck';
+import { expectOpenGatesMatchDense } from './helpers/models';
 
 const { models, F } = msgc;
 const startLive = msgc.liveTensorCount();
@@ -178,20 +179,7 @@ describe('a dense checkpoint loads into the boosted model', () => {
     for (const k of r.missingKeys) expect(k).toMatch(/\.mask\d\./);
     expect(() => boosted.loadStateDict(dense.stateDict())).toThrow(/loadStateDict: keys do not match \(strict\)\. Missing: layer1\.0\.mask1/);
     for (const [name, p] of boosted.namedParameters()) if (/mask\d\.conv2\.bias$/.test(name)) p.assign(new Float32Array(p.size).fill(50));
-    dense.eval();
-    boosted.eval();
-    msgc.tidy(() => {
-      const x = msgc.tensor(randomArray(2 * 3 * 16 * 16, 12), [2, 3, 16, 16]);
-      const a = msgc.noGrad(() => dense.forward(x)).toFloat32Array();
-      const b = msgc.noGrad(() => boosted.forward(x)).toFloat32Array();
-      expect(closeness(b, a, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      // all gates open: F_dyn = ΣF_dgc, nothing unselected
-      const lm = boosted.lastMacs();
-      const stat = msgc.countMacs(boosted, [3, 16, 16]);
-      expect(lm.dynamic).toBe(stat.gated);
-      expect(lm.bonus).toBe(0);
-      expect(lm.perImage).toBe(stat.main + stat.heads + stat.gated);
-    });
+    expectOpenGatesMatchDense(dense, boosted);
     dense.dispose();
     boosted.dispose();
   });
