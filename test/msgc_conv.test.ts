@@ -1,5 +1,7 @@
 // msgc_conv.test.ts: F.msgcConv2d against a float64 reference, its three gradients against finite differences,
-// and the identities of spec §2.5 (unit scale = dense conv, a closed head gives zeros).
+// and the identities of spec §2.5 (unit scale = dense conv, a closed head gives zeros). Each case runs under
+// both masked implementations: G batched head convolutions, and one conv per sample with the scales folded
+// into the weights (MSGC_MASKED_IMPL forces one; normally the shape decides).
 import * as msgc from '../lib';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
 import { msgcConvReference as msgcReference } from './helpers/references';
@@ -8,6 +10,10 @@ const { F } = msgc;
 
 
 const startLive = msgc.liveTensorCount();
+
+describe.each(['batched', 'persample'])('masked implementation %s', (impl) => {
+beforeAll(() => { process.env.MSGC_MASKED_IMPL = impl; });
+afterAll(() => { delete process.env.MSGC_MASKED_IMPL; });
 
 describe('msgcConv2d forward', () => {
   const cases = [
@@ -76,6 +82,8 @@ describe('msgcConv2d backward', () => {
     { N: 2, C: 3, H: 5, W: 5, O: 4, k: 3, G: 2, stride: 1, pad: 1 },
     { N: 2, C: 4, H: 6, W: 5, O: 8, k: 3, G: 4, stride: 2, pad: 1 },
     { N: 3, C: 5, H: 4, W: 4, O: 4, k: 1, G: 4, stride: 1, pad: 0 },
+    { N: 4, C: 16, H: 6, W: 6, O: 16, k: 3, G: 4, stride: 1, pad: 1 },
+    { N: 3, C: 32, H: 5, W: 5, O: 16, k: 3, G: 2, stride: 2, pad: 1 },
   ])('x, weight and scale gradients match finite differences %o', (c) => {
     const xs = [c.N, c.C, c.H, c.W];
     const x = msgc.tensor(randomArray(numel(xs), 21), xs, { requiresGrad: true });
@@ -85,6 +93,7 @@ describe('msgcConv2d backward', () => {
     expect(r.checked).toBeGreaterThan(60);
     for (const t of [x, w, s]) t.dispose();
   });
+});
 });
 
 describe('msgcConv2d bad input', () => {

@@ -187,6 +187,11 @@ describe("execution 'auto' and the gradient rule", () => {
     expect(preferGathered(0.8, { outPixels: 7 * 7, batch: 32 })).toBe(false);
     expect(preferGathered(0.8, { outPixels: 7 * 7, batch: 1 })).toBe(true);
     expect(preferGathered(1, { outPixels: 7 * 7, batch: 1 })).toBe(false);
+    // narrow heads: the masked path's per-sample convs beat the gathered kernel unless few gates are open
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(false);
+    expect(preferGathered(0.2, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 16 })).toBe(true);
   });
 });
 

@@ -10,6 +10,7 @@
 
 #include "layout.h"
 #include "msgc/ops.h"
+#include "msgc_internal.h"
 
 namespace msgc {
 using namespace cpu;
@@ -62,6 +63,7 @@ void copyChannelChunk(float* dst, int64_t dstC, int64_t dstC0, const float* src,
 }  // namespace
 
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  if (msgcPerSampleWanted(x, weight, p)) return msgcConvForwardPerSample(x, weight, scale, p);
   const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads, Og = O / G;
   const float* s = plainData(scale);
   Conv2dParams cp = convParams(p);
@@ -85,6 +87,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
 
 MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  if (msgcPerSampleWanted(x, weight, p)) return msgcConvBackwardPerSample(x, weight, scale, gy, p, needX, needWeight, needScale);
   const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3], O = weight.shape[0], G = p.heads,
                 Og = O / G;
   const int64_t OH = gy.shape[2], OW = gy.shape[3], kk = weight.shape[2] * weight.shape[3];

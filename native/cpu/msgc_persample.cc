@@ -1,0 +1,300 @@
+// msgc_persample.cc: masked MSGC execution as one full-width convolution per sample.
+//
+// Because the scales are constant over space, head i's conv of the scaled input equals a conv of the raw input
+// with a per-sample weight:  y[n] = conv(x[n], W'_n),  W'_n[o, c] = W[o, c] · scale[n, o / (O/G), c].
+// So forward, backward-data and backward-weights each cost exactly one dense convolution whatever the number of
+// heads, where the batched path (msgc_conv.cc) runs G convolutions with O/G output channels each. Those waste
+// most SIMD lanes when O/G is below the vector width (ResNet-20's 16-channel stage has O/G = 4). The gradients
+// follow from the same identity:
+//   gx[n]          = conv_backward_data(gy[n], W'_n)                  (the scales included)
+//   gW'_n          = conv_backward_weights(x[n], gy[n])
+//   gW[o, c]       = Σ_n gW'_n[o, c] · scale[n, i(o), c]
+//   gscale[n,i,c]  = Σ_{o in head i} Σ_kk gW'_n[o, c, kk] · W[o, c, kk]
+//
+// Samples run in parallel, one oneDNN batch-1 primitive call each inside an OpenMP loop. The batch-1 primitives
+// are created while OpenMP is limited to one thread, so their work split (bwd-weights balances over the threads
+// it was created for) matches the single thread they get inside the loop; each thread has its own stream and
+// scratchpad. Samples are split statically and the per-thread weight gradients summed in thread order, so
+// results are bit-identical from run to run (resume is exact). Per-sample weights are written straight into the primitive's blocked weight layout through an
+// index map (blocked element -> scale index i·C + c, or -1 for padding), built once per layout.
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+#include <vector>
+
+#include "layout.h"
+#include "msgc/ops.h"
+#include "msgc_internal.h"
+
+namespace msgc {
+using namespace cpu;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+struct PerSamplePrims {
+  int64_t srcBlock = 1, dstBlock = 1;
+  dnnl::convolution_forward::primitive_desc fwdPd;
+  dnnl::convolution_forward fwd;
+  dnnl::convolution_backward_data::primitive_desc bwdDataPd;
+  dnnl::convolution_backward_data bwdData;
+  dnnl::convolution_backward_weights::primitive_desc bwdWeightsPd;
+  dnnl::convolution_backward_weights bwdWeights;
+  // blocked weight element -> i*C + c (or -1 for padding), for the fwd / bwd-data / bwd-weights weight layouts
+  std::vector<int32_t> mapFwd, mapBwdData, mapBwdWeights;
+  size_t scratchFloats = 0;
+};
+
+// Which channel block (16, 8 or 1 = plain) a batch-1 activation desc uses; 0 if another layout.
+int64_t blockOf(const dnnl::memory::desc& md, const Shape& shape) {
+  for (int64_t b : {16, 8, 1})
+    if (md == blockedDesc(shape, b)) return b;
+  return 0;
+}
+
+// index map of a weight layout: reorder the plain [O, C, k, k] array holding i*C + c + 1 into it (exact in
+// float for O*C < 2^24; checked by the caller), padding comes out as 0 -> -1
+std::vector<int32_t> indexMap(const dnnl::memory::desc& md, const Shape& w, int64_t G) {
+  const int64_t O = w[0], C = w[1], kk = w[2] * w[3], Og = O / G;
+  std::vector<float> plain((size_t)(O * C * kk));
+  for (int64_t o = 0; o < O; o++)
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t k = 0; k < kk; k++) plain[(o * C + c) * kk + k] = (float)((o / Og) * C + c + 1);
+  std::vector<float> blocked(md.get_size() / sizeof(float));
+  dnnl::memory src(plainDesc(toDims(w)), engine(), plain.data()), dst(md, engine(), blocked.data());
+  dnnl::reorder(src, dst).execute(stream(), src, dst);
+  stream().wait();
+  std::vector<int32_t> map(blocked.size());
+  for (size_t j = 0; j < blocked.size(); j++) map[j] = (int32_t)blocked[j] - 1;
+  return map;
+}
+
+// RAII: OpenMP limited to one thread while the batch-1 primitives are created
+struct SingleThreaded {
+  int prev;
+  SingleThreaded() : prev(omp_get_max_threads()) { omp_set_num_threads(1); }
+  ~SingleThreaded() { omp_set_num_threads(prev); }
+};
+
+PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::unique_ptr<PerSamplePrims>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  std::ostringstream os;
+  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
+     << ',' << p.heads;
+  auto it = cache.find(os.str());
+  if (it != cache.end()) return *it->second;
+
+  SingleThreaded one;
+  auto e = std::make_unique<PerSamplePrims>();
+  const int64_t OH = (x[2] + 2 * p.padH - w[2]) / p.strideH + 1, OW = (x[3] + 2 * p.padW - w[3]) / p.strideW + 1;
+  Shape x1{1, x[1], x[2], x[3]}, y1{1, w[0], OH, OW};
+  Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
+  Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
+  dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+                                      wei, dst, strides, dil, pad, padR);
+    return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+  };
+  // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
+  e->fwdPd = makeFwd(dnnl::memory::desc(toDims(x1), dt::f32, tag::any), dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
+  e->srcBlock = blockOf(e->fwdPd.src_desc(), x1);
+  e->dstBlock = blockOf(e->fwdPd.dst_desc(), y1);
+  if (e->srcBlock == 0 || e->dstBlock == 0) {
+    e->srcBlock = e->dstBlock = 1;
+    e->fwdPd = makeFwd(blockedDesc(x1, 1), blockedDesc(y1, 1));
+  }
+  dnnl::memory::desc src = blockedDesc(x1, e->srcBlock), dst = blockedDesc(y1, e->dstBlock);
+  e->fwd = dnnl::convolution_forward(e->fwdPd);
+  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
+  e->bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, attr, engine(), e->fwdPd);
+  e->bwdData = dnnl::convolution_backward_data(e->bwdDataPd);
+  dnnl::convolution_backward_weights::desc bw(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
+                                              padR);
+  e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, attr, engine(), e->fwdPd);
+  e->bwdWeights = dnnl::convolution_backward_weights(e->bwdWeightsPd);
+  e->mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
+  e->mapBwdData = e->bwdDataPd.weights_desc() == e->fwdPd.weights_desc() ? e->mapFwd
+                                                                           : indexMap(e->bwdDataPd.weights_desc(), w, p.heads);
+  e->mapBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
+                         ? e->mapFwd
+                         : indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads);
+  e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
+                                e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
+  auto& ref = *e;
+  cache[os.str()] = std::move(e);
+  return ref;
+}
+
+// W'_n = W ⊙ scale[n] in a blocked weight layout
+inline void scaleWeights(float* dst, const float* w, const int32_t* map, size_t len, const float* sn) {
+  for (size_t j = 0; j < len; j++) {
+    const int32_t m = map[j];
+    dst[j] = m < 0 ? 0.f : w[j] * sn[m];
+  }
+}
+
+// Per-thread working memory of one call
+struct Workspace {
+  std::vector<float> weights, scratch, gradWeights, acc;
+  std::vector<double> gscale;
+};
+
+}  // namespace
+
+bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvParams& p) {
+  const char* force = std::getenv("MSGC_MASKED_IMPL");  // for benchmarks and tests: batched | persample
+  if (force && std::strcmp(force, "batched") == 0) return false;
+  if (force && std::strcmp(force, "persample") == 0) return true;
+  const int64_t N = x.shape[0], Og = weight.shape[0] / p.heads;
+  const int64_t outPixels = ((x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1) *
+                            ((x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1);
+  if (N < omp_get_max_threads() || weight.shape[0] * weight.shape[1] * p.heads >= (1 << 24)) return false;
+  // Measured with bench/msgc_ops.js-style timings of forward + backward (2 threads, AVX-512): the batched path
+  // wastes SIMD lanes when a head has fewer than 16 output channels (0.2-0.35x dense at O/G = 4-8, where
+  // per-sample runs at 0.76-0.95x), and its G small convs also lose on large maps (0.59x at 64 channels 56²,
+  // per-sample 0.94x). Per-sample pays W'_n and the weight-gradient reduction per sample, O·C·k² work that is
+  // 1/outPixels of the conv: it loses on small maps with wide heads (0.40x vs 0.63x at 64 channels 7²,
+  // 0.35x vs 0.91x at 512 channels 7²).
+  if (Og < 16) return outPixels >= 16;
+  if (outPixels >= 28 * 28) return true;
+  return outPixels >= 14 * 14 && Og < 64;
+}
+
+TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads;
+  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  const Shape yShape{N, O, (x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1,
+                     (x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1};
+  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
+  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
+  const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
+  const float* s = plainData(scale);
+  const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
+  const size_t wLen = ps.mapFwd.size();
+  float* yp = y->data();
+#pragma omp parallel
+  {
+    dnnl::stream st(engine());
+    Workspace ws;
+    ws.weights.resize(wLen);
+    ws.scratch.resize(ps.scratchFloats + 1);
+    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), ws.weights.data());
+    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.data());
+    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      scaleWeights(ws.weights.data(), wb, ps.mapFwd.data(), wLen, s + n * G * C);
+      xm.set_data_handle(const_cast<float*>(xp + n * xStride));
+      ym.set_data_handle(yp + n * yStride);
+      ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
+    }
+  }
+  return y;
+}
+
+MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                        const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  const int64_t N = x.shape[0], C = x.shape[1], G = p.heads;
+  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  MsgcConvGrads r;
+  const float* s = plainData(scale);
+  const float* gyp = static_cast<const float*>(asLayout(gy, blockedDesc(gy.shape, ps.dstBlock)).get_data_handle());
+  const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
+  const float* xp = nullptr;
+  const float* wData = nullptr;  // W in the bwd-data weights layout
+  const float* wGrad = nullptr;  // W in the bwd-weights diff-weights layout (for the scale gradient)
+  float* gxp = nullptr;
+  if (needX) {
+    r.x = tensorWithDesc(x.shape, blockedDesc(x.shape, ps.srcBlock));
+    gxp = r.x->data();
+    wData = static_cast<const float*>(asLayout(weight, ps.bwdDataPd.weights_desc()).get_data_handle());
+  }
+  const bool needWGrad = needWeight || needScale;
+  if (needWGrad) {
+    xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
+    if (needScale) wGrad = static_cast<const float*>(asLayout(weight, ps.bwdWeightsPd.diff_weights_desc()).get_data_handle());
+  }
+  if (needScale) r.scale = emptyTensor(scale.shape);
+  const size_t wdLen = ps.mapBwdData.size(), wgLen = ps.mapBwdWeights.size();
+  const int nthr = omp_get_max_threads();
+  std::vector<std::vector<float>> accs(needWeight ? nthr : 0);
+  float* gsp = needScale ? r.scale->data() : nullptr;
+#pragma omp parallel num_threads(nthr)
+  {
+    const int t = omp_get_thread_num();
+    dnnl::stream st(engine());
+    Workspace ws;
+    ws.scratch.resize(ps.scratchFloats + 1);
+    dnnl::memory smD(ps.bwdDataPd.scratchpad_desc(), engine(), ws.scratch.data());
+    dnnl::memory smW(ps.bwdWeightsPd.scratchpad_desc(), engine(), ws.scratch.data());
+    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), gym(ps.fwdPd.dst_desc(), engine(), nullptr),
+        gxm(ps.fwdPd.src_desc(), engine(), nullptr);
+    dnnl::memory wm, gwm;
+    if (needX) {
+      ws.weights.resize(wdLen);
+      wm = dnnl::memory(ps.bwdDataPd.weights_desc(), engine(), ws.weights.data());
+    }
+    if (needWGrad) {
+      ws.gradWeights.resize(wgLen);
+      gwm = dnnl::memory(ps.bwdWeightsPd.diff_weights_desc(), engine(), ws.gradWeights.data());
+    }
+    std::vector<float>* acc = nullptr;
+    if (needWeight) {
+      acc = &accs[t];
+      acc->assign(wgLen, 0.f);
+    }
+    if (needScale) ws.gscale.resize(G * C);
+    const int32_t* mg = ps.mapBwdWeights.data();
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      const float* sn = s + n * G * C;
+      gym.set_data_handle(const_cast<float*>(gyp + n * yStride));
+      if (needX) {
+        scaleWeights(ws.weights.data(), wData, ps.mapBwdData.data(), wdLen, sn);
+        gxm.set_data_handle(gxp + n * xStride);
+        ps.bwdData.execute(st, {{DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, gxm},
+                                {DNNL_ARG_SCRATCHPAD, smD}});
+      }
+      if (needWGrad) {
+        xm.set_data_handle(const_cast<float*>(xp + n * xStride));
+        ps.bwdWeights.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_DIFF_WEIGHTS, gwm},
+                                   {DNNL_ARG_SCRATCHPAD, smW}});
+        const float* gw = ws.gradWeights.data();
+        if (needWeight) {
+          float* a = acc->data();
+          for (size_t j = 0; j < wgLen; j++)
+            if (mg[j] >= 0) a[j] += gw[j] * sn[mg[j]];
+        }
+        if (needScale) {
+          double* gs = ws.gscale.data();
+          std::fill(ws.gscale.begin(), ws.gscale.end(), 0.0);
+          for (size_t j = 0; j < wgLen; j++)
+            if (mg[j] >= 0) gs[mg[j]] += (double)gw[j] * wGrad[j];
+          for (int64_t k = 0; k < G * C; k++) gsp[n * G * C + k] = (float)gs[k];
+        }
+      }
+    }
+  }
+  if (needWeight) {
+    r.weight = tensorWithDesc(weight.shape, ps.bwdWeightsPd.diff_weights_desc());
+    float* gw = r.weight->data();
+    std::memcpy(gw, accs[0].data(), wgLen * sizeof(float));
+    for (int t = 1; t < nthr; t++) {
+      const float* a = accs[t].data();
+      for (size_t j = 0; j < wgLen; j++) gw[j] += a[j];
+    }
+  }
+  return r;
+}
+
+}  // namespace msgc
