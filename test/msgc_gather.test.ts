@@ -156,7 +156,7 @@ describe("execution 'auto' and the gradient rule", () => {
         const autoNoGrad = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: c.G, padding: 1 }));
         expect(closeness(autoNoGrad.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
         expect(autoNoGrad.requiresGrad).toBe(false);
-        // with a gradient to record, 'auto' runs the masked path and records it
+        // with a gradient to record, 'auto' still picks its forward by density and records the masked backward
         const autoGrad = F.msgcConv2d(x, w, s, { heads: c.G, padding: 1 });
         expect(autoGrad.requiresGrad).toBe(true);
         expect(closeness(autoGrad.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
@@ -164,16 +164,27 @@ describe("execution 'auto' and the gradient rule", () => {
     });
   });
 
-  test("'gathered' throws when a gradient would be recorded, and runs under noGrad", () => {
+  test("'gathered' forward records the masked backward: every gradient equals the masked path's", () => {
     msgc.tidy(() => {
-      const x = msgc.tensor(randomArray(2 * 8 * 5 * 5, 5), [2, 8, 5, 5], { requiresGrad: true });
-      const w = msgc.tensor(randomArray(8 * 8 * 9, 6), [8, 8, 3, 3]);
-      const s = msgc.ones([2, 2, 8]);
-      expect(() => F.msgcConv2d(x, w, s, { heads: 2, padding: 1, execution: 'gathered' })).toThrow(/msgcConv2d: execution 'gathered' is forward only/);
-      const sg = msgc.ones([2, 2, 8], { requiresGrad: true });
-      expect(() => F.msgcConv2d(x.detach(), w, sg, { heads: 2, padding: 1, execution: 'gathered' })).toThrow(/noGrad/);
-      const y = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: 2, padding: 1, execution: 'gathered' }));
-      expect(y.requiresGrad).toBe(false);
+      const c = cases[0];
+      const x = msgc.tensor(randomArray(c.N * c.C * 49, 5), [c.N, c.C, 7, 7], { requiresGrad: true });
+      const w = msgc.tensor(randomArray(c.O * c.C * 9, 6), [c.O, c.C, 3, 3], { requiresGrad: true });
+      const s = msgc.tensor(gates(c.N, c.G, c.C, 7, true), [c.N, c.G, c.C], { requiresGrad: true });
+      const gy = msgc.tensor(randomArray(c.N * c.O * 49, 8), [c.N, c.O, 7, 7]);
+      const grads = (execution: 'masked' | 'gathered') => {
+        for (const t of [x, w, s]) if (t.grad) { t.grad.dispose(); t.grad = null; }
+        const y = F.msgcConv2d(x, w, s, { heads: c.G, padding: 1, execution });
+        expect(y.requiresGrad).toBe(true);
+        const out = y.toFloat32Array();
+        y.backward(gy);
+        return [out, ...[x, w, s].map((t) => t.grad!.toFloat32Array())];
+      };
+      const masked = grads('masked');
+      const gathered = grads('gathered');
+      for (let i = 0; i < masked.length; i++) expect(closeness(gathered[i], masked[i], 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      // closed gates still get their gradient (straight-through, spec §2.8)
+      const sv = s.toFloat32Array(), gs = gathered[3];
+      expect(sv.some((v, i) => v === 0 && gs[i] !== 0)).toBe(true);
       expect(() => F.msgcConv2d(x, w, s, { heads: 2, execution: 'sparse' as never })).toThrow(/msgcConv2d: options.execution must be/);
     });
   });

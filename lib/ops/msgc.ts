@@ -11,11 +11,12 @@ export interface MsgcConv2dOptions {
   /** G: output channels split into G contiguous groups, one per head */
   heads: number;
   /**
-   * How to run it. 'masked' multiplies the input by the scales, zeros included (differentiable). 'gathered' runs
-   * only the selected channels (scale ≠ 0) of each sample and head, so it gets faster as the gates close, but
-   * it is forward only: it throws when a gradient would be recorded (use noGrad, or inputs without
-   * requiresGrad). 'auto' (default) picks 'gathered' when no gradient is needed and preferGathered() expects it
-   * to be faster, 'masked' otherwise. Both give the same numbers up to float rounding.
+   * How to run the forward pass. 'masked' multiplies the input by the scales, zeros included. 'gathered' runs
+   * only the selected channels (scale ≠ 0) of each sample and head, so it gets faster as the gates close.
+   * 'auto' (default) picks 'gathered' when preferGathered() expects it to be faster for the shape and the
+   * measured density, 'masked' otherwise. Both give the same numbers up to float rounding, and both record the
+   * same backward (the masked one: the gate gradient needs the input gradient of every channel, selected or
+   * not — spec §2.8 — so the backward cannot skip closed channels).
    */
   execution?: 'auto' | 'masked' | 'gathered';
 }
@@ -69,20 +70,16 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
   if (execution !== 'auto' && execution !== 'masked' && execution !== 'gathered') {
     throw new Error(`${op}: options.execution must be 'auto', 'masked' or 'gathered', got ${String(execution)}`);
   }
-  const needsGrad = isGradEnabled() && (x.requiresGrad || weight.requiresGrad || scale.requiresGrad);
-  if (execution === 'gathered' && needsGrad) {
-    throw new Error(`${op}: execution 'gathered' is forward only, but a gradient would be recorded (an input ` +
-      `requires grad): run it inside noGrad(), or use execution 'masked' or 'auto'`);
-  }
   let gathered = execution === 'gathered';
-  if (execution === 'auto' && !needsGrad && x.shape.length === 4 && weight.shape.length === 4) {
+  if (execution === 'auto' && x.shape.length === 4 && weight.shape.length === 4) {
     const [N, , H, W] = x.shape;
     const [O, , kh, kw] = weight.shape;
     const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
     gathered = preferGathered(scaleDensity(scale), { outPixels, batch: N, headChannels: O / heads });
   }
-  if (gathered) return new Tensor(native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads));
-  const y = new Tensor(native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
+  const y = new Tensor(gathered
+    ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads)
+    : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
   return recordOp(y, op, [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,
       x.requiresGrad, weight.requiresGrad, scale.requiresGrad);
