@@ -154,3 +154,62 @@ test('bad options throw', async () => {
 afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
 });
+
+describe('recalibrateBatchNorm', () => {
+  test('host BatchNorms get exact batch averages under eval-mode gates; head BNs, momentum and mode are kept', async () => {
+    msgc.manualSeed(3);
+    const model = msgc.models.resnet20({ numClasses: 4, msgc: { heads: 4, attention: false } });
+    // gate biases around 0 so that training-mode gates would be noisy and some eval gates closed
+    for (const [name, p] of model.namedParameters()) {
+      if (/mask\d?\.conv2\.bias$/.test(name)) p.assign(randomArray(p.size, 5, -1, 1));
+    }
+    const data = new Squares(48, 16, 2); // 3 batches
+    const stats = () => new Map(Object.entries(model.stateDict()).filter(([k]) => /running_(mean|var)$/.test(k)).map(([k, t]) => [k, t.toFloat32Array()]));
+    const before = stats();
+    model.train();
+    data.setEpoch(0);
+    expect(await msgc.recalibrateBatchNorm(model, data, { batches: 10 })).toBe(3);
+    const first = stats();
+    expect(model.training).toBe(true);
+    for (const [, m] of model.namedModules()) if (m instanceof msgc.nn.BatchNorm2d) expect(m.momentum).toBe(0.1);
+    // gate-head BNs untouched, host BNs changed
+    for (const [k, v] of first) {
+      if (/mask|att/.test(k)) expect(Array.from(v)).toEqual(Array.from(before.get(k)!));
+    }
+    expect(Array.from(first.get('bn1.running_mean')!)).not.toEqual(Array.from(before.get('bn1.running_mean')!));
+    // the stem BN (input: the dense stem conv) against a float64 average of per-batch channel statistics
+    const C = 16;
+    const mean = new Float64Array(C);
+    const vari = new Float64Array(C);
+    let batches = 0;
+    for await (const b of data) {
+      const y = msgc.noGrad(() => msgc.F.conv2d(b.x, model.conv1.weight, null, { padding: 1 }));
+      const v = y.toFloat32Array();
+      const [N, , H, W] = y.shape;
+      for (let c = 0; c < C; c++) {
+        let s = 0;
+        let s2 = 0;
+        for (let n = 0; n < N; n++) for (let i = 0; i < H * W; i++) s += v[(n * C + c) * H * W + i];
+        const m = s / (N * H * W);
+        for (let n = 0; n < N; n++) for (let i = 0; i < H * W; i++) s2 += (v[(n * C + c) * H * W + i] - m) ** 2;
+        mean[c] += m;
+        vari[c] += s2 / (N * H * W - 1);
+      }
+      y.dispose();
+      b.x.dispose();
+      batches++;
+    }
+    const gotMean = first.get('bn1.running_mean')!;
+    const gotVar = first.get('bn1.running_var')!;
+    for (let c = 0; c < C; c++) {
+      expect(gotMean[c]).toBeCloseTo(mean[c] / batches, 4);
+      expect(gotVar[c]).toBeCloseTo(vari[c] / batches, 3);
+    }
+    // eval-mode gates: no noise, so another global seed gives the very same statistics
+    msgc.manualSeed(99);
+    data.setEpoch(0);
+    await msgc.recalibrateBatchNorm(model, data);
+    for (const [k, v] of stats()) expect(Array.from(v)).toEqual(Array.from(first.get(k)!));
+    model.dispose();
+  });
+});

@@ -3,7 +3,7 @@
 import * as msgc from '../lib';
 import { macBudgetLoss } from '../lib/train/budget';
 import { parameterGroups } from '../lib/train/groups';
-import { cosineLr, macTarget, progressOf } from '../lib/train/schedule';
+import { cosineLr, gateNoiseScale, macTarget, progressOf } from '../lib/train/schedule';
 import { randomArray } from './helpers/gradcheck';
 
 const startLive = msgc.liveTensorCount();
@@ -95,4 +95,63 @@ test('parameter groups follow spec §6: gates ×5 lr without decay, BN without d
 
 afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
+});
+
+describe('gate-noise annealing', () => {
+  test('σ(p): 1 up to pFrom, linear to 0 at pTo, 0 after', () => {
+    expect(gateNoiseScale(0, [0.5, 0.9])).toBe(1);
+    expect(gateNoiseScale(0.5, [0.5, 0.9])).toBe(1);
+    expect(gateNoiseScale(0.7, [0.5, 0.9])).toBeCloseTo(0.5, 12);
+    expect(gateNoiseScale(0.9, [0.5, 0.9])).toBe(0);
+    expect(gateNoiseScale(0.99, [0.5, 0.9])).toBe(0);
+  });
+
+  // a gate head whose logits are the constant bias (last conv weight 0), for N samples
+  function headWithLogits(values: number[], N: number) {
+    const head = new msgc.nn.GateHead({ contextChannels: 8, channels: values.length, heads: 1, squeezeRate: 4 });
+    head.conv2.weight.assign(new Float32Array(head.conv2.weight.size));
+    head.conv2.bias!.assign(values);
+    const ctx = msgc.tensor(randomArray(N * 8, 3), [N, 8, 1, 1]);
+    return { head, ctx };
+  }
+
+  test('with noise scale σ a gate opens with probability sigmoid(l/σ)', () => {
+    const logits = [-1, -0.3, 0, 0.4, 1.2];
+    const N = 4000;
+    for (const sigma of [1, 0.5, 0.2]) {
+      const { head, ctx } = headWithLogits(logits, N);
+      head.noiseScale = sigma;
+      const m = msgc.tidy(() => head.forward(ctx).toFloat32Array());
+      logits.forEach((l, c) => {
+        let open = 0;
+        for (let n = 0; n < N; n++) open += m[n * logits.length + c];
+        const p = 1 / (1 + Math.exp(-l / sigma));
+        // 4.5 standard deviations of a binomial proportion
+        expect(Math.abs(open / N - p)).toBeLessThan(4.5 * Math.sqrt((p * (1 - p)) / N) + 1e-9);
+      });
+      head.dispose();
+      ctx.dispose();
+    }
+  });
+
+  test('as σ -> 0 the training gate is the eval threshold with the tempered-sigmoid gradient of l', () => {
+    const logits = [-1.5, -0.4, 0.3, 2];
+    const N = 3;
+    const { head, ctx } = headWithLogits(logits, N);
+    head.noiseScale = 0;
+    const bias = head.conv2.bias!;
+    msgc.tidy(() => {
+      const m = head.forward(ctx);
+      expect(Array.from(m.toFloat32Array())).toEqual(Array.from({ length: N }, () => logits.map((l) => (l >= 0 ? 1 : 0))).flat());
+      msgc.F.sum(m).backward();
+    });
+    const tau = 2 / 3;
+    const g = bias.grad!.toFloat32Array();
+    logits.forEach((l, c) => {
+      const s = 1 / (1 + Math.exp(-l / tau));
+      expect(g[c]).toBeCloseTo((N * s * (1 - s)) / tau, 2);
+    });
+    head.dispose();
+    ctx.dispose();
+  });
 });

@@ -24,6 +24,7 @@ export interface DemoOptions {
   finetuneLr: number;
   target: number;
   heads: number;
+  recalibrateBn: number;
   trainSamples?: number;
   testSamples?: number;
   seed: number;
@@ -62,6 +63,9 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       seed: o.seed,
       verbose: o.progress && !o.json,
       name,
+      // fine-tuning stages (MSGC and dense alike) end with BatchNorm statistics re-estimated under eval-mode
+      // gates: on this short schedule many gate logits stay near 0, noisy in training, deterministic in eval
+      recalibrateBatchNorm: from ? o.recalibrateBn : 0,
     });
     const trainSeconds = (Date.now() - t0) / 1000;
     const ev = await evaluate(model, splits.test, { verbose: o.progress && !o.json, name: `${name} test` });

@@ -18,6 +18,7 @@ export interface TrainCommandOptions {
   weightDecay: number;
   warmupEpochs: number;
   labelSmoothing: number;
+  recalibrateBn: number;
   trainSamples?: number;
   from?: string;
   out: string;
@@ -47,6 +48,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
       weightDecay: o.weightDecay,
       warmupEpochs: o.warmupEpochs,
       labelSmoothing: o.labelSmoothing,
+      recalibrateBatchNorm: o.recalibrateBn,
       budget: boosted ? { target: o.target ?? 0.5 } : undefined,
       validation: splits.test,
       outDir: o.out,

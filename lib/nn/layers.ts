@@ -69,7 +69,8 @@ export class Conv2d extends Module {
 export class BatchNorm2d extends Module {
   readonly numFeatures: number;
   readonly eps: number;
-  readonly momentum: number;
+  /** weight of a new batch in the running statistics (recalibrateBatchNorm varies it) */
+  momentum: number;
   weight: Tensor | null;
   bias: Tensor | null;
   readonly runningMean: Tensor;

@@ -14,10 +14,12 @@ import { noGrad, tidy } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
 import { macBudgetLoss } from './budget';
 import { parameterGroups } from './groups';
+import { recalibrateBatchNorm } from './recalibrate';
 import { topKCorrect } from './metrics';
 import { SGD } from './optim';
 import { ProgressBar } from './progress';
-import { cosineLr, macTarget, progressOf } from './schedule';
+import { cosineLr, gateNoiseScale, macTarget, progressOf } from './schedule';
+import { GateHead } from '../nn/msgc/heads';
 
 /** A batch: images [B, C, H, W] (owned by the consumer) and labels. */
 export interface Batch {
@@ -95,6 +97,17 @@ export interface FitOptions {
   seed?: number;
   /** label of the progress bar */
   name?: string;
+  /**
+   * After the last epoch, re-estimate the host BatchNorms' running statistics with the gates in eval mode over
+   * this many training batches (see recalibrateBatchNorm). 0 / absent: off (the spec's recipe).
+   */
+  recalibrateBatchNorm?: number;
+  /**
+   * [pFrom, pTo]: scale the gates' training noise from 1 (the spec) at progress pFrom linearly down to 0 at pTo,
+   * so that late in a short schedule the network trains with the deterministic gates it is evaluated with
+   * (logits that stay near 0 make the spec's noisy gates a strong dropout). Absent: the spec's constant noise.
+   */
+  gateNoiseAnneal?: [number, number];
 }
 
 export interface History {
@@ -207,6 +220,11 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
     }
   }
   const itersPerEpoch = data.length;
+  const gates = model.namedModules().map(([, m]) => m).filter((m): m is GateHead => m instanceof GateHead);
+  if (o.gateNoiseAnneal) {
+    const [a, b] = o.gateNoiseAnneal;
+    if (!(a >= 0 && b > a && b <= 1)) throw new Error(`fit: gateNoiseAnneal must be [pFrom, pTo] with 0 <= pFrom < pTo <= 1, got [${a}, ${b}]`);
+  }
   const bar = new ProgressBar(o.verbose ?? true, o.name ?? 'train');
   try {
     for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
@@ -224,7 +242,12 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       bar.start(itersPerEpoch, { epoch: `${epoch + 1}/${o.epochs}`, loss: '-', acc: '-', macs: '-', ips: '-' });
       for await (const batch of data) {
         const n = batch.y.length;
-        target = budget ? macTarget(progressOf(epoch, step, itersPerEpoch, o.epochs), budget) : null;
+        const progress = progressOf(epoch, step, itersPerEpoch, o.epochs);
+        target = budget ? macTarget(progress, budget) : null;
+        if (o.gateNoiseAnneal) {
+          const sigma = gateNoiseScale(progress, o.gateNoiseAnneal);
+          for (const g of gates) g.noiseScale = sigma;
+        }
         const r = tidy(() => {
           const logits = model.forward(batch.x);
           const ce = F.crossEntropy(logits, batch.y, { labelSmoothing: smoothing });
@@ -284,12 +307,18 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       }
       await o.callbacks?.onEpochEnd?.(epoch, logs);
     }
+    for (const g of gates) g.noiseScale = 1;
+    if (o.recalibrateBatchNorm) {
+      data.setEpoch?.(o.epochs);
+      await recalibrateBatchNorm(model, data, { batches: o.recalibrateBatchNorm });
+    }
     if (o.outDir) {
       fs.mkdirSync(o.outDir, { recursive: true });
       save(model.stateDict(), path.join(o.outDir, 'model.safetensors'), { epochs: String(o.epochs) });
       writeJsonAtomic(path.join(o.outDir, 'metrics.json'), history);
     }
   } finally {
+    for (const g of gates) g.noiseScale = 1;
     bar.stop();
     opt.zeroGrad();
     opt.dispose();

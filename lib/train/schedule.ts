@@ -29,3 +29,14 @@ export function macTarget(progress: number, ramp: TargetRamp): number {
 export function progressOf(epoch: number, iteration: number, itersPerEpoch: number, epochs: number): number {
   return (epoch * itersPerEpoch + iteration) / (epochs * itersPerEpoch);
 }
+
+/**
+ * Gate-noise scale σ(p) for fit()'s gateNoiseAnneal [pFrom, pTo]: 1 up to pFrom, linear down to 0 at pTo, 0 after
+ * (GateHead floors it at 1e-3).
+ */
+export function gateNoiseScale(progress: number, anneal: [number, number]): number {
+  const [from, to] = anneal;
+  if (progress <= from) return 1;
+  if (progress >= to) return 0;
+  return 1 - (progress - from) / (to - from);
+}

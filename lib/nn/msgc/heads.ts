@@ -59,6 +59,12 @@ abstract class SqueezeHead extends Module {
 /** Binary gates m [N, G, C] (straight-through Gumbel-sigmoid in training, logit ≥ 0 in eval). */
 export class GateHead extends SqueezeHead {
   temperature: number;
+  /**
+   * Scale σ of the training noise (spec: 1): mask = 1[l + σ·g ≥ 0], gradient that of sigmoid((l + σ·g)/τ).
+   * fit()'s gateNoiseAnneal lowers it towards 0 late in a short schedule, so that the gates the network trains
+   * with approach the deterministic eval gates. Floored at 1e-3.
+   */
+  noiseScale = 1;
   constructor(o: HeadOptions & { biasInit?: number; temperature?: number }) {
     super(o);
     this.temperature = o.temperature ?? 2 / 3;
@@ -72,7 +78,11 @@ export class GateHead extends SqueezeHead {
   }
 
   forward(ctx: Tensor): Tensor {
-    return F.gumbelSigmoidGate(this.logits(ctx), { training: this.training, temperature: this.temperature });
+    const l = this.logits(ctx);
+    if (!this.training || this.noiseScale === 1) return F.gumbelSigmoidGate(l, { training: this.training, temperature: this.temperature });
+    // 1[l + σg ≥ 0] = 1[l/σ + g ≥ 0], and sigmoid((l/σ + g)/(τ/σ)) = sigmoid((l + σg)/τ), gradient included
+    const sigma = Math.max(1e-3, this.noiseScale);
+    return F.gumbelSigmoidGate(F.scale(l, 1 / sigma), { training: true, temperature: this.temperature / sigma });
   }
 }
 
