@@ -76,8 +76,12 @@ const macs = boosted.lastMacs();
 const row = {
   model: modelName, batch, size, attention, threads: msgc.backendInfo().threads,
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
+  denseTrainImagesPerSecond: (1000 * batch) / d.train, msgcTrainImagesPerSecond: (1000 * batch) / b.train,
+  denseInferImagesPerSecond: (1000 * batch) / d.infer, msgcInferImagesPerSecond: (1000 * batch) / b.infer,
   trainSpeedup: d.train / b.train, inferSpeedup: d.infer / b.infer, evalMacRatio: macs.ratio, density,
+  // speedup ÷ (dense MACs / MSGC MACs): 1 = the whole MAC saving turned into time
   inferSpeedupOverIdeal: (d.infer / b.infer) * macs.ratio,
+  trainSpeedupOverIdeal: (d.train / b.train) * macs.ratio,
 };
 console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
 if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)})`);

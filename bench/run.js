@@ -1,21 +1,32 @@
 #!/usr/bin/env node
 // run.js: the bench suite (`npm run bench`, `msgc bench`): model zoo table, conv vs oneDNN-direct, MSGC execution
 // paths per layer and density (+ the speedup-vs-density chart), and whole-model dense vs MSGC timings at gate
-// density 0.5. Each script measures its baseline in the same run and writes JSON under bench/results/.
+// density 0.5 (ResNet-18/50 and MobileNetV2 at 224², ResNet-20/56 at 32², batch 1 and 32; table in
+// bench/results/models.md). Each script measures its baseline in the same run and writes JSON under bench/results/.
 // --quick: fewer repetitions and shapes (a few minutes instead of ~15).
 'use strict';
 const { spawnSync } = require('child_process');
 const path = require('path');
 
 const quick = process.argv.includes('--quick');
+const model = (name, batch, size, reps) => ['models.js', '--model', name, '--batch', String(batch), '--size', String(size), '--density', '0.5', '--reps', String(reps)];
 const steps = [
   ['zoo.js'],
   ['ops.js', ...(quick ? ['--quick'] : [])],
   ['msgc_ops.js', ...(quick ? ['--quick'] : [])],
   ['chart.js'],
-  ['models.js', '--model', 'resnet18', '--batch', '1', '--size', '224', '--density', '0.5', '--reps', quick ? '2' : '3'],
-  ...(quick ? [] : [['models.js', '--model', 'resnet18', '--batch', '32', '--size', '224', '--density', '0.5', '--reps', '1']]),
-  ['models.js', '--model', 'resnet20', '--batch', '32', '--size', '32', '--density', '0.5', '--reps', quick ? '2' : '3'],
+  model('resnet18', 1, 224, quick ? 2 : 3),
+  model('resnet20', 32, 32, quick ? 2 : 3),
+  ...(quick ? [] : [
+    model('resnet18', 32, 224, 1),
+    model('resnet50', 1, 224, 2),
+    model('resnet50', 32, 224, 1),
+    model('mobilenetv2', 1, 224, 3),
+    model('mobilenetv2', 32, 224, 1),
+    model('resnet20', 1, 32, 5),
+    model('resnet56', 32, 32, 2),
+  ]),
+  ['models_table.js'],
 ];
 for (const [script, ...args] of steps) {
   console.log(`\n== node bench/${script} ${args.join(' ')}`);

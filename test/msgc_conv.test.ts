@@ -84,6 +84,7 @@ describe('msgcConv2d backward', () => {
     { N: 3, C: 5, H: 4, W: 4, O: 4, k: 1, G: 4, stride: 1, pad: 0 },
     { N: 4, C: 16, H: 6, W: 6, O: 16, k: 3, G: 4, stride: 1, pad: 1 },
     { N: 3, C: 32, H: 5, W: 5, O: 16, k: 3, G: 2, stride: 2, pad: 1 },
+    { N: 1, C: 6, H: 5, W: 6, O: 8, k: 3, G: 4, stride: 1, pad: 1 },
   ])('x, weight and scale gradients match finite differences %o', (c) => {
     const xs = [c.N, c.C, c.H, c.W];
     const x = msgc.tensor(randomArray(numel(xs), 21), xs, { requiresGrad: true });

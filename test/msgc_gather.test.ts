@@ -203,6 +203,11 @@ describe("execution 'auto' and the gradient rule", () => {
     expect(preferGathered(0.2, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 16 })).toBe(true);
+    // 1×1 convs: gathered only well below density 0.5, except wide inputs on small maps at batch 1
+    expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 144, headChannels: 6 })).toBe(false);
+    expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(false);
+    expect(preferGathered(0.25, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
   });
 });
 

@@ -149,6 +149,29 @@ struct Workspace {
   std::vector<double> gscale;
 };
 
+// Batch 1: the per-sample weight as a plain tensor and the library's ordinary (multi-threaded) convolution.
+Conv2dParams convParamsOf(const MsgcConvParams& p) {
+  Conv2dParams c;
+  c.strideH = p.strideH;
+  c.strideW = p.strideW;
+  c.padH = p.padH;
+  c.padW = p.padW;
+  return c;
+}
+
+TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G) {
+  const int64_t O = weight.shape[0], C = weight.shape[1], kk = weight.shape[2] * weight.shape[3], Og = O / G;
+  const float* w = plainData(weight);
+  TensorPtr ws = emptyTensor(weight.shape);
+  float* d = ws->data();
+  for (int64_t o = 0; o < O; o++) {
+    const float* so = s + (o / Og) * C;
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t k = 0; k < kk; k++) d[(o * C + c) * kk + k] = w[(o * C + c) * kk + k] * so[c];
+  }
+  return ws;
+}
+
 }  // namespace
 
 bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvParams& p) {
@@ -158,7 +181,10 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   const int64_t N = x.shape[0], Og = weight.shape[0] / p.heads;
   const int64_t outPixels = ((x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1) *
                             ((x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1);
+  if (N == 1) return true;  // one conv at dense speed with W ⊙ scale[0] (the batched path runs G narrow convs)
   if (N < omp_get_max_threads() || weight.shape[0] * weight.shape[1] * p.heads >= (1 << 24)) return false;
+  // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds, so per-sample wins on any map
+  if (weight.shape[2] * weight.shape[3] == 1) return true;
   // Measured with bench/msgc_ops.js-style timings of forward + backward (2 threads, AVX-512): the batched path
   // wastes SIMD lanes when a head has fewer than 16 output channels (0.2-0.35x dense at O/G = 4-8, where
   // per-sample runs at 0.76-0.95x), and its G small convs also lose on large maps (0.59x at 64 channels 56²,
@@ -172,6 +198,7 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
 
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads;
+  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParamsOf(p));
   PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
   const Shape yShape{N, O, (x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1,
                      (x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1};
@@ -205,6 +232,36 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                         const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
   const int64_t N = x.shape[0], C = x.shape[1], G = p.heads;
+  if (N == 1) {
+    // gx = conv_backward_data(gy, W'), gW' = conv_backward_weights(x, gy); gW = gW' ⊙ scale, gscale = Σ gW'·W
+    const float* s = plainData(scale);
+    Conv2dGrads cg = conv2dBackward(x, *scaledWeight(weight, s, G), gy, convParamsOf(p), needX, needWeight || needScale, false);
+    MsgcConvGrads r;
+    r.x = cg.x;
+    if (needWeight || needScale) {
+      const int64_t O = weight.shape[0], kk = weight.shape[2] * weight.shape[3], Og = O / G;
+      const float* gwp = plainData(*cg.weight);
+      const float* w = plainData(weight);
+      if (needWeight) r.weight = emptyTensor(weight.shape);
+      std::vector<double> gs(needScale ? G * C : 0, 0.0);
+      for (int64_t o = 0; o < O; o++)
+        for (int64_t c = 0; c < C; c++) {
+          const float sc = s[(o / Og) * C + c];
+          double acc = 0;
+          for (int64_t k = 0; k < kk; k++) {
+            const int64_t j = (o * C + c) * kk + k;
+            if (needWeight) r.weight->data()[j] = gwp[j] * sc;
+            acc += (double)gwp[j] * w[j];
+          }
+          if (needScale) gs[(o / Og) * C + c] += acc;
+        }
+      if (needScale) {
+        r.scale = emptyTensor(scale.shape);
+        for (int64_t k = 0; k < G * C; k++) r.scale->data()[k] = (float)gs[k];
+      }
+    }
+    return r;
+  }
   PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
   MsgcConvGrads r;
   const float* s = plainData(scale);
