@@ -25,6 +25,8 @@ export interface DemoOptions {
   target: number;
   heads: number;
   recalibrateBn: number;
+  rampEnd: number;
+  gateNoiseAnneal: [number, number] | null;
   trainSamples?: number;
   testSamples?: number;
   seed: number;
@@ -50,14 +52,15 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
   try {
     if (from) loadWeights(model, from);
     writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target });
-    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}, MAC target ${target})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}`);
+    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}`);
     const t0 = Date.now();
     const history = await fit(model, splits.train, {
       epochs,
       lr,
       weightDecay: 5e-4,
       labelSmoothing: 0.1,
-      budget: target !== null ? { target } : undefined,
+      budget: target !== null ? { target, pStop: o.rampEnd } : undefined,
+      gateNoiseAnneal: target !== null ? o.gateNoiseAnneal ?? undefined : undefined,
       outDir: dir,
       resume: true,
       seed: o.seed,

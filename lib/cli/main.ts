@@ -22,6 +22,16 @@ const num = (v: string) => {
   return n;
 };
 
+/** "from,to" progress fractions, or "none" */
+const span = (v: string): [number, number] | null => {
+  if (v === 'none') return null;
+  const parts = v.split(',').map(Number);
+  if (parts.length !== 2 || !parts.every(Number.isFinite) || !(parts[0] >= 0 && parts[1] > parts[0] && parts[1] <= 1)) {
+    throw new Error(`expected "from,to" with 0 <= from < to <= 1 (or "none"), got '${v}'`);
+  }
+  return [parts[0], parts[1]];
+};
+
 const program = new Command();
 program.name('msgc').description('Middle Spectrum Grouped Convolution: train, evaluate and benchmark CNNs').version('0.1.0');
 
@@ -41,6 +51,8 @@ program
   .option('--weight-decay <wd>', 'weight decay', num, 5e-4)
   .option('--warmup-epochs <n>', 'linear warm-up epochs', int, 0)
   .option('--label-smoothing <eps>', 'label smoothing', num, 0.1)
+  .option('--ramp-end <p>', 'training progress at which the MAC target reaches --target (spec: 0.5)', num, 0.5)
+  .option('--gate-noise-anneal <from,to>', 'scale the gates\' training noise from 1 at progress "from" down to 0 at "to" (default: none, the spec)', span, null)
   .option('--recalibrate-bn <batches>', 'after training, re-estimate BatchNorm statistics with eval-mode gates over this many batches (0: off)', int, 0)
   .option('--train-samples <n>', 'use a seeded random subset of the training split', int)
   .option('--from <weights>', 'initialise from a safetensors checkpoint (a dense one works for MSGC models)')
@@ -89,12 +101,14 @@ program
   .option('--out <dir>', 'output folder (stages resume from it)', 'runs/demo')
   .option('--fresh', 'delete the output folder first')
   .option('--epochs <n>', 'dense training epochs', int, 3)
-  .option('--finetune-epochs <n>', 'fine-tuning epochs (MSGC and dense alike)', int, 4)
+  .option('--finetune-epochs <n>', 'fine-tuning epochs (MSGC and dense alike)', int, 8)
   .option('--batch-size <n>', 'batch size', int, 64)
   .option('--lr <lr>', 'dense training learning rate', num, 0.1)
   .option('--finetune-lr <lr>', 'fine-tuning learning rate', num, 0.02)
-  .option('--target <ratio>', 'MSGC MAC budget target τ_end (train-mode MACs; eval MACs land a few % higher on this short schedule)', num, 0.47)
+  .option('--target <ratio>', 'MSGC MAC budget target τ_end (train-mode MACs; eval MACs land within ~1% of it once the gate noise is annealed)', num, 0.49)
   .option('--heads <n>', 'MSGC heads', int, 4)
+  .option('--ramp-end <p>', 'progress of the MSGC fine-tuning at which the MAC target reaches --target', num, 0.3)
+  .option('--gate-noise-anneal <from,to>', 'MSGC fine-tuning: scale the gate noise from 1 at progress "from" to 0 at "to" ("none": the spec\'s constant noise)', span, [0.3, 0.8])
   .option('--recalibrate-bn <batches>', 'end both fine-tunings by re-estimating BatchNorm statistics with eval-mode gates over this many batches (0: off)', int, 100)
   .option('--train-samples <n>', 'training images (a seeded subset)', int, 20000)
   .option('--test-samples <n>', 'test images (a seeded subset; default all)', int)

@@ -19,6 +19,8 @@ export interface TrainCommandOptions {
   warmupEpochs: number;
   labelSmoothing: number;
   recalibrateBn: number;
+  rampEnd: number;
+  gateNoiseAnneal: [number, number] | null;
   trainSamples?: number;
   from?: string;
   out: string;
@@ -49,7 +51,8 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
       warmupEpochs: o.warmupEpochs,
       labelSmoothing: o.labelSmoothing,
       recalibrateBatchNorm: o.recalibrateBn,
-      budget: boosted ? { target: o.target ?? 0.5 } : undefined,
+      budget: boosted ? { target: o.target ?? 0.5, pStop: o.rampEnd } : undefined,
+      gateNoiseAnneal: o.gateNoiseAnneal ?? undefined,
       validation: splits.test,
       outDir: o.out,
       resume: o.resume,

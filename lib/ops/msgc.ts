@@ -37,7 +37,11 @@ export interface MsgcConv2dOptions {
  */
 export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number }): boolean {
   let threshold = 0.95;
-  if (s.kernel === 1) {
+  if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
+    // wide 1×1 heads (ResNet-50's companion-gated 1×1 convs, one head of 64-2048 outputs) are compute-bound:
+    // gathered took 0.46-0.66x dense time at density 0.5 on batch 1 and 0.53-0.93x at batch 32
+    threshold = s.batch <= 2 ? 0.95 : s.outPixels >= 56 * 56 ? 0.7 : 0.85;
+  } else if (s.kernel === 1) {
     // 1×1 (MobileNetV2's projections): the masked path runs at about dense speed (W ⊙ scale per sample), while
     // the gathered kernel still reads most input rows (the heads' union) and is memory-bound on these shapes:
     // at density 0.5 it took 0.76-0.9x dense time only with >= 192 input channels on maps <= 14² at batch 1,

@@ -183,8 +183,11 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
                             ((x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1);
   if (N == 1) return true;  // one conv at dense speed with W ⊙ scale[0] (the batched path runs G narrow convs)
   if (N < omp_get_max_threads() || weight.shape[0] * weight.shape[1] * p.heads >= (1 << 24)) return false;
-  // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds, so per-sample wins on any map
-  if (weight.shape[2] * weight.shape[3] == 1) return true;
+  // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds; per-sample wins on any map while
+  // the weight stays cache-sized (MobileNetV2's projections), not for ResNet-50's 512×2048 on 7² maps (1.8x
+  // dense time there, where one conv over the scaled input runs at 1.05x)
+  if (weight.shape[2] * weight.shape[3] == 1 && (outPixels >= 14 * 14 || weight.shape[0] * weight.shape[1] <= (1 << 18)))
+    return true;
   // Measured with bench/msgc_ops.js-style timings of forward + backward (2 threads, AVX-512): the batched path
   // wastes SIMD lanes when a head has fewer than 16 output channels (0.2-0.35x dense at O/G = 4-8, where
   // per-sample runs at 0.76-0.95x), and its G small convs also lose on large maps (0.59x at 64 channels 56²,
