@@ -1,0 +1,114 @@
+// msgc_gather.h: internals of the gathered MSGC convolution, shared by its three files:
+//   msgc_gather_pack.cc     selections, input rows (copies, transposes, padding) and weight layouts;
+//   msgc_gather_kernels.cc  the AVX-512 micro-kernels (ocvec, pixvec) and their dispatch tables;
+//   msgc_gather.cc          the driver (planning, scale folding, threading) and the portable sgemm path.
+// See msgc_gather.cc for the design.
+#pragma once
+#include <dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define MSGC_GATHER_AVX512 1
+#else
+#define MSGC_GATHER_AVX512 0
+#endif
+
+#include "layout.h"
+#include "msgc/tensor.h"
+
+namespace msgc {
+namespace gather {
+
+constexpr int kMaxPixels = 28;  // ocvec register block: up to 28 accumulators + 1 weight vector (32 zmm)
+constexpr int kMaxRows = 4;     // ocvec: output rows per register block
+
+struct Geometry {
+  int64_t N, C, H, W, O, G, Og, KH, KW, T, SH, SW, PH, PW, OH, OW, OHW;
+};
+
+// Channel c of sample n in x's memory: element (h, w) at plane(n, c)[(h * W + w) * block].
+struct Source {
+  const float* data;
+  int64_t block, Cb;  // channel block (1 = plain NCHW, 8 or 16 = nChw8c / nChw16c), channel blocks per sample
+  const float* plane(const Geometry& g, int64_t n, int64_t c) const {
+    return data + (n * Cb + c / block) * g.H * g.W * block + c % block;
+  }
+};
+
+// The selected channels per (sample, head) and their union per sample.
+struct Selection {
+  std::vector<int32_t> idx;     // selected channels, (n, i)-major, ascending
+  std::vector<int64_t> start;   // N*G + 1 offsets into idx
+  std::vector<int32_t> uni;     // union channels of each sample, ascending
+  std::vector<int64_t> ustart;  // N + 1 offsets into uni
+  std::vector<int32_t> upos;    // [N, C]: position of c in sample n's union, -1 if no head selects it
+  std::vector<char> unit;       // [N, G]: every selected scale is exactly 1 (a binary gate)
+  int64_t G = 1;
+  int64_t count(int64_t n, int64_t i) const { return start[n * G + i + 1] - start[n * G + i]; }
+  const int32_t* sel(int64_t n, int64_t i) const { return idx.data() + start[n * G + i]; }
+  int64_t unionSize(int64_t n) const { return ustart[n + 1] - ustart[n]; }
+  const int32_t* unionOf(int64_t n) const { return uni.data() + ustart[n]; }
+};
+
+Selection select(const Geometry& g, const float* s);
+bool cpuHasAvx512();
+
+// ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
+
+enum class Rows { Planes, Direct, Im2col };
+
+struct RowPlan {
+  Rows rows;
+  bool inPlace = false;            // Planes read x itself
+  int64_t pixStride = 1;           // distance between consecutive pixels a kernel reads (Direct: SW)
+  int64_t chanStride = 0;          // floats per channel in the row buffer
+  int64_t Hp = 0, Wp = 0;          // Direct: padded plane
+  std::vector<int64_t> tapOffset;  // per tap (kh, kw), added to a channel's row pointer
+  int64_t rowStride = 0;           // Direct: between output rows in the padded plane (SH·Wp)
+};
+
+// xBlock: x's channel block; strided: the kernel can read pixels 16 apart (ocvec)
+RowPlan planRows(const Geometry& g, Rows rows, int64_t xBlock, bool strided);
+// Splits ascending channels cs[0..count) into runs that share a channel block of x: starts, then count.
+void blockRuns(const int32_t* cs, int64_t count, int64_t block, std::vector<int64_t>& starts);
+// Fills the rows of channels cs[0..count) of sample n (one run of blockRuns()) into dst[k].
+void fillChannels(const Geometry& g, const RowPlan& p, const Source& src, int64_t n, const int32_t* cs, int64_t count,
+                  float* const* dst);
+// Planes only: columns [p0, p1) of the flattened planes of channels cs[0..count) (one run of blockRuns()).
+void fillPlanes(const Geometry& g, const Source& src, int64_t n, const int32_t* cs, int64_t count, float* const* dst,
+                int64_t p0, int64_t p1);
+
+// ---- weights (msgc_gather_pack.cc) --------------------------------------------------------------------------
+// The weight [O, C, KH, KW] in the order a kernel reads it, cached on the weight's storage until it is written.
+// ocvec: [G][B][C][T][16] with B = ceil(O/G / 16) blocks of 16 outputs per head; otherwise [C][T][O].
+const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec);
+
+// ---- AVX-512 micro-kernels (msgc_gather_kernels.cc) ---------------------------------------------------------
+// rows per register block for Q pixels per row
+constexpr int ocvecRows(int Q) { return std::max(1, std::min(kMaxRows, kMaxPixels / Q)); }
+constexpr int kMaxMR = 8, kMaxNR = 6;
+constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // MR·NR + NR <= 31 registers
+#if MSGC_GATHER_AVX512
+using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                         int64_t, float*, int64_t);
+// 16 output channels × r rows × q pixels, pixels `stride` apart (16: a plain copy of nChw16c), with the 3-wide
+// padding edges of `edges` (bit 0: the block starts a row, bit 1: it ends one)
+OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
+
+using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          int64_t, int64_t, float*, int64_t);
+// mr output channels × 16·nr consecutive pixels
+PixvecFn pixvecKernelFor(int mr, int nr);
+#endif
+
+}  // namespace gather
+}  // namespace msgc

@@ -1,0 +1,145 @@
+// msgc_gather_kernels.cc: the gathered MSGC convolution's AVX-512 micro-kernels (ocvec: 16 output channels in a
+// register × pixels; pixvec: 16 pixels in a register × output channels) and their dispatch tables.
+// See msgc_gather.cc for the design.
+#include "msgc_gather.h"
+
+namespace msgc {
+namespace gather {
+// ---- AVX-512 micro-kernels ---------------------------------------------------------------------------------
+#if MSGC_GATHER_AVX512
+namespace {
+
+// acc[r][q] += wv * x[r*irs + q*S] for r < R, LO <= q < HI (one tap)
+template <int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx512f"), always_inline)) inline void fmaTap(__m512 (&acc)[R][Q], __m512 wv, const float* x,
+                                                                     int64_t irs) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++, x += irs)
+#pragma GCC unroll 32
+    for (int q = LO; q < HI; q++) acc[r][q] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[q * S]), acc[r][q]);
+}
+
+// 16 output channels × R rows × Q pixels: for r < R, q < Q
+//   out[(r*ors + q)*16 + l] = sum_j sum_t (wch[j] + wshift)[t*16 + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
+// (nChw16c order). One weight vector load and R·Q broadcast-FMAs per (channel, tap). E (edges, for a 3-wide
+// stride-1 kernel with one column of padding): bit 0, the block starts a row, so its first column skips the
+// tap over the left padding; bit 1, it ends a row, so its last column skips the tap over the right padding
+// (as a direct convolution does; 2/OW of the work).
+template <int Q, int R, int S, int E>
+__attribute__((target("avx512f"))) void ocvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                    const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                    int64_t irs, float* out, int64_t ors) {
+  __m512 acc[R][Q];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 32
+    for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
+  // prefetch the weights a few channels ahead: they come in scattered runs of T·64 bytes (cold in a network)
+  const int64_t ahead = T >= 4 ? 4 : 16;
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
+    if (E) {
+      for (int64_t t = 0; t < T; t += 3) {
+        fmaTap<Q, R, S, (E & 1), Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
+        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t + 16), base + tapOffset[t + 1], irs);
+        fmaTap<Q, R, S, 0, Q - (E >> 1)>(acc, _mm512_loadu_ps(w + 16 * t + 32), base + tapOffset[t + 2], irs);
+      }
+    } else {
+      for (int64_t t = 0; t < T; t++)
+        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 32
+    for (int q = 0; q < Q; q++) _mm512_storeu_ps(out + (r * ors + q) * 16, acc[r][q]);
+}
+
+// table[(Q - 1) * kMaxRows + R - 1] for R <= ocvecRows(Q) (other entries repeat R = 1 and are never used)
+template <int S, int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)(I / kMaxRows) + 1,
+                       ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
+                       S, E>...};
+}
+template <size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, 16, 0>...};
+}
+using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
+constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
+const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
+                                           ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
+const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
+const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
+
+}  // namespace
+
+OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
+  if (stride == 16) return kOcvec16[q - 1];
+  return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
+}
+
+namespace {
+
+// y[m*ldy + pos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR,
+// p < npx <= 16·NR: MR output channels × 16·NR consecutive pixels (plain rows ldy apart)
+template <int MR, int NR>
+__attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                     const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
+                                                     int64_t pos, int64_t npx, float* y, int64_t ldy) {
+  __mmask16 mk[NR];
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; v++) {
+    const int64_t rem = npx - 16 * v;
+    mk[v] = rem >= 16 ? (__mmask16)0xFFFF : rem > 0 ? (__mmask16)((1u << rem) - 1) : (__mmask16)0;
+  }
+  __m512 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) acc[m][v] = _mm512_setzero_ps();
+  const int64_t ahead = T >= 4 ? 4 : 16;  // as in ocvecKernel
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + t * ldw), _MM_HINT_T0);
+    for (int64_t t = 0; t < T; t++, w += ldw) {
+      const float* r = base + tapOffset[t];
+      __m512 xv[NR];
+#pragma GCC unroll 8
+      for (int v = 0; v < NR; v++) xv[v] = _mm512_maskz_loadu_ps(mk[v], r + 16 * v);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; m++) {
+        const __m512 wb = _mm512_set1_ps(w[m]);
+#pragma GCC unroll 8
+        for (int v = 0; v < NR; v++) acc[m][v] = _mm512_fmadd_ps(wb, xv[v], acc[m][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + pos + 16 * v, mk[v], acc[m][v]);
+}
+
+// table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvecMaxNR(MR) (others repeat NR = 1, never used)
+template <size_t... I>
+constexpr std::array<PixvecFn, sizeof...(I)> pixvecTable(std::index_sequence<I...>) {
+  return {&pixvecKernel<(int)(I / kMaxNR) + 1,
+                        ((int)(I % kMaxNR) + 1 <= pixvecMaxNR((int)(I / kMaxNR) + 1) ? (int)(I % kMaxNR) + 1 : 1)>...};
+}
+const std::array<PixvecFn, kMaxMR * kMaxNR> kPixvec = pixvecTable(std::make_index_sequence<kMaxMR * kMaxNR>{});
+
+}  // namespace
+
+PixvecFn pixvecKernelFor(int mr, int nr) { return kPixvec[(mr - 1) * kMaxNR + nr - 1]; }
+
+#endif
+
+}  // namespace gather
+}  // namespace msgc
