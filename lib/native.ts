@@ -65,6 +65,7 @@ export interface NativeBinding {
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];
+  squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: boolean): H;
   gateBackward(soft: H, gy: H, temperature: number): H;
   sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
 }

@@ -98,3 +98,105 @@ test('bad input throws', () => {
 afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
 });
+
+describe('gate and attention heads in eval: one fused native call', () => {
+  // float64 reference of a head: conv1 (1×1, no bias) -> BN (running stats) -> ReLU -> conv2 + bias
+  function reference(head: msgc.nn.GateHead | msgc.nn.AttentionHead, ctx: Float32Array, N: number): Float64Array {
+    const w1 = head.conv1.weight.toFloat32Array();
+    const w2 = head.conv2.weight.toFloat32Array();
+    const b2 = head.conv2.bias!.toFloat32Array();
+    const mu = head.bn.runningMean.toFloat32Array();
+    const v = head.bn.runningVar.toFloat32Array();
+    const g = head.bn.weight!.toFloat32Array();
+    const be = head.bn.bias!.toFloat32Array();
+    const [B, Cc] = head.conv1.weight.shape;
+    const K = head.conv2.weight.shape[0];
+    const out = new Float64Array(N * K);
+    for (let n = 0; n < N; n++) {
+      const h = new Float64Array(B);
+      for (let b = 0; b < B; b++) {
+        let z = 0;
+        for (let c = 0; c < Cc; c++) z += w1[b * Cc + c] * ctx[n * Cc + c];
+        h[b] = Math.max(0, ((z - mu[b]) / Math.sqrt(v[b] + head.bn.eps)) * g[b] + be[b]);
+      }
+      for (let k = 0; k < K; k++) {
+        let z = b2[k];
+        for (let b = 0; b < B; b++) z += w2[k * B + b] * h[b];
+        out[n * K + k] = z;
+      }
+    }
+    return out;
+  }
+
+  function randomizeBn(head: msgc.nn.GateHead | msgc.nn.AttentionHead, seed: number): void {
+    const B = head.bn.runningMean.size;
+    head.bn.runningMean.assign(randomArray(B, seed, -0.5, 0.5));
+    head.bn.runningVar.assign(randomArray(B, seed + 1, 0.5, 2));
+    head.bn.weight!.assign(randomArray(B, seed + 2, 0.5, 1.5));
+    head.bn.bias!.assign(randomArray(B, seed + 3, -0.3, 0.3));
+    head.conv2.weight.assign(randomArray(head.conv2.weight.size, seed + 4, -0.3, 0.3));
+    head.conv2.bias!.assign(randomArray(head.conv2.bias!.size, seed + 5, -0.5, 0.5));
+  }
+
+  test.each([1, 5])('GateHead eval gates equal the thresholded float64 logits (batch %i)', (N) => {
+    const head = new msgc.nn.GateHead({ contextChannels: 24, channels: 10, heads: 3, squeezeRate: 4 });
+    randomizeBn(head, 11);
+    head.eval();
+    const cv = randomArray(N * 24, 13, -1, 2);
+    const ctx = msgc.tensor(cv, [N, 24, 1, 1]);
+    const ref = reference(head, cv, N);
+    const m = msgc.tidy(() => head.forward(ctx));
+    expect(m.shape).toEqual([N, 3, 10]);
+    const mv = m.toFloat32Array();
+    let decided = 0;
+    ref.forEach((z, i) => {
+      if (Math.abs(z) > 1e-4) {
+        expect(mv[i]).toBe(z >= 0 ? 1 : 0);
+        decided++;
+      }
+    });
+    expect(decided).toBeGreaterThan(ref.length * 0.9);
+    expect(mv.some((v) => v === 0) && mv.some((v) => v === 1)).toBe(true);
+    for (const t of [m, ctx]) t.dispose();
+    head.dispose();
+  });
+
+  test('AttentionHead eval without gradient equals the float64 head; with gradients it records the ops', () => {
+    const N = 4;
+    const head = new msgc.nn.AttentionHead({ contextChannels: 16, channels: 8, heads: 2, squeezeRate: 4 });
+    randomizeBn(head, 21);
+    head.eval();
+    const cv = randomArray(N * 16, 23, -1, 2);
+    const ctx = msgc.tensor(cv, [N, 16, 1, 1]);
+    const ref = reference(head, cv, N);
+    const a = msgc.noGrad(() => head.forward(ctx));
+    expect(a.shape).toEqual([N, 2, 8]);
+    const av = a.toFloat32Array();
+    ref.forEach((z, i) => expect(av[i]).toBeCloseTo(z, 4));
+    msgc.tidy(() => {
+      const ag = head.forward(ctx); // parameters require grad: the unfused, recorded path
+      expect(ag.requiresGrad).toBe(true);
+      const agv = ag.toFloat32Array();
+      ref.forEach((z, i) => expect(agv[i]).toBeCloseTo(z, 4));
+    });
+    for (const t of [a, ctx]) t.dispose();
+    head.dispose();
+  });
+
+  test('the native head checks its arguments', () => {
+    const { native } = require('../lib/native');
+    msgc.tidy(() => {
+      const ctx = msgc.zeros([2, 8, 1, 1]);
+      const w1 = msgc.zeros([2, 8, 1, 1]);
+      const s = msgc.ones([2]);
+      const w2 = msgc.zeros([6, 2, 1, 1]);
+      const b2 = msgc.zeros([6]);
+      expect(() => native.squeezeHeadEval(ctx.h, msgc.zeros([2, 7, 1, 1]).h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/squeezeHeadEval: w1 has shape/);
+      expect(() => native.squeezeHeadEval(ctx.h, w1.h, msgc.ones([3]).h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/squeezeHeadEval/);
+      expect(() => native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, -1, w2.h, b2.h, true)).toThrow(/eps must be non-negative/);
+      expect(() => native.squeezeHeadEval(msgc.zeros([2, 8]).h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/ctx/);
+      const y = new msgc.Tensor(native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, false));
+      expect(y.shape).toEqual([2, 6]);
+    });
+  });
+});

@@ -102,7 +102,37 @@ static Napi::Value GateBackward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), gateBackward(*s, *gy, (float)t));
 }
 
+// squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
+//                 w2 [K, B, 1, 1], b2 [K], threshold) -> [N, K]
+static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
+  const char* op = "squeezeHeadEval";
+  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), mean = tensorArg(info, 2, op, "runningMean"),
+            var = tensorArg(info, 3, op, "runningVar");
+  TensorPtr gamma = optionalTensorArg(info, 4, op, "bnWeight"), beta = optionalTensorArg(info, 5, op, "bnBias");
+  double eps = numberArg(info, 6, op, "eps");
+  MSGC_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
+  TensorPtr w2 = tensorArg(info, 7, op, "w2"), b2 = tensorArg(info, 8, op, "b2");
+  bool threshold = boolArg(info, 9, op, "threshold");
+  expectDims(*ctx, 4, op, "ctx", "[N, contextChannels, 1, 1]");
+  expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
+  expectDims(*w2, 4, op, "w2", "[outputs, hidden, 1, 1]");
+  const int64_t N = ctx->shape[0], Cc = ctx->shape[1], B = w1->shape[0], K = w2->shape[0];
+  MSGC_CHECK(N > 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
+             shapeString(w1->shape), " or w2 ", shapeString(w2->shape));
+  expectShape(*ctx, {N, Cc, 1, 1}, op, "ctx");
+  expectShape(*w1, {B, Cc, 1, 1}, op, "w1");
+  expectShape(*w2, {K, B, 1, 1}, op, "w2");
+  for (auto* t : {&mean, &var, &gamma, &beta})
+    if (*t) expectShape(**t, {B}, op, "batch-norm statistics and affine parameters");
+  expectShape(*b2, {K}, op, "b2");
+  for (auto* t : {&w1, &mean, &var, &gamma, &beta, &w2, &b2})
+    if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
+  expectWorkBound((double)N * (Cc * B + B * K), op, "this head");
+  return wrapTensor(info.Env(), squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold));
+}
+
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);

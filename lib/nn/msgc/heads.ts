@@ -1,7 +1,9 @@
 // heads.ts: the small networks that drive MSGC (spec §2.2–2.4, §2.6). GateHead ("MaskGen"): pooled context →
 // 1×1 conv (no bias) → BN → ReLU → 1×1 conv with bias 2.0 → logits [N, G, C] → binary gates. AttentionHead
 // ("AttGen"): the same structure, last conv weight 0 and bias 1, no output activation.
+import { native } from '../../native';
 import * as F from '../../ops/index';
+import { isGradEnabled } from '../../tensor/scope';
 import { Tensor } from '../../tensor/tensor';
 import { constant, kaimingNormal } from '../init';
 import { BatchNorm2d, Conv2d } from '../layers';
@@ -49,6 +51,19 @@ abstract class SqueezeHead extends Module {
     return F.reshape(z, [z.shape[0], this.heads, this.channels]);
   }
 
+  /**
+   * Eval, no gradient: the whole head in one native call (two GEMMs with BN and ReLU in between; `threshold`
+   * turns the logits into gates), instead of six small ops whose per-call costs dominate at batch 1.
+   */
+  protected fusedEval(ctx: Tensor, threshold: boolean): Tensor {
+    const bn = this.bn;
+    const y = new Tensor(native.squeezeHeadEval(ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h,
+      bn.weight ? bn.weight.h : null, bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h, threshold));
+    const out = F.reshape(y, [y.shape[0], this.heads, this.channels]);
+    if (out !== y) y.dispose();
+    return out;
+  }
+
   /** MACs as the spec counts them: MG(C_ctx, C, G, r) = (C_ctx + 1)·B + B·C·G. */
   static macs(contextChannels: number, channels: number, heads: number, squeezeRate: number): number {
     const b = Math.floor(contextChannels / squeezeRate);
@@ -78,6 +93,8 @@ export class GateHead extends SqueezeHead {
   }
 
   forward(ctx: Tensor): Tensor {
+    // eval gates carry no gradient (a threshold), so they never need the recorded ops
+    if (!this.training && ctx.shape.length === 4 && ctx.shape[2] === 1 && ctx.shape[3] === 1) return this.fusedEval(ctx, true);
     const l = this.logits(ctx);
     if (!this.training || this.noiseScale === 1) return F.gumbelSigmoidGate(l, { training: this.training, temperature: this.temperature });
     // 1[l + σg ≥ 0] = 1[l/σ + g ≥ 0], and sigmoid((l/σ + g)/(τ/σ)) = sigmoid((l + σg)/τ), gradient included
@@ -94,6 +111,8 @@ export class AttentionHead extends SqueezeHead {
     this.conv2.initBias(constant([o.heads * o.channels], 1));
   }
   forward(ctx: Tensor): Tensor {
+    const needsGrad = isGradEnabled() && (ctx.requiresGrad || this.parameters().some((p) => p.requiresGrad));
+    if (!this.training && !needsGrad && ctx.shape.length === 4 && ctx.shape[2] === 1 && ctx.shape[3] === 1) return this.fusedEval(ctx, false);
     return this.logits(ctx);
   }
 }

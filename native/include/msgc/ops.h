@@ -126,5 +126,10 @@ struct GateResult {
 GateResult gateForward(const Tensor& logits, float temperature, bool training, uint64_t seed);
 // d mask / d logits := soft (1 - soft) / temperature
 TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature);
+// A gate/attention head in eval, fused (inference only, no gradient): ctx [N, Cc] -> 1×1 conv w1 [B, Cc] ->
+// BatchNorm (running stats) -> ReLU -> 1×1 conv w2 [K, B] + b2 -> [N, K], thresholded at 0 when `threshold`.
+TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var,
+                          const Tensor* gamma, const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2,
+                          bool threshold);
 
 }  // namespace msgc
