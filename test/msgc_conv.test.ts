@@ -63,6 +63,18 @@ describe('msgcConv2d forward', () => {
     });
   });
 
+  test('a blocked input whose channels do not fill the last block (24 of 32 lanes), narrow heads', () => {
+    msgc.tidy(() => {
+      const x0 = msgc.tensor(randomArray(3 * 8 * 7 * 7, 12), [3, 8, 7, 7]);
+      const x = F.conv2d(x0, msgc.tensor(randomArray(24 * 8, 13), [24, 8, 1, 1]), null);
+      const w = msgc.tensor(randomArray(24 * 24 * 9, 14), [24, 24, 3, 3]);
+      const s = randomArray(3 * 2 * 24, 15).map((v, i) => (i % 4 === 1 ? 0 : v));
+      const y = F.msgcConv2d(x, w, msgc.tensor(s, [3, 2, 24]), { heads: 2, padding: 1 });
+      const ref = msgcReference(x.toFloat32Array(), [3, 24, 7, 7], w.toFloat32Array(), [24, 24, 3, 3], s, 2, 1, 1);
+      expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
   test('accepts a blocked-layout input (the output of a conv)', () => {
     msgc.tidy(() => {
       const x0 = msgc.tensor(randomArray(2 * 16 * 6 * 6, 8), [2, 16, 6, 6]);
@@ -85,6 +97,7 @@ describe('msgcConv2d backward', () => {
     { N: 4, C: 16, H: 6, W: 6, O: 16, k: 3, G: 4, stride: 1, pad: 1 },
     { N: 3, C: 32, H: 5, W: 5, O: 16, k: 3, G: 2, stride: 2, pad: 1 },
     { N: 1, C: 6, H: 5, W: 6, O: 8, k: 3, G: 4, stride: 1, pad: 1 },
+    { N: 3, C: 24, H: 5, W: 5, O: 24, k: 3, G: 2, stride: 1, pad: 1 },
   ])('x, weight and scale gradients match finite differences %o', (c) => {
     const xs = [c.N, c.C, c.H, c.W];
     const x = msgc.tensor(randomArray(numel(xs), 21), xs, { requiresGrad: true });
