@@ -53,6 +53,22 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   return density < threshold;
 }
 
+export type MsgcExecution = 'auto' | 'masked' | 'gathered';
+let defaultExecution: MsgcExecution = 'auto';
+
+/**
+ * The execution msgcConv2d uses when a call does not set options.execution — how to switch a whole model (its
+ * blocks call msgcConv2d without the option), e.g. to compare modes or to benchmark one. Returns the previous one.
+ */
+export function setMsgcExecution(mode: MsgcExecution): MsgcExecution {
+  if (mode !== 'auto' && mode !== 'masked' && mode !== 'gathered') {
+    throw new Error(`setMsgcExecution: mode must be 'auto', 'masked' or 'gathered', got ${String(mode)}`);
+  }
+  const prev = defaultExecution;
+  defaultExecution = mode;
+  return prev;
+}
+
 /** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats). */
 function scaleDensity(scale: Tensor): number {
   const v = scale.toFloat32Array();
@@ -77,7 +93,7 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
   const heads = options.heads;
   const stride = pair(op, 'stride', options.stride ?? 1, 1);
   const padding = pair(op, 'padding', options.padding ?? 0, 0);
-  const execution = options.execution ?? 'auto';
+  const execution = options.execution ?? defaultExecution;
   if (execution !== 'auto' && execution !== 'masked' && execution !== 'gathered') {
     throw new Error(`${op}: options.execution must be 'auto', 'masked' or 'gathered', got ${String(execution)}`);
   }
