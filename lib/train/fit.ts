@@ -307,7 +307,6 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       }
       await o.callbacks?.onEpochEnd?.(epoch, logs);
     }
-    for (const g of gates) g.noiseScale = 1;
     if (o.recalibrateBatchNorm) {
       data.setEpoch?.(o.epochs);
       await recalibrateBatchNorm(model, data, { batches: o.recalibrateBatchNorm });

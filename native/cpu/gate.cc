@@ -46,11 +46,6 @@ TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature) 
   return gx;
 }
 
-}  // namespace msgc
-
-namespace msgc {
-using namespace cpu;
-
 // Both GEMMs on oneDNN's sgemm (row-major): at batch 1 they are GEMVs over weights read once.
 static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
   dnnl_status_t st = dnnl_sgemm('N', 'T', M, N, K, 1.f, A, K, B, K, 0.f, C, N);

@@ -15,8 +15,6 @@
 namespace msgc {
 using namespace cpu;
 
-namespace {
-
 Conv2dParams convParams(const MsgcConvParams& p) {
   Conv2dParams c;
   c.strideH = p.strideH;
@@ -25,6 +23,8 @@ Conv2dParams convParams(const MsgcConvParams& p) {
   c.padW = p.padW;
   return c;
 }
+
+namespace {
 
 // scale[:, i, :] as a [N, C, 1, 1] tensor
 TensorPtr headScale(const float* scale, int64_t N, int64_t G, int64_t C, int64_t i) {

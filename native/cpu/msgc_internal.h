@@ -4,6 +4,14 @@
 
 namespace msgc {
 
+// The plain convolution parameters of an MSGC convolution (msgc_conv.cc).
+Conv2dParams convParams(const MsgcConvParams& p);
+
+// [N, O, OH, OW] of the MSGC convolution of x [N, C, H, W] with weight [O, C, KH, KW].
+inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParams& p) {
+  return {x[0], w[0], (x[2] + 2 * p.padH - w[2]) / p.strideH + 1, (x[3] + 2 * p.padW - w[3]) / p.strideW + 1};
+}
+
 // Per-sample execution (msgc_persample.cc): one full-width conv per sample with the scales folded into the
 // weights; chosen for narrow heads (O/G below the SIMD width) or when MSGC_MASKED_IMPL=persample.
 bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);

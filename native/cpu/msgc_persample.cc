@@ -15,8 +15,9 @@
 // are created while OpenMP is limited to one thread, so their work split (bwd-weights balances over the threads
 // it was created for) matches the single thread they get inside the loop; each thread has its own stream and
 // scratchpad. Samples are split statically and the per-thread weight gradients summed in thread order, so
-// results are bit-identical from run to run (resume is exact). Per-sample weights are written straight into the primitive's blocked weight layout through an
-// index map (blocked element -> scale index i·C + c, or -1 for padding), built once per layout.
+// results are bit-identical from run to run (resume is exact). Per-sample weights are written straight into the
+// primitive's blocked weight layout through an index map (blocked element -> scale index i·C + c, or -1 for
+// padding), built once per layout.
 #include <omp.h>
 
 #include <cstdlib>
@@ -93,8 +94,8 @@ PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvPar
 
   SingleThreaded one;
   auto e = std::make_unique<PerSamplePrims>();
-  const int64_t OH = (x[2] + 2 * p.padH - w[2]) / p.strideH + 1, OW = (x[3] + 2 * p.padW - w[3]) / p.strideW + 1;
-  Shape x1{1, x[1], x[2], x[3]}, y1{1, w[0], OH, OW};
+  Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
+  const int64_t OH = y1[2], OW = y1[3];
   Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
   Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
   dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
@@ -145,20 +146,11 @@ inline void scaleWeights(float* dst, const float* w, const int32_t* map, size_t 
 
 // Per-thread working memory of one call
 struct Workspace {
-  std::vector<float> weights, scratch, gradWeights, acc;
+  std::vector<float> weights, scratch, gradWeights;
   std::vector<double> gscale;
 };
 
-// Batch 1: the per-sample weight as a plain tensor and the library's ordinary (multi-threaded) convolution.
-Conv2dParams convParamsOf(const MsgcConvParams& p) {
-  Conv2dParams c;
-  c.strideH = p.strideH;
-  c.strideW = p.strideW;
-  c.padH = p.padH;
-  c.padW = p.padW;
-  return c;
-}
-
+// Batch 1: the per-sample weight as a plain tensor, for the library's ordinary (multi-threaded) convolution.
 TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G) {
   const int64_t O = weight.shape[0], C = weight.shape[1], kk = weight.shape[2] * weight.shape[3], Og = O / G;
   const float* w = plainData(weight);
@@ -179,10 +171,10 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   if (force && std::strcmp(force, "batched") == 0) return false;
   if (force && std::strcmp(force, "persample") == 0) return true;
   const int64_t N = x.shape[0], Og = weight.shape[0] / p.heads;
-  const int64_t outPixels = ((x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1) *
-                            ((x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1);
   if (N == 1) return true;  // one conv at dense speed with W ⊙ scale[0] (the batched path runs G narrow convs)
   if (N < omp_get_max_threads() || weight.shape[0] * weight.shape[1] * p.heads >= (1 << 24)) return false;
+  const Shape y = msgcOutputShape(x.shape, weight.shape, p);
+  const int64_t outPixels = y[2] * y[3];
   // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds; per-sample wins on any map while
   // the weight stays cache-sized (MobileNetV2's projections), not for ResNet-50's 512×2048 on 7² maps (1.8x
   // dense time there, where one conv over the scaled input runs at 1.05x)
@@ -200,11 +192,10 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
 }
 
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
-  const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads;
-  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParamsOf(p));
+  const int64_t N = x.shape[0], C = x.shape[1], G = p.heads;
+  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
   PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
-  const Shape yShape{N, O, (x.shape[2] + 2 * p.padH - weight.shape[2]) / p.strideH + 1,
-                     (x.shape[3] + 2 * p.padW - weight.shape[3]) / p.strideW + 1};
+  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
   TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
   const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
   const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
@@ -238,7 +229,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
   if (N == 1) {
     // gx = conv_backward_data(gy, W'), gW' = conv_backward_weights(x, gy); gW = gW' ⊙ scale, gscale = Σ gW'·W
     const float* s = plainData(scale);
-    Conv2dGrads cg = conv2dBackward(x, *scaledWeight(weight, s, G), gy, convParamsOf(p), needX, needWeight || needScale, false);
+    Conv2dGrads cg = conv2dBackward(x, *scaledWeight(weight, s, G), gy, convParams(p), needX, needWeight || needScale, false);
     MsgcConvGrads r;
     r.x = cg.x;
     if (needWeight || needScale) {

@@ -60,7 +60,7 @@ abstract class SqueezeHead extends Module {
     const y = new Tensor(native.squeezeHeadEval(ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h,
       bn.weight ? bn.weight.h : null, bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h, threshold));
     const out = F.reshape(y, [y.shape[0], this.heads, this.channels]);
-    if (out !== y) y.dispose();
+    y.dispose();
     return out;
   }
 
