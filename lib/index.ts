@@ -2,7 +2,7 @@
 export { Tensor } from './tensor/tensor';
 export { tidy, noGrad, keep, isGradEnabled } from './tensor/scope';
 export {
-  tensor, zeros, ones, full, randn, rand, manualSeed, getRngState, setRngState, liveTensorCount, memoryStats, emptyCache, setNumThreads,
+  tensor, zeros, ones, full, randn, rand, manualSeed, getRngState, setRngState, liveTensorCount, memoryStats, emptyCache, setNumThreads, setFlushDenormals, getFlushDenormals,
   CreateOptions, RandomOptions,
 } from './tensor/creation';
 export * as F from './ops/index';

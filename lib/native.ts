@@ -11,6 +11,8 @@ export interface NativeHandle {
   toFloat32Array(): Float32Array;
   copyFrom(data: Float32Array): void;
   item(): number;
+  /** reports the storage to V8 as external memory (for tensors whose lifetime the garbage collector governs) */
+  account(): void;
   dispose(): void;
 }
 
@@ -30,16 +32,19 @@ export interface NativeBinding {
   nextSeed(): number;
   getRngState(): string;
   setRngState(state: string): void;
-  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number };
+  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; externalBytes: number };
   emptyCache(): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  setFlushDenormals(on: boolean): boolean;
+  getFlushDenormals(): boolean;
   conv2dForward(x: H, w: H, b: H | null, stride: Pair, padding: Pair, dilation: Pair, groups: number): H;
   conv2dBackward(x: H, w: H, stride: Pair, padding: Pair, dilation: Pair, groups: number, gy: H,
     needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];
   batchNorm2dForward(x: H, rm: H, rv: H, w: H | null, b: H | null, training: boolean, momentum: number, eps: number): [H, H, H];
   batchNorm2dBackward(x: H, gy: H, mean: H, variance: H, w: H | null, training: boolean, eps: number,
     needWeightBias: boolean): [H, H | null, H | null];
+  batchNormActEval(x: H, rm: H, rv: H, w: H | null, b: H | null, eps: number, act: number, residual: H | null): H;
   activationForward(kind: number, x: H): H;
   activationBackward(kind: number, saved: H, gy: H): H;
   pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair): [H, H | null];

@@ -95,9 +95,9 @@ export class DenseLayer extends Module implements CountedBlock {
   }
 
   forward(x: Tensor): Tensor {
-    const t = F.relu(this.norm1.forward(x));
+    const t = this.norm1.forwardAct(x, 'relu');
     if (!this.msgc) {
-      const u = F.relu(this.norm2.forward(this.conv1.forward(t)));
+      const u = this.norm2.forwardAct(this.conv1.forward(t), 'relu');
       return F.concat([x, this.conv2.forward(u)]);
     }
     const [N, , H, W] = x.shape;
@@ -106,7 +106,7 @@ export class DenseLayer extends Module implements CountedBlock {
     const m1 = this.mask1!.forward(ctx);
     const m2 = this.mask2!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.norm2.forward(inputGatedConv(this.conv1, t, m1)));
+    const u = this.norm2.forwardAct(inputGatedConv(this.conv1, t, m1), 'relu');
     const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed

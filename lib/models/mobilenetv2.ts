@@ -95,9 +95,11 @@ export class InvertedResidual extends Module implements CountedBlock {
   }
 
   forward(x: Tensor): Tensor {
+    const residual = this.useResidual ? x : null;
     if (!this.msgc) {
-      const y = this.conv.forward(x);
-      return this.useResidual ? F.add(x, y) : y;
+      // this.conv's layers, with the projection BN and the residual add fused (BatchNorm2d.forwardAct)
+      const h = this.dw.forward(this.pw ? this.pw.forward(x) : x);
+      return this.projectBn.forwardAct(this.project.forward(h), null, residual);
     }
     const [N, , H, W] = x.shape;
     const G = this.msgc.heads;
@@ -105,8 +107,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     const m = this.mask!.forward(ctx);
     const s = this.att ? F.mul(m, this.att.forward(ctx)) : m;
     const h = this.dw.forward(this.pw ? this.pw.forward(x) : x);
-    const y = this.projectBn.forward(F.msgcConv2d(h, this.project.weight, s, { heads: G }));
-    const out = this.useResidual ? F.add(x, y) : y;
+    const out = this.projectBn.forwardAct(F.msgcConv2d(h, this.project.weight, s, { heads: G }), null, residual);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);
     const mv = m.toFloat32Array();

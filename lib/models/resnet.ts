@@ -81,9 +81,8 @@ export class BasicBlock extends Module implements CountedBlock {
   forward(x: Tensor): Tensor {
     const identity = this.downsample ? this.downsample.forward(x) : x;
     if (!this.msgc) {
-      const u = F.relu(this.bn1.forward(this.conv1.forward(x)));
-      const v = this.bn2.forward(this.conv2.forward(u));
-      return F.relu(F.add(v, identity));
+      const u = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
+      return this.bn2.forwardAct(this.conv2.forward(u), 'relu', identity);
     }
     const [N, , H, W] = x.shape;
     const G = this.msgc.heads;
@@ -92,9 +91,8 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.bn1.forward(inputGatedConv(this.conv1, x, s1)));
-    const v = this.bn2.forward(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 }));
-    const y = F.relu(F.add(v, identity));
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1), 'relu');
+    const y = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 }), 'relu', identity);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
     const m1v = m1.toFloat32Array();
@@ -180,9 +178,9 @@ export class Bottleneck extends Module implements CountedBlock {
   forward(x: Tensor): Tensor {
     const identity = this.downsample ? this.downsample.forward(x) : x;
     if (!this.msgc) {
-      const u = F.relu(this.bn1.forward(this.conv1.forward(x)));
-      const v = F.relu(this.bn2.forward(this.conv2.forward(u)));
-      return F.relu(F.add(this.bn3.forward(this.conv3.forward(v)), identity));
+      const u = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
+      const v = this.bn2.forwardAct(this.conv2.forward(u), 'relu');
+      return this.bn3.forwardAct(this.conv3.forward(v), 'relu', identity);
     }
     const [N, , H, W] = x.shape;
     const G = this.msgc.heads;
@@ -192,9 +190,9 @@ export class Bottleneck extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const m3 = this.mask3!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = F.relu(this.bn1.forward(inputGatedConv(this.conv1, x, m1)));
-    const v = F.relu(this.bn2.forward(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, stride: this.stride, padding: 1 })));
-    const y = F.relu(F.add(this.bn3.forward(inputGatedConv(this.conv3, v, m3)), identity));
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1), 'relu');
+    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, stride: this.stride, padding: 1 }), 'relu');
+    const y = this.bn3.forwardAct(inputGatedConv(this.conv3, v, m3), 'relu', identity);
     const c = this.costs(H, W);
     const m1v = m1.toFloat32Array();
     const m2v = m2.toFloat32Array();
@@ -272,7 +270,7 @@ export class ResNet extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    let h = F.relu(this.bn1.forward(this.conv1.forward(x)));
+    let h = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
     if (this.maxpool) h = this.maxpool.forward(h);
     for (const layer of this.layers) h = layer.forward(h);
     return this.fc.forward(F.flatten(this.avgpool.forward(h)));

@@ -102,6 +102,24 @@ export class BatchNorm2d extends Module {
       eps: this.eps,
     });
   }
+
+  /**
+   * activation(this(x) + residual), fused into one pass in eval mode when no gradient is recorded (F.batchNormAct);
+   * the same values and gradients as the separate ops otherwise.
+   */
+  forwardAct(x: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null = null): Tensor {
+    if (this.training) {
+      this.batches = this.numBatchesTracked.item() + 1;
+      this.numBatchesTracked.assign([this.batches]);
+    }
+    return F.batchNormAct(x, this.runningMean, this.runningVar, this.weight, this.bias, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+      activation,
+      residual,
+    });
+  }
 }
 
 export class Linear extends Module {
@@ -185,9 +203,20 @@ export class Sequential extends Module {
     this.layers = layers;
     layers.forEach((m, i) => this.registerModule(String(i), m));
   }
+  /** Runs the layers in order; a BatchNorm2d followed by ReLU or ReLU6 runs as one fused op (BatchNorm2d.forwardAct). */
   forward(x: Tensor): Tensor {
     let h = x;
-    for (const m of this.layers) h = m.forward(h);
+    const L = this.layers;
+    for (let i = 0; i < L.length; i++) {
+      const m = L[i];
+      const next = L[i + 1];
+      if (m instanceof BatchNorm2d && (next instanceof ReLU || next instanceof ReLU6)) {
+        h = m.forwardAct(h, next instanceof ReLU ? 'relu' : 'relu6');
+        i++;
+      } else {
+        h = m.forward(h);
+      }
+    }
     return h;
   }
 }

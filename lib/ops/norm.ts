@@ -1,7 +1,10 @@
 // norm.ts: F.batchNorm2d (torch semantics: momentum 0.1 weights the new batch statistic, biased variance in the
 // forward, unbiased variance into the running estimate).
 import { native } from '../native';
+import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
+import { relu, relu6 } from './activation';
+import { add } from './elementwise';
 import { checkTensor, optionalTensor } from './util';
 
 export interface BatchNormOptions {
@@ -42,4 +45,56 @@ export function batchNorm2d(
     const gbT = wrapOptional(gb);
     return [gxT, null, null, w && w.requiresGrad ? gwT : (gwT?.dispose(), null), b && b.requiresGrad ? gbT : (gbT?.dispose(), null)];
   }, [mean, variance]);
+}
+
+export interface BatchNormActOptions extends BatchNormOptions {
+  /** applied last; null: none */
+  activation?: 'relu' | 'relu6' | null;
+  /** added after the normalisation, before the activation (a residual connection) */
+  residual?: Tensor | null;
+}
+
+const ACT_CODE = { none: -1, relu: 0, relu6: 1 } as const;
+
+/**
+ * act(batchNorm2d(x) + residual): the "BN, add, ReLU" tail of a conv block. In eval mode, when no gradient is
+ * recorded, it runs as one native pass over x (inference fusion: one read and one write instead of three of each);
+ * otherwise it is the composition of batchNorm2d, add and the activation, with their gradients.
+ */
+export function batchNormAct(
+  x: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  options: BatchNormActOptions,
+): Tensor {
+  const op = 'batchNormAct';
+  checkTensor(op, 'x', x);
+  const act = options?.activation ?? null;
+  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  const residual = options?.residual ?? null;
+  if (residual !== null) checkTensor(op, 'residual', residual);
+  const w = optionalTensor(op, 'weight', weight);
+  const b = optionalTensor(op, 'bias', bias);
+  if (!options || typeof options.training !== 'boolean') throw new Error(`${op}: options.training (boolean) is required`);
+  const recording = isGradEnabled() && [x, w, b, residual].some((t) => t && t.requiresGrad);
+  if (!options.training && !recording && x.rank === 4) {
+    checkTensor(op, 'runningMean', runningMean);
+    checkTensor(op, 'runningVar', runningVar);
+    return new Tensor(native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
+      options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null));
+  }
+  let y = batchNorm2d(x, runningMean, runningVar, w, b, options);
+  if (residual) {
+    const s = add(y, residual);
+    if (!recording) y.dispose();  // recorded: the add's node holds it
+    y = s;
+  }
+  if (act) {
+    const a = act === 'relu' ? relu(y) : relu6(y);
+    if (!recording) y.dispose();
+    y = a;
+  }
+  return y;
 }

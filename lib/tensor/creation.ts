@@ -85,3 +85,18 @@ export function emptyCache(): void {
 export function setNumThreads(n: number): void {
   native.setNumThreads(n);
 }
+
+/**
+ * Denormal floats (|x| < 1.2e-38) cost x86 cores about 100 cycles per operation, which can make a layer of an
+ * untrained or decaying network many times slower. By default native ops flush them to zero (FTZ/DAZ), as
+ * TensorFlow does; `setFlushDenormals(false)` (or MSGC_FLUSH_DENORMALS=0) keeps IEEE gradual underflow.
+ * JavaScript arithmetic is never affected. Returns false where the CPU offers no such control.
+ */
+export function setFlushDenormals(on: boolean): boolean {
+  return native.setFlushDenormals(on);
+}
+
+/** Whether native ops flush denormals to zero (see setFlushDenormals). */
+export function getFlushDenormals(): boolean {
+  return native.getFlushDenormals();
+}

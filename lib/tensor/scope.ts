@@ -6,15 +6,21 @@ import type { Tensor } from './tensor';
 const scopes: (Set<Tensor> | null)[] = [];
 let gradEnabled = true;
 
-/** Registers a new tensor with the innermost tidy scope (if any). */
+/**
+ * Registers a new tensor with the innermost tidy scope. A tensor that no scope will dispose is reported to V8 as
+ * external memory (so that garbage collection reclaims forgotten ones sooner); a scope's tensors are reported only
+ * if they outlive it, as reporting every short-lived intermediate made V8 collect on each forward pass.
+ */
 export function track(t: Tensor): void {
   const top = scopes.length ? scopes[scopes.length - 1] : null;
   if (top) top.add(t);
+  else t._account();
 }
 
 /** Removes `t` from every open scope so that it outlives them. */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) if (s) s.delete(t);
+  t._account();
   return t;
 }
 
@@ -41,6 +47,7 @@ function closeScope(scope: Set<Tensor>, result: unknown): void {
   for (const t of scope) {
     if (keepSet.has(t)) {
       if (parent) parent.add(t);
+      else t._account();
     } else {
       t.dispose();
     }

@@ -103,6 +103,11 @@ export class Tensor {
     return recordOp(out, 'clone', [this], (g) => [g]);
   }
 
+  /** @internal reports the storage to V8 (see track() in scope.ts); idempotent */
+  _account(): void {
+    if (this.handle) this.handle.account();
+  }
+
   /** Frees the native memory now. Safe to call twice. */
   dispose(): void {
     if (this.handle) {

@@ -4,6 +4,14 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define MSGC_HAS_MXCSR 1
+#else
+#define MSGC_HAS_MXCSR 0
+#endif
 
 #include "msgc/tensor.h"
 
@@ -23,6 +31,57 @@ void setNumThreads(int n) {
   if (n > 0) omp_set_num_threads(n);
 }
 int getNumThreads() { return omp_get_max_threads(); }
+
+// ---- denormal flushing ----
+namespace {
+constexpr unsigned kFtzDaz = 0x8040;  // MXCSR bits: flush-to-zero (15) and denormals-are-zero (6)
+bool defaultFlush() {
+  const char* e = std::getenv("MSGC_FLUSH_DENORMALS");
+  return !(e && (std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0 || std::strcmp(e, "off") == 0));
+}
+std::atomic<bool> gFlush{defaultFlush()};
+std::atomic<int> gWorkersFlushed{0};  // the thread count the workers were last set up for (0: not set up)
+std::atomic<bool> gWorkersFlush{false};
+
+// Sets every OpenMP worker's MXCSR to the current choice (threads keep it for their life); again when the thread
+// count grows or the choice changes.
+void setupWorkers(bool on) {
+#if MSGC_HAS_MXCSR
+  const int threads = omp_get_max_threads();
+  if (gWorkersFlushed.load() >= threads && gWorkersFlush.load() == on) return;
+#pragma omp parallel num_threads(threads)
+  {
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(on ? (csr | kFtzDaz) : (csr & ~kFtzDaz));
+  }
+  gWorkersFlushed.store(threads);
+  gWorkersFlush.store(on);
+#else
+  (void)on;
+#endif
+}
+}  // namespace
+
+bool setFlushDenormals(bool on) {
+  gFlush.store(on);
+  return MSGC_HAS_MXCSR != 0;
+}
+bool flushDenormals() { return MSGC_HAS_MXCSR && gFlush.load(); }
+
+ScopedFlushDenormals::ScopedFlushDenormals() {
+#if MSGC_HAS_MXCSR
+  const bool on = gFlush.load();
+  saved_ = _mm_getcsr();
+  _mm_setcsr(on ? (saved_ | kFtzDaz) : (saved_ & ~kFtzDaz));
+  active_ = true;
+  setupWorkers(on);  // the calling thread first: the pool's threads inherit it when created
+#endif
+}
+ScopedFlushDenormals::~ScopedFlushDenormals() {
+#if MSGC_HAS_MXCSR
+  if (active_) _mm_setcsr(saved_);
+#endif
+}
 
 void manualSeed(uint64_t seed) { gSeedState.store(seed); }
 

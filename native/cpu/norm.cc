@@ -1,7 +1,11 @@
 // norm.cc: 2-D batch normalisation on oneDNN, forward (training: batch statistics + running-stat update; eval:
 // running statistics) and backward. y keeps x's layout. Semantics match torch: biased variance normalises the
 // batch, the running variance receives the unbiased one, running = (1 - momentum) * running + momentum * batch.
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
+#include <vector>
 #include <sstream>
 #include <unordered_map>
 
@@ -130,6 +134,100 @@ BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tens
     g.bias = gb;
   }
   return g;
+}
+
+// ---- inference: batch norm + residual + activation in one pass ----------------------------------------------
+// Memory-bound, so the point is one read of x (and the residual) and one write of y instead of a pass per op, and
+// no primitive lookup: at batch 1 the separate BN, add and ReLU calls cost about a third of MobileNetV2's time.
+namespace {
+// One plane of `pixels` pixels × `block` lanes (block 1: one channel): y = clamp(x·a + b [+ r], lo, hi). Compiled
+// for AVX-512, AVX2 and the baseline; the loader picks the best the CPU has.
+template <int B>
+inline void bnActPlane(const float* __restrict x, const float* __restrict r, float* __restrict y, int64_t pixels,
+                       const float* a, const float* b, float lo, float hi) {
+  float av[B], bv[B];
+  for (int l = 0; l < B; l++) av[l] = a[l], bv[l] = b[l];
+  if (r) {
+    for (int64_t p = 0; p < pixels; p++)
+      for (int l = 0; l < B; l++) {
+        const float v = x[p * B + l] * av[l] + bv[l] + r[p * B + l];
+        y[p * B + l] = std::min(hi, std::max(lo, v));
+      }
+  } else {
+    for (int64_t p = 0; p < pixels; p++)
+      for (int l = 0; l < B; l++) {
+        const float v = x[p * B + l] * av[l] + bv[l];
+        y[p * B + l] = std::min(hi, std::max(lo, v));
+      }
+  }
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void bnActPlanes(const float* x, const float* r, float* y, int64_t p0, int64_t p1, int64_t planesPerSample,
+                 int64_t pixels, int64_t block, const float* a, const float* b, float lo, float hi) {
+  for (int64_t pl = p0; pl < p1; pl++) {
+    const int64_t c0 = (pl % planesPerSample) * block, off = pl * pixels * block;
+    const float* rp = r ? r + off : nullptr;
+    if (block == 16) {
+      bnActPlane<16>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+    } else if (block == 8) {
+      bnActPlane<8>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+    } else {
+      bnActPlane<1>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+    }
+  }
+}
+}  // namespace
+
+TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
+                           const Tensor* bias, float eps, int act, const Tensor* residual) {
+  const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3];
+  int64_t block = channelBlock(x);
+  const float* xd;
+  TensorPtr y;
+  if (block == 8 || block == 16) {
+    xd = x.data();
+    y = tensorWithDesc(x.shape, blockedDesc(x.shape, block));
+  } else {
+    block = 1;
+    xd = plainData(x);
+    y = tensorWithDesc(x.shape, plainDesc(toDims(x.shape)));
+  }
+  const int64_t Cp = (C + block - 1) / block * block;  // padded lanes get a = b = 0 (and keep zeros)
+  std::vector<float> a(Cp, 0.f), b(Cp, 0.f);
+  const float* mean = plainData(runningMean);
+  const float* var = plainData(runningVar);
+  const float* g = weight ? plainData(*weight) : nullptr;
+  const float* be = bias ? plainData(*bias) : nullptr;
+  for (int64_t c = 0; c < C; c++) {
+    a[c] = (g ? g[c] : 1.f) / std::sqrt(var[c] + eps);
+    b[c] = (be ? be[c] : 0.f) - mean[c] * a[c];
+  }
+  const float* rd = nullptr;
+  dnnl::memory rmem;
+  if (residual) {
+    const dnnl::memory::desc want = block == 1 ? plainDesc(toDims(x.shape)) : blockedDesc(x.shape, block);
+    rmem = asLayout(*residual, want);
+    rd = static_cast<const float*>(rmem.get_data_handle());
+  }
+  float* yd = y->data();
+  const float lo = act >= 0 ? 0.f : -INFINITY;
+  const float hi = act == (int)Activation::ReLU6 ? 6.f : INFINITY;
+  const int64_t planes = N * (Cp / block);
+  const float* ap = a.data();
+  const float* bp = b.data();
+  if (planes * HW * block < 65536) {
+    bnActPlanes(xd, rd, yd, 0, planes, Cp / block, HW, block, ap, bp, lo, hi);
+  } else {
+#pragma omp parallel
+    {
+      const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
+      bnActPlanes(xd, rd, yd, planes * t / T, planes * (t + 1) / T, Cp / block, HW, block, ap, bp, lo, hi);
+    }
+  }
+  return y;
 }
 
 }  // namespace msgc

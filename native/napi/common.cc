@@ -133,6 +133,7 @@ namespace {
 Napi::Value dispatch(const Napi::CallbackInfo& info) {
   Handler fn = reinterpret_cast<Handler>(info.Data());
   try {
+    ScopedFlushDenormals flush;  // restored before JavaScript runs again
     return fn(info);
   } catch (const Napi::Error&) {
     throw;

@@ -49,6 +49,31 @@ static Napi::Value BatchNorm2dForward(const Napi::CallbackInfo& info) {
   return tensorList(info.Env(), {r.y, r.mean, r.var});
 }
 
+// batchNormActEval(x, runningMean, runningVar, weight|null, bias|null, eps, act, residual|null) -> y
+static Napi::Value BatchNormActEval(const Napi::CallbackInfo& info) {
+  const char* op = "batchNormAct";
+  TensorPtr x = tensorArg(info, 0, op, "x");
+  TensorPtr rm = tensorArg(info, 1, op, "runningMean"), rv = tensorArg(info, 2, op, "runningVar");
+  TensorPtr w = optionalTensorArg(info, 3, op, "weight"), b = optionalTensorArg(info, 4, op, "bias");
+  double eps = numberArg(info, 5, op, "eps");
+  int64_t act = intArg(info, 6, op, "activation", -1, (int64_t)Activation::ReLU6);
+  TensorPtr r = optionalTensorArg(info, 7, op, "residual");
+  MSGC_CHECK(x->dim() == 4, op, ": x has ", x->dim(), " dims (shape ", shapeString(x->shape),
+             "), expected 4 ([N, C, H, W])");
+  int64_t C = x->shape[1];
+  MSGC_CHECK(C > 0, op, ": x has no channels (shape ", shapeString(x->shape), ")");
+  expectChannelVector(rm, C, op, "runningMean", *x);
+  expectChannelVector(rv, C, op, "runningVar", *x);
+  expectChannelVector(w, C, op, "weight", *x);
+  expectChannelVector(b, C, op, "bias", *x);
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  if (r) {
+    expectShape(*r, x->shape, op, "residual");
+    expectSameDevice(*x, *r, op, "x", "residual");
+  }
+  return wrapTensor(info.Env(), batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get()));
+}
+
 // batchNorm2dBackward(x, gy, mean, var, weight|null, training, eps, needWeightBias) -> [gx, gw, gb]
 static Napi::Value BatchNorm2dBackward(const Napi::CallbackInfo& info) {
   const char* op = "batchNorm2d backward";
@@ -212,6 +237,7 @@ static Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
 void registerLayerBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward);
   exportFunction(env, exports, "batchNorm2dBackward", BatchNorm2dBackward);
+  exportFunction(env, exports, "batchNormActEval", BatchNormActEval);
   exportFunction(env, exports, "activationForward", ActivationForward);
   exportFunction(env, exports, "activationBackward", ActivationBackward);
   exportFunction(env, exports, "pool2dForward", Pool2dForward);

@@ -36,6 +36,13 @@ struct BatchNormGrads {
 BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tensor& mean, const Tensor& var,
                                    const Tensor* weight, bool training, float eps, bool needWeightBias);
 
+// Inference fusion of batch norm with running statistics, an optional residual and an activation, in one pass:
+//   y = act(x · γ/√(var + eps) + (β − mean · γ/√(var + eps)) [+ residual])
+// act: -1 none, else an Activation (ReLU or ReLU6). x: [N, C, H, W] in any layout; y keeps x's layout (plain,
+// nChw8c and nChw16c run our loop, other layouts run on a plain copy). residual: x's shape, any layout.
+TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
+                           const Tensor* bias, float eps, int act, const Tensor* residual);
+
 // ---- activations (cpu/activation.cc): y keeps x's layout --------------------------------------------------
 enum class Activation { ReLU, ReLU6, Sigmoid };
 TensorPtr activationForward(Activation a, const Tensor& x);

@@ -1,0 +1,241 @@
+// norm-act.test.ts: F.batchNormAct / BatchNorm2d.forwardAct (BN with running statistics + residual + ReLU/ReLU6 in
+// one native pass) against a float64 reference, in plain and conv-blocked layouts (channel counts that do and do not
+// fill a SIMD block, residual in a different layout); the composite path it takes in training and under autograd;
+// Sequential's BN→ReLU fusion; bad input. Also: denormal flushing (on by default, never visible to JavaScript) and
+// which tensors are reported to V8 as external memory (only those no tidy scope disposes).
+import * as msgc from '../lib';
+import { Tensor } from '../lib';
+import { native } from '../lib/native';
+import { BatchNorm2d, Conv2d, ReLU, ReLU6, Sequential } from '../lib/nn/layers';
+import { gradCheck, numel, randomArray } from './helpers/gradcheck';
+import { expectClose, expectError, eye, settledLiveCount } from './helpers/testing';
+
+const F = msgc.F;
+let baseline = -1;
+beforeAll(async () => {
+  baseline = await settledLiveCount();
+});
+afterAll(async () => {
+  expect(await settledLiveCount()).toBe(baseline);
+});
+
+/** float64 act(BN_eval(x) + r). */
+function reference(x: ArrayLike<number>, shape: number[], rm: ArrayLike<number>, rv: ArrayLike<number>, w: ArrayLike<number> | null,
+  b: ArrayLike<number> | null, eps: number, act: 'relu' | 'relu6' | null, r: ArrayLike<number> | null): Float64Array {
+  const [N, C] = shape;
+  const inner = numel(shape.slice(2));
+  const y = new Float64Array(numel(shape));
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++)
+      for (let i = 0; i < inner; i++) {
+        const k = (n * C + c) * inner + i;
+        let v = ((x[k] - rm[c]) / Math.sqrt(rv[c] + eps)) * (w ? w[c] : 1) + (b ? b[c] : 0) + (r ? r[k] : 0);
+        if (act) v = Math.max(0, v);
+        if (act === 'relu6') v = Math.min(6, v);
+        y[k] = v;
+      }
+  return y;
+}
+
+/** A copy of t in the blocked layout a 1×1 identity convolution produces. */
+function blockedCopy(t: Tensor): Tensor {
+  const e = eye(t.shape[1]);
+  const y = F.conv2d(t, e);
+  e.dispose();
+  return y;
+}
+
+describe('F.batchNormAct in eval (fused)', () => {
+  const cases: [string, number[]][] = [
+    ['16 channels', [2, 16, 5, 6]],
+    ['24 channels (a partly filled block)', [3, 24, 4, 4]],
+    ['8 channels', [2, 8, 7, 3]],
+    ['40 channels, batch 1', [1, 40, 9, 9]],
+    ['3 channels', [2, 3, 6, 6]],
+  ];
+  for (const [name, shape] of cases) {
+    for (const act of ['relu', 'relu6', null] as const) {
+      for (const layout of ['plain', 'blocked'] as const) {
+        for (const res of ['none', 'plain', 'blocked'] as const) {
+          test(`${name}, ${act ?? 'no activation'}, ${layout} x, residual ${res}`, () => {
+            const C = shape[1];
+            const xv = randomArray(numel(shape), 11 + C, -4, 4);
+            const rv0 = randomArray(numel(shape), 12 + C, -3, 3);
+            const rm = randomArray(C, 13, -1, 1);
+            const rvar = randomArray(C, 14, 0.2, 3);
+            const w = randomArray(C, 15, -2, 2);
+            const b = randomArray(C, 16, -1, 1);
+            const eps = 1e-3;
+            msgc.tidy(() => {
+              const x0 = msgc.tensor(xv, shape);
+              const x = layout === 'blocked' ? blockedCopy(x0) : x0;
+              if (layout === 'blocked' && C >= 8) expect(x.layout).toBe('blocked');
+              const r0 = msgc.tensor(rv0, shape);
+              const r = res === 'none' ? null : res === 'blocked' ? blockedCopy(r0) : r0;
+              const y = msgc.noGrad(() => F.batchNormAct(x, msgc.tensor(rm, [C]), msgc.tensor(rvar, [C]), msgc.tensor(w, [C]),
+                msgc.tensor(b, [C]), { training: false, eps, activation: act, residual: r }));
+              expect(y.shape).toEqual(shape);
+              if (layout === 'blocked' && C >= 8) expect(y.layout).toBe('blocked');
+              expectClose(y.toFloat32Array(), reference(xv, shape, rm, rvar, w, b, eps, act, r ? rv0 : null), 'fused', 1e-5);
+            });
+          });
+        }
+      }
+    }
+  }
+
+  test('without affine parameters', () => {
+    const shape = [2, 16, 3, 3];
+    const xv = randomArray(numel(shape), 21, -2, 2);
+    const rm = randomArray(16, 22, -1, 1);
+    const rvar = randomArray(16, 23, 0.5, 2);
+    msgc.tidy(() => {
+      const y = msgc.noGrad(() => F.batchNormAct(msgc.tensor(xv, shape), msgc.tensor(rm, [16]), msgc.tensor(rvar, [16]), null, null,
+        { training: false, activation: 'relu' }));
+      expectClose(y.toFloat32Array(), reference(xv, shape, rm, rvar, null, null, 1e-5, 'relu', null), 'no affine', 1e-5);
+    });
+  });
+
+  // (the gradient check runs without the activation: its kinks defeat finite differences; F.relu6 has its own)
+  test('eval with gradients recorded: the composite path, same values, gradients vs finite differences', () => {
+    const shape = [2, 16, 3, 3];
+    const xv = randomArray(numel(shape), 31, -2, 2);
+    const rv0 = randomArray(numel(shape), 32, -2, 2);
+    const rm = msgc.tensor(randomArray(16, 33, -1, 1), [16]);
+    const rvar = msgc.tensor(randomArray(16, 34, 0.5, 2), [16]);
+    const w = msgc.tensor(randomArray(16, 35, -2, 2), [16]);
+    const b = msgc.tensor(randomArray(16, 36, -1, 1), [16]);
+    w.requiresGrad = true;
+    b.requiresGrad = true;
+    msgc.tidy(() => {
+      const x = msgc.tensor(xv, shape);
+      x.requiresGrad = true;
+      const r = msgc.tensor(rv0, shape);
+      r.requiresGrad = true;
+      const y = F.batchNormAct(x, rm, rvar, w, b, { training: false, activation: 'relu6', residual: r });
+      expect(y.requiresGrad).toBe(true);
+      expectClose(y.toFloat32Array(), reference(xv, shape, rm.toFloat32Array(), rvar.toFloat32Array(), w.toFloat32Array(),
+        b.toFloat32Array(), 1e-5, 'relu6', rv0), 'recorded', 1e-5);
+    });
+    const report = gradCheck(([x, r, ww, bb]) => F.batchNormAct(x, rm, rvar, ww, bb, { training: false, activation: null, residual: r }),
+      [msgc.tensor(xv, shape), msgc.tensor(rv0, shape), w, b]);
+    expect(report.worst).toBeLessThan(1);
+    for (const t of [rm, rvar, w, b]) t.dispose();
+  });
+
+  test('training: batch statistics and running-stat update, as batchNorm2d then add then ReLU', () => {
+    const shape = [4, 16, 3, 3];
+    const xv = randomArray(numel(shape), 41, -2, 2);
+    const rv0 = randomArray(numel(shape), 42, -2, 2);
+    const bnA = new BatchNorm2d(16);
+    const bnB = new BatchNorm2d(16);
+    msgc.tidy(() => {
+      const x = msgc.tensor(xv, shape);
+      const r = msgc.tensor(rv0, shape);
+      const fused = msgc.noGrad(() => bnA.forwardAct(x, 'relu', r));
+      const separate = msgc.noGrad(() => F.relu(F.add(bnB.forward(x), r)));
+      expectClose(fused.toFloat32Array(), separate.toFloat32Array(), 'training output', 1e-6);
+      expectClose(bnA.runningMean.toFloat32Array(), bnB.runningMean.toFloat32Array(), 'running mean', 1e-7);
+      expectClose(bnA.runningVar.toFloat32Array(), bnB.runningVar.toFloat32Array(), 'running var', 1e-7);
+      expect(bnA.numBatchesTracked.item()).toBe(1);
+    });
+    bnA.dispose();
+    bnB.dispose();
+  });
+
+  test('Sequential fuses BatchNorm2d → ReLU / ReLU6 in eval, and gives what the layers give one by one', () => {
+    for (const Act of [ReLU, ReLU6]) {
+      const seq = new Sequential(new Conv2d(8, 16, 3, { padding: 1, bias: false }), new BatchNorm2d(16), new Act());
+      const bn = seq.layers[1] as BatchNorm2d;
+      bn.runningMean.assign(randomArray(16, 51, -0.5, 0.5));
+      bn.runningVar.assign(randomArray(16, 52, 0.5, 2));
+      seq.eval();
+      msgc.tidy(() => {
+        const x = msgc.tensor(randomArray(2 * 8 * 5 * 5, 53, -2, 2), [2, 8, 5, 5]);
+        const spy = jest.spyOn(native, 'batchNormActEval');
+        const y = msgc.noGrad(() => seq.forward(x));
+        expect(spy).toHaveBeenCalledTimes(1);
+        spy.mockRestore();
+        let h = x;
+        for (const m of seq.layers) h = m.forward(h);
+        expectClose(y.toFloat32Array(), h.toFloat32Array(), 'sequential', 1e-6);
+      });
+      seq.dispose();
+    }
+  });
+
+  test('bad input throws an Error naming the problem', () => {
+    msgc.tidy(() => {
+      const x = msgc.zeros([2, 4, 3, 3]);
+      const s = msgc.ones([4]);
+      expectError(() => msgc.noGrad(() => F.batchNormAct(x, s, s, null, null, { training: false, residual: msgc.zeros([2, 4, 3, 2]) })), /residual/);
+      expectError(() => msgc.noGrad(() => F.batchNormAct(x, msgc.ones([3]), s, null, null, { training: false })), /runningMean/);
+      expectError(() => F.batchNormAct(x, s, s, null, null, { training: false, activation: 'gelu' as never }), /activation/);
+      expectError(() => native.batchNormActEval(x.h, s.h, s.h, null, null, -1, 0, null), /eps/);
+      expectError(() => native.batchNormActEval(x.h, s.h, s.h, null, null, 1e-5, 7, null), /activation/);
+      expectError(() => native.batchNormActEval(msgc.zeros([2, 4]).h, s.h, s.h, null, null, 1e-5, 0, null), /4 \(\[N, C, H, W\]\)/);
+    });
+  });
+});
+
+describe('denormal floats', () => {
+  const denormal = 1e-39; // below float32's smallest normal (1.18e-38): stored as a denormal
+
+  test('flushed to zero in native ops by default; kept with setFlushDenormals(false)', () => {
+    expect(msgc.getFlushDenormals()).toBe(true);
+    msgc.tidy(() => {
+      const x = msgc.tensor(new Float32Array([denormal, 1, -denormal]), [3]);
+      expect(Array.from(F.mul(x, 1).toFloat32Array())).toEqual([0, 1, -0]);
+      try {
+        expect(msgc.setFlushDenormals(false)).toBe(true);
+        const kept = F.mul(x, 1).toFloat32Array();
+        expect(kept[0]).toBeCloseTo(Math.fround(denormal), 45);
+        expect(kept[0]).toBeGreaterThan(0);
+      } finally {
+        msgc.setFlushDenormals(true);
+      }
+    });
+  });
+
+  test('JavaScript arithmetic keeps gradual underflow after native ops ran', () => {
+    msgc.tidy(() => {
+      F.mul(msgc.ones([1000]), 2);
+    });
+    const tiny = Number.MIN_VALUE * 3; // a float64 denormal
+    expect(tiny / 3).toBe(Number.MIN_VALUE);
+    expect(new Float32Array([denormal])[0] * 1).toBeGreaterThan(0);
+  });
+});
+
+describe('external memory reported to V8', () => {
+  const bytes = 16 << 20;
+  const external = (): number => msgc.memoryStats().externalBytes;
+
+  test('a tensor outside any scope is reported until disposed; a scope\'s intermediates are not', () => {
+    const before = external();
+    const t = msgc.zeros([bytes / 4]);
+    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    t.dispose();
+    expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+    let peak = 0;
+    msgc.tidy(() => {
+      msgc.zeros([bytes / 4]);
+      peak = external() - before;
+    });
+    expect(peak).toBeLessThan(bytes / 2);
+  });
+
+  test('a tensor that outlives its scope (returned or kept) is reported from then on', () => {
+    const before = external();
+    const r = msgc.tidy(() => msgc.zeros([bytes / 4]));
+    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    let k: Tensor | null = null;
+    msgc.tidy(() => {
+      k = msgc.keep(msgc.zeros([bytes / 4]));
+    });
+    expect(external() - before).toBeGreaterThanOrEqual(2 * bytes);
+    r.dispose();
+    (k as unknown as Tensor).dispose();
+    expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+  });
+});
