@@ -66,7 +66,7 @@ export interface NativeBinding {
   sliceChannels(x: H, start: number, end: number): H;
   sliceChannelsBackward(gy: H, xShape: number[], start: number): H;
   msgcConv2dForward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number): H;
-  msgcConv2dForwardGathered(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number): H;
+  msgcConv2dForwardGathered(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outputMask?: H | null): H;
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];

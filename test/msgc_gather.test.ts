@@ -4,7 +4,8 @@
 // scales (negative too), strides 1 and 2, 1×1 / 3×3 / 5×5 kernels, padding, batch 1 and several, plain and
 // channel-blocked inputs; plus the 'auto' choice, the no-gradient rule and the native boundary's checks.
 import * as msgc from '../lib';
-import { preferGathered } from '../lib/ops/msgc';
+import { native } from '../lib/native';
+import { preferGathered, preferOutputSkipping } from '../lib/ops/msgc';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
 import { msgcConvReference as reference } from './helpers/references';
 
@@ -141,6 +142,103 @@ describe('gathered msgcConv2d equals the masked one and a float64 reference', ()
       const ref = reference(x.toFloat32Array(), [2, 16, 5, 5], w2, [16, 16, 3, 3], sv, 1, 1, 1);
       expect(closeness(y, ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
     }));
+  });
+});
+
+describe('output selection (producer/consumer skipping): only the outputs an outputMask needs', () => {
+  /** outputMask [N, K, O] with densities that differ per sample (sample 0: nothing needed in head 0's range). */
+  function outMask(N: number, K: number, O: number, G: number, seed: number): Float32Array {
+    const u = randomArray(N * K * O, seed, 0, 1);
+    const m = new Float32Array(N * K * O);
+    for (let n = 0; n < N; n++)
+      for (let k = 0; k < K; k++)
+        for (let o = 0; o < O; o++) {
+          const closedHead = n === 0 && o < O / G;
+          const density = n === 1 ? 1 : 0.15 + 0.2 * ((n + k) % 3);
+          if (!closedHead && u[(n * K + k) * O + o] < density) m[(n * K + k) * O + o] = 1;
+        }
+    return m;
+  }
+
+  test.each(cases.map((c, i) => ({ ...c, i })))('N=$N C=$C $H×$W O=$O k=$k stride=$stride G=$G real=$real', (c) => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, c.k, c.k];
+      const x0 = msgc.tensor(randomArray(numel(xs), 110 + c.i), xs);
+      const x = c.blocked ? F.conv2d(x0, msgc.tensor(randomArray(c.C * c.C, 130 + c.i, -0.5, 0.5), [c.C, c.C, 1, 1]), null) : x0;
+      const w = msgc.tensor(randomArray(numel(ws), 150 + c.i), ws);
+      const sv = gates(c.N, c.G, c.C, 170 + c.i, c.real);
+      const s = msgc.tensor(sv, [c.N, c.G, c.C]);
+      const ref = reference(x.toFloat32Array(), xs, w.toFloat32Array(), ws, sv, c.G, c.stride, c.pad);
+      for (const K of [1, 3]) {
+        const mv = outMask(c.N, K, c.O, c.G, 190 + c.i + K);
+        const m = msgc.tensor(mv, [c.N, K, c.O]);
+        // the reference with the unneeded outputs zeroed
+        const per = ref.length / c.N / c.O;
+        const want = Float64Array.from(ref);
+        for (let n = 0; n < c.N; n++)
+          for (let o = 0; o < c.O; o++) {
+            let any = false;
+            for (let k = 0; k < K; k++) any = any || mv[(n * K + k) * c.O + o] !== 0;
+            if (!any) want.fill(0, (n * c.O + o) * per, (n * c.O + o + 1) * per);
+          }
+        for (const env of variants) {
+          const v = withEnv(env, () => {
+            const h = native.msgcConv2dForwardGathered(x.h, w.h, s.h, [c.stride, c.stride], [c.pad, c.pad], c.G, m.h);
+            const y = new msgc.Tensor(h);
+            return y.toFloat32Array();
+          });
+          const err = closeness(v, want, 1e-4, 1e-4);
+          if (err > 1) throw new Error(`variant ${JSON.stringify(env)}, K = ${K}: off the reference by ${err}`);
+          for (let k = 0; k < want.length; k++) if (want[k] === 0 && ref[k] !== 0) expect(v[k]).toBe(0);
+        }
+      }
+    }));
+  });
+
+  test('msgcConv2d skips only where preferOutputSkipping() says it pays, and says so in stats', () => {
+    expect(preferOutputSkipping(0.5, 56 * 56)).toBe(true);
+    expect(preferOutputSkipping(0.5, 14 * 14)).toBe(true);
+    expect(preferOutputSkipping(0.5, 7 * 7)).toBe(false); // packing costs as much as the work there
+    expect(preferOutputSkipping(0.06, 56 * 56)).toBe(false); // a four-head union leaves little out
+    msgc.tidy(() => msgc.noGrad(() => {
+      const N = 2, C = 16, O = 32, H = 16;
+      const x = msgc.tensor(randomArray(N * C * H * H, 201), [N, C, H, H]);
+      const w = msgc.tensor(randomArray(O * C * 9, 202), [O, C, 3, 3]);
+      const s = msgc.tensor(gates(N, 2, C, 203, false), [N, 2, C]);
+      const mv = new Float32Array(N * O);
+      for (let k = 0; k < mv.length; k += 2) mv[k] = 1; // half the outputs
+      const m = msgc.tensor(mv, [N, 1, O]);
+      const opts = { heads: 2, padding: 1 };
+      const full = F.msgcConv2d(x, w, s, { ...opts, execution: 'gathered' }).toFloat32Array();
+      const stats = { gathered: false, skippedOutputs: false };
+      const y = F.msgcConv2d(x, w, s, { ...opts, execution: 'gathered', outputMask: m, stats }).toFloat32Array();
+      expect(stats).toEqual({ gathered: true, skippedOutputs: true });
+      const per = H * H;
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++)
+          for (let p = 0; p < per; p++) {
+            const k = (n * O + o) * per + p;
+            if (o % 2) expect(y[k]).toBe(0);
+            else expect(Math.abs(y[k] - full[k])).toBeLessThanOrEqual(1e-5 * (1 + Math.abs(full[k])));
+          }
+      // the masked execution ignores the mask
+      const st2 = { gathered: true, skippedOutputs: true };
+      const ym = F.msgcConv2d(x, w, s, { ...opts, execution: 'masked', outputMask: m, stats: st2 }).toFloat32Array();
+      expect(st2).toEqual({ gathered: false, skippedOutputs: false });
+      expect(closeness(ym, full, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    }));
+  });
+
+  test('the native boundary checks the output mask', () => {
+    msgc.tidy(() => {
+      const x = msgc.zeros([2, 4, 5, 5]);
+      const w = msgc.zeros([8, 4, 3, 3]);
+      const s = msgc.ones([2, 2, 4]);
+      for (const bad of [[2, 8], [2, 1, 7], [3, 1, 8], [2, 0, 8]]) {
+        expect(() => native.msgcConv2dForwardGathered(x.h, w.h, s.h, [1, 1], [1, 1], 2, msgc.zeros(bad).h)).toThrow(/outputMask/);
+      }
+    });
   });
 });
 

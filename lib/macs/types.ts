@@ -44,6 +44,8 @@ export interface BlockMacTally {
   dynamicTensor: Tensor | null;
   /** detached credit for producer/consumer channels no head needs (spec §4.3) */
   bonus: number;
+  /** the part of the bonus that was really skipped (not computed) in the last forward pass */
+  bonusSkipped: number;
   /** mean gate density per gated conv, for reports */
   density: number[];
 }
@@ -58,6 +60,11 @@ export interface LastMacs {
   dynamicTensor: Tensor | null;
   /** F_bonus (detached) */
   bonus: number;
+  /**
+   * the MACs that really ran per image: perImage plus the bonus channels that were computed anyway (the spec
+   * credits them; the gathered execution skips them in eval — producer/consumer skipping, spec §2.10)
+   */
+  executed: number;
   /** F_ori for the same input size */
   dense: number;
   /** perImage / dense */

@@ -71,8 +71,8 @@ export function context(x: Tensor): Tensor {
  * with one head, so that without autograd only the selected input channels are read and multiplied (gathered
  * execution), and in training the gate receives its gradient through the product as before.
  */
-export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor): Tensor {
-  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding });
+export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor, outputMask: Tensor | null = null, stats?: { gathered: boolean; skippedOutputs?: boolean }): Tensor {
+  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, outputMask, stats });
 }
 
 /** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */
@@ -100,21 +100,24 @@ export abstract class Backbone extends Module {
     if (!this.lastInput) throw new Error('lastMacs: run a forward pass first');
     const stat = this.countMacs(this.lastInput);
     if (!this.msgc) {
-      return { perImage: stat.dense, dynamic: 0, dynamicTensor: null, bonus: 0, dense: stat.dense, ratio: 1, constant: stat.dense };
+      return { perImage: stat.dense, dynamic: 0, dynamicTensor: null, bonus: 0, executed: stat.dense, dense: stat.dense, ratio: 1, constant: stat.dense };
     }
     let dynamic = 0;
     let bonus = 0;
+    let skipped = 0;
     let tensor: Tensor | null = null;
     for (const b of this.countedBlocks()) {
       const t = b.lastTally;
       if (!t) continue;
       dynamic += t.dynamic;
       bonus += t.bonus;
+      skipped += t.bonusSkipped;
       if (t.dynamicTensor && !t.dynamicTensor.isDisposed) tensor = tensor ? F.add(tensor, t.dynamicTensor) : t.dynamicTensor;
     }
     const constant = stat.main + stat.heads - bonus;
     const perImage = constant + dynamic;
-    return { perImage, dynamic, dynamicTensor: tensor, bonus, dense: stat.dense, ratio: perImage / stat.dense, constant };
+    const executed = perImage + bonus - skipped;
+    return { perImage, dynamic, dynamicTensor: tensor, bonus, executed, dense: stat.dense, ratio: perImage / stat.dense, constant };
   }
 
   /** Mean gate density of each gated conv in the last forward pass, by block name. */

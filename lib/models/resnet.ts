@@ -91,7 +91,9 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1), 'relu');
+    // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
+    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1, this.training ? null : m2, st1), 'relu');
     const y = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 }), 'relu', identity);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
@@ -100,7 +102,8 @@ export class BasicBlock extends Module implements CountedBlock {
     const d1 = meanValue(m1v);
     const d2 = meanValue(m2v);
     const bonus = unselectedFraction(m2v, N, G, this.planes) * d1 * c.dgc1;
-    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2]);
+    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2],
+      !this.training && st1.skippedOutputs ? bonus : 0);
     return y;
   }
 }
@@ -190,8 +193,14 @@ export class Bottleneck extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const m3 = this.mask3!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1), 'relu');
-    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, stride: this.stride, padding: 1 }), 'relu');
+    // eval: conv1 outputs no head of conv2 selects, and conv2 outputs m3 drops, are not computed (producer and
+    // consumer skipping, spec §2.10)
+    const skip = !this.training;
+    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1, skip ? m2 : null, st1), 'relu');
+    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2,
+      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2 }), 'relu');
     const y = this.bn3.forwardAct(inputGatedConv(this.conv3, v, m3), 'relu', identity);
     const c = this.costs(H, W);
     const m1v = m1.toFloat32Array();
@@ -201,16 +210,19 @@ export class Bottleneck extends Module implements CountedBlock {
     const d2 = meanValue(m2v);
     const d3 = meanValue(m3v);
     // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
-    let bonus = unselectedFraction(m2v, N, G, w) * d1 * c.dgc1;
+    const bonus2 = unselectedFraction(m2v, N, G, w) * d1 * c.dgc1;
+    let bonus3 = 0;
     const slice = w / G;
     for (let i = 0; i < G; i++) {
       let head = 0;
       for (let n = 0; n < N; n++) for (let k = 0; k < w; k++) head += m2v[(n * G + i) * w + k];
       let dropped = 0;
       for (let n = 0; n < N; n++) for (let k = i * slice; k < (i + 1) * slice; k++) dropped += 1 - m3v[n * w + Math.floor(k)];
-      bonus += (head / (N * w)) * (c.dgc2 / G) * (dropped / (N * slice));
+      bonus3 += (head / (N * w)) * (c.dgc2 / G) * (dropped / (N * slice));
     }
-    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2 + d3 * c.dgc3, dynamicTensor([m1, m2, m3], [c.dgc1, c.dgc2, c.dgc3]), bonus, [d1, d2, d3]);
+    const skipped = skip ? (st1.skippedOutputs ? bonus2 : 0) + (st2.skippedOutputs ? bonus3 : 0) : 0;
+    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2 + d3 * c.dgc3, dynamicTensor([m1, m2, m3], [c.dgc1, c.dgc2, c.dgc3]),
+      bonus2 + bonus3, [d1, d2, d3], skipped);
     return y;
   }
 }

@@ -19,6 +19,28 @@ export interface MsgcConv2dOptions {
    * not — spec §2.8 — so the backward cannot skip closed channels).
    */
   execution?: 'auto' | 'masked' | 'gathered';
+  /**
+   * [N, K, O] (optional; inference only): the outputs the caller needs. Output o of sample n is needed when
+   * outputMask[n, k, o] ≠ 0 for some k; the gathered execution computes only those and returns zeros for the
+   * others (producer/consumer skipping, spec §2.10: e.g. the next MSGC conv's gates over these channels, K = its
+   * heads, or a consumer's input gate, K = 1), when preferOutputSkipping() expects it to pay; otherwise, and in
+   * the masked execution, every output is computed. Do not pass it in training: the zeros would enter a following
+   * batch norm's batch statistics.
+   */
+  outputMask?: Tensor | null;
+  /** filled in by the call: whether the gathered execution ran, and whether it skipped the unneeded outputs */
+  stats?: { gathered: boolean; skippedOutputs?: boolean };
+}
+
+/**
+ * Whether the gathered execution should skip the outputs an outputMask leaves out. Skipping packs each head's
+ * selected weights per sample (16 selected outputs to a block; about 50 multiply-adds' worth of time per packed
+ * float, where binary gates otherwise read the cached weights in place), and saves outPixels multiply-adds per
+ * skipped weight: it pays when the skipped share clearly beats ~40 / outPixels, i.e. not on 7² maps, where packing
+ * costs as much as the work, nor for the few percent a four-head union leaves out on small maps.
+ */
+export function preferOutputSkipping(skippedShare: number, outPixels: number): boolean {
+  return skippedShare >= Math.max(0.1, 40 / outPixels);
 }
 
 /**
@@ -77,6 +99,20 @@ function scaleDensity(scale: Tensor): number {
   return v.length ? nz / v.length : 0;
 }
 
+/** Share of (sample, output) pairs that no row of outputMask [N, K, O] needs. */
+function unneededShare(mask: Tensor): number {
+  const [N, K, O] = mask.shape;
+  const v = mask.toFloat32Array();
+  let unneeded = 0;
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++) {
+      let any = false;
+      for (let k = 0; k < K && !any; k++) any = v[(n * K + k) * O + o] !== 0;
+      if (!any) unneeded++;
+    }
+  return N * O ? unneeded / (N * O) : 0;
+}
+
 /**
  * y[n, group i] = W_i ⋆ (scale[n, i, :] ⊙ x[n]) where head i owns output channels [i·O/G, (i+1)·O/G).
  * x: [N, C, H, W], weight: [O, C, k, k] (the dense conv's weight, no bias), scale: [N, G, C] (gates, optionally
@@ -104,8 +140,24 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
     const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
     gathered = preferGathered(scaleDensity(scale), { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C });
   }
+  let outputMask = options.outputMask ?? null;
+  if (outputMask !== null) {
+    checkTensor(op, 'outputMask', outputMask);
+    if (!gathered || x.shape.length !== 4 || weight.shape.length !== 4 || outputMask.shape.length !== 3) {
+      outputMask = null;
+    } else {
+      const [, , H, W] = x.shape;
+      const [, , kh, kw] = weight.shape;
+      const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
+      if (!preferOutputSkipping(unneededShare(outputMask), outPixels)) outputMask = null;
+    }
+  }
+  if (options.stats) {
+    options.stats.gathered = gathered;
+    options.stats.skippedOutputs = outputMask !== null;
+  }
   const y = new Tensor(gathered
-    ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads)
+    ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
     : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
   return recordOp(y, op, [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,

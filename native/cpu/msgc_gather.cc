@@ -78,6 +78,7 @@ struct Job {
   KernelKind kind;
   float* y;
   bool forcePack;
+  const OutSelection* out = nullptr;  // ocvec only: compute just these outputs (packed 16 to a block)
   int pixMR = 8, pixNR = 1;  // pixvec register block
   // pixel chunks (see chunk())
   struct Chunk {
@@ -136,6 +137,9 @@ struct Job {
 
   float* headOut(int64_t n, int64_t i) const { return y + (n * g.O + i * g.Og) * g.OHW; }  // both layouts
   int64_t blocksPerHead() const { return kind == KernelKind::Ocvec ? (g.Og + 15) / 16 : 1; }
+  // output blocks head i of sample n computes (with an output selection: its selected outputs, 16 to a block)
+  int64_t blocks(int64_t n, int64_t i) const { return out ? (out->count(n, i) + 15) / 16 : blocksPerHead(); }
+  bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i); }
   bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % 16 != 0; }
 
   // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
@@ -147,7 +151,9 @@ struct Job {
 
   Fold fold(int64_t n, int64_t i) const {
     const int64_t ns = sel.count(n, i);
-    if (ns == 0 || (sel.unit[n * g.G + i] && !forcePack)) return Fold::None;
+    if (ns == 0 || (out && out->count(n, i) == 0)) return Fold::None;
+    if (out) return Fold::Weights;  // the selected outputs' weights, packed into blocks
+    if (sel.unit[n * g.G + i] && !forcePack) return Fold::None;
     if (forcePack || rp.rows == Rows::Planes) return Fold::Weights;  // planes may be copied tile by tile
     const int64_t packed = (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T;  // per channel
     return rp.chanStride < packed ? Fold::Rows : Fold::Weights;
@@ -155,7 +161,7 @@ struct Job {
   size_t foldFloats(int64_t n, int64_t i) const {
     switch (fold(n, i)) {
       case Fold::Weights:  // ocvec packs whole blocks of 16 outputs
-        return (size_t)(sel.count(n, i) * (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T);
+        return (size_t)(sel.count(n, i) * (kind == KernelKind::Ocvec ? blocks(n, i) * 16 : g.Og) * g.T);
       case Fold::Rows: return (size_t)(sel.count(n, i) * rp.chanStride);
       default: return 0;
     }
@@ -201,11 +207,24 @@ struct Job {
       }
     } else if (f == Fold::Weights) {
       const int64_t run = g.T * (kind == KernelKind::Ocvec ? 16 : g.Og);
-      for (int64_t ob = 0; ob < blocksPerHead(); ob++)
+      for (int64_t ob = 0; ob < blocks(n, i); ob++)
         for (int64_t j = j0; j < j1; j++) {
           const float sc = srow[s[j]];
           float* d = dst + (ob * ns + j) * run;
-          if (kind == KernelKind::Ocvec) {
+          if (out) {
+            // lane l of packed block ob: selected output osel[ob·16 + l] (zero weights past the last one)
+            const int64_t nout = out->count(n, i);
+            const int32_t* osel = out->sel(n, i);
+            for (int64_t l = 0; l < 16; l++) {
+              const int64_t k = ob * 16 + l;
+              if (k >= nout) {
+                for (int64_t t = 0; t < g.T; t++) d[t * 16 + l] = 0.f;
+                continue;
+              }
+              const float* a = src0.wch[j] + (osel[k] / 16) * src0.obShift + osel[k] % 16;
+              for (int64_t t = 0; t < g.T; t++) d[t * 16 + l] = a[t * 16] * sc;
+            }
+          } else if (kind == KernelKind::Ocvec) {
             const float* a = src0.wch[j] + ob * src0.obShift;
             for (int64_t k = 0; k < run; k++) d[k] = a[k] * sc;
           } else {
@@ -261,7 +280,27 @@ struct Job {
 #if MSGC_GATHER_AVX512
     const int64_t ns = (int64_t)h.chan.size();
     const Chunk c = chunk(k);
-    if (kind == KernelKind::Ocvec && !plainOut()) {
+    if (out) {
+      // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
+      alignas(64) float tile[kMaxPixels * 16];
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                       c.nt, ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                       tile, c.q);
+      const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+      const int32_t* osel = out->sel(n, i) + ob * 16;
+      for (int64_t l = 0; l < lanes; l++) {
+        const int64_t o = i * g.Og + osel[l];
+        if (plainOut()) {
+          float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
+          for (int64_t r = 0; r < c.r; r++)
+            for (int64_t q = 0; q < c.q; q++) yb[r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+        } else {
+          float* yb = y + (n * g.O / 16 + o / 16) * g.OHW * 16 + c.outPos * 16 + o % 16;
+          for (int64_t r = 0; r < c.r; r++)
+            for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * 16] = tile[(r * c.q + q) * 16 + l];
+        }
+      }
+    } else if (kind == KernelKind::Ocvec && !plainOut()) {
       // block ob of head i in nChw16c: 16 lanes per pixel
       float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * 16;
       ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
@@ -295,9 +334,10 @@ struct Job {
 };
 
 void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
-               KernelKind kind, Rows rows, bool forcePack, float* y) {
+               KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, float* y) {
   const RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
   Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
+  job.out = out;  // (zeros first: outputs that are not selected are not written)
   job.plan();
   const int threads = omp_get_max_threads();
   const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead(), G = g.G;
@@ -347,6 +387,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     for (int64_t n = 0; n < g.N; n++) {
       PerThread& t = pt[omp_get_thread_num()];
       float* buf = t.rows.st->data;
+      if (out) std::memset(y + n * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
       if (!rp.inPlace) {
         blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, t.runs);
         if (!job.tiled)
@@ -355,7 +396,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
       float* fold = t.fold.st->data;
       for (int64_t i = 0; i < G; i++) {
         if (sel.count(n, i) == 0) {
-          std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+          if (!out) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
           continue;
         }
         job.operands(n, i, buf, t.src0[i], t.h[i], fold);
@@ -367,7 +408,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
         const int64_t i = pixelMajor ? a / blocks % G : a / (blocks * chunks);
         const int64_t ob = pixelMajor ? a % blocks : a / chunks % blocks;
         if (job.tiled && a % (G * blocks * job.tileChunks) == 0) job.fillTile(n, k / job.tileChunks, t.runs, buf);
-        if (sel.count(n, i)) job.compute(n, i, ob, k, t.h[i]);
+        if (job.active(n, i, ob)) job.compute(n, i, ob, k, t.h[i]);
       }
     }
     return;
@@ -421,6 +462,10 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
 #pragma omp parallel
     {
       std::vector<int64_t> myRuns;
+      if (out) {
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < gn; m++) std::memset(y + (n0 + m) * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+      }
       // copies, weight folds and the zeros of empty heads; row folds wait for the copies
 #pragma omp for schedule(dynamic, 1)
       for (int64_t a = 0; a < nf + folds; a++) {
@@ -432,7 +477,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
         }
         const int64_t f = a - nf, mi = f / parts, part = f % parts, n = n0 + mi / G, i = mi % G;
         if (sel.count(n, i) == 0) {
-          if (part == 0) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+          if (part == 0 && !out) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
         } else if (job.fold(n, i) == Fold::Weights) {
           job.foldPart(n, i, src0[mi], fbuf + foff[mi], part, parts);
         }
@@ -451,7 +496,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
           for (int64_t k = tile * job.tileChunks; k < std::min(chunks, (tile + 1) * job.tileChunks); k++)
             for (int64_t i = 0; i < G; i++)
               for (int64_t ob = 0; ob < blocks; ob++)
-                if (sel.count(n0, i)) job.compute(n0, i, ob, k, h[i]);
+                if (job.active(n0, i, ob)) job.compute(n0, i, ob, k, h[i]);
         }
       } else {
 #pragma omp for schedule(guided) nowait
@@ -468,7 +513,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
           m = a / chunks % gn;
           k = a % chunks;
         }
-        if (sel.count(n0 + m, i)) job.compute(n0 + m, i, ob, k, h[m * G + i]);
+        if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, h[m * G + i]);
       }
       }
     }
@@ -533,9 +578,32 @@ void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const 
   }
 }
 
+// Paths without output selection (pixvec, sgemm) compute every output; the ones not selected become zeros here.
+void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < g.N; n++)
+    for (int64_t i = 0; i < g.G; i++) {
+      const int32_t* osel = out.sel(n, i);
+      for (int64_t o = 0, k = 0; o < g.Og; o++) {
+        if (k < out.count(n, i) && osel[k] == o) {
+          k++;
+          continue;
+        }
+        const int64_t c = i * g.Og + o;
+        if (blocked16) {
+          float* yc = y + (n * g.O / 16 + c / 16) * g.OHW * 16 + c % 16;
+          for (int64_t q = 0; q < g.OHW; q++) yc[q * 16] = 0.f;
+        } else {
+          std::memset(y + (n * g.O + c) * g.OHW, 0, g.OHW * sizeof(float));
+        }
+      }
+    }
+}
+
 }  // namespace
 
-TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                                  const Tensor* outMask) {
   Geometry g;
   g.N = x.shape[0], g.C = x.shape[1], g.H = x.shape[2], g.W = x.shape[3];
   g.O = weight.shape[0], g.KH = weight.shape[2], g.KW = weight.shape[3], g.T = g.KH * g.KW;
@@ -547,6 +615,8 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
 
   const float* s = plainData(scale);
   const Selection sel = select(g, s);
+  OutSelection outSel;
+  if (outMask) outSel = selectOutputs(g, plainData(*outMask), outMask->shape[1]);
 
   Source src;
   src.block = channelBlock(x);
@@ -573,6 +643,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const float* WL = weightLayout(weight, g, ocvec);
   if (!avx512) {
     runSgemm(g, sel, src, s, WL, y->data());
+    if (outMask) zeroUnselected(g, outSel, false, y->data());
     return y;
   }
   Rows rows;
@@ -583,7 +654,10 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   } else {
     rows = Rows::Im2col;  // pixvec needs a dense pixel grid
   }
-  runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack, y->data());
+  const bool selectInKernel = outMask && ocvec;
+  runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
+            selectInKernel ? &outSel : nullptr, y->data());
+  if (outMask && !selectInKernel) zeroUnselected(g, outSel, ocvec && g.Og % 16 == 0, y->data());
   return y;
 }
 

@@ -60,6 +60,17 @@ struct Selection {
 };
 
 Selection select(const Geometry& g, const float* s);
+
+// Output selection (producer/consumer skipping): per (sample, head) the outputs o in [0, Og) of the head whose
+// mask is non-zero in some row k of outMask [N, K, O]; the others are not computed (they are written as zeros).
+struct OutSelection {
+  std::vector<int32_t> idx;    // (n, i)-major, ascending, within the head
+  std::vector<int64_t> start;  // N*G + 1 offsets
+  int64_t G = 1;
+  int64_t count(int64_t n, int64_t i) const { return start[n * G + i + 1] - start[n * G + i]; }
+  const int32_t* sel(int64_t n, int64_t i) const { return idx.data() + start[n * G + i]; }
+};
+OutSelection selectOutputs(const Geometry& g, const float* outMask, int64_t K);
 bool cpuHasAvx512();
 
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------

@@ -35,6 +35,22 @@ Selection select(const Geometry& g, const float* s) {
   return r;
 }
 
+OutSelection selectOutputs(const Geometry& g, const float* m, int64_t K) {
+  OutSelection r;
+  r.G = g.G;
+  r.start.assign(g.N * g.G + 1, 0);
+  for (int64_t n = 0; n < g.N; n++)
+    for (int64_t i = 0; i < g.G; i++) {
+      for (int64_t o = 0; o < g.Og; o++) {
+        bool any = false;
+        for (int64_t k = 0; k < K && !any; k++) any = m[(n * K + k) * g.O + i * g.Og + o] != 0.f;
+        if (any) r.idx.push_back((int32_t)o);
+      }
+      r.start[n * g.G + i + 1] = (int64_t)r.idx.size();
+    }
+  return r;
+}
+
 #if MSGC_GATHER_AVX512
 bool cpuHasAvx512() {
   static const bool ok = __builtin_cpu_supports("avx512f");

@@ -55,9 +55,18 @@ static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
 }
 
 // the same arguments; runs only the selected channels (forward only, for inference)
+// (optional 7th argument outputMask [N, K, outChannels]: only outputs some row selects are computed, the rest are 0)
 static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
-  MsgcArgs a = readMsgc(info, "msgcConv2d");
-  return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p));
+  const char* op = "msgcConv2d";
+  MsgcArgs a = readMsgc(info, op);
+  TensorPtr outMask = info.Length() > 6 ? optionalTensorArg(info, 6, op, "outputMask") : nullptr;
+  if (outMask) {
+    expectDims(*outMask, 3, op, "outputMask", "[N, K, outChannels]");
+    expectSameDevice(*a.x, *outMask, op, "x", "outputMask");
+    MSGC_CHECK(outMask->shape[0] == a.y[0] && outMask->shape[1] > 0 && outMask->shape[2] == a.y[1], op,
+               ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
+  }
+  return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get()));
 }
 
 // msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]

@@ -37,6 +37,6 @@ export function dynamicTensor(masks: Tensor[], costs: number[]): Tensor | null {
   return acc;
 }
 
-export function tally(dynamic: number, dyn: Tensor | null, bonus: number, density: number[]): BlockMacTally {
-  return { dynamic, dynamicTensor: dyn, bonus, density };
+export function tally(dynamic: number, dyn: Tensor | null, bonus: number, density: number[], bonusSkipped = 0): BlockMacTally {
+  return { dynamic, dynamicTensor: dyn, bonus, bonusSkipped, density };
 }

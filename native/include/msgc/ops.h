@@ -116,7 +116,10 @@ struct MsgcConvParams {
   int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, heads = 1;
 };
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
-TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);  // cpu/msgc_gather.cc: only selected channels (inference)
+// cpu/msgc_gather.cc: only the selected channels (inference). outMask [N, K, O] (optional): only outputs o with
+// outMask[n, k, o] != 0 for some k are computed, the others are zeros (producer/consumer skipping, spec §2.10).
+TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                                  const Tensor* outMask = nullptr);
 struct MsgcConvGrads {
   TensorPtr x, weight, scale;
 };
