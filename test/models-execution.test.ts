@@ -20,11 +20,15 @@ function setGates(model: msgc.nn.Module, seed: number): void {
   }
 }
 
-function run(model: msgc.models.Backbone, x: msgc.Tensor, mode: msgc.F.MsgcExecution, impl?: string): { y: Float32Array; macs: number } {
+function run(model: msgc.models.Backbone, x: msgc.Tensor, mode: msgc.F.MsgcExecution, impl?: string): { y: Float32Array; macs: number; notSkipped: number } {
   const prev = msgc.F.setMsgcExecution(mode);
   if (impl) process.env.MSGC_MASKED_IMPL = impl;
   try {
-    return msgc.noGrad(() => msgc.tidy(() => ({ y: model.forward(x).toFloat32Array(), macs: model.lastMacs().perImage })));
+    return msgc.noGrad(() => msgc.tidy(() => {
+      const y = model.forward(x).toFloat32Array();
+      const m = model.lastMacs();
+      return { y, macs: m.perImage, notSkipped: m.executed - m.perImage };
+    }));
   } finally {
     msgc.F.setMsgcExecution(prev);
     delete process.env.MSGC_MASKED_IMPL;
@@ -51,10 +55,16 @@ describe.each(cases)('%s in eval: outputs equal across execution modes', (_name,
       const masked = run(model, x, 'masked', 'batched');
       const scale = Math.max(...Array.from(masked.y).map(Math.abs));
       expect(scale).toBeGreaterThan(0);
+      // the masked execution computes every bonus channel; the gathered one skips some (producer/consumer
+      // skipping), and reports it
+      const bonus = model.lastMacs().bonus;
+      expect(bonus).toBeGreaterThan(0);
+      expect(masked.notSkipped).toBeCloseTo(bonus, 0);
       for (const [mode, impl] of [['masked', 'persample'], ['gathered', undefined], ['auto', undefined]] as const) {
         const r = run(model, x, mode, impl);
         expect(closeness(r.y, masked.y, 1e-3 * scale, 1e-3)).toBeLessThanOrEqual(1);
         expect(r.macs).toBeCloseTo(masked.macs, 0);
+        if (mode === 'gathered') expect(r.notSkipped).toBeLessThan(0.99 * bonus);
       }
       // the gates really are mixed: the model runs well below its dense cost
       expect(model.lastMacs().ratio).toBeLessThan(0.9);

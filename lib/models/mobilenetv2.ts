@@ -10,6 +10,8 @@ import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
+import { ones } from '../tensor/creation';
+import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
@@ -106,14 +108,29 @@ export class InvertedResidual extends Module implements CountedBlock {
     const ctx = context(x);
     const m = this.mask!.forward(ctx);
     const s = this.att ? F.mul(m, this.att.forward(ctx)) : m;
-    const h = this.dw.forward(this.pw ? this.pw.forward(x) : x);
+    const mv = m.toFloat32Array();
+    const unselected = unselectedFraction(mv, N, G, this.hidden);
+    let expanded: Tensor | null = null;
+    let pwSkipped = false;
+    if (this.pw && !this.training && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(unselected, H * W)) {
+      // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
+      // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
+      // conv still runs on every hidden channel: a small share of the block's MACs.)
+      const pwConv = this.pw.layers[0] as Conv2d;
+      const pwBn = this.pw.layers[1] as BatchNorm2d;
+      const all = ones([N, 1, this.inp]);
+      const st: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+      expanded = pwBn.forwardAct(F.msgcConv2d(x, pwConv.weight, all, { heads: 1, execution: 'gathered', outputMask: m, stats: st }), 'relu6');
+      if (!isGradEnabled()) all.dispose(); // (else the recorded backward holds it; the enclosing tidy frees it)
+      pwSkipped = !!st.skippedOutputs;
+    }
+    const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
     const out = this.projectBn.forwardAct(F.msgcConv2d(h, this.project.weight, s, { heads: G }), null, residual);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);
-    const mv = m.toFloat32Array();
     const d = meanValue(mv);
-    const bonus = unselectedFraction(mv, N, G, this.hidden) * (c.pw + c.dw);
-    this.lastTally = tally(d * c.dgc, dynamicTensor([m], [c.dgc]), bonus, [d]);
+    const bonus = unselected * (c.pw + c.dw);
+    this.lastTally = tally(d * c.dgc, dynamicTensor([m], [c.dgc]), bonus, [d], pwSkipped ? unselected * c.pw : 0);
     return out;
   }
 }

@@ -91,6 +91,11 @@ export function setMsgcExecution(mode: MsgcExecution): MsgcExecution {
   return prev;
 }
 
+/** The execution msgcConv2d calls without options.execution use (see setMsgcExecution). */
+export function getMsgcExecution(): MsgcExecution {
+  return defaultExecution;
+}
+
 /** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats). */
 function scaleDensity(scale: Tensor): number {
   const v = scale.toFloat32Array();
