@@ -262,6 +262,37 @@ describe("execution 'auto' and the gradient rule", () => {
     });
   });
 
+  test("'auto' with every gate open runs the dense convolution, with the masked gradients", () => {
+    msgc.tidy(() => {
+      const N = 3, C = 16, O = 32, G = 4;
+      const x = msgc.tensor(randomArray(N * C * 64, 21), [N, C, 8, 8], { requiresGrad: true });
+      const w = msgc.tensor(randomArray(O * C * 9, 22), [O, C, 3, 3], { requiresGrad: true });
+      const s = msgc.tensor(new Float32Array(N * G * C).fill(1), [N, G, C], { requiresGrad: true });
+      const dense = msgc.noGrad(() => F.conv2d(x, w, null, { padding: 1 })).toFloat32Array();
+      const spy = jest.spyOn(native, 'conv2dForward');
+      const y = F.msgcConv2d(x, w, s, { heads: G, padding: 1 });
+      expect(spy).toHaveBeenCalledTimes(1);
+      spy.mockRestore();
+      expect(closeness(y.toFloat32Array(), dense, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+      const gy = msgc.tensor(randomArray(N * O * 64, 23), [N, O, 8, 8]);
+      F.sum(F.mul(y, gy)).backward();
+      const got = [x.grad!, w.grad!, s.grad!].map((t) => t.toFloat32Array());
+      for (const t of [x, w, s]) { t.grad!.dispose(); t.grad = null; }
+      const ym = F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'masked' });
+      F.sum(F.mul(ym, gy)).backward();
+      const want = [x.grad!, w.grad!, s.grad!].map((t) => t.toFloat32Array());
+      for (let k = 0; k < 3; k++) expect(closeness(got[k], want[k], 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      for (const t of [x, w, s]) { t.grad!.dispose(); t.grad = null; }
+      // one closed gate: back to the MSGC paths
+      const sv = new Float32Array(N * G * C).fill(1);
+      sv[5] = 0;
+      const spy2 = jest.spyOn(native, 'conv2dForward');
+      msgc.noGrad(() => F.msgcConv2d(x, w, msgc.tensor(sv, [N, G, C]), { heads: G, padding: 1 }));
+      expect(spy2).not.toHaveBeenCalled();
+      spy2.mockRestore();
+    });
+  });
+
   test("'gathered' forward records the masked backward: every gradient equals the masked path's", () => {
     msgc.tidy(() => {
       const c = cases[0];

@@ -96,12 +96,16 @@ export function getMsgcExecution(): MsgcExecution {
   return defaultExecution;
 }
 
-/** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats). */
-function scaleDensity(scale: Tensor): number {
+/** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), and whether all are 1. */
+function scaleStats(scale: Tensor): { density: number; allOnes: boolean } {
   const v = scale.toFloat32Array();
   let nz = 0;
-  for (let i = 0; i < v.length; i++) if (v[i] !== 0) nz++;
-  return v.length ? nz / v.length : 0;
+  let ones = 0;
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] !== 0) nz++;
+    if (v[i] === 1) ones++;
+  }
+  return { density: v.length ? nz / v.length : 0, allOnes: ones === v.length };
 }
 
 /** Share of (sample, output) pairs that no row of outputMask [N, K, O] needs. */
@@ -139,11 +143,16 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
     throw new Error(`${op}: options.execution must be 'auto', 'masked' or 'gathered', got ${String(execution)}`);
   }
   let gathered = execution === 'gathered';
-  if (execution === 'auto' && x.shape.length === 4 && weight.shape.length === 4) {
+  // 'auto' with every gate open and no attention (trained models keep whole layers dense): the scales change
+  // nothing, so the forward is the dense convolution itself (oneDNN, batched), faster than either MSGC path
+  let denseForward = false;
+  if (execution === 'auto' && x.shape.length === 4 && weight.shape.length === 4 && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
     const [N, , H, W] = x.shape;
     const [O, C, kh, kw] = weight.shape;
     const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
-    gathered = preferGathered(scaleDensity(scale), { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C });
+    const st = scaleStats(scale);
+    denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
+    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C });
   }
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
@@ -161,9 +170,11 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
     options.stats.gathered = gathered;
     options.stats.skippedOutputs = outputMask !== null;
   }
-  const y = new Tensor(gathered
-    ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
-    : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
+  const y = new Tensor(denseForward
+    ? native.conv2dForward(x.h, weight.h, null, stride, padding, [1, 1], 1)
+    : gathered
+      ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
+      : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
   return recordOp(y, op, [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,
       x.requiresGrad, weight.requiresGrad, scale.requiresGrad);

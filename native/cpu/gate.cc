@@ -25,6 +25,8 @@ GateResult gateForward(const Tensor& logits, float temperature, bool training, u
   r.soft = emptyTensor(logits.shape);
   float* soft = r.soft->data();
   fillUniform(soft, n, seed, 0.f, 1.f);  // u, overwritten in place by the soft gate
+  // two logs and an exp per gate: ~0.2 ms per call at ResNet-20's batch 64 on one core, so split it
+#pragma omp parallel for schedule(static) if (n > 4096)
   for (int64_t i = 0; i < n; i++) {
     float u = soft[i];
     float g = std::log(u + 1e-8f) - std::log(1.f - u + 1e-8f);
