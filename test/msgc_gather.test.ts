@@ -335,7 +335,10 @@ describe("execution 'auto' and the gradient rule", () => {
     // 1×1 convs: gathered only well below density 0.5, except wide inputs on small maps at batch 1
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 144, headChannels: 6 })).toBe(false);
-    expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(false);
+    expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
+    expect(preferGathered(0.8, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(false);
+    expect(preferGathered(0.95, { outPixels: 7 * 7, batch: 32, kernel: 1, channels: 960, headChannels: 40 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 32, kernel: 1, channels: 192, headChannels: 8 })).toBe(false);
     expect(preferGathered(0.25, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
     // ...but wide 1×1 heads (ResNet-50's gated 1×1 convs) are compute-bound: gathered at density 0.5
     expect(preferGathered(0.5, { outPixels: 7 * 7, batch: 32, kernel: 1, channels: 2048, headChannels: 512 })).toBe(true);

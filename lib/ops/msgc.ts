@@ -64,12 +64,15 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     // gathered took 0.46-0.66x dense time at density 0.5 on batch 1 and 0.53-0.93x at batch 32
     threshold = s.batch <= 2 ? 0.95 : s.outPixels >= 56 * 56 ? 0.7 : 0.85;
   } else if (s.kernel === 1) {
-    // 1×1 (MobileNetV2's projections): the masked path runs at about dense speed (W ⊙ scale per sample), while
-    // the gathered kernel still reads most input rows (the heads' union) and is memory-bound on these shapes:
-    // at density 0.5 it took 0.76-0.9x dense time only with >= 192 input channels on maps <= 14² at batch 1,
-    // 1.03-1.5x at batch 32 (0.6-0.84x at density 0.25 on maps <= 14²).
+    // 1×1 (MobileNetV2's projections): the gathered kernel still reads most input rows (the heads' union) and is
+    // memory-bound on these shapes: at density 0.5 it took 0.76-0.9x dense time only with >= 192 input channels
+    // on maps <= 14² at batch 1. At batch 32 (after the inference fixes that made dense MobileNetV2 2x faster) the
+    // masked path (one conv per sample with W ⊙ scale) took 1.2-1.25x dense time on 14² maps and 1.3-1.9x on 7²,
+    // gathered 0.68-1.04x on 14² at density 0.5 (0.95-1.3x at 0.75-0.9) and 0.85-1.4x on 7² at any density: so
+    // on 7² maps gathered always beats masked, on 14² up to density ~0.7; on 28² and larger masked runs at
+    // 1.0-1.07x and gathered at 1.14-2.1x (density 0.5).
     if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
-    else threshold = s.outPixels <= 14 * 14 ? 0.4 : 0.15;
+    else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
   } else if (s.batch > 2 && s.headChannels !== undefined && s.headChannels < 16) threshold = 0.3;
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;
