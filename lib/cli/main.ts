@@ -100,7 +100,7 @@ program
   .option('--data <dir>', 'dataset folder')
   .option('--out <dir>', 'output folder (stages resume from it)', 'runs/demo')
   .option('--fresh', 'delete the output folder first')
-  .option('--epochs <n>', 'dense training epochs', int, 3)
+  .option('--epochs <n>', 'dense training epochs', int, 8)
   .option('--finetune-epochs <n>', 'fine-tuning epochs (MSGC and dense alike)', int, 8)
   .option('--batch-size <n>', 'batch size', int, 64)
   .option('--lr <lr>', 'dense training learning rate', num, 0.1)

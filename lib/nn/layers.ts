@@ -91,11 +91,15 @@ export class BatchNorm2d extends Module {
     this.numBatchesTracked = this.registerBuffer('num_batches_tracked', zeros([]));
   }
 
+  /** torch's num_batches_tracked: one more batch seen in training */
+  private countBatch(): void {
+    if (!this.training) return;
+    this.batches = this.numBatchesTracked.item() + 1;
+    this.numBatchesTracked.assign([this.batches]);
+  }
+
   forward(x: Tensor): Tensor {
-    if (this.training) {
-      this.batches = this.numBatchesTracked.item() + 1;
-      this.numBatchesTracked.assign([this.batches]);
-    }
+    this.countBatch();
     return F.batchNorm2d(x, this.runningMean, this.runningVar, this.weight, this.bias, {
       training: this.training,
       momentum: this.momentum,
@@ -108,10 +112,7 @@ export class BatchNorm2d extends Module {
    * the same values and gradients as the separate ops otherwise.
    */
   forwardAct(x: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null = null): Tensor {
-    if (this.training) {
-      this.batches = this.numBatchesTracked.item() + 1;
-      this.numBatchesTracked.assign([this.batches]);
-    }
+    this.countBatch();
     return F.batchNormAct(x, this.runningMean, this.runningVar, this.weight, this.bias, {
       training: this.training,
       momentum: this.momentum,
