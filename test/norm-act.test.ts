@@ -164,6 +164,29 @@ describe('F.batchNormAct in eval (fused)', () => {
     }
   });
 
+  test('NaN comes out as from the separate ops: kept without an activation, 0 after ReLU / ReLU6 (as oneDNN gives)', () => {
+    const shape = [1, 16, 2, 2];
+    const xv = randomArray(numel(shape), 61, -2, 2);
+    xv[3] = NaN;
+    xv[17] = NaN;
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = msgc.tensor(xv, shape);
+      const s = msgc.ones([16]);
+      const z = msgc.zeros([16]);
+      for (const act of ['relu', 'relu6', null] as const) {
+        const fused = F.batchNormAct(x, z, s, null, null, { training: false, activation: act }).toFloat32Array();
+        const bn = F.batchNorm2d(x, z, s, null, null, { training: false });
+        const sep = (act === 'relu' ? F.relu(bn) : act === 'relu6' ? F.relu6(bn) : bn).toFloat32Array();
+        for (let k = 0; k < xv.length; k++) {
+          if (Number.isNaN(sep[k])) expect(fused[k]).toBeNaN();
+          else expect(fused[k]).toBeCloseTo(sep[k], 5);
+        }
+        if (act === null) expect(fused[3]).toBeNaN();
+        else expect(fused[3]).toBe(0);
+      }
+    }));
+  });
+
   test('bad input throws an Error naming the problem', () => {
     msgc.tidy(() => {
       const x = msgc.zeros([2, 4, 3, 3]);

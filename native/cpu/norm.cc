@@ -140,42 +140,47 @@ BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tens
 // Memory-bound, so the point is one read of x (and the residual) and one write of y instead of a pass per op, and
 // no primitive lookup: at batch 1 the separate BN, add and ReLU calls cost about a third of MobileNetV2's time.
 namespace {
-// One plane of `pixels` pixels × `block` lanes (block 1: one channel): y = clamp(x·a + b [+ r], lo, hi). Compiled
-// for AVX-512, AVX2 and the baseline; the loader picks the best the CPU has.
-template <int B>
+// One plane of `pixels` pixels × `block` lanes (block 1: one channel): y = x·a + b [+ r], clamped to [lo, hi] for
+// an activation. NaN is treated as the separate ops treat it: oneDNN's ReLU/ReLU6 give 0 (max(lo, NaN) = lo here),
+// no activation keeps it.
+inline float bnActClamp(float v, float lo, float hi, bool clamp) { return clamp ? std::min(hi, std::max(lo, v)) : v; }
+
+template <int B, bool Clamp>
 inline void bnActPlane(const float* __restrict x, const float* __restrict r, float* __restrict y, int64_t pixels,
                        const float* a, const float* b, float lo, float hi) {
   float av[B], bv[B];
   for (int l = 0; l < B; l++) av[l] = a[l], bv[l] = b[l];
   if (r) {
     for (int64_t p = 0; p < pixels; p++)
-      for (int l = 0; l < B; l++) {
-        const float v = x[p * B + l] * av[l] + bv[l] + r[p * B + l];
-        y[p * B + l] = std::min(hi, std::max(lo, v));
-      }
+      for (int l = 0; l < B; l++)
+        y[p * B + l] = bnActClamp(x[p * B + l] * av[l] + bv[l] + r[p * B + l], lo, hi, Clamp);
   } else {
     for (int64_t p = 0; p < pixels; p++)
-      for (int l = 0; l < B; l++) {
-        const float v = x[p * B + l] * av[l] + bv[l];
-        y[p * B + l] = std::min(hi, std::max(lo, v));
-      }
+      for (int l = 0; l < B; l++) y[p * B + l] = bnActClamp(x[p * B + l] * av[l] + bv[l], lo, hi, Clamp);
   }
+}
+
+template <int B>
+inline void bnActPlaneAny(const float* x, const float* r, float* y, int64_t pixels, const float* a, const float* b,
+                          float lo, float hi, bool clamp) {
+  if (clamp) bnActPlane<B, true>(x, r, y, pixels, a, b, lo, hi);
+  else bnActPlane<B, false>(x, r, y, pixels, a, b, lo, hi);
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void bnActPlanes(const float* x, const float* r, float* y, int64_t p0, int64_t p1, int64_t planesPerSample,
-                 int64_t pixels, int64_t block, const float* a, const float* b, float lo, float hi) {
+                 int64_t pixels, int64_t block, const float* a, const float* b, float lo, float hi, bool clamp) {
   for (int64_t pl = p0; pl < p1; pl++) {
     const int64_t c0 = (pl % planesPerSample) * block, off = pl * pixels * block;
     const float* rp = r ? r + off : nullptr;
     if (block == 16) {
-      bnActPlane<16>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+      bnActPlaneAny<16>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi, clamp);
     } else if (block == 8) {
-      bnActPlane<8>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+      bnActPlaneAny<8>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi, clamp);
     } else {
-      bnActPlane<1>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi);
+      bnActPlaneAny<1>(x + off, rp, y + off, pixels, a + c0, b + c0, lo, hi, clamp);
     }
   }
 }
@@ -219,12 +224,12 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
   const float* ap = a.data();
   const float* bp = b.data();
   if (planes * HW * block < 65536) {
-    bnActPlanes(xd, rd, yd, 0, planes, Cp / block, HW, block, ap, bp, lo, hi);
+    bnActPlanes(xd, rd, yd, 0, planes, Cp / block, HW, block, ap, bp, lo, hi, act >= 0);
   } else {
 #pragma omp parallel
     {
       const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
-      bnActPlanes(xd, rd, yd, planes * t / T, planes * (t + 1) / T, Cp / block, HW, block, ap, bp, lo, hi);
+      bnActPlanes(xd, rd, yd, planes * t / T, planes * (t + 1) / T, Cp / block, HW, block, ap, bp, lo, hi, act >= 0);
     }
   }
   return y;
