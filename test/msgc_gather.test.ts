@@ -330,7 +330,9 @@ describe("execution 'auto' and the gradient rule", () => {
     // narrow heads: the masked path's per-sample convs beat the gathered kernel unless few gates are open
     expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(false);
     expect(preferGathered(0.2, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(true);
-    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(false);
+    expect(preferGathered(0.2, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 8 * 8, batch: 1, headChannels: 16 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 16 })).toBe(true);
     // 1×1 convs: gathered only well below density 0.5, except wide inputs on small maps at batch 1
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);

@@ -53,7 +53,7 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number): b
  *   threshold = 0.95 for batch ≤ 2 or output maps larger than 14², 0.85 for maps up to 14², 0.75 up to 7².
  * Narrow heads (fewer than 16 output channels per head, e.g. ResNet-20's 16- and 32-channel stages) fill few
  * SIMD lanes in the gathered kernel, while the masked path runs them as one full-width conv per sample: at
- * batch 64 and density 0.5 gathered took 1.4x the masked time there, so for batch > 2 the threshold is 0.3.
+ * batch 64 and density 0.5 gathered took 1.4x the masked time there (1.4-1.9x at batch 1), so the threshold is 0.3.
  * (Without AVX-512 the gathered path runs oneDNN's sgemm on packed copies, about as fast as dense at density
  * 0.5; the rule was not tuned for it.)
  */
@@ -73,7 +73,12 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     // 1.0-1.07x and gathered at 1.14-2.1x (density 0.5).
     if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
     else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
-  } else if (s.batch > 2 && s.headChannels !== undefined && s.headChannels < 16) threshold = 0.3;
+  } else if (s.headChannels !== undefined && s.headChannels < 16) {
+    // narrow heads at batch 1 too: the pixvec kernel's im2col copy of the union (which four heads keep near-full)
+    // dominates small convs: 85 µs gathered vs 46 masked vs 28 dense for 16 channels on 32² (O/G = 4), 65 vs 37
+    // vs 27 for 32 channels on 16² (O/G = 8), density 0.5
+    threshold = 0.3;
+  }
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;
 }
