@@ -283,6 +283,12 @@ describe("execution 'auto' and the gradient rule", () => {
       const want = [x.grad!, w.grad!, s.grad!].map((t) => t.toFloat32Array());
       for (let k = 0; k < 3; k++) expect(closeness(got[k], want[k], 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       for (const t of [x, w, s]) { t.grad!.dispose(); t.grad = null; }
+      // hints stand in for reading the scales back: told the density is 0.1, 'auto' takes the gathered path
+      const spy3 = jest.spyOn(native, 'msgcConv2dForwardGathered');
+      const hinted = msgc.noGrad(() => F.msgcConv2d(x, w, s, { heads: G, padding: 1, hints: { density: 0.1, allOnes: false } }));
+      expect(spy3).toHaveBeenCalledTimes(1);
+      spy3.mockRestore();
+      expect(closeness(hinted.toFloat32Array(), dense, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       // one closed gate: back to the MSGC paths
       const sv = new Float32Array(N * G * C).fill(1);
       sv[5] = 0;

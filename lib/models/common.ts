@@ -4,6 +4,7 @@ import { Conv2d } from '../nn/layers';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
+import { meanValue } from '../nn/msgc/tally';
 import { Tensor } from '../tensor/tensor';
 
 export interface MsgcOptions {
@@ -71,8 +72,15 @@ export function context(x: Tensor): Tensor {
  * with one head, so that without autograd only the selected input channels are read and multiplied (gathered
  * execution), and in training the gate receives its gradient through the product as before.
  */
-export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor, outputMask: Tensor | null = null, stats?: { gathered: boolean; skippedOutputs?: boolean }): Tensor {
-  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, outputMask, stats });
+export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor, outputMask: Tensor | null = null, stats?: { gathered: boolean; skippedOutputs?: boolean },
+  hints?: F.MsgcConv2dOptions['hints']): Tensor {
+  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, outputMask, stats, hints });
+}
+
+/** msgcConv2d's hints for binary gates whose values `mv` the block has read (density, all open). */
+export function gateHints(mv: Float32Array, unneededOutputs?: number): { density: number; allOnes: boolean; unneededOutputs?: number } {
+  const density = meanValue(mv);
+  return { density, allOnes: density === 1, unneededOutputs };
 }
 
 /** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */

@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -106,18 +106,20 @@ export class DenseLayer extends Module implements CountedBlock {
     const m1 = this.mask1!.forward(ctx);
     const m2 = this.mask2!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
-    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.norm2.forwardAct(inputGatedConv(this.conv1, t, m1, this.training ? null : m2, st1), 'relu');
-    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 });
-    const out = F.concat([x, y]);
-    // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
-    const c = this.costs(H, W);
+    // the gate values, read once: for the MAC tally and as msgcConv2d's hints
     const m1v = m1.toFloat32Array();
     const m2v = m2.toFloat32Array();
     const d1 = meanValue(m1v);
     const d2 = meanValue(m2v);
-    const bonus = unselectedFraction(m2v, N, G, this.hidden) * d1 * c.dgc1;
+    const unselected2 = unselectedFraction(m2v, N, G, this.hidden);
+    // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
+    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const u = this.norm2.forwardAct(inputGatedConv(this.conv1, t, m1, this.training ? null : m2, st1, gateHints(m1v, unselected2)), 'relu');
+    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) });
+    const out = F.concat([x, y]);
+    // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
+    const c = this.costs(H, W);
+    const bonus = unselected2 * d1 * c.dgc1;
     this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2],
       !this.training && st1.skippedOutputs ? bonus : 0);
     return out;

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -91,17 +91,21 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
-    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1, this.training ? null : m2, st1), 'relu');
-    const y = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1 }), 'relu', identity);
-    // MACs of this batch (spec §4.2–4.3)
-    const c = this.costs(H, W);
+    // the gate values, read once: for the MAC tally and as msgcConv2d's hints (so 'auto' need not read them again)
     const m1v = m1.toFloat32Array();
     const m2v = m2.toFloat32Array();
     const d1 = meanValue(m1v);
     const d2 = meanValue(m2v);
-    const bonus = unselectedFraction(m2v, N, G, this.planes) * d1 * c.dgc1;
+    const unselected2 = unselectedFraction(m2v, N, G, this.planes);
+    // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
+    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1, this.training ? null : m2, st1,
+      this.att1 ? { unneededOutputs: unselected2 } : gateHints(m1v, unselected2)), 'relu');
+    const y = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) }),
+      'relu', identity);
+    // MACs of this batch (spec §4.2–4.3)
+    const c = this.costs(H, W);
+    const bonus = unselected2 * d1 * c.dgc1;
     this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2],
       !this.training && st1.skippedOutputs ? bonus : 0);
     return y;
@@ -196,21 +200,24 @@ export class Bottleneck extends Module implements CountedBlock {
     // eval: conv1 outputs no head of conv2 selects, and conv2 outputs m3 drops, are not computed (producer and
     // consumer skipping, spec §2.10)
     const skip = !this.training;
-    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1, skip ? m2 : null, st1), 'relu');
-    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2,
-      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2 }), 'relu');
-    const y = this.bn3.forwardAct(inputGatedConv(this.conv3, v, m3), 'relu', identity);
-    const c = this.costs(H, W);
+    // the gate values, read once: for the MAC tally and as msgcConv2d's hints
     const m1v = m1.toFloat32Array();
     const m2v = m2.toFloat32Array();
     const m3v = m3.toFloat32Array();
     const d1 = meanValue(m1v);
     const d2 = meanValue(m2v);
     const d3 = meanValue(m3v);
+    const unselected2 = unselectedFraction(m2v, N, G, w);
+    const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
+    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1, skip ? m2 : null, st1, gateHints(m1v, unselected2)), 'relu');
+    const h2 = this.att2 ? { unneededOutputs: 1 - d3 } : gateHints(m2v, 1 - d3);
+    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2,
+      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }), 'relu');
+    const y = this.bn3.forwardAct(inputGatedConv(this.conv3, v, m3, null, undefined, gateHints(m3v)), 'relu', identity);
+    const c = this.costs(H, W);
     // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
-    const bonus2 = unselectedFraction(m2v, N, G, w) * d1 * c.dgc1;
+    const bonus2 = unselected2 * d1 * c.dgc1;
     let bonus3 = 0;
     const slice = w / G;
     for (let i = 0; i < G; i++) {

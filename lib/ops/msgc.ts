@@ -30,6 +30,12 @@ export interface MsgcConv2dOptions {
   outputMask?: Tensor | null;
   /** filled in by the call: whether the gathered execution ran, and whether it skipped the unneeded outputs */
   stats?: { gathered: boolean; skippedOutputs?: boolean };
+  /**
+   * What the caller already knows of the scales, so that 'auto' need not read them back from native memory:
+   * density (share of entries ≠ 0), allOnes (every entry exactly 1), unneededOutputs (share of (sample, output)
+   * pairs no row of outputMask needs). The host blocks pass them from the gate values they read for the MAC tally.
+   */
+  hints?: { density?: number; allOnes?: boolean; unneededOutputs?: number };
 }
 
 /**
@@ -158,7 +164,8 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
     const [N, , H, W] = x.shape;
     const [O, C, kh, kw] = weight.shape;
     const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
-    const st = scaleStats(scale);
+    const h = options.hints;
+    const st = h && h.density !== undefined && h.allOnes !== undefined ? { density: h.density, allOnes: h.allOnes } : scaleStats(scale);
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C });
   }
@@ -171,7 +178,8 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
       const [, , H, W] = x.shape;
       const [, , kh, kw] = weight.shape;
       const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
-      if (!preferOutputSkipping(unneededShare(outputMask), outPixels)) outputMask = null;
+      const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);
+      if (!preferOutputSkipping(unneeded, outPixels)) outputMask = null;
     }
   }
   if (options.stats) {
