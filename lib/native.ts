@@ -45,6 +45,7 @@ export interface NativeBinding {
   batchNorm2dBackward(x: H, gy: H, mean: H, variance: H, w: H | null, training: boolean, eps: number,
     needWeightBias: boolean): [H, H | null, H | null];
   batchNormActEval(x: H, rm: H, rv: H, w: H | null, b: H | null, eps: number, act: number, residual: H | null): H;
+  batchNormActEval(x: H, rm: H, rv: H, w: H | null, b: H | null, eps: number, act: number, residual: H | null, pooled: true): [H, H];
   activationForward(kind: number, x: H): H;
   activationBackward(kind: number, saved: H, gy: H): H;
   pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair): [H, H | null];

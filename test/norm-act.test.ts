@@ -187,6 +187,37 @@ describe('F.batchNormAct in eval (fused)', () => {
     }));
   });
 
+  test('batchNormActPooled: the output and its per-channel means from one pass, vs float64', () => {
+    for (const [shape, layout] of [[[2, 24, 5, 7], 'blocked'], [[3, 16, 4, 4], 'plain'], [[1, 40, 9, 9], 'blocked']] as const) {
+      const C = shape[1];
+      const xv = randomArray(numel([...shape]), 71 + C, -3, 3);
+      const rv0 = randomArray(numel([...shape]), 72 + C, -2, 2);
+      const rm = randomArray(C, 73, -1, 1);
+      const rvar = randomArray(C, 74, 0.3, 2);
+      msgc.tidy(() => msgc.noGrad(() => {
+        const x0 = msgc.tensor(xv, [...shape]);
+        const x = layout === 'blocked' ? blockedCopy(x0) : x0;
+        const { y, pooled } = F.batchNormActPooled(x, msgc.tensor(rm, [C]), msgc.tensor(rvar, [C]), null, null,
+          { training: false, activation: 'relu', residual: msgc.tensor(rv0, [...shape]) });
+        const ref = reference(xv, [...shape], rm, rvar, null, null, 1e-5, 'relu', rv0);
+        expectClose(y.toFloat32Array(), ref, 'pooled y', 1e-5);
+        expect(pooled.shape).toEqual([shape[0], C, 1, 1]);
+        const HW = shape[2] * shape[3];
+        const want = new Float64Array(shape[0] * C);
+        for (let k = 0; k < ref.length; k++) want[Math.floor(k / HW)] += ref[k] / HW;
+        expectClose(pooled.toFloat32Array(), want, 'means', 1e-5);
+      }));
+    }
+    // training: the composition (batch statistics) and an ordinary pool of its output
+    const bn = new BatchNorm2d(8);
+    msgc.tidy(() => {
+      const x = msgc.tensor(randomArray(2 * 8 * 9, 75, -2, 2), [2, 8, 3, 3]);
+      const { y, pooled } = msgc.noGrad(() => bn.forwardActPooled(x, 'relu'));
+      expectClose(pooled.toFloat32Array(), F.adaptiveAvgPool2d(y, 1).toFloat32Array(), 'training pool', 1e-6);
+    });
+    bn.dispose();
+  });
+
   test('bad input throws an Error naming the problem', () => {
     msgc.tidy(() => {
       const x = msgc.zeros([2, 4, 3, 3]);

@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -95,7 +95,8 @@ export class DenseLayer extends Module implements CountedBlock {
   }
 
   forward(x: Tensor): Tensor {
-    const t = this.norm1.forwardAct(x, 'relu');
+    // (MSGC: in eval the same pass pools t for the gate context)
+    const t = this.msgc ? blockOutput(this.norm1, x, 'relu', null) : this.norm1.forwardAct(x, 'relu');
     if (!this.msgc) {
       const u = this.norm2.forwardAct(this.conv1.forward(t), 'relu');
       return F.concat([x, this.conv2.forward(u)]);

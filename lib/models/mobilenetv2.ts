@@ -13,7 +13,7 @@ import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -126,7 +126,7 @@ export class InvertedResidual extends Module implements CountedBlock {
       pwSkipped = !!st.skippedOutputs;
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = this.projectBn.forwardAct(F.msgcConv2d(h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(mv) }),
+    const out = blockOutput(this.projectBn, F.msgcConv2d(h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(mv) }),
       null, residual);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);

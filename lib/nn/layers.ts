@@ -107,6 +107,18 @@ export class BatchNorm2d extends Module {
     });
   }
 
+  /** forwardAct and the global average pool of its output, from one pass in eval (F.batchNormActPooled). */
+  forwardActPooled(x: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null = null): { y: Tensor; pooled: Tensor } {
+    this.countBatch();
+    return F.batchNormActPooled(x, this.runningMean, this.runningVar, this.weight, this.bias, {
+      training: this.training,
+      momentum: this.momentum,
+      eps: this.eps,
+      activation,
+      residual,
+    });
+  }
+
   /**
    * activation(this(x) + residual), fused into one pass in eval mode when no gradient is recorded (F.batchNormAct);
    * the same values and gradients as the separate ops otherwise.

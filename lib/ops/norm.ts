@@ -4,6 +4,7 @@ import { native } from '../native';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
 import { relu, relu6 } from './activation';
+import { adaptiveAvgPool2d } from './pool';
 import { add } from './elementwise';
 import { checkTensor, optionalTensor } from './util';
 
@@ -97,4 +98,37 @@ export function batchNormAct(
     y = a;
   }
   return y;
+}
+
+/**
+ * batchNormAct and the global average pool of its output ([N, C, 1, 1]: the next MSGC block's gate context). In
+ * eval without autograd both come from one native pass (the means are summed from the output while it is in
+ * cache); otherwise the composition of batchNormAct and adaptiveAvgPool2d.
+ */
+export function batchNormActPooled(
+  x: Tensor,
+  runningMean: Tensor,
+  runningVar: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  options: BatchNormActOptions,
+): { y: Tensor; pooled: Tensor } {
+  const op = 'batchNormActPooled';
+  checkTensor(op, 'x', x);
+  const act = options?.activation ?? null;
+  const residual = options?.residual ?? null;
+  const w = optionalTensor(op, 'weight', weight);
+  const b = optionalTensor(op, 'bias', bias);
+  if (!options || typeof options.training !== 'boolean') throw new Error(`${op}: options.training (boolean) is required`);
+  const recording = isGradEnabled() && [x, w, b, residual].some((t) => t && t.requiresGrad);
+  if (!options.training && !recording && x.rank === 4 && (act === null || act === 'relu' || act === 'relu6')) {
+    checkTensor(op, 'runningMean', runningMean);
+    checkTensor(op, 'runningVar', runningVar);
+    if (residual !== null) checkTensor(op, 'residual', residual);
+    const [yh, ph] = native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
+      options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null, true);
+    return { y: new Tensor(yh), pooled: new Tensor(ph) };
+  }
+  const y = batchNormAct(x, runningMean, runningVar, w, b, options);
+  return { y, pooled: adaptiveAvgPool2d(y, 1) };
 }

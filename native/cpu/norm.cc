@@ -184,10 +184,24 @@ void bnActPlanes(const float* x, const float* r, float* y, int64_t p0, int64_t p
     }
   }
 }
+// per-lane sums of a plane of `pixels` pixels × B lanes, in one sequential pass (float partial sums of 64 pixels,
+// added up in double)
+template <int B>
+void planeSums(const float* y, int64_t pixels, double* acc) {
+  for (int l = 0; l < B; l++) acc[l] = 0;
+  for (int64_t q0 = 0; q0 < pixels; q0 += 64) {
+    float part[B];
+    for (int l = 0; l < B; l++) part[l] = 0.f;
+    const int64_t q1 = std::min(pixels, q0 + 64);
+    for (int64_t q = q0; q < q1; q++)
+      for (int l = 0; l < B; l++) part[l] += y[q * B + l];
+    for (int l = 0; l < B; l++) acc[l] += part[l];
+  }
+}
 }  // namespace
 
 TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
-                           const Tensor* bias, float eps, int act, const Tensor* residual) {
+                           const Tensor* bias, float eps, int act, const Tensor* residual, TensorPtr* means) {
   const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3];
   int64_t block = channelBlock(x);
   const float* xd;
@@ -223,13 +237,32 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
   const int64_t planes = N * (Cp / block);
   const float* ap = a.data();
   const float* bp = b.data();
+  float* md = nullptr;
+  if (means) {
+    *means = emptyTensor({N, C, 1, 1});
+    md = (*means)->data();
+  }
+  // the plane just written is still in cache: its per-channel means cost a read from there
+  auto pool = [&](int64_t p0, int64_t p1) {
+    if (!md) return;
+    for (int64_t pl = p0; pl < p1; pl++) {
+      const int64_t n = pl / (Cp / block), c0 = (pl % (Cp / block)) * block;
+      double acc[16];
+      if (block == 16) planeSums<16>(yd + pl * HW * 16, HW, acc);
+      else if (block == 8) planeSums<8>(yd + pl * HW * 8, HW, acc);
+      else planeSums<1>(yd + pl * HW, HW, acc);
+      for (int64_t l = 0; l < block && c0 + l < C; l++) md[n * C + c0 + l] = (float)(acc[l] / (double)HW);
+    }
+  };
   if (planes * HW * block < 65536) {
     bnActPlanes(xd, rd, yd, 0, planes, Cp / block, HW, block, ap, bp, lo, hi, act >= 0);
+    pool(0, planes);
   } else {
 #pragma omp parallel
     {
       const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
       bnActPlanes(xd, rd, yd, planes * t / T, planes * (t + 1) / T, Cp / block, HW, block, ap, bp, lo, hi, act >= 0);
+      pool(planes * t / T, planes * (t + 1) / T);
     }
   }
   return y;

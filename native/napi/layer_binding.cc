@@ -49,7 +49,8 @@ static Napi::Value BatchNorm2dForward(const Napi::CallbackInfo& info) {
   return tensorList(info.Env(), {r.y, r.mean, r.var});
 }
 
-// batchNormActEval(x, runningMean, runningVar, weight|null, bias|null, eps, act, residual|null) -> y
+// batchNormActEval(x, runningMean, runningVar, weight|null, bias|null, eps, act, residual|null[, pooled]) -> y, or
+// [y, per-channel means of y [N, C, 1, 1]] when pooled
 static Napi::Value BatchNormActEval(const Napi::CallbackInfo& info) {
   const char* op = "batchNormAct";
   TensorPtr x = tensorArg(info, 0, op, "x");
@@ -71,7 +72,11 @@ static Napi::Value BatchNormActEval(const Napi::CallbackInfo& info) {
     expectShape(*r, x->shape, op, "residual");
     expectSameDevice(*x, *r, op, "x", "residual");
   }
-  return wrapTensor(info.Env(), batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get()));
+  const bool pooled = info.Length() > 8 && boolArg(info, 8, op, "pooled");
+  if (!pooled) return wrapTensor(info.Env(), batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get()));
+  TensorPtr means;
+  TensorPtr y = batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), &means);
+  return tensorList(info.Env(), {y, means});
 }
 
 // batchNorm2dBackward(x, gy, mean, var, weight|null, training, eps, needWeightBias) -> [gx, gw, gb]

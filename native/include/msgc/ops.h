@@ -40,8 +40,9 @@ BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tens
 //   y = act(x · γ/√(var + eps) + (β − mean · γ/√(var + eps)) [+ residual])
 // act: -1 none, else an Activation (ReLU or ReLU6). x: [N, C, H, W] in any layout; y keeps x's layout (plain,
 // nChw8c and nChw16c run our loop, other layouts run on a plain copy). residual: x's shape, any layout.
+// means (optional): also the per-channel spatial means of y, [N, C, 1, 1] (the next MSGC block's gate context).
 TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
-                           const Tensor* bias, float eps, int act, const Tensor* residual);
+                           const Tensor* bias, float eps, int act, const Tensor* residual, TensorPtr* means = nullptr);
 
 // ---- activations (cpu/activation.cc): y keeps x's layout --------------------------------------------------
 enum class Activation { ReLU, ReLU6, Sigmoid };
