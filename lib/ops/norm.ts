@@ -57,6 +57,36 @@ export interface BatchNormActOptions extends BatchNormOptions {
 
 const ACT_CODE = { none: -1, relu: 0, relu6: 1 } as const;
 
+interface ActArgs {
+  act: 'relu' | 'relu6' | null;
+  residual: Tensor | null;
+  w: Tensor | null;
+  b: Tensor | null;
+  recording: boolean;
+  /** the fused native pass applies: eval, nothing recorded, a 4-D x */
+  fused: boolean;
+}
+
+/** batchNormAct's and batchNormActPooled's argument checks and path choice. */
+function actArgs(op: string, x: Tensor, runningMean: Tensor, runningVar: Tensor, weight: Tensor | null, bias: Tensor | null,
+  options: BatchNormActOptions): ActArgs {
+  checkTensor(op, 'x', x);
+  const act = options?.activation ?? null;
+  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  const residual = options?.residual ?? null;
+  if (residual !== null) checkTensor(op, 'residual', residual);
+  const w = optionalTensor(op, 'weight', weight);
+  const b = optionalTensor(op, 'bias', bias);
+  if (!options || typeof options.training !== 'boolean') throw new Error(`${op}: options.training (boolean) is required`);
+  const recording = isGradEnabled() && [x, w, b, residual].some((t) => t && t.requiresGrad);
+  const fused = !options.training && !recording && x.rank === 4;
+  if (fused) {
+    checkTensor(op, 'runningMean', runningMean);
+    checkTensor(op, 'runningVar', runningVar);
+  }
+  return { act, residual, w, b, recording, fused };
+}
+
 /**
  * act(batchNorm2d(x) + residual): the "BN, add, ReLU" tail of a conv block. In eval mode, when no gradient is
  * recorded, it runs as one native pass over x (inference fusion: one read and one write instead of three of each);
@@ -70,19 +100,8 @@ export function batchNormAct(
   bias: Tensor | null,
   options: BatchNormActOptions,
 ): Tensor {
-  const op = 'batchNormAct';
-  checkTensor(op, 'x', x);
-  const act = options?.activation ?? null;
-  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
-  const residual = options?.residual ?? null;
-  if (residual !== null) checkTensor(op, 'residual', residual);
-  const w = optionalTensor(op, 'weight', weight);
-  const b = optionalTensor(op, 'bias', bias);
-  if (!options || typeof options.training !== 'boolean') throw new Error(`${op}: options.training (boolean) is required`);
-  const recording = isGradEnabled() && [x, w, b, residual].some((t) => t && t.requiresGrad);
-  if (!options.training && !recording && x.rank === 4) {
-    checkTensor(op, 'runningMean', runningMean);
-    checkTensor(op, 'runningVar', runningVar);
+  const { act, residual, w, b, recording, fused } = actArgs('batchNormAct', x, runningMean, runningVar, weight, bias, options);
+  if (fused) {
     return new Tensor(native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
       options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null));
   }
@@ -113,18 +132,8 @@ export function batchNormActPooled(
   bias: Tensor | null,
   options: BatchNormActOptions,
 ): { y: Tensor; pooled: Tensor } {
-  const op = 'batchNormActPooled';
-  checkTensor(op, 'x', x);
-  const act = options?.activation ?? null;
-  const residual = options?.residual ?? null;
-  const w = optionalTensor(op, 'weight', weight);
-  const b = optionalTensor(op, 'bias', bias);
-  if (!options || typeof options.training !== 'boolean') throw new Error(`${op}: options.training (boolean) is required`);
-  const recording = isGradEnabled() && [x, w, b, residual].some((t) => t && t.requiresGrad);
-  if (!options.training && !recording && x.rank === 4 && (act === null || act === 'relu' || act === 'relu6')) {
-    checkTensor(op, 'runningMean', runningMean);
-    checkTensor(op, 'runningVar', runningVar);
-    if (residual !== null) checkTensor(op, 'residual', residual);
+  const { act, residual, w, b, fused } = actArgs('batchNormActPooled', x, runningMean, runningVar, weight, bias, options);
+  if (fused) {
     const [yh, ph] = native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
       options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null, true);
     return { y: new Tensor(yh), pooled: new Tensor(ph) };

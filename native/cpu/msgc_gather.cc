@@ -30,8 +30,8 @@
 //    folds, one barrier, then the items in contiguous guided runs).
 //  * Padding: for 3×3 stride-1 convs the blocks at a row's ends skip the taps over the padding columns; the taps
 //    over the padding rows are computed (a direct convolution skips them: 9.5% of a 7² map's 3×3 taps).
-// Elsewhere (no AVX-512, or not x86-64) the portable path packs an im2col of S per (sample, head) and calls
-// oneDNN's sgemm.
+// Elsewhere (no AVX-512, or not x86-64) the portable path (msgc_gather_portable.cc) packs an im2col of S per
+// (sample, head) and calls oneDNN's sgemm.
 // For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
 // MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples.
 #include "msgc_gather.h"
@@ -51,15 +51,6 @@ enum class KernelKind { Ocvec, Pixvec };
 // Where head i of sample n folds its scale (see the file comment).
 enum class Fold { None, Weights, Rows };
 
-// A buffer that grows on demand (from the caching allocator: no page faults in steady state).
-struct Buffer {
-  std::shared_ptr<Storage> st;
-  float* get(size_t floats) {
-    if (!st || st->bytes < floats * sizeof(float))
-      st = std::make_shared<Storage>(std::max<size_t>(floats, 16) * sizeof(float), Device::CPU);
-    return st->data;
-  }
-};
 
 // One head's operands for the kernels: per selected channel its input rows and its weights.
 struct HeadOperands {
@@ -542,85 +533,6 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     }
     n0 = n1;
   }
-}
-
-// ---- the portable path: im2col of S per (sample, head) and oneDNN's sgemm ----------------------------------
-
-void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WT,
-              float* y) {
-  const RowPlan rp = planRows(g, Rows::Im2col, src.block, false);
-  int64_t maxSel = 0;
-  for (int64_t n = 0; n < g.N; n++)
-    for (int64_t i = 0; i < g.G; i++) maxSel = std::max(maxSel, sel.count(n, i));
-  const int threads = omp_get_max_threads();
-  const int64_t items = g.N * g.G;
-  const bool outer = items >= 2 * threads && threads > 1;
-  struct PerThread {
-    Buffer rows, weights;
-    std::vector<int64_t> runs;
-  };
-  std::vector<PerThread> pt(outer ? threads : 1);
-  for (auto& t : pt) {
-    t.rows.get((size_t)maxSel * rp.chanStride);
-    t.weights.get((size_t)maxSel * g.T * g.Og);
-  }
-  auto run = [&](int64_t item, PerThread& t) {
-    const int64_t n = item / g.G, i = item % g.G, ns = sel.count(n, i);
-    float* out = y + (n * g.O + i * g.Og) * g.OHW;
-    if (ns == 0) {
-      std::memset(out, 0, g.Og * g.OHW * sizeof(float));
-      return;
-    }
-    const int32_t* si = sel.sel(n, i);
-    const float* srow = scale + (n * g.G + i) * g.C;
-    float* rows = t.rows.st->data;
-    float* wp = t.weights.st->data;
-    blockRuns(si, ns, src.block, t.runs);
-    for (size_t r = 0; r + 1 < t.runs.size(); r++) {
-      float* dst[16];
-      for (int64_t j = t.runs[r]; j < t.runs[r + 1]; j++) dst[j - t.runs[r]] = rows + j * rp.chanStride;
-      fillChannels(g, rp, src, n, si + t.runs[r], t.runs[r + 1] - t.runs[r], dst);
-    }
-    for (int64_t j = 0; j < ns; j++) {
-      const int64_t c = si[j];
-      for (int64_t tp = 0; tp < g.T; tp++)
-        for (int64_t o = 0; o < g.Og; o++)
-          wp[(j * g.T + tp) * g.Og + o] = WT[(c * g.T + tp) * g.O + i * g.Og + o] * srow[c];
-    }
-    // y_i[Og, OHW] = Wpᵀ[Og, K] · rows[K, OHW], with Wp stored [K, Og]
-    const int64_t K = ns * g.T;
-    dnnl_status_t st = dnnl_sgemm('T', 'N', g.Og, g.OHW, K, 1.f, wp, g.Og, rows, g.OHW, 0.f, out, g.OHW);
-    MSGC_CHECK(st == dnnl_success, "msgcConv2d (gathered): sgemm failed with status ", (int)st);
-  };
-  if (outer) {
-    // one (sample, head) per thread at a time; sgemm runs single-threaded inside the parallel region
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t item = 0; item < items; item++) run(item, pt[omp_get_thread_num()]);
-  } else {
-    for (int64_t item = 0; item < items; item++) run(item, pt[0]);
-  }
-}
-
-// Paths without output selection (pixvec, sgemm) compute every output; the ones not selected become zeros here.
-void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, float* y) {
-#pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < g.N; n++)
-    for (int64_t i = 0; i < g.G; i++) {
-      const int32_t* osel = out.sel(n, i);
-      for (int64_t o = 0, k = 0; o < g.Og; o++) {
-        if (k < out.count(n, i) && osel[k] == o) {
-          k++;
-          continue;
-        }
-        const int64_t c = i * g.Og + o;
-        if (blocked16) {
-          float* yc = y + (n * g.O / 16 + c / 16) * g.OHW * 16 + c % 16;
-          for (int64_t q = 0; q < g.OHW; q++) yc[q * 16] = 0.f;
-        } else {
-          std::memset(y + (n * g.O + c) * g.OHW, 0, g.OHW * sizeof(float));
-        }
-      }
-    }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
-// msgc_gather.h: internals of the gathered MSGC convolution, shared by its three files:
+// msgc_gather.h: internals of the gathered MSGC convolution, shared by its four files:
 //   msgc_gather_pack.cc     selections, input rows (copies, transposes, padding) and weight layouts;
 //   msgc_gather_kernels.cc  the AVX-512 micro-kernels (ocvec, pixvec) and their dispatch tables;
-//   msgc_gather.cc          the driver (planning, scale folding, threading) and the portable sgemm path.
+//   msgc_gather.cc          the driver (planning, scale folding, output selection, threading);
+//   msgc_gather_portable.cc the portable sgemm path and the zeroing of outputs a mask leaves out.
 // See msgc_gather.cc for the design.
 #pragma once
 #include <dnnl.h>
@@ -73,6 +74,16 @@ struct OutSelection {
 OutSelection selectOutputs(const Geometry& g, const float* outMask, int64_t K);
 bool cpuHasAvx512();
 
+// A buffer that grows on demand (from the caching allocator: no page faults in steady state).
+struct Buffer {
+  std::shared_ptr<Storage> st;
+  float* get(size_t floats) {
+    if (!st || st->bytes < floats * sizeof(float))
+      st = std::make_shared<Storage>(std::max<size_t>(floats, 16) * sizeof(float), Device::CPU);
+    return st->data;
+  }
+};
+
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 
 enum class Rows { Planes, Direct, Im2col };
@@ -108,6 +119,12 @@ const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec);
 constexpr int ocvecRows(int Q) { return std::max(1, std::min(kMaxRows, kMaxPixels / Q)); }
 constexpr int kMaxMR = 8, kMaxNR = 6;
 constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // MR·NR + NR <= 31 registers
+// ---- the portable path (msgc_gather_portable.cc) ------------------------------------------------------------
+// Without AVX-512: an im2col of S per (sample, head) and oneDNN's sgemm, from the [C][T][O] weight layout.
+void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WT, float* y);
+// Paths without output selection (pixvec, sgemm) compute every output; the ones not selected become zeros here.
+void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, float* y);
+
 #if MSGC_GATHER_AVX512
 using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                          int64_t, float*, int64_t);
