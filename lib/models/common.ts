@@ -63,10 +63,10 @@ export function convOut(x: number, k: number, s: number, p: number): number {
   return Math.floor((x + 2 * p - k) / s) + 1;
 }
 
-/** Global average pool to [N, C, 1, 1]: the gate context. */
 // Block outputs whose global average pool was computed with them (blockOutput), for the next block's context.
 const pooledOutputs = new WeakMap<Tensor, Tensor>();
 
+/** Global average pool to [N, C, 1, 1]: the gate context (the one blockOutput computed with x, if any). */
 export function context(x: Tensor): Tensor {
   const cached = pooledOutputs.get(x);
   if (cached && !cached.isDisposed) return cached;

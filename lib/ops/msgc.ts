@@ -160,10 +160,15 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
   // 'auto' with every gate open and no attention (trained models keep whole layers dense): the scales change
   // nothing, so the forward is the dense convolution itself (oneDNN, batched), faster than either MSGC path
   let denseForward = false;
-  if (execution === 'auto' && x.shape.length === 4 && weight.shape.length === 4 && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
-    const [N, , H, W] = x.shape;
+  const fourD = x.shape.length === 4 && weight.shape.length === 4;
+  // output pixels (shapes are checked natively; only the rules use this)
+  const outPixels = fourD
+    ? (Math.floor((x.shape[2] + 2 * padding[0] - weight.shape[2]) / stride[0]) + 1) *
+      (Math.floor((x.shape[3] + 2 * padding[1] - weight.shape[3]) / stride[1]) + 1)
+    : 0;
+  if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
+    const N = x.shape[0];
     const [O, C, kh, kw] = weight.shape;
-    const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
     const h = options.hints;
     const st = h && h.density !== undefined && h.allOnes !== undefined ? { density: h.density, allOnes: h.allOnes } : scaleStats(scale);
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
@@ -172,12 +177,9 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
     checkTensor(op, 'outputMask', outputMask);
-    if (!gathered || x.shape.length !== 4 || weight.shape.length !== 4 || outputMask.shape.length !== 3) {
+    if (!gathered || !fourD || outputMask.shape.length !== 3) {
       outputMask = null;
     } else {
-      const [, , H, W] = x.shape;
-      const [, , kh, kw] = weight.shape;
-      const outPixels = (Math.floor((H + 2 * padding[0] - kh) / stride[0]) + 1) * (Math.floor((W + 2 * padding[1] - kw) / stride[1]) + 1);
       const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);
       if (!preferOutputSkipping(unneeded, outPixels)) outputMask = null;
     }

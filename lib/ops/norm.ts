@@ -1,6 +1,6 @@
 // norm.ts: F.batchNorm2d (torch semantics: momentum 0.1 weights the new batch statistic, biased variance in the
 // forward, unbiased variance into the running estimate).
-import { native } from '../native';
+import { native, NativeHandle } from '../native';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
 import { relu, relu6 } from './activation';
@@ -87,6 +87,14 @@ function actArgs(op: string, x: Tensor, runningMean: Tensor, runningVar: Tensor,
   return { act, residual, w, b, recording, fused };
 }
 
+type H = NativeHandle;
+/** The fused native call's arguments (before its `pooled` flag). */
+function nativeArgs(x: Tensor, runningMean: Tensor, runningVar: Tensor, options: BatchNormActOptions, a: ActArgs):
+  [H, H, H, H | null, H | null, number, number, H | null] {
+  return [x.h, runningMean.h, runningVar.h, a.w ? a.w.h : null, a.b ? a.b.h : null, options.eps ?? 1e-5,
+    ACT_CODE[a.act ?? 'none'], a.residual ? a.residual.h : null];
+}
+
 /**
  * act(batchNorm2d(x) + residual): the "BN, add, ReLU" tail of a conv block. In eval mode, when no gradient is
  * recorded, it runs as one native pass over x (inference fusion: one read and one write instead of three of each);
@@ -100,11 +108,9 @@ export function batchNormAct(
   bias: Tensor | null,
   options: BatchNormActOptions,
 ): Tensor {
-  const { act, residual, w, b, recording, fused } = actArgs('batchNormAct', x, runningMean, runningVar, weight, bias, options);
-  if (fused) {
-    return new Tensor(native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
-      options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null));
-  }
+  const args = actArgs('batchNormAct', x, runningMean, runningVar, weight, bias, options);
+  const { act, residual, w, b, recording, fused } = args;
+  if (fused) return new Tensor(native.batchNormActEval(...nativeArgs(x, runningMean, runningVar, options, args)));
   let y = batchNorm2d(x, runningMean, runningVar, w, b, options);
   if (residual) {
     const s = add(y, residual);
@@ -132,10 +138,10 @@ export function batchNormActPooled(
   bias: Tensor | null,
   options: BatchNormActOptions,
 ): { y: Tensor; pooled: Tensor } {
-  const { act, residual, w, b, fused } = actArgs('batchNormActPooled', x, runningMean, runningVar, weight, bias, options);
+  const args = actArgs('batchNormActPooled', x, runningMean, runningVar, weight, bias, options);
+  const { w, b, fused } = args;
   if (fused) {
-    const [yh, ph] = native.batchNormActEval(x.h, runningMean.h, runningVar.h, w ? w.h : null, b ? b.h : null,
-      options.eps ?? 1e-5, ACT_CODE[act ?? 'none'], residual ? residual.h : null, true);
+    const [yh, ph] = native.batchNormActEval(...nativeArgs(x, runningMean, runningVar, options, args), true);
     return { y: new Tensor(yh), pooled: new Tensor(ph) };
   }
   const y = batchNormAct(x, runningMean, runningVar, w, b, options);
