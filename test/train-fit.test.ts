@@ -82,6 +82,35 @@ test('the MAC budget drives an MSGC model below its starting MACs', async () => 
   model.dispose();
 });
 
+test('gate-noise annealing freezes the gate heads once the noise reaches 0; the rest keeps training', async () => {
+  msgc.manualSeed(4);
+  const model = msgc.models.resnet20({ numClasses: 4, msgc: { heads: 4 } });
+  const data = new Squares(64, 16, 5);
+  const isGate = (k: string) => /\.mask\d?\./.test(k);
+  let atFreeze: Map<string, Uint32Array> | null = null;
+  // 4 epochs of 4 steps, noise 0 from progress 0.5: epochs 2 and 3 train with frozen gates
+  await fit(model, data, {
+    epochs: 4, lr: 0.05, verbose: false, budget: { target: 0.5, pStop: 0.25 }, gateNoiseAnneal: [0, 0.5],
+    callbacks: { onEpochEnd: (e) => { if (e === 1) atFreeze = weightsOf(model); } },
+  });
+  const end = weightsOf(model);
+  let gates = 0;
+  let moved = 0;
+  for (const [k, v] of atFreeze!) {
+    // gate heads: parameters and BN statistics untouched after the freeze (bit for bit)
+    if (isGate(k)) {
+      gates++;
+      expect(Array.from(end.get(k)!)).toEqual(Array.from(v));
+    } else if (/conv\d\.weight$/.test(k) && end.get(k)!.some((x, i) => x !== v[i])) {
+      moved++;
+    }
+  }
+  expect(gates).toBeGreaterThan(0);
+  expect(moved).toBeGreaterThan(10);
+  for (const [, m] of model.namedModules()) if (m instanceof msgc.nn.GateHead) expect(m.frozen).toBe(false); // reset after fit
+  model.dispose();
+});
+
 test('an interrupted checkpoint save leaves the previous checkpoint loadable', async () => {
   const dir = tmpDir();
   msgc.manualSeed(3);

@@ -134,6 +134,40 @@ describe('gate-noise annealing', () => {
     }
   });
 
+  test('a frozen head in training computes the eval gates (running BN statistics) and passes no gradient', () => {
+    const N = 6;
+    const head = new msgc.nn.GateHead({ contextChannels: 8, channels: 5, heads: 2, squeezeRate: 4 });
+    // running statistics far from any batch's, so batch-statistics gates would differ
+    head.bn.runningMean.assign(randomArray(2, 7, -1, 1));
+    head.bn.runningVar.assign(randomArray(2, 8, 0.2, 3));
+    const ctxData = randomArray(N * 8, 9, -2, 2);
+    const ctx = msgc.tensor(ctxData, [N, 8, 1, 1], { requiresGrad: true });
+    // float64 reference of the eval head: conv1 -> BN(running) -> ReLU -> conv2 + bias -> logit >= 0
+    const w1 = head.conv1.weight.toFloat32Array(), w2 = head.conv2.weight.toFloat32Array(), b2 = head.conv2.bias!.toFloat32Array();
+    const mean = head.bn.runningMean.toFloat32Array(), vr = head.bn.runningVar.toFloat32Array();
+    const gamma = head.bn.weight!.toFloat32Array(), beta = head.bn.bias!.toFloat32Array();
+    const want: number[] = [];
+    for (let n = 0; n < N; n++) {
+      const h = [0, 1].map((b) => {
+        let z = 0;
+        for (let c = 0; c < 8; c++) z += w1[b * 8 + c] * ctxData[n * 8 + c];
+        return Math.max(0, ((z - mean[b]) / Math.sqrt(vr[b] + head.bn.eps)) * gamma[b] + beta[b]);
+      });
+      for (let k = 0; k < 10; k++) want.push(b2[k] + w2[k * 2] * h[0] + w2[k * 2 + 1] * h[1] >= 0 ? 1 : 0);
+    }
+    head.train();
+    head.frozen = true;
+    const before = head.bn.runningMean.toFloat32Array();
+    msgc.tidy(() => {
+      const m = head.forward(ctx);
+      expect(Array.from(m.toFloat32Array())).toEqual(want);
+      expect(m.requiresGrad).toBe(false);
+    });
+    expect(Array.from(head.bn.runningMean.toFloat32Array())).toEqual(Array.from(before)); // no statistics update
+    head.dispose();
+    ctx.dispose();
+  });
+
   test('as σ -> 0 the training gate is the eval threshold with the tempered-sigmoid gradient of l', () => {
     const logits = [-1.5, -0.4, 0.3, 2];
     const N = 3;

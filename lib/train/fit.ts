@@ -105,7 +105,9 @@ export interface FitOptions {
   /**
    * [pFrom, pTo]: scale the gates' training noise from 1 (the spec) at progress pFrom linearly down to 0 at pTo,
    * so that late in a short schedule the network trains with the deterministic gates it is evaluated with
-   * (logits that stay near 0 make the spec's noisy gates a strong dropout). Absent: the spec's constant noise.
+   * (logits that stay near 0 make the spec's noisy gates a strong dropout). From pTo on the gates are frozen
+   * (GateHead.frozen: eval gates, no gradient into the gate heads) while the rest of the network keeps training.
+   * Absent: the spec's constant noise.
    */
   gateNoiseAnneal?: [number, number];
 }
@@ -246,7 +248,10 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
         target = budget ? macTarget(progress, budget) : null;
         if (o.gateNoiseAnneal) {
           const sigma = gateNoiseScale(progress, o.gateNoiseAnneal);
-          for (const g of gates) g.noiseScale = sigma;
+          for (const g of gates) {
+            g.noiseScale = sigma;
+            g.frozen = sigma === 0;
+          }
         }
         const r = tidy(() => {
           const logits = model.forward(batch.x);
@@ -317,7 +322,10 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       writeJsonAtomic(path.join(o.outDir, 'metrics.json'), history);
     }
   } finally {
-    for (const g of gates) g.noiseScale = 1;
+    for (const g of gates) {
+      g.noiseScale = 1;
+      g.frozen = false;
+    }
     bar.stop();
     opt.zeroGrad();
     opt.dispose();
