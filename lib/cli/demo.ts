@@ -24,6 +24,8 @@ export interface DemoOptions {
   finetuneLr: number;
   target: number;
   heads: number;
+  /** MSGC with attention heads (spec §2.4) */
+  attention?: boolean;
   recalibrateBn: number;
   rampEnd: number;
   gateNoiseAnneal: [number, number] | null;
@@ -52,7 +54,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
   try {
     if (from) loadWeights(model, from);
     writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target });
-    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}`);
+    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}`);
     const t0 = Date.now();
     const history = await fit(model, splits.train, {
       epochs,
@@ -89,15 +91,17 @@ export async function demoCommand(o: DemoOptions): Promise<void> {
   const splits = await loadSplits(o.dataset, { dir: o.data, batchSize: o.batchSize, seed: o.seed, trainSamples: o.trainSamples, testSamples: o.testSamples });
   log(o, `data: ${splits.trainSet.length} training images (${splits.train.length} batches of ${o.batchSize}), ${splits.testSet.length} test images, ${splits.channels}x${splits.height}x${splits.width}, ${splits.numClasses} classes`);
   const base: ModelSpec = { model: o.model, numClasses: splits.numClasses, inChannels: splits.channels, smallInput: true, msgc: false };
-  const boostedSpec: ModelSpec = { ...base, msgc: { heads: o.heads, attention: false } };
+  const boostedSpec: ModelSpec = { ...base, msgc: { heads: o.heads, attention: !!o.attention } };
+  // (its own folder with attention, so that a resumed run never mixes the two models' checkpoints)
+  const msgcStage = o.attention ? 'msgc-att-finetune' : 'msgc-finetune';
 
   const dense = await stage(o, splits, 'dense', base, o.epochs, o.lr, null, null);
   const denseWeights = path.join(o.out, 'dense', 'model.safetensors');
-  const msgc = await stage(o, splits, 'msgc-finetune', boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target);
+  const msgc = await stage(o, splits, msgcStage, boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target);
   const denseFt = await stage(o, splits, 'dense-finetune', base, o.finetuneEpochs, o.finetuneLr, denseWeights, null);
 
   const rows = [dense, denseFt, msgc].map((r) => ({
-    model: r.stage === 'msgc-finetune' ? `${o.model} + MSGC (target ${o.target})` : `${o.model} ${r.stage === 'dense' ? 'dense' : 'dense, fine-tuned'}`,
+    model: r.stage === msgcStage ? `${o.model} + MSGC${o.attention ? ' att' : ''} (target ${o.target})` : `${o.model} ${r.stage === 'dense' ? 'dense' : 'dense, fine-tuned'}`,
     stage: r.stage,
     epochs: r.history.epochs.length,
     top1: r.eval.top1,

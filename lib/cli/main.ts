@@ -107,6 +107,7 @@ program
   .option('--finetune-lr <lr>', 'fine-tuning learning rate', num, 0.02)
   .option('--target <ratio>', 'MSGC MAC budget target τ_end (train-mode MACs; eval MACs land within ~1% of it once the gate noise is annealed)', num, 0.49)
   .option('--heads <n>', 'MSGC heads', int, 4)
+  .option('--attention', 'MSGC with attention heads')
   .option('--ramp-end <p>', 'progress of the MSGC fine-tuning at which the MAC target reaches --target', num, 0.3)
   .option('--gate-noise-anneal <from,to>', 'MSGC fine-tuning: scale the gate noise from 1 at progress "from" to 0 at "to", then freeze the gates ("none": the spec\'s constant noise)', span, [0.3, 0.8])
   .option('--recalibrate-bn <batches>', 'end both fine-tunings by re-estimating BatchNorm statistics with eval-mode gates over this many batches (0: off)', int, 100)
