@@ -51,6 +51,13 @@ const cases: Case[] = [
   { N: 2, C: 17, H: 8, W: 6, O: 48, k: 5, G: 3, stride: 2, pad: 2, blocked: false, real: true },
   { N: 3, C: 20, H: 7, W: 9, O: 32, k: 1, G: 2, stride: 2, pad: 0, blocked: false, real: false },
   { N: 2, C: 5, H: 6, W: 7, O: 8, k: 3, G: 4, stride: 1, pad: 2, blocked: false, real: true },
+  // wide heads (O/G = 32..64: 2 or 4 output blocks per kernel call), 3×3 stride 1 and 2, 1×1 in place, im2col
+  { N: 2, C: 24, H: 9, W: 9, O: 128, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
+  { N: 3, C: 20, H: 7, W: 7, O: 64, k: 3, G: 2, stride: 1, pad: 1, blocked: false, real: true },
+  { N: 2, C: 16, H: 15, W: 13, O: 128, k: 3, G: 4, stride: 2, pad: 1, blocked: true, real: true },
+  { N: 2, C: 40, H: 6, W: 9, O: 64, k: 1, G: 1, stride: 1, pad: 0, blocked: true, real: false },
+  { N: 1, C: 33, H: 5, W: 7, O: 128, k: 1, G: 2, stride: 1, pad: 0, blocked: false, real: true },
+  { N: 2, C: 8, H: 10, W: 10, O: 64, k: 3, G: 2, stride: 3, pad: 1, blocked: false, real: false },
 ];
 
 // every native variant on this machine; a variant the CPU cannot run falls back to the portable one
@@ -66,10 +73,12 @@ const variants: Array<Record<string, string>> = [
   { MSGC_GATHER_SHARED: '1' },
   { MSGC_GATHER_SHARED: '1', MSGC_GATHER_FOLD: 'weights', MSGC_GATHER_KERNEL: 'pixvec' },
   { threads: '1' }, // one thread: whole samples per thread whatever the batch
+  { MSGC_GATHER_NB: '4' }, // wide heads: 4 output blocks per kernel call instead of 2
+  { MSGC_GATHER_NB: '1', MSGC_GATHER_KERNEL: 'direct' },
 ];
 
 function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED'];
+  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB'];
   const saved = keys.map((k) => process.env[k]);
   const threads = msgc.backendInfo().threads;
   for (const k of keys) delete process.env[k];

@@ -85,6 +85,11 @@ struct Job {
   // ocvec on Direct rows of a 3-wide stride-1 kernel with one column of padding: blocks at a row's ends skip the
   // taps over the padding columns
   bool edges = false;
+  // ocvec with nChw16c output: output blocks per kernel call (2 for heads of 32, 64, 96, 128 outputs), so one
+  // broadcast of an input pixel feeds nb FMAs; items then take nb blocks at a time, and pixel chunks shrink to
+  // ocvecPixels(nb). (ResNet-18 at density 0.5, 2 threads: layer2/3 efficiency 0.70-0.76 -> 0.81-0.82; nb = 4
+  // with 6-pixel chunks read each weight block 3.5x as often and lost on 14² and 7² maps.)
+  int nb = 1;
 
   void plan() {
     if (kind == KernelKind::Pixvec) {
@@ -105,8 +110,9 @@ struct Job {
       // 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps over the
       // padding rows above and below are computed: splitting off the border rows to skip them, as a direct
       // convolution does, cost more in register blocking than it saved on 7² and 14² maps.
-      const int64_t pieces = (g.OW + kMaxPixels - 1) / kMaxPixels, base = g.OW / pieces, extra = g.OW % pieces;
-      const int64_t maxR = pieces == 1 ? ocvecRows((int)base) : 1, groups = (g.OH + maxR - 1) / maxR;
+      const int64_t P = ocvecPixels(nb);
+      const int64_t pieces = (g.OW + P - 1) / P, base = g.OW / pieces, extra = g.OW % pieces;
+      const int64_t maxR = pieces == 1 ? ocvecRows((int)base, nb) : 1, groups = (g.OH + maxR - 1) / maxR;
       for (int64_t k = 0, oh = 0; k < groups; k++) {
         const int64_t r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
         for (int64_t piece = 0; piece < pieces; piece++) {
@@ -130,7 +136,8 @@ struct Job {
   int64_t blocksPerHead() const { return kind == KernelKind::Ocvec ? (g.Og + 15) / 16 : 1; }
   // output blocks head i of sample n computes (with an output selection: its selected outputs, 16 to a block)
   int64_t blocks(int64_t n, int64_t i) const { return out ? (out->count(n, i) + 15) / 16 : blocksPerHead(); }
-  bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i); }
+  // ob: an item's block, or its group of nb blocks
+  bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i) / nb; }
   bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % 16 != 0; }
 
   // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
@@ -234,7 +241,7 @@ struct Job {
       return (g.OHW + span - 1) / span;
     }
     if (rp.rows == Rows::Direct) return (int64_t)direct.size();
-    return (g.OHW + kMaxPixels - 1) / kMaxPixels;
+    return (g.OHW + ocvecPixels(nb) - 1) / ocvecPixels(nb);
   }
   Chunk chunk(int64_t k) const {
     if (kind == KernelKind::Ocvec && rp.rows == Rows::Direct) return direct[k];
@@ -291,6 +298,12 @@ struct Job {
             for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * 16] = tile[(r * c.q + q) * 16 + l];
         }
       }
+    } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
+      // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
+      float* out = headOut(n, i) + ob * nb * 16 * g.OHW + c.outPos * 16;
+      ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                           c.nt, ob * nb * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                           out, g.OW, h.obShift, 16 * g.OHW);
     } else if (kind == KernelKind::Ocvec && !plainOut()) {
       // block ob of head i in nChw16c: 16 lanes per pixel
       float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * 16;
@@ -329,9 +342,16 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
   const RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
   Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
   job.out = out;  // (zeros first: outputs that are not selected are not written)
+  if (kind == KernelKind::Ocvec && !out && !job.plainOut()) {
+    const int64_t B = job.blocksPerHead();
+    const char* nbEnv = std::getenv("MSGC_GATHER_NB");  // (tests and benchmarks: 1, 2 or 4 at most)
+    const int64_t most = nbEnv ? std::atoi(nbEnv) : 2;  // 4 (6-pixel chunks) re-read the weights too often
+    job.nb = most >= 4 && B % 4 == 0 ? 4 : most >= 2 && B % 2 == 0 ? 2 : 1;
+  }
   job.plan();
   const int threads = omp_get_max_threads();
-  const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead(), G = g.G;
+  // items take a head's output blocks nb at a time
+  const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead() / job.nb, G = g.G;
   auto rowsFloats = [&](int64_t n) { return rp.inPlace ? (size_t)0 : (size_t)(sel.unionSize(n) * rp.chanStride); };
   auto foldFloats = [&](int64_t n) {
     size_t f = 0;

@@ -117,6 +117,10 @@ const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec);
 // ---- AVX-512 micro-kernels (msgc_gather_kernels.cc) ---------------------------------------------------------
 // rows per register block for Q pixels per row
 constexpr int ocvecRows(int Q) { return std::max(1, std::min(kMaxRows, kMaxPixels / Q)); }
+// ocvec over NB blocks of 16 outputs at once: pixels per register block (NB·pixels accumulators + NB weight
+// vectors + 1 broadcast <= 32 zmm), and rows per register block for Q pixels per row
+constexpr int ocvecPixels(int NB) { return NB == 1 ? kMaxPixels : NB == 2 ? 14 : 6; }
+constexpr int ocvecRows(int Q, int NB) { return std::max(1, std::min(kMaxRows, ocvecPixels(NB) / Q)); }
 constexpr int kMaxMR = 8, kMaxNR = 6;
 constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // MR·NR + NR <= 31 registers
 // ---- the portable path (msgc_gather_portable.cc) ------------------------------------------------------------
@@ -131,6 +135,11 @@ using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, cons
 // 16 output channels × r rows × q pixels, pixels `stride` apart (16: a plain copy of nChw16c), with the 3-wide
 // padding edges of `edges` (bit 0: the block starts a row, bit 1: it ends one)
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
+using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                           int64_t, float*, int64_t, int64_t, int64_t);
+// the same over nb = 2 or 4 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);
+// q <= ocvecPixels(nb), r <= ocvecRows(q, nb)
+OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges);
 
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, float*, int64_t);

@@ -76,11 +76,108 @@ const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecT
 const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
 const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
 
+
+// acc[b][r][q] += wv[b] * x[r*irs + q*S] for b < NB, r < R, LO <= q < HI (one tap; one broadcast serves NB FMAs)
+template <int NB, int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx512f"), always_inline)) inline void fmaTapNB(__m512 (&acc)[NB][R][Q], const __m512 (&wv)[NB],
+                                                                       const float* x, int64_t irs) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++, x += irs)
+#pragma GCC unroll 16
+    for (int q = LO; q < HI; q++) {
+      const __m512 xb = _mm512_set1_ps(x[q * S]);
+#pragma GCC unroll 4
+      for (int b = 0; b < NB; b++) acc[b][r][q] = _mm512_fmadd_ps(wv[b], xb, acc[b][r][q]);
+    }
+}
+
+template <int NB>
+__attribute__((target("avx512f"), always_inline)) inline void loadBlocks(__m512 (&wv)[NB], const float* w, int64_t wbs) {
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_ps(w + b * wbs);
+}
+
+// ocvecKernel for NB consecutive blocks of 16 output channels (block b's weights wbs floats after block 0's, its
+// outputs obs floats after): NB weight loads and R·Q broadcasts per (channel, tap) for NB·R·Q FMAs, instead of
+// one broadcast per FMA — wide heads (O/G = 32..128) are bound by loads otherwise.
+template <int NB, int Q, int R, int S, int E>
+__attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, const float* const* wch, int64_t nch,
+                                                      const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                      int64_t irs, float* out, int64_t ors, int64_t wbs, int64_t obs) {
+  __m512 acc[NB][R][Q];
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+      for (int q = 0; q < Q; q++) acc[b][r][q] = _mm512_setzero_ps();
+  const int64_t ahead = T >= 4 ? 4 : 16;
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int b = 0; b < NB; b++)
+        for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + b * wbs + 16 * t), _MM_HINT_T0);
+    __m512 wv[NB];
+    if (E) {
+      for (int64_t t = 0; t < T; t += 3) {
+        loadBlocks<NB>(wv, w + 16 * t, wbs);
+        fmaTapNB<NB, Q, R, S, (E & 1), Q>(acc, wv, base + tapOffset[t], irs);
+        loadBlocks<NB>(wv, w + 16 * t + 16, wbs);
+        fmaTapNB<NB, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t + 1], irs);
+        loadBlocks<NB>(wv, w + 16 * t + 32, wbs);
+        fmaTapNB<NB, Q, R, S, 0, Q - (E >> 1)>(acc, wv, base + tapOffset[t + 2], irs);
+      }
+    } else {
+      for (int64_t t = 0; t < T; t++) {
+        loadBlocks<NB>(wv, w + 16 * t, wbs);
+        fmaTapNB<NB, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t], irs);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int b = 0; b < NB; b++)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 16
+      for (int q = 0; q < Q; q++) _mm512_storeu_ps(out + b * obs + (r * ors + q) * 16, acc[b][r][q]);
+}
+
+// tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
+// repeat a valid kernel and are never used)
+template <int NB, int S, int E, size_t... I>
+constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNBTable(std::index_sequence<I...>) {
+  return {&ocvecKernelNB<NB, std::min((int)(I / kMaxRows) + 1, ocvecPixels(NB)),
+                         ((int)(I % kMaxRows) + 1 <= ocvecRows(std::min((int)(I / kMaxRows) + 1, ocvecPixels(NB)), NB)
+                              ? (int)(I % kMaxRows) + 1 : 1),
+                         S, E>...};
+}
+template <int NB>
+struct OcvecNBTables {
+  static constexpr int kQ = ocvecPixels(NB);
+  using Table = std::array<OcvecNBFn, kQ * kMaxRows>;
+  static constexpr auto kIndex = std::make_index_sequence<kQ * kMaxRows>{};
+  const std::array<Table, 4> s1 = {ocvecNBTable<NB, 1, 0>(kIndex), ocvecNBTable<NB, 1, 1>(kIndex),
+                                   ocvecNBTable<NB, 1, 2>(kIndex), ocvecNBTable<NB, 1, 3>(kIndex)};
+  const Table s2 = ocvecNBTable<NB, 2, 0>(kIndex);
+  const Table s16 = ocvecNBTable<NB, 16, 0>(kIndex);
+  OcvecNBFn get(int64_t stride, int64_t q, int64_t r, int edges) const {
+    const Table& t = stride == 16 ? s16 : stride == 2 ? s2 : s1[edges];
+    return t[(q - 1) * kMaxRows + r - 1];
+  }
+};
+const OcvecNBTables<2> kOcvecNB2;
+const OcvecNBTables<4> kOcvecNB4;
+
 }  // namespace
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
   if (stride == 16) return kOcvec16[q - 1];
   return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
+}
+
+OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges) {
+  return nb == 4 ? kOcvecNB4.get(stride, q, r, edges) : kOcvecNB2.get(stride, q, r, edges);
 }
 
 namespace {
