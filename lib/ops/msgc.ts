@@ -58,8 +58,10 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number): b
  * the padding rows they compute, to reading each sample's own weights and to small register blocks. Hence:
  *   threshold = 0.95 for batch ≤ 2 or output maps larger than 14², 0.85 for maps up to 14², 0.75 up to 7².
  * Narrow heads (fewer than 16 output channels per head, e.g. ResNet-20's 16- and 32-channel stages) fill few
- * SIMD lanes in the gathered kernel, while the masked path runs them as one full-width conv per sample: at
- * batch 64 and density 0.5 gathered took 1.4x the masked time there (1.4-1.9x at batch 1), so the threshold is 0.3.
+ * SIMD lanes of the ocvec kernel; the pixvec kernel (16 pixels per register) reads their padded rows directly.
+ * Against the masked path (one full-width conv per sample) on 16 channels at 32² and 32 at 16², 4 heads: at batch 1
+ * gathered was faster up to density 0.75-0.9 (32 vs 33 µs at 0.5, 35 vs 34 at 0.75), at batch 32 up to 0.45-0.75
+ * (0.47 vs 0.42 ms at 0.5 for 16 channels, 0.36 vs 0.45 for 32): threshold 0.7 at batch ≤ 2, 0.45 above.
  * (Without AVX-512 the gathered path runs oneDNN's sgemm on packed copies, about as fast as dense at density
  * 0.5; the rule was not tuned for it.)
  */
@@ -80,10 +82,7 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
     else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
   } else if (s.headChannels !== undefined && s.headChannels < 16) {
-    // narrow heads at batch 1 too: the pixvec kernel's im2col copy of the union (which four heads keep near-full)
-    // dominates small convs: 85 µs gathered vs 46 masked vs 28 dense for 16 channels on 32² (O/G = 4), 65 vs 37
-    // vs 27 for 32 channels on 16² (O/G = 8), density 0.5
-    threshold = 0.3;
+    threshold = s.batch <= 2 ? 0.7 : 0.45;
   }
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;

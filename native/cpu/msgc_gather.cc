@@ -8,9 +8,9 @@
 //  * Input rows. The kernels read "rows of pixels", channel j's tap t at chan[j] + tapOffset[t]:
 //      Planes  1×1 stride-1 unpadded convs read x itself (plain NCHW, or nChw16c with a pixel stride of 16), or
 //              for the pixvec kernel a plain copy of nChw16c made tile by tile (so it is still in cache);
-//      Direct  other convs with horizontal stride 1 or 2: per sample, a zero-padded copy of each channel that some
-//              head selects (the union of the heads' selections; channels no head needs are never read);
-//      Im2col  the rest (pixvec's k×k convs, other strides): one row of OH·OW pixels per (channel, tap).
+//      Direct  other convs with horizontal stride 1 or 2 (pixvec: 1): per sample, a zero-padded copy of each channel
+//              that some head selects (the union of the heads' selections; channels no head needs are never read);
+//      Im2col  the rest (pixvec with stride 2, other strides): one row of OH·OW pixels per (channel, tap).
 //    Copies from nChw16c transpose a row of 16 channels in registers, straight into the channels' rows.
 //  * Kernel "ocvec": 16 output channels in a zmm register × R output rows × Q pixels (R·Q <= 28 accumulators);
 //    per (channel, tap) one weight vector load and R·Q broadcast-FMAs, the inner loop of a direct convolution,
@@ -101,7 +101,25 @@ struct Job {
         }
       if (!pixMR) pixMR = g.Og < kMaxMR ? (int)g.Og : 4;
       // near-equal chunks of whole vectors
-      const int64_t vectors = (g.OHW + 15) / 16, maxNR = pixvecMaxNR(pixMR);
+      const int64_t maxNR = pixvecMaxNR(pixMR);
+      if (rp.rows == Rows::Direct) {
+        // stride 1 on padded rows: each output row in near-equal pieces of whole vectors
+        const int64_t vectors = (g.OW + 15) / 16, pieces = (vectors + maxNR - 1) / maxNR;
+        pixNR = (int)((vectors + pieces - 1) / pieces);
+        for (int64_t oh = 0; oh < g.OH; oh++)
+          for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16 * pixNR) {
+            Chunk c;
+            c.q = std::min<int64_t>(16 * pixNR, g.OW - ow0);
+            c.r = 1;
+            c.inPos = oh * rp.rowStride + ow0;
+            c.outPos = oh * g.OW + ow0;
+            c.t0 = 0;
+            c.nt = g.T;
+            direct.push_back(c);
+          }
+        return;
+      }
+      const int64_t vectors = (g.OHW + 15) / 16;
       const int64_t chunks = (vectors + maxNR - 1) / maxNR;
       pixNR = (int)((vectors + chunks - 1) / chunks);
     } else if (rp.rows == Rows::Direct) {
@@ -236,6 +254,7 @@ struct Job {
   // Pixel chunks: ocvec on Direct rows takes blocks of output rows (plan()), ocvec on other rows pieces of at
   // most 28 pixels of the flattened OH·OW grid, pixvec near-equal runs of NR vectors.
   int64_t chunkCount() const {
+    if (rp.rows == Rows::Direct) return (int64_t)direct.size();
     if (kind == KernelKind::Pixvec) {
       const int64_t span = 16 * pixNR;
       return (g.OHW + span - 1) / span;
@@ -244,7 +263,7 @@ struct Job {
     return (g.OHW + ocvecPixels(nb) - 1) / ocvecPixels(nb);
   }
   Chunk chunk(int64_t k) const {
-    if (kind == KernelKind::Ocvec && rp.rows == Rows::Direct) return direct[k];
+    if (rp.rows == Rows::Direct) return direct[k];
     Chunk c;
     c.r = 1;
     c.t0 = 0;
@@ -330,7 +349,8 @@ struct Job {
         const int nr = std::min(pixNR, pixvecMaxNR(mr));
         for (int64_t p = 0; p < c.q; p += 16 * nr)
           pixvecKernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
-                                              c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW);
+                                              c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW,
+                                              c.outPos + p);
       }
     }
 #endif
@@ -606,8 +626,10 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     rows = Rows::Planes;
   } else if (ocvec && (g.SW == 1 || g.SW == 2) && force != "im2col") {
     rows = Rows::Direct;
+  } else if (!ocvec && g.SW == 1 && force != "im2col") {
+    rows = Rows::Direct;  // pixvec: vectors of consecutive pixels within a padded row
   } else {
-    rows = Rows::Im2col;  // pixvec needs a dense pixel grid
+    rows = Rows::Im2col;  // pixvec with a horizontal stride needs a dense pixel grid
   }
   const bool selectInKernel = outMask && ocvec;
   runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,

@@ -142,8 +142,8 @@ using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, co
 OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges);
 
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                          int64_t, int64_t, float*, int64_t);
-// mr output channels × 16·nr consecutive pixels
+                          int64_t, int64_t, float*, int64_t, int64_t);
+// mr output channels × 16·nr consecutive pixels of one row (input position pos, output position ypos)
 PixvecFn pixvecKernelFor(int mr, int nr);
 #endif
 

@@ -182,12 +182,12 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
 
 namespace {
 
-// y[m*ldy + pos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR,
+// y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR,
 // p < npx <= 16·NR: MR output channels × 16·NR consecutive pixels (plain rows ldy apart)
 template <int MR, int NR>
 __attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
                                                      const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
-                                                     int64_t pos, int64_t npx, float* y, int64_t ldy) {
+                                                     int64_t pos, int64_t npx, float* y, int64_t ldy, int64_t ypos) {
   __mmask16 mk[NR];
 #pragma GCC unroll 8
   for (int v = 0; v < NR; v++) {
@@ -221,7 +221,7 @@ __attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, c
 #pragma GCC unroll 8
   for (int m = 0; m < MR; m++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + pos + 16 * v, mk[v], acc[m][v]);
+    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + ypos + 16 * v, mk[v], acc[m][v]);
 }
 
 // table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvecMaxNR(MR) (others repeat NR = 1, never used)
