@@ -39,6 +39,8 @@ export interface NativeBinding {
   setFlushDenormals(on: boolean): boolean;
   getFlushDenormals(): boolean;
   conv2dForward(x: H, w: H, b: H | null, stride: Pair, padding: Pair, dilation: Pair, groups: number): H;
+  conv2dBnActEval(x: H, w: H, b: H | null, stride: Pair, padding: Pair, dilation: Pair, groups: number,
+    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number): H;
   conv2dBackward(x: H, w: H, stride: Pair, padding: Pair, dilation: Pair, groups: number, gy: H,
     needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];
   batchNorm2dForward(x: H, rm: H, rv: H, w: H | null, b: H | null, training: boolean, momentum: number, eps: number): [H, H, H];

@@ -143,22 +143,27 @@ describe('F.batchNormAct in eval (fused)', () => {
     bnB.dispose();
   });
 
-  test('Sequential fuses BatchNorm2d → ReLU / ReLU6 in eval, and gives what the layers give one by one', () => {
+  test('Sequential fuses Conv2d → BatchNorm2d → ReLU / ReLU6 (one folded conv) and BatchNorm2d → act in eval, as the layers one by one', () => {
     for (const Act of [ReLU, ReLU6]) {
-      const seq = new Sequential(new Conv2d(8, 16, 3, { padding: 1, bias: false }), new BatchNorm2d(16), new Act());
-      const bn = seq.layers[1] as BatchNorm2d;
-      bn.runningMean.assign(randomArray(16, 51, -0.5, 0.5));
-      bn.runningVar.assign(randomArray(16, 52, 0.5, 2));
+      const seq = new Sequential(new Conv2d(8, 16, 3, { padding: 1, bias: false }), new BatchNorm2d(16), new Act(), new BatchNorm2d(16), new Act());
+      for (const i of [1, 3]) {
+        const bn = seq.layers[i] as BatchNorm2d;
+        bn.runningMean.assign(randomArray(16, 51 + i, -0.5, 0.5));
+        bn.runningVar.assign(randomArray(16, 52 + i, 0.5, 2));
+      }
       seq.eval();
       msgc.tidy(() => {
         const x = msgc.tensor(randomArray(2 * 8 * 5 * 5, 53, -2, 2), [2, 8, 5, 5]);
-        const spy = jest.spyOn(native, 'batchNormActEval');
+        const folded = jest.spyOn(native, 'conv2dBnActEval');
+        const bnAct = jest.spyOn(native, 'batchNormActEval');
         const y = msgc.noGrad(() => seq.forward(x));
-        expect(spy).toHaveBeenCalledTimes(1);
-        spy.mockRestore();
+        expect(folded).toHaveBeenCalledTimes(1);
+        expect(bnAct).toHaveBeenCalledTimes(1);
+        folded.mockRestore();
+        bnAct.mockRestore();
         let h = x;
         for (const m of seq.layers) h = m.forward(h);
-        expectClose(y.toFloat32Array(), h.toFloat32Array(), 'sequential', 1e-6);
+        expectClose(y.toFloat32Array(), h.toFloat32Array(), 'sequential', 1e-5);
       });
       seq.dispose();
     }
@@ -291,5 +296,97 @@ describe('external memory reported to V8', () => {
     r.dispose();
     (k as unknown as Tensor).dispose();
     expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+  });
+});
+
+describe('F.conv2dBnAct (inference: BatchNorm folded into the conv, activation as a post-op)', () => {
+  // float64: act(gamma (conv(x) + b - mean) / sqrt(var + eps) + beta)
+  function reference(x: Float32Array, xs: number[], w: Float32Array, ws: number[], b: Float32Array | null, stride: number, pad: number,
+    groups: number, mean: Float32Array, vr: Float32Array, g: Float32Array | null, beta: Float32Array | null, eps: number, act: string | null): Float64Array {
+    const [N, C, H, W] = xs;
+    const [O, Cg, K] = ws;
+    const OH = Math.floor((H + 2 * pad - K) / stride) + 1, OW = Math.floor((W + 2 * pad - K) / stride) + 1;
+    const Og = O / groups;
+    const y = new Float64Array(N * O * OH * OW);
+    for (let n = 0; n < N; n++)
+      for (let o = 0; o < O; o++)
+        for (let oh = 0; oh < OH; oh++)
+          for (let ow = 0; ow < OW; ow++) {
+            let z = b ? b[o] : 0;
+            const c0 = Math.floor(o / Og) * Cg;
+            for (let c = 0; c < Cg; c++)
+              for (let kh = 0; kh < K; kh++)
+                for (let kw = 0; kw < K; kw++) {
+                  const ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
+                  if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                  z += w[((o * Cg + c) * K + kh) * K + kw] * x[((n * C + c0 + c) * H + ih) * W + iw];
+                }
+            let v = ((z - mean[o]) / Math.sqrt(vr[o] + eps)) * (g ? g[o] : 1) + (beta ? beta[o] : 0);
+            if (act === 'relu') v = Math.max(0, v);
+            if (act === 'relu6') v = Math.min(6, Math.max(0, v));
+            y[((n * O + o) * OH + oh) * OW + ow] = v;
+          }
+    return y;
+  }
+
+  const cases = [
+    { N: 2, C: 8, H: 7, W: 6, O: 16, K: 3, stride: 1, pad: 1, groups: 1, bias: false, affine: true, act: 'relu' as const, blocked: false },
+    { N: 1, C: 16, H: 9, W: 9, O: 16, K: 3, stride: 2, pad: 1, groups: 16, bias: false, affine: true, act: 'relu6' as const, blocked: true },
+    { N: 3, C: 12, H: 5, W: 5, O: 24, K: 1, stride: 1, pad: 0, groups: 1, bias: true, affine: false, act: null, blocked: true },
+    { N: 2, C: 6, H: 6, W: 8, O: 4, K: 3, stride: 1, pad: 2, groups: 2, bias: true, affine: true, act: 'relu6' as const, blocked: false },
+  ];
+  test.each(cases.map((c, i) => ({ ...c, i })))('N=$N C=$C O=$O k=$K stride=$stride groups=$groups bias=$bias affine=$affine act=$act blocked=$blocked', (c) => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C / c.groups, c.K, c.K];
+      const x0 = msgc.tensor(randomArray(numel(xs), 300 + c.i, -2, 2), xs);
+      // a blocked input: the output of a 1×1 conv in oneDNN's layout
+      const x = c.blocked ? F.conv2d(x0, eye(c.C), null) : x0;
+      const wv = randomArray(numel(ws), 310 + c.i, -0.5, 0.5);
+      const bv = c.bias ? randomArray(c.O, 320 + c.i, -0.5, 0.5) : null;
+      const mean = randomArray(c.O, 330 + c.i, -0.5, 0.5), vr = randomArray(c.O, 340 + c.i, 0.2, 2);
+      const g = c.affine ? randomArray(c.O, 350 + c.i, -1.5, 1.5) : null, beta = c.affine ? randomArray(c.O, 360 + c.i, -0.5, 0.5) : null;
+      const bn = { runningMean: msgc.tensor(mean, [c.O]), runningVar: msgc.tensor(vr, [c.O]), weight: g ? msgc.tensor(g, [c.O]) : null, bias: beta ? msgc.tensor(beta, [c.O]) : null, eps: 1e-3 };
+      const w = msgc.tensor(wv, ws);
+      const b = bv ? msgc.tensor(bv, [c.O]) : null;
+      const opts = { stride: c.stride, padding: c.pad, groups: c.groups, activation: c.act };
+      const ref = reference(x0.toFloat32Array(), xs, wv, ws, bv, c.stride, c.pad, c.groups, mean, vr, g, beta, 1e-3, c.act);
+      const y = F.conv2dBnAct(x, w, b, bn, opts);
+      expect(y.shape).toEqual([c.N, c.O, Math.floor((c.H + 2 * c.pad - c.K) / c.stride) + 1, Math.floor((c.W + 2 * c.pad - c.K) / c.stride) + 1]);
+      expectClose(y.toFloat32Array(), ref, 'folded', 1e-4);
+      // the folded weights are cached: a new running mean, a new weight must show in the next call
+      const mean2 = randomArray(c.O, 370 + c.i, -1, 1);
+      bn.runningMean.assign(mean2);
+      expectClose(F.conv2dBnAct(x, w, b, bn, opts).toFloat32Array(),
+        reference(x0.toFloat32Array(), xs, wv, ws, bv, c.stride, c.pad, c.groups, mean2, vr, g, beta, 1e-3, c.act), 'after a BN update', 1e-4);
+      const wv2 = randomArray(numel(ws), 380 + c.i, -0.5, 0.5);
+      w.assign(wv2);
+      expectClose(F.conv2dBnAct(x, w, b, bn, opts).toFloat32Array(),
+        reference(x0.toFloat32Array(), xs, wv2, ws, bv, c.stride, c.pad, c.groups, mean2, vr, g, beta, 1e-3, c.act), 'after a weight update', 1e-4);
+    }));
+  });
+
+  test('with a gradient recorded it is conv2d → eval BatchNorm → act, with the same gradients', () => {
+    msgc.tidy(() => {
+      const x = msgc.tensor(randomArray(2 * 4 * 5 * 5, 390, -1, 1), [2, 4, 5, 5], { requiresGrad: true });
+      const w = msgc.tensor(randomArray(6 * 4 * 9, 391, -0.5, 0.5), [6, 4, 3, 3], { requiresGrad: true });
+      const bn = { runningMean: msgc.tensor(randomArray(6, 392, -0.3, 0.3), [6]), runningVar: msgc.tensor(randomArray(6, 393, 0.5, 2), [6]),
+        weight: msgc.tensor(randomArray(6, 394, 0.5, 1.5), [6], { requiresGrad: true }), bias: msgc.tensor(randomArray(6, 395, -0.3, 0.3), [6], { requiresGrad: true }) };
+      const r = gradCheck(([a, b, c, d]) => F.conv2dBnAct(a, b, null, { ...bn, weight: c, bias: d }, { padding: 1 }),
+        [x, w, bn.weight, bn.bias], { atol: 2e-2, rtol: 2e-2 });
+      expect(r.worst).toBeLessThanOrEqual(1);
+      expect(r.checked).toBeGreaterThan(0);
+    });
+  });
+
+  test('bad input throws a clear error', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = msgc.zeros([1, 4, 5, 5]);
+      const w = msgc.zeros([6, 4, 3, 3]);
+      const bn = { runningMean: msgc.zeros([6]), runningVar: msgc.ones([6]), weight: null, bias: null };
+      expectError(() => F.conv2dBnAct(x, w, null, { ...bn, runningMean: msgc.zeros([5]) }), /conv2dBnActEval: runningMean has shape \[5\], expected \[6\]/);
+      expectError(() => F.conv2dBnAct(x, msgc.zeros([6, 3, 3, 3]), null, bn), /conv2dBnActEval: weight has shape/);
+      expectError(() => F.conv2dBnAct(x, w, null, bn, { activation: 'gelu' as never }), /conv2dBnAct: activation must be/);
+      expectError(() => F.conv2dBnAct(x, w, null, { ...bn, eps: 0 }), /eps must be positive/);
+    }));
   });
 });

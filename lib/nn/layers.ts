@@ -216,14 +216,23 @@ export class Sequential extends Module {
     this.layers = layers;
     layers.forEach((m, i) => this.registerModule(String(i), m));
   }
-  /** Runs the layers in order; a BatchNorm2d followed by ReLU or ReLU6 runs as one fused op (BatchNorm2d.forwardAct). */
+  /**
+   * Runs the layers in order. Inference fusion: a Conv2d followed by an eval-mode BatchNorm2d (and ReLU or ReLU6)
+   * runs as one convolution with the BN folded in (F.conv2dBnAct; the composition when a gradient is recorded); a
+   * BatchNorm2d followed by ReLU or ReLU6 runs as one pass (BatchNorm2d.forwardAct).
+   */
   forward(x: Tensor): Tensor {
     let h = x;
     const L = this.layers;
     for (let i = 0; i < L.length; i++) {
       const m = L[i];
       const next = L[i + 1];
-      if (m instanceof BatchNorm2d && (next instanceof ReLU || next instanceof ReLU6)) {
+      if (m instanceof Conv2d && next instanceof BatchNorm2d && !next.training) {
+        const after = L[i + 2];
+        const act = after instanceof ReLU ? 'relu' : after instanceof ReLU6 ? 'relu6' : null;
+        h = F.conv2dBnAct(h, m.weight, m.bias, next, { stride: m.stride, padding: m.padding, dilation: m.dilation, groups: m.groups, activation: act });
+        i += act ? 2 : 1;
+      } else if (m instanceof BatchNorm2d && (next instanceof ReLU || next instanceof ReLU6)) {
         h = m.forwardAct(h, next instanceof ReLU ? 'relu' : 'relu6');
         i++;
       } else {

@@ -1,6 +1,6 @@
 // ops/index.ts: the functional namespace `F`, named like torch.nn.functional.
 export { conv2d, Conv2dOptions } from './conv';
-export { batchNorm2d, BatchNormOptions, batchNormAct, batchNormActPooled, BatchNormActOptions } from './norm';
+export { batchNorm2d, BatchNormOptions, batchNormAct, batchNormActPooled, BatchNormActOptions, conv2dBnAct, FoldedBatchNorm } from './norm';
 export { relu, relu6, sigmoid } from './activation';
 export { maxPool2d, avgPool2d, adaptiveAvgPool2d, Pool2dOptions } from './pool';
 export { linear } from './linear';

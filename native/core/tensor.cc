@@ -29,7 +29,9 @@ int64_t shapeNumel(const Shape& s) {
   return n;
 }
 
-Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_) {
+static std::atomic<uint64_t> nextStorageId{1};
+
+Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_), id(nextStorageId++) {
   MSGC_CHECK(device == Device::CPU, "device '", deviceName(device), "' is not available in this build");
   data = static_cast<float*>(allocHost(bytes));
   // MSGC_POISON=1 fills new buffers with NaN so that reads of unwritten memory show up in tests

@@ -1,6 +1,7 @@
 // conv.cc: 2-D convolution forward and backward on oneDNN. Primitives are created with format `any`, so oneDNN
 // picks its blocked layout and JIT kernels; outputs stay in that layout, inputs are reordered (and cached on
 // their storage) only when they arrive in another one. Primitive descriptors are cached by shape.
+#include <cmath>
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
@@ -89,7 +90,98 @@ void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, 
   c.haveBwd = true;
 }
 
+// Inference primitives with a bias and an activation post-op (act: -1 none, 0 ReLU, 1 ReLU6).
+struct EvalPrims {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward fwd;
+};
+
+EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
+  static std::unordered_map<std::string, std::unique_ptr<EvalPrims>> cache;
+  std::ostringstream os;
+  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
+     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups << ":act" << act;
+  auto it = cache.find(os.str());
+  if (it != cache.end()) return *it->second;
+  auto e = std::make_unique<EvalPrims>();
+  Shape y = outputShape(x, w, p);
+  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
+      wei(weightDimsFor(w, p.groups), dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
+  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
+  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
+            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  // (forward_training, as the other convs: with forward_inference oneDNN picks NHWC kernels here, and every
+  // neighbouring op would pay a reorder from and to the blocked layout)
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
+                                    bia, dst, strides, dil, pad, padR);
+  dnnl::primitive_attr attr;
+  if (act >= 0) {
+    dnnl::post_ops po;
+    if (act == (int)Activation::ReLU) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    else po.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, 6.f);
+    attr.set_post_ops(po);
+  }
+  e->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
+  e->fwd = dnnl::convolution_forward(e->pd);
+  auto& ref = *e;
+  cache[os.str()] = std::move(e);
+  return ref;
+}
+
+std::string versionTag(const Tensor* t) {
+  if (!t) return "-";
+  std::ostringstream os;
+  os << t->storage->id << '@' << t->storage->version;
+  return os.str();
+}
+
 }  // namespace
+
+TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p,
+                          const Tensor& runningMean, const Tensor& runningVar, const Tensor* gamma, const Tensor* beta,
+                          float eps, int act) {
+  // folded weight w'[o] = w[o]·a[o] and bias b'[o] = beta[o] + (bias[o] - mean[o])·a[o], a = gamma / sqrt(var + eps),
+  // cached on the weight's storage (dropped when the weight is written; rebuilt when a BN parameter is)
+  std::ostringstream tagStream;
+  tagStream << versionTag(bias) << '|' << versionTag(&runningMean) << '|' << versionTag(&runningVar) << '|'
+            << versionTag(gamma) << '|' << versionTag(beta) << '|' << eps;
+  const std::string tagStr = tagStream.str();
+  auto& cache = weight.storage->derived;
+  auto wIt = cache.find("bnfold:weight");
+  auto bIt = cache.find("bnfold:bias");
+  const uint64_t version = weight.storage->version;
+  if (wIt == cache.end() || bIt == cache.end() || wIt->second.version != version || wIt->second.tag != tagStr ||
+      bIt->second.version != version || bIt->second.tag != tagStr) {
+    const int64_t O = weight.shape[0], per = weight.numel() / O;
+    const float* w = plainData(weight);
+    const float* mu = plainData(runningMean);
+    const float* var = plainData(runningVar);
+    const float* g = gamma ? plainData(*gamma) : nullptr;
+    const float* b = beta ? plainData(*beta) : nullptr;
+    const float* cb = bias ? plainData(*bias) : nullptr;
+    auto ws = std::make_shared<Storage>((size_t)(O * per) * sizeof(float), weight.device());
+    auto bs = std::make_shared<Storage>((size_t)O * sizeof(float), weight.device());
+    for (int64_t o = 0; o < O; o++) {
+      const float a = (g ? g[o] : 1.f) / std::sqrt(var[o] + eps);
+      for (int64_t k = 0; k < per; k++) ws->data[o * per + k] = w[o * per + k] * a;
+      bs->data[o] = (b ? b[o] : 0.f) + ((cb ? cb[o] : 0.f) - mu[o]) * a;
+    }
+    cache["bnfold:weight"] = Storage::Derived{version, ws, tagStr};
+    cache["bnfold:bias"] = Storage::Derived{version, bs, tagStr};
+    wIt = cache.find("bnfold:weight");
+    bIt = cache.find("bnfold:bias");
+  }
+  const Tensor wf(weight.shape, wIt->second.copy), bf(Shape{weight.shape[0]}, bIt->second.copy);
+  EvalPrims& c = evalPrims(x.shape, weight.shape, p, act);
+  TensorPtr y = tensorWithDesc(outputShape(x.shape, weight.shape, p), c.pd.dst_desc());
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, asLayout(x, c.pd.src_desc())},
+                                             {DNNL_ARG_WEIGHTS, asLayout(wf, c.pd.weights_desc())},
+                                             {DNNL_ARG_BIAS, asLayout(bf, c.pd.bias_desc())},
+                                             {DNNL_ARG_DST, memoryOf(*y)}};
+  c.fwd.execute(stream(), args);
+  stream().wait();
+  return y;
+}
 
 TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p) {
   ConvPrims& c = prims(x.shape, weight.shape, bias != nullptr, p);

@@ -60,6 +60,26 @@ static Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), conv2dForward(*a.x, *a.weight, a.bias.get(), a.p));
 }
 
+// conv2dBnActEval(x, weight, bias|null, stride, padding, dilation, groups, runningMean, runningVar, gamma|null,
+//                 beta|null, eps, activation (-1 none, 0 ReLU, 1 ReLU6)) -> y
+static Napi::Value Conv2dBnActEval(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dBnActEval";
+  ConvArgs a = readConv(info, op, true);
+  const int64_t O = a.weight->shape[0];
+  TensorPtr rm = tensorArg(info, 7, op, "runningMean"), rv = tensorArg(info, 8, op, "runningVar");
+  TensorPtr g = optionalTensorArg(info, 9, op, "gamma"), b = optionalTensorArg(info, 10, op, "beta");
+  double eps = numberArg(info, 11, op, "eps");
+  int64_t act = intArg(info, 12, op, "activation", -1, (int64_t)Activation::ReLU6);
+  for (auto [t, name] : {std::pair<TensorPtr, const char*>{rm, "runningMean"}, {rv, "runningVar"}, {g, "gamma"}, {b, "beta"}}) {
+    if (!t) continue;
+    expectShape(*t, {O}, op, name);
+    expectSameDevice(*a.x, *t, op, "x", name);
+  }
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  return wrapTensor(info.Env(), conv2dBnActEval(*a.x, *a.weight, a.bias.get(), a.p, *rm, *rv, g.get(), b.get(),
+                                                (float)eps, (int)act));
+}
+
 // conv2dBackward(x, weight, gy, stride, padding, dilation, groups, needX, needWeight, needBias) -> [gx, gw, gb]
 static Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   const char* op = "conv2d backward";
@@ -80,6 +100,7 @@ static Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
 void registerConvBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "conv2dForward", Conv2dForward);
   exportFunction(env, exports, "conv2dBackward", Conv2dBackward);
+  exportFunction(env, exports, "conv2dBnActEval", Conv2dBnActEval);
 }
 
 }  // namespace napi

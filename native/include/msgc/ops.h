@@ -14,6 +14,12 @@ struct Conv2dParams {
 };
 // x: [N, C, H, W], weight: [K, C/groups, kH, kW], bias: [K] or null -> y: [N, K, OH, OW]
 TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p);
+// Inference: act(BN(conv(x, weight) + bias)) in one oneDNN convolution, the eval BatchNorm folded into the weights
+// and bias (cached on the weight until it or a BN parameter is written) and the activation a post-op.
+// act: -1 none, else Activation::ReLU or Activation::ReLU6.
+TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p,
+                          const Tensor& runningMean, const Tensor& runningVar, const Tensor* gamma, const Tensor* beta,
+                          float eps, int act);
 struct Conv2dGrads {
   TensorPtr x, weight, bias;
 };

@@ -27,9 +27,11 @@ struct Storage {
   size_t bytes = 0;
   Device device = Device::CPU;
   uint64_t version = 0;
+  const uint64_t id;  // unique for the process's lifetime (addresses are reused)
   struct Derived {
     uint64_t version;
     std::shared_ptr<Storage> copy;
+    std::string tag = {};  // what else the copy depends on (e.g. the versions of folded BatchNorm parameters)
   };
   std::unordered_map<std::string, Derived> derived;  // layout key -> copy of this storage in that layout
 
