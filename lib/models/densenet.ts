@@ -8,7 +8,7 @@
 import * as F from '../ops/index';
 import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '../macs/types';
 import { kaimingNormal } from '../nn/init';
-import { AvgPool2d, BatchNorm2d, Conv2d, Linear } from '../nn/layers';
+import { AvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
@@ -98,7 +98,7 @@ export class DenseLayer extends Module implements CountedBlock {
     // (MSGC: in eval the same pass pools t for the gate context)
     const t = this.msgc ? blockOutput(this.norm1, x, 'relu', null) : this.norm1.forwardAct(x, 'relu');
     if (!this.msgc) {
-      const u = this.norm2.forwardAct(this.conv1.forward(t), 'relu');
+      const u = convBnAct(this.conv1, this.norm2, t, 'relu');
       return F.concat([x, this.conv2.forward(u)]);
     }
     const [N, , H, W] = x.shape;

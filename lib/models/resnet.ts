@@ -5,7 +5,7 @@
 import * as F from '../ops/index';
 import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '../macs/types';
 import { kaimingNormal } from '../nn/init';
-import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
+import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
@@ -81,7 +81,7 @@ export class BasicBlock extends Module implements CountedBlock {
   forward(x: Tensor): Tensor {
     const identity = this.downsample ? this.downsample.forward(x) : x;
     if (!this.msgc) {
-      const u = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
+      const u = convBnAct(this.conv1, this.bn1, x, 'relu');
       return this.bn2.forwardAct(this.conv2.forward(u), 'relu', identity);
     }
     const [N, , H, W] = x.shape;
@@ -185,8 +185,8 @@ export class Bottleneck extends Module implements CountedBlock {
   forward(x: Tensor): Tensor {
     const identity = this.downsample ? this.downsample.forward(x) : x;
     if (!this.msgc) {
-      const u = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
-      const v = this.bn2.forwardAct(this.conv2.forward(u), 'relu');
+      const u = convBnAct(this.conv1, this.bn1, x, 'relu');
+      const v = convBnAct(this.conv2, this.bn2, u, 'relu');
       return this.bn3.forwardAct(this.conv3.forward(v), 'relu', identity);
     }
     const [N, , H, W] = x.shape;
@@ -289,7 +289,7 @@ export class ResNet extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    let h = this.bn1.forwardAct(this.conv1.forward(x), 'relu');
+    let h = convBnAct(this.conv1, this.bn1, x, 'relu');
     if (this.maxpool) h = this.maxpool.forward(h);
     for (const layer of this.layers) h = layer.forward(h);
     return this.fc.forward(F.flatten(this.avgpool.forward(h)));

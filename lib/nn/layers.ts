@@ -209,6 +209,15 @@ export class Flatten extends Module {
 }
 
 /** Children named '0', '1', … run in order. */
+/**
+ * act(bn(conv(x))): in eval mode one convolution with the BatchNorm folded in (F.conv2dBnAct, which falls back to
+ * the composition when a gradient is recorded); in training the conv and BatchNorm2d.forwardAct.
+ */
+export function convBnAct(conv: Conv2d, bn: BatchNorm2d, x: Tensor, act: 'relu' | 'relu6' | null): Tensor {
+  if (bn.training) return bn.forwardAct(conv.forward(x), act);
+  return F.conv2dBnAct(x, conv.weight, conv.bias, bn, { stride: conv.stride, padding: conv.padding, dilation: conv.dilation, groups: conv.groups, activation: act });
+}
+
 export class Sequential extends Module {
   readonly layers: Module[];
   constructor(...layers: Module[]) {
@@ -230,7 +239,7 @@ export class Sequential extends Module {
       if (m instanceof Conv2d && next instanceof BatchNorm2d && !next.training) {
         const after = L[i + 2];
         const act = after instanceof ReLU ? 'relu' : after instanceof ReLU6 ? 'relu6' : null;
-        h = F.conv2dBnAct(h, m.weight, m.bias, next, { stride: m.stride, padding: m.padding, dilation: m.dilation, groups: m.groups, activation: act });
+        h = convBnAct(m, next, h, act);
         i += act ? 2 : 1;
       } else if (m instanceof BatchNorm2d && (next instanceof ReLU || next instanceof ReLU6)) {
         h = m.forwardAct(h, next instanceof ReLU ? 'relu' : 'relu6');
