@@ -39,52 +39,65 @@ Shape outputShape(const Shape& x, const Shape& w, const Conv2dParams& p) {
   return {x[0], w[0], oh, ow};
 }
 
+// Memory descriptors (format `any`) and geometry shared by every primitive of one conv shape.
+struct ConvDescs {
+  dnnl::memory::desc src, dst, wei, bia;
+  Dims strides, dil, pad, padR;
+  ConvDescs(const Shape& x, const Shape& w, const Conv2dParams& p) {
+    Shape y = outputShape(x, w, p);
+    src = dnnl::memory::desc(toDims(x), dt::f32, tag::any);
+    dst = dnnl::memory::desc(toDims(y), dt::f32, tag::any);
+    wei = dnnl::memory::desc(weightDimsFor(w, p.groups), dt::f32, tag::any);
+    bia = dnnl::memory::desc(Dims{w[0]}, dt::f32, tag::any);
+    strides = {p.strideH, p.strideW};
+    dil = {p.dilationH - 1, p.dilationW - 1};
+    pad = {p.padH, p.padW};
+    // right padding so that oneDNN's output size equals the floor formula of outputShape
+    padR = {(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
+            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  }
+};
+
+std::string convKey(const Shape& x, const Shape& w, const Conv2dParams& p) {
+  std::ostringstream os;
+  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
+     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
+  return os.str();
+}
+
 ConvPrims& prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
   static std::unordered_map<std::string, std::unique_ptr<ConvPrims>> cache;
-  std::ostringstream os;
-  os << shapeString(x) << shapeString(w) << hasBias << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ','
-     << p.padW << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
-  auto it = cache.find(os.str());
+  const std::string key = convKey(x, w, p) + (hasBias ? ":bias" : "");
+  auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
 
   auto e = std::make_unique<ConvPrims>();
-  Shape y = outputShape(x, w, p);
   e->weightDims = weightDimsFor(w, p.groups);
-  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
-      wei(e->weightDims, dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
-  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
-  // right padding so that oneDNN's output size equals the floor formula above
-  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
-            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  const ConvDescs d(x, w, p);
   auto fwdDesc = hasBias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                            dnnl::algorithm::convolution_direct, src, wei, bia, dst,
-                                                            strides, dil, pad, padR)
+                                                            dnnl::algorithm::convolution_direct, d.src, d.wei, d.bia,
+                                                            d.dst, d.strides, d.dil, d.pad, d.padR)
                          : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                            dnnl::algorithm::convolution_direct, src, wei, dst,
-                                                            strides, dil, pad, padR);
+                                                            dnnl::algorithm::convolution_direct, d.src, d.wei, d.dst,
+                                                            d.strides, d.dil, d.pad, d.padR);
   e->fwdPd = dnnl::convolution_forward::primitive_desc(fwdDesc, engine());
   e->fwd = dnnl::convolution_forward(e->fwdPd);
   auto& ref = *e;
-  cache[os.str()] = std::move(e);
+  cache[key] = std::move(e);
   return ref;
 }
 
 void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
   if (c.haveBwd) return;
-  Shape y = outputShape(x, w, p);
-  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
-      wei(c.weightDims, dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
-  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
-  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
-            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
-  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
-                                           padR);
+  const ConvDescs d(x, w, p);
+  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, d.src, d.wei, d.dst, d.strides, d.dil,
+                                           d.pad, d.padR);
   c.bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, engine(), c.fwdPd);
   c.bwdData = dnnl::convolution_backward_data(c.bwdDataPd);
-  auto bwDesc = hasBias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, wei,
-                                                                     bia, dst, strides, dil, pad, padR)
-                        : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, wei,
-                                                                     dst, strides, dil, pad, padR);
+  auto bwDesc = hasBias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, d.src, d.wei,
+                                                                     d.bia, d.dst, d.strides, d.dil, d.pad, d.padR)
+                        : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, d.src, d.wei,
+                                                                     d.dst, d.strides, d.dil, d.pad, d.padR);
   c.bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bwDesc, engine(), c.fwdPd);
   c.bwdWeights = dnnl::convolution_backward_weights(c.bwdWeightsPd);
   c.haveBwd = true;
@@ -98,22 +111,15 @@ struct EvalPrims {
 
 EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
   static std::unordered_map<std::string, std::unique_ptr<EvalPrims>> cache;
-  std::ostringstream os;
-  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
-     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups << ":act" << act;
-  auto it = cache.find(os.str());
+  const std::string key = convKey(x, w, p) + ":act" + std::to_string(act);
+  auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
   auto e = std::make_unique<EvalPrims>();
-  Shape y = outputShape(x, w, p);
-  dnnl::memory::desc src(toDims(x), dt::f32, tag::any), dst(toDims(y), dt::f32, tag::any),
-      wei(weightDimsFor(w, p.groups), dt::f32, tag::any), bia(Dims{w[0]}, dt::f32, tag::any);
-  Dims strides{p.strideH, p.strideW}, dil{p.dilationH - 1, p.dilationW - 1}, pad{p.padH, p.padW};
-  Dims padR{(y[2] - 1) * p.strideH + p.dilationH * (w[2] - 1) + 1 - x[2] - p.padH,
-            (y[3] - 1) * p.strideW + p.dilationW * (w[3] - 1) + 1 - x[3] - p.padW};
+  const ConvDescs cd(x, w, p);
   // (forward_training, as the other convs: with forward_inference oneDNN picks NHWC kernels here, and every
   // neighbouring op would pay a reorder from and to the blocked layout)
-  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src, wei,
-                                    bia, dst, strides, dil, pad, padR);
+  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, cd.src,
+                                    cd.wei, cd.bia, cd.dst, cd.strides, cd.dil, cd.pad, cd.padR);
   dnnl::primitive_attr attr;
   if (act >= 0) {
     dnnl::post_ops po;
@@ -124,7 +130,7 @@ EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int 
   e->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
   e->fwd = dnnl::convolution_forward(e->pd);
   auto& ref = *e;
-  cache[os.str()] = std::move(e);
+  cache[key] = std::move(e);
   return ref;
 }
 

@@ -9,81 +9,13 @@ namespace gather {
 #if MSGC_GATHER_AVX512
 namespace {
 
-// acc[r][q] += wv * x[r*irs + q*S] for r < R, LO <= q < HI (one tap)
-template <int Q, int R, int S, int LO, int HI>
-__attribute__((target("avx512f"), always_inline)) inline void fmaTap(__m512 (&acc)[R][Q], __m512 wv, const float* x,
-                                                                     int64_t irs) {
-#pragma GCC unroll 4
-  for (int r = 0; r < R; r++, x += irs)
-#pragma GCC unroll 32
-    for (int q = LO; q < HI; q++) acc[r][q] = _mm512_fmadd_ps(wv, _mm512_set1_ps(x[q * S]), acc[r][q]);
-}
-
-// 16 output channels × R rows × Q pixels: for r < R, q < Q
-//   out[(r*ors + q)*16 + l] = sum_j sum_t (wch[j] + wshift)[t*16 + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
-// (nChw16c order). One weight vector load and R·Q broadcast-FMAs per (channel, tap). E (edges, for a 3-wide
-// stride-1 kernel with one column of padding): bit 0, the block starts a row, so its first column skips the
-// tap over the left padding; bit 1, it ends a row, so its last column skips the tap over the right padding
-// (as a direct convolution does; 2/OW of the work).
-template <int Q, int R, int S, int E>
-__attribute__((target("avx512f"))) void ocvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
-                                                    const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
-                                                    int64_t irs, float* out, int64_t ors) {
-  __m512 acc[R][Q];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 32
-    for (int q = 0; q < Q; q++) acc[r][q] = _mm512_setzero_ps();
-  // prefetch the weights a few channels ahead: they come in scattered runs of T·64 bytes (cold in a network)
-  const int64_t ahead = T >= 4 ? 4 : 16;
-  for (int64_t j = 0; j < nch; j++) {
-    const float* base = chan[j] + pos;
-    const float* w = wch[j] + wshift;
-    if (j + ahead < nch)
-      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
-    if (E) {
-      for (int64_t t = 0; t < T; t += 3) {
-        fmaTap<Q, R, S, (E & 1), Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
-        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t + 16), base + tapOffset[t + 1], irs);
-        fmaTap<Q, R, S, 0, Q - (E >> 1)>(acc, _mm512_loadu_ps(w + 16 * t + 32), base + tapOffset[t + 2], irs);
-      }
-    } else {
-      for (int64_t t = 0; t < T; t++)
-        fmaTap<Q, R, S, 0, Q>(acc, _mm512_loadu_ps(w + 16 * t), base + tapOffset[t], irs);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < R; r++)
-#pragma GCC unroll 32
-    for (int q = 0; q < Q; q++) _mm512_storeu_ps(out + (r * ors + q) * 16, acc[r][q]);
-}
-
-// table[(Q - 1) * kMaxRows + R - 1] for R <= ocvecRows(Q) (other entries repeat R = 1 and are never used)
-template <int S, int E, size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)(I / kMaxRows) + 1,
-                       ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
-                       S, E>...};
-}
-template <size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)I + 1, 1, 16, 0>...};
-}
-using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
-constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
-const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
-                                           ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
-const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
-const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
-
-
 // acc[b][r][q] += wv[b] * x[r*irs + q*S] for b < NB, r < R, LO <= q < HI (one tap; one broadcast serves NB FMAs)
 template <int NB, int Q, int R, int S, int LO, int HI>
 __attribute__((target("avx512f"), always_inline)) inline void fmaTapNB(__m512 (&acc)[NB][R][Q], const __m512 (&wv)[NB],
                                                                        const float* x, int64_t irs) {
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++, x += irs)
-#pragma GCC unroll 16
+#pragma GCC unroll 32
     for (int q = LO; q < HI; q++) {
       const __m512 xb = _mm512_set1_ps(x[q * S]);
 #pragma GCC unroll 4
@@ -97,11 +29,15 @@ __attribute__((target("avx512f"), always_inline)) inline void loadBlocks(__m512 
   for (int b = 0; b < NB; b++) wv[b] = _mm512_loadu_ps(w + b * wbs);
 }
 
-// ocvecKernel for NB consecutive blocks of 16 output channels (block b's weights wbs floats after block 0's, its
-// outputs obs floats after): NB weight loads and R·Q broadcasts per (channel, tap) for NB·R·Q FMAs, instead of
-// one broadcast per FMA — wide heads (O/G = 32..128) are bound by loads otherwise.
+// NB blocks of 16 output channels × R rows × Q pixels: for b < NB, r < R, q < Q
+//   out[b*obs + (r*ors + q)*16 + l] = sum_j sum_t (wch[j] + wshift + b*wbs)[t*16 + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
+// (nChw16c order). Per (channel, tap) NB weight vector loads and R·Q broadcasts for NB·R·Q FMAs: with NB = 2 one
+// broadcast feeds two FMAs (wide heads, O/G = 32..128, are bound by loads with one). E (edges, for a 3-wide
+// stride-1 kernel with one column of padding): bit 0, the block starts a row, so its first column skips the
+// tap over the left padding; bit 1, it ends a row, so its last column skips the tap over the right padding
+// (as a direct convolution does; 2/OW of the work).
 template <int NB, int Q, int R, int S, int E>
-__attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, const float* const* wch, int64_t nch,
+__attribute__((target("avx512f"), always_inline)) inline void ocvecBody(const float* const* chan, const float* const* wch, int64_t nch,
                                                       const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
                                                       int64_t irs, float* out, int64_t ors, int64_t wbs, int64_t obs) {
   __m512 acc[NB][R][Q];
@@ -109,8 +45,9 @@ __attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, 
   for (int b = 0; b < NB; b++)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 16
+#pragma GCC unroll 32
       for (int q = 0; q < Q; q++) acc[b][r][q] = _mm512_setzero_ps();
+  // prefetch the weights a few channels ahead: they come in scattered runs of T·64 bytes (cold in a network)
   const int64_t ahead = T >= 4 ? 4 : 16;
   for (int64_t j = 0; j < nch; j++) {
     const float* base = chan[j] + pos;
@@ -139,9 +76,42 @@ __attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, 
   for (int b = 0; b < NB; b++)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
-#pragma GCC unroll 16
+#pragma GCC unroll 32
       for (int q = 0; q < Q; q++) _mm512_storeu_ps(out + b * obs + (r * ors + q) * 16, acc[b][r][q]);
 }
+
+// one block (the tables' OcvecFn) and NB blocks (OcvecNBFn)
+template <int Q, int R, int S, int E>
+__attribute__((target("avx512f"))) void ocvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                    const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                    int64_t irs, float* out, int64_t ors) {
+  ocvecBody<1, Q, R, S, E>(chan, wch, nch, tapOffset, T, wshift, pos, irs, out, ors, 0, 0);
+}
+template <int NB, int Q, int R, int S, int E>
+__attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, const float* const* wch, int64_t nch,
+                                                      const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                      int64_t irs, float* out, int64_t ors, int64_t wbs, int64_t obs) {
+  ocvecBody<NB, Q, R, S, E>(chan, wch, nch, tapOffset, T, wshift, pos, irs, out, ors, wbs, obs);
+}
+
+// table[(Q - 1) * kMaxRows + R - 1] for R <= ocvecRows(Q) (other entries repeat R = 1 and are never used)
+template <int S, int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)(I / kMaxRows) + 1,
+                       ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
+                       S, E>...};
+}
+template <size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, 16, 0>...};
+}
+using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
+constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
+const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
+                                           ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
+const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
+const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
+
 
 // tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
 // repeat a valid kernel and are never used)
