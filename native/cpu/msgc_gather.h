@@ -1,7 +1,8 @@
-// msgc_gather.h: internals of the gathered MSGC convolution, shared by its four files:
+// msgc_gather.h: internals of the gathered MSGC convolution, shared by its files:
 //   msgc_gather_pack.cc     selections, input rows (copies, transposes, padding) and weight layouts;
 //   msgc_gather_kernels.cc  the AVX-512 micro-kernels (ocvec, pixvec) and their dispatch tables;
-//   msgc_gather.cc          the driver (planning, scale folding, output selection, threading);
+//   msgc_gather_job.h       the work plan of one call (scale folds, operands, pixel chunks) and one item's compute;
+//   msgc_gather.cc          the driver (kernel and row choice, threading, the order of the items);
 //   msgc_gather_portable.cc the portable sgemm path and the zeroing of outputs a mask leaves out.
 // See msgc_gather.cc for the design.
 #pragma once

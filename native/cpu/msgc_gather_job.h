@@ -1,0 +1,323 @@
+// msgc_gather_job.h: the gathered MSGC convolution's work plan for the AVX-512 path (used by msgc_gather.cc only):
+// how a head folds its scale, each head's operands (input rows and weights per selected channel), the pixel
+// chunks, and Job::compute, which runs one item (sample, head, output blocks, pixel chunk) with the micro-kernels.
+// See msgc_gather.cc for the design.
+#pragma once
+#include "msgc_gather.h"
+
+namespace msgc {
+namespace gather {
+
+enum class KernelKind { Ocvec, Pixvec };
+
+// Where head i of sample n folds its scale (see the file comment).
+enum class Fold { None, Weights, Rows };
+
+
+// One head's operands for the kernels: per selected channel its input rows and its weights.
+struct HeadOperands {
+  std::vector<const float*> chan, wch;
+  int64_t obShift = 0;  // ocvec: added to wch[j] per output block
+  int64_t ldw = 16;     // distance between a channel's taps in wch[j]
+};
+
+struct Job {
+  const Geometry& g;
+  const Selection& sel;
+  const RowPlan& rp;
+  const Source& src;
+  const float* scale;  // [N, G, C]
+  const float* WL;     // weightLayout()
+  KernelKind kind;
+  float* y;
+  bool forcePack;
+  const OutSelection* out = nullptr;  // ocvec only: compute just these outputs (packed 16 to a block)
+  int pixMR = 8, pixNR = 1;  // pixvec register block
+  // pixel chunks (see chunk())
+  struct Chunk {
+    int64_t inPos, outPos, q, r;  // r rows of q pixels (r = 1 on a flattened grid)
+    int64_t t0, nt;               // taps [t0, t0 + nt) (kh-major: a range of kernel rows)
+    int edges = 0;                // ocvecKernel's E
+  };
+  std::vector<Chunk> direct;  // Direct rows: the chunks, precomputed
+  // Planes copied from a blocked x, pixel-chunk-major: copied and computed tile by tile (tileChunks chunks), so
+  // that the copy is still in cache when the kernels read it
+  bool tiled = false;
+  int64_t tileChunks = 1;
+  // ocvec on Direct rows of a 3-wide stride-1 kernel with one column of padding: blocks at a row's ends skip the
+  // taps over the padding columns
+  bool edges = false;
+  // ocvec with nChw16c output: output blocks per kernel call (2 for heads of 32, 64, 96, 128 outputs), so one
+  // broadcast of an input pixel feeds nb FMAs; items then take nb blocks at a time, and pixel chunks shrink to
+  // ocvecPixels(nb). (ResNet-18 at density 0.5, 2 threads: layer2/3 efficiency 0.70-0.76 -> 0.81-0.82; nb = 4
+  // with 6-pixel chunks read each weight block 3.5x as often and lost on 14² and 7² maps.)
+  int nb = 1;
+
+  void plan() {
+    if (kind == KernelKind::Pixvec) {
+      pixMR = 0;
+      for (int mr : {8, 6, 4})
+        if (g.Og % mr == 0) {
+          pixMR = mr;
+          break;
+        }
+      if (!pixMR) pixMR = g.Og < kMaxMR ? (int)g.Og : 4;
+      // near-equal chunks of whole vectors
+      const int64_t maxNR = pixvecMaxNR(pixMR);
+      if (rp.rows == Rows::Direct) {
+        // stride 1 on padded rows: each output row in near-equal pieces of whole vectors
+        const int64_t vectors = (g.OW + 15) / 16, pieces = (vectors + maxNR - 1) / maxNR;
+        pixNR = (int)((vectors + pieces - 1) / pieces);
+        for (int64_t oh = 0; oh < g.OH; oh++)
+          for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16 * pixNR) {
+            Chunk c;
+            c.q = std::min<int64_t>(16 * pixNR, g.OW - ow0);
+            c.r = 1;
+            c.inPos = oh * rp.rowStride + ow0;
+            c.outPos = oh * g.OW + ow0;
+            c.t0 = 0;
+            c.nt = g.T;
+            direct.push_back(c);
+          }
+        return;
+      }
+      const int64_t vectors = (g.OHW + 15) / 16;
+      const int64_t chunks = (vectors + maxNR - 1) / maxNR;
+      pixNR = (int)((vectors + chunks - 1) / chunks);
+    } else if (rp.rows == Rows::Direct) {
+      edges = g.KW == 3 && g.PW == 1 && g.SW == 1;
+      // A row in near-equal pieces of at most 28 pixels; a row that is one piece joins others in blocks of up to
+      // 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps over the
+      // padding rows above and below are computed: splitting off the border rows to skip them, as a direct
+      // convolution does, cost more in register blocking than it saved on 7² and 14² maps.
+      const int64_t P = ocvecPixels(nb);
+      const int64_t pieces = (g.OW + P - 1) / P, base = g.OW / pieces, extra = g.OW % pieces;
+      const int64_t maxR = pieces == 1 ? ocvecRows((int)base, nb) : 1, groups = (g.OH + maxR - 1) / maxR;
+      for (int64_t k = 0, oh = 0; k < groups; k++) {
+        const int64_t r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
+        for (int64_t piece = 0; piece < pieces; piece++) {
+          const int64_t ow0 = piece * base + std::min(piece, extra);
+          Chunk c;
+          c.q = base + (piece < extra ? 1 : 0);
+          c.r = r;
+          c.inPos = oh * rp.rowStride + ow0 * g.SW;
+          c.outPos = oh * g.OW + ow0;
+          c.t0 = 0;
+          c.nt = g.T;
+          if (edges) c.edges = (ow0 == 0 ? 1 : 0) | (ow0 + c.q == g.OW ? 2 : 0);
+          direct.push_back(c);
+        }
+        oh += r;
+      }
+    }
+  }
+
+  float* headOut(int64_t n, int64_t i) const { return y + (n * g.O + i * g.Og) * g.OHW; }  // both layouts
+  int64_t blocksPerHead() const { return kind == KernelKind::Ocvec ? (g.Og + 15) / 16 : 1; }
+  // output blocks head i of sample n computes (with an output selection: its selected outputs, 16 to a block)
+  int64_t blocks(int64_t n, int64_t i) const { return out ? (out->count(n, i) + 15) / 16 : blocksPerHead(); }
+  // ob: an item's block, or its group of nb blocks
+  bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i) / nb; }
+  bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % 16 != 0; }
+
+  // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
+  void fillUnion(int64_t n, int64_t u0, int64_t u1, float* buf) const {
+    float* dst[16];
+    for (int64_t u = u0; u < u1; u++) dst[u - u0] = buf + u * rp.chanStride;
+    fillChannels(g, rp, src, n, sel.unionOf(n) + u0, u1 - u0, dst);
+  }
+
+  Fold fold(int64_t n, int64_t i) const {
+    const int64_t ns = sel.count(n, i);
+    if (ns == 0 || (out && out->count(n, i) == 0)) return Fold::None;
+    if (out) return Fold::Weights;  // the selected outputs' weights, packed into blocks
+    if (sel.unit[n * g.G + i] && !forcePack) return Fold::None;
+    if (forcePack || rp.rows == Rows::Planes) return Fold::Weights;  // planes may be copied tile by tile
+    const int64_t packed = (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T;  // per channel
+    return rp.chanStride < packed ? Fold::Rows : Fold::Weights;
+  }
+  size_t foldFloats(int64_t n, int64_t i) const {
+    switch (fold(n, i)) {
+      case Fold::Weights:  // ocvec packs whole blocks of 16 outputs
+        return (size_t)(sel.count(n, i) * (kind == KernelKind::Ocvec ? blocks(n, i) * 16 : g.Og) * g.T);
+      case Fold::Rows: return (size_t)(sel.count(n, i) * rp.chanStride);
+      default: return 0;
+    }
+  }
+  // Points the operands at the input rows and the cached weights; then, if the head folds its scale, at the
+  // fold buffer dst (filled by foldPart). src gets the unfolded operands foldPart reads.
+  void operands(int64_t n, int64_t i, const float* rows, HeadOperands& src0, HeadOperands& h, float* dst) const {
+    const int64_t ns = sel.count(n, i);
+    const int32_t* s = sel.sel(n, i);
+    src0.chan.resize(ns);
+    src0.wch.resize(ns);
+    for (int64_t j = 0; j < ns; j++) {
+      const int64_t c = s[j];
+      src0.chan[j] = rp.inPlace ? src.plane(g, n, c) : rows + sel.upos[n * g.C + c] * rp.chanStride;
+      src0.wch[j] = kind == KernelKind::Ocvec ? WL + (i * blocksPerHead() * g.C + c) * g.T * 16 : WL + c * g.T * g.O + i * g.Og;
+    }
+    src0.obShift = g.C * g.T * 16;
+    src0.ldw = kind == KernelKind::Ocvec ? 16 : g.O;
+    h = src0;
+    const Fold f = fold(n, i);
+    if (f == Fold::Rows) {
+      for (int64_t j = 0; j < ns; j++) h.chan[j] = dst + j * rp.chanStride;
+    } else if (f == Fold::Weights) {
+      const int64_t run = g.T * (kind == KernelKind::Ocvec ? 16 : g.Og);
+      for (int64_t j = 0; j < ns; j++) h.wch[j] = dst + j * run;
+      h.obShift = ns * run;
+      h.ldw = kind == KernelKind::Ocvec ? 16 : g.Og;
+    }
+  }
+  // Part `part` of `parts` (a range of selected channels) of head i's fold into dst.
+  void foldPart(int64_t n, int64_t i, const HeadOperands& src0, float* dst, int64_t part, int64_t parts) const {
+    const int64_t ns = sel.count(n, i);
+    const int32_t* s = sel.sel(n, i);
+    const float* srow = scale + (n * g.G + i) * g.C;
+    const int64_t j0 = ns * part / parts, j1 = ns * (part + 1) / parts;
+    const Fold f = fold(n, i);
+    if (f == Fold::Rows) {
+      for (int64_t j = j0; j < j1; j++) {
+        const float sc = srow[s[j]];
+        const float* a = src0.chan[j];
+        float* d = dst + j * rp.chanStride;
+        for (int64_t k = 0; k < rp.chanStride; k++) d[k] = a[k] * sc;
+      }
+    } else if (f == Fold::Weights) {
+      const int64_t run = g.T * (kind == KernelKind::Ocvec ? 16 : g.Og);
+      for (int64_t ob = 0; ob < blocks(n, i); ob++)
+        for (int64_t j = j0; j < j1; j++) {
+          const float sc = srow[s[j]];
+          float* d = dst + (ob * ns + j) * run;
+          if (out) {
+            // lane l of packed block ob: selected output osel[ob·16 + l] (zero weights past the last one)
+            const int64_t nout = out->count(n, i);
+            const int32_t* osel = out->sel(n, i);
+            for (int64_t l = 0; l < 16; l++) {
+              const int64_t k = ob * 16 + l;
+              if (k >= nout) {
+                for (int64_t t = 0; t < g.T; t++) d[t * 16 + l] = 0.f;
+                continue;
+              }
+              const float* a = src0.wch[j] + (osel[k] / 16) * src0.obShift + osel[k] % 16;
+              for (int64_t t = 0; t < g.T; t++) d[t * 16 + l] = a[t * 16] * sc;
+            }
+          } else if (kind == KernelKind::Ocvec) {
+            const float* a = src0.wch[j] + ob * src0.obShift;
+            for (int64_t k = 0; k < run; k++) d[k] = a[k] * sc;
+          } else {
+            for (int64_t t = 0; t < g.T; t++)
+              for (int64_t o = 0; o < g.Og; o++) d[t * g.Og + o] = src0.wch[j][t * g.O + o] * sc;
+          }
+        }
+    }
+  }
+
+  // Pixel chunks: ocvec on Direct rows takes blocks of output rows (plan()), ocvec on other rows pieces of at
+  // most 28 pixels of the flattened OH·OW grid, pixvec near-equal runs of NR vectors.
+  int64_t chunkCount() const {
+    if (rp.rows == Rows::Direct) return (int64_t)direct.size();
+    if (kind == KernelKind::Pixvec) {
+      const int64_t span = 16 * pixNR;
+      return (g.OHW + span - 1) / span;
+    }
+    if (rp.rows == Rows::Direct) return (int64_t)direct.size();
+    return (g.OHW + ocvecPixels(nb) - 1) / ocvecPixels(nb);
+  }
+  Chunk chunk(int64_t k) const {
+    if (rp.rows == Rows::Direct) return direct[k];
+    Chunk c;
+    c.r = 1;
+    c.t0 = 0;
+    c.nt = g.T;
+    if (kind == KernelKind::Pixvec) {
+      c.inPos = c.outPos = k * 16 * pixNR;
+      c.q = std::min<int64_t>(16 * pixNR, g.OHW - c.outPos);
+    } else {
+      const int64_t chunks = chunkCount(), base = g.OHW / chunks, extra = g.OHW % chunks;
+      c.outPos = k * base + std::min(k, extra);
+      c.inPos = c.outPos * rp.pixStride;
+      c.q = base + (k < extra ? 1 : 0);
+    }
+    return c;
+  }
+
+  int64_t tileCount() const { return (chunkCount() + tileChunks - 1) / tileChunks; }
+  // copies the pixels of tile `tile` of sample n's union channels (runs: blockRuns() of the union) into buf
+  void fillTile(int64_t n, int64_t tile, const std::vector<int64_t>& runs, float* buf) const {
+    const int64_t k0 = tile * tileChunks, k1 = std::min(chunkCount(), k0 + tileChunks);
+    const Chunk last = chunk(k1 - 1);
+    const int64_t p0 = chunk(k0).outPos, p1 = last.outPos + last.q;
+    float* dst[16];
+    for (size_t r = 0; r + 1 < runs.size(); r++) {
+      for (int64_t u = runs[r]; u < runs[r + 1]; u++) dst[u - runs[r]] = buf + u * rp.chanStride;
+      fillPlanes(g, src, n, sel.unionOf(n) + runs[r], runs[r + 1] - runs[r], dst, p0, p1);
+    }
+  }
+
+  void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
+#if MSGC_GATHER_AVX512
+    const int64_t ns = (int64_t)h.chan.size();
+    const Chunk c = chunk(k);
+    if (out) {
+      // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
+      alignas(64) float tile[kMaxPixels * 16];
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                       c.nt, ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                       tile, c.q);
+      const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+      const int32_t* osel = out->sel(n, i) + ob * 16;
+      for (int64_t l = 0; l < lanes; l++) {
+        const int64_t o = i * g.Og + osel[l];
+        if (plainOut()) {
+          float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
+          for (int64_t r = 0; r < c.r; r++)
+            for (int64_t q = 0; q < c.q; q++) yb[r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+        } else {
+          float* yb = y + (n * g.O / 16 + o / 16) * g.OHW * 16 + c.outPos * 16 + o % 16;
+          for (int64_t r = 0; r < c.r; r++)
+            for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * 16] = tile[(r * c.q + q) * 16 + l];
+        }
+      }
+    } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
+      // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
+      float* out = headOut(n, i) + ob * nb * 16 * g.OHW + c.outPos * 16;
+      ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                           c.nt, ob * nb * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                           out, g.OW, h.obShift, 16 * g.OHW);
+    } else if (kind == KernelKind::Ocvec && !plainOut()) {
+      // block ob of head i in nChw16c: 16 lanes per pixel
+      float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * 16;
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
+                                                                   rp.tapOffset.data() + c.t0, c.nt,
+                                                                   ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                                   out, g.OW);
+    } else if (kind == KernelKind::Ocvec) {
+      // a head width that is not a multiple of 16: the block's valid lanes go to plain NCHW
+      alignas(64) float tile[kMaxPixels * 16];
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
+                                                                   rp.tapOffset.data() + c.t0, c.nt,
+                                                                   ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                                   tile, c.q);
+      const int64_t lanes = std::min<int64_t>(16, g.Og - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+      float* yb = headOut(n, i) + ob * 16 * g.OHW + c.outPos;
+      for (int64_t l = 0; l < lanes; l++)
+        for (int64_t r = 0; r < c.r; r++)
+          for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+    } else {
+      float* yh = headOut(n, i);
+      for (int64_t o = 0; o < g.Og; o += pixMR) {
+        const int mr = (int)std::min<int64_t>(pixMR, g.Og - o);
+        const int nr = std::min(pixNR, pixvecMaxNR(mr));
+        for (int64_t p = 0; p < c.q; p += 16 * nr)
+          pixvecKernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
+                                              c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW,
+                                              c.outPos + p);
+      }
+    }
+#endif
+  }
+};
+
+}  // namespace gather
+}  // namespace msgc
