@@ -208,7 +208,6 @@ export class Flatten extends Module {
   }
 }
 
-/** Children named '0', '1', … run in order. */
 /**
  * act(bn(conv(x))): in eval mode one convolution with the BatchNorm folded in (F.conv2dBnAct, which falls back to
  * the composition when a gradient is recorded); in training the conv and BatchNorm2d.forwardAct.
@@ -218,6 +217,7 @@ export function convBnAct(conv: Conv2d, bn: BatchNorm2d, x: Tensor, act: 'relu' 
   return F.conv2dBnAct(x, conv.weight, conv.bias, bn, { stride: conv.stride, padding: conv.padding, dilation: conv.dilation, groups: conv.groups, activation: act });
 }
 
+/** Children named '0', '1', … run in order. */
 export class Sequential extends Module {
   readonly layers: Module[];
   constructor(...layers: Module[]) {

@@ -6,8 +6,8 @@ import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
 import { relu, relu6 } from './activation';
 import { adaptiveAvgPool2d } from './pool';
 import { add } from './elementwise';
-import { conv2d, Conv2dOptions } from './conv';
-import { checkTensor, optionalTensor, pair } from './util';
+import { conv2d, Conv2dOptions, convOptions } from './conv';
+import { checkTensor, optionalTensor } from './util';
 
 export interface BatchNormOptions {
   training: boolean;
@@ -56,7 +56,7 @@ export interface BatchNormActOptions extends BatchNormOptions {
   residual?: Tensor | null;
 }
 
-export const ACT_CODE = { none: -1, relu: 0, relu6: 1 } as const;
+const ACT_CODE = { none: -1, relu: 0, relu6: 1 } as const;
 
 interface ActArgs {
   act: 'relu' | 'relu6' | null;
@@ -168,7 +168,7 @@ export interface FoldedBatchNorm {
  */
 export function conv2dBnAct(x: Tensor, weight: Tensor, bias: Tensor | null, bn: FoldedBatchNorm, options: Conv2dOptions & { activation?: 'relu' | 'relu6' | null } = {}): Tensor {
   const op = 'conv2dBnAct';
-  if (options === null || typeof options !== 'object') throw new Error(`${op}: options must be an object, got ${options === null ? 'null' : typeof options}`);
+  const { stride, padding, dilation, groups } = convOptions(op, options);
   if (!bn || typeof bn !== 'object') throw new Error(`${op}: bn must be { runningMean, runningVar, weight, bias, eps? }`);
   const act = options.activation ?? null;
   if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
@@ -184,11 +184,6 @@ export function conv2dBnAct(x: Tensor, weight: Tensor, bias: Tensor | null, bn: 
     const y = conv2d(x, weight, b, options);
     return batchNormAct(y, bn.runningMean, bn.runningVar, g, beta, { training: false, eps: bn.eps, activation: act });
   }
-  const stride = pair(op, 'stride', options.stride ?? 1, 1);
-  const padding = pair(op, 'padding', options.padding ?? 0, 0);
-  const dilation = pair(op, 'dilation', options.dilation ?? 1, 1);
-  const groups = options.groups ?? 1;
-  if (!Number.isInteger(groups) || groups < 1) throw new Error(`${op}: groups must be a positive integer, got ${groups}`);
   return new Tensor(native.conv2dBnActEval(x.h, weight.h, b ? b.h : null, stride, padding, dilation, groups,
     bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5, ACT_CODE[act ?? 'none']));
 }
