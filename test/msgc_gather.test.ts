@@ -7,93 +7,10 @@ import * as msgc from '../lib';
 import { native } from '../lib/native';
 import { preferGathered, preferOutputSkipping } from '../lib/ops/msgc';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
+import { cases, gates, variants, withEnv } from './helpers/gather-cases';
 import { msgcConvReference as reference } from './helpers/references';
 
 const { F } = msgc;
-
-
-/**
- * Gates [N, G, C] with a different density per (sample, head), head 0 of sample 0 closed, head 1 of sample 0
- * fully open (when G > 1); `real` multiplies open gates by attention-like values in [-1.5, 1.5).
- */
-function gates(N: number, G: number, C: number, seed: number, real: boolean): Float32Array {
-  const u = randomArray(N * G * C, seed, 0, 1);
-  const a = randomArray(N * G * C, seed + 1, -1.5, 1.5);
-  const s = new Float32Array(N * G * C);
-  for (let n = 0; n < N; n++)
-    for (let i = 0; i < G; i++) {
-      const density = n === 0 && i === 0 ? 0 : n === 0 && i === 1 ? 1 : 0.1 + 0.8 * (((n * G + i) * 7) % 11) / 10;
-      for (let c = 0; c < C; c++) {
-        const k = (n * G + i) * C + c;
-        if (u[k] < density) s[k] = real ? a[k] : 1;
-      }
-    }
-  return s;
-}
-
-interface Case {
-  N: number; C: number; H: number; W: number; O: number; k: number; G: number; stride: number; pad: number;
-  blocked: boolean; real: boolean;
-}
-
-const cases: Case[] = [
-  // ResNet-like 3×3, stride 1 and 2, blocked input, binary gates and attention
-  { N: 2, C: 32, H: 9, W: 9, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: false },
-  { N: 9, C: 32, H: 8, W: 8, O: 32, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
-  { N: 3, C: 16, H: 11, W: 10, O: 32, k: 3, G: 2, stride: 2, pad: 1, blocked: true, real: false },
-  { N: 1, C: 48, H: 7, W: 7, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: false, real: true },
-  { N: 2, C: 16, H: 33, W: 31, O: 32, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
-  // MobileNetV2-like pointwise, head widths 4..16, plain and blocked, C not a multiple of 16
-  { N: 2, C: 40, H: 9, W: 9, O: 16, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: false },
-  { N: 8, C: 64, H: 6, W: 6, O: 64, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: true },
-  { N: 1, C: 33, H: 5, W: 7, O: 24, k: 1, G: 4, stride: 1, pad: 0, blocked: false, real: true },
-  // odd shapes: 5×5, stride 2 with 1×1, padding without stride, 3 heads, C = 5
-  { N: 2, C: 17, H: 8, W: 6, O: 48, k: 5, G: 3, stride: 2, pad: 2, blocked: false, real: true },
-  { N: 3, C: 20, H: 7, W: 9, O: 32, k: 1, G: 2, stride: 2, pad: 0, blocked: false, real: false },
-  { N: 2, C: 5, H: 6, W: 7, O: 8, k: 3, G: 4, stride: 1, pad: 2, blocked: false, real: true },
-  // wide heads (O/G = 32..64: 2 or 4 output blocks per kernel call), 3×3 stride 1 and 2, 1×1 in place, im2col
-  { N: 2, C: 24, H: 9, W: 9, O: 128, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
-  { N: 3, C: 20, H: 7, W: 7, O: 64, k: 3, G: 2, stride: 1, pad: 1, blocked: false, real: true },
-  { N: 2, C: 16, H: 15, W: 13, O: 128, k: 3, G: 4, stride: 2, pad: 1, blocked: true, real: true },
-  { N: 2, C: 40, H: 6, W: 9, O: 64, k: 1, G: 1, stride: 1, pad: 0, blocked: true, real: false },
-  { N: 1, C: 33, H: 5, W: 7, O: 128, k: 1, G: 2, stride: 1, pad: 0, blocked: false, real: true },
-  { N: 2, C: 8, H: 10, W: 10, O: 64, k: 3, G: 2, stride: 3, pad: 1, blocked: false, real: false },
-];
-
-// every native variant on this machine; a variant the CPU cannot run falls back to the portable one
-const variants: Array<Record<string, string>> = [
-  {},
-  { MSGC_GATHER_KERNEL: 'direct' },
-  { MSGC_GATHER_KERNEL: 'im2col' },
-  { MSGC_GATHER_KERNEL: 'pixvec' },
-  { MSGC_GATHER_KERNEL: 'ocvec' }, // 16-output blocks also for head widths that are not multiples of 16
-  { MSGC_GATHER_KERNEL: 'ocvec', MSGC_GATHER_FOLD: 'weights' },
-  { MSGC_GATHER_KERNEL: 'sgemm' },
-  { MSGC_GATHER_FOLD: 'weights' },
-  { MSGC_GATHER_SHARED: '1' },
-  { MSGC_GATHER_SHARED: '1', MSGC_GATHER_FOLD: 'weights', MSGC_GATHER_KERNEL: 'pixvec' },
-  { threads: '1' }, // one thread: whole samples per thread whatever the batch
-  { MSGC_GATHER_NB: '4' }, // wide heads: 4 output blocks per kernel call instead of 2
-  { MSGC_GATHER_NB: '1', MSGC_GATHER_KERNEL: 'direct' },
-];
-
-function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB'];
-  const saved = keys.map((k) => process.env[k]);
-  const threads = msgc.backendInfo().threads;
-  for (const k of keys) delete process.env[k];
-  for (const k of keys) if (env[k] !== undefined) process.env[k] = env[k];
-  if (env.threads) msgc.setNumThreads(Number(env.threads));
-  try {
-    return fn();
-  } finally {
-    msgc.setNumThreads(threads);
-    keys.forEach((k, i) => {
-      if (saved[i] === undefined) delete process.env[k];
-      else process.env[k] = saved[i];
-    });
-  }
-}
 
 const startLive = msgc.liveTensorCount();
 

@@ -86,13 +86,30 @@ export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 're
 }
 
 /**
- * conv(x ⊙ s) for a companion single-head gate s: [N, 1, C] (gate, or gate × attention) — an MSGC convolution
- * with one head, so that without autograd only the selected input channels are read and multiplied (gathered
- * execution), and in training the gate receives its gradient through the product as before.
+ * act(bn(msgcConv2d(x, weight, s, options)) + residual), a host block's MSGC conv with its BatchNorm. In eval without
+ * autograd one call: the gathered kernels apply the BN, residual and activation to the outputs as they write them
+ * (F.msgcConv2dBnAct; with `pool`, also the output's global average pool, which context() then returns); in training
+ * (batch statistics) the composition.
  */
-export function inputGatedConv(conv: Conv2d, x: Tensor, s: Tensor, outputMask: Tensor | null = null, stats?: { gathered: boolean; skippedOutputs?: boolean },
-  hints?: F.MsgcConv2dOptions['hints']): Tensor {
-  return F.msgcConv2d(x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, outputMask, stats, hints });
+export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tensor, options: F.MsgcConv2dOptions,
+  activation: 'relu' | 'relu6' | null, residual: Tensor | null = null, pool = false): Tensor {
+  if (bn.training || isGradEnabled()) return bn.forwardAct(F.msgcConv2d(x, weight, s, options), activation, residual);
+  const o = { ...options, activation, residual };
+  if (!pool) return F.msgcConv2dBnAct(x, weight, s, bn, o);
+  const { y, pooled } = F.msgcConv2dBnActPooled(x, weight, s, bn, o);
+  pooledOutputs.set(y, pooled);
+  return y;
+}
+
+/**
+ * gatedConvBn for conv(x ⊙ s) with a companion single-head gate s: [N, 1, C] (gate, or gate × attention): an MSGC
+ * convolution with one head, so that without autograd only the selected input channels are read and multiplied
+ * (gathered execution), and in training the gate receives its gradient through the product.
+ */
+export function inputGatedConvBn(conv: Conv2d, bn: BatchNorm2d, x: Tensor, s: Tensor, activation: 'relu' | 'relu6' | null,
+  options: { outputMask?: Tensor | null; stats?: { gathered: boolean; skippedOutputs?: boolean }; hints?: F.MsgcConv2dOptions['hints'] } = {},
+  residual: Tensor | null = null, pool = false): Tensor {
+  return gatedConvBn(bn, x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, ...options }, activation, residual, pool);
 }
 
 /** msgcConv2d's hints for binary gates whose values `mv` the block has read (density, all open). */

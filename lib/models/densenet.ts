@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -115,7 +115,7 @@ export class DenseLayer extends Module implements CountedBlock {
     const unselected2 = unselectedFraction(m2v, N, G, this.hidden);
     // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.norm2.forwardAct(inputGatedConv(this.conv1, t, m1, this.training ? null : m2, st1, gateHints(m1v, unselected2)), 'relu');
+    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: gateHints(m1v, unselected2) });
     const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed

@@ -13,7 +13,7 @@ import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, gatedConvBn, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -120,14 +120,14 @@ export class InvertedResidual extends Module implements CountedBlock {
       const pwBn = this.pw.layers[1] as BatchNorm2d;
       const all = ones([N, 1, this.inp]);
       const st: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-      expanded = pwBn.forwardAct(F.msgcConv2d(x, pwConv.weight, all,
-        { heads: 1, execution: 'gathered', outputMask: m, stats: st, hints: { unneededOutputs: unselected } }), 'relu6');
+      expanded = gatedConvBn(pwBn, x, pwConv.weight, all,
+        { heads: 1, execution: 'gathered', outputMask: m, stats: st, hints: { unneededOutputs: unselected } }, 'relu6');
       if (!isGradEnabled()) all.dispose(); // (else the recorded backward holds it; the enclosing tidy frees it)
       pwSkipped = !!st.skippedOutputs;
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = blockOutput(this.projectBn, F.msgcConv2d(h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(mv) }),
-      null, residual);
+    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(mv) },
+      null, residual, true);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);
     const d = meanValue(mv);

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConv, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -99,10 +99,10 @@ export class BasicBlock extends Module implements CountedBlock {
     const unselected2 = unselectedFraction(m2v, N, G, this.planes);
     // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, s1, this.training ? null : m2, st1,
-      this.att1 ? { unneededOutputs: unselected2 } : gateHints(m1v, unselected2)), 'relu');
-    const y = blockOutput(this.bn2, F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) }),
-      'relu', identity);
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, s1, 'relu', { outputMask: this.training ? null : m2, stats: st1,
+      hints: this.att1 ? { unneededOutputs: unselected2 } : gateHints(m1v, unselected2) });
+    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) },
+      'relu', identity, true);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
     const bonus = unselected2 * d1 * c.dgc1;
@@ -210,11 +210,11 @@ export class Bottleneck extends Module implements CountedBlock {
     const unselected2 = unselectedFraction(m2v, N, G, w);
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = this.bn1.forwardAct(inputGatedConv(this.conv1, x, m1, skip ? m2 : null, st1, gateHints(m1v, unselected2)), 'relu');
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: gateHints(m1v, unselected2) });
     const h2 = this.att2 ? { unneededOutputs: 1 - d3 } : gateHints(m2v, 1 - d3);
-    const v = this.bn2.forwardAct(F.msgcConv2d(u, this.conv2.weight, s2,
-      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }), 'relu');
-    const y = blockOutput(this.bn3, inputGatedConv(this.conv3, v, m3, null, undefined, gateHints(m3v)), 'relu', identity);
+    const v = gatedConvBn(this.bn2, u, this.conv2.weight, s2,
+      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }, 'relu');
+    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: gateHints(m3v) }, identity, true);
     const c = this.costs(H, W);
     // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
     const bonus2 = unselected2 * d1 * c.dgc1;

@@ -1,9 +1,10 @@
 // msgc.ts: the MSGC operators — F.msgcConv2d (middle-spectrum grouped convolution with per-sample, per-head
 // input-channel scales) and F.gumbelSigmoidGate (the binary straight-through gate that produces the masks).
-import { native } from '../native';
+import { native, NativeHandle } from '../native';
+import { actCode, batchNormAct, batchNormActPooled, FoldedBatchNorm } from './norm';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
-import { checkTensor, IntOrPair, pair } from './util';
+import { checkTensor, IntOrPair, optionalTensor, pair } from './util';
 
 export interface MsgcConv2dOptions {
   stride?: IntOrPair;
@@ -135,13 +136,19 @@ function unneededShare(mask: Tensor): number {
   return N * O ? unneeded / (N * O) : 0;
 }
 
-/**
- * y[n, group i] = W_i ⋆ (scale[n, i, :] ⊙ x[n]) where head i owns output channels [i·O/G, (i+1)·O/G).
- * x: [N, C, H, W], weight: [O, C, k, k] (the dense conv's weight, no bias), scale: [N, G, C] (gates, optionally
- * times attention). With scale ≡ 1 this is the dense convolution. Gradients flow to x, weight and scale.
- */
-export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): Tensor {
-  const op = 'msgcConv2d';
+interface MsgcPlan {
+  heads: number;
+  stride: [number, number];
+  padding: [number, number];
+  /** every gate open, no attention: the dense convolution */
+  denseForward: boolean;
+  gathered: boolean;
+  /** the output mask to pass on (null when the outputs are not skipped) */
+  outputMask: Tensor | null;
+}
+
+/** msgcConv2d's argument checks and choice of execution ('auto': the rules above). */
+function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): MsgcPlan {
   checkTensor(op, 'x', x);
   checkTensor(op, 'weight', weight);
   checkTensor(op, 'scale', scale);
@@ -187,6 +194,17 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
     options.stats.gathered = gathered;
     options.stats.skippedOutputs = outputMask !== null;
   }
+  return { heads, stride, padding, denseForward, gathered, outputMask };
+}
+
+/**
+ * y[n, group i] = W_i ⋆ (scale[n, i, :] ⊙ x[n]) where head i owns output channels [i·O/G, (i+1)·O/G).
+ * x: [N, C, H, W], weight: [O, C, k, k] (the dense conv's weight, no bias), scale: [N, G, C] (gates, optionally
+ * times attention). With scale ≡ 1 this is the dense convolution. Gradients flow to x, weight and scale.
+ */
+export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): Tensor {
+  const op = 'msgcConv2d';
+  const { heads, stride, padding, denseForward, gathered, outputMask } = planMsgc(op, x, weight, scale, options);
   const y = new Tensor(denseForward
     ? native.conv2dForward(x.h, weight.h, null, stride, padding, [1, 1], 1)
     : gathered
@@ -197,6 +215,70 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
       x.requiresGrad, weight.requiresGrad, scale.requiresGrad);
     return [wrapOptional(gx), wrapOptional(gw), wrapOptional(gs)];
   });
+}
+
+export interface MsgcConv2dBnActOptions extends MsgcConv2dOptions {
+  /** applied last; null: none */
+  activation?: 'relu' | 'relu6' | null;
+  /** added after the BatchNorm, before the activation (a residual connection); same shape as the output */
+  residual?: Tensor | null;
+}
+
+/** msgcConv2dBnAct's and msgcConv2dBnActPooled's common part: the fused native call, or null for the composition. */
+function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions,
+  pooled: boolean): NativeHandle | [NativeHandle, NativeHandle] | null {
+  if (!bn || typeof bn !== 'object') throw new Error(`${op}: bn must be { runningMean, runningVar, weight, bias, eps? }`);
+  const act = options?.activation ?? null;
+  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  checkTensor(op, 'bn.runningMean', bn.runningMean);
+  checkTensor(op, 'bn.runningVar', bn.runningVar);
+  const g = optionalTensor(op, 'bn.weight', bn.weight);
+  const beta = optionalTensor(op, 'bn.bias', bn.bias);
+  const residual = optionalTensor(op, 'residual', options?.residual ?? null);
+  const plan = planMsgc(op, x, weight, scale, options);
+  const recording = isGradEnabled() && [x, weight, scale, g, beta, residual].some((t) => t && t.requiresGrad);
+  if (recording || !plan.gathered) return null;
+  const { heads, stride, padding, outputMask } = plan;
+  return native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null,
+    bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5, actCode(act),
+    residual ? residual.h : null, pooled);
+}
+
+/**
+ * act(batchNorm_eval(msgcConv2d(x, weight, scale)) + residual): an MSGC conv followed by its eval-mode BatchNorm
+ * (running statistics), an optional residual and activation. When the gathered execution runs and no gradient is
+ * recorded, the BatchNorm, residual and activation are applied by the gathered kernels to each block of outputs
+ * while it is still in cache (no separate pass over the output); otherwise it is the composition of msgcConv2d and
+ * F.batchNormAct, with their gradients. Values agree with the composition to float rounding. Outputs an
+ * outputMask skips hold BN(0) (through the activation), as in the composition.
+ */
+export function msgcConv2dBnAct(x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions): Tensor {
+  const h = fusedMsgcBn('msgcConv2dBnAct', x, weight, scale, bn, options, false);
+  if (h) return new Tensor(h as NativeHandle);
+  const y = msgcConv2d(x, weight, scale, options);
+  const out = batchNormAct(y, bn.runningMean, bn.runningVar, bn.weight, bn.bias,
+    { training: false, eps: bn.eps, activation: options.activation ?? null, residual: options.residual ?? null });
+  if (!y.requiresGrad) y.dispose();  // recorded: the BN's node holds it
+  return out;
+}
+
+/**
+ * msgcConv2dBnAct and the global average pool of its output ([N, O, 1, 1]: the next MSGC block's gate context),
+ * summed by the fused kernels from each block of outputs they write; otherwise the composition of msgcConv2d and
+ * F.batchNormActPooled.
+ */
+export function msgcConv2dBnActPooled(x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions):
+  { y: Tensor; pooled: Tensor } {
+  const h = fusedMsgcBn('msgcConv2dBnActPooled', x, weight, scale, bn, options, true);
+  if (h) {
+    const [yh, ph] = h as [NativeHandle, NativeHandle];
+    return { y: new Tensor(yh), pooled: new Tensor(ph) };
+  }
+  const y = msgcConv2d(x, weight, scale, options);
+  const out = batchNormActPooled(y, bn.runningMean, bn.runningVar, bn.weight, bn.bias,
+    { training: false, eps: bn.eps, activation: options.activation ?? null, residual: options.residual ?? null });
+  if (!y.requiresGrad) y.dispose();
+  return out;
 }
 
 export interface GateOptions {

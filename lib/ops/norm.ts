@@ -58,6 +58,11 @@ export interface BatchNormActOptions extends BatchNormOptions {
 
 const ACT_CODE = { none: -1, relu: 0, relu6: 1 } as const;
 
+/** The native activation code (Activation::ReLU / ReLU6, -1 for none). */
+export function actCode(act: 'relu' | 'relu6' | null): number {
+  return ACT_CODE[act ?? 'none'];
+}
+
 interface ActArgs {
   act: 'relu' | 'relu6' | null;
   residual: Tensor | null;

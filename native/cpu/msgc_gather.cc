@@ -34,6 +34,8 @@
 // (sample, head) and calls oneDNN's sgemm.
 // For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
 // MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples.
+#include <cmath>
+
 #include "msgc_gather.h"
 #include "msgc_gather_job.h"
 #include "msgc/errors.h"
@@ -48,7 +50,8 @@ namespace {
 // ---- the AVX-512 path (the plan of one call: Job, msgc_gather_job.h) -----------------------------------------
 
 void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
-               KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, float* y) {
+               KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec,
+               float* pooled, float* y) {
   const RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
   Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
   job.out = out;  // (zeros first: outputs that are not selected are not written)
@@ -59,6 +62,26 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     job.nb = most >= 4 && B % 4 == 0 ? 4 : most >= 2 && B % 2 == 0 ? 2 : 1;
   }
   job.plan();
+  // the fused BN epilogue; with `pooled`, per-chunk sums of its outputs, added up at the end (finish())
+  Post post;
+  std::vector<float> partial;
+  if (postSpec) {
+    post = *postSpec;
+    if (pooled) {
+      post.chunks = job.chunkCount();
+      partial.assign((size_t)(g.N * g.O * post.chunks), 0.f);
+      post.partial = partial.data();
+    }
+    job.post = &post;
+  }
+  auto finish = [&]() {
+    if (!pooled) return;
+    for (int64_t no = 0; no < g.N * g.O; no++) {
+      double acc = 0;
+      for (int64_t k = 0; k < post.chunks; k++) acc += partial[no * post.chunks + k];
+      pooled[no] = (float)(acc / (double)g.OHW);
+    }
+  };
   const int threads = omp_get_max_threads();
   // items take a head's output blocks nb at a time
   const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead() / job.nb, G = g.G;
@@ -121,7 +144,8 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
       for (int64_t m = 0; m < gn; m++) {
         const int64_t n = n0 + m;
         float* buf = t.rows.st->data + m * maxRows;
-        if (out) std::memset(y + n * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+        if (out && job.post) job.fillPosted(n);
+        else if (out) std::memset(y + n * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
         if (!rp.inPlace) {
           blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, t.runs);
           if (!job.tiled)
@@ -130,6 +154,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
         for (int64_t i = 0; i < G; i++) {
           if (sel.count(n, i) == 0) {
             if (!out) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+            if (!out && job.post) job.postEmpty(n, i);
             continue;
           }
           job.operands(n, i, buf, t.src0[m * G + i], t.h[m * G + i], fold);
@@ -155,6 +180,7 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
                 if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, t.h[m * G + i]);
       }
     }
+    finish();
     return;
   }
 
@@ -208,7 +234,10 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
       std::vector<int64_t> myRuns;
       if (out) {
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < gn; m++) std::memset(y + (n0 + m) * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+        for (int64_t m = 0; m < gn; m++) {
+          if (job.post) job.fillPosted(n0 + m);
+          else std::memset(y + (n0 + m) * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+        }
       }
       // copies, weight folds and the zeros of empty heads; row folds wait for the copies
 #pragma omp for schedule(dynamic, 1)
@@ -221,7 +250,10 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
         }
         const int64_t f = a - nf, mi = f / parts, part = f % parts, n = n0 + mi / G, i = mi % G;
         if (sel.count(n, i) == 0) {
-          if (part == 0 && !out) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+          if (part == 0 && !out) {
+            std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+            if (job.post) job.postEmpty(n, i);
+          }
         } else if (job.fold(n, i) == Fold::Weights) {
           job.foldPart(n, i, src0[mi], fbuf + foff[mi], part, parts);
         }
@@ -263,12 +295,13 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     }
     n0 = n1;
   }
+  finish();
 }
 
 }  // namespace
 
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                  const Tensor* outMask) {
+                                  const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
   Geometry g;
   g.N = x.shape[0], g.C = x.shape[1], g.H = x.shape[2], g.W = x.shape[3];
   g.O = weight.shape[0], g.KH = weight.shape[2], g.KW = weight.shape[3], g.T = g.KH * g.KW;
@@ -306,10 +339,16 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const Shape ys{g.N, g.O, g.OH, g.OW};
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, ocvec && g.Og % 16 == 0 ? 16 : 1));
   const float* WL = weightLayout(weight, g, ocvec);
+  // the BN epilogue as a separate pass over y (paths that do not fuse it)
+  auto separateBn = [&](TensorPtr raw) {
+    if (!bn) return raw;
+    return batchNormActEval(*raw, *bn->runningMean, *bn->runningVar, bn->weight, bn->bias, bn->eps, bn->act,
+                            bn->residual, means);
+  };
   if (!avx512) {
     runSgemm(g, sel, src, s, WL, y->data());
     if (outMask) zeroUnselected(g, outSel, false, y->data());
-    return y;
+    return separateBn(y);
   }
   Rows rows;
   if (pointwise && force != "im2col" && force != "direct") {
@@ -322,9 +361,40 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     rows = Rows::Im2col;  // pixvec with a horizontal stride needs a dense pixel grid
   }
   const bool selectInKernel = outMask && ocvec;
+  // the BN fused into the kernels' output, except where outputs are zeroed afterwards, and with an output
+  // selection, where only a plain BN + activation is (the unselected outputs get BN(0))
+  const bool fuse = bn && !(outMask && !selectInKernel) && !(selectInKernel && (bn->residual || means));
+  Post post;
+  std::vector<float> av, bv;
+  dnnl::memory rmem;
+  TensorPtr pooled;
+  if (fuse) {
+    av.assign(g.O, 0.f);
+    bv.assign(g.O, 0.f);
+    const float* mean = plainData(*bn->runningMean);
+    const float* var = plainData(*bn->runningVar);
+    const float* gm = bn->weight ? plainData(*bn->weight) : nullptr;
+    const float* be = bn->bias ? plainData(*bn->bias) : nullptr;
+    for (int64_t o = 0; o < g.O; o++) {
+      av[o] = (gm ? gm[o] : 1.f) / std::sqrt(var[o] + bn->eps);
+      bv[o] = (be ? be[o] : 0.f) - mean[o] * av[o];
+    }
+    post.a = av.data();
+    post.b = bv.data();
+    post.clamp = bn->act >= 0;
+    post.lo = 0.f;
+    post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
+    if (bn->residual) {
+      rmem = asLayout(*bn->residual, blockedDesc(ys, ocvec && g.Og % 16 == 0 ? 16 : 1));
+      post.residual = static_cast<const float*>(rmem.get_data_handle());
+    }
+    if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
+  }
   runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
-            selectInKernel ? &outSel : nullptr, y->data());
+            selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data());
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, ocvec && g.Og % 16 == 0, y->data());
+  if (!fuse) return separateBn(y);
+  if (means) *means = pooled;
   return y;
 }
 

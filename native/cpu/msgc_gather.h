@@ -85,6 +85,24 @@ struct Buffer {
   }
 };
 
+// ---- the fused eval BatchNorm (+ residual, activation) after the conv ----------------------------------------
+// y = act(a[o]·conv + b[o] + residual) with a = γ/√(σ²+ε), b = β − μ·a, applied to each pixel chunk right after its
+// kernel wrote it (still in L1), so the separate BN pass over the output disappears; with `partial`, the chunk's
+// per-channel sums of y, for the output's global average pool (the next MSGC block's gate context).
+struct Post {
+  const float* a = nullptr;         // [O]
+  const float* b = nullptr;         // [O]
+  bool clamp = false;               // an activation: y clamped to [lo, hi] (NaN -> lo, as the separate ops)
+  float lo = 0.f, hi = 0.f;
+  const float* residual = nullptr;  // in y's layout
+  float* partial = nullptr;         // [N, O, chunks]: sums of y over pixel chunk k (every chunk written once)
+  int64_t chunks = 0;
+  float apply(float v, int64_t o) const {
+    v = v * a[o] + b[o];
+    return clamp ? std::min(hi, std::max(lo, v)) : v;
+  }
+};
+
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 
 enum class Rows { Planes, Direct, Im2col };
@@ -141,6 +159,11 @@ using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, co
 // the same over nb = 2 or 4 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);
 // q <= ocvecPixels(nb), r <= ocvecRows(q, nb)
 OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges);
+
+// The BN epilogue (Post) on nChw16c: r rows of q pixels (rowStep pixels apart) of one 16-channel block, y and the
+// residual r (or null) at the block's first pixel: y = act(a·y + b + r), per-lane sums of the new y into sums[16]
+void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
+                 bool clamp, float lo, float hi, float* sums);
 
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, float*, int64_t, int64_t);

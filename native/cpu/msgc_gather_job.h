@@ -52,6 +52,8 @@ struct Job {
   // ocvecPixels(nb). (ResNet-18 at density 0.5, 2 threads: layer2/3 efficiency 0.70-0.76 -> 0.81-0.82; nb = 4
   // with 6-pixel chunks read each weight block 3.5x as often and lost on 14² and 7² maps.)
   int nb = 1;
+  // the fused BN (+ residual, activation) of the outputs, or null (then y holds the raw conv)
+  const Post* post = nullptr;
 
   void plan() {
     if (kind == KernelKind::Pixvec) {
@@ -255,6 +257,63 @@ struct Job {
     }
   }
 
+  // ---- the fused BN epilogue (post): on the chunk just written, still in L1 --------------------------------
+  // output rows of chunk c: r rows of q pixels, g.OW apart on a Direct plan (otherwise r = 1)
+  int64_t rowStep() const { return rp.rows == Rows::Direct ? g.OW : 0; }
+  // nChw16c: 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k
+  void postBlocked(int64_t n, int64_t blk0, int64_t nblk, const Chunk& c, int64_t k) const {
+#if MSGC_GATHER_AVX512
+    alignas(64) float sums[16];
+    for (int64_t bI = blk0; bI < blk0 + nblk; bI++) {
+      const int64_t off = ((n * (g.O / 16) + bI) * g.OHW + c.outPos) * 16;
+      postBlock16(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + bI * 16,
+                  post->b + bI * 16, post->clamp, post->lo, post->hi, sums);
+      if (post->partial)
+        for (int l = 0; l < 16; l++) post->partial[(n * g.O + bI * 16 + l) * post->chunks + k] = sums[l];
+    }
+#endif
+  }
+  // plain NCHW: channels [o0, o1) of sample n over chunk k
+  void postPlain(int64_t n, int64_t o0, int64_t o1, const Chunk& c, int64_t k) const {
+    for (int64_t o = o0; o < o1; o++) {
+      float sum = 0.f;
+      for (int64_t r = 0; r < c.r; r++) {
+        const int64_t off = (n * g.O + o) * g.OHW + c.outPos + r * rowStep();
+        float* yr = y + off;
+        const float* rr = post->residual ? post->residual + off : nullptr;
+        for (int64_t q = 0; q < c.q; q++) {
+          float v = yr[q] * post->a[o] + post->b[o];
+          if (rr) v += rr[q];
+          if (post->clamp) v = std::min(post->hi, std::max(post->lo, v));
+          yr[q] = v;
+          sum += v;
+        }
+      }
+      if (post->partial) post->partial[(n * g.O + o) * post->chunks + k] = sum;
+    }
+  }
+  // a head with no selected channel: its zeros through the epilogue, every chunk
+  void postEmpty(int64_t n, int64_t i) const {
+    for (int64_t k = 0; k < chunkCount(); k++) {
+      const Chunk c = chunk(k);
+      if (plainOut()) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
+      else postBlocked(n, i * g.Og / 16, g.Og / 16, c, k);
+    }
+  }
+  // output selection (no residual, no pooling): sample n's outputs start as act(b[o]), BN of a zero output
+  void fillPosted(int64_t n) const {
+    const int64_t O = g.O;
+    for (int64_t o = 0; o < O; o++) {
+      const float v = post->apply(0.f, o);
+      if (plainOut()) {
+        std::fill_n(y + (n * O + o) * g.OHW, g.OHW, v);
+      } else {
+        float* yb = y + (n * (O / 16) + o / 16) * g.OHW * 16 + o % 16;
+        for (int64_t p = 0; p < g.OHW; p++) yb[p * 16] = v;
+      }
+    }
+  }
+
   void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
 #if MSGC_GATHER_AVX512
     const int64_t ns = (int64_t)h.chan.size();
@@ -269,6 +328,8 @@ struct Job {
       const int32_t* osel = out->sel(n, i) + ob * 16;
       for (int64_t l = 0; l < lanes; l++) {
         const int64_t o = i * g.Og + osel[l];
+        if (post)
+          for (int64_t p = 0; p < c.r * c.q; p++) tile[p * 16 + l] = post->apply(tile[p * 16 + l], o);
         if (plainOut()) {
           float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
           for (int64_t r = 0; r < c.r; r++)
@@ -285,6 +346,7 @@ struct Job {
       ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
                                                            c.nt, ob * nb * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
                                                            out, g.OW, h.obShift, 16 * g.OHW);
+      if (post) postBlocked(n, i * g.Og / 16 + ob * nb, nb, c, k);
     } else if (kind == KernelKind::Ocvec && !plainOut()) {
       // block ob of head i in nChw16c: 16 lanes per pixel
       float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * 16;
@@ -292,6 +354,7 @@ struct Job {
                                                                    rp.tapOffset.data() + c.t0, c.nt,
                                                                    ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
                                                                    out, g.OW);
+      if (post) postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
     } else if (kind == KernelKind::Ocvec) {
       // a head width that is not a multiple of 16: the block's valid lanes go to plain NCHW
       alignas(64) float tile[kMaxPixels * 16];
@@ -304,6 +367,7 @@ struct Job {
       for (int64_t l = 0; l < lanes; l++)
         for (int64_t r = 0; r < c.r; r++)
           for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+      if (post) postPlain(n, i * g.Og + ob * 16, i * g.Og + ob * 16 + lanes, c, k);
     } else {
       float* yh = headOut(n, i);
       for (int64_t o = 0; o < g.Og; o += pixMR) {
@@ -314,6 +378,7 @@ struct Job {
                                               c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW,
                                               c.outPos + p);
       }
+      if (post) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
     }
 #endif
   }

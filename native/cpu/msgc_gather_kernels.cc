@@ -206,6 +206,25 @@ const std::array<PixvecFn, kMaxMR * kMaxNR> kPixvec = pixvecTable(std::make_inde
 
 PixvecFn pixvecKernelFor(int mr, int nr) { return kPixvec[(mr - 1) * kMaxNR + nr - 1]; }
 
+__attribute__((target("avx512f"))) void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep,
+                                                    const float* a, const float* b, bool clamp, float lo, float hi,
+                                                    float* sums) {
+  const __m512 av = _mm512_loadu_ps(a), bv = _mm512_loadu_ps(b), lov = _mm512_set1_ps(lo), hiv = _mm512_set1_ps(hi);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t rr = 0; rr < r; rr++) {
+    float* yr = y + rr * rowStep * 16;
+    const float* rs = res ? res + rr * rowStep * 16 : nullptr;
+    for (int64_t p = 0; p < q; p++) {
+      __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(yr + p * 16), av, bv);
+      if (rs) v = _mm512_add_ps(v, _mm512_loadu_ps(rs + p * 16));
+      if (clamp) v = _mm512_min_ps(hiv, _mm512_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
+      _mm512_storeu_ps(yr + p * 16, v);
+      sum = _mm512_add_ps(sum, v);
+    }
+  }
+  _mm512_storeu_ps(sums, sum);
+}
+
 #endif
 
 }  // namespace gather

@@ -129,6 +129,19 @@ Napi::Value wrapTensor(Napi::Env env, const TensorPtr& t) {
   return NativeTensor::Wrap(env, t);
 }
 
+Napi::Array tensorList(Napi::Env env, std::initializer_list<TensorPtr> ts) {
+  Napi::Array a = Napi::Array::New(env, ts.size());
+  uint32_t i = 0;
+  for (const TensorPtr& t : ts) a.Set(i++, wrapTensor(env, t));
+  return a;
+}
+
+void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const char* name, const Tensor& x) {
+  if (!t) return;
+  expectShape(*t, {C}, op, name);
+  expectSameDevice(x, *t, op, "x", name);
+}
+
 namespace {
 Napi::Value dispatch(const Napi::CallbackInfo& info) {
   Handler fn = reinterpret_cast<Handler>(info.Data());

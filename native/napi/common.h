@@ -59,6 +59,9 @@ void expectShape(const Tensor& t, const Shape& shape, const char* op, const char
 void expectSameDevice(const Tensor& a, const Tensor& b, const char* op, const char* nameA, const char* nameB);
 
 Napi::Value wrapTensor(Napi::Env env, const TensorPtr& t);  // null -> JavaScript null
+Napi::Array tensorList(Napi::Env env, std::initializer_list<TensorPtr> ts);
+// t (when given) has shape [C] and x's device
+void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const char* name, const Tensor& x);
 
 using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
 // Registers `fn` on `exports` behind the exception guard.

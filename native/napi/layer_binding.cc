@@ -6,23 +6,10 @@ namespace msgc {
 namespace napi {
 
 namespace {
-Napi::Array tensorList(Napi::Env env, std::initializer_list<TensorPtr> ts) {
-  Napi::Array a = Napi::Array::New(env, ts.size());
-  uint32_t i = 0;
-  for (const TensorPtr& t : ts) a.Set(i++, wrapTensor(env, t));
-  return a;
-}
-
 void expectNchwOrNc(const Tensor& x, const char* op) {
   MSGC_CHECK(x.dim() == 4 || x.dim() == 2, op, ": x has ", x.dim(), " dims (shape ", shapeString(x.shape),
              "), expected 4 ([N, C, H, W]) or 2 ([N, C])");
   MSGC_CHECK(x.shape[1] > 0, op, ": x has no channels (shape ", shapeString(x.shape), ")");
-}
-
-void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const char* name, const Tensor& x) {
-  if (!t) return;
-  expectShape(*t, {C}, op, name);
-  expectSameDevice(x, *t, op, "x", name);
 }
 }  // namespace
 

@@ -69,6 +69,49 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get()));
 }
 
+// msgcConv2dBnActEval(x, weight, scale, stride, padding, heads, outputMask|null, runningMean, runningVar,
+//                     gamma|null, beta|null, eps, activation, residual|null, pooled) -> y, or [y, means] if pooled:
+// act(batchNorm_eval(gathered msgcConv2d) + residual) with the BN fused into the gathered kernels' output
+static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
+  const char* op = "msgcConv2dBnAct";
+  MsgcArgs a = readMsgc(info, op);
+  TensorPtr outMask = optionalTensorArg(info, 6, op, "outputMask");
+  if (outMask) {
+    expectDims(*outMask, 3, op, "outputMask", "[N, K, outChannels]");
+    expectSameDevice(*a.x, *outMask, op, "x", "outputMask");
+    MSGC_CHECK(outMask->shape[0] == a.y[0] && outMask->shape[1] > 0 && outMask->shape[2] == a.y[1], op,
+               ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
+  }
+  TensorPtr rm = tensorArg(info, 7, op, "runningMean"), rv = tensorArg(info, 8, op, "runningVar");
+  TensorPtr gm = optionalTensorArg(info, 9, op, "gamma"), be = optionalTensorArg(info, 10, op, "beta");
+  const int64_t O = a.y[1];
+  expectChannelVector(rm, O, op, "runningMean", *a.x);
+  expectChannelVector(rv, O, op, "runningVar", *a.x);
+  expectChannelVector(gm, O, op, "gamma", *a.x);
+  expectChannelVector(be, O, op, "beta", *a.x);
+  const double eps = numberArg(info, 11, op, "eps");
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const int64_t act = intArg(info, 12, op, "activation", -1, (int64_t)Activation::ReLU6);
+  TensorPtr r = optionalTensorArg(info, 13, op, "residual");
+  if (r) {
+    expectShape(*r, a.y, op, "residual");
+    expectSameDevice(*a.x, *r, op, "x", "residual");
+  }
+  const bool pooled = boolArg(info, 14, op, "pooled");
+  FusedBnAct bn;
+  bn.runningMean = rm.get();
+  bn.runningVar = rv.get();
+  bn.weight = gm.get();
+  bn.bias = be.get();
+  bn.eps = (float)eps;
+  bn.act = (int)act;
+  bn.residual = r.get();
+  TensorPtr means;
+  TensorPtr y = msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
+  if (!pooled) return wrapTensor(info.Env(), y);
+  return tensorList(info.Env(), {y, means});
+}
+
 // msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
 static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
   const char* op = "msgcConv2d backward";
@@ -144,6 +187,7 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);
+  exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
   exportFunction(env, exports, "gateForward", GateForward);
   exportFunction(env, exports, "gateBackward", GateBackward);

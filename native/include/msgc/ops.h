@@ -125,8 +125,20 @@ struct MsgcConvParams {
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
 // cpu/msgc_gather.cc: only the selected channels (inference). outMask [N, K, O] (optional): only outputs o with
 // outMask[n, k, o] != 0 for some k are computed, the others are zeros (producer/consumer skipping, spec §2.10).
+// bn (optional): the eval BatchNorm, residual and activation after the conv, fused into the kernels' output
+// (y = act(bn(conv) + residual), as batchNormActEval; `means` receives y's global average pool [N, O, 1, 1]).
+struct FusedBnAct {
+  const Tensor* runningMean = nullptr;
+  const Tensor* runningVar = nullptr;
+  const Tensor* weight = nullptr;  // γ (optional)
+  const Tensor* bias = nullptr;    // β (optional)
+  float eps = 1e-5f;
+  int act = -1;                    // -1 none, else Activation::ReLU / ReLU6
+  const Tensor* residual = nullptr;
+};
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                  const Tensor* outMask = nullptr);
+                                  const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
+                                  TensorPtr* means = nullptr);
 struct MsgcConvGrads {
   TensorPtr x, weight, scale;
 };
