@@ -127,8 +127,10 @@ describe('output selection (producer/consumer skipping): only the outputs an out
     expect(preferOutputSkipping(0.5, 14 * 14)).toBe(true);
     expect(preferOutputSkipping(0.5, 7 * 7)).toBe(false); // packing costs as much as the work there
     expect(preferOutputSkipping(0.06, 56 * 56)).toBe(false); // a four-head union leaves little out
+    expect(preferOutputSkipping(0.5, 56 * 56, 16)).toBe(false); // one block of 16 outputs per head either way
+    expect(preferOutputSkipping(0.5, 56 * 56, 32)).toBe(true);
     msgc.tidy(() => msgc.noGrad(() => {
-      const N = 2, C = 16, O = 32, H = 16;
+      const N = 2, C = 16, O = 64, H = 16;
       const x = msgc.tensor(randomArray(N * C * H * H, 201), [N, C, H, H]);
       const w = msgc.tensor(randomArray(O * C * 9, 202), [O, C, 3, 3]);
       const s = msgc.tensor(gates(N, 2, C, 203, false), [N, 2, C]);
@@ -153,6 +155,13 @@ describe('output selection (producer/consumer skipping): only the outputs an out
       const ym = F.msgcConv2d(x, w, s, { ...opts, execution: 'masked', outputMask: m, stats: st2 }).toFloat32Array();
       expect(st2).toEqual({ gathered: false, skippedOutputs: false });
       expect(closeness(ym, full, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      // heads of 16 outputs (4 heads): not skipped, every output computed
+      const s4 = msgc.tensor(gates(N, 4, C, 204, false), [N, 4, C]);
+      const st4 = { gathered: false, skippedOutputs: true };
+      const y4 = F.msgcConv2d(x, w, s4, { heads: 4, padding: 1, execution: 'gathered', outputMask: m, stats: st4 }).toFloat32Array();
+      expect(st4).toEqual({ gathered: true, skippedOutputs: false });
+      const full4 = F.msgcConv2d(x, w, s4, { heads: 4, padding: 1, execution: 'gathered' }).toFloat32Array();
+      expect(closeness(y4, full4, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
     }));
   });
 

@@ -44,10 +44,12 @@ export interface MsgcConv2dOptions {
  * selected weights per sample (16 selected outputs to a block; about 50 multiply-adds' worth of time per packed
  * float, where binary gates otherwise read the cached weights in place), and saves outPixels multiply-adds per
  * skipped weight: it pays when the skipped share clearly beats ~40 / outPixels, i.e. not on 7² maps, where packing
- * costs as much as the work, nor for the few percent a four-head union leaves out on small maps.
+ * costs as much as the work, nor for the few percent a four-head union leaves out on small maps. The kernels
+ * compute 16 outputs at a time, so a head of fewer than 32 outputs (headOutputs = O/G; one block either way) saves
+ * nothing: ResNet-50's 56² 3×3 conv (64 outputs, 4 heads) took 1.2x the time of computing every output.
  */
-export function preferOutputSkipping(skippedShare: number, outPixels: number): boolean {
-  return skippedShare >= Math.max(0.1, 40 / outPixels);
+export function preferOutputSkipping(skippedShare: number, outPixels: number, headOutputs = Infinity): boolean {
+  return headOutputs >= 32 && skippedShare >= Math.max(0.1, 40 / outPixels);
 }
 
 /**
@@ -187,7 +189,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
       outputMask = null;
     } else {
       const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);
-      if (!preferOutputSkipping(unneeded, outPixels)) outputMask = null;
+      if (!preferOutputSkipping(unneeded, outPixels, weight.shape[0] / heads)) outputMask = null;
     }
   }
   if (options.stats) {

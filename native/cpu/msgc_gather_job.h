@@ -303,14 +303,16 @@ struct Job {
   // output selection (no residual, no pooling): sample n's outputs start as act(b[o]), BN of a zero output
   void fillPosted(int64_t n) const {
     const int64_t O = g.O;
-    for (int64_t o = 0; o < O; o++) {
-      const float v = post->apply(0.f, o);
-      if (plainOut()) {
-        std::fill_n(y + (n * O + o) * g.OHW, g.OHW, v);
-      } else {
-        float* yb = y + (n * (O / 16) + o / 16) * g.OHW * 16 + o % 16;
-        for (int64_t p = 0; p < g.OHW; p++) yb[p * 16] = v;
-      }
+    if (plainOut()) {
+      for (int64_t o = 0; o < O; o++) std::fill_n(y + (n * O + o) * g.OHW, g.OHW, post->apply(0.f, o));
+      return;
+    }
+    for (int64_t ob = 0; ob < O / 16; ob++) {
+      float v[16];
+      for (int l = 0; l < 16; l++) v[l] = post->apply(0.f, ob * 16 + l);
+      float* yb = y + (n * (O / 16) + ob) * g.OHW * 16;
+      for (int64_t p = 0; p < g.OHW; p++)
+        for (int l = 0; l < 16; l++) yb[p * 16 + l] = v[l];
     }
   }
 
@@ -326,10 +328,14 @@ struct Job {
                                                        tile, c.q);
       const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
       const int32_t* osel = out->sel(n, i) + ob * 16;
+      if (post) {
+        // the BN of the block's lanes (lane l: output osel[l]), on the tile before it is scattered
+        alignas(64) float a[16] = {}, b[16] = {}, sums[16];
+        for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
+        postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
+      }
       for (int64_t l = 0; l < lanes; l++) {
         const int64_t o = i * g.Og + osel[l];
-        if (post)
-          for (int64_t p = 0; p < c.r * c.q; p++) tile[p * 16 + l] = post->apply(tile[p * 16 + l], o);
         if (plainOut()) {
           float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
           for (int64_t r = 0; r < c.r; r++)
