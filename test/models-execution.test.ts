@@ -38,10 +38,10 @@ function run(model: msgc.models.Backbone, x: msgc.Tensor, mode: msgc.F.MsgcExecu
 const cases: [string, () => msgc.models.Backbone, number[]][] = [
   ['resnet18', () => msgc.models.resnet18({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: false } }), [3, 3, 16, 16]],
   ['resnet18 + attention', () => msgc.models.resnet18({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: true } }), [2, 3, 16, 16]],
-  ['resnet50 (m1, m2, m3)', () => msgc.models.resnet50({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: false } }), [2, 3, 8, 8]],
+  ['resnet50 (m1, m2, m3)', () => msgc.models.resnet50({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: false } }), [2, 3, 16, 16]],
   ['mobilenetV2', () => msgc.models.mobilenetV2({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: false } }), [3, 3, 16, 16]],
   ['densenet74', () => msgc.models.densenet74({ numClasses: 10, smallInput: true, msgc: { heads: 4, attention: false } }), [2, 3, 16, 16]],
-  ['resnet20 (narrow heads)', () => msgc.models.resnet20({ numClasses: 10, msgc: { heads: 4, attention: false } }), [4, 3, 12, 12]],
+  ['resnet20 (narrow heads)', () => msgc.models.resnet20({ numClasses: 10, msgc: { heads: 4, attention: false } }), [4, 3, 24, 24]],
 ];
 
 describe.each(cases)('%s in eval: outputs equal across execution modes', (_name, make, shape) => {
