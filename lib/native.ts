@@ -62,6 +62,8 @@ export interface NativeBinding {
   sumAll(x: H): H;
   broadcastScalar(s: H, shape: number[], alpha: number): H;
   addInPlace(dst: H, src: H, alpha: number): void;
+  expandChannels(src: H, like: H, alpha: number): H;
+  addChannelsInPlace(dst: H, src: H, alpha: number): void;
   reshape(x: H, shape: number[]): H;
   toPlain(x: H): H;
   clone(x: H): H;

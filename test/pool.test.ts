@@ -289,6 +289,62 @@ describe('adaptiveAvgPool2d', () => {
     }
   });
 
+  test('global pool backward in 16-channel blocks, with padded lanes (C = 20, 40): each pixel gets gy / (H·W)', () => {
+    for (const C of [20, 40]) {
+      msgc.tidy(() => {
+        const xs = [2, C, 5, 6];
+        const x = blocked(randomArray(numel(xs), seed++), xs);
+        x.requiresGrad = true;
+        const y = F.adaptiveAvgPool2d(x, 1);
+        const gy = randomArray(2 * C, seed++);
+        y.backward(msgc.tensor(gy, y.shape));
+        const want = new Float64Array(numel(xs)).map((_, k) => gy[Math.floor(k / 30)] / 30);
+        expectClose(x.grad!.toFloat32Array(), want, `global pool grad C=${C}`);
+        x.dispose();
+      });
+    }
+  });
+
+  test('its gradient reaches x unexpanded and adds into x\'s other gradients in either order (float64 reference)', () => {
+    // loss = Σ a·x + Σ b·mean_hw(x) [+ Σ b2·mean_hw(x)]: dloss/dx[n, c, p] = a[n, c, p] + (b + b2)[n, c] / (H·W)
+    const xs = [2, 20, 3, 5];
+    const hw = 15;
+    const a = randomArray(numel(xs), seed++);
+    const b = randomArray(40, seed++);
+    const b2 = randomArray(40, seed++);
+    for (const order of ['pool first', 'pool last', 'two pools', 'only pool']) {
+      for (const layout of ['plain', 'blocked']) {
+        msgc.tidy(() => {
+          const leaf = msgc.tensor(randomArray(numel(xs), seed++), xs, { requiresGrad: true });
+          // blocked: x is an intermediate (a 1x1 identity conv's output), so the sum reaches leaf through the conv
+          const eye = new Float32Array(400).map((_, k) => (k % 21 === 0 ? 1 : 0));
+          const x = layout === 'plain' ? leaf : F.conv2d(leaf, msgc.tensor(eye, [20, 20, 1, 1]));
+          const lin = () => F.sum(F.mul(x, msgc.tensor(a, xs)));
+          const pooled = (v: Float32Array) => F.sum(F.mul(F.adaptiveAvgPool2d(x, 1), msgc.tensor(v, [2, 20, 1, 1])));
+          const terms = order === 'pool first' ? [pooled(b), lin()] : order === 'pool last' ? [lin(), pooled(b)]
+            : order === 'two pools' ? [pooled(b), pooled(b2), lin()] : [pooled(b)];
+          terms.reduce((u, v) => F.add(u, v)).backward();
+          const want = new Float64Array(numel(xs)).map((_, k) => {
+            const nc = Math.floor(k / hw);
+            return (order === 'only pool' ? 0 : a[k]) + (b[nc] + (order === 'two pools' ? b2[nc] : 0)) / hw;
+          });
+          expect(leaf.grad!.shape).toEqual(xs);
+          expectClose(leaf.grad!.toFloat32Array(), want, `${order} ${layout}`);
+          leaf.dispose();
+        });
+      }
+    }
+  });
+
+  test('expandChannels / addChannelsInPlace check their shapes at the native boundary', () => {
+    msgc.tidy(() => {
+      const x = msgc.zeros([2, 3, 4, 4]);
+      expect(() => native.expandChannels(msgc.zeros([2, 4, 1, 1]).h, x.h, 1)).toThrow(/expandChannels: src has shape \[2, 4, 1, 1\].*\[2, 3, 1, 1\]/);
+      expect(() => native.addChannelsInPlace(x.h, msgc.zeros([2, 3, 2, 1]).h, 1)).toThrow(/addChannelsInPlace: src/);
+      expect(() => native.addChannelsInPlace(msgc.zeros([2, 3]).h, msgc.zeros([2, 3, 1, 1]).h, 1)).toThrow(/dst/);
+    });
+  });
+
   test('backward matches central finite differences', () => {
     for (const c of [cases[0], cases[3]]) {
       const x = t(c.xs, true);

@@ -93,7 +93,7 @@ export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 're
  */
 export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tensor, options: F.MsgcConv2dOptions,
   activation: 'relu' | 'relu6' | null, residual: Tensor | null = null, pool = false): Tensor {
-  if (bn.training || isGradEnabled() || process.env.NOFUSE) return pool ? blockOutput(bn, F.msgcConv2d(x, weight, s, options), activation, residual) : bn.forwardAct(F.msgcConv2d(x, weight, s, options), activation, residual);
+  if (bn.training || isGradEnabled()) return bn.forwardAct(F.msgcConv2d(x, weight, s, options), activation, residual);
   const o = { ...options, activation, residual };
   if (!pool) return F.msgcConv2dBnAct(x, weight, s, bn, o);
   const { y, pooled } = F.msgcConv2dBnActPooled(x, weight, s, bn, o);

@@ -48,5 +48,10 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: IntOrPair): Tensor {
     throw new Error(`${op}: output size ${oh}x${ow} must divide the input size ${s[2]}x${s[3]}`);
   }
   const k: [number, number] = [s[2] / oh, s[3] / ow];
-  return pool(1, op, x, { kernelSize: k, stride: k });
+  if (oh !== 1 || ow !== 1 || s[2] * s[3] === 1) return pool(1, op, x, { kernelSize: k, stride: k });
+  // global: the gradient gy / (H·W) stays [N, C, 1, 1], a channel broadcast autograd adds without expanding it
+  const kernel = pair(op, 'kernelSize', k, 1);
+  const [yh] = native.pool2dForward(1, x.h, kernel, kernel, [0, 0]);
+  const hw = s[2] * s[3];
+  return recordOp(new Tensor(yh), op, [x], (g) => [new Tensor(native.scale(g.h, 1 / hw))]);
 }

@@ -176,6 +176,20 @@ export function wrapOptional(h: NativeHandle | null): Tensor | null {
   return h ? new Tensor(h) : null;
 }
 
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * A node's backward may return, for a 4-D input [N, C, H, W], a gradient of shape [N, C, 1, 1] that stands for its
+ * broadcast over H and W (a global average pool's: gy / (H·W) at every pixel). The engine adds it into the input's
+ * other gradients without expanding it (PyTorch's expand() views do the same), and expands it only if it is the
+ * input's whole gradient when handed on. (ResNet-50 training at batch 32 spent 6% of a step writing these.)
+ */
+function isChannelBroadcast(g: readonly number[], x: readonly number[]): boolean {
+  return x.length === 4 && g.length === 4 && g[0] === x[0] && g[1] === x[1] && g[2] === 1 && g[3] === 1;
+}
+
 function runBackward(root: Tensor, gradient?: Tensor): void {
   if (root.isDisposed) throw new Error('backward: this tensor was disposed; it can no longer be used');
   if (!root.requiresGrad) throw new Error('backward: this tensor does not require grad (no input of the ops that made it has requiresGrad)');
@@ -218,8 +232,14 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
     let current: Tensor | null = null;
     try {
       for (const t of order) {
-        const g = grads.get(t);
+        let g = grads.get(t);
         grads.delete(t);
+        if (g && !sameShape(g.shape, t.shape)) {
+          // a channel-broadcast gradient (see accumulate()): expanded once it is handed on
+          const small = g;
+          g = new Tensor(native.expandChannels(small.h, t.h, 1));
+          small.dispose();
+        }
         current = g ?? null;
         if (!g) {
           t._graphFreed = t._node !== null;
@@ -249,11 +269,22 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
             gi.dispose();
             return;
           }
+          if (!sameShape(gi.shape, input.shape) && !isChannelBroadcast(gi.shape, input.shape)) {
+            gi.dispose();
+            throw new Error(`backward: ${node.name} returned a gradient of shape [${gi.shape.join(', ')}] for an input of shape [${input.shape.join(', ')}]`);
+          }
           const prev = grads.get(input);
-          if (prev) {
+          if (!prev) {
+            grads.set(input, gi);
+          } else if (sameShape(prev.shape, gi.shape)) {
             native.addInPlace(prev.h, gi.h, 1);
             gi.dispose();
+          } else if (sameShape(prev.shape, input.shape)) {
+            native.addChannelsInPlace(prev.h, gi.h, 1);
+            gi.dispose();
           } else {
+            native.addChannelsInPlace(gi.h, prev.h, 1);
+            prev.dispose();
             grads.set(input, gi);
           }
         });

@@ -1,6 +1,12 @@
 // allocator.cc: the caching host allocator. Training repeats the same buffer sizes every step, so freed buffers
 // are kept in per-size free lists and handed out again instead of going back to the system. The cache is bounded
-// (MSGC_CACHE_LIMIT_MB, default 2048) and can be emptied explicitly.
+// (MSGC_CACHE_LIMIT_MB; default: half the physical memory, at least 2048 MB), emptied explicitly (emptyCache) and
+// when an allocation fails. The bound matters: buffers past it go back to the system, and large ones come back as
+// fresh pages that fault in on first touch. ResNet-50 training at batch 32 peaks at 5.8 GB; with a 2 GB bound
+// about 3.5 GB per step were freed and faulted in again (~1 s of a 4-5 s step on a 2-core machine).
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -19,7 +25,12 @@ struct HostCache {
   int64_t limit = 0;
   HostCache() {
     const char* env = std::getenv("MSGC_CACHE_LIMIT_MB");
-    limit = (env ? std::atoll(env) : 2048) * (int64_t)1024 * 1024;
+    int64_t mb = 2048;
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0) mb = std::max<int64_t>(mb, (int64_t)pages * page / 2 / (1024 * 1024));
+#endif
+    limit = (env ? std::atoll(env) : mb) * (int64_t)1024 * 1024;
   }
   void releaseAllLocked() {
     for (auto& kv : free)

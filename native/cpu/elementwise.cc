@@ -1,6 +1,7 @@
 // elementwise.cc: add/sub/mul with broadcasting (b's dims equal a's or 1), scaling, reductions and the
 // in-place accumulation autograd uses. Same-shape operands in the same layout run on the raw buffers (padding
 // stays zero under add/sub/mul); broadcast operands run on oneDNN's binary primitive in a's layout.
+#include <algorithm>
 #include <cstring>
 #include <unordered_map>
 
@@ -184,6 +185,68 @@ void addInPlace(Tensor& dst, const Tensor& src, float alpha) {
   int64_t n = dst.layout ? bufferElems(dst) : dst.numel();
 #pragma omp parallel for simd if (n > 32768)
   for (int64_t i = 0; i < n; i++) dp[i] += alpha * sp[i];
+  dst.storage->touch();
+}
+
+// ---- channel broadcasts: [N, C, 1, 1] over [N, C, H, W] (the gradient of a global average pool) ---------------
+namespace {
+// calls f(plane pointer, values of its `block` lanes) for every (sample, channel block) of t in its own layout
+// (plain, nChw8c or nChw16c); padded lanes past C get 0
+template <typename F>
+void forChannelPlanes(Tensor& t, const float* v, float alpha, int64_t block, F f) {
+  const int64_t N = t.shape[0], C = t.shape[1], HW = t.shape[2] * t.shape[3];
+  const int64_t Cb = (C + block - 1) / block;
+  float* d = t.data();
+#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
+  for (int64_t pl = 0; pl < N * Cb; pl++) {
+    const int64_t n = pl / Cb, c0 = (pl % Cb) * block;
+    float lanes[16];
+    for (int64_t l = 0; l < block; l++) lanes[l] = c0 + l < C ? alpha * v[n * C + c0 + l] : 0.f;
+    f(d + pl * HW * block, lanes, HW);
+  }
+}
+template <int B>
+void fillPlane(float* p, const float* v, int64_t HW) {
+  for (int64_t q = 0; q < HW; q++)
+    for (int l = 0; l < B; l++) p[q * B + l] = v[l];
+}
+template <int B>
+void addPlane(float* p, const float* v, int64_t HW) {
+  for (int64_t q = 0; q < HW; q++)
+    for (int l = 0; l < B; l++) p[q * B + l] += v[l];
+}
+int64_t planeBlock(const Tensor& t) {
+  const int64_t b = channelBlock(t);
+  return b == 8 || b == 16 || b == 1 ? b : 0;
+}
+}  // namespace
+
+TensorPtr expandChannels(const Tensor& src, const Tensor& like, float alpha) {
+  int64_t block = planeBlock(like);
+  if (block == 0) block = 1;  // other layouts: plain
+  TensorPtr out = tensorWithDesc(like.shape, blockedDesc(like.shape, block));
+  const float* v = plainData(src);
+  forChannelPlanes(*out, v, alpha, block, [block](float* p, const float* lanes, int64_t HW) {
+    if (block == 16) fillPlane<16>(p, lanes, HW);
+    else if (block == 8) fillPlane<8>(p, lanes, HW);
+    else std::fill_n(p, HW, lanes[0]);
+  });
+  return out;
+}
+
+void addChannelsInPlace(Tensor& dst, const Tensor& src, float alpha) {
+  const int64_t block = planeBlock(dst);
+  if (block == 0) {  // a layout without channel planes: through a materialised copy
+    TensorPtr e = expandChannels(src, dst, alpha);
+    addInPlace(dst, *e, 1.f);
+    return;
+  }
+  const float* v = plainData(src);
+  forChannelPlanes(dst, v, alpha, block, [block](float* p, const float* lanes, int64_t HW) {
+    if (block == 16) addPlane<16>(p, lanes, HW);
+    else if (block == 8) addPlane<8>(p, lanes, HW);
+    else addPlane<1>(p, lanes, HW);
+  });
   dst.storage->touch();
 }
 

@@ -68,6 +68,27 @@ static Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// expandChannels(src [N, C, 1, 1], like [N, C, H, W], alpha) -> alpha·src broadcast to like's shape and layout
+static Napi::Value ExpandChannels(const Napi::CallbackInfo& info) {
+  const char* op = "expandChannels";
+  TensorPtr s = tensorArg(info, 0, op, "src"), like = tensorArg(info, 1, op, "like");
+  expectDims(*like, 4, op, "like", "[N, C, H, W]");
+  expectShape(*s, {like->shape[0], like->shape[1], 1, 1}, op, "src");
+  expectSameDevice(*s, *like, op, "src", "like");
+  return wrapTensor(info.Env(), expandChannels(*s, *like, (float)numberArg(info, 2, op, "alpha")));
+}
+
+// addChannelsInPlace(dst [N, C, H, W], src [N, C, 1, 1], alpha): dst += alpha·src broadcast over H, W
+static Napi::Value AddChannelsInPlace(const Napi::CallbackInfo& info) {
+  const char* op = "addChannelsInPlace";
+  TensorPtr d = tensorArg(info, 0, op, "dst"), s = tensorArg(info, 1, op, "src");
+  expectDims(*d, 4, op, "dst", "[N, C, H, W]");
+  expectShape(*s, {d->shape[0], d->shape[1], 1, 1}, op, "src");
+  expectSameDevice(*d, *s, op, "dst", "src");
+  addChannelsInPlace(*d, *s, (float)numberArg(info, 2, op, "alpha"));
+  return info.Env().Undefined();
+}
+
 static Napi::Value Reshape(const Napi::CallbackInfo& info) {
   const char* op = "reshape";
   TensorPtr x = tensorArg(info, 0, op, "x");
@@ -164,6 +185,8 @@ void registerMathBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "sumAll", SumAll);
   exportFunction(env, exports, "broadcastScalar", BroadcastScalar);
   exportFunction(env, exports, "addInPlace", AddInPlace);
+  exportFunction(env, exports, "expandChannels", ExpandChannels);
+  exportFunction(env, exports, "addChannelsInPlace", AddChannelsInPlace);
   exportFunction(env, exports, "reshape", Reshape);
   exportFunction(env, exports, "toPlain", ToPlain);
   exportFunction(env, exports, "clone", Clone);

@@ -96,6 +96,11 @@ TensorPtr scale(const Tensor& x, float alpha);  // alpha * x
 TensorPtr sumAll(const Tensor& x);              // [] tensor
 TensorPtr broadcastScalar(const Tensor& scalar, const Shape& shape, float alpha);  // alpha * scalar everywhere
 void addInPlace(Tensor& dst, const Tensor& src, float alpha);  // dst += alpha * src (same shape)
+// Channel broadcasts of src [N, C, 1, 1] over [N, C, H, W] (a global average pool's gradient, kept unexpanded by
+// autograd): alpha·src expanded to like's shape, in like's channel-blocked layout (plain for other layouts); and
+// dst += alpha·src broadcast over H, W in dst's own layout.
+TensorPtr expandChannels(const Tensor& src, const Tensor& like, float alpha);
+void addChannelsInPlace(Tensor& dst, const Tensor& src, float alpha);
 
 // ---- shape ops (cpu/shape.cc) -----------------------------------------------------------------------------
 TensorPtr reshape(const Tensor& x, const Shape& shape);  // shares memory with plain x
