@@ -3,6 +3,7 @@
 // disposing twice is harmless; a disposed tensor refuses every use with an Error that says "disposed".
 import * as v8 from 'v8';
 import * as vm from 'vm';
+import * as os from 'os';
 import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { native } from '../lib/native';
@@ -121,6 +122,17 @@ describe('loops return every byte', () => {
       opt.dispose();
     }
     for (const t of [x, w, gamma, beta, rm, rv, fc, scale]) t.dispose();
+  });
+
+  test('the cache bound: half the physical memory, at least 2 GiB, or MSGC_CACHE_LIMIT_MB', () => {
+    const limit = msgc.memoryStats().cacheLimitBytes;
+    const env = process.env.MSGC_CACHE_LIMIT_MB;
+    if (env) {
+      expect(limit).toBe(Number(env) * 1024 * 1024);
+    } else {
+      const half = Math.floor(os.totalmem() / 2 / (1024 * 1024)) * 1024 * 1024;
+      expect(limit).toBe(Math.max(2048 * 1024 * 1024, half));
+    }
   });
 
   test('emptyCache returns cached buffers and keeps live ones', () => {

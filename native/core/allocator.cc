@@ -102,7 +102,7 @@ void freeHost(void* p, size_t bytes) {
 AllocatorStats allocatorStats() {
   HostCache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
-  return {c.liveBuffers, c.liveBytes, c.cachedBytes, c.peakBytes};
+  return {c.liveBuffers, c.liveBytes, c.cachedBytes, c.peakBytes, c.limit};
 }
 
 void emptyAllocatorCache() {

@@ -230,6 +230,7 @@ static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("liveBytes", (double)s.liveBytes);
   o.Set("cachedBytes", (double)s.cachedBytes);
   o.Set("peakBytes", (double)s.peakBytes);
+  o.Set("cacheLimitBytes", (double)s.cacheLimitBytes);
   // what the isolate counts as external memory (tensors that outlive every tidy scope, see Account(), plus
   // whatever else the process reports, e.g. Buffers)
   o.Set("externalBytes", (double)Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0));

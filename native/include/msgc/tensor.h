@@ -74,6 +74,7 @@ struct AllocatorStats {
   int64_t liveBytes;
   int64_t cachedBytes;
   int64_t peakBytes;
+  int64_t cacheLimitBytes;  // freed buffers beyond it go back to the system
 };
 AllocatorStats allocatorStats();
 void emptyAllocatorCache();
