@@ -68,13 +68,18 @@ static Napi::Value AddInPlace(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// big is [N, C, H, W] and src [N, C, 1, 1] on big's device
+static void expectChannelBroadcast(const Tensor& big, const char* bigName, const Tensor& src, const char* op) {
+  expectDims(big, 4, op, bigName, "[N, C, H, W]");
+  expectShape(src, {big.shape[0], big.shape[1], 1, 1}, op, "src");
+  expectSameDevice(big, src, op, bigName, "src");
+}
+
 // expandChannels(src [N, C, 1, 1], like [N, C, H, W], alpha) -> alpha·src broadcast to like's shape and layout
 static Napi::Value ExpandChannels(const Napi::CallbackInfo& info) {
   const char* op = "expandChannels";
   TensorPtr s = tensorArg(info, 0, op, "src"), like = tensorArg(info, 1, op, "like");
-  expectDims(*like, 4, op, "like", "[N, C, H, W]");
-  expectShape(*s, {like->shape[0], like->shape[1], 1, 1}, op, "src");
-  expectSameDevice(*s, *like, op, "src", "like");
+  expectChannelBroadcast(*like, "like", *s, op);
   return wrapTensor(info.Env(), expandChannels(*s, *like, (float)numberArg(info, 2, op, "alpha")));
 }
 
@@ -82,9 +87,7 @@ static Napi::Value ExpandChannels(const Napi::CallbackInfo& info) {
 static Napi::Value AddChannelsInPlace(const Napi::CallbackInfo& info) {
   const char* op = "addChannelsInPlace";
   TensorPtr d = tensorArg(info, 0, op, "dst"), s = tensorArg(info, 1, op, "src");
-  expectDims(*d, 4, op, "dst", "[N, C, H, W]");
-  expectShape(*s, {d->shape[0], d->shape[1], 1, 1}, op, "src");
-  expectSameDevice(*d, *s, op, "dst", "src");
+  expectChannelBroadcast(*d, "dst", *s, op);
   addChannelsInPlace(*d, *s, (float)numberArg(info, 2, op, "alpha"));
   return info.Env().Undefined();
 }
