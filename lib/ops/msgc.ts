@@ -205,14 +205,18 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
  * times attention). With scale ≡ 1 this is the dense convolution. Gradients flow to x, weight and scale.
  */
 export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): Tensor {
-  const op = 'msgcConv2d';
-  const { heads, stride, padding, denseForward, gathered, outputMask } = planMsgc(op, x, weight, scale, options);
+  return runMsgc(x, weight, scale, planMsgc('msgcConv2d', x, weight, scale, options));
+}
+
+/** msgcConv2d's forward as planned, with its backward recorded. */
+function runMsgc(x: Tensor, weight: Tensor, scale: Tensor, plan: MsgcPlan): Tensor {
+  const { heads, stride, padding, denseForward, gathered, outputMask } = plan;
   const y = new Tensor(denseForward
     ? native.conv2dForward(x.h, weight.h, null, stride, padding, [1, 1], 1)
     : gathered
       ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
       : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
-  return recordOp(y, op, [x, weight, scale], (g) => {
+  return recordOp(y, 'msgcConv2d', [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,
       x.requiresGrad, weight.requiresGrad, scale.requiresGrad);
     return [wrapOptional(gx), wrapOptional(gw), wrapOptional(gs)];
@@ -226,9 +230,12 @@ export interface MsgcConv2dBnActOptions extends MsgcConv2dOptions {
   residual?: Tensor | null;
 }
 
-/** msgcConv2dBnAct's and msgcConv2dBnActPooled's common part: the fused native call, or null for the composition. */
+/**
+ * msgcConv2dBnAct's and msgcConv2dBnActPooled's common part: the fused native call (fused), or for the
+ * composition the MSGC conv's output as planned (conv).
+ */
 function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions,
-  pooled: boolean): NativeHandle | [NativeHandle, NativeHandle] | null {
+  pooled: boolean): { fused: NativeHandle | [NativeHandle, NativeHandle] } | { conv: Tensor } {
   if (!bn || typeof bn !== 'object') throw new Error(`${op}: bn must be { runningMean, runningVar, weight, bias, eps? }`);
   const act = options?.activation ?? null;
   if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
@@ -239,11 +246,11 @@ function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: F
   const residual = optionalTensor(op, 'residual', options?.residual ?? null);
   const plan = planMsgc(op, x, weight, scale, options);
   const recording = isGradEnabled() && [x, weight, scale, g, beta, residual].some((t) => t && t.requiresGrad);
-  if (recording || !plan.gathered) return null;
+  if (recording || !plan.gathered) return { conv: runMsgc(x, weight, scale, plan) };
   const { heads, stride, padding, outputMask } = plan;
-  return native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null,
+  return { fused: native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null,
     bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5, actCode(act),
-    residual ? residual.h : null, pooled);
+    residual ? residual.h : null, pooled) };
 }
 
 /**
@@ -255,9 +262,9 @@ function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: F
  * outputMask skips hold BN(0) (through the activation), as in the composition.
  */
 export function msgcConv2dBnAct(x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions): Tensor {
-  const h = fusedMsgcBn('msgcConv2dBnAct', x, weight, scale, bn, options, false);
-  if (h) return new Tensor(h as NativeHandle);
-  const y = msgcConv2d(x, weight, scale, options);
+  const r = fusedMsgcBn('msgcConv2dBnAct', x, weight, scale, bn, options, false);
+  if ('fused' in r) return new Tensor(r.fused as NativeHandle);
+  const y = r.conv;
   const out = batchNormAct(y, bn.runningMean, bn.runningVar, bn.weight, bn.bias,
     { training: false, eps: bn.eps, activation: options.activation ?? null, residual: options.residual ?? null });
   if (!y.requiresGrad) y.dispose();  // recorded: the BN's node holds it
@@ -271,12 +278,12 @@ export function msgcConv2dBnAct(x: Tensor, weight: Tensor, scale: Tensor, bn: Fo
  */
 export function msgcConv2dBnActPooled(x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions):
   { y: Tensor; pooled: Tensor } {
-  const h = fusedMsgcBn('msgcConv2dBnActPooled', x, weight, scale, bn, options, true);
-  if (h) {
-    const [yh, ph] = h as [NativeHandle, NativeHandle];
+  const r = fusedMsgcBn('msgcConv2dBnActPooled', x, weight, scale, bn, options, true);
+  if ('fused' in r) {
+    const [yh, ph] = r.fused as [NativeHandle, NativeHandle];
     return { y: new Tensor(yh), pooled: new Tensor(ph) };
   }
-  const y = msgcConv2d(x, weight, scale, options);
+  const y = r.conv;
   const out = batchNormActPooled(y, bn.runningMean, bn.runningVar, bn.weight, bn.bias,
     { training: false, eps: bn.eps, activation: options.activation ?? null, residual: options.residual ?? null });
   if (!y.requiresGrad) y.dispose();
