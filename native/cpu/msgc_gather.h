@@ -165,6 +165,11 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
 void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                  bool clamp, float lo, float hi, float* sums);
 
+// The same on plain NCHW: `planes` channels planeStride floats apart (BN scale a[c], shift b[c]), r rows of q pixels
+// each (rowStep apart); with sums, each channel's sum of the new y into sums[c]
+void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,
+                const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
+
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, float*, int64_t, int64_t);
 // mr output channels × 16·nr consecutive pixels of one row (input position pos, output position ypos)

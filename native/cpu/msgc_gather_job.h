@@ -273,24 +273,19 @@ struct Job {
     }
 #endif
   }
-  // plain NCHW: channels [o0, o1) of sample n over chunk k
+  // plain NCHW: channels [o0, o1) of sample n over chunk k (kMaxPlain at a time)
+  static constexpr int64_t kMaxPlain = 64;
   void postPlain(int64_t n, int64_t o0, int64_t o1, const Chunk& c, int64_t k) const {
-    for (int64_t o = o0; o < o1; o++) {
-      float sum = 0.f;
-      for (int64_t r = 0; r < c.r; r++) {
-        const int64_t off = (n * g.O + o) * g.OHW + c.outPos + r * rowStep();
-        float* yr = y + off;
-        const float* rr = post->residual ? post->residual + off : nullptr;
-        for (int64_t q = 0; q < c.q; q++) {
-          float v = yr[q] * post->a[o] + post->b[o];
-          if (rr) v += rr[q];
-          if (post->clamp) v = std::min(post->hi, std::max(post->lo, v));
-          yr[q] = v;
-          sum += v;
-        }
-      }
-      if (post->partial) post->partial[(n * g.O + o) * post->chunks + k] = sum;
+#if MSGC_GATHER_AVX512
+    float sums[kMaxPlain];
+    for (int64_t o = o0; o < o1; o += kMaxPlain) {
+      const int64_t planes = std::min<int64_t>(kMaxPlain, o1 - o), off = (n * g.O + o) * g.OHW + c.outPos;
+      postPlanes(y + off, post->residual ? post->residual + off : nullptr, planes, g.OHW, c.r, c.q, rowStep(),
+                 post->a + o, post->b + o, post->clamp, post->lo, post->hi, post->partial ? sums : nullptr);
+      if (post->partial)
+        for (int64_t l = 0; l < planes; l++) post->partial[(n * g.O + o + l) * post->chunks + k] = sums[l];
     }
+#endif
   }
   // a head with no selected channel: its zeros through the epilogue, every chunk
   void postEmpty(int64_t n, int64_t i) const {

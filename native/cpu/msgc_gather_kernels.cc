@@ -225,6 +225,29 @@ __attribute__((target("avx512f"))) void postBlock16(float* y, const float* res, 
   _mm512_storeu_ps(sums, sum);
 }
 
+__attribute__((target("avx512f"))) void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
+                                                   int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
+                                                   bool clamp, float lo, float hi, float* sums) {
+  const __m512 lov = _mm512_set1_ps(lo), hiv = _mm512_set1_ps(hi);
+  for (int64_t c = 0; c < planes; c++) {
+    const __m512 av = _mm512_set1_ps(a[c]), bv = _mm512_set1_ps(b[c]);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t rr = 0; rr < r; rr++) {
+      float* yr = y + c * planeStride + rr * rowStep;
+      const float* rs = res ? res + c * planeStride + rr * rowStep : nullptr;
+      for (int64_t p = 0; p < q; p += 16) {
+        const __mmask16 m = q - p >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (q - p)) - 1);
+        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, yr + p), av, bv);
+        if (rs) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, rs + p));
+        if (clamp) v = _mm512_min_ps(hiv, _mm512_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
+        _mm512_mask_storeu_ps(yr + p, m, v);
+        if (sums) sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, v));
+      }
+    }
+    if (sums) sums[c] = _mm512_reduce_add_ps(sum);
+  }
+}
+
 #endif
 
 }  // namespace gather
