@@ -171,8 +171,9 @@ void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
                 const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
 
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                          int64_t, int64_t, float*, int64_t, int64_t);
-// mr output channels × 16·nr consecutive pixels of one row (input position pos, output position ypos)
+                          int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+// mr output channels × nr vectors of 16 pixels (input position pos, output position ypos): rows of up to 16·vr
+// pixels, vr vectors each, rowIn / rowOut apart (one row: vr = nr)
 PixvecFn pixvecKernelFor(int mr, int nr);
 #endif
 

@@ -67,8 +67,25 @@ struct Job {
       // near-equal chunks of whole vectors
       const int64_t maxNR = pixvecMaxNR(pixMR);
       if (rp.rows == Rows::Direct) {
-        // stride 1 on padded rows: each output row in near-equal pieces of whole vectors
+        // stride 1 on padded rows: each output row in near-equal pieces of whole vectors, or rows narrower than
+        // half a register block several to a chunk (near-equal groups of rows; ResNet-20 16-channel conv at batch
+        // 1: 2 vectors of one row per block -> 3 rows, 6 vectors)
         const int64_t vectors = (g.OW + 15) / 16, pieces = (vectors + maxNR - 1) / maxNR;
+        if (maxNR / vectors >= 2 && g.OH > 1) {
+          const int64_t per = maxNR / vectors, groups = (g.OH + per - 1) / per;
+          for (int64_t k = 0, oh = 0; k < groups; k++) {
+            Chunk c;
+            c.r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
+            c.q = g.OW;
+            c.inPos = oh * rp.rowStride;
+            c.outPos = oh * g.OW;
+            c.t0 = 0;
+            c.nt = g.T;
+            direct.push_back(c);
+            oh += c.r;
+          }
+          return;
+        }
         pixNR = (int)((vectors + pieces - 1) / pieces);
         for (int64_t oh = 0; oh < g.OH; oh++)
           for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16 * pixNR) {
@@ -373,11 +390,16 @@ struct Job {
       float* yh = headOut(n, i);
       for (int64_t o = 0; o < g.Og; o += pixMR) {
         const int mr = (int)std::min<int64_t>(pixMR, g.Og - o);
+        if (c.r > 1) {  // whole rows of a Direct plan in one register block (plan())
+          const int64_t vr = (c.q + 15) / 16;
+          pixvecKernelFor(mr, (int)(c.r * vr))(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
+                                               c.inPos, c.q, yh + o * g.OHW, g.OHW, c.outPos, rp.rowStride, g.OW, vr);
+          continue;
+        }
         const int nr = std::min(pixNR, pixvecMaxNR(mr));
         for (int64_t p = 0; p < c.q; p += 16 * nr)
-          pixvecKernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
-                                              c.inPos + p, std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW,
-                                              c.outPos + p);
+          pixvecKernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o, c.inPos + p,
+                                  std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW, c.outPos + p, 0, 0, nr);
       }
       if (post) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
     }

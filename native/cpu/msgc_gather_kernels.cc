@@ -152,17 +152,23 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
 
 namespace {
 
-// y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR,
-// p < npx <= 16·NR: MR output channels × 16·NR consecutive pixels (plain rows ldy apart)
+// y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p] for m < MR:
+// MR output channels × NR vectors of 16 pixels. The vectors cover rows of npx <= 16·vr pixels, vr vectors per row
+// (vector v: row v / vr, pixels 16·(v % vr) on), rows rowIn apart in the input and rowOut apart in y; so rows
+// narrower than 16·NR share a register block (ResNet-20's 32- and 16-pixel rows: 3 rows per block)
 template <int MR, int NR>
 __attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, const float* const* wch, int64_t nch,
                                                      const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
-                                                     int64_t pos, int64_t npx, float* y, int64_t ldy, int64_t ypos) {
+                                                     int64_t pos, int64_t npx, float* y, int64_t ldy, int64_t ypos,
+                                                     int64_t rowIn, int64_t rowOut, int64_t vr) {
   __mmask16 mk[NR];
+  int64_t inOff[NR], outOff[NR];
 #pragma GCC unroll 8
   for (int v = 0; v < NR; v++) {
-    const int64_t rem = npx - 16 * v;
+    const int64_t row = v / vr, col = 16 * (v % vr), rem = npx - col;
     mk[v] = rem >= 16 ? (__mmask16)0xFFFF : rem > 0 ? (__mmask16)((1u << rem) - 1) : (__mmask16)0;
+    inOff[v] = row * rowIn + col;
+    outOff[v] = row * rowOut + col;
   }
   __m512 acc[MR][NR];
 #pragma GCC unroll 8
@@ -179,7 +185,7 @@ __attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, c
       const float* r = base + tapOffset[t];
       __m512 xv[NR];
 #pragma GCC unroll 8
-      for (int v = 0; v < NR; v++) xv[v] = _mm512_maskz_loadu_ps(mk[v], r + 16 * v);
+      for (int v = 0; v < NR; v++) xv[v] = _mm512_maskz_loadu_ps(mk[v], r + inOff[v]);
 #pragma GCC unroll 8
       for (int m = 0; m < MR; m++) {
         const __m512 wb = _mm512_set1_ps(w[m]);
@@ -191,7 +197,7 @@ __attribute__((target("avx512f"))) void pixvecKernel(const float* const* chan, c
 #pragma GCC unroll 8
   for (int m = 0; m < MR; m++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + ypos + 16 * v, mk[v], acc[m][v]);
+    for (int v = 0; v < NR; v++) _mm512_mask_storeu_ps(y + m * ldy + ypos + outOff[v], mk[v], acc[m][v]);
 }
 
 // table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvecMaxNR(MR) (others repeat NR = 1, never used)
