@@ -269,8 +269,10 @@ describe("execution 'auto' and the gradient rule", () => {
     expect(preferGathered(0.8, { outPixels: 7 * 7, batch: 1 })).toBe(true);
     expect(preferGathered(1, { outPixels: 7 * 7, batch: 1 })).toBe(false);
     // narrow heads: the masked path's per-sample convs win at batch 32+ above density ~0.45, at batch 1 above ~0.7
-    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(false);
-    expect(preferGathered(0.4, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.65, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(false);
+    expect(preferGathered(0.55, { outPixels: 28 * 28, batch: 64, headChannels: 4 })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 64, headChannels: 4, recording: true })).toBe(false);
+    expect(preferGathered(0.4, { outPixels: 28 * 28, batch: 64, headChannels: 4, recording: true })).toBe(true);
     expect(preferGathered(0.8, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(false);
     expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, headChannels: 4 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 8 * 8, batch: 1, headChannels: 16 })).toBe(true);

@@ -63,12 +63,16 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * Narrow heads (fewer than 16 output channels per head, e.g. ResNet-20's 16- and 32-channel stages) fill few
  * SIMD lanes of the ocvec kernel; the pixvec kernel (16 pixels per register) reads their padded rows directly.
  * Against the masked path (one full-width conv per sample) on 16 channels at 32² and 32 at 16², 4 heads: at batch 1
- * gathered was faster up to density 0.75-0.9 (32 vs 33 µs at 0.5, 35 vs 34 at 0.75), at batch 32 up to 0.45-0.75
- * (0.47 vs 0.42 ms at 0.5 for 16 channels, 0.36 vs 0.45 for 32): threshold 0.7 at batch ≤ 2, 0.45 above.
+ * gathered was faster up to density 0.75-0.9 (32 vs 33 µs at 0.5, 35 vs 34 at 0.75); at batch 32-128, after the
+ * multi-row pixvec blocks, up to 0.6 for 16 channels (batch 128: 1.70 vs 1.74 ms at 0.5, 1.85 vs 1.80 at 0.6) and
+ * 0.6-0.8 for 32 (1.34 vs 1.88 ms at 0.5; with 8 heads of 4 outputs 0.49 vs 0.46 at 0.6, batch 32): threshold 0.7
+ * at batch ≤ 2, 0.6 above. In training (recording: a gradient will be taken) 0.45: the narrow heads' plain NCHW
+ * output slows the following BatchNorm and backward, and ResNet-20's training step at batch 32 ran 0.70x dense with
+ * 0.6 against 0.74-0.77x with 0.45 or masked only.
  * (Without AVX-512 the gathered path runs oneDNN's sgemm on packed copies, about as fast as dense at density
  * 0.5; the rule was not tuned for it.)
  */
-export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number }): boolean {
+export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean }): boolean {
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
     // wide 1×1 heads (ResNet-50's companion-gated 1×1 convs, one head of 64-2048 outputs) are compute-bound:
@@ -85,7 +89,7 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
     else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
   } else if (s.headChannels !== undefined && s.headChannels < 16) {
-    threshold = s.batch <= 2 ? 0.7 : 0.45;
+    threshold = s.batch <= 2 ? 0.7 : s.recording ? 0.45 : 0.6;
   }
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;
@@ -180,7 +184,8 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const h = options.hints;
     const st = h && h.density !== undefined && h.allOnes !== undefined ? { density: h.density, allOnes: h.allOnes } : scaleStats(scale);
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
-    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C });
+    const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
+    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording });
   }
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
