@@ -235,7 +235,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
         let g = grads.get(t);
         grads.delete(t);
         if (g && !sameShape(g.shape, t.shape)) {
-          // a channel-broadcast gradient (see accumulate()): expanded once it is handed on
+          // a channel-broadcast gradient (see isChannelBroadcast): expanded once it is handed on
           const small = g;
           g = new Tensor(native.expandChannels(small.h, t.h, 1));
           small.dispose();
