@@ -59,11 +59,14 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
   const RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
   Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
   job.out = out;  // (zeros first: outputs that are not selected are not written)
-  if (kind == KernelKind::Ocvec && !out && !job.plainOut()) {
+  if (kind == KernelKind::Ocvec && !out) {
     const int64_t B = job.blocksPerHead();
-    const char* nbEnv = std::getenv("MSGC_GATHER_NB");  // (tests and benchmarks: 1, 2 or 4 at most)
+    const char* nbEnv = std::getenv("MSGC_GATHER_NB");  // (tests and benchmarks: 1..5 at most)
     const int64_t most = nbEnv ? std::atoi(nbEnv) : 2;  // 4 (6-pixel chunks) re-read the weights too often
     job.nb = most >= 4 && B % 4 == 0 ? 4 : most >= 2 && B % 2 == 0 ? 2 : 1;
+    // pointwise heads of 3 or 5 blocks (MobileNetV2's 40 and 80 outputs) in one call: with one block per call
+    // each broadcast fed one FMA
+    if (rp.rows == Rows::Planes && (B == 3 || B == 5) && (!nbEnv || most >= B)) job.nb = (int)B;
   }
   job.plan();
   // the fused BN epilogue; with `pooled`, per-chunk sums of its outputs, added up at the end (finish())
@@ -316,7 +319,9 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   g.OHW = g.OH * g.OW;
 
   const float* s = plainData(scale);
-  const Selection sel = select(g, s);
+  static thread_local Selection selStore;
+  select(g, s, selStore);
+  const Selection& sel = selStore;
   OutSelection outSel;
   if (outMask) outSel = selectOutputs(g, plainData(*outMask), outMask->shape[1]);
 

@@ -61,7 +61,9 @@ struct Selection {
   const int32_t* unionOf(int64_t n) const { return uni.data() + ustart[n]; }
 };
 
-Selection select(const Geometry& g, const float* s);
+// Fills r (reusing its vectors' storage: a thread_local Selection per caller thread keeps large batches' index
+// arrays from being mapped and page-faulted in on every call)
+void select(const Geometry& g, const float* s, Selection& r);
 
 // Output selection (producer/consumer skipping): per (sample, head) the outputs o in [0, Og) of the head whose
 // mask is non-zero in some row k of outMask [N, K, O]; the others are not computed (they are written as zeros).
@@ -138,7 +140,7 @@ const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec);
 constexpr int ocvecRows(int Q) { return std::max(1, std::min(kMaxRows, kMaxPixels / Q)); }
 // ocvec over NB blocks of 16 outputs at once: pixels per register block (NB·pixels accumulators + NB weight
 // vectors + 1 broadcast <= 32 zmm), and rows per register block for Q pixels per row
-constexpr int ocvecPixels(int NB) { return NB == 1 ? kMaxPixels : NB == 2 ? 14 : 6; }
+constexpr int ocvecPixels(int NB) { return NB == 1 ? kMaxPixels : NB == 2 ? 14 : NB == 3 ? 9 : NB == 4 ? 6 : 5; }
 constexpr int ocvecRows(int Q, int NB) { return std::max(1, std::min(kMaxRows, ocvecPixels(NB) / Q)); }
 constexpr int kMaxMR = 8, kMaxNR = 6;
 constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // MR·NR + NR <= 31 registers
@@ -156,8 +158,9 @@ using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, cons
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
 using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                            int64_t, float*, int64_t, int64_t, int64_t);
-// the same over nb = 2 or 4 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);
-// q <= ocvecPixels(nb), r <= ocvecRows(q, nb)
+// the same over nb = 2..5 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);
+// q <= ocvecPixels(nb), r <= ocvecRows(q, nb); nb = 3 and 5 (pointwise heads of 40 and 80 outputs) only for
+// pixels 1 or 16 apart without edges
 OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges);
 
 // The BN epilogue (Post) on nChw16c: r rows of q pixels (rowStep pixels apart) of one 16-channel block, y and the

@@ -55,7 +55,16 @@ struct Job {
   // the fused BN (+ residual, activation) of the outputs, or null (then y holds the raw conv)
   const Post* post = nullptr;
 
+  // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
+  std::vector<int64_t> planeOff;
+  int64_t sampleFloats = 0;
+
   void plan() {
+    if (rp.inPlace) {
+      planeOff.resize(g.C);
+      for (int64_t c = 0; c < g.C; c++) planeOff[c] = src.plane(g, 0, c) - src.data;
+      sampleFloats = src.Cb * g.H * g.W * src.block;
+    }
     if (kind == KernelKind::Pixvec) {
       pixMR = 0;
       for (int mr : {8, 6, 4})
@@ -164,21 +173,34 @@ struct Job {
     }
   }
   // Points the operands at the input rows and the cached weights; then, if the head folds its scale, at the
-  // fold buffer dst (filled by foldPart). src gets the unfolded operands foldPart reads.
+  // fold buffer dst (filled by foldPart). src0 gets the unfolded operands foldPart reads (only when it folds).
   void operands(int64_t n, int64_t i, const float* rows, HeadOperands& src0, HeadOperands& h, float* dst) const {
     const int64_t ns = sel.count(n, i);
     const int32_t* s = sel.sel(n, i);
-    src0.chan.resize(ns);
-    src0.wch.resize(ns);
-    for (int64_t j = 0; j < ns; j++) {
-      const int64_t c = s[j];
-      src0.chan[j] = rp.inPlace ? src.plane(g, n, c) : rows + sel.upos[n * g.C + c] * rp.chanStride;
-      src0.wch[j] = kind == KernelKind::Ocvec ? WL + (i * blocksPerHead() * g.C + c) * g.T * 16 : WL + c * g.T * g.O + i * g.Og;
-    }
-    src0.obShift = g.C * g.T * 16;
-    src0.ldw = kind == KernelKind::Ocvec ? 16 : g.O;
-    h = src0;
     const Fold f = fold(n, i);
+    // the unfolded operands into h (then copied to src0 for a fold to read)
+    h.chan.resize(ns);
+    h.wch.resize(ns);
+    const float** chan = h.chan.data();
+    const float** wch = h.wch.data();
+    if (rp.inPlace) {
+      const float* base = src.data + n * sampleFloats;
+      for (int64_t j = 0; j < ns; j++) chan[j] = base + planeOff[s[j]];
+    } else {
+      const int32_t* up = sel.upos.data() + n * g.C;
+      for (int64_t j = 0; j < ns; j++) chan[j] = rows + up[s[j]] * rp.chanStride;
+    }
+    if (kind == KernelKind::Ocvec) {
+      const float* w0 = WL + i * blocksPerHead() * g.C * g.T * 16;
+      for (int64_t j = 0; j < ns; j++) wch[j] = w0 + s[j] * g.T * 16;
+    } else {
+      const float* w0 = WL + i * g.Og;
+      for (int64_t j = 0; j < ns; j++) wch[j] = w0 + s[j] * g.T * g.O;
+    }
+    h.obShift = g.C * g.T * 16;
+    h.ldw = kind == KernelKind::Ocvec ? 16 : g.O;
+    if (f == Fold::None) return;
+    src0 = h;
     if (f == Fold::Rows) {
       for (int64_t j = 0; j < ns; j++) h.chan[j] = dst + j * rp.chanStride;
     } else if (f == Fold::Weights) {
@@ -374,18 +396,25 @@ struct Job {
                                                                    out, g.OW);
       if (post) postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
     } else if (kind == KernelKind::Ocvec) {
-      // a head width that is not a multiple of 16: the block's valid lanes go to plain NCHW
+      // a head width that is not a multiple of 16: the blocks' valid lanes go to plain NCHW (blocks ob·nb ..
+      // ob·nb + nb - 1; r·q <= ocvecPixels(nb), so nb·r·q <= kMaxPixels pixels of 16 lanes)
       alignas(64) float tile[kMaxPixels * 16];
-      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns,
-                                                                   rp.tapOffset.data() + c.t0, c.nt,
-                                                                   ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
-                                                                   tile, c.q);
-      const int64_t lanes = std::min<int64_t>(16, g.Og - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
-      float* yb = headOut(n, i) + ob * 16 * g.OHW + c.outPos;
-      for (int64_t l = 0; l < lanes; l++)
+      const int64_t npx = c.r * c.q, b0 = ob * nb;
+      if (nb > 1)
+        ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                             c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                             tile, c.q, h.obShift, npx * 16);
+      else
+        ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                         c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, tile, c.q);
+      const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+      float* yb = headOut(n, i) + b0 * 16 * g.OHW + c.outPos;
+      for (int64_t l = 0; l < lanes; l++) {
+        const float* tl = tile + (l / 16) * npx * 16 + l % 16;
         for (int64_t r = 0; r < c.r; r++)
-          for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
-      if (post) postPlain(n, i * g.Og + ob * 16, i * g.Og + ob * 16 + lanes, c, k);
+          for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tl[(r * c.q + q) * 16];
+      }
+      if (post) postPlain(n, i * g.Og + b0 * 16, i * g.Og + b0 * 16 + lanes, c, k);
     } else {
       float* yh = headOut(n, i);
       for (int64_t o = 0; o < g.Og; o += pixMR) {

@@ -1,6 +1,8 @@
 // msgc_gather_kernels.cc: the gathered MSGC convolution's AVX-512 micro-kernels (ocvec: 16 output channels in a
 // register × pixels; pixvec: 16 pixels in a register × output channels) and their dispatch tables.
 // See msgc_gather.cc for the design.
+#include <stdexcept>
+
 #include "msgc_gather.h"
 
 namespace msgc {
@@ -138,6 +140,18 @@ struct OcvecNBTables {
 };
 const OcvecNBTables<2> kOcvecNB2;
 const OcvecNBTables<4> kOcvecNB4;
+// odd block counts, for pointwise convs only (MobileNetV2's projections: heads of 40 and 80 outputs)
+template <int NB>
+struct OcvecNBPointwise {
+  static constexpr int kQ = ocvecPixels(NB);
+  using Table = std::array<OcvecNBFn, kQ * kMaxRows>;
+  static constexpr auto kIndex = std::make_index_sequence<kQ * kMaxRows>{};
+  const Table s1 = ocvecNBTable<NB, 1, 0>(kIndex);
+  const Table s16 = ocvecNBTable<NB, 16, 0>(kIndex);
+  OcvecNBFn get(int64_t stride, int64_t q, int64_t r) const { return (stride == 16 ? s16 : s1)[(q - 1) * kMaxRows + r - 1]; }
+};
+const OcvecNBPointwise<3> kOcvecNB3;
+const OcvecNBPointwise<5> kOcvecNB5;
 
 }  // namespace
 
@@ -147,6 +161,10 @@ OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
 }
 
 OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges) {
+  if (nb == 3 || nb == 5) {
+    if ((stride != 1 && stride != 16) || edges) throw std::logic_error("ocvec: 3 or 5 output blocks only for pointwise rows");
+    return nb == 3 ? kOcvecNB3.get(stride, q, r) : kOcvecNB5.get(stride, q, r);
+  }
   return nb == 4 ? kOcvecNB4.get(stride, q, r, edges) : kOcvecNB2.get(stride, q, r, edges);
 }
 

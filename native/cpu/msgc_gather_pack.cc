@@ -7,32 +7,81 @@ namespace msgc {
 namespace gather {
 using namespace cpu;
 
-Selection select(const Geometry& g, const float* s) {
-  Selection r;
+namespace {
+// One row of scales (C channels): appends the channels with a non-zero scale (NaN counts as selected) to idx[k..),
+// ORs them into the union's bit mask (16 channels per word), and clears `unit` if some selected scale is not 1.
+// Branch-free: with random gates a branch per channel mispredicted about half the time, and select() was 10% of
+// a MobileNetV2 projection (960 channels, batch 32) with the other thread waiting.
+void selectRowScalar(const float* row, int64_t C, int32_t* idx, int64_t& k, uint16_t* umask, bool& unit) {
+  for (int64_t c = 0; c < C; c++) {
+    const float v = row[c];
+    const bool on = v != 0.f;  // (true for NaN)
+    idx[k] = (int32_t)c;
+    k += on;
+    umask[c / 16] |= (uint16_t)((unsigned)on << (c % 16));
+    unit = unit && (!on || v == 1.f);
+  }
+}
+#if MSGC_GATHER_AVX512
+__attribute__((target("avx512f"))) void selectRowAvx512(const float* row, int64_t C, int32_t* idx, int64_t& k,
+                                                        uint16_t* umask, bool& unit) {
+  const __m512i step = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512 zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.f);
+  bool u = unit;
+  for (int64_t c0 = 0; c0 < C; c0 += 16) {
+    const __mmask16 m = C - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (C - c0)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, row + c0);
+    const __mmask16 nz = _mm512_mask_cmp_ps_mask(m, v, zero, _CMP_NEQ_UQ);
+    const __mmask16 ones = _mm512_mask_cmp_ps_mask(nz, v, one, _CMP_EQ_OQ);
+    u = u && nz == ones;
+    _mm512_mask_compressstoreu_epi32(idx + k, nz, _mm512_add_epi32(step, _mm512_set1_epi32((int)c0)));
+    k += __builtin_popcount((unsigned)nz);
+    umask[c0 / 16] |= (uint16_t)nz;
+  }
+  unit = u;
+}
+#endif
+}  // namespace
+
+void select(const Geometry& g, const float* s, Selection& r) {
   r.G = g.G;
   r.start.assign(g.N * g.G + 1, 0);
   r.ustart.assign(g.N + 1, 0);
   r.upos.assign(g.N * g.C, -1);
   r.unit.assign(g.N * g.G, 1);
+  r.idx.resize(g.N * g.G * g.C + 16);  // (room for a compress store's full vector)
+  r.uni.resize(g.N * g.C + 16);
+  const int64_t words = (g.C + 15) / 16;
+  std::vector<uint16_t> umask(words);
+  const bool avx512 = cpuHasAvx512();
+  int64_t k = 0, u = 0;
   for (int64_t n = 0; n < g.N; n++) {
+    std::fill(umask.begin(), umask.end(), (uint16_t)0);
     for (int64_t i = 0; i < g.G; i++) {
       const float* row = s + (n * g.G + i) * g.C;
-      for (int64_t c = 0; c < g.C; c++)
-        if (row[c] != 0.f) {
-          r.idx.push_back((int32_t)c);
-          r.upos[n * g.C + c] = 0;
-          if (row[c] != 1.f) r.unit[n * g.G + i] = 0;
-        }
-      r.start[n * g.G + i + 1] = (int64_t)r.idx.size();
+      bool unit = true;
+#if MSGC_GATHER_AVX512
+      if (avx512) selectRowAvx512(row, g.C, r.idx.data(), k, umask.data(), unit);
+      else selectRowScalar(row, g.C, r.idx.data(), k, umask.data(), unit);
+#else
+      (void)avx512;
+      selectRowScalar(row, g.C, r.idx.data(), k, umask.data(), unit);
+#endif
+      r.unit[n * g.G + i] = unit ? 1 : 0;
+      r.start[n * g.G + i + 1] = k;
     }
-    for (int64_t c = 0; c < g.C; c++)
-      if (r.upos[n * g.C + c] == 0) {
-        r.upos[n * g.C + c] = (int32_t)(r.uni.size() - r.ustart[n]);
-        r.uni.push_back((int32_t)c);
+    // the union in ascending order, and each union channel's position in it
+    const int64_t u0 = u;
+    for (int64_t w = 0; w < words; w++)
+      for (unsigned bits = umask[w]; bits; bits &= bits - 1) {
+        const int64_t c = w * 16 + __builtin_ctz(bits);
+        r.upos[n * g.C + c] = (int32_t)(u - u0);
+        r.uni[u++] = (int32_t)c;
       }
-    r.ustart[n + 1] = (int64_t)r.uni.size();
+    r.ustart[n + 1] = u;
   }
-  return r;
+  r.idx.resize(k);
+  r.uni.resize(u);
 }
 
 OutSelection selectOutputs(const Geometry& g, const float* m, int64_t K) {

@@ -49,6 +49,12 @@ export const cases: Case[] = [
   { N: 2, C: 40, H: 6, W: 9, O: 64, k: 1, G: 1, stride: 1, pad: 0, blocked: true, real: false },
   { N: 1, C: 33, H: 5, W: 7, O: 128, k: 1, G: 2, stride: 1, pad: 0, blocked: false, real: true },
   { N: 2, C: 8, H: 10, W: 10, O: 64, k: 3, G: 2, stride: 3, pad: 1, blocked: false, real: false },
+  // pointwise heads of 3 and 5 output blocks in one kernel call (MobileNetV2's 40 and 80 outputs per head), and
+  // heads of 24 outputs (two blocks, the second half empty) written to plain NCHW, pointwise and 3×3
+  { N: 3, C: 48, H: 7, W: 7, O: 160, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: false },
+  { N: 2, C: 37, H: 5, W: 6, O: 80, k: 1, G: 1, stride: 1, pad: 0, blocked: false, real: true },
+  { N: 9, C: 96, H: 4, W: 4, O: 96, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: true },
+  { N: 2, C: 32, H: 6, W: 7, O: 48, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
 ];
 
 // every native variant on this machine; a variant the CPU cannot run falls back to the portable one
