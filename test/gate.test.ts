@@ -3,6 +3,7 @@
 // on-probability sigmoid(l)) and back-propagates the tempered-sigmoid derivative.
 import * as msgc from '../lib';
 import { randomArray } from './helpers/gradcheck';
+import { gateStats } from '../lib/nn/msgc/tally';
 
 const { F } = msgc;
 const startLive = msgc.liveTensorCount();
@@ -197,6 +198,49 @@ describe('gate and attention heads in eval: one fused native call', () => {
       expect(() => native.squeezeHeadEval(msgc.zeros([2, 8]).h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/ctx/);
       const y = new msgc.Tensor(native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, false));
       expect(y.shape).toEqual([2, 6]);
+    });
+  });
+});
+
+describe('gateStats: the gate statistics host blocks read natively', () => {
+  // float64 reference: mean of m, mean over (n, c) of Π_i (1 − m[n, i, c]), every entry exactly 1
+  function reference(v: Float32Array, N: number, G: number, C: number) {
+    let sum = 0;
+    let unselected = 0;
+    for (let n = 0; n < N; n++)
+      for (let c = 0; c < C; c++) {
+        let p = 1;
+        for (let i = 0; i < G; i++) {
+          const x = v[(n * G + i) * C + c];
+          sum += x;
+          p *= 1 - x;
+        }
+        unselected += p;
+      }
+    return { density: sum / v.length, unselected: unselected / (N * C), allOnes: v.every((x) => x === 1) };
+  }
+
+  test.each([
+    ['binary', 3, 4, 37, (u: number, a: number) => (u < 0.4 ? 1 : 0 * a)],
+    ['real-valued (attention-scaled, negative too)', 2, 3, 50, (u: number, a: number) => (u < 0.6 ? a : 0)],
+    ['all open', 2, 4, 16, () => 1],
+    ['one head', 5, 1, 33, (u: number) => (u < 0.5 ? 1 : 0)],
+  ])('%s gates [%i, %i, %i]', (_name, N, G, C, f) => {
+    msgc.tidy(() => {
+      const u = randomArray(N * G * C, 7, 0, 1);
+      const a = randomArray(N * G * C, 8, -1.5, 1.5);
+      const v = Float32Array.from(u, (x, k) => f(x, a[k]));
+      const st = gateStats(msgc.tensor(v, [N, G, C]));
+      const ref = reference(v, N, G, C);
+      expect(st.density).toBeCloseTo(ref.density, 12);
+      expect(st.unselected).toBeCloseTo(ref.unselected, 12);
+      expect(st.allOnes).toBe(ref.allOnes);
+    });
+  });
+
+  test('a gate tensor that is not [N, heads, channels] throws', () => {
+    msgc.tidy(() => {
+      expect(() => gateStats(msgc.ones([4, 8]))).toThrow(/maskStats: mask .*\[N, heads, channels\]/);
     });
   });
 });

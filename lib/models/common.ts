@@ -5,7 +5,7 @@ import { isGradEnabled } from '../tensor/scope';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
-import { meanValue } from '../nn/msgc/tally';
+import { GateStats } from '../nn/msgc/tally';
 import { Tensor } from '../tensor/tensor';
 
 export interface MsgcOptions {
@@ -112,10 +112,9 @@ export function inputGatedConvBn(conv: Conv2d, bn: BatchNorm2d, x: Tensor, s: Te
   return gatedConvBn(bn, x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, ...options }, activation, residual, pool);
 }
 
-/** msgcConv2d's hints for binary gates whose values `mv` the block has read (density, all open). */
-export function gateHints(mv: Float32Array, unneededOutputs?: number): { density: number; allOnes: boolean; unneededOutputs?: number } {
-  const density = meanValue(mv);
-  return { density, allOnes: density === 1, unneededOutputs };
+/** msgcConv2d's hints for binary gates whose statistics the block has read (density, all open). */
+export function gateHints(st: GateStats, unneededOutputs?: number): { density: number; allOnes: boolean; unneededOutputs?: number } {
+  return { density: st.density, allOnes: st.allOnes, unneededOutputs };
 }
 
 /** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */

@@ -10,7 +10,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -107,16 +107,16 @@ export class DenseLayer extends Module implements CountedBlock {
     const m1 = this.mask1!.forward(ctx);
     const m2 = this.mask2!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // the gate values, read once: for the MAC tally and as msgcConv2d's hints
-    const m1v = m1.toFloat32Array();
-    const m2v = m2.toFloat32Array();
-    const d1 = meanValue(m1v);
-    const d2 = meanValue(m2v);
-    const unselected2 = unselectedFraction(m2v, N, G, this.hidden);
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints
+    const g1 = gateStats(m1);
+    const g2 = gateStats(m2);
+    const d1 = g1.density;
+    const d2 = g2.density;
+    const unselected2 = g2.unselected;
     // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: gateHints(m1v, unselected2) });
-    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) });
+    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: gateHints(g1, unselected2) });
+    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(g2) });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
     const c = this.costs(H, W);

@@ -8,7 +8,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { constant, kaimingNormal, normal } from '../nn/init';
 import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
@@ -108,8 +108,8 @@ export class InvertedResidual extends Module implements CountedBlock {
     const ctx = context(x);
     const m = this.mask!.forward(ctx);
     const s = this.att ? F.mul(m, this.att.forward(ctx)) : m;
-    const mv = m.toFloat32Array();
-    const unselected = unselectedFraction(mv, N, G, this.hidden);
+    const ms = gateStats(m);
+    const unselected = ms.unselected;
     let expanded: Tensor | null = null;
     let pwSkipped = false;
     if (this.pw && !this.training && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(unselected, H * W, this.hidden)) {
@@ -126,11 +126,11 @@ export class InvertedResidual extends Module implements CountedBlock {
       pwSkipped = !!st.skippedOutputs;
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(mv) },
+    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(ms) },
       null, residual, true);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);
-    const d = meanValue(mv);
+    const d = ms.density;
     const bonus = unselected * (c.pw + c.dw);
     this.lastTally = tally(d * c.dgc, dynamicTensor([m], [c.dgc]), bonus, [d], pwSkipped ? unselected * c.pw : 0);
     return out;

@@ -7,7 +7,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, meanValue, tally, unselectedFraction } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -91,17 +91,17 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // the gate values, read once: for the MAC tally and as msgcConv2d's hints (so 'auto' need not read them again)
-    const m1v = m1.toFloat32Array();
-    const m2v = m2.toFloat32Array();
-    const d1 = meanValue(m1v);
-    const d2 = meanValue(m2v);
-    const unselected2 = unselectedFraction(m2v, N, G, this.planes);
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints (so 'auto' need not read them)
+    const g1 = gateStats(m1);
+    const g2 = gateStats(m2);
+    const d1 = g1.density;
+    const d2 = g2.density;
+    const unselected2 = g2.unselected;
     // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const u = inputGatedConvBn(this.conv1, this.bn1, x, s1, 'relu', { outputMask: this.training ? null : m2, stats: st1,
-      hints: this.att1 ? { unneededOutputs: unselected2 } : gateHints(m1v, unselected2) });
-    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(m2v) },
+      hints: this.att1 ? { unneededOutputs: unselected2 } : gateHints(g1, unselected2) });
+    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(g2) },
       'relu', identity, true);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
@@ -200,21 +200,24 @@ export class Bottleneck extends Module implements CountedBlock {
     // eval: conv1 outputs no head of conv2 selects, and conv2 outputs m3 drops, are not computed (producer and
     // consumer skipping, spec §2.10)
     const skip = !this.training;
-    // the gate values, read once: for the MAC tally and as msgcConv2d's hints
-    const m1v = m1.toFloat32Array();
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints (m2 and m3 also as values, for
+    // the consumer bonus below)
+    const g1 = gateStats(m1);
+    const g2 = gateStats(m2);
+    const g3 = gateStats(m3);
     const m2v = m2.toFloat32Array();
     const m3v = m3.toFloat32Array();
-    const d1 = meanValue(m1v);
-    const d2 = meanValue(m2v);
-    const d3 = meanValue(m3v);
-    const unselected2 = unselectedFraction(m2v, N, G, w);
+    const d1 = g1.density;
+    const d2 = g2.density;
+    const d3 = g3.density;
+    const unselected2 = g2.unselected;
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: gateHints(m1v, unselected2) });
-    const h2 = this.att2 ? { unneededOutputs: 1 - d3 } : gateHints(m2v, 1 - d3);
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: gateHints(g1, unselected2) });
+    const h2 = this.att2 ? { unneededOutputs: 1 - d3 } : gateHints(g2, 1 - d3);
     const v = gatedConvBn(this.bn2, u, this.conv2.weight, s2,
       { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }, 'relu');
-    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: gateHints(m3v) }, identity, true);
+    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: gateHints(g3) }, identity, true);
     const c = this.costs(H, W);
     // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
     const bonus2 = unselected2 * d1 * c.dgc1;

@@ -86,4 +86,24 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
   return y;
 }
 
+MaskStats maskStats(const Tensor& m) {
+  const int64_t N = m.shape[0], G = m.shape[1], C = m.shape[2];
+  const float* v = plainData(m);
+  MaskStats r;
+  std::vector<double> prod((size_t)C);
+  for (int64_t n = 0; n < N; n++) {
+    std::fill(prod.begin(), prod.end(), 1.0);
+    for (int64_t i = 0; i < G; i++) {
+      const float* row = v + (n * G + i) * C;
+      for (int64_t c = 0; c < C; c++) {
+        r.sum += row[c];
+        prod[c] *= 1.0 - (double)row[c];
+        r.allOnes = r.allOnes && row[c] == 1.f;
+      }
+    }
+    for (int64_t c = 0; c < C; c++) r.unselected += prod[c];
+  }
+  return r;
+}
+
 }  // namespace msgc

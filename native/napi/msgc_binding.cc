@@ -183,7 +183,21 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold));
 }
 
+// maskStats(m [N, G, C]) -> [sum, unselected, allOnes (1 or 0)] (see MaskStats)
+static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
+  const char* op = "maskStats";
+  TensorPtr m = tensorArg(info, 0, op, "mask");
+  expectDims(*m, 3, op, "mask", "[N, heads, channels]");
+  const MaskStats st = maskStats(*m);
+  Napi::Array out = Napi::Array::New(info.Env(), 3);
+  out.Set(0u, Napi::Number::New(info.Env(), st.sum));
+  out.Set(1u, Napi::Number::New(info.Env(), st.unselected));
+  out.Set(2u, Napi::Number::New(info.Env(), st.allOnes ? 1 : 0));
+  return out;
+}
+
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "maskStats", MaskStatsJs);
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);

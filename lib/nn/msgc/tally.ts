@@ -1,4 +1,5 @@
 // tally.ts: helpers MSGC host blocks use to report their dynamic MACs (spec §4.2–4.3) after a forward pass.
+import { native } from '../../native';
 import * as F from '../../ops/index';
 import { isGradEnabled } from '../../tensor/scope';
 import { Tensor } from '../../tensor/tensor';
@@ -21,6 +22,28 @@ export function unselectedFraction(m: Float32Array, N: number, G: number, C: num
       total += p;
     }
   return total / (N * C);
+}
+
+/** What a host block needs to know of its gate values m [N, G, C] (the MAC tally, msgcConv2d's hints). */
+export interface GateStats {
+  /** mean of m (meanValue) */
+  density: number;
+  /** unselectedFraction(m) */
+  unselected: number;
+  /** every entry is exactly 1 (and there is at least one) */
+  allOnes: boolean;
+}
+
+/**
+ * GateStats of m [N, G, C], computed natively: the same float64 sums in the same order as meanValue and
+ * unselectedFraction, without copying the gates to JavaScript (a copy and three JavaScript passes over MobileNetV2's
+ * [32, 4, 960] gates took about 0.6 ms per block).
+ */
+export function gateStats(m: Tensor): GateStats {
+  const [N, , C] = m.shape;
+  const [sum, unselected, ones] = native.maskStats(m.h);
+  const n = m.size;
+  return { density: n ? sum / n : 0, unselected: N * C ? unselected / (N * C) : 0, allOnes: n > 0 && ones === 1 };
 }
 
 /**

@@ -165,5 +165,13 @@ TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature);
 TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var,
                           const Tensor* gamma, const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2,
                           bool threshold);
+// Statistics of gate values m [N, G, C] for the MAC tally and the execution choice, without a copy to JavaScript:
+// sum of all entries, and Σ over (n, c) of Π_i (1 − m[n, i, c]) (channels no head selects, for binary gates),
+// both accumulated in float64 in index order; allOnes: every entry is exactly 1.
+struct MaskStats {
+  double sum = 0, unselected = 0;
+  bool allOnes = true;
+};
+MaskStats maskStats(const Tensor& m);
 
 }  // namespace msgc
