@@ -173,6 +173,10 @@ void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowSt
 void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,
                 const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
 
+// dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr (16×16 register transposes):
+// a row of one 16-channel block of nChw16c (or a kernel's [pixel][16 lanes] tile) as plain rows
+void transposeRow16(const float* src, int64_t W, float* const* dst);
+
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 // mr output channels × nr vectors of 16 pixels (input position pos, output position ypos): rows of up to 16·vr

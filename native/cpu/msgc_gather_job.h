@@ -409,11 +409,13 @@ struct Job {
                                                          c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, tile, c.q);
       const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
       float* yb = headOut(n, i) + b0 * 16 * g.OHW + c.outPos;
-      for (int64_t l = 0; l < lanes; l++) {
-        const float* tl = tile + (l / 16) * npx * 16 + l % 16;
-        for (int64_t r = 0; r < c.r; r++)
-          for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tl[(r * c.q + q) * 16];
-      }
+      // each block's [pixel][16 lanes] tile transposed into its channels' rows
+      for (int64_t b = 0; b * 16 < lanes; b++)
+        for (int64_t r = 0; r < c.r; r++) {
+          float* dst[16];
+          for (int64_t l = 0; l < 16; l++) dst[l] = b * 16 + l < lanes ? yb + (b * 16 + l) * g.OHW + r * rowStep : nullptr;
+          transposeRow16(tile + b * npx * 16 + r * c.q * 16, c.q, dst);
+        }
       if (post) postPlain(n, i * g.Og + b0 * 16, i * g.Og + b0 * 16 + lanes, c, k);
     } else {
       float* yh = headOut(n, i);
