@@ -38,6 +38,31 @@ using dt = dnnl::memory::data_type;
 
 namespace {
 
+// [j0, j0 + len) of a blocked weight layout where element j0 + l takes scale index k + l·step (step 0: one head's
+// outputs innermost, as in OIhw16i16o; step 1: consecutive input channels innermost, as in OIhw16o16i); k = -1
+// (step 0): padding
+struct MapRun {
+  int64_t j0, len;
+  int32_t k, step;
+};
+
+std::vector<MapRun> mapRuns(const std::vector<int32_t>& map) {
+  std::vector<MapRun> runs;
+  for (size_t j = 0; j < map.size(); j++) {
+    const int32_t m = map[j];
+    if (!runs.empty()) {
+      MapRun& r = runs.back();
+      if (r.k >= 0 && m >= 0 && r.len == 1 && (m == r.k || m == r.k + 1)) r.step = m - r.k;
+      if ((r.k < 0 && m < 0) || (r.k >= 0 && m >= 0 && m == r.k + r.len * r.step && (r.len > 1 || r.step == m - r.k))) {
+        r.len++;
+        continue;
+      }
+    }
+    runs.push_back({(int64_t)j, 1, m < 0 ? -1 : m, 0});
+  }
+  return runs;
+}
+
 struct PerSamplePrims {
   int64_t srcBlock = 1, dstBlock = 1;
   dnnl::convolution_forward::primitive_desc fwdPd;
@@ -48,6 +73,8 @@ struct PerSamplePrims {
   dnnl::convolution_backward_weights bwdWeights;
   // blocked weight element -> i*C + c (or -1 for padding), for the fwd / bwd-data / bwd-weights weight layouts
   std::vector<int32_t> mapFwd, mapBwdData, mapBwdWeights;
+  // the same maps as runs of consecutive elements with one scale index (16 outputs of one head in OIhw16i16o)
+  std::vector<MapRun> runsFwd, runsBwdData, runsBwdWeights;
   size_t scratchFloats = 0;
 };
 
@@ -129,6 +156,9 @@ PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvPar
   e->mapBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
                          ? e->mapFwd
                          : indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads);
+  e->runsFwd = mapRuns(e->mapFwd);
+  e->runsBwdData = mapRuns(e->mapBwdData);
+  e->runsBwdWeights = mapRuns(e->mapBwdWeights);
   e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
                                 e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
   auto& ref = *e;
@@ -136,12 +166,36 @@ PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvPar
   return ref;
 }
 
-// W'_n = W ⊙ scale[n] in a blocked weight layout
-inline void scaleWeights(float* dst, const float* w, const int32_t* map, size_t len, const float* sn) {
-  for (size_t j = 0; j < len; j++) {
-    const int32_t m = map[j];
-    dst[j] = m < 0 ? 0.f : w[j] * sn[m];
+// W'_n = W ⊙ scale[n] in a blocked weight layout (run by run: one scale per run, vectorizable; a per-element
+// index lookup cost about 3% of a MobileNetV2 training step)
+inline void scaleWeights(float* dst, const float* w, const std::vector<MapRun>& runs, const float* sn) {
+  for (const MapRun& r : runs) {
+    float* d = dst + r.j0;
+    if (r.k < 0) {
+      std::memset(d, 0, (size_t)r.len * sizeof(float));
+      continue;
+    }
+    const float* a = w + r.j0;
+    if (r.step) {
+      const float* sr = sn + r.k;
+      for (int64_t l = 0; l < r.len; l++) d[l] = a[l] * sr[l];
+    } else {
+      const float sc = sn[r.k];
+      for (int64_t l = 0; l < r.len; l++) d[l] = a[l] * sc;
+    }
   }
+}
+
+// Σ a[l]·b[l] over a run: eight float partial sums (vectorizable), added up in double
+inline double dotRun(const float* a, const float* b, int64_t len) {
+  float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t l = 0;
+  for (; l + 8 <= len; l += 8)
+    for (int u = 0; u < 8; u++) s[u] += a[l + u] * b[l + u];
+  double acc = 0;
+  for (int u = 0; u < 8; u++) acc += s[u];
+  for (; l < len; l++) acc += (double)a[l] * b[l];
+  return acc;
 }
 
 // Per-thread working memory of one call
@@ -214,7 +268,7 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
     dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-      scaleWeights(ws.weights.data(), wb, ps.mapFwd.data(), wLen, s + n * G * C);
+      scaleWeights(ws.weights.data(), wb, ps.runsFwd, s + n * G * C);
       xm.set_data_handle(const_cast<float*>(xp + n * xStride));
       ym.set_data_handle(yp + n * yStride);
       ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
@@ -305,13 +359,12 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
       acc->assign(wgLen, 0.f);
     }
     if (needScale) ws.gscale.resize(G * C);
-    const int32_t* mg = ps.mapBwdWeights.data();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
       const float* sn = s + n * G * C;
       gym.set_data_handle(const_cast<float*>(gyp + n * yStride));
       if (needX) {
-        scaleWeights(ws.weights.data(), wData, ps.mapBwdData.data(), wdLen, sn);
+        scaleWeights(ws.weights.data(), wData, ps.runsBwdData, sn);
         gxm.set_data_handle(gxp + n * xStride);
         ps.bwdData.execute(st, {{DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, gxm},
                                 {DNNL_ARG_SCRATCHPAD, smD}});
@@ -323,14 +376,33 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
         const float* gw = ws.gradWeights.data();
         if (needWeight) {
           float* a = acc->data();
-          for (size_t j = 0; j < wgLen; j++)
-            if (mg[j] >= 0) a[j] += gw[j] * sn[mg[j]];
+          for (const MapRun& run : ps.runsBwdWeights) {
+            if (run.k < 0) continue;
+            float* ar = a + run.j0;
+            const float* gr = gw + run.j0;
+            if (run.step) {
+              const float* sr = sn + run.k;
+              for (int64_t l = 0; l < run.len; l++) ar[l] += gr[l] * sr[l];
+            } else {
+              const float sc = sn[run.k];
+              for (int64_t l = 0; l < run.len; l++) ar[l] += gr[l] * sc;
+            }
+          }
         }
         if (needScale) {
           double* gs = ws.gscale.data();
           std::fill(ws.gscale.begin(), ws.gscale.end(), 0.0);
-          for (size_t j = 0; j < wgLen; j++)
-            if (mg[j] >= 0) gs[mg[j]] += (double)gw[j] * wGrad[j];
+          for (const MapRun& run : ps.runsBwdWeights) {
+            if (run.k < 0) continue;
+            const float* gr = gw + run.j0;
+            const float* wr = wGrad + run.j0;
+            if (run.step) {
+              double* gk = gs + run.k;
+              for (int64_t l = 0; l < run.len; l++) gk[l] += (double)gr[l] * wr[l];
+            } else {
+              gs[run.k] += dotRun(gr, wr, run.len);
+            }
+          }
           for (int64_t k = 0; k < G * C; k++) gsp[n * G * C + k] = (float)gs[k];
         }
       }
