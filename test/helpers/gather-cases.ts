@@ -53,6 +53,8 @@ export const cases: Case[] = [
   // heads of 24 outputs (two blocks, the second half empty) written to plain NCHW, pointwise and 3×3
   { N: 3, C: 48, H: 7, W: 7, O: 160, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: false },
   { N: 2, C: 37, H: 5, W: 6, O: 80, k: 1, G: 1, stride: 1, pad: 0, blocked: false, real: true },
+  { N: 2, C: 32, H: 5, W: 5, O: 160, k: 1, G: 2, stride: 1, pad: 0, blocked: true, real: false },
+  { N: 3, C: 20, H: 4, W: 6, O: 120, k: 1, G: 3, stride: 1, pad: 0, blocked: false, real: true },
   { N: 9, C: 96, H: 4, W: 4, O: 96, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: true },
   { N: 2, C: 32, H: 6, W: 7, O: 48, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
 ];
