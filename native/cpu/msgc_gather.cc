@@ -105,6 +105,19 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     inputFloats += sel.unionSize(n) * (rp.inPlace ? g.H * g.W : rp.chanStride);
   }
   const bool pixelMajor = weightFloats <= inputFloats;
+  // 1×1 convs reading nChw16c in place: prefetch the input 12 selected channels ahead when the lines one kernel
+  // call reads (its channels' blocks × its pixels, 64 bytes each) outgrow the 48 KB L1, so that a block's lines
+  // come from L2 ahead of use. ResNet-50's input-gated 1024->256 at 14² (batch 32, density 0.5): 9.0 -> 6.7 ms,
+  // 2048->512 at 7²: 8.2 -> 7.1 ms; where the lines fit L1 (more outputs than inputs: 256->1024, 512->2048;
+  // MobileNetV2's projections) the prefetches cost 4-10%.
+  if (kind == KernelKind::Ocvec && rp.inPlace && rp.pixStride == 16) {
+    int64_t maxSel = 0;
+    for (int64_t n = 0; n < g.N; n++)
+      for (int64_t i = 0; i < G; i++) maxSel = std::max(maxSel, sel.count(n, i));
+    const int64_t lines = std::min(maxSel, src.Cb) * ocvecPixels(job.nb);
+    if (lines * 64 > (48 << 10)) job.inputPrefetch = 12;
+    if (const char* e = std::getenv("MSGC_GATHER_PREFETCH_INPUT")) job.inputPrefetch = std::atoi(e);  // (benchmarks)
+  }
   if (rp.rows == Rows::Planes && !rp.inPlace && pixelMajor) {
     int64_t maxUnion = 1;
     for (int64_t n = 0; n < g.N; n++) maxUnion = std::max(maxUnion, sel.unionSize(n));

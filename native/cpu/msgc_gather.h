@@ -156,6 +156,9 @@ using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, cons
 // 16 output channels × r rows × q pixels, pixels `stride` apart (16: a plain copy of nChw16c), with the 3-wide
 // padding edges of `edges` (bit 0: the block starts a row, bit 1: it ends one)
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
+// This thread's ocvec kernels on nChw16c read in place (1×1 convs) prefetch the pixels of the selected channel
+// channelsAhead positions on whenever it starts a new block of 16 channels (0: no input prefetch)
+void setInputPrefetch(int channelsAhead);
 using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                            int64_t, float*, int64_t, int64_t, int64_t);
 // the same over nb = 2..5 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);

@@ -54,6 +54,8 @@ struct Job {
   int nb = 1;
   // the fused BN (+ residual, activation) of the outputs, or null (then y holds the raw conv)
   const Post* post = nullptr;
+  // ocvec on nChw16c read in place: prefetch the input this many selected channels ahead (setInputPrefetch)
+  int inputPrefetch = 0;
 
   // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
   std::vector<int64_t> planeOff;
@@ -352,6 +354,7 @@ struct Job {
 
   void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
 #if MSGC_GATHER_AVX512
+    setInputPrefetch(inputPrefetch);
     const int64_t ns = (int64_t)h.chan.size();
     const Chunk c = chunk(k);
     if (out) {

@@ -10,6 +10,7 @@ namespace gather {
 // ---- AVX-512 micro-kernels ---------------------------------------------------------------------------------
 #if MSGC_GATHER_AVX512
 namespace {
+thread_local int tInputPrefetch = 0;  // setInputPrefetch()
 
 // acc[b][r][q] += wv[b] * x[r*irs + q*S] for b < NB, r < R, LO <= q < HI (one tap; one broadcast serves NB FMAs)
 template <int NB, int Q, int R, int S, int LO, int HI>
@@ -53,9 +54,17 @@ __attribute__((target("avx512f"), always_inline)) inline void ocvecBody(const fl
   // not for 1×1 convs, where a head's weights (one vector per channel and block) stay in L2 and the NB prefetches
   // per channel crowded the load ports (MobileNetV2's 960->160 projection at batch 32: 8% faster without)
   const int64_t ahead = T >= 4 ? 4 : T > 1 ? 16 : nch;
+  const int64_t inAhead = S == 16 && R == 1 ? tInputPrefetch : 0;
   for (int64_t j = 0; j < nch; j++) {
     const float* base = chan[j] + pos;
     const float* w = wch[j] + wshift;
+    // nChw16c read in place (1×1): the pixels of the channel inAhead positions on, when it starts another block
+    if (inAhead && j + inAhead < nch) {
+      const float* nx = chan[j + inAhead] + pos;
+      const float* pv = chan[j + inAhead - 1] + pos;
+      if (nx - pv >= 16 || nx < pv)
+        for (int q = 0; q < Q; q++) _mm_prefetch((const char*)(nx + q * 16), _MM_HINT_T0);
+    }
     if (j + ahead < nch)
       for (int b = 0; b < NB; b++)
         for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + b * wbs + 16 * t), _MM_HINT_T0);
@@ -156,6 +165,8 @@ const OcvecNBPointwise<3> kOcvecNB3;
 const OcvecNBPointwise<5> kOcvecNB5;
 
 }  // namespace
+
+void setInputPrefetch(int channelsAhead) { tInputPrefetch = channelsAhead; }
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
   if (stride == 16) return kOcvec16[q - 1];
