@@ -30,9 +30,12 @@ describe('msgcConv2d forward', () => {
       const w = randomArray(numel(ws), 2);
       // gates 0/1 times an attention-like real scale
       const s = randomArray(c.N * c.G * c.C, 3, -1.5, 1.5).map((v, i) => (i % 3 === 0 ? 0 : v));
-      const y = F.msgcConv2d(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]), { heads: c.G, stride: c.stride, padding: c.pad });
       const ref = msgcReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
-      expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      // 'auto' (gathered here, no gradient recorded) and this describe's masked implementation
+      for (const execution of ['auto', 'masked'] as const) {
+        const y = F.msgcConv2d(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]), { heads: c.G, stride: c.stride, padding: c.pad, execution });
+        expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
     });
   });
 

@@ -72,6 +72,11 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   for (int64_t i = 0; i < G; i++) {
     TensorPtr si = headScale(s, N, G, C, i);
     TensorPtr xs = binaryForward(Binary::Mul, x, *si);
+    // one head (the companion input gates): the conv of the scaled input is the output, no per-head copies
+    if (G == 1) {
+      TensorPtr y1 = conv2dForward(*xs, weight, nullptr, cp);
+      if (channelBlock(*y1) != 0) return y1;
+    }
     TensorPtr yi = conv2dForward(*xs, *headWeight(weight, G, i), nullptr, cp);
     const int64_t OH = yi->shape[2], OW = yi->shape[3];
     if (!y) {
@@ -99,18 +104,23 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
   // the output gradient, sliced per head in its own channel-blocked layout when possible
   int64_t gyBlock = channelBlock(gy);
   if (gyBlock == 0 || Og % gyBlock != 0) gyBlock = 1;
-  const float* g = gyBlock == 1 ? plainData(gy) : gy.data();
+  const float* g = G == 1 ? nullptr : gyBlock == 1 ? plainData(gy) : gy.data();  // (one head: gy itself)
   // x and the input gradients are walked in one channel-blocked layout (b lanes per block, Cp padded channels)
   int64_t xBlock = 0;
   const float* xp = nullptr;
   int64_t Cp = C;
   for (int64_t i = 0; i < G; i++) {
-    TensorPtr gyi = tensorWithDesc({N, Og, OH, OW}, blockedDesc({N, Og, OH, OW}, gyBlock));
-    copyChannelChunk(gyi->data(), Og, 0, g, O, i * Og, N, Og, OH * OW);
-    TensorPtr wi = headWeight(weight, G, i);
+    // head i's slice of the output gradient and of the weight (one head: the tensors themselves)
+    TensorPtr gyi, wi;
+    if (G > 1) {
+      gyi = tensorWithDesc({N, Og, OH, OW}, blockedDesc({N, Og, OH, OW}, gyBlock));
+      copyChannelChunk(gyi->data(), Og, 0, g, O, i * Og, N, Og, OH * OW);
+      wi = headWeight(weight, G, i);
+    }
     TensorPtr si = headScale(s, N, G, C, i);
     TensorPtr xs = needWeight ? binaryForward(Binary::Mul, x, *si) : nullptr;
-    Conv2dGrads cg = conv2dBackward(xs ? *xs : x, *wi, *gyi, cp, needX || needScale, needWeight, false);
+    Conv2dGrads cg = conv2dBackward(xs ? *xs : x, G > 1 ? *wi : weight, G > 1 ? *gyi : gy, cp, needX || needScale,
+                                    needWeight, false);
     if (needWeight) {
       const float* gw = plainData(*cg.weight);
       std::memcpy(r.weight->data() + i * Og * C * kk, gw, Og * C * kk * sizeof(float));
