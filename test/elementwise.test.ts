@@ -186,6 +186,25 @@ describe('mixed layouts (blocked conv output with plain tensors)', () => {
     }
   }
 
+  // 20 channels: nChw16c with a padded second block
+  for (const op of ['add', 'sub', 'mul'] as Op[]) {
+    test(`${op}: 16-lane blocked [2, 20, 5, 3] op [N, C, 1, 1] and [1, C, 1, 1]`, () => {
+      msgc.tidy(() => {
+        const big = [2, 20, 5, 3];
+        const e20 = eye(20);
+        for (const other of [[2, 20, 1, 1], [1, 20, 1, 1]]) {
+          const xd = randomArray(numel(big), 31, -2, 2);
+          const od = randomArray(numel(other), 32, -2, 2);
+          const xb = F.conv2d(msgc.tensor(xd, big), e20);
+          expect(xb.layout).toBe('blocked');
+          const y = ops[op](xb, msgc.tensor(od, other));
+          const ref = binaryRef(op, xd, big, od, other);
+          expect(closeness(y.toFloat32Array(), ref.y, 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+        }
+      });
+    });
+  }
+
   test('a blocked result feeds further elementwise ops', () => {
     msgc.tidy(() => {
       const e = eye(6);

@@ -39,6 +39,39 @@ void mapBuffers(float* y, const float* a, const float* b, int64_t n, F f) {
 
 }  // namespace
 
+namespace {
+// y = f(a, b) for a channel-blocked a (blk lanes per block, padded channels included) and b: [N or 1, C] values
+// broadcast over the pixels; the op and the 16-lane block are compile-time in the inner loop, so it vectorizes
+// (with the op chosen per element it took 7% of a masked four-head MSGC conv's forward + backward)
+template <int B, class F>
+void channelBroadcastBlk(float* yp, const float* ap, const float* bp, int64_t N, int64_t C, int64_t HW, int64_t blocks,
+                         bool perSample, F f) {
+#pragma omp parallel for collapse(2) if (N * blocks * B * HW > 32768)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t cb = 0; cb < blocks; cb++) {
+      float v[B];
+      for (int64_t l = 0; l < B; l++) {
+        const int64_t c = cb * B + l;
+        v[l] = c < C ? bp[(perSample ? n * C : 0) + c] : 0.f;
+      }
+      const int64_t base = (n * blocks + cb) * HW * B;
+      for (int64_t hw = 0; hw < HW; hw++) {
+        const float* src = ap + base + hw * B;
+        float* dst = yp + base + hw * B;
+        for (int l = 0; l < B; l++) dst[l] = f(src[l], v[l]);
+      }
+    }
+}
+template <class F>
+void channelBroadcast(float* yp, const float* ap, const float* bp, int64_t N, int64_t C, int64_t HW, int64_t blk,
+                      bool perSample, F f) {
+  const int64_t blocks = (C + blk - 1) / blk;
+  if (blk == 16) channelBroadcastBlk<16>(yp, ap, bp, N, C, HW, blocks, perSample, f);
+  else if (blk == 8) channelBroadcastBlk<8>(yp, ap, bp, N, C, HW, blocks, perSample, f);
+  else channelBroadcastBlk<1>(yp, ap, bp, N, C, HW, blocks, perSample, f);
+}
+}  // namespace
+
 TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   auto f = [op](float u, float v) { return op == Binary::Add ? u + v : op == Binary::Sub ? u - v : u * v; };
   if (a.shape == b.shape) {
@@ -71,27 +104,16 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   if (blk > 0 && b.dim() == 4 && b.shape[2] == 1 && b.shape[3] == 1 && b.shape[1] == a.shape[1] &&
       (b.shape[0] == a.shape[0] || b.shape[0] == 1)) {
     const int64_t N = a.shape[0], C = a.shape[1], HW = a.shape[2] * a.shape[3];
-    const int64_t Cp = (C + blk - 1) / blk * blk, blocks = Cp / blk;
     const bool perSample = b.shape[0] == N && N > 1;
     TensorPtr y = tensorWithDesc(a.shape, currentDesc(a));
     const float* ap = a.data();
     const float* bp = plainData(b);
     float* yp = y->data();
-#pragma omp parallel for collapse(2) if (N * Cp * HW > 32768)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t cb = 0; cb < blocks; cb++) {
-        float v[16];
-        for (int64_t l = 0; l < blk; l++) {
-          int64_t c = cb * blk + l;
-          v[l] = c < C ? bp[(perSample ? n * C : 0) + c] : 0.f;
-        }
-        const int64_t base = (n * blocks + cb) * HW * blk;
-        for (int64_t hw = 0; hw < HW; hw++) {
-          const float* src = ap + base + hw * blk;
-          float* dst = yp + base + hw * blk;
-          for (int64_t l = 0; l < blk; l++) dst[l] = f(src[l], v[l]);
-        }
-      }
+    switch (op) {
+      case Binary::Add: channelBroadcast(yp, ap, bp, N, C, HW, blk, perSample, [](float u, float v) { return u + v; }); break;
+      case Binary::Sub: channelBroadcast(yp, ap, bp, N, C, HW, blk, perSample, [](float u, float v) { return u - v; }); break;
+      case Binary::Mul: channelBroadcast(yp, ap, bp, N, C, HW, blk, perSample, [](float u, float v) { return u * v; }); break;
+    }
     return y;
   }
   // other broadcasts through oneDNN binary: src0 in a's layout, src1 plain
