@@ -194,7 +194,8 @@ describe('batchNorm2d forward', () => {
 });
 
 describe('batchNorm2d backward (central differences)', () => {
-  const shapes = [[3, 4, 3, 2], [6, 3]];
+  // [2, 12, 3, 2]: a plain input of 8+ channels, which goes through nChw16c (12 of 16 lanes)
+  const shapes = [[3, 4, 3, 2], [6, 3], [2, 12, 3, 2]];
   for (const shape of shapes) {
     for (const training of [true, false]) {
       test(`${training ? 'training' : 'eval'} ${JSON.stringify(shape)}: x, weight, bias`, () => {
