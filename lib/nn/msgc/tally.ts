@@ -5,39 +5,19 @@ import { isGradEnabled } from '../../tensor/scope';
 import { Tensor } from '../../tensor/tensor';
 import { BlockMacTally } from '../../macs/types';
 
-export function meanValue(values: Float32Array): number {
-  let s = 0;
-  for (let i = 0; i < values.length; i++) s += values[i];
-  return values.length ? s / values.length : 0;
-}
-
-/** mean over (n, c) of Π_i (1 − m[n, i, c]) for m: [N, G, C] — the fraction of channels no head selects. */
-export function unselectedFraction(m: Float32Array, N: number, G: number, C: number): number {
-  if (N * C === 0) return 0;
-  let total = 0;
-  for (let n = 0; n < N; n++)
-    for (let c = 0; c < C; c++) {
-      let p = 1;
-      for (let i = 0; i < G; i++) p *= 1 - m[(n * G + i) * C + c];
-      total += p;
-    }
-  return total / (N * C);
-}
-
 /** What a host block needs to know of its gate values m [N, G, C] (the MAC tally, msgcConv2d's hints). */
 export interface GateStats {
-  /** mean of m (meanValue) */
+  /** mean of m */
   density: number;
-  /** unselectedFraction(m) */
+  /** mean over (n, c) of Π_i (1 − m[n, i, c]): for binary gates, the fraction of channels no head selects */
   unselected: number;
   /** every entry is exactly 1 (and there is at least one) */
   allOnes: boolean;
 }
 
 /**
- * GateStats of m [N, G, C], computed natively: the same float64 sums in the same order as meanValue and
- * unselectedFraction, without copying the gates to JavaScript (a copy and three JavaScript passes over MobileNetV2's
- * [32, 4, 960] gates took about 0.6 ms per block).
+ * GateStats of m [N, G, C], computed natively in float64, without copying the gates to JavaScript (a copy and
+ * three JavaScript passes over MobileNetV2's [32, 4, 960] gates took about 0.6 ms per block).
  */
 export function gateStats(m: Tensor): GateStats {
   const [N, , C] = m.shape;
