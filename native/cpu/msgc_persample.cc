@@ -52,8 +52,11 @@ std::vector<MapRun> mapRuns(const std::vector<int32_t>& map) {
     const int32_t m = map[j];
     if (!runs.empty()) {
       MapRun& r = runs.back();
-      if (r.k >= 0 && m >= 0 && r.len == 1 && (m == r.k || m == r.k + 1)) r.step = m - r.k;
-      if ((r.k < 0 && m < 0) || (r.k >= 0 && m >= 0 && m == r.k + r.len * r.step && (r.len > 1 || r.step == m - r.k))) {
+      // padding extends padding; an index extends a run of one by k or k + 1 (fixing its step), a longer run
+      // by its next index
+      const bool extends = r.k < 0 ? m < 0 : m >= 0 && (r.len == 1 ? m == r.k || m == r.k + 1 : m == r.k + r.len * r.step);
+      if (extends) {
+        if (r.len == 1 && r.k >= 0) r.step = m - r.k;
         r.len++;
         continue;
       }
@@ -71,10 +74,10 @@ struct PerSamplePrims {
   dnnl::convolution_backward_data bwdData;
   dnnl::convolution_backward_weights::primitive_desc bwdWeightsPd;
   dnnl::convolution_backward_weights bwdWeights;
-  // blocked weight element -> i*C + c (or -1 for padding), for the fwd / bwd-data / bwd-weights weight layouts
-  std::vector<int32_t> mapFwd, mapBwdData, mapBwdWeights;
-  // the same maps as runs of consecutive elements with one scale index (16 outputs of one head in OIhw16i16o)
+  // blocked weight element -> scale index i*C + c (or -1 for padding), for the fwd / bwd-data / bwd-weights weight
+  // layouts, as runs (mapRuns); and the layouts' sizes in floats
   std::vector<MapRun> runsFwd, runsBwdData, runsBwdWeights;
+  size_t wLen = 0, wdLen = 0, wgLen = 0;
   size_t scratchFloats = 0;
 };
 
@@ -150,15 +153,17 @@ PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvPar
                                               padR);
   e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, attr, engine(), e->fwdPd);
   e->bwdWeights = dnnl::convolution_backward_weights(e->bwdWeightsPd);
-  e->mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
-  e->mapBwdData = e->bwdDataPd.weights_desc() == e->fwdPd.weights_desc() ? e->mapFwd
-                                                                           : indexMap(e->bwdDataPd.weights_desc(), w, p.heads);
-  e->mapBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
-                         ? e->mapFwd
-                         : indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads);
-  e->runsFwd = mapRuns(e->mapFwd);
-  e->runsBwdData = mapRuns(e->mapBwdData);
-  e->runsBwdWeights = mapRuns(e->mapBwdWeights);
+  const std::vector<int32_t> mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
+  e->runsFwd = mapRuns(mapFwd);
+  e->runsBwdData = e->bwdDataPd.weights_desc() == e->fwdPd.weights_desc()
+                       ? e->runsFwd
+                       : mapRuns(indexMap(e->bwdDataPd.weights_desc(), w, p.heads));
+  e->runsBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
+                          ? e->runsFwd
+                          : mapRuns(indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads));
+  e->wLen = e->fwdPd.weights_desc().get_size() / sizeof(float);
+  e->wdLen = e->bwdDataPd.weights_desc().get_size() / sizeof(float);
+  e->wgLen = e->bwdWeightsPd.diff_weights_desc().get_size() / sizeof(float);
   e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
                                 e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
   auto& ref = *e;
@@ -255,7 +260,7 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
   const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
   const float* s = plainData(scale);
   const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
-  const size_t wLen = ps.mapFwd.size();
+  const size_t wLen = ps.wLen;
   float* yp = y->data();
 #pragma omp parallel
   {
@@ -330,7 +335,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
     if (needScale) wGrad = static_cast<const float*>(asLayout(weight, ps.bwdWeightsPd.diff_weights_desc()).get_data_handle());
   }
   if (needScale) r.scale = emptyTensor(scale.shape);
-  const size_t wdLen = ps.mapBwdData.size(), wgLen = ps.mapBwdWeights.size();
+  const size_t wdLen = ps.wdLen, wgLen = ps.wgLen;
   const int nthr = omp_get_max_threads();
   std::vector<std::vector<float>> accs(needWeight ? nthr : 0);
   float* gsp = needScale ? r.scale->data() : nullptr;
