@@ -37,7 +37,8 @@
 // Elsewhere (no AVX-512, or not x86-64) the portable path (msgc_gather_portable.cc) packs an im2col of S per
 // (sample, head) and calls oneDNN's sgemm.
 // For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
-// MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples.
+// MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples,
+// MSGC_GATHER_NB=n caps the output blocks per ocvec call, MSGC_GATHER_PREFETCH_INPUT=d sets the 1×1 input prefetch.
 #include <cmath>
 
 #include "msgc_gather.h"
