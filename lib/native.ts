@@ -56,6 +56,8 @@ export interface NativeBinding {
   linearBackward(x: H, w: H, gy: H, needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];
   crossEntropyForward(logits: H, labels: Int32Array, labelSmoothing: number): [H, H];
   crossEntropyBackward(probs: H, labels: Int32Array, labelSmoothing: number, gLoss: number): H;
+  distillationForward(student: H, teacher: H, temperature: number): [H, H];
+  distillationBackward(diff: H, temperature: number, gLoss: number): H;
   binary(kind: number, a: H, b: H): H;
   reduceToShape(g: H, shape: number[]): H;
   scale(x: H, alpha: number): H;

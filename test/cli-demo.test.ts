@@ -47,11 +47,11 @@ afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
 });
 
-function options(out: string, attention: boolean): DemoOptions {
+function options(out: string, attention: boolean, distill = 0): DemoOptions {
   return {
     model: 'resnet20', dataset: 'fashion-mnist', data: path.join(tmp, 'data'), out,
     epochs: 1, finetuneEpochs: 2, batchSize: 16, lr: 0.05, finetuneLr: 0.02, target: 0.49, heads: 4, attention,
-    recalibrateBn: 2, rampEnd: 0.3, gateNoiseAnneal: [0.3, 0.8], seed: 1, progress: false, json: true,
+    recalibrateBn: 2, rampEnd: 0.3, gateNoiseAnneal: [0.3, 0.8], distill, distillTemperature: 4, seed: 1, progress: false, json: true,
   };
 }
 
@@ -66,12 +66,16 @@ async function runDemo(o: DemoOptions): Promise<{ report: any; printed: string }
   return { report: JSON.parse(fs.readFileSync(path.join(o.out, 'report.json'), 'utf8')), printed: lines.join('\n') };
 }
 
-test.each([false, true])('demo writes the report, chart and each stage\'s outputs, then resumes (attention %s)', async (attention) => {
-  const out = path.join(tmp, `run-${attention}`);
-  const { report, printed } = await runDemo(options(out, attention));
+test.each([[false, 0], [true, 0], [false, 0.5]])('demo writes the report, chart and each stage\'s outputs, then resumes (attention %s, distill %s)', async (attention, distill) => {
+  const out = path.join(tmp, `run-${attention}-${distill}`);
+  const { report, printed } = await runDemo(options(out, attention, distill));
   expect(JSON.parse(printed).rows).toEqual(report.rows); // --json prints the report
-  const msgcStage = attention ? 'msgc-att-finetune' : 'msgc-finetune';
-  expect(report.rows.map((r: any) => r.stage)).toEqual(['dense', 'dense-finetune', msgcStage]);
+  // distilled fine-tunings get their own folders (a resumed run never mixes them with plain ones)
+  const kd = distill ? '-kd' : '';
+  const msgcStage = (attention ? 'msgc-att-finetune' : 'msgc-finetune') + kd;
+  const denseFt = 'dense-finetune' + kd;
+  expect(report.rows.map((r: any) => r.stage)).toEqual(['dense', denseFt, msgcStage]);
+  if (distill) expect(report.rows.map((r: any) => r.model)).toEqual(['resnet20 dense', 'resnet20 dense, fine-tuned (KD)', 'resnet20 + MSGC KD (target 0.49)']);
   expect(report.data).toEqual({ dataset: 'fashion-mnist', train: 192, test: 100, shape: [1, 28, 28] });
   const ref = msgc.models.resnet20({ numClasses: 10, inChannels: 1 });
   const dense = msgc.countMacs(ref, [1, 28, 28]).dense;
@@ -89,7 +93,7 @@ test.each([false, true])('demo writes the report, chart and each stage\'s output
   expect(report.claim.macRatioAtMostHalf).toBe(m.macRatio <= 0.5 + 1e-9);
   expect(report.claim.top1AtLeastDenseFinetuned).toBe(m.top1 >= report.rows[1].top1);
   expect(fs.readFileSync(path.join(out, 'accuracy-vs-macs.svg'), 'utf8')).toMatch(/^<svg[\s\S]*<\/svg>\s*$/);
-  for (const stage of ['dense', 'dense-finetune', msgcStage]) {
+  for (const stage of ['dense', denseFt, msgcStage]) {
     const metrics = JSON.parse(fs.readFileSync(path.join(out, stage, 'metrics.json'), 'utf8'));
     expect(metrics.epochs.length).toBe(stage === 'dense' ? 1 : 2);
     // the MSGC stage trained against the MAC target, which its ramp reached; the others had no budget
@@ -101,9 +105,9 @@ test.each([false, true])('demo writes the report, chart and each stage\'s output
     expect(keys.some((k) => /\.att\d?\./.test(k))).toBe(stage === msgcStage && attention);
   }
   // a second call finds every stage's last checkpoint: nothing trains again, the results are the same
-  const again = await runDemo(options(out, attention));
+  const again = await runDemo(options(out, attention, distill));
   expect(again.report.rows.map((r: any) => [r.stage, r.top1, r.macsPerImage])).toEqual(report.rows.map((r: any) => [r.stage, r.top1, r.macsPerImage]));
-  for (const stage of ['dense', 'dense-finetune', msgcStage]) {
+  for (const stage of ['dense', denseFt, msgcStage]) {
     expect(JSON.parse(fs.readFileSync(path.join(out, stage, 'metrics.json'), 'utf8')).epochs.length).toBe(stage === 'dense' ? 1 : 2);
   }
 }, 120000);

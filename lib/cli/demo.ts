@@ -29,6 +29,9 @@ export interface DemoOptions {
   recalibrateBn: number;
   rampEnd: number;
   gateNoiseAnneal: [number, number] | null;
+  /** weight α of knowledge distillation from the dense stage's model in both fine-tunings (0: off) */
+  distill: number;
+  distillTemperature: number;
   trainSamples?: number;
   testSamples?: number;
   seed: number;
@@ -48,13 +51,18 @@ function log(o: DemoOptions, line: string): void {
   if (!o.json) console.error(line);
 }
 
-async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSpec, epochs: number, lr: number, from: string | null, target: number | null): Promise<StageResult> {
+async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSpec, epochs: number, lr: number, from: string | null, target: number | null, teacherSpec: ModelSpec | null = null): Promise<StageResult> {
   const dir = path.join(o.out, name);
   const model: Backbone = buildModel(spec);
+  let teacher: Backbone | null = null;
   try {
     if (from) loadWeights(model, from);
+    if (teacherSpec && from) {
+      teacher = buildModel(teacherSpec);
+      loadWeights(teacher, from);
+    }
     writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target });
-    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}`);
+    log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}${teacher ? `, distilled from it (α ${o.distill}, T ${o.distillTemperature})` : ''}`);
     const t0 = Date.now();
     const history = await fit(model, splits.train, {
       epochs,
@@ -71,6 +79,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       // fine-tuning stages (MSGC and dense alike) end with BatchNorm statistics re-estimated under eval-mode
       // gates: on this short schedule many gate logits stay near 0, noisy in training, deterministic in eval
       recalibrateBatchNorm: from ? o.recalibrateBn : 0,
+      distill: teacher ? { teacher, alpha: o.distill, temperature: o.distillTemperature } : undefined,
     });
     const trainSeconds = (Date.now() - t0) / 1000;
     const ev = await evaluate(model, splits.test, { verbose: o.progress && !o.json, name: `${name} test` });
@@ -80,6 +89,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
     return { stage: name, history, eval: ev, trainSeconds, trainImagesPerSecond: seconds > 0 ? images / seconds : 0 };
   } finally {
     model.dispose();
+    teacher?.dispose();
   }
 }
 
@@ -93,15 +103,17 @@ export async function demoCommand(o: DemoOptions): Promise<void> {
   const base: ModelSpec = { model: o.model, numClasses: splits.numClasses, inChannels: splits.channels, smallInput: true, msgc: false };
   const boostedSpec: ModelSpec = { ...base, msgc: { heads: o.heads, attention: !!o.attention } };
   // (its own folder with attention, so that a resumed run never mixes the two models' checkpoints)
-  const msgcStage = o.attention ? 'msgc-att-finetune' : 'msgc-finetune';
+  const kd = o.distill > 0 ? '-kd' : '';
+  const msgcStage = (o.attention ? 'msgc-att-finetune' : 'msgc-finetune') + kd;
+  const teacher = o.distill > 0 ? base : null;
 
   const dense = await stage(o, splits, 'dense', base, o.epochs, o.lr, null, null);
   const denseWeights = path.join(o.out, 'dense', 'model.safetensors');
-  const msgc = await stage(o, splits, msgcStage, boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target);
-  const denseFt = await stage(o, splits, 'dense-finetune', base, o.finetuneEpochs, o.finetuneLr, denseWeights, null);
+  const msgc = await stage(o, splits, msgcStage, boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target, teacher);
+  const denseFt = await stage(o, splits, 'dense-finetune' + kd, base, o.finetuneEpochs, o.finetuneLr, denseWeights, null, teacher);
 
   const rows = [dense, denseFt, msgc].map((r) => ({
-    model: r.stage === msgcStage ? `${o.model} + MSGC${o.attention ? ' att' : ''} (target ${o.target})` : `${o.model} ${r.stage === 'dense' ? 'dense' : 'dense, fine-tuned'}`,
+    model: r.stage === msgcStage ? `${o.model} + MSGC${o.attention ? ' att' : ''}${kd ? ' KD' : ''} (target ${o.target})` : `${o.model} ${r.stage === 'dense' ? 'dense' : 'dense, fine-tuned'}${r.stage !== 'dense' && kd ? ' (KD)' : ''}`,
     stage: r.stage,
     epochs: r.history.epochs.length,
     top1: r.eval.top1,

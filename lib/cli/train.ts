@@ -23,6 +23,10 @@ export interface TrainCommandOptions {
   gateNoiseAnneal: [number, number] | null;
   trainSamples?: number;
   from?: string;
+  /** output folder of a previous msgc train whose model distills into this one */
+  teacher?: string;
+  distillAlpha: number;
+  distillTemperature: number;
   out: string;
   resume?: boolean;
   seed: number;
@@ -41,8 +45,13 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     msgc: boosted ? { heads: o.heads, attention: !!o.attention } : false,
   };
   const model = buildModel(spec);
+  let teacher: ReturnType<typeof buildModel> | null = null;
   try {
     if (o.from) loadWeights(model, o.from);
+    if (o.teacher) {
+      teacher = buildModel(readRunJson(o.teacher).spec);
+      loadWeights(teacher, path.join(o.teacher, 'model.safetensors'));
+    }
     writeRunJson(o.out, { modelSpec: spec, dataset: o.dataset, options: o });
     const history = await fit(model, splits.train, {
       epochs: o.epochs,
@@ -58,6 +67,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
       resume: o.resume,
       seed: o.resume ? undefined : o.seed,
       verbose: o.progress && !o.json,
+      distill: teacher ? { teacher, alpha: o.distillAlpha, temperature: o.distillTemperature } : undefined,
     });
     const last = history.epochs[history.epochs.length - 1];
     const summary = {
@@ -75,6 +85,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
     }
   } finally {
     model.dispose();
+    teacher?.dispose();
   }
 }
 

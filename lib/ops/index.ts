@@ -4,7 +4,7 @@ export { batchNorm2d, BatchNormOptions, batchNormAct, batchNormActPooled, BatchN
 export { relu, relu6, sigmoid } from './activation';
 export { maxPool2d, avgPool2d, adaptiveAvgPool2d, Pool2dOptions } from './pool';
 export { linear } from './linear';
-export { crossEntropy, CrossEntropyOptions } from './loss';
+export { crossEntropy, CrossEntropyOptions, distillation, DistillationOptions } from './loss';
 export { add, sub, mul, scale, sum, mean } from './elementwise';
 export { reshape, flatten, concat, slice } from './shape';
 export { msgcConv2d, MsgcConv2dOptions, msgcConv2dBnAct, msgcConv2dBnActPooled, MsgcConv2dBnActOptions, MsgcExecution, setMsgcExecution, getMsgcExecution, preferOutputSkipping, gumbelSigmoidGate, GateOptions } from './msgc';

@@ -1,4 +1,5 @@
-// loss.ts: F.crossEntropy with integer labels, mean reduction and optional label smoothing.
+// loss.ts: F.crossEntropy with integer labels, mean reduction and optional label smoothing; F.distillation (the
+// knowledge-distillation loss of a student's logits against a teacher's).
 import { native } from '../native';
 import { recordOp, Tensor } from '../tensor/tensor';
 import { checkTensor } from './util';
@@ -24,4 +25,26 @@ export function crossEntropy(logits: Tensor, labels: Int32Array | number[], opti
   const loss = new Tensor(lossH);
   const probs = new Tensor(probsH);
   return recordOp(loss, op, [logits], (g) => [new Tensor(native.crossEntropyBackward(probs.h, lab, eps, g.item()))], [probs]);
+}
+
+export interface DistillationOptions {
+  /** softmax temperature T (Hinton et al.; default 4) */
+  temperature?: number;
+}
+
+/**
+ * Knowledge distillation: T² · mean over the batch of KL(softmax(teacher / T) ‖ softmax(student / T)).
+ * student, teacher: [N, K] logits. The T² keeps the gradient's size comparable to a cross-entropy's as T changes.
+ * Only the student gets a gradient (the teacher's logits are treated as constants).
+ */
+export function distillation(student: Tensor, teacher: Tensor, options: DistillationOptions = {}): Tensor {
+  const op = 'distillation';
+  checkTensor(op, 'student', student);
+  checkTensor(op, 'teacher', teacher);
+  const T = options.temperature ?? 4;
+  if (!(T > 0) || !Number.isFinite(T)) throw new Error(`${op}: temperature must be a positive finite number, got ${T}`);
+  const [lossH, diffH] = native.distillationForward(student.h, teacher.h, T);
+  const loss = new Tensor(lossH);
+  const diff = new Tensor(diffH);
+  return recordOp(loss, op, [student], (g) => [new Tensor(native.distillationBackward(diff.h, T, g.item()))], [diff]);
 }

@@ -110,6 +110,22 @@ export interface FitOptions {
    * Absent: the spec's constant noise.
    */
   gateNoiseAnneal?: [number, number];
+  /**
+   * Knowledge distillation from a trained teacher (not in the spec's recipe): the loss becomes
+   * (1 − alpha) · cross-entropy + alpha · F.distillation(student, teacher, { temperature }), with the teacher run in
+   * eval mode without autograd on the same (augmented) batch. For a fair MSGC-vs-dense comparison give both
+   * fine-tunings the same teacher.
+   */
+  distill?: DistillOptions;
+}
+
+export interface DistillOptions {
+  /** any model with the student's output shape (its weights are not trained) */
+  teacher: { forward(x: Tensor): Tensor; eval(): unknown; train(mode?: boolean): unknown; readonly training: boolean };
+  /** weight of the distillation term (default 0.5) */
+  alpha?: number;
+  /** softmax temperature (default 4) */
+  temperature?: number;
 }
 
 export interface History {
@@ -227,8 +243,18 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
     const [a, b] = o.gateNoiseAnneal;
     if (!(a >= 0 && b > a && b <= 1)) throw new Error(`fit: gateNoiseAnneal must be [pFrom, pTo] with 0 <= pFrom < pTo <= 1, got [${a}, ${b}]`);
   }
+  const distill = o.distill ?? null;
+  const alpha = distill?.alpha ?? 0.5;
+  const temperature = distill?.temperature ?? 4;
+  if (distill) {
+    if (!distill.teacher || typeof distill.teacher.forward !== 'function') throw new Error('fit: distill.teacher must be a model (with forward)');
+    if (!(alpha >= 0 && alpha <= 1)) throw new Error(`fit: distill.alpha must be in [0, 1], got ${alpha}`);
+    if (!(temperature > 0) || !Number.isFinite(temperature)) throw new Error(`fit: distill.temperature must be a positive finite number, got ${temperature}`);
+  }
+  const teacherWasTraining = distill ? distill.teacher.training : false;
   const bar = new ProgressBar(o.verbose ?? true, o.name ?? 'train');
   try {
+    distill?.teacher.eval();
     for (let epoch = startEpoch; epoch < o.epochs; epoch++) {
       opt.lr = cosineLr(o.lr, epoch, o.epochs, o.warmupEpochs ?? 0);
       data.setEpoch?.(epoch);
@@ -254,9 +280,14 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
           }
         }
         const r = tidy(() => {
+          const teacherLogits = distill ? noGrad(() => distill.teacher.forward(batch.x)) : null;
           const logits = model.forward(batch.x);
           const ce = F.crossEntropy(logits, batch.y, { labelSmoothing: smoothing });
           let loss = ce;
+          if (distill && teacherLogits) {
+            const kd = F.distillation(logits, teacherLogits, { temperature });
+            loss = F.add(F.scale(ce, 1 - alpha), F.scale(kd, alpha));
+          }
           const macs = model.lastMacs();
           if (budget && target !== null) {
             const b = macBudgetLoss(macs, target, budget.lambda ?? 30);
@@ -322,6 +353,7 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       writeJsonAtomic(path.join(o.outDir, 'metrics.json'), history);
     }
   } finally {
+    distill?.teacher.train(teacherWasTraining);
     for (const g of gates) {
       g.noiseScale = 1;
       g.frozen = false;

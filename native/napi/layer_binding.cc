@@ -1,6 +1,7 @@
 // layer_binding.cc: batch norm, activations, pooling, linear and cross-entropy bindings with their checks.
 #include "common.h"
 #include "msgc/ops.h"
+#include <cmath>
 
 namespace msgc {
 namespace napi {
@@ -226,6 +227,32 @@ static Napi::Value CrossEntropyBackward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), crossEntropyBackward(*p, labels, (float)eps, (float)numberArg(info, 3, op, "gradLoss")));
 }
 
+// distillationForward(student, teacher, temperature) -> [loss, softmax(s/T) - softmax(t/T)]
+static Napi::Value DistillationForward(const Napi::CallbackInfo& info) {
+  const char* op = "distillation";
+  TensorPtr s = tensorArg(info, 0, op, "student logits");
+  expectDims(*s, 2, op, "student logits", "[N, numClasses]");
+  TensorPtr t = tensorArg(info, 1, op, "teacher logits");
+  expectDims(*t, 2, op, "teacher logits", "[N, numClasses]");
+  MSGC_CHECK(s->shape[1] > 0, op, ": logits need at least one class");
+  MSGC_CHECK(t->shape == s->shape, op, ": teacher logits have shape ", shapeString(t->shape),
+             ", expected the student's ", shapeString(s->shape));
+  double T = numberArg(info, 2, op, "temperature");
+  MSGC_CHECK(T > 0 && std::isfinite(T), op, ": temperature must be a positive finite number, got ", T);
+  DistillationResult r = distillationForward(*s, *t, (float)T);
+  return tensorList(info.Env(), {r.loss, r.diff});
+}
+
+// distillationBackward(diff, temperature, gLoss)
+static Napi::Value DistillationBackward(const Napi::CallbackInfo& info) {
+  const char* op = "distillation backward";
+  TensorPtr d = tensorArg(info, 0, op, "diff");
+  expectDims(*d, 2, op, "diff", "[N, numClasses]");
+  double T = numberArg(info, 1, op, "temperature");
+  MSGC_CHECK(T > 0 && std::isfinite(T), op, ": temperature must be a positive finite number, got ", T);
+  return wrapTensor(info.Env(), distillationBackward(*d, (float)T, (float)numberArg(info, 2, op, "gradLoss")));
+}
+
 void registerLayerBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward);
   exportFunction(env, exports, "batchNorm2dBackward", BatchNorm2dBackward);
@@ -238,6 +265,8 @@ void registerLayerBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "linearBackward", LinearBackward);
   exportFunction(env, exports, "crossEntropyForward", CrossEntropyForward);
   exportFunction(env, exports, "crossEntropyBackward", CrossEntropyBackward);
+  exportFunction(env, exports, "distillationForward", DistillationForward);
+  exportFunction(env, exports, "distillationBackward", DistillationBackward);
 }
 
 }  // namespace napi

@@ -85,6 +85,14 @@ struct CrossEntropyResult {
 CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labels, float labelSmoothing);
 // gLoss: scalar multiplier (the upstream gradient of the mean loss).
 TensorPtr crossEntropyBackward(const Tensor& probs, const int32_t* labels, float labelSmoothing, float gLoss);
+// Knowledge distillation (Hinton et al.): loss = T^2 * mean over n of KL(softmax(t_n / T) || softmax(s_n / T)).
+// student, teacher: [N, K]. Returns the loss and softmax(s/T) - softmax(t/T), from which the student's gradient
+// is gLoss * T / N * that difference (the teacher gets none).
+struct DistillationResult {
+  TensorPtr loss, diff;
+};
+DistillationResult distillationForward(const Tensor& student, const Tensor& teacher, float temperature);
+TensorPtr distillationBackward(const Tensor& diff, float temperature, float gLoss);
 
 // ---- elementwise and reductions (cpu/elementwise.cc) -------------------------------------------------------
 enum class Binary { Add, Sub, Mul };
