@@ -10,6 +10,16 @@
 namespace msgc {
 using namespace cpu;
 
+// One row: log-softmax of z / T in double (with T = 1 exactly the float logits' log-softmax).
+static void logSoftmaxRow(const float* z, int64_t K, double T, double* out) {
+  double mx = z[0] / T;
+  for (int64_t k = 1; k < K; k++) mx = std::max(mx, z[k] / T);
+  double sum = 0.0;
+  for (int64_t k = 0; k < K; k++) sum += std::exp(z[k] / T - mx);
+  double logSum = std::log(sum) + mx;
+  for (int64_t k = 0; k < K; k++) out[k] = z[k] / T - logSum;
+}
+
 // logits: [N, K] -> loss [], probs [N, K]
 CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labels, float eps) {
   int64_t N = logits.shape[0], K = logits.shape[1];
@@ -21,19 +31,14 @@ CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labe
   double total = 0.0;
 #pragma omp parallel for reduction(+ : total) if (N * K > 65536)
   for (int64_t n = 0; n < N; n++) {
-    const float* zn = z + n * K;
-    float mx = zn[0];
-    for (int64_t k = 1; k < K; k++) mx = std::max(mx, zn[k]);
-    double sum = 0.0;
-    for (int64_t k = 0; k < K; k++) sum += std::exp((double)zn[k] - mx);
-    double logSum = std::log(sum) + mx;
+    std::vector<double> logp(K);
+    logSoftmaxRow(z + n * K, K, 1.0, logp.data());
     double sumLogp = 0.0;
     for (int64_t k = 0; k < K; k++) {
-      double logp = zn[k] - logSum;
-      p[n * K + k] = (float)std::exp(logp);
-      sumLogp += logp;
+      p[n * K + k] = (float)std::exp(logp[k]);
+      sumLogp += logp[k];
     }
-    double logpLabel = zn[labels[n]] - logSum;
+    double logpLabel = logp[labels[n]];
     total += -(1.0 - eps) * logpLabel - (eps / K) * sumLogp;
   }
   r.loss->data()[0] = N > 0 ? (float)(total / N) : 0.f;
@@ -52,16 +57,6 @@ TensorPtr crossEntropyBackward(const Tensor& probs, const int32_t* labels, float
       gp[n * K + k] = scale * (p[n * K + k] - target);
     }
   return g;
-}
-
-// One row: log-softmax of z / T in double.
-static void logSoftmaxRow(const float* z, int64_t K, double T, double* out) {
-  double mx = z[0] / T;
-  for (int64_t k = 1; k < K; k++) mx = std::max(mx, z[k] / T);
-  double sum = 0.0;
-  for (int64_t k = 0; k < K; k++) sum += std::exp(z[k] / T - mx);
-  double logSum = std::log(sum) + mx;
-  for (int64_t k = 0; k < K; k++) out[k] = z[k] / T - logSum;
 }
 
 DistillationResult distillationForward(const Tensor& student, const Tensor& teacher, float temperature) {
