@@ -35,6 +35,9 @@ export interface NativeBinding {
   memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number };
   emptyCache(): void;
   setNumThreads(n: number): void;
+  /** MSGC_* switches the native code reads (tests, benchmarks); jest's process.env is a copy */
+  setEnv(name: string, value: string | null): void;
+  getEnv(name: string): string | null;
   getNumThreads(): number;
   setFlushDenormals(on: boolean): boolean;
   getFlushDenormals(): boolean;

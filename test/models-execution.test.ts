@@ -3,6 +3,7 @@
 // the weights), gathered (only the selected channels), or 'auto' — with gates at mixed densities.
 import * as msgc from '../lib';
 import { closeness, randomArray } from './helpers/gradcheck';
+import { setNativeEnv } from './helpers/testing';
 
 const startLive = msgc.liveTensorCount();
 
@@ -22,7 +23,7 @@ function setGates(model: msgc.nn.Module, seed: number): void {
 
 function run(model: msgc.models.Backbone, x: msgc.Tensor, mode: msgc.F.MsgcExecution, impl?: string): { y: Float32Array; macs: number; notSkipped: number } {
   const prev = msgc.F.setMsgcExecution(mode);
-  if (impl) process.env.MSGC_MASKED_IMPL = impl;
+  if (impl) setNativeEnv('MSGC_MASKED_IMPL', impl);
   try {
     return msgc.noGrad(() => msgc.tidy(() => {
       const y = model.forward(x).toFloat32Array();
@@ -31,7 +32,7 @@ function run(model: msgc.models.Backbone, x: msgc.Tensor, mode: msgc.F.MsgcExecu
     }));
   } finally {
     msgc.F.setMsgcExecution(prev);
-    delete process.env.MSGC_MASKED_IMPL;
+    setNativeEnv('MSGC_MASKED_IMPL', undefined);
   }
 }
 

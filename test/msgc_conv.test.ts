@@ -4,7 +4,8 @@
 // into the weights (MSGC_MASKED_IMPL forces one; normally the shape decides).
 import * as msgc from '../lib';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
-import { msgcConvReference as msgcReference } from './helpers/references';
+import { setNativeEnv } from './helpers/testing';
+import { msgcConvAdjoint, msgcConvReference as msgcReference } from './helpers/references';
 
 const { F } = msgc;
 
@@ -12,8 +13,8 @@ const { F } = msgc;
 const startLive = msgc.liveTensorCount();
 
 describe.each(['batched', 'persample'])('masked implementation %s', (impl) => {
-beforeAll(() => { process.env.MSGC_MASKED_IMPL = impl; });
-afterAll(() => { delete process.env.MSGC_MASKED_IMPL; });
+beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); });
+afterAll(() => { setNativeEnv('MSGC_MASKED_IMPL', undefined); });
 
 describe('msgcConv2d forward', () => {
   const cases = [
@@ -109,6 +110,36 @@ describe('msgcConv2d backward', () => {
     const r = gradCheck(([a, b, d]) => F.msgcConv2d(a, b, d, { heads: c.G, stride: c.stride, padding: c.pad }), [x, w, s], { samples: 30 });
     expect(r.checked).toBeGreaterThan(60);
     for (const t of [x, w, s]) t.dispose();
+  });
+
+  // every gradient element against the float64 adjoint, at a tolerance finite differences cannot reach; shapes
+  // whose heads have 4, 8, 16 and 32 outputs, channel counts that do not fill a 16-lane block, binary and real
+  // scales with closed heads
+  test.each([
+    { N: 5, C: 24, H: 6, W: 6, O: 32, k: 3, G: 4, stride: 1, pad: 1 },
+    { N: 4, C: 16, H: 7, W: 7, O: 16, k: 3, G: 4, stride: 2, pad: 1 },
+    { N: 3, C: 32, H: 5, W: 5, O: 64, k: 1, G: 2, stride: 1, pad: 0 },
+    { N: 2, C: 20, H: 6, W: 5, O: 16, k: 3, G: 1, stride: 1, pad: 1 },
+    { N: 4, C: 48, H: 4, W: 4, O: 64, k: 3, G: 4, stride: 1, pad: 1 },
+  ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, c.k, c.k];
+      const xv = randomArray(numel(xs), 31);
+      const wv = randomArray(numel(ws), 32);
+      const sv = randomArray(c.N * c.G * c.C, 33, -1, 1.5).map((v, i) => (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v));
+      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0; // the last sample's first head closed
+      const x = msgc.tensor(xv, xs, { requiresGrad: true });
+      const w = msgc.tensor(wv, ws, { requiresGrad: true });
+      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
+      const y = F.msgcConv2d(x, w, s, { heads: c.G, stride: c.stride, padding: c.pad, execution: 'masked' });
+      const gy = randomArray(y.size, 34);
+      y.backward(msgc.tensor(gy, y.shape));
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, c.stride, c.pad, gy);
+      expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
   });
 });
 });

@@ -1,7 +1,9 @@
 // tensor_binding.cc: the NativeTensor handle and tensor creation, randomness, memory statistics, threads.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <string>
 
 #include "../cpu/layout.h"
 #include "common.h"
@@ -259,7 +261,36 @@ static Napi::Value GetFlushDenormals(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), flushDenormals());
 }
 
+// setEnv(name, value | null): sets (or, with null, removes) an MSGC_* variable in the process environment that
+// the native code reads (test and benchmark switches). Inside jest, assigning process.env changes only a copy, so
+// tests set the native switches through this.
+static Napi::Value SetEnv(const Napi::CallbackInfo& info) {
+  const char* op = "setEnv";
+  MSGC_CHECK(info.Length() >= 2, op, ": expected (name, value | null)");
+  MSGC_CHECK(info[0].IsString(), op, ": name must be a string");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  MSGC_CHECK(name.size() > 5 && name.compare(0, 5, "MSGC_") == 0 && name.find('=') == std::string::npos, op,
+             ": name must be an MSGC_* variable, got '", name, "'");
+  if (info[1].IsNull() || info[1].IsUndefined()) {
+    unsetenv(name.c_str());
+  } else {
+    MSGC_CHECK(info[1].IsString(), op, ": value must be a string or null");
+    setenv(name.c_str(), info[1].As<Napi::String>().Utf8Value().c_str(), 1);
+  }
+  return info.Env().Undefined();
+}
+
+// getEnv(name) -> the value the native code sees, or null
+static Napi::Value GetEnv(const Napi::CallbackInfo& info) {
+  MSGC_CHECK(info.Length() >= 1 && info[0].IsString(), "getEnv: name must be a string");
+  const char* v = std::getenv(info[0].As<Napi::String>().Utf8Value().c_str());
+  if (!v) return info.Env().Null();
+  return Napi::String::New(info.Env(), v);
+}
+
 void registerTensorBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "setEnv", SetEnv);
+  exportFunction(env, exports, "getEnv", GetEnv);
   exportFunction(env, exports, "fromFloat32", FromFloat32);
   exportFunction(env, exports, "full", Full);
   exportFunction(env, exports, "randomNormal", RandomNormal);

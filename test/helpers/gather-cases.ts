@@ -1,7 +1,9 @@
 // gather-cases.ts: the shapes, gates and native variants the gathered-execution tests share
 // (msgc_gather.test.ts, msgc_bn_fused.test.ts).
 import * as msgc from '../../lib';
+import { native } from '../../lib/native';
 import { randomArray } from './gradcheck';
+import { setNativeEnv } from './testing';
 
 /**
  * Gates [N, G, C] with a different density per (sample, head), head 0 of sample 0 closed, head 1 of sample 0
@@ -78,18 +80,14 @@ export const variants: Array<Record<string, string>> = [
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB'];
-  const saved = keys.map((k) => process.env[k]);
+  const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
-  for (const k of keys) delete process.env[k];
-  for (const k of keys) if (env[k] !== undefined) process.env[k] = env[k];
+  for (const k of keys) setNativeEnv(k, env[k]);
   if (env.threads) msgc.setNumThreads(Number(env.threads));
   try {
     return fn();
   } finally {
     msgc.setNumThreads(threads);
-    keys.forEach((k, i) => {
-      if (saved[i] === undefined) delete process.env[k];
-      else process.env[k] = saved[i];
-    });
+    keys.forEach((k, i) => setNativeEnv(k, saved[i]));
   }
 }

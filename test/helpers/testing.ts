@@ -61,3 +61,15 @@ export function eye(C: number): Tensor {
   return msgc.tensor(w, [C, C, 1, 1]);
 }
 
+
+/**
+ * Sets (or, with undefined, removes) an MSGC_* switch the native code reads. Jest gives each test file a copy of
+ * process.env, so assigning process.env never reaches getenv in the addon; this goes through native.setEnv (and
+ * keeps process.env in step for the JavaScript side).
+ */
+export function setNativeEnv(name: string, value: string | undefined): void {
+  const { native } = require('../../lib/native');
+  native.setEnv(name, value ?? null);
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+}
