@@ -61,7 +61,8 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       teacher = buildModel(teacherSpec);
       loadWeights(teacher, from);
     }
-    writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target });
+    writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target,
+      distill: teacher ? { teacher: from, alpha: o.distill, temperature: o.distillTemperature } : null });
     log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}${teacher ? `, distilled from it (α ${o.distill}, T ${o.distillTemperature})` : ''}`);
     const t0 = Date.now();
     const history = await fit(model, splits.train, {

@@ -113,7 +113,7 @@ program
   .option('--attention', 'MSGC with attention heads')
   .option('--ramp-end <p>', 'progress of the MSGC fine-tuning at which the MAC target reaches --target', num, 0.3)
   .option('--gate-noise-anneal <from,to>', 'MSGC fine-tuning: scale the gate noise from 1 at progress "from" to 0 at "to", then freeze the gates ("none": the spec\'s constant noise)', span, [0.3, 0.8])
-  .option('--distill <alpha>', 'both fine-tunings: knowledge distillation from the dense stage\'s model with weight alpha (0: off)', num, 0)
+  .option('--distill <alpha>', 'both fine-tunings: knowledge distillation from the dense stage\'s model with weight alpha (0: off, the spec\'s recipe)', num, 0.5)
   .option('--distill-temperature <T>', 'softmax temperature of --distill', num, 4)
   .option('--recalibrate-bn <batches>', 'end both fine-tunings by re-estimating BatchNorm statistics with eval-mode gates over this many batches (0: off)', int, 100)
   .option('--train-samples <n>', 'training images (a seeded subset)', int, 20000)
