@@ -6,7 +6,7 @@ export {
   CreateOptions, RandomOptions,
 } from './tensor/creation';
 export * as F from './ops/index';
-export { SGD, SGDOptions, ParamGroup } from './train/optim';
+export { SGD, SGDOptions, ParamGroup, clipGradNorm } from './train/optim';
 export { fit, evaluate, FitOptions, History, EpochLogs, BatchLogs, Callbacks, EvalResult, BudgetOptions, Batch, BatchSource } from './train/fit';
 export { macBudgetLoss } from './train/budget';
 export { recalibrateBatchNorm, RecalibrateOptions } from './train/recalibrate';

@@ -90,6 +90,8 @@ export interface NativeBinding {
   maskStats(m: H): [number, number, number];
   gateBackward(soft: H, gy: H, temperature: number): H;
   sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
+  sumSquares(x: H): number;
+  scaleInPlace(x: H, alpha: number): void;
 }
 
 function load(): NativeBinding {

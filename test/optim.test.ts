@@ -1,7 +1,8 @@
 // optim.test.ts: msgc.SGD against a float64 re-implementation of torch.optim.SGD (dampening 0: d = g + wd*p;
 // buf = m*buf + d, starting from 0; d = nesterov ? d + m*buf : buf; p -= lr*d) over several steps with
 // changing gradients; parameter groups (lr / weightDecay / lrScale), zeroGrad, the momentum-less path, blocked
-// gradients; bad options through msgc.SGD and garbage through native.sgdStep.
+// gradients; bad options through msgc.SGD and garbage through native.sgdStep; clipGradNorm against float64
+// (torch.nn.utils.clip_grad_norm_ semantics), on plain and blocked gradients.
 import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { native } from '../lib/native';
@@ -404,6 +405,67 @@ describe('bad input', () => {
       // only garbage that happens to be a valid value (e.g. a null buffer with m = 0 is not) may step
       if (!moved) expect(Array.from(p.toFloat32Array())).toEqual(before);
     });
+  });
+});
+
+describe('clipGradNorm', () => {
+  /** params with gradients: a plain one, a blocked one (the input gradient of a conv), one without a gradient */
+  function setup(scale: number): { params: Tensor[]; grads: Float32Array[] } {
+    const a = msgc.tensor(randomArray(7 * 5, 501), [7, 5], { requiresGrad: true });
+    const x = msgc.tensor(randomArray(2 * 16 * 4 * 4, 502), [2, 16, 4, 4], { requiresGrad: true });
+    const none = msgc.tensor(randomArray(3, 503), [3], { requiresGrad: true });
+    msgc.tidy(() => {
+      const w = msgc.tensor(randomArray(16 * 16 * 9, 504), [16, 16, 3, 3]);
+      const y = F.conv2d(x, w, null, { padding: 1 });
+      const l = F.add(F.sum(F.mul(y, msgc.tensor(randomArray(y.size, 505), y.shape))), F.sum(F.mul(a, msgc.tensor(randomArray(35, 506), [7, 5]))));
+      F.scale(l, scale).backward();
+    });
+    expect(x.grad!.layout).toBe('blocked');
+    return { params: [a, x, none], grads: [a.grad!.toFloat32Array(), x.grad!.toFloat32Array()] };
+  }
+  const norm64 = (gs: Float32Array[]) => Math.sqrt(gs.reduce((acc, g) => acc + g.reduce((s, v) => s + v * v, 0), 0));
+
+  test('above maxNorm: returns the float64 norm and scales every gradient by maxNorm / (norm + 1e-6)', () => {
+    const { params, grads } = setup(1);
+    const want = norm64(grads);
+    const max = want / 3;
+    const got = msgc.clipGradNorm(params, max);
+    expect(closeness([got], [want], 0, 1e-7)).toBeLessThanOrEqual(1);
+    const coef = max / (want + 1e-6);
+    expect(closeness(params[0].grad!.toFloat32Array(), Array.from(grads[0], (v) => v * coef), 1e-7, 1e-6)).toBeLessThanOrEqual(1);
+    expect(closeness(params[1].grad!.toFloat32Array(), Array.from(grads[1], (v) => v * coef), 1e-7, 1e-6)).toBeLessThanOrEqual(1);
+    expect(params[2].grad).toBeNull();
+    expect(closeness([norm64([params[0].grad!.toFloat32Array(), params[1].grad!.toFloat32Array()])], [max], 0, 1e-5)).toBeLessThanOrEqual(1);
+    for (const p of params) p.dispose();
+  });
+
+  test('at or below maxNorm: the gradients stay bit for bit', () => {
+    const { params, grads } = setup(1);
+    const n = msgc.clipGradNorm(params, 1e6);
+    expect(closeness([n], [norm64(grads)], 0, 1e-7)).toBeLessThanOrEqual(1);
+    expect(Array.from(params[0].grad!.toFloat32Array())).toEqual(Array.from(grads[0]));
+    expect(Array.from(params[1].grad!.toFloat32Array())).toEqual(Array.from(grads[1]));
+    for (const p of params) p.dispose();
+  });
+
+  test('a non-finite norm is returned and nothing is scaled; bad input throws', () => {
+    const { params, grads } = setup(1);
+    msgc.tidy(() => {
+      const bad = msgc.tensor([Infinity, 1], [2], { requiresGrad: true });
+      F.sum(F.mul(bad, msgc.tensor([1, 1], [2]))).backward();
+      bad.grad!.assign([Infinity, 1]);
+      expect(msgc.clipGradNorm([...params, bad], 1)).toBe(Infinity);
+      expect(Array.from(params[0].grad!.toFloat32Array())).toEqual(Array.from(grads[0]));
+      bad.dispose();
+    });
+    const clip = msgc.clipGradNorm as unknown as (...a: unknown[]) => number;
+    expectError(() => clip(params, 0), /clipGradNorm: maxNorm must be a positive finite number, got 0/);
+    expectError(() => clip(params, NaN), /clipGradNorm: maxNorm must be a positive finite number/);
+    expectError(() => clip(null, 1), /clipGradNorm: params must be an array of tensors, got null/);
+    expectError(() => clip([1], 1), /clipGradNorm: every parameter must be a Tensor/);
+    expectError(() => (native.scaleInPlace as unknown as (...a: unknown[]) => void)(params[0].h, NaN), /scaleInPlace: alpha must be finite/);
+    expectError(() => (native.sumSquares as unknown as (...a: unknown[]) => void)('x'), /sumSquares/);
+    for (const p of params) p.dispose();
   });
 });
 

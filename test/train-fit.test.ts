@@ -170,6 +170,39 @@ test('resume continues exactly: 1 epoch + resume = 3 epochs straight', async () 
   fs.rmSync(d2, { recursive: true, force: true });
 });
 
+test('clipGradNorm: one step uses the clipped gradient; the epoch logs report the norm before clipping', async () => {
+  const batch = () => ({ x: msgc.tensor(randomArray(8 * 3 * 8 * 8, 41, -1, 1), [8, 3, 8, 8]), y: Int32Array.from([0, 1, 2, 3, 3, 2, 1, 0]) });
+  const oneBatch: BatchSource = { length: 1, async *[Symbol.asyncIterator]() { yield batch(); } };
+  msgc.manualSeed(9);
+  const model = msgc.models.resnet20({ numClasses: 4 });
+  const reference = msgc.models.resnet20({ numClasses: 4 });
+  reference.loadStateDict(model.stateDict());
+  // the gradient norm by hand (labelSmoothing 0.1, fit's default), then a bound well below it
+  const params = reference.parameters();
+  msgc.tidy(() => {
+    const b = batch();
+    reference.train();
+    msgc.F.crossEntropy(reference.forward(b.x), b.y, { labelSmoothing: 0.1 }).backward();
+  });
+  const grads = params.map((p) => p.grad!.toFloat32Array());
+  const norm = Math.sqrt(grads.reduce((a, g) => a + g.reduce((s, v) => s + v * v, 0), 0));
+  const max = norm / 4;
+  const lr = 0.1;
+  const h = await fit(model, oneBatch, { epochs: 1, lr, momentum: 0, nesterov: false, weightDecay: 0, verbose: false, clipGradNorm: max });
+  expect(Math.abs(h.epochs[0].gradNorm! - norm) / norm).toBeLessThan(1e-5);
+  const coef = max / (norm + 1e-6);
+  const before = reference.parameters().map((p) => p.toFloat32Array());
+  model.parameters().forEach((p, i) => {
+    const want = Array.from(before[i], (v, j) => v - lr * coef * grads[i][j]);
+    let worst = 0;
+    p.toFloat32Array().forEach((v, j) => { worst = Math.max(worst, Math.abs(v - want[j]) / (1e-6 + 1e-4 * Math.abs(want[j]))); });
+    expect(worst).toBeLessThanOrEqual(1);
+  });
+  await expect(fit(model, oneBatch, { epochs: 1, lr, verbose: false, clipGradNorm: 0 })).rejects.toThrow(/fit: clipGradNorm must be a positive finite number, got 0/);
+  model.dispose();
+  reference.dispose();
+});
+
 test('bad options throw', async () => {
   const model = msgc.models.resnet20({ numClasses: 4 });
   const data = new Squares(16, 16, 1);

@@ -32,6 +32,8 @@ export interface DemoOptions {
   /** weight α of knowledge distillation from the dense stage's model in both fine-tunings (0: off) */
   distill: number;
   distillTemperature: number;
+  /** clip both fine-tunings' gradient norm to this (absent: no clipping) */
+  clipGradNorm?: number;
   trainSamples?: number;
   testSamples?: number;
   seed: number;
@@ -81,6 +83,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       // gates: on this short schedule many gate logits stay near 0, noisy in training, deterministic in eval
       recalibrateBatchNorm: from ? o.recalibrateBn : 0,
       distill: teacher ? { teacher, alpha: o.distill, temperature: o.distillTemperature } : undefined,
+      clipGradNorm: from ? o.clipGradNorm : undefined,
     });
     const trainSeconds = (Date.now() - t0) / 1000;
     const ev = await evaluate(model, splits.test, { verbose: o.progress && !o.json, name: `${name} test` });

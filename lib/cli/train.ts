@@ -27,6 +27,7 @@ export interface TrainCommandOptions {
   teacher?: string;
   distillAlpha: number;
   distillTemperature: number;
+  clipGradNorm?: number;
   out: string;
   resume?: boolean;
   seed: number;
@@ -68,6 +69,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
       seed: o.resume ? undefined : o.seed,
       verbose: o.progress && !o.json,
       distill: teacher ? { teacher, alpha: o.distillAlpha, temperature: o.distillTemperature } : undefined,
+      clipGradNorm: o.clipGradNorm,
     });
     const last = history.epochs[history.epochs.length - 1];
     const summary = {

@@ -16,7 +16,7 @@ import { macBudgetLoss } from './budget';
 import { parameterGroups } from './groups';
 import { recalibrateBatchNorm } from './recalibrate';
 import { topKCorrect } from './metrics';
-import { SGD } from './optim';
+import { SGD, clipGradNorm } from './optim';
 import { ProgressBar } from './progress';
 import { cosineLr, gateNoiseScale, macTarget, progressOf } from './schedule';
 import { GateHead } from '../nn/msgc/heads';
@@ -55,6 +55,8 @@ export interface EpochLogs {
   macTarget: number | null;
   imagesPerSecond: number;
   seconds: number;
+  /** mean gradient norm before clipping (only with clipGradNorm) */
+  gradNorm?: number;
   val?: EvalResult;
 }
 
@@ -117,6 +119,11 @@ export interface FitOptions {
    * fine-tunings the same teacher.
    */
   distill?: DistillOptions;
+  /**
+   * Clip the gradients' global L2 norm to this value before every step (clipGradNorm; off when absent). The epoch
+   * logs then report the mean norm before clipping (gradNorm), and a non-finite norm stops training with an error.
+   */
+  clipGradNorm?: number;
 }
 
 export interface DistillOptions {
@@ -252,6 +259,9 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
     if (!(temperature > 0) || !Number.isFinite(temperature)) throw new Error(`fit: distill.temperature must be a positive finite number, got ${temperature}`);
   }
   const teacherWasTraining = distill ? distill.teacher.training : false;
+  const clip = o.clipGradNorm;
+  if (clip !== undefined && !(typeof clip === 'number' && Number.isFinite(clip) && clip > 0)) throw new Error(`fit: clipGradNorm must be a positive finite number, got ${clip}`);
+  const params = model.parameters();
   const bar = new ProgressBar(o.verbose ?? true, o.name ?? 'train');
   try {
     distill?.teacher.eval();
@@ -264,6 +274,7 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
       let lossSum = 0;
       let correct = 0;
       let ratioSum = 0;
+      let normSum = 0;
       let step = 0;
       let target: number | null = null;
       const t0 = nowSeconds();
@@ -295,14 +306,20 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
           }
           opt.zeroGrad();
           loss.backward();
+          let norm = 0;
+          if (clip !== undefined) {
+            norm = clipGradNorm(params, clip);
+            if (!Number.isFinite(norm)) throw new Error(`fit: the gradient norm is ${norm} at epoch ${epoch + 1}, step ${step + 1}: training diverged`);
+          }
           opt.step();
-          return { ce: ce.item(), correct: topKCorrect(logits.toFloat32Array(), batch.y, 1), ratio: macs.ratio };
+          return { ce: ce.item(), correct: topKCorrect(logits.toFloat32Array(), batch.y, 1), ratio: macs.ratio, norm };
         });
         batch.x.dispose();
         seen += n;
         lossSum += r.ce * n;
         correct += r.correct;
         ratioSum += r.ratio * n;
+        normSum += r.norm;
         step++;
         bar.update(step, {
           epoch: `${epoch + 1}/${o.epochs}`,
@@ -326,6 +343,7 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
         imagesPerSecond: seconds > 0 ? seen / seconds : 0,
         seconds,
       };
+      if (clip !== undefined && step) logs.gradNorm = normSum / step;
       if (o.validation) logs.val = await evaluate(model, o.validation, { verbose: o.verbose ?? true, name: 'val' });
       history.epochs.push(logs);
       const score = logs.val ? logs.val.top1 : logs.top1;

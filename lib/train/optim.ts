@@ -1,5 +1,5 @@
 // optim.ts: SGD with momentum, Nesterov and weight decay (torch.optim.SGD semantics, dampening 0), with
-// parameter groups that override lr / weightDecay (e.g. gate heads at 5x lr without decay).
+// parameter groups that override lr / weightDecay (e.g. gate heads at 5x lr without decay); clipGradNorm.
 import { native } from '../native';
 import { untracked } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
@@ -107,4 +107,25 @@ export class SGD {
     for (const b of this.buffers.values()) b.dispose();
     this.buffers.clear();
   }
+}
+
+/**
+ * torch.nn.utils.clip_grad_norm_: the L2 norm of all the parameters' gradients taken together (float64); when it
+ * exceeds maxNorm, every gradient is scaled in place by maxNorm / (norm + 1e-6). Returns the norm before clipping
+ * (a non-finite norm is returned and nothing is scaled). Parameters without a gradient are skipped.
+ */
+export function clipGradNorm(params: Tensor[], maxNorm: number): number {
+  if (!Array.isArray(params)) throw new Error(`clipGradNorm: params must be an array of tensors, got ${params === null ? 'null' : typeof params}`);
+  if (!(typeof maxNorm === 'number' && Number.isFinite(maxNorm) && maxNorm > 0)) throw new Error(`clipGradNorm: maxNorm must be a positive finite number, got ${maxNorm}`);
+  let sq = 0;
+  for (const p of params) {
+    if (!(p instanceof Tensor)) throw new Error('clipGradNorm: every parameter must be a Tensor');
+    if (p.grad) sq += native.sumSquares(p.grad.h);
+  }
+  const norm = Math.sqrt(sq);
+  if (Number.isFinite(norm) && norm > maxNorm) {
+    const coef = maxNorm / (norm + 1e-6);
+    for (const p of params) if (p.grad) native.scaleInPlace(p.grad.h, coef);
+  }
+  return norm;
 }

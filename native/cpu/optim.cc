@@ -1,5 +1,6 @@
 // optim.cc: the SGD update kernel (torch.optim.SGD semantics with dampening 0), in place on the parameter and
 // its momentum buffer. The gradient may arrive in a blocked layout; it is read in the parameter's layout.
+// Also the two halves of gradient-norm clipping: a float64 sum of squares and an in-place scale.
 #include "layout.h"
 #include "msgc/ops.h"
 
@@ -24,6 +25,23 @@ void sgdStep(Tensor& param, const Tensor& grad, Tensor* buf, float lr, float mom
   }
   param.storage->touch();
   if (buf) buf->storage->touch();
+}
+
+double sumSquares(const Tensor& x) {
+  const float* p = plainData(x);  // (a blocked layout's padded lanes are not values)
+  const int64_t n = x.numel();
+  double acc = 0.0;
+#pragma omp parallel for reduction(+ : acc) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) acc += (double)p[i] * p[i];
+  return acc;
+}
+
+void scaleInPlace(Tensor& x, float alpha) {
+  float* p = x.data();
+  const int64_t n = x.layout ? (int64_t)(x.storage->bytes / sizeof(float)) : x.numel();
+#pragma omp parallel for simd if (n > 32768)
+  for (int64_t i = 0; i < n; i++) p[i] *= alpha;
+  x.storage->touch();
 }
 
 }  // namespace msgc

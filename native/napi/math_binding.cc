@@ -1,4 +1,6 @@
 // math_binding.cc: elementwise ops, reductions, shape ops and the optimiser update, with their checks.
+#include <cmath>
+
 #include "common.h"
 #include "msgc/ops.h"
 
@@ -181,7 +183,24 @@ static Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sumSquares(x) -> Σ x² (float64)
+static Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), sumSquares(*tensorArg(info, 0, "sumSquares", "x")));
+}
+
+// scaleInPlace(x, alpha)
+static Napi::Value ScaleInPlace(const Napi::CallbackInfo& info) {
+  const char* op = "scaleInPlace";
+  TensorPtr x = tensorArg(info, 0, op, "x");
+  double a = numberArg(info, 1, op, "alpha");
+  MSGC_CHECK(std::isfinite(a), op, ": alpha must be finite, got ", a);
+  scaleInPlace(*x, (float)a);
+  return info.Env().Undefined();
+}
+
 void registerMathBindings(Napi::Env env, Napi::Object exports) {
+  exportFunction(env, exports, "sumSquares", SumSquares);
+  exportFunction(env, exports, "scaleInPlace", ScaleInPlace);
   exportFunction(env, exports, "binary", BinaryOp);
   exportFunction(env, exports, "reduceToShape", ReduceToShape);
   exportFunction(env, exports, "scale", Scale);

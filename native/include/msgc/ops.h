@@ -124,6 +124,9 @@ void copyFromHost(Tensor& dst, const float* src);  // dst becomes plain with the
 // p -= lr * d. momentumBuffer may be null when momentum == 0.
 void sgdStep(Tensor& param, const Tensor& grad, Tensor* momentumBuffer, float lr, float momentum, float weightDecay,
              bool nesterov);
+// Σ x² in float64 over the values (gradient-norm clipping); x *= alpha in place, in x's layout.
+double sumSquares(const Tensor& x);
+void scaleInPlace(Tensor& x, float alpha);
 
 }  // namespace msgc
 
