@@ -63,9 +63,11 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       teacher = buildModel(teacherSpec);
       loadWeights(teacher, from);
     }
+    // fine-tuning stages clip the gradient norm (0: off)
+    const clip = from && o.clipGradNorm ? o.clipGradNorm : undefined;
     writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target,
       distill: teacher ? { teacher: from, alpha: o.distill, temperature: o.distillTemperature } : null,
-      clipGradNorm: from && o.clipGradNorm ? o.clipGradNorm : null });
+      clipGradNorm: clip ?? null });
     log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}${teacher ? `, distilled from it (α ${o.distill}, T ${o.distillTemperature})` : ''}`);
     const t0 = Date.now();
     const history = await fit(model, splits.train, {
@@ -84,7 +86,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       // gates: on this short schedule many gate logits stay near 0, noisy in training, deterministic in eval
       recalibrateBatchNorm: from ? o.recalibrateBn : 0,
       distill: teacher ? { teacher, alpha: o.distill, temperature: o.distillTemperature } : undefined,
-      clipGradNorm: from && o.clipGradNorm ? o.clipGradNorm : undefined,
+      clipGradNorm: clip,
     });
     const trainSeconds = (Date.now() - t0) / 1000;
     const ev = await evaluate(model, splits.test, { verbose: o.progress && !o.json, name: `${name} test` });

@@ -69,7 +69,7 @@ export async function trainCommand(o: TrainCommandOptions): Promise<void> {
       seed: o.resume ? undefined : o.seed,
       verbose: o.progress && !o.json,
       distill: teacher ? { teacher, alpha: o.distillAlpha, temperature: o.distillTemperature } : undefined,
-      clipGradNorm: o.clipGradNorm,
+      clipGradNorm: o.clipGradNorm || undefined, // (0: off, as in msgc demo)
     });
     const last = history.epochs[history.epochs.length - 1];
     const summary = {

@@ -295,7 +295,7 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
           const logits = model.forward(batch.x);
           const ce = F.crossEntropy(logits, batch.y, { labelSmoothing: smoothing });
           let loss = ce;
-          if (distill && teacherLogits) {
+          if (teacherLogits) {
             const kd = F.distillation(logits, teacherLogits, { temperature });
             loss = F.add(F.scale(ce, 1 - alpha), F.scale(kd, alpha));
           }
