@@ -108,7 +108,7 @@ program
   .option('--finetune-epochs <n>', 'fine-tuning epochs (MSGC and dense alike)', int, 8)
   .option('--batch-size <n>', 'batch size', int, 64)
   .option('--lr <lr>', 'dense training learning rate', num, 0.1)
-  .option('--finetune-lr <lr>', 'fine-tuning learning rate', num, 0.04)
+  .option('--finetune-lr <lr>', 'fine-tuning learning rate (MSGC and dense alike)', num, 0.16)
   .option('--target <ratio>', 'MSGC MAC budget target τ_end (train-mode MACs; eval MACs land within ~1% of it once the gate noise is annealed)', num, 0.49)
   .option('--heads <n>', 'MSGC heads', int, 4)
   .option('--attention', 'MSGC with attention heads')
