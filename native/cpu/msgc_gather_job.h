@@ -116,13 +116,14 @@ struct Job {
       pixNR = (int)((vectors + chunks - 1) / chunks);
     } else if (rp.rows == Rows::Direct) {
       edges = g.KW == 3 && g.PW == 1 && g.SW == 1;
-      // A row in near-equal pieces of at most 28 pixels; a row that is one piece joins others in blocks of up to
-      // 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps over the
-      // padding rows above and below are computed: splitting off the border rows to skip them, as a direct
-      // convolution does, cost more in register blocking than it saved on 7² and 14² maps.
+      // A row in near-equal pieces of at most 28 pixels; on padded copies a row that is one piece joins others in
+      // blocks of up to 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps
+      // over the padding rows above and below are computed on copies (splitting off the border rows to skip them
+      // cost more in register blocking than it saved on 7² and 14² maps) and skipped when x is read in place
+      // (one row per chunk: runAvx512's directInPlace).
       const int64_t P = ocvecPixels(nb);
       const int64_t pieces = (g.OW + P - 1) / P, base = g.OW / pieces, extra = g.OW % pieces;
-      const int64_t maxR = pieces == 1 ? ocvecRows((int)base, nb) : 1, groups = (g.OH + maxR - 1) / maxR;
+      const int64_t maxR = pieces == 1 && !rp.inPlace ? ocvecRows((int)base, nb) : 1, groups = (g.OH + maxR - 1) / maxR;
       for (int64_t k = 0, oh = 0; k < groups; k++) {
         const int64_t r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
         for (int64_t piece = 0; piece < pieces; piece++) {
@@ -130,10 +131,15 @@ struct Job {
           Chunk c;
           c.q = base + (piece < extra ? 1 : 0);
           c.r = r;
-          c.inPos = oh * rp.rowStride + ow0 * g.SW;
+          c.inPos = oh * rp.rowStride + ow0 * rp.pixStride;
           c.outPos = oh * g.OW + ow0;
           c.t0 = 0;
           c.nt = g.T;
+          if (rp.inPlace) {
+            // x read in place (runAvx512: one output row per chunk, 3×3, padding 1): no padding rows to read
+            if (oh == 0) c.t0 = 3, c.nt -= 3;
+            if (oh + r == g.OH) c.nt -= 3;
+          }
           if (edges) c.edges = (ow0 == 0 ? 1 : 0) | (ow0 + c.q == g.OW ? 2 : 0);
           direct.push_back(c);
         }
@@ -162,7 +168,8 @@ struct Job {
     if (ns == 0 || (out && out->count(n, i) == 0)) return Fold::None;
     if (out) return Fold::Weights;  // the selected outputs' weights, packed into blocks
     if (sel.unit[n * g.G + i] && !forcePack) return Fold::None;
-    if (forcePack || rp.rows == Rows::Planes) return Fold::Weights;  // planes may be copied tile by tile
+    // planes may be copied tile by tile; rows read in place are x itself
+    if (forcePack || rp.rows == Rows::Planes || rp.inPlace) return Fold::Weights;
     const int64_t packed = (kind == KernelKind::Ocvec ? blocksPerHead() * 16 : g.Og) * g.T;  // per channel
     return rp.chanStride < packed ? Fold::Rows : Fold::Weights;
   }

@@ -124,6 +124,14 @@ const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecT
                                            ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
 const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
 const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
+// one row of nChw16c read in place by a 3×3 stride-1 conv (Direct rows in place): the row-end variants
+template <int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16E(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, 16, E>...};
+}
+const std::array<std::array<OcvecFn, kMaxPixels>, 3> kOcvec16E = {
+    ocvecTable16E<1>(std::make_index_sequence<kMaxPixels>{}), ocvecTable16E<2>(std::make_index_sequence<kMaxPixels>{}),
+    ocvecTable16E<3>(std::make_index_sequence<kMaxPixels>{})};
 
 
 // tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
@@ -151,6 +159,15 @@ struct OcvecNBTables {
 };
 const OcvecNBTables<2> kOcvecNB2;
 const OcvecNBTables<4> kOcvecNB4;
+// two output blocks over one row of nChw16c read in place by a 3×3 stride-1 conv: the row-end variants
+template <int E, size_t... I>
+constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2Table16E(std::index_sequence<I...>) {
+  return {&ocvecKernelNB<2, (int)I + 1, 1, 16, E>...};
+}
+constexpr int kNB2Pixels = ocvecPixels(2);
+const std::array<std::array<OcvecNBFn, kNB2Pixels>, 3> kOcvecNB2x16E = {
+    ocvecNB2Table16E<1>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table16E<2>(std::make_index_sequence<kNB2Pixels>{}),
+    ocvecNB2Table16E<3>(std::make_index_sequence<kNB2Pixels>{})};
 // odd block counts, for pointwise convs only (MobileNetV2's projections: heads of 40 and 80 outputs)
 template <int NB>
 struct OcvecNBPointwise {
@@ -169,7 +186,10 @@ const OcvecNBPointwise<5> kOcvecNB5;
 void setInputPrefetch(int channelsAhead) { tInputPrefetch = channelsAhead; }
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
-  if (stride == 16) return kOcvec16[q - 1];
+  if (stride == 16) {
+    if (edges && r != 1) throw std::logic_error("ocvec: row ends on nChw16c in place only one row at a time");
+    return edges ? kOcvec16E[edges - 1][q - 1] : kOcvec16[q - 1];
+  }
   return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
 }
 
@@ -177,6 +197,10 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
   if (nb == 3 || nb == 5) {
     if ((stride != 1 && stride != 16) || edges) throw std::logic_error("ocvec: 3 or 5 output blocks only for pointwise rows");
     return nb == 3 ? kOcvecNB3.get(stride, q, r) : kOcvecNB5.get(stride, q, r);
+  }
+  if (stride == 16 && edges) {
+    if (nb != 2 || r != 1) throw std::logic_error("ocvec: row ends on nChw16c in place only for 2 blocks, one row at a time");
+    return kOcvecNB2x16E[edges - 1][q - 1];
   }
   return nb == 4 ? kOcvecNB4.get(stride, q, r, edges) : kOcvecNB2.get(stride, q, r, edges);
 }

@@ -59,6 +59,12 @@ export const cases: Case[] = [
   { N: 3, C: 20, H: 4, W: 6, O: 120, k: 1, G: 3, stride: 1, pad: 0, blocked: false, real: true },
   { N: 9, C: 96, H: 4, W: 4, O: 96, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: true },
   { N: 2, C: 32, H: 6, W: 7, O: 48, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
+  // 3×3 stride 1 on nChw16c read in place (rows wider than half a register block): one output row (both padding
+  // rows skipped), two rows, C not a multiple of 16, 1 and 2 output blocks per kernel call, row ends and interiors
+  { N: 2, C: 48, H: 1, W: 20, O: 32, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: false },
+  { N: 3, C: 40, H: 2, W: 16, O: 64, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
+  { N: 2, C: 24, H: 14, W: 14, O: 128, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: false },
+  { N: 1, C: 64, H: 5, W: 30, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: true },
 ];
 
 // every native variant on this machine; a variant the CPU cannot run falls back to the portable one
@@ -76,6 +82,7 @@ export const variants: Array<Record<string, string>> = [
   { threads: '1' }, // one thread: whole samples per thread whatever the batch
   { MSGC_GATHER_NB: '4' }, // wide heads: 4 output blocks per kernel call instead of 2
   { MSGC_GATHER_NB: '1', MSGC_GATHER_KERNEL: 'direct' },
+  { MSGC_GATHER_DIRECT: 'copy' }, // 3×3 stride 1 on nChw16c: the padded copy instead of reading x in place
 ];
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
