@@ -22,6 +22,8 @@ export interface DemoOptions {
   batchSize: number;
   lr: number;
   finetuneLr: number;
+  /** linear warm-up epochs at the start of both fine-tunings (0: none) */
+  finetuneWarmup?: number;
   target: number;
   heads: number;
   /** MSGC with attention heads (spec §2.4) */
@@ -65,7 +67,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
     }
     // fine-tuning stages clip the gradient norm (0: off)
     const clip = from && o.clipGradNorm ? o.clipGradNorm : undefined;
-    writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, target,
+    writeRunJson(dir, { modelSpec: spec, dataset: o.dataset, stage: name, from, epochs, lr, warmupEpochs: from ? o.finetuneWarmup ?? 0 : 0, target,
       distill: teacher ? { teacher: from, alpha: o.distill, temperature: o.distillTemperature } : null,
       clipGradNorm: clip ?? null });
     log(o, `\n[${name}] ${spec.model}${spec.msgc ? ` + MSGC (G=${spec.msgc.heads}${spec.msgc.attention ? ', attention' : ''}, MAC target ${target} reached at ${o.rampEnd} of the run, gate noise ${o.gateNoiseAnneal ? `annealed over ${o.gateNoiseAnneal.join('-')}` : 'constant'})` : ' dense'}, ${epochs} epochs, lr ${lr}${from ? `, from ${path.relative(process.cwd(), from)}` : ''}${teacher ? `, distilled from it (α ${o.distill}, T ${o.distillTemperature})` : ''}`);
@@ -73,6 +75,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
     const history = await fit(model, splits.train, {
       epochs,
       lr,
+      warmupEpochs: from ? o.finetuneWarmup ?? 0 : 0,
       weightDecay: 5e-4,
       labelSmoothing: 0.1,
       budget: target !== null ? { target, pStop: o.rampEnd } : undefined,

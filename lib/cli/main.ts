@@ -109,6 +109,7 @@ program
   .option('--batch-size <n>', 'batch size', int, 64)
   .option('--lr <lr>', 'dense training learning rate', num, 0.1)
   .option('--finetune-lr <lr>', 'fine-tuning learning rate (MSGC and dense alike)', num, 0.16)
+  .option('--finetune-warmup <epochs>', 'linear learning-rate warm-up epochs at the start of both fine-tunings', int, 0)
   .option('--target <ratio>', 'MSGC MAC budget target τ_end (train-mode MACs; eval MACs land within ~1% of it once the gate noise is annealed)', num, 0.49)
   .option('--heads <n>', 'MSGC heads', int, 4)
   .option('--attention', 'MSGC with attention heads')
