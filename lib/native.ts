@@ -78,11 +78,11 @@ export interface NativeBinding {
   msgcConv2dForward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number): H;
   msgcConv2dForwardGathered(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outputMask?: H | null): H;
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: false): H;
+    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: false, masked?: boolean): H;
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true): [H, H];
+    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked?: boolean): [H, H];
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean): H | [H, H];
+    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean, masked?: boolean): H | [H, H];
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];

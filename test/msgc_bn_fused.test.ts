@@ -111,6 +111,37 @@ describe('fused gathered conv + BN (+ residual, activation, pooling) equals a fl
   });
 });
 
+describe('masked execution with the BN applied per sample (inference) equals a float64 reference', () => {
+  // per-sample convs (MSGC_MASKED_IMPL=persample; by default at batch > 1 for 1×1 convs and narrow heads) apply
+  // the BN, residual and activation to each sample's output in cache; batched head convs compose natively
+  const maskedVariants: Array<Record<string, string>> = [{}, { MSGC_MASKED_IMPL: 'persample' }, { MSGC_MASKED_IMPL: 'batched' }];
+  test.each(cases.map((c, i) => ({ ...c, i })).filter((c) => c.N > 1))('N=$N C=$C $H×$W O=$O k=$k stride=$stride G=$G blocked=$blocked real=$real', (c) => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const { x, w, s, r, rv, conv } = operands(c, c.i);
+      const bn = randomBn(c.O, 450 + c.i);
+      const bt = bnTensors(bn);
+      const opts = { heads: c.G, stride: c.stride, padding: c.pad, execution: 'masked' as const };
+      for (const k of combos) {
+        const want = bnReference(conv, c.N, c.O, bn, k.act, k.residual ? rv : null);
+        for (const env of maskedVariants) {
+          const got = withEnv(env, () => {
+            const o = { ...opts, activation: k.act, residual: k.residual ? r : null };
+            if (!k.pooled) return { y: F.msgcConv2dBnAct(x, w, s, bt, o), pooled: null };
+            return F.msgcConv2dBnActPooled(x, w, s, bt, o);
+          });
+          const err = closeness(got.y.toFloat32Array(), want.y, 2e-4, 2e-4);
+          if (err > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: off the reference by ${err}`);
+          if (got.pooled) {
+            expect(got.pooled.shape).toEqual([c.N, c.O, 1, 1]);
+            const perr = closeness(got.pooled.toFloat32Array(), want.means, 2e-4, 2e-4);
+            if (perr > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: pooled means off by ${perr}`);
+          }
+        }
+      }
+    }));
+  });
+});
+
 describe('fused BN with output selection', () => {
   test.each(cases.filter((_, i) => i % 2 === 0).map((c, i) => ({ ...c, i: 2 * i })))('N=$N C=$C O=$O k=$k G=$G blocked=$blocked', (c) => {
     msgc.tidy(() => msgc.noGrad(() => {

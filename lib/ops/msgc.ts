@@ -251,19 +251,21 @@ function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: F
   const residual = optionalTensor(op, 'residual', options?.residual ?? null);
   const plan = planMsgc(op, x, weight, scale, options);
   const recording = isGradEnabled() && [x, weight, scale, g, beta, residual].some((t) => t && t.requiresGrad);
-  if (recording || !plan.gathered) return { conv: runMsgc(x, weight, scale, plan) };
+  if (recording || plan.denseForward) return { conv: runMsgc(x, weight, scale, plan) };
+  // gathered: the BN in the kernels' epilogue; masked: per sample, in cache, where the masked conv runs per-sample
+  // convs (otherwise the native composition)
   const { heads, stride, padding, outputMask } = plan;
   return { fused: native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null,
     bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5, actCode(act),
-    residual ? residual.h : null, pooled) };
+    residual ? residual.h : null, pooled, !plan.gathered) };
 }
 
 /**
  * act(batchNorm_eval(msgcConv2d(x, weight, scale)) + residual): an MSGC conv followed by its eval-mode BatchNorm
- * (running statistics), an optional residual and activation. When the gathered execution runs and no gradient is
- * recorded, the BatchNorm, residual and activation are applied by the gathered kernels to each block of outputs
- * while it is still in cache (no separate pass over the output); otherwise it is the composition of msgcConv2d and
- * F.batchNormAct, with their gradients. Values agree with the composition to float rounding. Outputs an
+ * (running statistics), an optional residual and activation. When no gradient is recorded, the BatchNorm, residual
+ * and activation are applied by the gathered kernels to each block of outputs while it is still in cache (no
+ * separate pass over the output), or in the masked execution to each sample's output right after its conv where
+ * that runs per sample; otherwise it is the composition of msgcConv2d and F.batchNormAct, with their gradients. Values agree with the composition to float rounding. Outputs an
  * outputMask skips hold BN(0) (through the activation), as in the composition.
  */
 export function msgcConv2dBnAct(x: Tensor, weight: Tensor, scale: Tensor, bn: FoldedBatchNorm, options: MsgcConv2dBnActOptions): Tensor {

@@ -16,6 +16,11 @@ inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParam
 // weights; chosen for narrow heads (O/G below the SIMD width) or when MSGC_MASKED_IMPL=persample.
 bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
+// The same forward with the eval BatchNorm, residual and activation (and the per-channel means for `means`)
+// applied to each sample's output right after its conv, while it is in cache; null when the output layout is
+// neither nChw16c nor plain or the CPU lacks AVX-512 (the caller then composes the two).
+TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                                     const FusedBnAct& bn, TensorPtr* means);
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                         const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
 

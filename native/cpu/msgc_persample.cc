@@ -19,6 +19,7 @@
 // primitive's blocked weight layout through an index map (blocked element -> scale index i·C + c, or -1 for
 // padding), built once per layout.
 #include <omp.h>
+#include <cmath>
 
 #include <cstdlib>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include "layout.h"
 #include "msgc/ops.h"
 #include "msgc_internal.h"
+#include "msgc_gather.h"
 
 namespace msgc {
 using namespace cpu;
@@ -280,6 +282,82 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
     }
   }
   return y;
+}
+
+TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                                     const FusedBnAct& bn, TensorPtr* means) {
+#if MSGC_GATHER_AVX512
+  const int64_t N = x.shape[0], C = x.shape[1], G = p.heads, O = weight.shape[0];
+  if (N == 1 || !gather::cpuHasAvx512()) return nullptr;
+  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  if (ps.dstBlock != 16 && ps.dstBlock != 1) return nullptr;
+  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
+  const int64_t OHW = yShape[2] * yShape[3], Ob = (O + 15) / 16;
+  // the BN as y·a + b per output channel (zeros past O: the padding lanes of nChw16c stay 0)
+  std::vector<float> av((size_t)(Ob * 16), 0.f), bv((size_t)(Ob * 16), 0.f);
+  {
+    const float* mean = plainData(*bn.runningMean);
+    const float* var = plainData(*bn.runningVar);
+    const float* gm = bn.weight ? plainData(*bn.weight) : nullptr;
+    const float* be = bn.bias ? plainData(*bn.bias) : nullptr;
+    for (int64_t o = 0; o < O; o++) {
+      av[o] = (gm ? gm[o] : 1.f) / std::sqrt(var[o] + bn.eps);
+      bv[o] = (be ? be[o] : 0.f) - mean[o] * av[o];
+    }
+  }
+  const bool clamp = bn.act >= 0;
+  const float lo = 0.f, hi = bn.act == (int)Activation::ReLU6 ? 6.f : INFINITY;
+  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
+  dnnl::memory rmem;
+  const float* res = nullptr;
+  if (bn.residual) {
+    rmem = asLayout(*bn.residual, blockedDesc(yShape, ps.dstBlock));
+    res = static_cast<const float*>(rmem.get_data_handle());
+  }
+  TensorPtr pooled = means ? emptyTensor({N, O, 1, 1}) : nullptr;
+  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
+  const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
+  const float* s = plainData(scale);
+  const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
+  const size_t wLen = ps.wLen;
+  float* yp = y->data();
+  float* mp = pooled ? pooled->data() : nullptr;
+#pragma omp parallel
+  {
+    dnnl::stream st(engine());
+    Workspace ws;
+    ws.weights.resize(wLen);
+    ws.scratch.resize(ps.scratchFloats + 1);
+    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), ws.weights.data());
+    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.data());
+    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
+    std::vector<float> sums((size_t)(Ob * 16));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+      scaleWeights(ws.weights.data(), wb, ps.runsFwd, s + n * G * C);
+      xm.set_data_handle(const_cast<float*>(xp + n * xStride));
+      ym.set_data_handle(yp + n * yStride);
+      ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
+      // the epilogue on this sample's output, still in cache
+      float* yn = yp + n * yStride;
+      const float* rn = res ? res + n * yStride : nullptr;
+      if (ps.dstBlock == 16) {
+        for (int64_t cb = 0; cb < Ob; cb++)
+          gather::postBlock16(yn + cb * OHW * 16, rn ? rn + cb * OHW * 16 : nullptr, 1, OHW, 0, av.data() + cb * 16,
+                              bv.data() + cb * 16, clamp, lo, hi, sums.data() + cb * 16);
+      } else {
+        gather::postPlanes(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo, hi, mp ? sums.data() : nullptr);
+      }
+      if (mp)
+        for (int64_t o = 0; o < O; o++) mp[n * O + o] = sums[o] / (float)OHW;
+    }
+  }
+  if (means) *means = pooled;
+  return y;
+#else
+  (void)x, (void)weight, (void)scale, (void)p, (void)bn, (void)means;
+  return nullptr;
+#endif
 }
 
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,

@@ -70,8 +70,9 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
 }
 
 // msgcConv2dBnActEval(x, weight, scale, stride, padding, heads, outputMask|null, runningMean, runningVar,
-//                     gamma|null, beta|null, eps, activation, residual|null, pooled) -> y, or [y, means] if pooled:
-// act(batchNorm_eval(gathered msgcConv2d) + residual) with the BN fused into the gathered kernels' output
+//                     gamma|null, beta|null, eps, activation, residual|null, pooled[, masked]) -> y, or [y, means] if
+// pooled: act(batchNorm_eval(gathered msgcConv2d) + residual) with the BN fused into the gathered kernels' output
+// (masked: the masked execution, the BN applied per sample in cache where it runs per-sample convs)
 static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
   const char* op = "msgcConv2dBnAct";
   MsgcArgs a = readMsgc(info, op);
@@ -98,6 +99,9 @@ static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
     expectSameDevice(*a.x, *r, op, "x", "residual");
   }
   const bool pooled = boolArg(info, 14, op, "pooled");
+  // (optional 16th argument masked: the masked execution instead of the gathered one; no outputMask then)
+  const bool masked = info.Length() > 15 && boolArg(info, 15, op, "masked");
+  MSGC_CHECK(!(masked && outMask), op, ": the masked execution takes no outputMask");
   FusedBnAct bn;
   bn.runningMean = rm.get();
   bn.runningVar = rv.get();
@@ -107,7 +111,8 @@ static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
   bn.act = (int)act;
   bn.residual = r.get();
   TensorPtr means;
-  TensorPtr y = msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
+  TensorPtr y = masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
+                       : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
   if (!pooled) return wrapTensor(info.Env(), y);
   return tensorList(info.Env(), {y, means});
 }

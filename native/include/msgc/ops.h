@@ -155,6 +155,10 @@ struct FusedBnAct {
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
                                   TensorPtr* means = nullptr);
+// The masked execution with the same epilogue (inference): per-sample convs apply it to each sample's output while
+// it is in cache; otherwise msgcConvForward, then batchNormActEval.
+TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                                  const FusedBnAct& bn, TensorPtr* means = nullptr);
 struct MsgcConvGrads {
   TensorPtr x, weight, scale;
 };
