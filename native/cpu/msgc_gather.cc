@@ -10,8 +10,8 @@
 //              for the pixvec kernel a plain copy of nChw16c made tile by tile (so it is still in cache);
 //      Direct  other convs with horizontal stride 1 or 2 (pixvec: 1): per sample, a zero-padded copy of each channel
 //              that some head selects (the union of the heads' selections; channels no head needs are never read);
-//              ocvec's 3×3 stride-1 convs on nChw16c read x in place instead (pixels 16 apart, one output row
-//              per pixel chunk; the chunks of the first and last output row skip the padding rows' taps);
+//              ocvec's 3×3 convs of stride 1 or 2 on nChw16c read x in place instead (pixels 16 or 32 apart, one
+//              output row per pixel chunk; chunks at the borders skip the taps over the padding rows and columns);
 //      Im2col  the rest (pixvec with stride 2, other strides): one row of OH·OW pixels per (channel, tap).
 //    Copies from nChw16c transpose a row of 16 channels in registers, straight into the channels' rows.
 //  * Kernel "ocvec": 16 output channels in a zmm register × R output rows × Q pixels (R·Q <= 28 accumulators);
@@ -58,15 +58,16 @@ namespace {
 
 // ---- the AVX-512 path (the plan of one call: Job, msgc_gather_job.h) -----------------------------------------
 
-// Whether ocvec on Direct rows reads an nChw16c x in place: 3×3, stride 1, padding 1, nb <= 2. Saves the padded
+// Whether ocvec on Direct rows reads an nChw16c x in place: 3×3, stride 1 or 2, padding 1, nb <= 2. Saves the padded
 // copy of the selected channels and the taps over the padding rows; every pixel chunk is then one output row
 // (Job::plan), so narrow maps lose the blocks of several rows the copies allow, and still gain (2 threads, density
 // 0.5, ResNet-18's shapes, in-place time ÷ copy time: batch 1: 0.94 on 56², 0.85 on 28², 0.83 on 14², 0.90 on 7²,
 // 0.69 on 8² with 64 channels, 0.75-0.83 on 2²-4²; batch 32: 0.89 on 28² and 14², 0.98 on 7², 0.92 on 8², 0.9-1.03
-// on 4²). MSGC_GATHER_DIRECT=copy keeps the copy (tests and benchmarks).
+// on 4²; stride 2, ResNet-18/50's downsampling 3×3 convs: batch 1 0.71-0.77 on 56² and 28² inputs, 0.91-0.95 on
+// 14²; batch 32 0.79 / 0.86-0.92 / 1.03-1.05). MSGC_GATHER_DIRECT=copy keeps the copy (tests and benchmarks).
 bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb) {
   if (rp.rows != Rows::Direct || xBlock != 16 || nb > 2) return false;
-  if (g.KH != 3 || g.KW != 3 || g.PH != 1 || g.PW != 1 || g.SH != 1 || g.SW != 1) return false;
+  if (g.KH != 3 || g.KW != 3 || g.PH != 1 || g.PW != 1 || g.SH != g.SW || (g.SW != 1 && g.SW != 2)) return false;
   const char* e = std::getenv("MSGC_GATHER_DIRECT");
   return !(e && std::string(e) == "copy");
 }
@@ -91,8 +92,8 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     // selected channels; the taps over the padding rows are skipped (chunks of the first and last output row take
     // kernel rows 1-2 and 0-1), those over the padding columns too (edges)
     rp.inPlace = true;
-    rp.pixStride = 16;
-    rp.rowStride = 16 * g.W;
+    rp.pixStride = 16 * g.SW;
+    rp.rowStride = 16 * g.W * g.SH;
     rp.chanStride = g.H * g.W;
     for (int64_t kh = 0; kh < 3; kh++)
       for (int64_t kw = 0; kw < 3; kw++) rp.tapOffset[kh * 3 + kw] = ((kh - 1) * g.W + (kw - 1)) * 16;

@@ -115,7 +115,7 @@ struct Job {
       const int64_t chunks = (vectors + maxNR - 1) / maxNR;
       pixNR = (int)((vectors + chunks - 1) / chunks);
     } else if (rp.rows == Rows::Direct) {
-      edges = g.KW == 3 && g.PW == 1 && g.SW == 1;
+      edges = g.KW == 3 && g.PW == 1 && (g.SW == 1 || rp.inPlace);
       // A row in near-equal pieces of at most 28 pixels; on padded copies a row that is one piece joins others in
       // blocks of up to 28/Q rows. Pieces at a row's ends skip the taps over the padding columns (edges); the taps
       // over the padding rows above and below are computed on copies (splitting off the border rows to skip them
@@ -137,10 +137,12 @@ struct Job {
           c.nt = g.T;
           if (rp.inPlace) {
             // x read in place (runAvx512: one output row per chunk, 3×3, padding 1): no padding rows to read
+            // (the last output row of a stride-2 conv reaches the bottom padding only when H is odd)
             if (oh == 0) c.t0 = 3, c.nt -= 3;
-            if (oh + r == g.OH) c.nt -= 3;
+            if (oh + r == g.OH && (g.OH - 1) * g.SH + 1 >= g.H) c.nt -= 3;
           }
-          if (edges) c.edges = (ow0 == 0 ? 1 : 0) | (ow0 + c.q == g.OW ? 2 : 0);
+          // (the right padding column likewise, at a row's end)
+          if (edges) c.edges = (ow0 == 0 ? 1 : 0) | (ow0 + c.q == g.OW && (g.OW - 1) * g.SW + 1 >= g.W ? 2 : 0);
           direct.push_back(c);
         }
         oh += r;

@@ -132,6 +132,14 @@ constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16E(std::index_sequence<I.
 const std::array<std::array<OcvecFn, kMaxPixels>, 3> kOcvec16E = {
     ocvecTable16E<1>(std::make_index_sequence<kMaxPixels>{}), ocvecTable16E<2>(std::make_index_sequence<kMaxPixels>{}),
     ocvecTable16E<3>(std::make_index_sequence<kMaxPixels>{})};
+// ... and by a 3×3 stride-2 conv (pixels 32 apart), every edge variant
+template <int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable32E(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, 32, E>...};
+}
+const std::array<std::array<OcvecFn, kMaxPixels>, 4> kOcvec32E = {
+    ocvecTable32E<0>(std::make_index_sequence<kMaxPixels>{}), ocvecTable32E<1>(std::make_index_sequence<kMaxPixels>{}),
+    ocvecTable32E<2>(std::make_index_sequence<kMaxPixels>{}), ocvecTable32E<3>(std::make_index_sequence<kMaxPixels>{})};
 
 
 // tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
@@ -168,6 +176,13 @@ constexpr int kNB2Pixels = ocvecPixels(2);
 const std::array<std::array<OcvecNBFn, kNB2Pixels>, 3> kOcvecNB2x16E = {
     ocvecNB2Table16E<1>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table16E<2>(std::make_index_sequence<kNB2Pixels>{}),
     ocvecNB2Table16E<3>(std::make_index_sequence<kNB2Pixels>{})};
+template <int E, size_t... I>
+constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2Table32E(std::index_sequence<I...>) {
+  return {&ocvecKernelNB<2, (int)I + 1, 1, 32, E>...};
+}
+const std::array<std::array<OcvecNBFn, kNB2Pixels>, 4> kOcvecNB2x32E = {
+    ocvecNB2Table32E<0>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table32E<1>(std::make_index_sequence<kNB2Pixels>{}),
+    ocvecNB2Table32E<2>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table32E<3>(std::make_index_sequence<kNB2Pixels>{})};
 // odd block counts, for pointwise convs only (MobileNetV2's projections: heads of 40 and 80 outputs)
 template <int NB>
 struct OcvecNBPointwise {
@@ -186,8 +201,9 @@ const OcvecNBPointwise<5> kOcvecNB5;
 void setInputPrefetch(int channelsAhead) { tInputPrefetch = channelsAhead; }
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
-  if (stride == 16) {
-    if (edges && r != 1) throw std::logic_error("ocvec: row ends on nChw16c in place only one row at a time");
+  if (stride == 16 || stride == 32) {
+    if ((edges || stride == 32) && r != 1) throw std::logic_error("ocvec: nChw16c in place with row ends or stride 2 only one row at a time");
+    if (stride == 32) return kOcvec32E[edges][q - 1];
     return edges ? kOcvec16E[edges - 1][q - 1] : kOcvec16[q - 1];
   }
   return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
@@ -198,9 +214,9 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
     if ((stride != 1 && stride != 16) || edges) throw std::logic_error("ocvec: 3 or 5 output blocks only for pointwise rows");
     return nb == 3 ? kOcvecNB3.get(stride, q, r) : kOcvecNB5.get(stride, q, r);
   }
-  if (stride == 16 && edges) {
-    if (nb != 2 || r != 1) throw std::logic_error("ocvec: row ends on nChw16c in place only for 2 blocks, one row at a time");
-    return kOcvecNB2x16E[edges - 1][q - 1];
+  if ((stride == 16 && edges) || stride == 32) {
+    if (nb != 2 || r != 1) throw std::logic_error("ocvec: nChw16c in place with row ends or stride 2 only for 2 blocks, one row at a time");
+    return stride == 32 ? kOcvecNB2x32E[edges][q - 1] : kOcvecNB2x16E[edges - 1][q - 1];
   }
   return nb == 4 ? kOcvecNB4.get(stride, q, r, edges) : kOcvecNB2.get(stride, q, r, edges);
 }

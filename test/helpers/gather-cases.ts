@@ -65,6 +65,8 @@ export const cases: Case[] = [
   { N: 3, C: 40, H: 2, W: 16, O: 64, k: 3, G: 2, stride: 1, pad: 1, blocked: true, real: true },
   { N: 2, C: 24, H: 14, W: 14, O: 128, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: false },
   { N: 1, C: 64, H: 5, W: 30, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: true },
+  // ... and stride 2 (pixels 32 apart): even H with odd W (the right padding column at a row's end, two pieces)
+  { N: 2, C: 40, H: 14, W: 29, O: 64, k: 3, G: 2, stride: 2, pad: 1, blocked: true, real: false },
 ];
 
 // every native variant on this machine; a variant the CPU cannot run falls back to the portable one
