@@ -83,31 +83,39 @@ const combos: Array<{ act: Act; residual: boolean; pooled: boolean }> = [
 
 const startLive = msgc.liveTensorCount();
 
-describe('fused gathered conv + BN (+ residual, activation, pooling) equals a float64 reference', () => {
-  test.each(cases.map((c, i) => ({ ...c, i })))('N=$N C=$C $H×$W O=$O k=$k stride=$stride pad=$pad G=$G blocked=$blocked real=$real', (c) => {
-    msgc.tidy(() => msgc.noGrad(() => {
-      const { x, w, s, r, rv, conv } = operands(c, c.i);
-      const bn = randomBn(c.O, 400 + c.i);
-      const bt = bnTensors(bn);
-      const opts = { heads: c.G, stride: c.stride, padding: c.pad, execution: 'gathered' as const };
-      for (const k of combos) {
-        const want = bnReference(conv, c.N, c.O, bn, k.act, k.residual ? rv : null);
-        for (const env of variants) {
-          const got = withEnv(env, () => {
-            const o = { ...opts, activation: k.act, residual: k.residual ? r : null };
-            if (!k.pooled) return { y: F.msgcConv2dBnAct(x, w, s, bt, o), pooled: null };
-            return F.msgcConv2dBnActPooled(x, w, s, bt, o);
-          });
-          const err = closeness(got.y.toFloat32Array(), want.y, 2e-4, 2e-4);
-          if (err > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: off the reference by ${err}`);
-          if (got.pooled) {
-            expect(got.pooled.shape).toEqual([c.N, c.O, 1, 1]);
-            const perr = closeness(got.pooled.toFloat32Array(), want.means, 2e-4, 2e-4);
-            if (perr > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: pooled means off by ${perr}`);
-          }
+/**
+ * msgcConv2dBnAct / msgcConv2dBnActPooled in the given execution against the float64 reference, for every combo
+ * of activation, residual and pooling and every native variant in envs.
+ */
+function expectFusedMatchesReference(c: Case & { i: number }, execution: 'gathered' | 'masked', bnSeed: number, envs: Array<Record<string, string>>): void {
+  msgc.tidy(() => msgc.noGrad(() => {
+    const { x, w, s, r, rv, conv } = operands(c, c.i);
+    const bn = randomBn(c.O, bnSeed + c.i);
+    const bt = bnTensors(bn);
+    const opts = { heads: c.G, stride: c.stride, padding: c.pad, execution };
+    for (const k of combos) {
+      const want = bnReference(conv, c.N, c.O, bn, k.act, k.residual ? rv : null);
+      for (const env of envs) {
+        const got = withEnv(env, () => {
+          const o = { ...opts, activation: k.act, residual: k.residual ? r : null };
+          if (!k.pooled) return { y: F.msgcConv2dBnAct(x, w, s, bt, o), pooled: null };
+          return F.msgcConv2dBnActPooled(x, w, s, bt, o);
+        });
+        const err = closeness(got.y.toFloat32Array(), want.y, 2e-4, 2e-4);
+        if (err > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: off the reference by ${err}`);
+        if (got.pooled) {
+          expect(got.pooled.shape).toEqual([c.N, c.O, 1, 1]);
+          const perr = closeness(got.pooled.toFloat32Array(), want.means, 2e-4, 2e-4);
+          if (perr > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: pooled means off by ${perr}`);
         }
       }
-    }));
+    }
+  }));
+}
+
+describe('fused gathered conv + BN (+ residual, activation, pooling) equals a float64 reference', () => {
+  test.each(cases.map((c, i) => ({ ...c, i })))('N=$N C=$C $H×$W O=$O k=$k stride=$stride pad=$pad G=$G blocked=$blocked real=$real', (c) => {
+    expectFusedMatchesReference(c, 'gathered', 400, variants);
   });
 });
 
@@ -116,29 +124,7 @@ describe('masked execution with the BN applied per sample (inference) equals a f
   // the BN, residual and activation to each sample's output in cache; batched head convs compose natively
   const maskedVariants: Array<Record<string, string>> = [{}, { MSGC_MASKED_IMPL: 'persample' }, { MSGC_MASKED_IMPL: 'batched' }];
   test.each(cases.map((c, i) => ({ ...c, i })).filter((c) => c.N > 1))('N=$N C=$C $H×$W O=$O k=$k stride=$stride G=$G blocked=$blocked real=$real', (c) => {
-    msgc.tidy(() => msgc.noGrad(() => {
-      const { x, w, s, r, rv, conv } = operands(c, c.i);
-      const bn = randomBn(c.O, 450 + c.i);
-      const bt = bnTensors(bn);
-      const opts = { heads: c.G, stride: c.stride, padding: c.pad, execution: 'masked' as const };
-      for (const k of combos) {
-        const want = bnReference(conv, c.N, c.O, bn, k.act, k.residual ? rv : null);
-        for (const env of maskedVariants) {
-          const got = withEnv(env, () => {
-            const o = { ...opts, activation: k.act, residual: k.residual ? r : null };
-            if (!k.pooled) return { y: F.msgcConv2dBnAct(x, w, s, bt, o), pooled: null };
-            return F.msgcConv2dBnActPooled(x, w, s, bt, o);
-          });
-          const err = closeness(got.y.toFloat32Array(), want.y, 2e-4, 2e-4);
-          if (err > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: off the reference by ${err}`);
-          if (got.pooled) {
-            expect(got.pooled.shape).toEqual([c.N, c.O, 1, 1]);
-            const perr = closeness(got.pooled.toFloat32Array(), want.means, 2e-4, 2e-4);
-            if (perr > 1) throw new Error(`variant ${JSON.stringify(env)} ${JSON.stringify(k)}: pooled means off by ${perr}`);
-          }
-        }
-      }
-    }));
+    expectFusedMatchesReference(c, 'masked', 450, maskedVariants);
   });
 });
 

@@ -350,6 +350,19 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
 
 }  // namespace
 
+namespace gather {
+void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b) {
+  const float* mean = plainData(*bn.runningMean);
+  const float* var = plainData(*bn.runningVar);
+  const float* gm = bn.weight ? plainData(*bn.weight) : nullptr;
+  const float* be = bn.bias ? plainData(*bn.bias) : nullptr;
+  for (int64_t o = 0; o < O; o++) {
+    a[o] = (gm ? gm[o] : 1.f) / std::sqrt(var[o] + bn.eps);
+    b[o] = (be ? be[o] : 0.f) - mean[o] * a[o];
+  }
+}
+}  // namespace gather
+
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
   Geometry g;
@@ -423,14 +436,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   if (fuse) {
     av.assign(g.O, 0.f);
     bv.assign(g.O, 0.f);
-    const float* mean = plainData(*bn->runningMean);
-    const float* var = plainData(*bn->runningVar);
-    const float* gm = bn->weight ? plainData(*bn->weight) : nullptr;
-    const float* be = bn->bias ? plainData(*bn->bias) : nullptr;
-    for (int64_t o = 0; o < g.O; o++) {
-      av[o] = (gm ? gm[o] : 1.f) / std::sqrt(var[o] + bn->eps);
-      bv[o] = (be ? be[o] : 0.f) - mean[o] * av[o];
-    }
+    foldBatchNorm(*bn, g.O, av.data(), bv.data());
     post.a = av.data();
     post.b = bv.data();
     post.clamp = bn->act >= 0;

@@ -25,6 +25,7 @@
 #endif
 
 #include "layout.h"
+#include "msgc/ops.h"
 #include "msgc/tensor.h"
 
 namespace msgc {
@@ -104,6 +105,9 @@ struct Post {
     return clamp ? std::min(hi, std::max(lo, v)) : v;
   }
 };
+
+// The eval BatchNorm of bn as y·a[o] + b[o] for o < O (msgc_gather.cc; also the masked path's per-sample epilogue).
+void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b);
 
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 

@@ -252,18 +252,18 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   return outPixels >= 14 * 14 && Og < 64;
 }
 
-TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
-  const int64_t N = x.shape[0], C = x.shape[1], G = p.heads;
-  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
-  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
-  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
-  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
+namespace {
+// y[n] = conv(x[n], W'_n) for every sample, threads splitting the samples statically, then post(n, thread) on the
+// thread that computed it (thread: its index, for per-thread buffers) while y[n] is in its cache
+template <class Post>
+void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& weight, const Tensor& scale, int64_t G,
+                          float* yp, Post&& post) {
+  const int64_t N = x.shape[0], C = x.shape[1];
   const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
   const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
   const float* s = plainData(scale);
   const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
   const size_t wLen = ps.wLen;
-  float* yp = y->data();
 #pragma omp parallel
   {
     dnnl::stream st(engine());
@@ -279,15 +279,26 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
       xm.set_data_handle(const_cast<float*>(xp + n * xStride));
       ym.set_data_handle(yp + n * yStride);
       ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
+      post(n, omp_get_thread_num());
     }
   }
+}
+}  // namespace
+
+TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  const int64_t N = x.shape[0], G = p.heads;
+  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
+  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
+  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
+  forEachSampleForward(ps, x, weight, scale, G, y->data(), [](int64_t, int) {});
   return y;
 }
 
 TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                      const FusedBnAct& bn, TensorPtr* means) {
 #if MSGC_GATHER_AVX512
-  const int64_t N = x.shape[0], C = x.shape[1], G = p.heads, O = weight.shape[0];
+  const int64_t N = x.shape[0], O = weight.shape[0];
   if (N == 1 || !gather::cpuHasAvx512()) return nullptr;
   PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
   if (ps.dstBlock != 16 && ps.dstBlock != 1) return nullptr;
@@ -295,16 +306,7 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
   const int64_t OHW = yShape[2] * yShape[3], Ob = (O + 15) / 16;
   // the BN as y·a + b per output channel (zeros past O: the padding lanes of nChw16c stay 0)
   std::vector<float> av((size_t)(Ob * 16), 0.f), bv((size_t)(Ob * 16), 0.f);
-  {
-    const float* mean = plainData(*bn.runningMean);
-    const float* var = plainData(*bn.runningVar);
-    const float* gm = bn.weight ? plainData(*bn.weight) : nullptr;
-    const float* be = bn.bias ? plainData(*bn.bias) : nullptr;
-    for (int64_t o = 0; o < O; o++) {
-      av[o] = (gm ? gm[o] : 1.f) / std::sqrt(var[o] + bn.eps);
-      bv[o] = (be ? be[o] : 0.f) - mean[o] * av[o];
-    }
-  }
+  gather::foldBatchNorm(bn, O, av.data(), bv.data());
   const bool clamp = bn.act >= 0;
   const float lo = 0.f, hi = bn.act == (int)Activation::ReLU6 ? 6.f : INFINITY;
   TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
@@ -315,43 +317,25 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
     res = static_cast<const float*>(rmem.get_data_handle());
   }
   TensorPtr pooled = means ? emptyTensor({N, O, 1, 1}) : nullptr;
-  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
-  const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
-  const float* s = plainData(scale);
-  const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
-  const size_t wLen = ps.wLen;
+  const int64_t yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
   float* yp = y->data();
   float* mp = pooled ? pooled->data() : nullptr;
-#pragma omp parallel
-  {
-    dnnl::stream st(engine());
-    Workspace ws;
-    ws.weights.resize(wLen);
-    ws.scratch.resize(ps.scratchFloats + 1);
-    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), ws.weights.data());
-    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.data());
-    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
-    std::vector<float> sums((size_t)(Ob * 16));
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-      scaleWeights(ws.weights.data(), wb, ps.runsFwd, s + n * G * C);
-      xm.set_data_handle(const_cast<float*>(xp + n * xStride));
-      ym.set_data_handle(yp + n * yStride);
-      ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
-      // the epilogue on this sample's output, still in cache
-      float* yn = yp + n * yStride;
-      const float* rn = res ? res + n * yStride : nullptr;
-      if (ps.dstBlock == 16) {
-        for (int64_t cb = 0; cb < Ob; cb++)
-          gather::postBlock16(yn + cb * OHW * 16, rn ? rn + cb * OHW * 16 : nullptr, 1, OHW, 0, av.data() + cb * 16,
-                              bv.data() + cb * 16, clamp, lo, hi, sums.data() + cb * 16);
-      } else {
-        gather::postPlanes(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo, hi, mp ? sums.data() : nullptr);
-      }
-      if (mp)
-        for (int64_t o = 0; o < O; o++) mp[n * O + o] = sums[o] / (float)OHW;
+  std::vector<std::vector<float>> sums((size_t)omp_get_max_threads(), std::vector<float>((size_t)(Ob * 16)));
+  forEachSampleForward(ps, x, weight, scale, p.heads, yp, [&](int64_t n, int thread) {
+    // the epilogue on this sample's output, still in cache
+    float* yn = yp + n * yStride;
+    const float* rn = res ? res + n * yStride : nullptr;
+    float* sn = sums[(size_t)thread].data();
+    if (ps.dstBlock == 16) {
+      for (int64_t cb = 0; cb < Ob; cb++)
+        gather::postBlock16(yn + cb * OHW * 16, rn ? rn + cb * OHW * 16 : nullptr, 1, OHW, 0, av.data() + cb * 16,
+                            bv.data() + cb * 16, clamp, lo, hi, sn + cb * 16);
+    } else {
+      gather::postPlanes(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo, hi, mp ? sn : nullptr);
     }
-  }
+    if (mp)
+      for (int64_t o = 0; o < O; o++) mp[n * O + o] = sn[o] / (float)OHW;
+  });
   if (means) *means = pooled;
   return y;
 #else
