@@ -87,6 +87,8 @@ export interface NativeBinding {
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: boolean): H;
+  squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: false, heads: number): H;
+  squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: true, heads: number): [H, number, number, number];
   maskStats(m: H): [number, number, number];
   gateBackward(soft: H, gy: H, temperature: number): H;
   sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;

@@ -238,6 +238,53 @@ describe('gateStats: the gate statistics host blocks read natively', () => {
     });
   });
 
+  test("a GateHead's eval gates come with their statistics (no second native call), equal to the reference", () => {
+    const { native } = require('../lib/native');
+    const head = new msgc.nn.GateHead({ contextChannels: 24, channels: 10, heads: 3, squeezeRate: 4 });
+    head.eval();
+    msgc.tidy(() => {
+      const ctx = msgc.tensor(randomArray(5 * 24, 31, -1, 2), [5, 24, 1, 1]);
+      const m = head.forward(ctx);
+      expect(m.shape).toEqual([5, 3, 10]);
+      const calls = native.maskStats;
+      let counted = 0;
+      native.maskStats = (...a: unknown[]) => { counted++; return calls(...a); };
+      try {
+        const st = gateStats(m);
+        expect(counted).toBe(0);
+        const ref = reference(m.toFloat32Array(), 5, 3, 10);
+        expect(st.density).toBeCloseTo(ref.density, 12);
+        expect(st.unselected).toBeCloseTo(ref.unselected, 12);
+        expect(st.allOnes).toBe(ref.allOnes);
+        gateStats(msgc.tensor(m.toFloat32Array(), [5, 3, 10]));  // a copy: computed natively
+        expect(counted).toBe(1);
+      } finally {
+        native.maskStats = calls;
+      }
+    });
+    head.dispose();
+  });
+
+  test('the native head with heads G returns [N, G, K / G] and checks G', () => {
+    const { native } = require('../lib/native');
+    msgc.tidy(() => {
+      const ctx = msgc.zeros([2, 8, 1, 1]);
+      const w1 = msgc.zeros([2, 8, 1, 1]);
+      const s = msgc.ones([2]);
+      const w2 = msgc.zeros([6, 2, 1, 1]);
+      const b2 = msgc.full([6], -1);
+      const a = new msgc.Tensor(native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, false, 3));
+      expect(a.shape).toEqual([2, 3, 2]);
+      expect(Array.from(a.toFloat32Array())).toEqual(new Array(12).fill(-1));
+      const [h, sum, unselected, ones] = native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true, 2);
+      const g = new msgc.Tensor(h);
+      expect(g.shape).toEqual([2, 2, 3]);
+      expect([sum, unselected, ones]).toEqual([0, 6, 0]);  // every gate closed: 2·3 (sample, channel) pairs unselected
+      expect(() => native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true, 4)).toThrow(/6 outputs are not divisible by 4 heads/);
+      expect(() => native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true, 0)).toThrow(/heads/);
+    });
+  });
+
   test('a gate tensor that is not [N, heads, channels] throws', () => {
     msgc.tidy(() => {
       expect(() => gateStats(msgc.ones([4, 8]))).toThrow(/maskStats: mask .*\[N, heads, channels\]/);

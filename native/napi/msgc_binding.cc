@@ -160,7 +160,8 @@ static Napi::Value GateBackward(const Napi::CallbackInfo& info) {
 }
 
 // squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
-//                 w2 [K, B, 1, 1], b2 [K], threshold) -> [N, K]
+//                 w2 [K, B, 1, 1], b2 [K], threshold[, heads]) -> [N, K]; with heads G: [N, G, K / G], and with
+// threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one call)
 static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   const char* op = "squeezeHeadEval";
   TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), mean = tensorArg(info, 2, op, "runningMean"),
@@ -185,7 +186,19 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   for (auto* t : {&w1, &mean, &var, &gamma, &beta, &w2, &b2})
     if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
   expectWorkBound((double)N * (Cc * B + B * K), op, "this head");
-  return wrapTensor(info.Env(), squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold));
+  const int64_t G = info.Length() > 10 && !info[10].IsUndefined() ? intArg(info, 10, op, "heads", 1, K) : 0;
+  MSGC_CHECK(G == 0 || K % G == 0, op, ": ", K, " outputs are not divisible by ", G, " heads");
+  TensorPtr y = squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
+  if (G == 0) return wrapTensor(info.Env(), y);
+  TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
+  if (!threshold) return wrapTensor(info.Env(), m);
+  const MaskStats st = maskStats(*m);
+  Napi::Array out = Napi::Array::New(info.Env(), 4);
+  out.Set(0u, wrapTensor(info.Env(), m));
+  out.Set(1u, Napi::Number::New(info.Env(), st.sum));
+  out.Set(2u, Napi::Number::New(info.Env(), st.unselected));
+  out.Set(3u, Napi::Number::New(info.Env(), st.allOnes ? 1 : 0));
+  return out;
 }
 
 // maskStats(m [N, G, C]) -> [sum, unselected, allOnes (1 or 0)] (see MaskStats)

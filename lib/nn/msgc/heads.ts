@@ -8,6 +8,7 @@ import { Tensor } from '../../tensor/tensor';
 import { constant, kaimingNormal } from '../init';
 import { BatchNorm2d, Conv2d } from '../layers';
 import { Module } from '../module';
+import { rememberGateStats } from './tally';
 
 export interface HeadOptions {
   /** context width C_ctx (channels of the pooled input) */
@@ -53,15 +54,18 @@ abstract class SqueezeHead extends Module {
 
   /**
    * Eval, no gradient: the whole head in one native call (two GEMMs with BN and ReLU in between; `threshold`
-   * turns the logits into gates), instead of six small ops whose per-call costs dominate at batch 1.
+   * turns the logits into gates, [N, G, C] directly), instead of six small ops whose per-call costs dominate at
+   * batch 1. The gates come with their statistics (gateStats() then needs no call of its own).
    */
   protected fusedEval(ctx: Tensor, threshold: boolean): Tensor {
     const bn = this.bn;
-    const y = new Tensor(native.squeezeHeadEval(ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h,
-      bn.weight ? bn.weight.h : null, bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h, threshold));
-    const out = F.reshape(y, [y.shape[0], this.heads, this.channels]);
-    y.dispose();
-    return out;
+    const args = [ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h, bn.weight ? bn.weight.h : null,
+      bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h] as const;
+    if (!threshold) return new Tensor(native.squeezeHeadEval(...args, false, this.heads));
+    const [h, sum, unselected, ones] = native.squeezeHeadEval(...args, true, this.heads);
+    const m = new Tensor(h);
+    rememberGateStats(m, sum, unselected, ones);
+    return m;
   }
 
   /** MACs as the spec counts them: MG(C_ctx, C, G, r) = (C_ctx + 1)·B + B·C·G. */
