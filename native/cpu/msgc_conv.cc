@@ -94,7 +94,7 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
                                   const FusedBnAct& bn, TensorPtr* means) {
   // (MobileNetV2's 1×1 projections on 28²-112² maps at batch 32: the separate BN pass over their outputs took as
   // long as the BN passes of the dense model's 17 projections together)
-  if (x.shape[0] > 1 && msgcPerSampleWanted(x, weight, p))
+  if (msgcPerSampleWanted(x, weight, p))
     if (TensorPtr y = msgcConvForwardPerSampleBn(x, weight, scale, p, bn, means)) return y;
   TensorPtr raw = msgcConvForward(x, weight, scale, p);
   return batchNormActEval(*raw, *bn.runningMean, *bn.runningVar, bn.weight, bn.bias, bn.eps, bn.act, bn.residual, means);

@@ -88,9 +88,10 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     if (rp.rows == Rows::Planes && (B == 3 || B == 5) && (!nbEnv || most >= B)) job.nb = (int)B;
   }
   if (kind == KernelKind::Ocvec && directInPlace(g, rp, src.block, job.nb)) {
-    // 3×3 stride-1 convs on nChw16c: the kernels read x in place (pixels 16 apart), with no padded copy of the
-    // selected channels; the taps over the padding rows are skipped (chunks of the first and last output row take
-    // kernel rows 1-2 and 0-1), those over the padding columns too (edges)
+    // 3×3 convs of stride 1 or 2 on nChw16c: the kernels read x in place (pixels 16·stride apart), with no padded
+    // copy of the selected channels; the taps over the padding rows are skipped (Job::plan: chunks of the first
+    // output row take kernel rows 1-2, of the last one reaching the padding rows 0-1), those over the padding
+    // columns too (edges)
     rp.inPlace = true;
     rp.pixStride = 16 * g.SW;
     rp.rowStride = 16 * g.W * g.SH;

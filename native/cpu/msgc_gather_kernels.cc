@@ -114,33 +114,24 @@ constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>
                        ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
                        S, E>...};
 }
-template <size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)I + 1, 1, 16, 0>...};
-}
 using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
 constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
 const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
                                            ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
 const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
-const std::array<OcvecFn, kMaxPixels> kOcvec16 = ocvecTable16(std::make_index_sequence<kMaxPixels>{});
-// one row of nChw16c read in place by a 3×3 stride-1 conv (Direct rows in place): the row-end variants
-template <int E, size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable16E(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)I + 1, 1, 16, E>...};
+// one output row of nChw16c read in place, pixels S apart (16: 1×1 and 3×3 stride-1 convs, 32: 3×3 stride 2), for
+// every edge variant: table[E][Q - 1]
+template <int S, int E, size_t... I>
+constexpr std::array<OcvecFn, sizeof...(I)> ocvecRowTable(std::index_sequence<I...>) {
+  return {&ocvecKernel<(int)I + 1, 1, S, E>...};
 }
-const std::array<std::array<OcvecFn, kMaxPixels>, 3> kOcvec16E = {
-    ocvecTable16E<1>(std::make_index_sequence<kMaxPixels>{}), ocvecTable16E<2>(std::make_index_sequence<kMaxPixels>{}),
-    ocvecTable16E<3>(std::make_index_sequence<kMaxPixels>{})};
-// ... and by a 3×3 stride-2 conv (pixels 32 apart), every edge variant
-template <int E, size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable32E(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)I + 1, 1, 32, E>...};
+using OcvecRowTables = std::array<std::array<OcvecFn, kMaxPixels>, 4>;
+template <int S>
+constexpr OcvecRowTables ocvecRowTables() {
+  constexpr auto i = std::make_index_sequence<kMaxPixels>{};
+  return {ocvecRowTable<S, 0>(i), ocvecRowTable<S, 1>(i), ocvecRowTable<S, 2>(i), ocvecRowTable<S, 3>(i)};
 }
-const std::array<std::array<OcvecFn, kMaxPixels>, 4> kOcvec32E = {
-    ocvecTable32E<0>(std::make_index_sequence<kMaxPixels>{}), ocvecTable32E<1>(std::make_index_sequence<kMaxPixels>{}),
-    ocvecTable32E<2>(std::make_index_sequence<kMaxPixels>{}), ocvecTable32E<3>(std::make_index_sequence<kMaxPixels>{})};
-
+const OcvecRowTables kOcvecRow16 = ocvecRowTables<16>(), kOcvecRow32 = ocvecRowTables<32>();
 
 // tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
 // repeat a valid kernel and are never used)
@@ -167,22 +158,19 @@ struct OcvecNBTables {
 };
 const OcvecNBTables<2> kOcvecNB2;
 const OcvecNBTables<4> kOcvecNB4;
-// two output blocks over one row of nChw16c read in place by a 3×3 stride-1 conv: the row-end variants
-template <int E, size_t... I>
-constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2Table16E(std::index_sequence<I...>) {
-  return {&ocvecKernelNB<2, (int)I + 1, 1, 16, E>...};
-}
+// two output blocks over one row of nChw16c read in place (as kOcvecRow16/32): table[E][Q - 1]
 constexpr int kNB2Pixels = ocvecPixels(2);
-const std::array<std::array<OcvecNBFn, kNB2Pixels>, 3> kOcvecNB2x16E = {
-    ocvecNB2Table16E<1>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table16E<2>(std::make_index_sequence<kNB2Pixels>{}),
-    ocvecNB2Table16E<3>(std::make_index_sequence<kNB2Pixels>{})};
-template <int E, size_t... I>
-constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2Table32E(std::index_sequence<I...>) {
-  return {&ocvecKernelNB<2, (int)I + 1, 1, 32, E>...};
+template <int S, int E, size_t... I>
+constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2RowTable(std::index_sequence<I...>) {
+  return {&ocvecKernelNB<2, (int)I + 1, 1, S, E>...};
 }
-const std::array<std::array<OcvecNBFn, kNB2Pixels>, 4> kOcvecNB2x32E = {
-    ocvecNB2Table32E<0>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table32E<1>(std::make_index_sequence<kNB2Pixels>{}),
-    ocvecNB2Table32E<2>(std::make_index_sequence<kNB2Pixels>{}), ocvecNB2Table32E<3>(std::make_index_sequence<kNB2Pixels>{})};
+using OcvecNB2RowTables = std::array<std::array<OcvecNBFn, kNB2Pixels>, 4>;
+template <int S>
+constexpr OcvecNB2RowTables ocvecNB2RowTables() {
+  constexpr auto i = std::make_index_sequence<kNB2Pixels>{};
+  return {ocvecNB2RowTable<S, 0>(i), ocvecNB2RowTable<S, 1>(i), ocvecNB2RowTable<S, 2>(i), ocvecNB2RowTable<S, 3>(i)};
+}
+const OcvecNB2RowTables kOcvecNB2Row16 = ocvecNB2RowTables<16>(), kOcvecNB2Row32 = ocvecNB2RowTables<32>();
 // odd block counts, for pointwise convs only (MobileNetV2's projections: heads of 40 and 80 outputs)
 template <int NB>
 struct OcvecNBPointwise {
@@ -202,9 +190,8 @@ void setInputPrefetch(int channelsAhead) { tInputPrefetch = channelsAhead; }
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
   if (stride == 16 || stride == 32) {
-    if ((edges || stride == 32) && r != 1) throw std::logic_error("ocvec: nChw16c in place with row ends or stride 2 only one row at a time");
-    if (stride == 32) return kOcvec32E[edges][q - 1];
-    return edges ? kOcvec16E[edges - 1][q - 1] : kOcvec16[q - 1];
+    if (r != 1) throw std::logic_error("ocvec: nChw16c read in place one row at a time");
+    return (stride == 32 ? kOcvecRow32 : kOcvecRow16)[edges][q - 1];
   }
   return (stride == 2 ? kOcvec2 : kOcvec1[edges])[(q - 1) * kMaxRows + r - 1];
 }
@@ -216,7 +203,7 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
   }
   if ((stride == 16 && edges) || stride == 32) {
     if (nb != 2 || r != 1) throw std::logic_error("ocvec: nChw16c in place with row ends or stride 2 only for 2 blocks, one row at a time");
-    return stride == 32 ? kOcvecNB2x32E[edges][q - 1] : kOcvecNB2x16E[edges - 1][q - 1];
+    return (stride == 32 ? kOcvecNB2Row32 : kOcvecNB2Row16)[edges][q - 1];
   }
   return nb == 4 ? kOcvecNB4.get(stride, q, r, edges) : kOcvecNB2.get(stride, q, r, edges);
 }

@@ -159,6 +159,13 @@ static Napi::Value GateBackward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), gateBackward(*s, *gy, (float)t));
 }
 
+// out[at..at+2] = sum, unselected, allOnes (1 or 0) of st
+static void setMaskStats(Napi::Array& out, uint32_t at, const MaskStats& st) {
+  out.Set(at, Napi::Number::New(out.Env(), st.sum));
+  out.Set(at + 1, Napi::Number::New(out.Env(), st.unselected));
+  out.Set(at + 2, Napi::Number::New(out.Env(), st.allOnes ? 1 : 0));
+}
+
 // squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
 //                 w2 [K, B, 1, 1], b2 [K], threshold[, heads]) -> [N, K]; with heads G: [N, G, K / G], and with
 // threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one call)
@@ -192,12 +199,9 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   if (G == 0) return wrapTensor(info.Env(), y);
   TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
   if (!threshold) return wrapTensor(info.Env(), m);
-  const MaskStats st = maskStats(*m);
   Napi::Array out = Napi::Array::New(info.Env(), 4);
   out.Set(0u, wrapTensor(info.Env(), m));
-  out.Set(1u, Napi::Number::New(info.Env(), st.sum));
-  out.Set(2u, Napi::Number::New(info.Env(), st.unselected));
-  out.Set(3u, Napi::Number::New(info.Env(), st.allOnes ? 1 : 0));
+  setMaskStats(out, 1, maskStats(*m));
   return out;
 }
 
@@ -206,11 +210,8 @@ static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
   const char* op = "maskStats";
   TensorPtr m = tensorArg(info, 0, op, "mask");
   expectDims(*m, 3, op, "mask", "[N, heads, channels]");
-  const MaskStats st = maskStats(*m);
   Napi::Array out = Napi::Array::New(info.Env(), 3);
-  out.Set(0u, Napi::Number::New(info.Env(), st.sum));
-  out.Set(1u, Napi::Number::New(info.Env(), st.unselected));
-  out.Set(2u, Napi::Number::New(info.Env(), st.allOnes ? 1 : 0));
+  setMaskStats(out, 0, maskStats(*m));
   return out;
 }
 
