@@ -65,20 +65,25 @@ namespace {
 // 0.69 on 8² with 64 channels, 0.75-0.83 on 2²-4²; batch 32: 0.89 on 28² and 14², 0.98 on 7², 0.92 on 8², 0.9-1.03
 // on 4²; stride 2, ResNet-18/50's downsampling 3×3 convs: batch 1 0.71-0.77 on 56² and 28² inputs, 0.91-0.95 on
 // 14²; batch 32 0.79 / 0.86-0.92 / 1.03-1.05). MSGC_GATHER_DIRECT=copy keeps the copy (tests and benchmarks).
-bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb) {
-  if (rp.rows != Rows::Direct || xBlock != 16 || nb > 2) return false;
+// AVX2 reads nChw8c in place as well (pixels 8 or 16 apart).
+bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb, Isa isa) {
+  if (rp.rows != Rows::Direct || nb > 2 || !(xBlock == 16 || (isa == Isa::Avx2 && xBlock == 8))) return false;
   if (g.KH != 3 || g.KW != 3 || g.PH != 1 || g.PW != 1 || g.SH != g.SW || (g.SW != 1 && g.SW != 2)) return false;
   const char* e = std::getenv("MSGC_GATHER_DIRECT");
   return !(e && std::string(e) == "copy");
 }
 
-void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
-               KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec,
-               float* pooled, float* y) {
-  RowPlan rp = planRows(g, rows, src.block, kind == KernelKind::Ocvec);
+void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
+             KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
+             float* y) {
+  // ocvec reads a blocked x in place with pixels one block apart: nChw16c, and nChw8c with the AVX2 kernels
+  const bool strided = kind == KernelKind::Ocvec && (src.block == 16 || (isa == Isa::Avx2 && src.block == 8));
+  RowPlan rp = planRows(g, rows, src.block, strided);
   Job job{g, sel, rp, src, scale, WL, kind, y, forcePack};
   job.out = out;  // (zeros first: outputs that are not selected are not written)
-  if (kind == KernelKind::Ocvec && !out) {
+  job.isa = isa;
+  job.yl = isa == Isa::Avx2 ? 8 : 16;
+  if (kind == KernelKind::Ocvec && !out && isa == Isa::Avx512) {
     const int64_t B = job.blocksPerHead();
     const char* nbEnv = std::getenv("MSGC_GATHER_NB");  // (tests and benchmarks: 1..5 at most)
     const int64_t most = nbEnv ? std::atoi(nbEnv) : 2;  // 4 (6-pixel chunks) re-read the weights too often
@@ -87,17 +92,17 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
     // each broadcast fed one FMA
     if (rp.rows == Rows::Planes && (B == 3 || B == 5) && (!nbEnv || most >= B)) job.nb = (int)B;
   }
-  if (kind == KernelKind::Ocvec && directInPlace(g, rp, src.block, job.nb)) {
+  if (kind == KernelKind::Ocvec && directInPlace(g, rp, src.block, job.nb, isa)) {
     // 3×3 convs of stride 1 or 2 on nChw16c: the kernels read x in place (pixels 16·stride apart), with no padded
     // copy of the selected channels; the taps over the padding rows are skipped (Job::plan: chunks of the first
     // output row take kernel rows 1-2, of the last one reaching the padding rows 0-1), those over the padding
     // columns too (edges)
     rp.inPlace = true;
-    rp.pixStride = 16 * g.SW;
-    rp.rowStride = 16 * g.W * g.SH;
+    rp.pixStride = src.block * g.SW;
+    rp.rowStride = src.block * g.W * g.SH;
     rp.chanStride = g.H * g.W;
     for (int64_t kh = 0; kh < 3; kh++)
-      for (int64_t kw = 0; kw < 3; kw++) rp.tapOffset[kh * 3 + kw] = ((kh - 1) * g.W + (kw - 1)) * 16;
+      for (int64_t kw = 0; kw < 3; kw++) rp.tapOffset[kh * 3 + kw] = ((kh - 1) * g.W + (kw - 1)) * src.block;
   }
   job.plan();
   // the fused BN epilogue; with `pooled`, per-chunk sums of its outputs, added up at the end (finish())
@@ -141,11 +146,11 @@ void runAvx512(const Geometry& g, const Selection& sel, const Source& src, const
   // come from L2 ahead of use. ResNet-50's input-gated 1024->256 at 14² (batch 32, density 0.5): 9.0 -> 6.7 ms,
   // 2048->512 at 7²: 8.2 -> 7.1 ms; where the lines fit L1 (more outputs than inputs: 256->1024, 512->2048;
   // MobileNetV2's projections) the prefetches cost 4-10%.
-  if (kind == KernelKind::Ocvec && rp.inPlace && rp.pixStride == 16) {
+  if (kind == KernelKind::Ocvec && rp.inPlace && rp.pixStride == 16 && isa == Isa::Avx512) {
     int64_t maxSel = 0;
     for (int64_t n = 0; n < g.N; n++)
       for (int64_t i = 0; i < G; i++) maxSel = std::max(maxSel, sel.count(n, i));
-    const int64_t lines = std::min(maxSel, src.Cb) * ocvecPixels(job.nb);
+    const int64_t lines = std::min(maxSel, src.Cb) * job.maxPixels();
     if (lines * 64 > (48 << 10)) job.inputPrefetch = 12;
     if (const char* e = std::getenv("MSGC_GATHER_PREFETCH_INPUT")) job.inputPrefetch = std::atoi(e);  // (benchmarks)
   }
@@ -397,13 +402,18 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const char* foldEnv = std::getenv("MSGC_GATHER_FOLD");
   const bool forcePack = foldEnv && std::string(foldEnv) == "weights";
   const bool pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0;
-  const bool avx512 = MSGC_GATHER_AVX512 && cpuHasAvx512() && force != "sgemm";
+  const Isa isa = !MSGC_GATHER_AVX512 || force == "sgemm" ? Isa::Portable : gatherIsa();
   // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
-  // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
+  // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps; AVX-512 only, the sgemm path on
+  // AVX2)
   const int64_t lanes = (g.Og + 15) / 16 * 16;
-  const bool ocvec = avx512 && force != "pixvec" && (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
+  const bool ocvec = isa != Isa::Portable && force != "pixvec" &&
+                     (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
+  const bool simd = ocvec || isa == Isa::Avx512;
+  // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels
+  const int64_t yBlock = ocvec && g.Og % 16 == 0 ? (isa == Isa::Avx2 ? 8 : 16) : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
-  TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, ocvec && g.Og % 16 == 0 ? 16 : 1));
+  TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
   const float* WL = weightLayout(weight, g, ocvec);
   // the BN epilogue as a separate pass over y (paths that do not fuse it)
   auto separateBn = [&](TensorPtr raw) {
@@ -411,9 +421,9 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     return batchNormActEval(*raw, *bn->runningMean, *bn->runningVar, bn->weight, bn->bias, bn->eps, bn->act,
                             bn->residual, means);
   };
-  if (!avx512) {
+  if (!simd) {
     runSgemm(g, sel, src, s, WL, y->data());
-    if (outMask) zeroUnselected(g, outSel, false, y->data());
+    if (outMask) zeroUnselected(g, outSel, 1, y->data());
     return separateBn(y);
   }
   Rows rows;
@@ -444,14 +454,14 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     post.lo = 0.f;
     post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
     if (bn->residual) {
-      rmem = asLayout(*bn->residual, blockedDesc(ys, ocvec && g.Og % 16 == 0 ? 16 : 1));
+      rmem = asLayout(*bn->residual, blockedDesc(ys, yBlock));
       post.residual = static_cast<const float*>(rmem.get_data_handle());
     }
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   }
-  runAvx512(g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
-            selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data());
-  if (outMask && !selectInKernel) zeroUnselected(g, outSel, ocvec && g.Og % 16 == 0, y->data());
+  runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
+          selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data());
+  if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());
   if (!fuse) return separateBn(y);
   if (means) *means = pooled;
   return y;

@@ -77,6 +77,13 @@ struct OutSelection {
 };
 OutSelection selectOutputs(const Geometry& g, const float* outMask, int64_t K);
 bool cpuHasAvx512();
+bool cpuHasAvx2Fma();
+
+// The micro-kernels a call runs: AVX-512 (16 outputs per zmm), AVX2 + FMA (16 outputs as two ymm halves,
+// msgc_gather_avx2.cc), or none (the portable sgemm path). MSGC_GATHER_ISA=avx2 runs the AVX2 kernels on an
+// AVX-512 CPU, =portable the sgemm path (tests and benchmarks).
+enum class Isa { Portable, Avx2, Avx512 };
+Isa gatherIsa();
 
 // A buffer that grows on demand (from the caching allocator: no page faults in steady state).
 struct Buffer {
@@ -123,7 +130,7 @@ struct RowPlan {
   int64_t rowStride = 0;           // Direct: between output rows in the padded plane (SH·Wp)
 };
 
-// xBlock: x's channel block; strided: the kernel can read pixels 16 apart (ocvec)
+// xBlock: x's channel block; strided: the kernel can read pixels xBlock apart (ocvec on nChw16c; AVX2: nChw8c too)
 RowPlan planRows(const Geometry& g, Rows rows, int64_t xBlock, bool strided);
 // Splits ascending channels cs[0..count) into runs that share a channel block of x: starts, then count.
 void blockRuns(const int32_t* cs, int64_t count, int64_t block, std::vector<int64_t>& starts);
@@ -152,7 +159,8 @@ constexpr int pixvecMaxNR(int MR) { return MR <= 4 ? 6 : MR <= 6 ? 4 : 3; }  // 
 // Without AVX-512: an im2col of S per (sample, head) and oneDNN's sgemm, from the [C][T][O] weight layout.
 void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WT, float* y);
 // Paths without output selection (pixvec, sgemm) compute every output; the ones not selected become zeros here.
-void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, float* y);
+// (y blocked by yBlock channels: 16, 8, or 1 for plain NCHW)
+void zeroUnselected(const Geometry& g, const OutSelection& out, int64_t yBlock, float* y);
 
 #if MSGC_GATHER_AVX512
 using OcvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
@@ -183,6 +191,22 @@ void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
 // dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr (16×16 register transposes):
 // a row of one 16-channel block of nChw16c (or a kernel's [pixel][16 lanes] tile) as plain rows
 void transposeRow16(const float* src, int64_t W, float* const* dst);
+
+// ---- AVX2 + FMA (msgc_gather_avx2.cc) ---------------------------------------------------------------------
+// pixels per register block (2 halves × 6 accumulators + 2 weight vectors + 1 broadcast <= 16 ymm), rows for Q
+constexpr int kAvx2Pixels = 6;
+constexpr int avx2Rows(int Q) { return std::max(1, std::min(kMaxRows, kAvx2Pixels / Q)); }
+using Ocvec2Fn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          int64_t, float*, int64_t, int64_t, int64_t);
+// 16 output channels (two ymm halves) × r rows × q pixels, pixels `stride` apart (1, 2: copies; 8, 16, 32: a blocked
+// x read in place, one row); output pixel p of row r at out + (r·ors + p)·ol, the upper 8 channels ho floats on
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges);
+// postBlock16 on one 8-channel block of nChw8c (a, b, sums: 8 lanes)
+void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
+                bool clamp, float lo, float hi, float* sums);
+// postPlanes with AVX2
+void postPlanes2(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,
+                 const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
 
 using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                           int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);

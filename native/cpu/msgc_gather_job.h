@@ -56,6 +56,13 @@ struct Job {
   const Post* post = nullptr;
   // ocvec on nChw16c read in place: prefetch the input this many selected channels ahead (setInputPrefetch)
   int inputPrefetch = 0;
+  // the kernels: AVX-512, or AVX2 (one block of 16 outputs per call as two ymm halves, nb = 1, no output
+  // selection), whose blocked output is nChw8c (yl = 8: oneDNN's layout on those CPUs) rather than nChw16c
+  Isa isa = Isa::Avx512;
+  int64_t yl = 16;
+  // pixels per register block, and rows per register block for q pixels per row
+  int64_t maxPixels() const { return isa == Isa::Avx2 ? kAvx2Pixels : ocvecPixels(nb); }
+  int64_t maxRows(int64_t q) const { return isa == Isa::Avx2 ? avx2Rows((int)q) : ocvecRows((int)q, nb); }
 
   // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
   std::vector<int64_t> planeOff;
@@ -121,9 +128,9 @@ struct Job {
       // over the padding rows above and below are computed on copies (splitting off the border rows to skip them
       // cost more in register blocking than it saved on 7² and 14² maps) and skipped when x is read in place
       // (one row per chunk: runAvx512's directInPlace).
-      const int64_t P = ocvecPixels(nb);
+      const int64_t P = maxPixels();
       const int64_t pieces = (g.OW + P - 1) / P, base = g.OW / pieces, extra = g.OW % pieces;
-      const int64_t maxR = pieces == 1 && !rp.inPlace ? ocvecRows((int)base, nb) : 1, groups = (g.OH + maxR - 1) / maxR;
+      const int64_t maxR = pieces == 1 && !rp.inPlace ? maxRows(base) : 1, groups = (g.OH + maxR - 1) / maxR;
       for (int64_t k = 0, oh = 0; k < groups; k++) {
         const int64_t r = g.OH / groups + (k < g.OH % groups ? 1 : 0);
         for (int64_t piece = 0; piece < pieces; piece++) {
@@ -273,8 +280,7 @@ struct Job {
       const int64_t span = 16 * pixNR;
       return (g.OHW + span - 1) / span;
     }
-    if (rp.rows == Rows::Direct) return (int64_t)direct.size();
-    return (g.OHW + ocvecPixels(nb) - 1) / ocvecPixels(nb);
+    return (g.OHW + maxPixels() - 1) / maxPixels();
   }
   Chunk chunk(int64_t k) const {
     if (rp.rows == Rows::Direct) return direct[k];
@@ -310,10 +316,20 @@ struct Job {
   // ---- the fused BN epilogue (post): on the chunk just written, still in L1 --------------------------------
   // output rows of chunk c: r rows of q pixels, g.OW apart on a Direct plan (otherwise r = 1)
   int64_t rowStep() const { return rp.rows == Rows::Direct ? g.OW : 0; }
-  // nChw16c: 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k
+  // nChw16c (nChw8c: yl = 8): 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k
   void postBlocked(int64_t n, int64_t blk0, int64_t nblk, const Chunk& c, int64_t k) const {
 #if MSGC_GATHER_AVX512
     alignas(64) float sums[16];
+    if (yl == 8) {
+      for (int64_t b8 = 2 * blk0; b8 < 2 * (blk0 + nblk); b8++) {
+        const int64_t off = ((n * (g.O / 8) + b8) * g.OHW + c.outPos) * 8;
+        postBlock8(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + b8 * 8,
+                   post->b + b8 * 8, post->clamp, post->lo, post->hi, sums);
+        if (post->partial)
+          for (int l = 0; l < 8; l++) post->partial[(n * g.O + b8 * 8 + l) * post->chunks + k] = sums[l];
+      }
+      return;
+    }
     for (int64_t bI = blk0; bI < blk0 + nblk; bI++) {
       const int64_t off = ((n * (g.O / 16) + bI) * g.OHW + c.outPos) * 16;
       postBlock16(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + bI * 16,
@@ -330,8 +346,9 @@ struct Job {
     float sums[kMaxPlain];
     for (int64_t o = o0; o < o1; o += kMaxPlain) {
       const int64_t planes = std::min<int64_t>(kMaxPlain, o1 - o), off = (n * g.O + o) * g.OHW + c.outPos;
-      postPlanes(y + off, post->residual ? post->residual + off : nullptr, planes, g.OHW, c.r, c.q, rowStep(),
-                 post->a + o, post->b + o, post->clamp, post->lo, post->hi, post->partial ? sums : nullptr);
+      (isa == Isa::Avx2 ? postPlanes2 : postPlanes)(y + off, post->residual ? post->residual + off : nullptr, planes,
+                                                    g.OHW, c.r, c.q, rowStep(), post->a + o, post->b + o, post->clamp,
+                                                    post->lo, post->hi, post->partial ? sums : nullptr);
       if (post->partial)
         for (int64_t l = 0; l < planes; l++) post->partial[(n * g.O + o + l) * post->chunks + k] = sums[l];
     }
@@ -352,33 +369,72 @@ struct Job {
       for (int64_t o = 0; o < O; o++) std::fill_n(y + (n * O + o) * g.OHW, g.OHW, post->apply(0.f, o));
       return;
     }
-    for (int64_t ob = 0; ob < O / 16; ob++) {
+    for (int64_t ob = 0; ob < O / yl; ob++) {
       float v[16];
-      for (int l = 0; l < 16; l++) v[l] = post->apply(0.f, ob * 16 + l);
-      float* yb = y + (n * (O / 16) + ob) * g.OHW * 16;
+      for (int l = 0; l < yl; l++) v[l] = post->apply(0.f, ob * yl + l);
+      float* yb = y + (n * (O / yl) + ob) * g.OHW * yl;
       for (int64_t p = 0; p < g.OHW; p++)
-        for (int l = 0; l < 16; l++) yb[p * 16 + l] = v[l];
+        for (int l = 0; l < yl; l++) yb[p * yl + l] = v[l];
     }
+  }
+
+  // AVX2: block ob of head i (two ymm halves per call)
+  void computeAvx2(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
+#if MSGC_GATHER_AVX512
+    const int64_t ns = (int64_t)h.chan.size();
+    const Chunk c = chunk(k);
+    const Ocvec2Fn kern = ocvec2KernelFor(rp.pixStride, c.q, c.r, c.edges);
+    const int64_t wshift = ob * h.obShift + c.t0 * 16;
+    if (!plainOut()) {
+      // nChw8c (block ob: 8-channel blocks 2·ob, 2·ob + 1 of the head) or nChw16c
+      float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * yl;
+      kern(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0, c.nt, wshift, c.inPos, rp.rowStride, out, g.OW,
+           yl, yl == 8 ? 8 * g.OHW : 8);
+      if (post) postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
+      return;
+    }
+    // a head width that is not a multiple of 16: the block's [pixel][16] tile, its valid lanes to plain NCHW
+    alignas(64) float tile[kAvx2Pixels * 16];
+    kern(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0, c.nt, wshift, c.inPos, rp.rowStride, tile, c.q,
+         16, 8);
+    const int64_t lanes = std::min<int64_t>(16, g.Og - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+    float* yb = headOut(n, i) + ob * 16 * g.OHW + c.outPos;
+    for (int64_t l = 0; l < lanes; l++)
+      for (int64_t r = 0; r < c.r; r++)
+        for (int64_t q = 0; q < c.q; q++) yb[l * g.OHW + r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
+    if (post) postPlain(n, i * g.Og + ob * 16, i * g.Og + ob * 16 + lanes, c, k);
+#endif
   }
 
   void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
 #if MSGC_GATHER_AVX512
-    setInputPrefetch(inputPrefetch);
+    setInputPrefetch(inputPrefetch);  // (AVX-512 kernels only)
     const int64_t ns = (int64_t)h.chan.size();
     const Chunk c = chunk(k);
     if (out) {
       // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
       alignas(64) float tile[kMaxPixels * 16];
-      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
-                                                       c.nt, ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
-                                                       tile, c.q);
+      if (isa == Isa::Avx2)
+        ocvec2KernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                         c.nt, ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                         tile, c.q, 16, 8);
+      else
+        ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                         c.nt, ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                         tile, c.q);
       const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
       const int32_t* osel = out->sel(n, i) + ob * 16;
       if (post) {
         // the BN of the block's lanes (lane l: output osel[l]), on the tile before it is scattered
         alignas(64) float a[16] = {}, b[16] = {}, sums[16];
         for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
-        postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
+        if (isa == Isa::Avx2) {
+          // the tile's pixels as rows of one pixel, 16 floats apart, per half
+          for (int hf = 0; hf < 2; hf++)
+            postBlock8(tile + 8 * hf, nullptr, c.r * c.q, 1, 2, a + 8 * hf, b + 8 * hf, post->clamp, post->lo, post->hi, sums);
+        } else {
+          postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
+        }
       }
       for (int64_t l = 0; l < lanes; l++) {
         const int64_t o = i * g.Og + osel[l];
@@ -387,11 +443,13 @@ struct Job {
           for (int64_t r = 0; r < c.r; r++)
             for (int64_t q = 0; q < c.q; q++) yb[r * rowStep + q] = tile[(r * c.q + q) * 16 + l];
         } else {
-          float* yb = y + (n * g.O / 16 + o / 16) * g.OHW * 16 + c.outPos * 16 + o % 16;
+          float* yb = y + (n * g.O / yl + o / yl) * g.OHW * yl + c.outPos * yl + o % yl;
           for (int64_t r = 0; r < c.r; r++)
-            for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * 16] = tile[(r * c.q + q) * 16 + l];
+            for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * yl] = tile[(r * c.q + q) * 16 + l];
         }
       }
+    } else if (isa == Isa::Avx2) {
+      computeAvx2(n, i, ob, k, h);
     } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
       // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
       float* out = headOut(n, i) + ob * nb * 16 * g.OHW + c.outPos * 16;

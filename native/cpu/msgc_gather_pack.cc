@@ -109,15 +109,23 @@ bool cpuHasAvx512() {
 bool cpuHasAvx512() { return false; }
 #endif
 
+Isa gatherIsa() {
+  const char* e = std::getenv("MSGC_GATHER_ISA");
+  const std::string want = e ? e : "";
+  if (want == "portable") return Isa::Portable;
+  if (cpuHasAvx512() && want != "avx2") return Isa::Avx512;
+  return cpuHasAvx2Fma() ? Isa::Avx2 : Isa::Portable;
+}
+
 // ---- input rows --------------------------------------------------------------------------------------------
 
-// xBlock: x's channel block; strided: the kernel can read pixels 16 apart (ocvec)
+// xBlock: x's channel block; strided: the kernel can read pixels xBlock apart (ocvec on nChw16c; AVX2: nChw8c too)
 RowPlan planRows(const Geometry& g, Rows rows, int64_t xBlock, bool strided) {
   RowPlan p;
   p.rows = rows;
   p.tapOffset.assign(g.T, 0);
   if (rows == Rows::Planes) {
-    p.inPlace = xBlock == 1 || (xBlock == 16 && strided);
+    p.inPlace = xBlock == 1 || (xBlock > 1 && strided);
     p.pixStride = p.inPlace ? xBlock : 1;
     p.chanStride = g.H * g.W;
   } else if (rows == Rows::Direct) {

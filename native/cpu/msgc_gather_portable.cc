@@ -62,7 +62,7 @@ void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const 
   }
 }
 
-void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, float* y) {
+void zeroUnselected(const Geometry& g, const OutSelection& out, int64_t yBlock, float* y) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < g.N; n++)
     for (int64_t i = 0; i < g.G; i++) {
@@ -73,9 +73,9 @@ void zeroUnselected(const Geometry& g, const OutSelection& out, bool blocked16, 
           continue;
         }
         const int64_t c = i * g.Og + o;
-        if (blocked16) {
-          float* yc = y + (n * g.O / 16 + c / 16) * g.OHW * 16 + c % 16;
-          for (int64_t q = 0; q < g.OHW; q++) yc[q * 16] = 0.f;
+        if (yBlock > 1) {
+          float* yc = y + (n * g.O / yBlock + c / yBlock) * g.OHW * yBlock + c % yBlock;
+          for (int64_t q = 0; q < g.OHW; q++) yc[q * yBlock] = 0.f;
         } else {
           std::memset(y + (n * g.O + c) * g.OHW, 0, g.OHW * sizeof(float));
         }

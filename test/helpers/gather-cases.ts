@@ -85,10 +85,17 @@ export const variants: Array<Record<string, string>> = [
   { MSGC_GATHER_NB: '4' }, // wide heads: 4 output blocks per kernel call instead of 2
   { MSGC_GATHER_NB: '1', MSGC_GATHER_KERNEL: 'direct' },
   { MSGC_GATHER_DIRECT: 'copy' }, // 3×3 stride 1 on nChw16c: the padded copy instead of reading x in place
+  // the AVX2 kernels (two ymm halves per 16 outputs; where AVX-512 runs by default, forced): blocked inputs read in
+  // place (nChw8c where oneDNN picks it, i.e. on AVX2 CPUs; nChw16c otherwise) and their padded copies, folded
+  // weights, head widths that are not multiples of 16 (plain output), samples shared by the threads
+  { MSGC_GATHER_ISA: 'avx2' },
+  { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_DIRECT: 'copy', MSGC_GATHER_FOLD: 'weights' },
+  { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_KERNEL: 'ocvec', MSGC_GATHER_SHARED: '1' },
+  { MSGC_GATHER_ISA: 'avx2', threads: '1' },
 ];
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
-  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB'];
+  const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
   for (const k of keys) setNativeEnv(k, env[k]);

@@ -1,0 +1,184 @@
+// msgc_gather_avx2.cc: the gathered MSGC convolution's micro-kernels for x86-64 CPUs with AVX2 and FMA but without
+// AVX-512 (AMD Zen 2/3, most Intel client cores), and its BN epilogue there. The AVX-512 kernels hold 16 output
+// channels in one zmm register; here a block of 16 outputs is two ymm halves, so with 16 ymm registers a register
+// block is 2 halves × up to 6 pixels (12 accumulators + 2 weight vectors + 1 broadcast), and one broadcast of an
+// input pixel feeds two FMAs. The weights keep the AVX-512 layout ([G][B][C][T][16]); the halves are written
+// `ho` floats apart (8 in a [pixel][16] tile or nChw16c, 8·OH·OW in nChw8c, oneDNN's layout on these CPUs).
+// See msgc_gather.cc for the design.
+#include <stdexcept>
+
+#include "msgc_gather.h"
+
+namespace msgc {
+namespace gather {
+#if MSGC_GATHER_AVX512
+namespace {
+
+// acc[h][r][q] += w[h] * x[r*irs + q*S] for the halves h, r < R, LO <= q < HI (one tap)
+template <int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&acc)[2][R][Q], __m256 w0, __m256 w1,
+                                                                      const float* x, int64_t irs) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++, x += irs)
+#pragma GCC unroll 8
+    for (int q = LO; q < HI; q++) {
+      const __m256 xb = _mm256_broadcast_ss(x + q * S);
+      acc[0][r][q] = _mm256_fmadd_ps(w0, xb, acc[0][r][q]);
+      acc[1][r][q] = _mm256_fmadd_ps(w1, xb, acc[1][r][q]);
+    }
+}
+
+// 16 output channels × R rows × Q pixels (R·Q <= kAvx2Pixels):
+//   out[(r*ors + q)*ol + h*ho + l] = sum_j sum_t (wch[j] + wshift)[t*16 + 8h + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
+// E: the padding edges of a 3-wide kernel with one column of padding, as the AVX-512 ocvec kernel's.
+template <int Q, int R, int S, int E>
+__attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                      const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
+                                                      int64_t irs, float* out, int64_t ors, int64_t ol, int64_t ho) {
+  __m256 acc[2][R][Q];
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+      for (int q = 0; q < Q; q++) acc[h][r][q] = _mm256_setzero_ps();
+  // the weights a few channels ahead, one 64-byte line per tap (as the AVX-512 kernel; not for 1×1 convs)
+  const int64_t ahead = T >= 4 ? 4 : T > 1 ? 16 : nch;
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    if (j + ahead < nch)
+      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
+    if (E) {
+      for (int64_t t = 0; t < T; t += 3) {
+        const float* wt = w + 16 * t;
+        fmaTap2<Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), _mm256_loadu_ps(wt + 8), base + tapOffset[t], irs);
+        fmaTap2<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), _mm256_loadu_ps(wt + 24), base + tapOffset[t + 1], irs);
+        fmaTap2<Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), _mm256_loadu_ps(wt + 40),
+                                          base + tapOffset[t + 2], irs);
+      }
+    } else {
+      for (int64_t t = 0; t < T; t++)
+        fmaTap2<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), _mm256_loadu_ps(w + 16 * t + 8), base + tapOffset[t],
+                               irs);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+    for (int q = 0; q < Q; q++) {
+      float* o = out + (r * ors + q) * ol;
+      _mm256_storeu_ps(o, acc[0][r][q]);
+      _mm256_storeu_ps(o + ho, acc[1][r][q]);
+    }
+}
+
+// copied rows (pixels 1 or 2 apart): table[(Q - 1) * kMaxRows + R - 1] for R <= avx2Rows(Q) (other entries repeat
+// R = 1 and are never used)
+template <int S, int E, size_t... I>
+constexpr std::array<Ocvec2Fn, sizeof...(I)> ocvec2Table(std::index_sequence<I...>) {
+  return {&ocvec2Kernel<(int)(I / kMaxRows) + 1,
+                        ((int)(I % kMaxRows) + 1 <= avx2Rows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
+                        S, E>...};
+}
+using Ocvec2Table = std::array<Ocvec2Fn, kAvx2Pixels * kMaxRows>;
+constexpr auto kIndex2 = std::make_index_sequence<kAvx2Pixels * kMaxRows>{};
+const std::array<Ocvec2Table, 4> kOcvec2S1 = {ocvec2Table<1, 0>(kIndex2), ocvec2Table<1, 1>(kIndex2),
+                                              ocvec2Table<1, 2>(kIndex2), ocvec2Table<1, 3>(kIndex2)};
+const Ocvec2Table kOcvec2S2 = ocvec2Table<2, 0>(kIndex2);
+// one output row of a blocked x read in place, pixels S apart (8: nChw8c stride 1 or 1×1; 16: nChw8c stride 2 or
+// nChw16c stride 1; 32: nChw16c stride 2), every edge variant: table[E][Q - 1]
+template <int S, int E, size_t... I>
+constexpr std::array<Ocvec2Fn, sizeof...(I)> ocvec2RowTable(std::index_sequence<I...>) {
+  return {&ocvec2Kernel<(int)I + 1, 1, S, E>...};
+}
+using Ocvec2RowTables = std::array<std::array<Ocvec2Fn, kAvx2Pixels>, 4>;
+template <int S>
+constexpr Ocvec2RowTables ocvec2RowTables() {
+  constexpr auto i = std::make_index_sequence<kAvx2Pixels>{};
+  return {ocvec2RowTable<S, 0>(i), ocvec2RowTable<S, 1>(i), ocvec2RowTable<S, 2>(i), ocvec2RowTable<S, 3>(i)};
+}
+const Ocvec2RowTables kOcvec2Row8 = ocvec2RowTables<8>(), kOcvec2Row16 = ocvec2RowTables<16>(),
+                      kOcvec2Row32 = ocvec2RowTables<32>();
+
+}  // namespace
+
+bool cpuHasAvx2Fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
+  if (q < 1 || q > kAvx2Pixels || r < 1 || r > avx2Rows((int)q) || edges < 0 || edges > 3)
+    throw std::logic_error("ocvec (AVX2): register block out of range");
+  if (stride == 8 || stride == 16 || stride == 32) {
+    if (r != 1) throw std::logic_error("ocvec (AVX2): a blocked x read in place one row at a time");
+    return (stride == 8 ? kOcvec2Row8 : stride == 16 ? kOcvec2Row16 : kOcvec2Row32)[edges][q - 1];
+  }
+  if (stride == 2) {
+    if (edges) throw std::logic_error("ocvec (AVX2): no padding edges on stride-2 copies");
+    return kOcvec2S2[(q - 1) * kMaxRows + r - 1];
+  }
+  if (stride != 1) throw std::logic_error("ocvec (AVX2): pixel stride must be 1, 2, 8, 16 or 32");
+  return kOcvec2S1[edges][(q - 1) * kMaxRows + r - 1];
+}
+
+__attribute__((target("avx2,fma"))) void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep,
+                                                     const float* a, const float* b, bool clamp, float lo, float hi,
+                                                     float* sums) {
+  const __m256 av = _mm256_loadu_ps(a), bv = _mm256_loadu_ps(b), lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(hi);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t rr = 0; rr < r; rr++) {
+    float* yr = y + rr * rowStep * 8;
+    const float* rs = res ? res + rr * rowStep * 8 : nullptr;
+    for (int64_t p = 0; p < q; p++) {
+      __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(yr + p * 8), av, bv);
+      if (rs) v = _mm256_add_ps(v, _mm256_loadu_ps(rs + p * 8));
+      if (clamp) v = _mm256_min_ps(hiv, _mm256_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
+      _mm256_storeu_ps(yr + p * 8, v);
+      sum = _mm256_add_ps(sum, v);
+    }
+  }
+  _mm256_storeu_ps(sums, sum);
+}
+
+__attribute__((target("avx2,fma"))) void postPlanes2(float* y, const float* res, int64_t planes, int64_t planeStride,
+                                                      int64_t r, int64_t q, int64_t rowStep, const float* a,
+                                                      const float* b, bool clamp, float lo, float hi, float* sums) {
+  const __m256 lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(hi);
+  for (int64_t c = 0; c < planes; c++) {
+    const __m256 av = _mm256_set1_ps(a[c]), bv = _mm256_set1_ps(b[c]);
+    __m256 sum = _mm256_setzero_ps();
+    float tail = 0.f;
+    for (int64_t rr = 0; rr < r; rr++) {
+      float* yr = y + c * planeStride + rr * rowStep;
+      const float* rs = res ? res + c * planeStride + rr * rowStep : nullptr;
+      int64_t p = 0;
+      for (; p + 8 <= q; p += 8) {
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(yr + p), av, bv);
+        if (rs) v = _mm256_add_ps(v, _mm256_loadu_ps(rs + p));
+        if (clamp) v = _mm256_min_ps(hiv, _mm256_max_ps(v, lov));
+        _mm256_storeu_ps(yr + p, v);
+        sum = _mm256_add_ps(sum, v);
+      }
+      for (; p < q; p++) {
+        float v = yr[p] * a[c] + b[c];
+        if (rs) v += rs[p];
+        if (clamp) v = std::min(hi, std::max(lo, v));  // (NaN -> lo)
+        yr[p] = v;
+        tail += v;
+      }
+    }
+    if (sums) {
+      alignas(32) float s8[8];
+      _mm256_store_ps(s8, sum);
+      sums[c] = ((s8[0] + s8[1]) + (s8[2] + s8[3])) + ((s8[4] + s8[5]) + (s8[6] + s8[7])) + tail;
+    }
+  }
+}
+#else
+bool cpuHasAvx2Fma() { return false; }
+#endif
+
+}  // namespace gather
+}  // namespace msgc
