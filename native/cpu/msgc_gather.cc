@@ -404,12 +404,11 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const bool pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0;
   const Isa isa = !MSGC_GATHER_AVX512 || force == "sgemm" ? Isa::Portable : gatherIsa();
   // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
-  // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps; AVX-512 only, the sgemm path on
-  // AVX2)
+  // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
   const int64_t lanes = (g.Og + 15) / 16 * 16;
   const bool ocvec = isa != Isa::Portable && force != "pixvec" &&
                      (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
-  const bool simd = ocvec || isa == Isa::Avx512;
+  const bool simd = isa != Isa::Portable;
   // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels
   const int64_t yBlock = ocvec && g.Og % 16 == 0 ? (isa == Isa::Avx2 ? 8 : 16) : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};

@@ -204,12 +204,16 @@ Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges);
 // postBlock16 on one 8-channel block of nChw8c (a, b, sums: 8 lanes)
 void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                 bool clamp, float lo, float hi, float* sums);
+// pixvec with vectors of 8 pixels (pixvecKernelFor's arguments): MR·NR accumulators + NR pixel vectors + NR masks
+// + 1 broadcast <= 16 ymm registers
+constexpr int pixvec2MaxNR(int MR) { return MR <= 2 ? 3 : MR <= 4 ? 2 : 1; }
+using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
+                          int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+PixvecFn pixvec2KernelFor(int mr, int nr);
 // postPlanes with AVX2
 void postPlanes2(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,
                  const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
 
-using PixvecFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                          int64_t, int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 // mr output channels × nr vectors of 16 pixels (input position pos, output position ypos): rows of up to 16·vr
 // pixels, vr vectors each, rowIn / rowOut apart (one row: vr = nr)
 PixvecFn pixvecKernelFor(int mr, int nr);

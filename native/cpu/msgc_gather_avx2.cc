@@ -101,7 +101,65 @@ constexpr Ocvec2RowTables ocvec2RowTables() {
 const Ocvec2RowTables kOcvec2Row8 = ocvec2RowTables<8>(), kOcvec2Row16 = ocvec2RowTables<16>(),
                       kOcvec2Row32 = ocvec2RowTables<32>();
 
+// pixvec with AVX2: y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p]
+// for m < MR, as the AVX-512 pixvec kernel with vectors of 8 pixels: MR output channels × NR vectors covering rows of
+// npx <= 8·vr pixels, vr vectors per row, rows rowIn apart in the input and rowOut apart in y
+template <int MR, int NR>
+__attribute__((target("avx2,fma"))) void pixvec2Kernel(const float* const* chan, const float* const* wch, int64_t nch,
+                                                       const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
+                                                       int64_t pos, int64_t npx, float* y, int64_t ldy, int64_t ypos,
+                                                       int64_t rowIn, int64_t rowOut, int64_t vr) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i mk[NR];
+  int64_t inOff[NR], outOff[NR];
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; v++) {
+    const int64_t row = v / vr, col = 8 * (v % vr), rem = std::max<int64_t>(0, std::min<int64_t>(8, npx - col));
+    mk[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
+    inOff[v] = row * rowIn + col;
+    outOff[v] = row * rowOut + col;
+  }
+  __m256 acc[MR][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) acc[m][v] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    for (int64_t t = 0; t < T; t++, w += ldw) {
+      const float* r = base + tapOffset[t];
+      __m256 xv[NR];
+#pragma GCC unroll 8
+      for (int v = 0; v < NR; v++) xv[v] = _mm256_maskload_ps(r + inOff[v], mk[v]);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; m++) {
+        const __m256 wb = _mm256_broadcast_ss(w + m);
+#pragma GCC unroll 8
+        for (int v = 0; v < NR; v++) acc[m][v] = _mm256_fmadd_ps(wb, xv[v], acc[m][v]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+    for (int v = 0; v < NR; v++) _mm256_maskstore_ps(y + m * ldy + ypos + outOff[v], mk[v], acc[m][v]);
+}
+
+// table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvec2MaxNR(MR) (others repeat NR = 1, never used)
+template <size_t... I>
+constexpr std::array<PixvecFn, sizeof...(I)> pixvec2Table(std::index_sequence<I...>) {
+  return {&pixvec2Kernel<(int)(I / kMaxNR) + 1,
+                         ((int)(I % kMaxNR) + 1 <= pixvec2MaxNR((int)(I / kMaxNR) + 1) ? (int)(I % kMaxNR) + 1 : 1)>...};
+}
+const std::array<PixvecFn, kMaxMR * kMaxNR> kPixvec2 = pixvec2Table(std::make_index_sequence<kMaxMR * kMaxNR>{});
+
 }  // namespace
+
+PixvecFn pixvec2KernelFor(int mr, int nr) {
+  if (mr < 1 || mr > kMaxMR || nr < 1 || nr > pixvec2MaxNR(mr)) throw std::logic_error("pixvec (AVX2): register block out of range");
+  return kPixvec2[(mr - 1) * kMaxNR + nr - 1];
+}
 
 bool cpuHasAvx2Fma() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

@@ -60,6 +60,10 @@ struct Job {
   // selection), whose blocked output is nChw8c (yl = 8: oneDNN's layout on those CPUs) rather than nChw16c
   Isa isa = Isa::Avx512;
   int64_t yl = 16;
+  // pixvec: pixels per vector, the most outputs and vectors per register block
+  int64_t pixWidth() const { return isa == Isa::Avx2 ? 8 : 16; }
+  int pixMaxMR() const { return kMaxMR; }
+  int pixMaxNR(int mr) const { return isa == Isa::Avx2 ? pixvec2MaxNR(mr) : pixvecMaxNR(mr); }
   // pixels per register block, and rows per register block for q pixels per row
   int64_t maxPixels() const { return isa == Isa::Avx2 ? kAvx2Pixels : ocvecPixels(nb); }
   int64_t maxRows(int64_t q) const { return isa == Isa::Avx2 ? avx2Rows((int)q) : ocvecRows((int)q, nb); }
@@ -75,20 +79,21 @@ struct Job {
       sampleFloats = src.Cb * g.H * g.W * src.block;
     }
     if (kind == KernelKind::Pixvec) {
+      // (AVX2: 4 outputs × 2 vectors load fewer operands per FMA than 8 × 1, so narrower register blocks first)
       pixMR = 0;
-      for (int mr : {8, 6, 4})
+      for (int mr : isa == Isa::Avx2 ? std::array<int, 3>{4, 3, 2} : std::array<int, 3>{8, 6, 4})
         if (g.Og % mr == 0) {
           pixMR = mr;
           break;
         }
-      if (!pixMR) pixMR = g.Og < kMaxMR ? (int)g.Og : 4;
+      if (!pixMR) pixMR = g.Og < pixMaxMR() ? (int)g.Og : 4;
       // near-equal chunks of whole vectors
-      const int64_t maxNR = pixvecMaxNR(pixMR);
+      const int64_t maxNR = pixMaxNR(pixMR), VW = pixWidth();
       if (rp.rows == Rows::Direct) {
         // stride 1 on padded rows: each output row in near-equal pieces of whole vectors, or rows narrower than
         // half a register block several to a chunk (near-equal groups of rows; ResNet-20 16-channel conv at batch
         // 1: 2 vectors of one row per block -> 3 rows, 6 vectors)
-        const int64_t vectors = (g.OW + 15) / 16, pieces = (vectors + maxNR - 1) / maxNR;
+        const int64_t vectors = (g.OW + VW - 1) / VW, pieces = (vectors + maxNR - 1) / maxNR;
         if (maxNR / vectors >= 2 && g.OH > 1) {
           const int64_t per = maxNR / vectors, groups = (g.OH + per - 1) / per;
           for (int64_t k = 0, oh = 0; k < groups; k++) {
@@ -106,9 +111,9 @@ struct Job {
         }
         pixNR = (int)((vectors + pieces - 1) / pieces);
         for (int64_t oh = 0; oh < g.OH; oh++)
-          for (int64_t ow0 = 0; ow0 < g.OW; ow0 += 16 * pixNR) {
+          for (int64_t ow0 = 0; ow0 < g.OW; ow0 += VW * pixNR) {
             Chunk c;
-            c.q = std::min<int64_t>(16 * pixNR, g.OW - ow0);
+            c.q = std::min<int64_t>(VW * pixNR, g.OW - ow0);
             c.r = 1;
             c.inPos = oh * rp.rowStride + ow0;
             c.outPos = oh * g.OW + ow0;
@@ -118,7 +123,7 @@ struct Job {
           }
         return;
       }
-      const int64_t vectors = (g.OHW + 15) / 16;
+      const int64_t vectors = (g.OHW + VW - 1) / VW;
       const int64_t chunks = (vectors + maxNR - 1) / maxNR;
       pixNR = (int)((vectors + chunks - 1) / chunks);
     } else if (rp.rows == Rows::Direct) {
@@ -277,7 +282,7 @@ struct Job {
   int64_t chunkCount() const {
     if (rp.rows == Rows::Direct) return (int64_t)direct.size();
     if (kind == KernelKind::Pixvec) {
-      const int64_t span = 16 * pixNR;
+      const int64_t span = pixWidth() * pixNR;
       return (g.OHW + span - 1) / span;
     }
     return (g.OHW + maxPixels() - 1) / maxPixels();
@@ -289,8 +294,8 @@ struct Job {
     c.t0 = 0;
     c.nt = g.T;
     if (kind == KernelKind::Pixvec) {
-      c.inPos = c.outPos = k * 16 * pixNR;
-      c.q = std::min<int64_t>(16 * pixNR, g.OHW - c.outPos);
+      c.inPos = c.outPos = k * pixWidth() * pixNR;
+      c.q = std::min<int64_t>(pixWidth() * pixNR, g.OHW - c.outPos);
     } else {
       const int64_t chunks = chunkCount(), base = g.OHW / chunks, extra = g.OHW % chunks;
       c.outPos = k * base + std::min(k, extra);
@@ -448,7 +453,7 @@ struct Job {
             for (int64_t q = 0; q < c.q; q++) yb[(r * rowStep + q) * yl] = tile[(r * c.q + q) * 16 + l];
         }
       }
-    } else if (isa == Isa::Avx2) {
+    } else if (isa == Isa::Avx2 && kind == KernelKind::Ocvec) {
       computeAvx2(n, i, ob, k, h);
     } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
       // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
@@ -489,18 +494,20 @@ struct Job {
       if (post) postPlain(n, i * g.Og + b0 * 16, i * g.Og + b0 * 16 + lanes, c, k);
     } else {
       float* yh = headOut(n, i);
+      const int64_t VW = pixWidth();
+      PixvecFn (*kernelFor)(int, int) = isa == Isa::Avx2 ? pixvec2KernelFor : pixvecKernelFor;
       for (int64_t o = 0; o < g.Og; o += pixMR) {
         const int mr = (int)std::min<int64_t>(pixMR, g.Og - o);
         if (c.r > 1) {  // whole rows of a Direct plan in one register block (plan())
-          const int64_t vr = (c.q + 15) / 16;
-          pixvecKernelFor(mr, (int)(c.r * vr))(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o,
-                                               c.inPos, c.q, yh + o * g.OHW, g.OHW, c.outPos, rp.rowStride, g.OW, vr);
+          const int64_t vr = (c.q + VW - 1) / VW;
+          kernelFor(mr, (int)(c.r * vr))(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o, c.inPos,
+                                         c.q, yh + o * g.OHW, g.OHW, c.outPos, rp.rowStride, g.OW, vr);
           continue;
         }
-        const int nr = std::min(pixNR, pixvecMaxNR(mr));
-        for (int64_t p = 0; p < c.q; p += 16 * nr)
-          pixvecKernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o, c.inPos + p,
-                                  std::min<int64_t>(16 * nr, c.q - p), yh + o * g.OHW, g.OHW, c.outPos + p, 0, 0, nr);
+        const int nr = std::min<int>(pixNR, pixMaxNR(mr));
+        for (int64_t p = 0; p < c.q; p += VW * nr)
+          kernelFor(mr, nr)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data(), g.T, h.ldw, o, c.inPos + p,
+                            std::min<int64_t>(VW * nr, c.q - p), yh + o * g.OHW, g.OHW, c.outPos + p, 0, 0, nr);
       }
       if (post) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
     }
