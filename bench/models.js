@@ -74,7 +74,7 @@ const d = { train: Math.min(d1.train, d2.train), infer: Math.min(d1.infer, d2.in
 const b = { train: Math.min(b1.train, b2.train), infer: Math.min(b1.infer, b2.infer) };
 const macs = boosted.lastMacs();
 const row = {
-  model: modelName, batch, size, attention, threads: msgc.backendInfo().threads,
+  model: modelName, batch, size, attention, threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels,
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
   denseTrainImagesPerSecond: (1000 * batch) / d.train, msgcTrainImagesPerSecond: (1000 * batch) / b.train,
   denseInferImagesPerSecond: (1000 * batch) / d.infer, msgcInferImagesPerSecond: (1000 * batch) / b.infer,
@@ -86,13 +86,13 @@ const row = {
   inferSpeedupOverIdeal: (d.infer / b.infer) * macs.ratio,
   trainSpeedupOverIdeal: (d.train / b.train) * macs.ratio,
 };
-console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads, ${row.gatheredKernels} kernels), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
 if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');
 console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)})`);
 const outDir = path.join(__dirname, 'results');
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
+fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}-${row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
 dense.dispose();
 boosted.dispose();
 x.dispose();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // models_table.js: collects the whole-model results (bench/results/models-*.json, written by models.js) into one
 // table: images/s dense vs MSGC, speedup, eval MAC ratio and speedup ÷ (1 / MAC ratio), for inference and a
-// training step. Writes bench/results/models.json and models.md.
+// training step, per kind of gathered kernels (AVX-512 or AVX2 machines: the file names end in the kind). Writes bench/results/models.json and models.md.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -11,15 +11,18 @@ const rows = fs.readdirSync(dir)
   .filter((f) => /^models-.*\.json$/.test(f) && f !== 'models.json')
   .map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')))
   .filter((r) => r.density !== null && r.density !== undefined)
-  .sort((a, b) => a.model.localeCompare(b.model) || a.size - b.size || a.batch - b.batch || a.density - b.density);
+  // (results from before the field existed were measured with the AVX-512 kernels)
+  .map((r) => ({ ...r, gatheredKernels: r.gatheredKernels ?? 'avx512' }))
+  .sort((a, b) => a.gatheredKernels.localeCompare(b.gatheredKernels) || a.model.localeCompare(b.model) || a.size - b.size ||
+    a.batch - b.batch || a.density - b.density);
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
 const lines = [
-  '| model | input | batch | gate density | MAC ratio (executed) | infer img/s dense | infer img/s MSGC | infer speedup | ÷ ideal | train img/s dense | train img/s MSGC | train speedup |',
-  '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  '| kernels | model | input | batch | gate density | MAC ratio (executed) | infer img/s dense | infer img/s MSGC | infer speedup | ÷ ideal | train img/s dense | train img/s MSGC | train speedup |',
+  '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
 ];
 for (const r of rows) {
   const train = r.batch > 1;
-  lines.push(`| ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(r.inferSpeedupOverIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
+  lines.push(`| ${r.gatheredKernels} | ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(r.inferSpeedupOverIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
 }
 const md = lines.join('\n');
 console.log(md);

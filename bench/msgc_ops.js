@@ -143,7 +143,7 @@ function main() {
   let shapes = [...resnet18(), ...resnet50(), ...mobilenetV2()];
   if (netFilter) shapes = shapes.filter((s) => s.net === netFilter);
   const t0 = now();
-  console.log(`msgc ${require('../package.json').version}, ${msgc.backendInfo().threads} threads, G = ${G}, best of ${reps}` +
+  console.log(`msgc ${require('../package.json').version}, ${msgc.backendInfo().threads} threads, ${msgc.backendInfo().gatheredKernels} kernels, G = ${G}, best of ${reps}` +
     ` (after a warm-up), batches ${batches.join('/')}, densities ${densities.join('/')}`);
   const rows = [];
   for (const N of batches) for (const s of shapes) rows.push(...benchShape(s, N));
@@ -169,7 +169,7 @@ function main() {
   const outDir = path.join(__dirname, 'results');
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, 'msgc_ops.json');
-  fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), threads: msgc.backendInfo().threads, heads: G, reps, rows }, null, 2));
+  fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels, heads: G, reps, rows }, null, 2));
   console.log(`\nwrote ${path.relative(path.join(__dirname, '..'), file)} (${((now() - t0) / 1000).toFixed(0)} s)`);
 }
 

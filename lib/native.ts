@@ -35,6 +35,8 @@ export interface NativeBinding {
   memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number };
   emptyCache(): void;
   setNumThreads(n: number): void;
+  /** the SIMD kernels of the gathered MSGC execution on this CPU */
+  gatheredKernels(): 'avx512' | 'avx2' | 'portable';
   /** MSGC_* switches the native code reads (tests, benchmarks); jest's process.env is a copy */
   setEnv(name: string, value: string | null): void;
   getEnv(name: string): string | null;
@@ -122,9 +124,20 @@ export interface BackendInfo {
   library: string;
   devices: string[];
   threads: number;
+  /**
+   * The SIMD kernels the gathered MSGC execution runs on this CPU: 'avx512', 'avx2' (AVX2 + FMA, e.g. AMD Zen 2/3)
+   * or 'portable' (oneDNN's sgemm on packed copies of the selected channels, no wall-clock gain to expect).
+   */
+  gatheredKernels: 'avx512' | 'avx2' | 'portable';
 }
 
 /** Which backend the loaded binary provides. */
 export function backendInfo(): BackendInfo {
-  return { backend: native.buildInfo.backend, library: native.buildInfo.library, devices: ['cpu'], threads: native.getNumThreads() };
+  return {
+    backend: native.buildInfo.backend,
+    library: native.buildInfo.library,
+    devices: ['cpu'],
+    threads: native.getNumThreads(),
+    gatheredKernels: native.gatheredKernels(),
+  };
 }

@@ -106,7 +106,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
 export async function demoCommand(o: DemoOptions): Promise<void> {
   const started = Date.now();
   const info = backendInfo();
-  log(o, `msgc demo: ${o.model} on ${o.dataset} (backend ${info.backend}, ${info.library}, ${info.threads} threads); output in ${path.resolve(o.out)}`);
+  log(o, `msgc demo: ${o.model} on ${o.dataset} (backend ${info.backend}, ${info.library}, ${info.threads} threads, ${info.gatheredKernels} gathered kernels); output in ${path.resolve(o.out)}`);
   fs.mkdirSync(o.out, { recursive: true });
   const splits = await loadSplits(o.dataset, { dir: o.data, batchSize: o.batchSize, seed: o.seed, trainSamples: o.trainSamples, testSamples: o.testSamples });
   log(o, `data: ${splits.trainSet.length} training images (${splits.train.length} batches of ${o.batchSize}), ${splits.testSet.length} test images, ${splits.channels}x${splits.height}x${splits.width}, ${splits.numClasses} classes`);

@@ -369,6 +369,14 @@ void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b) {
 }
 }  // namespace gather
 
+const char* gatheredKernelIsa() {
+  switch (MSGC_GATHER_AVX512 ? gatherIsa() : Isa::Portable) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    default: return "portable";
+  }
+}
+
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
   Geometry g;

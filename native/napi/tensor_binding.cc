@@ -253,6 +253,10 @@ static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), getNumThreads());
 }
 
+static Napi::Value GatheredKernels(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), gatheredKernelIsa());
+}
+
 static Napi::Value SetFlushDenormals(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), setFlushDenormals(boolArg(info, 0, "setFlushDenormals", "on")));
 }
@@ -304,6 +308,7 @@ void registerTensorBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "emptyCache", EmptyCache);
   exportFunction(env, exports, "setNumThreads", SetNumThreads);
   exportFunction(env, exports, "getNumThreads", GetNumThreads);
+  exportFunction(env, exports, "gatheredKernels", GatheredKernels);
   exportFunction(env, exports, "setFlushDenormals", SetFlushDenormals);
   exportFunction(env, exports, "getFlushDenormals", GetFlushDenormals);
 }

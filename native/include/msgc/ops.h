@@ -155,6 +155,9 @@ struct FusedBnAct {
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
                                   TensorPtr* means = nullptr);
+// The SIMD kernels the gathered execution runs on this CPU: "avx512", "avx2" (AVX2 + FMA) or "portable" (sgemm on
+// packed copies); MSGC_GATHER_ISA can force "avx2" or "portable".
+const char* gatheredKernelIsa();
 // The masked execution with the same epilogue (inference): per-sample convs apply it to each sample's output while
 // it is in cache; otherwise msgcConvForward, then batchNormActEval.
 TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
