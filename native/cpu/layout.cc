@@ -130,6 +130,11 @@ dnnl::memory::desc blockedDesc(const Shape& s, int64_t block) {
                             block == 16 ? dnnl::memory::format_tag::aBcd16b : dnnl::memory::format_tag::aBcd8b);
 }
 
+int64_t nativeChannelBlock() {
+  static const int64_t block = dnnl::get_effective_cpu_isa() >= dnnl::cpu_isa::avx512_core ? 16 : 8;
+  return block;
+}
+
 void reorderInto(const Tensor& src, Tensor& dst) {
   dnnl::memory d = memoryOf(dst);
   dnnl::memory s = asLayout(src, d.get_desc());

@@ -49,6 +49,9 @@ dnnl::memory memoryOf(const Tensor& t);  // the tensor's own memory in its own l
 int64_t channelBlock(const Tensor& t);
 // The desc of `shape` (4-D) in the channel-blocked layout with block b (1 = plain).
 dnnl::memory::desc blockedDesc(const Shape& shape, int64_t block);
+// The channel block oneDNN's vectorized kernels use on this CPU: 16 with AVX-512, else 8 (its AVX2 batch norm and
+// pooling on nChw16c fall back to reference code, 10-40x slower).
+int64_t nativeChannelBlock();
 
 // Writes src (any layout) into dst's own layout.
 void reorderInto(const Tensor& src, Tensor& dst);

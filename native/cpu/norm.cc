@@ -25,11 +25,12 @@ Dims dims4(const Shape& s) { return s.size() == 4 ? toDims(s) : Dims{s[0], s[1],
 dnnl::memory::desc xDesc(const Tensor& x) {
   Dims d = dims4(x.shape);
   // plain NCHW feature maps (e.g. the gathered conv's output for heads narrower than 16 channels) go through
-  // nChw16c: oneDNN's batch norm for plain layouts (ncsp_bnorm) is not vectorized across channels and took about
-  // 2.3 ms per forward + backward on ResNet-20's 16-channel 28² maps at batch 64 (three of them: a quarter of what
-  // an MSGC training step spent beyond dense)
+  // nChw16c (nChw8c on CPUs without AVX-512, where oneDNN's batch norm on nChw16c is reference code: 10x slower
+  // than on plain NCHW): oneDNN's batch norm for plain layouts (ncsp_bnorm) is not vectorized across channels and
+  // took about 2.3 ms per forward + backward on ResNet-20's 16-channel 28² maps at batch 64 (three of them: a
+  // quarter of what an MSGC training step spent beyond dense)
   if (x.shape.size() == 4 && x.shape[1] >= 8 && x.shape[2] * x.shape[3] > 1 && channelBlock(x) == 1)
-    return blockedDesc(x.shape, 16);
+    return blockedDesc(x.shape, nativeChannelBlock());
   dnnl::memory::desc md = currentDesc(x, d);
   return md ? md : plainDesc(d);
 }
