@@ -69,10 +69,18 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * at batch ≤ 2, 0.6 above. In training (recording: a gradient will be taken) 0.45: the narrow heads' plain NCHW
  * output slows the following BatchNorm and backward, and ResNet-20's training step at batch 32 ran 0.70x dense with
  * 0.6 against 0.74-0.77x with 0.45 or masked only.
- * (Without AVX-512 the gathered path runs oneDNN's sgemm on packed copies, about as fast as dense at density
- * 0.5; the rule was not tuned for it.)
+ * `kernels` (backendInfo().gatheredKernels): on CPUs with neither AVX-512 nor AVX2 the gathered path runs oneDNN's
+ * sgemm on packed copies, about as fast as dense at density 0.5, so 'auto' takes it only below 0.3; the AVX2
+ * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on wide 1×1
+ * heads over large maps (below).
  */
-export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean }): boolean {
+export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable' }): boolean {
+  // the portable gathered path (sgemm on packed copies) is about as fast as dense at density 0.5
+  if (s.kernels === 'portable') return density < 0.3;
+  // AVX2 kernels on wide 1×1 heads over maps larger than 14² (ResNet-50's companion-gated 1×1 convs at 28² and
+  // 56², batch 1, density 0.5): gathered took 1.5-3.7x the dense time (a head of 16 outputs per kernel call, each
+  // call re-reading its pixels' inputs), the masked path about 1x
+  if (s.kernels === 'avx2' && s.kernel === 1 && (s.headChannels ?? 0) >= 64 && s.outPixels > 14 * 14) return false;
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
     // wide 1×1 heads (ResNet-50's companion-gated 1×1 convs, one head of 64-2048 outputs) are compute-bound:
@@ -185,7 +193,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const st = h && h.density !== undefined && h.allOnes !== undefined ? { density: h.density, allOnes: h.allOnes } : scaleStats(scale);
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
     const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
-    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording });
+    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels: native.gatheredKernels() });
   }
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
