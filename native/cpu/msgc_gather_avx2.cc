@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "msgc_gather.h"
+#include "msgc_gather_tables.h"
 
 namespace msgc {
 namespace gather {
@@ -73,33 +74,18 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
     }
 }
 
-// copied rows (pixels 1 or 2 apart): table[(Q - 1) * kMaxRows + R - 1] for R <= avx2Rows(Q) (other entries repeat
-// R = 1 and are never used)
-template <int S, int E, size_t... I>
-constexpr std::array<Ocvec2Fn, sizeof...(I)> ocvec2Table(std::index_sequence<I...>) {
-  return {&ocvec2Kernel<(int)(I / kMaxRows) + 1,
-                        ((int)(I % kMaxRows) + 1 <= avx2Rows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
-                        S, E>...};
-}
-using Ocvec2Table = std::array<Ocvec2Fn, kAvx2Pixels * kMaxRows>;
-constexpr auto kIndex2 = std::make_index_sequence<kAvx2Pixels * kMaxRows>{};
-const std::array<Ocvec2Table, 4> kOcvec2S1 = {ocvec2Table<1, 0>(kIndex2), ocvec2Table<1, 1>(kIndex2),
-                                              ocvec2Table<1, 2>(kIndex2), ocvec2Table<1, 3>(kIndex2)};
-const Ocvec2Table kOcvec2S2 = ocvec2Table<2, 0>(kIndex2);
-// one output row of a blocked x read in place, pixels S apart (8: nChw8c stride 1 or 1×1; 16: nChw8c stride 2 or
-// nChw16c stride 1; 32: nChw16c stride 2), every edge variant: table[E][Q - 1]
-template <int S, int E, size_t... I>
-constexpr std::array<Ocvec2Fn, sizeof...(I)> ocvec2RowTable(std::index_sequence<I...>) {
-  return {&ocvec2Kernel<(int)I + 1, 1, S, E>...};
-}
-using Ocvec2RowTables = std::array<std::array<Ocvec2Fn, kAvx2Pixels>, 4>;
-template <int S>
-constexpr Ocvec2RowTables ocvec2RowTables() {
-  constexpr auto i = std::make_index_sequence<kAvx2Pixels>{};
-  return {ocvec2RowTable<S, 0>(i), ocvec2RowTable<S, 1>(i), ocvec2RowTable<S, 2>(i), ocvec2RowTable<S, 3>(i)};
-}
-const Ocvec2RowTables kOcvec2Row8 = ocvec2RowTables<8>(), kOcvec2Row16 = ocvec2RowTables<16>(),
-                      kOcvec2Row32 = ocvec2RowTables<32>();
+// the tables (msgc_gather_tables.h): copied rows, pixels 1 apart (every edge variant) or 2 apart; one output row of
+// a blocked x read in place, pixels S apart (8: nChw8c stride 1 or 1×1; 16: nChw8c stride 2 or nChw16c stride 1;
+// 32: nChw16c stride 2)
+template <int Q, int R, int S, int E>
+struct Ocvec2K {
+  static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E>;
+};
+const auto kOcvec2S1 = pixelRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, avx2Rows, 1>();
+const auto kOcvec2S2 = pixelRowTable<Ocvec2Fn, Ocvec2K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{});
+const auto kOcvec2Row8 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 8>();
+const auto kOcvec2Row16 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 16>();
+const auto kOcvec2Row32 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 32>();
 
 // pixvec with AVX2: y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p]
 // for m < MR, as the AVX-512 pixvec kernel with vectors of 8 pixels: MR output channels × NR vectors covering rows of

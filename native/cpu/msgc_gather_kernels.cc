@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "msgc_gather.h"
+#include "msgc_gather_tables.h"
 
 namespace msgc {
 namespace gather {
@@ -107,31 +108,17 @@ __attribute__((target("avx512f"))) void ocvecKernelNB(const float* const* chan, 
   ocvecBody<NB, Q, R, S, E>(chan, wch, nch, tapOffset, T, wshift, pos, irs, out, ors, wbs, obs);
 }
 
-// table[(Q - 1) * kMaxRows + R - 1] for R <= ocvecRows(Q) (other entries repeat R = 1 and are never used)
-template <int S, int E, size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecTable(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)(I / kMaxRows) + 1,
-                       ((int)(I % kMaxRows) + 1 <= ocvecRows((int)(I / kMaxRows) + 1) ? (int)(I % kMaxRows) + 1 : 1),
-                       S, E>...};
-}
-using OcvecTable = std::array<OcvecFn, kMaxPixels * kMaxRows>;
-constexpr auto kTableIndex = std::make_index_sequence<kMaxPixels * kMaxRows>{};
-const std::array<OcvecTable, 4> kOcvec1 = {ocvecTable<1, 0>(kTableIndex), ocvecTable<1, 1>(kTableIndex),
-                                           ocvecTable<1, 2>(kTableIndex), ocvecTable<1, 3>(kTableIndex)};
-const OcvecTable kOcvec2 = ocvecTable<2, 0>(kTableIndex);
-// one output row of nChw16c read in place, pixels S apart (16: 1×1 and 3×3 stride-1 convs, 32: 3×3 stride 2), for
-// every edge variant: table[E][Q - 1]
-template <int S, int E, size_t... I>
-constexpr std::array<OcvecFn, sizeof...(I)> ocvecRowTable(std::index_sequence<I...>) {
-  return {&ocvecKernel<(int)I + 1, 1, S, E>...};
-}
-using OcvecRowTables = std::array<std::array<OcvecFn, kMaxPixels>, 4>;
-template <int S>
-constexpr OcvecRowTables ocvecRowTables() {
-  constexpr auto i = std::make_index_sequence<kMaxPixels>{};
-  return {ocvecRowTable<S, 0>(i), ocvecRowTable<S, 1>(i), ocvecRowTable<S, 2>(i), ocvecRowTable<S, 3>(i)};
-}
-const OcvecRowTables kOcvecRow16 = ocvecRowTables<16>(), kOcvecRow32 = ocvecRowTables<32>();
+// the tables (msgc_gather_tables.h): copied rows, pixels 1 apart (every edge variant) or 2 apart; one output row of
+// nChw16c read in place, pixels 16 apart (1×1 and 3×3 stride-1 convs) or 32 (3×3 stride 2)
+template <int Q, int R, int S, int E>
+struct OcvecK {
+  static constexpr OcvecFn fn = &ocvecKernel<Q, R, S, E>;
+};
+constexpr int ocvecRows1(int Q) { return ocvecRows(Q); }
+const auto kOcvec1 = pixelRowTables<OcvecFn, OcvecK, kMaxPixels, ocvecRows1, 1>();
+const auto kOcvec2 = pixelRowTable<OcvecFn, OcvecK, ocvecRows1, 2, 0>(std::make_index_sequence<kMaxPixels * kMaxRows>{});
+const auto kOcvecRow16 = oneRowTables<OcvecFn, OcvecK, kMaxPixels, 16>();
+const auto kOcvecRow32 = oneRowTables<OcvecFn, OcvecK, kMaxPixels, 32>();
 
 // tables per NB: index (Q - 1) * kMaxRows + R - 1 for Q <= ocvecPixels(NB), R <= ocvecRows(Q, NB) (other entries
 // repeat a valid kernel and are never used)
@@ -159,18 +146,12 @@ struct OcvecNBTables {
 const OcvecNBTables<2> kOcvecNB2;
 const OcvecNBTables<4> kOcvecNB4;
 // two output blocks over one row of nChw16c read in place (as kOcvecRow16/32): table[E][Q - 1]
-constexpr int kNB2Pixels = ocvecPixels(2);
-template <int S, int E, size_t... I>
-constexpr std::array<OcvecNBFn, sizeof...(I)> ocvecNB2RowTable(std::index_sequence<I...>) {
-  return {&ocvecKernelNB<2, (int)I + 1, 1, S, E>...};
-}
-using OcvecNB2RowTables = std::array<std::array<OcvecNBFn, kNB2Pixels>, 4>;
-template <int S>
-constexpr OcvecNB2RowTables ocvecNB2RowTables() {
-  constexpr auto i = std::make_index_sequence<kNB2Pixels>{};
-  return {ocvecNB2RowTable<S, 0>(i), ocvecNB2RowTable<S, 1>(i), ocvecNB2RowTable<S, 2>(i), ocvecNB2RowTable<S, 3>(i)};
-}
-const OcvecNB2RowTables kOcvecNB2Row16 = ocvecNB2RowTables<16>(), kOcvecNB2Row32 = ocvecNB2RowTables<32>();
+template <int Q, int R, int S, int E>
+struct OcvecNB2K {
+  static constexpr OcvecNBFn fn = &ocvecKernelNB<2, Q, R, S, E>;
+};
+const auto kOcvecNB2Row16 = oneRowTables<OcvecNBFn, OcvecNB2K, ocvecPixels(2), 16>();
+const auto kOcvecNB2Row32 = oneRowTables<OcvecNBFn, OcvecNB2K, ocvecPixels(2), 32>();
 // odd block counts, for pointwise convs only (MobileNetV2's projections: heads of 40 and 80 outputs)
 template <int NB>
 struct OcvecNBPointwise {
