@@ -7,7 +7,7 @@
 // repetitions; the input arrives in the layout the previous conv produced (as in a network).
 // Columns: ms of each path, speedup = dense / gathered, MAC ratio = measured density (the gathered path's
 // multiply-adds relative to dense), efficiency = speedup ÷ (1 / density) (1.0 = the ideal speedup).
-// Writes bench/results/msgc_ops.json. Run `npx tsc -p tsconfig.json` first (uses ../dist).
+// Writes bench/results/msgc_ops.json (msgc_ops-avx2.json with the AVX2 kernels). Run `npx tsc -p tsconfig.json` first (uses ../dist).
 // (H below is the output size; the input is H·stride.)
 // Options: --quick (2 reps, batch 1 only), --reps N, --batch 1,32, --net resnet18|resnet50|mobilenetv2,
 //          --density 0.25,0.5,0.75, --threads N
@@ -168,7 +168,9 @@ function main() {
       }
   const outDir = path.join(__dirname, 'results');
   fs.mkdirSync(outDir, { recursive: true });
-  const file = path.join(outDir, 'msgc_ops.json');
+  // (one file per kind of gathered kernels: msgc_ops.json for AVX-512, msgc_ops-avx2.json, msgc_ops-portable.json)
+  const kernels = msgc.backendInfo().gatheredKernels;
+  const file = path.join(outDir, kernels === 'avx512' ? 'msgc_ops.json' : `msgc_ops-${kernels}.json`);
   fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels, heads: G, reps, rows }, null, 2));
   console.log(`\nwrote ${path.relative(path.join(__dirname, '..'), file)} (${((now() - t0) / 1000).toFixed(0)} s)`);
 }
