@@ -171,7 +171,7 @@ function main() {
   // (one file per kind of gathered kernels: msgc_ops.json for AVX-512, msgc_ops-avx2.json, msgc_ops-portable.json)
   const kernels = msgc.backendInfo().gatheredKernels;
   const file = path.join(outDir, kernels === 'avx512' ? 'msgc_ops.json' : `msgc_ops-${kernels}.json`);
-  fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels, heads: G, reps, rows }, null, 2));
+  fs.writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), threads: msgc.backendInfo().threads, gatheredKernels: kernels, heads: G, reps, rows }, null, 2));
   console.log(`\nwrote ${path.relative(path.join(__dirname, '..'), file)} (${((now() - t0) / 1000).toFixed(0)} s)`);
 }
 

@@ -370,7 +370,7 @@ void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b) {
 }  // namespace gather
 
 const char* gatheredKernelIsa() {
-  switch (MSGC_GATHER_AVX512 ? gatherIsa() : Isa::Portable) {
+  switch (gatherIsa()) {
     case Isa::Avx512: return "avx512";
     case Isa::Avx2: return "avx2";
     default: return "portable";
@@ -410,13 +410,12 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const char* foldEnv = std::getenv("MSGC_GATHER_FOLD");
   const bool forcePack = foldEnv && std::string(foldEnv) == "weights";
   const bool pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0;
-  const Isa isa = !MSGC_GATHER_AVX512 || force == "sgemm" ? Isa::Portable : gatherIsa();
+  const Isa isa = force == "sgemm" ? Isa::Portable : gatherIsa();
+  const bool simd = isa != Isa::Portable;
   // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
   // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
   const int64_t lanes = (g.Og + 15) / 16 * 16;
-  const bool ocvec = isa != Isa::Portable && force != "pixvec" &&
-                     (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
-  const bool simd = isa != Isa::Portable;
+  const bool ocvec = simd && force != "pixvec" && (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
   // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels
   const int64_t yBlock = ocvec && g.Og % 16 == 0 ? (isa == Isa::Avx2 ? 8 : 16) : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};

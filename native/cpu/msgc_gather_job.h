@@ -56,16 +56,16 @@ struct Job {
   const Post* post = nullptr;
   // ocvec on nChw16c read in place: prefetch the input this many selected channels ahead (setInputPrefetch)
   int inputPrefetch = 0;
-  // the kernels: AVX-512, or AVX2 (one block of 16 outputs per call as two ymm halves, nb = 1, no output
-  // selection), whose blocked output is nChw8c (yl = 8: oneDNN's layout on those CPUs) rather than nChw16c
+  // the kernels: AVX-512, or AVX2 (one block of 16 outputs per call as two ymm halves, nb = 1), whose blocked
+  // output is nChw8c (yl = 8: oneDNN's layout on those CPUs) rather than nChw16c
   Isa isa = Isa::Avx512;
   int64_t yl = 16;
-  // pixvec: pixels per vector, the most outputs and vectors per register block
+  // pixvec: pixels per vector, the most vectors per register block
   int64_t pixWidth() const { return isa == Isa::Avx2 ? 8 : 16; }
-  int pixMaxMR() const { return kMaxMR; }
   int pixMaxNR(int mr) const { return isa == Isa::Avx2 ? pixvec2MaxNR(mr) : pixvecMaxNR(mr); }
-  // pixels per register block, and rows per register block for q pixels per row
+  // ocvec: pixels per register block, and rows per register block for q pixels per row
   int64_t maxPixels() const { return isa == Isa::Avx2 ? kAvx2Pixels : ocvecPixels(nb); }
+  int64_t maxRows(int64_t q) const { return isa == Isa::Avx2 ? avx2Rows((int)q) : ocvecRows((int)q, nb); }
   // AVX2 without output selection into blocked output: pixel chunks of up to kAvx2Span pixels (a whole row of
   // ResNet-18's maps), each run in register blocks of up to 6 pixels (computeAvx2). Against chunks of one register
   // block: 0.80-0.84x the time on ResNet-18's 56² and 28² 3×3 layers, 0.91-0.96x on 14² and 7² (one thread,
@@ -73,7 +73,6 @@ struct Job {
   static constexpr int64_t kAvx2Span = 64;
   bool avx2Spans() const { return isa == Isa::Avx2 && kind == KernelKind::Ocvec && !out && !plainOut(); }
   int64_t chunkPixels() const { return avx2Spans() ? kAvx2Span : maxPixels(); }
-  int64_t maxRows(int64_t q) const { return isa == Isa::Avx2 ? avx2Rows((int)q) : ocvecRows((int)q, nb); }
 
   // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
   std::vector<int64_t> planeOff;
@@ -93,7 +92,7 @@ struct Job {
           pixMR = mr;
           break;
         }
-      if (!pixMR) pixMR = g.Og < pixMaxMR() ? (int)g.Og : 4;
+      if (!pixMR) pixMR = g.Og < kMaxMR ? (int)g.Og : 4;
       // near-equal chunks of whole vectors
       const int64_t maxNR = pixMaxNR(pixMR), VW = pixWidth();
       if (rp.rows == Rows::Direct) {
