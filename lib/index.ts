@@ -9,6 +9,7 @@ export * as F from './ops/index';
 export { SGD, SGDOptions, ParamGroup, clipGradNorm } from './train/optim';
 export { fit, evaluate, FitOptions, History, EpochLogs, BatchLogs, Callbacks, EvalResult, BudgetOptions, Batch, BatchSource } from './train/fit';
 export { macBudgetLoss } from './train/budget';
+export { TeacherLogitCache, TeacherCacheOptions } from './train/teacher_cache';
 export { recalibrateBatchNorm, RecalibrateOptions } from './train/recalibrate';
 export { cosineLr, macTarget } from './train/schedule';
 export { parameterGroups } from './train/groups';

@@ -1,6 +1,8 @@
 // distill.test.ts: F.distillation (T² · mean over the batch of KL(softmax(t/T) ‖ softmax(s/T))) against a float64
 // reference and central differences, its bad-input errors, and fit's `distill` option: one training step equals
-// the step computed by hand from (1 − α) · cross-entropy + α · distillation, with the teacher kept in eval mode.
+// the step computed by hand from (1 − α) · cross-entropy + α · distillation, with the teacher kept in eval mode;
+// `distill.cache` (TeacherLogitCache) trains exactly as the teacher forward it replaces, hits only batches with the
+// same contents and the same teacher weights.
 import * as msgc from '../lib';
 import { Tensor } from '../lib';
 import { fit, Batch, BatchSource } from '../lib/train/fit';
@@ -187,6 +189,74 @@ describe('fit with distill', () => {
     await expect(fit(model, new OneBatch(), { epochs: 1, lr: 0.1, verbose: false, distill: { teacher, alpha: 1.5 } })).rejects.toThrow(/distill.alpha must be in \[0, 1\]/);
     await expect(fit(model, new OneBatch(), { epochs: 1, lr: 0.1, verbose: false, distill: { teacher, temperature: 0 } })).rejects.toThrow(/distill.temperature/);
     await expect(fit(model, new OneBatch(), { epochs: 1, lr: 0.1, verbose: false, distill: { teacher: {} as never } })).rejects.toThrow(/distill.teacher must be a model/);
+    model.dispose();
+    teacher.dispose();
+  });
+});
+
+/** Batches that differ from each other by one pixel (x[0] = b), the same ones every epoch. */
+class NearBatches implements BatchSource {
+  constructor(readonly length: number) {}
+  async *[Symbol.asyncIterator](): AsyncIterator<Batch> {
+    for (let b = 0; b < this.length; b++) {
+      const x = randomArray(8 * 3 * 8 * 8, 41, -1, 1);
+      x[0] = b;
+      yield { x: msgc.tensor(x, [8, 3, 8, 8]), y: Int32Array.from([0, 1, 2, 3, 3, 2, 1, 0]) };
+    }
+  }
+}
+
+describe('fit with distill.cache', () => {
+  test('trains bit for bit as without it, reuses only identical batches, and empties itself for other teacher weights', async () => {
+    msgc.manualSeed(7);
+    const teacher = msgc.models.resnet20({ numClasses: 4 });
+    await fit(teacher, new OneBatch(), { epochs: 1, lr: 0.05, verbose: false });
+    msgc.manualSeed(8);
+    const init = msgc.models.resnet20({ numClasses: 4 });
+    const run = async (cache?: msgc.TeacherLogitCache) => {
+      const student = msgc.models.resnet20({ numClasses: 4 });
+      student.loadStateDict(init.stateDict());
+      await fit(student, new NearBatches(2), { epochs: 2, lr: 0.1, seed: 3, verbose: false, distill: { teacher, alpha: 0.5, temperature: 2, cache } });
+      const w = student.namedParameters().map(([, p]) => p.toFloat32Array());
+      student.dispose();
+      return w;
+    };
+    const plain = await run();
+    const cache = new msgc.TeacherLogitCache();
+    const cached = await run(cache);
+    // two distinct batches (one pixel apart) computed in epoch 1, both reused in epoch 2
+    expect([cache.misses, cache.hits, cache.size]).toEqual([2, 2, 2]);
+    expect(cache.bytes).toBe(2 * 8 * 4 * 4);
+    const again = await run(cache);
+    expect([cache.misses, cache.hits]).toEqual([2, 6]);
+    for (const w of [cached, again]) {
+      expect(w.length).toBe(plain.length);
+      w.forEach((a, i) => expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(plain[i].buffer))).toBe(0));
+    }
+    // other teacher weights: the entries go, and the run still equals the uncached one with that teacher
+    await fit(teacher, new OneBatch(), { epochs: 1, lr: 0.05, verbose: false });
+    const plain2 = await run();
+    const cached2 = await run(cache);
+    expect([cache.misses, cache.hits, cache.size]).toEqual([4, 8, 2]);
+    cached2.forEach((a, i) => expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(plain2[i].buffer))).toBe(0));
+    // (and the teacher change mattered)
+    expect(plain2.some((a, i) => Buffer.compare(Buffer.from(a.buffer), Buffer.from(plain[i].buffer)) !== 0)).toBe(true);
+    // full cache: computes and stores nothing more
+    const tiny = new msgc.TeacherLogitCache({ maxBytes: 8 * 4 * 4 });
+    const capped = await run(tiny);
+    expect([tiny.size, tiny.misses, tiny.hits]).toEqual([1, 3, 1]);
+    capped.forEach((a, i) => expect(Buffer.compare(Buffer.from(a.buffer), Buffer.from(plain2[i].buffer))).toBe(0));
+    init.dispose();
+    teacher.dispose();
+  });
+
+  test('bad caches and teachers without weights throw', async () => {
+    const model = msgc.models.resnet20({ numClasses: 4 });
+    const teacher = msgc.models.resnet20({ numClasses: 4 });
+    expect(() => new msgc.TeacherLogitCache({ maxBytes: -1 })).toThrow(/maxBytes must be a non-negative finite number, got -1/);
+    await expect(fit(model, new OneBatch(), { epochs: 1, lr: 0.1, verbose: false, distill: { teacher, cache: {} as never } })).rejects.toThrow(/distill.cache must be a TeacherLogitCache/);
+    const bare = { forward: (x: Tensor) => teacher.forward(x), eval: () => teacher.eval(), train: (m?: boolean) => teacher.train(m), get training() { return teacher.training; } };
+    await expect(fit(model, new OneBatch(), { epochs: 1, lr: 0.1, verbose: false, distill: { teacher: bare, cache: new msgc.TeacherLogitCache() } })).rejects.toThrow(/distill.cache needs a teacher with stateDict\(\)/);
     model.dispose();
     teacher.dispose();
   });

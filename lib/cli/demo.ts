@@ -10,6 +10,7 @@ import { Backbone } from '../models/common';
 import { renderChart } from '../report/svg';
 import { backendInfo } from '../native';
 import { evaluate, EvalResult, fit, History } from '../train/fit';
+import { TeacherLogitCache } from '../train/teacher_cache';
 import { buildModel, loadSplits, loadWeights, ModelSpec, Splits, writeRunJson } from './run';
 
 export interface DemoOptions {
@@ -55,7 +56,8 @@ function log(o: DemoOptions, line: string): void {
   if (!o.json) console.error(line);
 }
 
-async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSpec, epochs: number, lr: number, from: string | null, target: number | null, teacherSpec: ModelSpec | null = null): Promise<StageResult> {
+async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSpec, epochs: number, lr: number, from: string | null, target: number | null, teacherSpec: ModelSpec | null = null,
+  teacherCache?: TeacherLogitCache): Promise<StageResult> {
   const dir = path.join(o.out, name);
   const model: Backbone = buildModel(spec);
   let teacher: Backbone | null = null;
@@ -88,7 +90,7 @@ async function stage(o: DemoOptions, splits: Splits, name: string, spec: ModelSp
       // fine-tuning stages (MSGC and dense alike) end with BatchNorm statistics re-estimated under eval-mode
       // gates: on this short schedule many gate logits stay near 0, noisy in training, deterministic in eval
       recalibrateBatchNorm: from ? o.recalibrateBn : 0,
-      distill: teacher ? { teacher, alpha: o.distill, temperature: o.distillTemperature } : undefined,
+      distill: teacher ? { teacher, alpha: o.distill, temperature: o.distillTemperature, cache: teacherCache } : undefined,
       clipGradNorm: clip,
     });
     const trainSeconds = (Date.now() - t0) / 1000;
@@ -119,8 +121,11 @@ export async function demoCommand(o: DemoOptions): Promise<void> {
 
   const dense = await stage(o, splits, 'dense', base, o.epochs, o.lr, null, null);
   const denseWeights = path.join(o.out, 'dense', 'model.safetensors');
-  const msgc = await stage(o, splits, msgcStage, boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target, teacher);
-  const denseFt = await stage(o, splits, 'dense-finetune' + kd, base, o.finetuneEpochs, o.finetuneLr, denseWeights, null, teacher);
+  // both fine-tunings distil from the dense stage's model over the same seeded batches: the second one reuses the
+  // first one's teacher logits (TeacherLogitCache; identical results, one teacher forward per batch saved)
+  const teacherCache = teacher ? new TeacherLogitCache() : undefined;
+  const msgc = await stage(o, splits, msgcStage, boostedSpec, o.finetuneEpochs, o.finetuneLr, denseWeights, o.target, teacher, teacherCache);
+  const denseFt = await stage(o, splits, 'dense-finetune' + kd, base, o.finetuneEpochs, o.finetuneLr, denseWeights, null, teacher, teacherCache);
 
   const rows = [dense, denseFt, msgc].map((r) => ({
     model: r.stage === msgcStage ? `${o.model} + MSGC${o.attention ? ' att' : ''}${kd ? ' KD' : ''} (target ${o.target})` : `${o.model} ${r.stage === 'dense' ? 'dense' : 'dense, fine-tuned'}${r.stage !== 'dense' && kd ? ' (KD)' : ''}`,

@@ -20,6 +20,7 @@ import { SGD, clipGradNorm } from './optim';
 import { ProgressBar } from './progress';
 import { cosineLr, gateNoiseScale, macTarget, progressOf } from './schedule';
 import { GateHead } from '../nn/msgc/heads';
+import { TeacherLogitCache } from './teacher_cache';
 
 /** A batch: images [B, C, H, W] (owned by the consumer) and labels. */
 export interface Batch {
@@ -133,6 +134,12 @@ export interface DistillOptions {
   alpha?: number;
   /** softmax temperature (default 4) */
   temperature?: number;
+  /**
+   * Reuse the teacher's logits of batches seen before (TeacherLogitCache): two fine-tunings distilled from the
+   * same teacher over the same seeded loader then run the teacher once. The teacher needs stateDict(); a cache
+   * filled with other teacher weights is emptied first. Results are identical with and without it.
+   */
+  cache?: TeacherLogitCache;
 }
 
 export interface History {
@@ -257,7 +264,10 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
     if (!distill.teacher || typeof distill.teacher.forward !== 'function') throw new Error('fit: distill.teacher must be a model (with forward)');
     if (!(alpha >= 0 && alpha <= 1)) throw new Error(`fit: distill.alpha must be in [0, 1], got ${alpha}`);
     if (!(temperature > 0) || !Number.isFinite(temperature)) throw new Error(`fit: distill.temperature must be a positive finite number, got ${temperature}`);
+    if (distill.cache !== undefined && !(distill.cache instanceof TeacherLogitCache)) throw new Error('fit: distill.cache must be a TeacherLogitCache');
+    distill.cache?.bindTeacher(distill.teacher);
   }
+  const teacherCache = distill?.cache ?? null;
   const teacherWasTraining = distill ? distill.teacher.training : false;
   const clip = o.clipGradNorm;
   if (clip !== undefined && !(typeof clip === 'number' && Number.isFinite(clip) && clip > 0)) throw new Error(`fit: clipGradNorm must be a positive finite number, got ${clip}`);
@@ -291,7 +301,8 @@ export async function fit(model: Backbone, data: BatchSource, options: FitOption
           }
         }
         const r = tidy(() => {
-          const teacherLogits = distill ? noGrad(() => distill.teacher.forward(batch.x)) : null;
+          const teacherForward = () => noGrad(() => distill!.teacher.forward(batch.x));
+          const teacherLogits = distill ? (teacherCache ? teacherCache.logits(batch.x, teacherForward) : teacherForward()) : null;
           const logits = model.forward(batch.x);
           const ce = F.crossEntropy(logits, batch.y, { labelSmoothing: smoothing });
           let loss = ce;
