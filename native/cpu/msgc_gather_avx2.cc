@@ -90,6 +90,31 @@ const auto kOcvec2Row32 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 32>();
 // pixvec with AVX2: y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p]
 // for m < MR, as the AVX-512 pixvec kernel with vectors of 8 pixels: MR output channels × NR vectors covering rows of
 // npx <= 8·vr pixels, vr vectors per row, rows rowIn apart in the input and rowOut apart in y
+template <int MR, int NR, bool FULL>
+__attribute__((target("avx2,fma"), always_inline)) inline void pixvec2Loop(__m256 (&acc)[MR][NR], const __m256i (&mk)[NR],
+                                                                          const int64_t (&inOff)[NR],
+                                                                          const float* const* chan,
+                                                                          const float* const* wch, int64_t nch,
+                                                                          const int64_t* tapOffset, int64_t T,
+                                                                          int64_t ldw, int64_t wshift, int64_t pos) {
+  for (int64_t j = 0; j < nch; j++) {
+    const float* base = chan[j] + pos;
+    const float* w = wch[j] + wshift;
+    for (int64_t t = 0; t < T; t++, w += ldw) {
+      const float* r = base + tapOffset[t];
+      __m256 xv[NR];
+#pragma GCC unroll 8
+      for (int v = 0; v < NR; v++) xv[v] = FULL ? _mm256_loadu_ps(r + inOff[v]) : _mm256_maskload_ps(r + inOff[v], mk[v]);
+#pragma GCC unroll 8
+      for (int m = 0; m < MR; m++) {
+        const __m256 wb = _mm256_broadcast_ss(w + m);
+#pragma GCC unroll 8
+        for (int v = 0; v < NR; v++) acc[m][v] = _mm256_fmadd_ps(wb, xv[v], acc[m][v]);
+      }
+    }
+  }
+}
+
 template <int MR, int NR>
 __attribute__((target("avx2,fma"))) void pixvec2Kernel(const float* const* chan, const float* const* wch, int64_t nch,
                                                        const int64_t* tapOffset, int64_t T, int64_t ldw, int64_t wshift,
@@ -105,31 +130,29 @@ __attribute__((target("avx2,fma"))) void pixvec2Kernel(const float* const* chan,
     inOff[v] = row * rowIn + col;
     outOff[v] = row * rowOut + col;
   }
+  bool full = true;
+#pragma GCC unroll 8
+  for (int v = 0; v < NR; v++) full = full && 8 * (v % vr) + 8 <= npx;
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; m++)
 #pragma GCC unroll 8
     for (int v = 0; v < NR; v++) acc[m][v] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < nch; j++) {
-    const float* base = chan[j] + pos;
-    const float* w = wch[j] + wshift;
-    for (int64_t t = 0; t < T; t++, w += ldw) {
-      const float* r = base + tapOffset[t];
-      __m256 xv[NR];
-#pragma GCC unroll 8
-      for (int v = 0; v < NR; v++) xv[v] = _mm256_maskload_ps(r + inOff[v], mk[v]);
-#pragma GCC unroll 8
-      for (int m = 0; m < MR; m++) {
-        const __m256 wb = _mm256_broadcast_ss(w + m);
-#pragma GCC unroll 8
-        for (int v = 0; v < NR; v++) acc[m][v] = _mm256_fmadd_ps(wb, xv[v], acc[m][v]);
-      }
-    }
-  }
+  // whole vectors (rows of 8k pixels) load and store unmasked: AMD CPUs run masked moves slowly, and a load of y
+  // in the epilogue waits for a masked store to it to retire instead of taking the value forwarded
+  if (full)
+    pixvec2Loop<MR, NR, true>(acc, mk, inOff, chan, wch, nch, tapOffset, T, ldw, wshift, pos);
+  else
+    pixvec2Loop<MR, NR, false>(acc, mk, inOff, chan, wch, nch, tapOffset, T, ldw, wshift, pos);
 #pragma GCC unroll 8
   for (int m = 0; m < MR; m++)
 #pragma GCC unroll 8
-    for (int v = 0; v < NR; v++) _mm256_maskstore_ps(y + m * ldy + ypos + outOff[v], mk[v], acc[m][v]);
+    for (int v = 0; v < NR; v++) {
+      if (full)
+        _mm256_storeu_ps(y + m * ldy + ypos + outOff[v], acc[m][v]);
+      else
+        _mm256_maskstore_ps(y + m * ldy + ypos + outOff[v], mk[v], acc[m][v]);
+    }
 }
 
 // table[(MR - 1) * kMaxNR + NR - 1] for NR <= pixvec2MaxNR(MR) (others repeat NR = 1, never used)
