@@ -295,6 +295,12 @@ describe("execution 'auto' and the gradient rule", () => {
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 3, channels: 64, headChannels: 16, kernels: 'avx2' })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 256, headChannels: 64, kernels: 'avx512' })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 3, channels: 64, headChannels: 16, kernels: 'portable' })).toBe(false);
+    // AVX2 on heads of 4 outputs (3×3): masked from density 0.3 on, at any batch
+    expect(preferGathered(0.5, { outPixels: 32 * 32, batch: 32, kernel: 3, channels: 16, headChannels: 4, kernels: 'avx2' })).toBe(false);
+    expect(preferGathered(0.5, { outPixels: 32 * 32, batch: 1, kernel: 3, channels: 16, headChannels: 4, kernels: 'avx2' })).toBe(false);
+    expect(preferGathered(0.25, { outPixels: 32 * 32, batch: 32, kernel: 3, channels: 16, headChannels: 4, kernels: 'avx2' })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 16 * 16, batch: 32, kernel: 3, channels: 32, headChannels: 8, kernels: 'avx2' })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 32 * 32, batch: 32, kernel: 3, channels: 16, headChannels: 4, kernels: 'avx512' })).toBe(true);
     expect(preferGathered(0.2, { outPixels: 56 * 56, batch: 1, kernel: 3, channels: 64, headChannels: 16, kernels: 'portable' })).toBe(true);
   });
 });

@@ -81,6 +81,10 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // 56², batch 1, density 0.5): gathered took 1.5-3.7x the dense time (a head of 16 outputs per kernel call, each
   // call re-reading its pixels' inputs), the masked path about 1x
   if (s.kernels === 'avx2' && s.kernel === 1 && (s.headChannels ?? 0) >= 64 && s.outPixels > 14 * 14) return false;
+  // AVX2 kernels on heads of at most 4 outputs (ResNet-20/56's 16-channel stage with G = 4): inside ResNet-20 at
+  // density 0.5 the gathered conv (+ BN, residual, ReLU) took 1.7x the dense conv's time at batch 32 and 2.1x at
+  // batch 1, the masked path 1.3x / 1.6x (per-layer times interleaved in one process, per-sample gates)
+  if (s.kernels === 'avx2' && (s.kernel ?? 9) > 1 && (s.headChannels ?? 16) <= 4) return density < 0.3;
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
     // wide 1×1 heads (ResNet-50's companion-gated 1×1 convs, one head of 64-2048 outputs) are compute-bound:
