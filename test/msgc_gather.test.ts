@@ -123,12 +123,19 @@ describe('output selection (producer/consumer skipping): only the outputs an out
   });
 
   test('msgcConv2d skips only where preferOutputSkipping() says it pays, and says so in stats', () => {
-    expect(preferOutputSkipping(0.5, 56 * 56)).toBe(true);
-    expect(preferOutputSkipping(0.5, 14 * 14)).toBe(true);
-    expect(preferOutputSkipping(0.5, 7 * 7)).toBe(false); // packing costs as much as the work there
-    expect(preferOutputSkipping(0.06, 56 * 56)).toBe(false); // a four-head union leaves little out
-    expect(preferOutputSkipping(0.5, 56 * 56, 16)).toBe(false); // one block of 16 outputs per head either way
-    expect(preferOutputSkipping(0.5, 56 * 56, 32)).toBe(true);
+    const k512 = { kernels: 'avx512' as const };
+    expect(preferOutputSkipping(0.5, 56 * 56, Infinity, k512)).toBe(true);
+    expect(preferOutputSkipping(0.5, 14 * 14, Infinity, k512)).toBe(true);
+    expect(preferOutputSkipping(0.5, 7 * 7, Infinity, k512)).toBe(false); // packing costs as much as the work there
+    expect(preferOutputSkipping(0.06, 56 * 56, Infinity, k512)).toBe(false); // a four-head union leaves little out
+    expect(preferOutputSkipping(0.5, 56 * 56, 16, k512)).toBe(false); // one block of 16 outputs per head either way
+    expect(preferOutputSkipping(0.5, 56 * 56, 32, k512)).toBe(true);
+    // AVX2: not through wide 1×1 heads on maps above 14² (the gathered conv is slower than the dense one there)
+    expect(preferOutputSkipping(0.5, 112 * 112, 96, { kernels: 'avx2' })).toBe(false);
+    expect(preferOutputSkipping(0.5, 56 * 56, 96, { kernels: 'avx2', kernel: 1 })).toBe(false);
+    expect(preferOutputSkipping(0.5, 14 * 14, 96, { kernels: 'avx2' })).toBe(true);
+    expect(preferOutputSkipping(0.5, 56 * 56, 96, { kernels: 'avx2', kernel: 9 })).toBe(true);
+    expect(preferOutputSkipping(0.5, 56 * 56, 32, { kernels: 'avx2' })).toBe(true);
     msgc.tidy(() => msgc.noGrad(() => {
       const N = 2, C = 16, O = 64, H = 16;
       const x = msgc.tensor(randomArray(N * C * H * H, 201), [N, C, H, H]);

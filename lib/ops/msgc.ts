@@ -47,8 +47,15 @@ export interface MsgcConv2dOptions {
  * costs as much as the work, nor for the few percent a four-head union leaves out on small maps. The kernels
  * compute 16 outputs at a time, so a head of fewer than 32 outputs (headOutputs = O/G; one block either way) saves
  * nothing: ResNet-50's 56² 3×3 conv (64 outputs, 4 heads) took 1.2x the time of computing every output.
+ * conv: the conv's kernel size (kh·kw; default 1) and the kind of gathered kernels (default: this CPU's).
  */
-export function preferOutputSkipping(skippedShare: number, outPixels: number, headOutputs = Infinity): boolean {
+export function preferOutputSkipping(skippedShare: number, outPixels: number, headOutputs = Infinity,
+  conv: { kernel?: number; kernels?: 'avx512' | 'avx2' | 'portable' } = {}): boolean {
+  // AVX2 kernels on wide 1×1 heads over maps larger than 14² (MobileNetV2's expansion convs, which skip through a
+  // forced gathered one-head conv): the gathered conv took 6-14x the dense conv's time at 112² and 56², batch 1
+  // (16 -> 96 outputs: 4.4 ms vs 0.32), so no skipped share pays for it (preferGathered's rule for the same shapes)
+  const kernels = conv.kernels ?? native.gatheredKernels();
+  if (kernels === 'avx2' && (conv.kernel ?? 1) === 1 && headOutputs >= 64 && outPixels > 14 * 14) return false;
   return headOutputs >= 32 && skippedShare >= Math.max(0.1, 40 / outPixels);
 }
 
@@ -206,7 +213,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
       outputMask = null;
     } else {
       const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);
-      if (!preferOutputSkipping(unneeded, outPixels, weight.shape[0] / heads)) outputMask = null;
+      if (!preferOutputSkipping(unneeded, outPixels, weight.shape[0] / heads, { kernel: weight.shape[2] * weight.shape[3] })) outputMask = null;
     }
   }
   if (options.stats) {
