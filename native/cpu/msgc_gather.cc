@@ -414,10 +414,13 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const bool simd = isa != Isa::Portable;
   // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
   // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
-  const int64_t lanes = (g.Og + 15) / 16 * 16;
-  const bool ocvec = simd && force != "pixvec" && (g.Og % 16 == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
-  // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels
-  const int64_t yBlock = ocvec && g.Og % 16 == 0 ? (isa == Isa::Avx2 ? 8 : 16) : 1;
+  // The AVX2 kernels also take heads of 16k + 8 outputs (ResNet-20/56's 32-channel stage: 8), whose last block is one
+  // ymm half
+  const int64_t lanes = (g.Og + 15) / 16 * 16, blockOf = isa == Isa::Avx2 ? 8 : 16;
+  const bool ocvec = simd && force != "pixvec" &&
+                     (g.Og % blockOf == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
+  // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels (Job::plainOut)
+  const int64_t yBlock = ocvec && g.Og % blockOf == 0 ? blockOf : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
   const float* WL = weightLayout(weight, g, ocvec);

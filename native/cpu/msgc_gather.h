@@ -200,7 +200,8 @@ using Ocvec2Fn = void (*)(const float* const*, const float* const*, int64_t, con
                           int64_t, float*, int64_t, int64_t, int64_t);
 // 16 output channels (two ymm halves) × r rows × q pixels, pixels `stride` apart (1, 2: copies; 8, 16, 32: a blocked
 // x read in place, one row); output pixel p of row r at out + (r·ors + p)·ol, the upper 8 channels ho floats on
-Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges);
+// half: the lower 8 of the 16 outputs only (a head's last block when it has 16k + 8 outputs)
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, bool half = false);
 // postBlock16 on one 8-channel block of nChw8c (a, b, sums: 8 lanes)
 void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                 bool clamp, float lo, float hi, float* sums);

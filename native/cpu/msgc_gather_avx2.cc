@@ -15,9 +15,9 @@ namespace gather {
 #if MSGC_GATHER_AVX512
 namespace {
 
-// acc[h][r][q] += w[h] * x[r*irs + q*S] for the halves h, r < R, LO <= q < HI (one tap)
-template <int Q, int R, int S, int LO, int HI>
-__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&acc)[2][R][Q], __m256 w0, __m256 w1,
+// acc[h][r][q] += w[h] * x[r*irs + q*S] for the halves h < HV, r < R, LO <= q < HI (one tap)
+template <int HV, int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&acc)[HV][R][Q], __m256 w0, __m256 w1,
                                                                       const float* x, int64_t irs) {
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++, x += irs)
@@ -25,20 +25,28 @@ __attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&
     for (int q = LO; q < HI; q++) {
       const __m256 xb = _mm256_broadcast_ss(x + q * S);
       acc[0][r][q] = _mm256_fmadd_ps(w0, xb, acc[0][r][q]);
-      acc[1][r][q] = _mm256_fmadd_ps(w1, xb, acc[1][r][q]);
+      if constexpr (HV == 2) acc[HV - 1][r][q] = _mm256_fmadd_ps(w1, xb, acc[HV - 1][r][q]);
     }
 }
 
-// 16 output channels × R rows × Q pixels (R·Q <= kAvx2Pixels):
+// the upper half's weights (HV = 2) or nothing (HV = 1: the weight lanes 8-15 are not read)
+template <int HV>
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 upper(const float* w) {
+  if constexpr (HV == 2) return _mm256_loadu_ps(w);
+  else return _mm256_setzero_ps();
+}
+
+// 16 output channels (HV = 2 halves; HV = 1: the lower 8, for heads of 16k + 8 outputs) × R rows × Q pixels
+// (R·Q <= kAvx2Pixels):
 //   out[(r*ors + q)*ol + h*ho + l] = sum_j sum_t (wch[j] + wshift)[t*16 + 8h + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
 // E: the padding edges of a 3-wide kernel with one column of padding, as the AVX-512 ocvec kernel's.
-template <int Q, int R, int S, int E>
+template <int Q, int R, int S, int E, int HV>
 __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, const float* const* wch, int64_t nch,
                                                       const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
                                                       int64_t irs, float* out, int64_t ors, int64_t ol, int64_t ho) {
-  __m256 acc[2][R][Q];
+  __m256 acc[HV][R][Q];
 #pragma GCC unroll 2
-  for (int h = 0; h < 2; h++)
+  for (int h = 0; h < HV; h++)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
@@ -53,15 +61,15 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
     if (E) {
       for (int64_t t = 0; t < T; t += 3) {
         const float* wt = w + 16 * t;
-        fmaTap2<Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), _mm256_loadu_ps(wt + 8), base + tapOffset[t], irs);
-        fmaTap2<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), _mm256_loadu_ps(wt + 24), base + tapOffset[t + 1], irs);
-        fmaTap2<Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), _mm256_loadu_ps(wt + 40),
-                                          base + tapOffset[t + 2], irs);
+        fmaTap2<HV, Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), upper<HV>(wt + 8), base + tapOffset[t], irs);
+        fmaTap2<HV, Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), upper<HV>(wt + 24), base + tapOffset[t + 1], irs);
+        fmaTap2<HV, Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), upper<HV>(wt + 40),
+                                              base + tapOffset[t + 2], irs);
       }
     } else {
       for (int64_t t = 0; t < T; t++)
-        fmaTap2<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), _mm256_loadu_ps(w + 16 * t + 8), base + tapOffset[t],
-                               irs);
+        fmaTap2<HV, Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), upper<HV>(w + 16 * t + 8), base + tapOffset[t],
+                                   irs);
     }
   }
 #pragma GCC unroll 4
@@ -70,7 +78,7 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
     for (int q = 0; q < Q; q++) {
       float* o = out + (r * ors + q) * ol;
       _mm256_storeu_ps(o, acc[0][r][q]);
-      _mm256_storeu_ps(o + ho, acc[1][r][q]);
+      if constexpr (HV == 2) _mm256_storeu_ps(o + ho, acc[HV - 1][r][q]);
     }
 }
 
@@ -79,13 +87,23 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
 // 32: nChw16c stride 2)
 template <int Q, int R, int S, int E>
 struct Ocvec2K {
-  static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E>;
+  static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E, 2>;
 };
-const auto kOcvec2S1 = pixelRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, avx2Rows, 1>();
-const auto kOcvec2S2 = pixelRowTable<Ocvec2Fn, Ocvec2K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{});
-const auto kOcvec2Row8 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 8>();
-const auto kOcvec2Row16 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 16>();
-const auto kOcvec2Row32 = oneRowTables<Ocvec2Fn, Ocvec2K, kAvx2Pixels, 32>();
+template <int Q, int R, int S, int E>
+struct Ocvec2KHalf {
+  static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E, 1>;
+};
+template <template <int, int, int, int> class K>
+struct Ocvec2Tables {
+  decltype(pixelRowTables<Ocvec2Fn, K, kAvx2Pixels, avx2Rows, 1>()) s1 = pixelRowTables<Ocvec2Fn, K, kAvx2Pixels, avx2Rows, 1>();
+  decltype(pixelRowTable<Ocvec2Fn, K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{})) s2 =
+      pixelRowTable<Ocvec2Fn, K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{});
+  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 8>()) row8 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 8>();
+  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 16>()) row16 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 16>();
+  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 32>()) row32 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 32>();
+};
+const Ocvec2Tables<Ocvec2K> kOcvec2;
+const Ocvec2Tables<Ocvec2KHalf> kOcvec2Half;
 
 // pixvec with AVX2: y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p]
 // for m < MR, as the AVX-512 pixvec kernel with vectors of 8 pixels: MR output channels × NR vectors covering rows of
@@ -175,19 +193,26 @@ bool cpuHasAvx2Fma() {
   return ok;
 }
 
-Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
-  if (q < 1 || q > kAvx2Pixels || r < 1 || r > avx2Rows((int)q) || edges < 0 || edges > 3)
-    throw std::logic_error("ocvec (AVX2): register block out of range");
+namespace {
+template <class Tables>
+Ocvec2Fn pickOcvec2(const Tables& t, int64_t stride, int64_t q, int64_t r, int edges) {
   if (stride == 8 || stride == 16 || stride == 32) {
     if (r != 1) throw std::logic_error("ocvec (AVX2): a blocked x read in place one row at a time");
-    return (stride == 8 ? kOcvec2Row8 : stride == 16 ? kOcvec2Row16 : kOcvec2Row32)[edges][q - 1];
+    return (stride == 8 ? t.row8 : stride == 16 ? t.row16 : t.row32)[edges][q - 1];
   }
   if (stride == 2) {
     if (edges) throw std::logic_error("ocvec (AVX2): no padding edges on stride-2 copies");
-    return kOcvec2S2[(q - 1) * kMaxRows + r - 1];
+    return t.s2[(q - 1) * kMaxRows + r - 1];
   }
   if (stride != 1) throw std::logic_error("ocvec (AVX2): pixel stride must be 1, 2, 8, 16 or 32");
-  return kOcvec2S1[edges][(q - 1) * kMaxRows + r - 1];
+  return t.s1[edges][(q - 1) * kMaxRows + r - 1];
+}
+}  // namespace
+
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, bool half) {
+  if (q < 1 || q > kAvx2Pixels || r < 1 || r > avx2Rows((int)q) || edges < 0 || edges > 3)
+    throw std::logic_error("ocvec (AVX2): register block out of range");
+  return half ? pickOcvec2(kOcvec2Half, stride, q, r, edges) : pickOcvec2(kOcvec2, stride, q, r, edges);
 }
 
 __attribute__((target("avx2,fma"))) void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep,

@@ -174,7 +174,9 @@ struct Job {
   int64_t blocks(int64_t n, int64_t i) const { return out ? (out->count(n, i) + 15) / 16 : blocksPerHead(); }
   // ob: an item's block, or its group of nb blocks
   bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i) / nb; }
-  bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % 16 != 0; }
+  // a blocked output needs whole blocks per head: 16 outputs (nChw16c), or 8 with the AVX2 kernels (nChw8c: heads of
+  // 16k + 8 outputs end on a half block)
+  bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % (isa == Isa::Avx2 ? 8 : 16) != 0; }
 
   // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
   void fillUnion(int64_t n, int64_t u0, int64_t u1, float* buf) const {
@@ -327,18 +329,25 @@ struct Job {
   // ---- the fused BN epilogue (post): on the chunk just written, still in L1 --------------------------------
   // output rows of chunk c: r rows of q pixels, g.OW apart on a Direct plan (otherwise r = 1)
   int64_t rowStep() const { return rp.rows == Rows::Direct ? g.OW : 0; }
+  // nChw8c: 8-channel blocks [b0, b0 + count) of sample n over chunk k
+  void postBlocks8(int64_t n, int64_t b0, int64_t count, const Chunk& c, int64_t k) const {
+#if MSGC_GATHER_AVX512
+    alignas(32) float sums[8];
+    for (int64_t b8 = b0; b8 < b0 + count; b8++) {
+      const int64_t off = ((n * (g.O / 8) + b8) * g.OHW + c.outPos) * 8;
+      postBlock8(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + b8 * 8,
+                 post->b + b8 * 8, post->clamp, post->lo, post->hi, sums);
+      if (post->partial)
+        for (int l = 0; l < 8; l++) post->partial[(n * g.O + b8 * 8 + l) * post->chunks + k] = sums[l];
+    }
+#endif
+  }
   // nChw16c (nChw8c: yl = 8): 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k
   void postBlocked(int64_t n, int64_t blk0, int64_t nblk, const Chunk& c, int64_t k) const {
 #if MSGC_GATHER_AVX512
     alignas(64) float sums[16];
     if (yl == 8) {
-      for (int64_t b8 = 2 * blk0; b8 < 2 * (blk0 + nblk); b8++) {
-        const int64_t off = ((n * (g.O / 8) + b8) * g.OHW + c.outPos) * 8;
-        postBlock8(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + b8 * 8,
-                   post->b + b8 * 8, post->clamp, post->lo, post->hi, sums);
-        if (post->partial)
-          for (int l = 0; l < 8; l++) post->partial[(n * g.O + b8 * 8 + l) * post->chunks + k] = sums[l];
-      }
+      postBlocks8(n, 2 * blk0, 2 * nblk, c, k);
       return;
     }
     for (int64_t bI = blk0; bI < blk0 + nblk; bI++) {
@@ -382,6 +391,7 @@ struct Job {
     for (int64_t k = 0; k < chunkCount(); k++) {
       const Chunk c = chunk(k);
       if (plainOut()) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
+      else if (yl == 8) postBlocks8(n, i * g.Og / 8, g.Og / 8, c, k);
       else postBlocked(n, i * g.Og / 16, g.Og / 16, c, k);
     }
   }
@@ -411,17 +421,22 @@ struct Job {
       // nChw8c (block ob: 8-channel blocks 2·ob, 2·ob + 1 of the head) or nChw16c; the chunk in near-equal
       // register blocks of up to 6 pixels (the edges: the first block's left one, the last block's right one).
       // (Groups of selected channels whose weights fit half the L1, adding into the output, measured no faster.)
+      // (a head of 16k + 8 outputs: its last block is the lower half only, one nChw8c block)
       float* out = headOut(n, i) + ob * 16 * g.OHW + c.outPos * yl;
+      const bool half = g.Og - ob * 16 == 8;
       const int64_t blocks = c.r > 1 ? 1 : (c.q + kAvx2Pixels - 1) / kAvx2Pixels;
       for (int64_t b = 0, q0 = 0; b < blocks; b++) {
         const int64_t q = c.r > 1 ? c.q : c.q / blocks + (b < c.q % blocks ? 1 : 0);
         const int e = (b == 0 ? c.edges & 1 : 0) | (b == blocks - 1 ? c.edges & 2 : 0);
-        ocvec2KernelFor(rp.pixStride, q, c.r, e)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0, c.nt,
-                                                 wshift, c.inPos + q0 * rp.pixStride, rp.rowStride, out + q0 * yl, g.OW,
-                                                 yl, yl == 8 ? 8 * g.OHW : 8);
+        ocvec2KernelFor(rp.pixStride, q, c.r, e, half)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                       c.nt, wshift, c.inPos + q0 * rp.pixStride, rp.rowStride,
+                                                       out + q0 * yl, g.OW, yl, yl == 8 ? 8 * g.OHW : 8);
         q0 += q;
       }
-      if (post) postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
+      if (post) {
+        if (yl == 8) postBlocks8(n, (i * g.Og + ob * 16) / 8, half ? 1 : 2, c, k);
+        else postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
+      }
       return;
     }
     const Ocvec2Fn kern = ocvec2KernelFor(rp.pixStride, c.q, c.r, c.edges);

@@ -67,6 +67,10 @@ export const cases: Case[] = [
   { N: 1, C: 64, H: 5, W: 30, O: 64, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: true },
   // ... and stride 2 (pixels 32 apart): even H with odd W (the right padding column at a row's end, two pieces)
   { N: 2, C: 40, H: 14, W: 29, O: 64, k: 3, G: 2, stride: 2, pad: 1, blocked: true, real: false },
+  // heads of 8 and 24 outputs (16k + 8: on AVX2 a last block of one ymm half, nChw8c output), stride 1 and 2
+  { N: 3, C: 32, H: 10, W: 12, O: 32, k: 3, G: 4, stride: 1, pad: 1, blocked: true, real: true },
+  { N: 2, C: 16, H: 11, W: 9, O: 24, k: 3, G: 3, stride: 2, pad: 1, blocked: true, real: false },
+  { N: 2, C: 24, H: 7, W: 13, O: 48, k: 3, G: 2, stride: 1, pad: 1, blocked: false, real: true },
 ];
 
 // every native variant on this machine; a variant the CPU cannot run falls back to the portable one
