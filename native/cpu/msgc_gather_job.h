@@ -329,35 +329,23 @@ struct Job {
   // ---- the fused BN epilogue (post): on the chunk just written, still in L1 --------------------------------
   // output rows of chunk c: r rows of q pixels, g.OW apart on a Direct plan (otherwise r = 1)
   int64_t rowStep() const { return rp.rows == Rows::Direct ? g.OW : 0; }
-  // nChw8c: 8-channel blocks [b0, b0 + count) of sample n over chunk k
-  void postBlocks8(int64_t n, int64_t b0, int64_t count, const Chunk& c, int64_t k) const {
+  // nChw8c / nChw16c (yl lanes): yl-channel blocks [b0, b0 + count) of sample n over chunk k
+  void postBlocks(int64_t n, int64_t b0, int64_t count, const Chunk& c, int64_t k) const {
 #if MSGC_GATHER_AVX512
-    alignas(32) float sums[8];
-    for (int64_t b8 = b0; b8 < b0 + count; b8++) {
-      const int64_t off = ((n * (g.O / 8) + b8) * g.OHW + c.outPos) * 8;
-      postBlock8(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + b8 * 8,
-                 post->b + b8 * 8, post->clamp, post->lo, post->hi, sums);
+    alignas(64) float sums[16];
+    for (int64_t b = b0; b < b0 + count; b++) {
+      const int64_t off = ((n * (g.O / yl) + b) * g.OHW + c.outPos) * yl;
+      (yl == 8 ? postBlock8 : postBlock16)(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q,
+                                           rowStep(), post->a + b * yl, post->b + b * yl, post->clamp, post->lo,
+                                           post->hi, sums);
       if (post->partial)
-        for (int l = 0; l < 8; l++) post->partial[(n * g.O + b8 * 8 + l) * post->chunks + k] = sums[l];
+        for (int64_t l = 0; l < yl; l++) post->partial[(n * g.O + b * yl + l) * post->chunks + k] = sums[l];
     }
 #endif
   }
-  // nChw16c (nChw8c: yl = 8): 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k
+  // 16-channel blocks [blk0, blk0 + nblk) of sample n over chunk k (two nChw8c blocks each with yl = 8)
   void postBlocked(int64_t n, int64_t blk0, int64_t nblk, const Chunk& c, int64_t k) const {
-#if MSGC_GATHER_AVX512
-    alignas(64) float sums[16];
-    if (yl == 8) {
-      postBlocks8(n, 2 * blk0, 2 * nblk, c, k);
-      return;
-    }
-    for (int64_t bI = blk0; bI < blk0 + nblk; bI++) {
-      const int64_t off = ((n * (g.O / 16) + bI) * g.OHW + c.outPos) * 16;
-      postBlock16(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q, rowStep(), post->a + bI * 16,
-                  post->b + bI * 16, post->clamp, post->lo, post->hi, sums);
-      if (post->partial)
-        for (int l = 0; l < 16; l++) post->partial[(n * g.O + bI * 16 + l) * post->chunks + k] = sums[l];
-    }
-#endif
+    postBlocks(n, blk0 * 16 / yl, nblk * 16 / yl, c, k);
   }
   // the residual rows postPlain(n, o0, o1, c, ·) will read, fetched while the kernels run: a few short rows per
   // plane, too scattered for the hardware prefetcher (the epilogue stalled on them: 16% of ResNet-20's forward at
@@ -391,8 +379,7 @@ struct Job {
     for (int64_t k = 0; k < chunkCount(); k++) {
       const Chunk c = chunk(k);
       if (plainOut()) postPlain(n, i * g.Og, (i + 1) * g.Og, c, k);
-      else if (yl == 8) postBlocks8(n, i * g.Og / 8, g.Og / 8, c, k);
-      else postBlocked(n, i * g.Og / 16, g.Og / 16, c, k);
+      else postBlocks(n, i * g.Og / yl, g.Og / yl, c, k);
     }
   }
   // output selection (no residual, no pooling): sample n's outputs start as act(b[o]), BN of a zero output
@@ -434,8 +421,7 @@ struct Job {
         q0 += q;
       }
       if (post) {
-        if (yl == 8) postBlocks8(n, (i * g.Og + ob * 16) / 8, half ? 1 : 2, c, k);
-        else postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
+        postBlocks(n, (i * g.Og + ob * 16) / yl, half ? 1 : 16 / yl, c, k);
       }
       return;
     }
