@@ -141,23 +141,21 @@ __attribute__((target("avx2,fma"))) void pixvec2Kernel(const float* const* chan,
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256i mk[NR];
   int64_t inOff[NR], outOff[NR];
+  bool full = true;  // every vector whole
 #pragma GCC unroll 8
   for (int v = 0; v < NR; v++) {
     const int64_t row = v / vr, col = 8 * (v % vr), rem = std::max<int64_t>(0, std::min<int64_t>(8, npx - col));
     mk[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
     inOff[v] = row * rowIn + col;
     outOff[v] = row * rowOut + col;
+    full = full && rem == 8;
   }
-  bool full = true;
-#pragma GCC unroll 8
-  for (int v = 0; v < NR; v++) full = full && 8 * (v % vr) + 8 <= npx;
   __m256 acc[MR][NR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; m++)
 #pragma GCC unroll 8
     for (int v = 0; v < NR; v++) acc[m][v] = _mm256_setzero_ps();
-  // whole vectors (rows of 8k pixels) load and store unmasked: AMD CPUs run masked moves slowly, and a load of y
-  // in the epilogue waits for a masked store to it to retire instead of taking the value forwarded
+  // whole vectors (rows of 8k pixels) load and store unmasked: AMD CPUs run masked moves slowly
   if (full)
     pixvec2Loop<MR, NR, true>(acc, mk, inOff, chan, wch, nch, tapOffset, T, ldw, wshift, pos);
   else
