@@ -202,6 +202,134 @@ describe('gate and attention heads in eval: one fused native call', () => {
   });
 });
 
+describe('gate and attention heads in training: one fused native op', () => {
+  // float64 reference of a head in training: conv1 (1×1, no bias) -> BN on the batch statistics (biased variance)
+  // -> ReLU -> conv2 + bias, and the running statistics it leaves (momentum, unbiased variance)
+  interface HeadValues { ctx: Float64Array; w1: Float64Array; gamma: Float64Array; beta: Float64Array; w2: Float64Array; b2: Float64Array }
+  function forward64(v: HeadValues, N: number, Cc: number, B: number, K: number, eps: number) {
+    const h1 = new Float64Array(N * B);
+    for (let n = 0; n < N; n++)
+      for (let b = 0; b < B; b++) {
+        let z = 0;
+        for (let c = 0; c < Cc; c++) z += v.w1[b * Cc + c] * v.ctx[n * Cc + c];
+        h1[n * B + b] = z;
+      }
+    const mean = new Float64Array(B);
+    const variance = new Float64Array(B);
+    for (let b = 0; b < B; b++) {
+      for (let n = 0; n < N; n++) mean[b] += h1[n * B + b] / N;
+      for (let n = 0; n < N; n++) variance[b] += (h1[n * B + b] - mean[b]) ** 2 / N;
+    }
+    const z = new Float64Array(N * K);
+    for (let n = 0; n < N; n++) {
+      const h = new Float64Array(B);
+      for (let b = 0; b < B; b++) h[b] = Math.max(0, ((h1[n * B + b] - mean[b]) / Math.sqrt(variance[b] + eps)) * v.gamma[b] + v.beta[b]);
+      for (let k = 0; k < K; k++) {
+        let acc = v.b2[k];
+        for (let b = 0; b < B; b++) acc += v.w2[k * B + b] * h[b];
+        z[n * K + k] = acc;
+      }
+    }
+    return { z, mean, variance };
+  }
+
+  test.each([
+    ['AttentionHead', 6, 20, 4, 2, 7],
+    ['GateHead', 5, 24, 3, 3, 10],
+  ] as const)('%s: logits, running statistics and every gradient equal the float64 head and its finite differences', (kind, N, Cc, r, G, C) => {
+    const { native } = require('../lib/native');
+    const head = kind === 'GateHead'
+      ? new msgc.nn.GateHead({ contextChannels: Cc, channels: C, heads: G, squeezeRate: r })
+      : new msgc.nn.AttentionHead({ contextChannels: Cc, channels: C, heads: G, squeezeRate: r });
+    head.train();
+    const B = head.hidden, K = G * C, eps = head.bn.eps, mom = head.bn.momentum;
+    head.bn.weight!.assign(randomArray(B, 41, 0.5, 1.5));
+    head.bn.bias!.assign(randomArray(B, 42, -0.3, 0.3));
+    head.conv2.weight.assign(randomArray(K * B, 43, -0.5, 0.5));
+    head.conv2.bias!.assign(randomArray(K, 44, -0.5, 0.5));
+    const rm0 = randomArray(B, 45, -0.2, 0.2), rv0 = randomArray(B, 46, 0.5, 1.5);
+    head.bn.runningMean.assign(rm0);
+    head.bn.runningVar.assign(rv0);
+    const f64 = (t: msgc.Tensor) => Float64Array.from(t.toFloat32Array());
+    const cv = randomArray(N * Cc, 47, -1, 2);
+    const v: HeadValues = { ctx: Float64Array.from(cv), w1: f64(head.conv1.weight), gamma: f64(head.bn.weight!), beta: f64(head.bn.bias!),
+      w2: f64(head.conv2.weight), b2: f64(head.conv2.bias!) };
+    const ref = forward64(v, N, Cc, B, K, eps);
+    const R = Float64Array.from(randomArray(N * K, 48, -1, 1));
+    const ctx = msgc.tensor(cv, [N, Cc, 1, 1]);
+    ctx.requiresGrad = true;
+    // one native call forward, one backward; no per-layer oneDNN calls
+    const calls: Record<string, number> = {};
+    const spied = ['squeezeHeadTrainForward', 'squeezeHeadTrainBackward', 'conv2dForward', 'batchNorm2dForward'];
+    const orig = spied.map((k) => native[k]);
+    spied.forEach((k, i) => { native[k] = (...a: unknown[]) => { calls[k] = (calls[k] ?? 0) + 1; return orig[i](...a); }; });
+    const tracked = head.bn.numBatchesTracked.item();
+    try {
+      msgc.tidy(() => {
+        const l = (head as msgc.nn.GateHead).logitsOf ? (head as msgc.nn.GateHead).logitsOf(ctx) : head.forward(ctx);
+        expect(l.shape).toEqual([N, G, C]);
+        const lv = l.toFloat32Array();
+        ref.z.forEach((z, i) => expect(Math.abs(lv[i] - z)).toBeLessThan(1e-4 * (1 + Math.abs(z))));
+        l.backward(msgc.tensor(Float32Array.from(R), [N, G, C]));
+      });
+    } finally {
+      spied.forEach((k, i) => { native[k] = orig[i]; });
+    }
+    expect(calls).toEqual({ squeezeHeadTrainForward: 1, squeezeHeadTrainBackward: 1 });
+    expect(head.bn.numBatchesTracked.item()).toBe(tracked + 1);
+    const rm = head.bn.runningMean.toFloat32Array(), rv = head.bn.runningVar.toFloat32Array();
+    for (let b = 0; b < B; b++) {
+      expect(rm[b]).toBeCloseTo((1 - mom) * rm0[b] + mom * ref.mean[b], 5);
+      expect(rv[b]).toBeCloseTo((1 - mom) * rv0[b] + mom * ref.variance[b] * N / (N - 1), 5);
+    }
+    // gradients of L = Σ z·R against central differences of the float64 head
+    const loss = (w: HeadValues) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * R[i], 0);
+    const grads: [keyof HeadValues, msgc.Tensor][] = [['ctx', ctx], ['w1', head.conv1.weight], ['gamma', head.bn.weight!],
+      ['beta', head.bn.bias!], ['w2', head.conv2.weight], ['b2', head.conv2.bias!]];
+    for (const [name, t] of grads) {
+      expect(t.grad).not.toBeNull();
+      const g = t.grad!.toFloat32Array();
+      for (let i = 0; i < g.length; i++) {
+        const h = 1e-6;
+        const plus = { ...v, [name]: Float64Array.from(v[name]) }, minus = { ...v, [name]: Float64Array.from(v[name]) };
+        plus[name][i] += h;
+        minus[name][i] -= h;
+        const fd = (loss(plus) - loss(minus)) / (2 * h);
+        expect(Math.abs(g[i] - fd)).toBeLessThan(2e-4 * (1 + Math.abs(fd)));
+      }
+    }
+    for (const [, t] of grads) { t.grad!.dispose(); t.grad = null; }
+    ctx.dispose();
+    head.dispose();
+  });
+
+  test('the fused training head checks its arguments', () => {
+    const { native } = require('../lib/native');
+    msgc.tidy(() => {
+      const ctx = msgc.zeros([2, 8, 1, 1]);
+      const w1 = msgc.zeros([2, 8, 1, 1]);
+      const s = msgc.ones([2]);
+      const w2 = msgc.zeros([6, 2, 1, 1]);
+      const b2 = msgc.zeros([6]);
+      expect(() => native.squeezeHeadTrainForward(msgc.zeros([1, 8, 1, 1]).h, w1.h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h))
+        .toThrow(/squeezeHeadTrain: training normalises over the batch/);
+      expect(() => native.squeezeHeadTrainForward(ctx.h, msgc.zeros([2, 7, 1, 1]).h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h))
+        .toThrow(/squeezeHeadTrain: w1 has shape/);
+      expect(() => native.squeezeHeadTrainForward(ctx.h, w1.h, msgc.ones([3]).h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h)).toThrow(/squeezeHeadTrain/);
+      expect(() => native.squeezeHeadTrainForward(ctx.h, w1.h, s.h, s.h, null, null, 2, 1e-5, w2.h, b2.h)).toThrow(/momentum must be in \[0, 1\]/);
+      expect(() => native.squeezeHeadTrainForward(ctx.h, w1.h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, msgc.zeros([5]).h)).toThrow(/b2/);
+      const [z, h1, mean, inv, h] = native.squeezeHeadTrainForward(ctx.h, w1.h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h);
+      expect(() => native.squeezeHeadTrainBackward(ctx.h, w1.h, null, w2.h, h1, mean, inv, h, msgc.zeros([2, 5]).h, true, true))
+        .toThrow(/squeezeHeadTrainBackward: gz must hold 12 values/);
+      expect(() => native.squeezeHeadTrainBackward(ctx.h, w1.h, null, w2.h, mean, mean, inv, h, z, true, true)).toThrow(/h1/);
+      const g = native.squeezeHeadTrainBackward(ctx.h, w1.h, null, w2.h, h1, mean, inv, h, z, true, false);
+      expect(g[0]).not.toBeNull();
+      expect(g.slice(1)).toEqual([null, null, null, null, null]);
+      for (const t of [z, h1, mean, inv, h, g[0]]) new msgc.Tensor(t).dispose();
+    });
+  });
+});
+
 describe('gateStats: the gate statistics host blocks read natively', () => {
   // float64 reference: mean of m, mean over (n, c) of Π_i (1 − m[n, i, c]), every entry exactly 1
   function reference(v: Float32Array, N: number, G: number, C: number) {

@@ -91,8 +91,11 @@ export class BatchNorm2d extends Module {
     this.numBatchesTracked = this.registerBuffer('num_batches_tracked', zeros([]));
   }
 
-  /** torch's num_batches_tracked: one more batch seen in training */
-  private countBatch(): void {
+  /**
+   * torch's num_batches_tracked: one more batch seen in training. forward() calls it; code that runs this layer's
+   * training-mode normalisation itself (a fused native op updating the running statistics) calls it once per batch.
+   */
+  countBatch(): void {
     if (!this.training) return;
     this.batches = this.numBatchesTracked.item() + 1;
     this.numBatchesTracked.assign([this.batches]);

@@ -86,6 +86,118 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
   return y;
 }
 
+static void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float* C, int64_t ldc) {
+  dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
+  MSGC_CHECK(st == dnnl_success, "squeezeHead: sgemm failed with status ", (int)st);
+}
+
+SqueezeHeadTrain squeezeHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& runningMean, Tensor& runningVar,
+                                         const Tensor* gamma, const Tensor* beta, float momentum, float eps,
+                                         const Tensor& w2, const Tensor& b2) {
+  const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
+  SqueezeHeadTrain r;
+  r.h1 = emptyTensor({N, B});
+  r.h = emptyTensor({N, B});
+  r.mean = emptyTensor({B});
+  r.invStd = emptyTensor({B});
+  r.z = emptyTensor({N, K});
+  float* h1 = r.h1->data();
+  float* h = r.h->data();
+  headGemm(N, B, Cc, plainData(ctx), plainData(w1), h1);
+  const float* g = gamma ? plainData(*gamma) : nullptr;
+  const float* bt = beta ? plainData(*beta) : nullptr;
+  float* rm = runningMean.data();
+  float* rv = runningVar.data();
+  const float unbias = N > 1 ? (float)N / (float)(N - 1) : 1.f;
+  for (int64_t b = 0; b < B; b++) {
+    double s = 0;
+    for (int64_t n = 0; n < N; n++) s += h1[n * B + b];
+    const double mu = s / (double)N;
+    double q = 0;
+    for (int64_t n = 0; n < N; n++) {
+      const double d = h1[n * B + b] - mu;
+      q += d * d;
+    }
+    const float var = (float)(q / (double)N), m = (float)mu;
+    const float is = 1.f / std::sqrt(var + eps);
+    r.mean->data()[b] = m;
+    r.invStd->data()[b] = is;
+    rm[b] = (1.f - momentum) * rm[b] + momentum * m;
+    rv[b] = (1.f - momentum) * rv[b] + momentum * var * unbias;
+    const float a = (g ? g[b] : 1.f) * is, c = (bt ? bt[b] : 0.f) - m * a;
+    for (int64_t n = 0; n < N; n++) {
+      const float v = h1[n * B + b] * a + c;
+      h[n * B + b] = v > 0.f ? v : 0.f;
+    }
+  }
+  runningMean.storage->touch();
+  runningVar.storage->touch();
+  float* z = r.z->data();
+  headGemm(N, K, B, h, plainData(w2), z);
+  const float* bias = plainData(b2);
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < K; k++) z[n * K + k] += bias[k];
+  return r;
+}
+
+SqueezeHeadGrads squeezeHeadTrainBackward(const Tensor& ctx, const Tensor& w1, const Tensor* gamma, const Tensor& w2,
+                                          const SqueezeHeadTrain& saved, const Tensor& gz, bool needCtx, bool needParams) {
+  const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
+  const float* dz = plainData(gz);
+  const float* h = saved.h->data();
+  const float* h1 = saved.h1->data();
+  SqueezeHeadGrads r;
+  if (needParams) {
+    r.w2 = emptyTensor(w2.shape);
+    sgemm('T', 'N', K, B, N, dz, K, h, B, r.w2->data(), B);  // gW2 = gz^T h
+    r.b2 = emptyTensor({K});
+    for (int64_t k = 0; k < K; k++) {
+      double s = 0;
+      for (int64_t n = 0; n < N; n++) s += dz[n * K + k];
+      r.b2->data()[k] = (float)s;
+    }
+  }
+  // gh = gz W2, through the ReLU, then the batch norm's backward with batch statistics
+  std::vector<float> gh((size_t)(N * B));
+  sgemm('N', 'N', N, B, K, dz, K, plainData(w2), B, gh.data(), B);
+  const float* g = gamma ? plainData(*gamma) : nullptr;
+  if (needParams && gamma) {
+    r.gamma = emptyTensor({B});
+    r.beta = emptyTensor({B});
+  }
+  for (int64_t b = 0; b < B; b++) {
+    const float mu = saved.mean->data()[b], is = saved.invStd->data()[b];
+    double sg = 0, sgx = 0;
+    for (int64_t n = 0; n < N; n++) {
+      float& d = gh[n * B + b];
+      if (!(h[n * B + b] > 0.f)) d = 0.f;
+      sg += d;
+      sgx += (double)d * ((h1[n * B + b] - mu) * is);
+    }
+    if (r.gamma) {
+      r.gamma->data()[b] = (float)sgx;
+      r.beta->data()[b] = (float)sg;
+    }
+    // gh1 = γ·is/N · (N·gy − Σgy − x̂·Σ(gy·x̂))
+    const float a = (g ? g[b] : 1.f) * is;
+    const float ms = (float)(sg / (double)N), mx = (float)(sgx / (double)N);
+    for (int64_t n = 0; n < N; n++) {
+      const float xh = (h1[n * B + b] - mu) * is;
+      gh[n * B + b] = a * (gh[n * B + b] - ms - xh * mx);
+    }
+  }
+  if (needParams) {
+    r.w1 = emptyTensor(w1.shape);
+    sgemm('T', 'N', B, Cc, N, gh.data(), B, plainData(ctx), Cc, r.w1->data(), Cc);  // gW1 = gh1^T ctx
+  }
+  if (needCtx) {
+    r.ctx = emptyTensor(ctx.shape);
+    sgemm('N', 'N', N, Cc, B, gh.data(), B, plainData(w1), Cc, r.ctx->data(), Cc);  // gctx = gh1 W1
+  }
+  return r;
+}
+
 MaskStats maskStats(const Tensor& m) {
   const int64_t N = m.shape[0], G = m.shape[1], C = m.shape[2];
   const float* v = plainData(m);

@@ -205,6 +205,81 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The shared checks of the head's training calls: ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], w2 [K, B, 1, 1].
+static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPtr& w1, const TensorPtr& w2) {
+  expectDims(*ctx, 4, op, "ctx", "[N, contextChannels, 1, 1]");
+  expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
+  expectDims(*w2, 4, op, "w2", "[outputs, hidden, 1, 1]");
+  const int64_t N = ctx->shape[0], Cc = ctx->shape[1], B = w1->shape[0], K = w2->shape[0];
+  MSGC_CHECK(N > 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
+             shapeString(w1->shape), " or w2 ", shapeString(w2->shape));
+  expectShape(*ctx, {N, Cc, 1, 1}, op, "ctx");
+  expectShape(*w1, {B, Cc, 1, 1}, op, "w1");
+  expectShape(*w2, {K, B, 1, 1}, op, "w2");
+  expectSameDevice(*ctx, *w1, op, "ctx", "w1");
+  expectSameDevice(*ctx, *w2, op, "ctx", "w2");
+  expectWorkBound((double)N * (Cc * B + B * K), op, "this head");
+}
+
+// squeezeHeadTrainForward(ctx, w1, runningMean [B], runningVar [B], gamma [B]|null, beta [B]|null, momentum, eps,
+// w2, b2 [K]) -> [z [N, K], h1 [N, B], mean [B], invStd [B], h [N, B]]; updates the running statistics in place
+static Napi::Value SqueezeHeadTrainForward(const Napi::CallbackInfo& info) {
+  const char* op = "squeezeHeadTrain";
+  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), rm = tensorArg(info, 2, op, "runningMean"),
+            rv = tensorArg(info, 3, op, "runningVar");
+  TensorPtr gamma = optionalTensorArg(info, 4, op, "bnWeight"), beta = optionalTensorArg(info, 5, op, "bnBias");
+  double momentum = numberArg(info, 6, op, "momentum"), eps = numberArg(info, 7, op, "eps");
+  TensorPtr w2 = tensorArg(info, 8, op, "w2"), b2 = tensorArg(info, 9, op, "b2");
+  checkHeadShapes(op, ctx, w1, w2);
+  const int64_t N = ctx->shape[0], B = w1->shape[0], K = w2->shape[0];
+  MSGC_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  MSGC_CHECK(N > 1, op, ": training normalises over the batch and needs more than one sample (ctx has shape ",
+             shapeString(ctx->shape), "); use a batch larger than 1 or eval mode");
+  for (auto* t : {&rm, &rv, &gamma, &beta})
+    if (*t) {
+      expectShape(**t, {B}, op, "batch-norm statistics and affine parameters");
+      expectSameDevice(*ctx, **t, op, "ctx", "batch-norm statistics and affine parameters");
+    }
+  MSGC_CHECK(rm->isPlain() && rv->isPlain(), op, ": running statistics must be plain tensors");
+  expectShape(*b2, {K}, op, "b2");
+  expectSameDevice(*ctx, *b2, op, "ctx", "b2");
+  SqueezeHeadTrain r = squeezeHeadTrainForward(*ctx, *w1, *rm, *rv, gamma.get(), beta.get(), (float)momentum,
+                                               (float)eps, *w2, *b2);
+  return tensorList(info.Env(), {r.z, r.h1, r.mean, r.invStd, r.h});
+}
+
+// squeezeHeadTrainBackward(ctx, w1, gamma|null, w2, h1, mean, invStd, h, gz [N, K], needCtx, needParams)
+// -> [gctx|null, gw1|null, ggamma|null, gbeta|null, gw2|null, gb2|null]
+static Napi::Value SqueezeHeadTrainBackward(const Napi::CallbackInfo& info) {
+  const char* op = "squeezeHeadTrainBackward";
+  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1");
+  TensorPtr gamma = optionalTensorArg(info, 2, op, "bnWeight");
+  TensorPtr w2 = tensorArg(info, 3, op, "w2");
+  SqueezeHeadTrain saved;
+  saved.h1 = tensorArg(info, 4, op, "h1");
+  saved.mean = tensorArg(info, 5, op, "mean");
+  saved.invStd = tensorArg(info, 6, op, "invStd");
+  saved.h = tensorArg(info, 7, op, "h");
+  TensorPtr gz = tensorArg(info, 8, op, "gz");
+  bool needCtx = boolArg(info, 9, op, "needCtx"), needParams = boolArg(info, 10, op, "needParams");
+  checkHeadShapes(op, ctx, w1, w2);
+  const int64_t N = ctx->shape[0], B = w1->shape[0], K = w2->shape[0];
+  if (gamma) expectShape(*gamma, {B}, op, "bnWeight");
+  expectShape(*saved.h1, {N, B}, op, "h1");
+  expectShape(*saved.h, {N, B}, op, "h");
+  expectShape(*saved.mean, {B}, op, "mean");
+  expectShape(*saved.invStd, {B}, op, "invStd");
+  MSGC_CHECK(saved.h1->isPlain() && saved.h->isPlain() && saved.mean->isPlain() && saved.invStd->isPlain(), op,
+             ": the saved tensors must be the plain ones squeezeHeadTrainForward returned");
+  MSGC_CHECK(gz->numel() == N * K, op, ": gz must hold ", N * K, " values ([N, K] = [", N, ", ", K, "]), got shape ",
+             shapeString(gz->shape));
+  for (const TensorPtr& t : {saved.h1, saved.mean, saved.invStd, saved.h, gz})
+    expectSameDevice(*ctx, *t, op, "ctx", "saved tensors and gz");
+  SqueezeHeadGrads g = squeezeHeadTrainBackward(*ctx, *w1, gamma.get(), *w2, saved, *gz, needCtx, needParams);
+  return tensorList(info.Env(), {g.ctx, g.w1, g.gamma, g.beta, g.w2, g.b2});
+}
+
 // maskStats(m [N, G, C]) -> [sum, unselected, allOnes (1 or 0)] (see MaskStats)
 static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
   const char* op = "maskStats";
@@ -218,6 +293,8 @@ static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "maskStats", MaskStatsJs);
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
+  exportFunction(env, exports, "squeezeHeadTrainForward", SqueezeHeadTrainForward);
+  exportFunction(env, exports, "squeezeHeadTrainBackward", SqueezeHeadTrainBackward);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);
   exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval);

@@ -183,6 +183,24 @@ TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature);
 TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var,
                           const Tensor* gamma, const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2,
                           bool threshold);
+// The same head in training (ctx [N, Cc, 1, 1], as the pooled context): BatchNorm with the batch statistics
+// (biased variance), the running statistics updated in place as batchNorm2dForward does (momentum, unbiased
+// variance), so that the head is two GEMMs and two passes over [N, B] instead of six oneDNN calls on 1×1 maps.
+// Returns z [N, K] and what the backward needs: the conv output h1 [N, B], the batch mean and 1/sqrt(var + eps)
+// [B], and the ReLU output h [N, B].
+struct SqueezeHeadTrain {
+  TensorPtr z, h1, mean, invStd, h;
+};
+SqueezeHeadTrain squeezeHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& runningMean, Tensor& runningVar,
+                                         const Tensor* gamma, const Tensor* beta, float momentum, float eps,
+                                         const Tensor& w2, const Tensor& b2);
+struct SqueezeHeadGrads {
+  TensorPtr ctx, w1, gamma, beta, w2, b2;
+};
+// gz: [N, K]; gradients of ctx [N, Cc, 1, 1], w1, gamma, beta, w2 (4-d, as the parameters) and b2 (null where
+// not needed, and gamma / beta where the BN has none)
+SqueezeHeadGrads squeezeHeadTrainBackward(const Tensor& ctx, const Tensor& w1, const Tensor* gamma, const Tensor& w2,
+                                          const SqueezeHeadTrain& saved, const Tensor& gz, bool needCtx, bool needParams);
 // Statistics of gate values m [N, G, C] for the MAC tally and the execution choice, without a copy to JavaScript:
 // sum of all entries, and Σ over (n, c) of Π_i (1 − m[n, i, c]) (channels no head selects, for binary gates),
 // both accumulated in float64 in index order; allOnes: every entry is exactly 1.
