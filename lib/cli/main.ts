@@ -59,7 +59,7 @@ program
   .option('--teacher <dir>', 'knowledge distillation from the model of a previous msgc train output folder (run.json + model.safetensors)')
   .option('--distill-alpha <a>', 'weight of the distillation term with --teacher (loss = (1 - a) CE + a KD)', num, 0.5)
   .option('--distill-temperature <T>', 'softmax temperature of the distillation with --teacher', num, 4)
-  .option('--clip-grad-norm <n>', 'clip the gradients\' global L2 norm to n before every step (0: off)', num)
+  .option('--clip-grad-norm <n>', 'clip the gradients\' global L2 norm to n before every step (default: 5 for MSGC models, off for dense ones; 0: off)', num)
   .option('--out <dir>', 'output folder', 'runs/train')
   .option('--resume', 'continue from OUT/checkpoint.json')
   .option('--seed <n>', 'random seed', int, 1)
