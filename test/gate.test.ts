@@ -8,6 +8,11 @@ import { gateStats } from '../lib/nn/msgc/tally';
 const { F } = msgc;
 const startLive = msgc.liveTensorCount();
 
+/** Arguments of the native head calls: ctx [2, 8, 1, 1], w1 [2, 8, 1, 1], BN vectors [2], w2 [6, 2, 1, 1], b2 [6]. */
+function headArgs() {
+  return { ctx: msgc.zeros([2, 8, 1, 1]), w1: msgc.zeros([2, 8, 1, 1]), s: msgc.ones([2]), w2: msgc.zeros([6, 2, 1, 1]), b2: msgc.zeros([6]) };
+}
+
 test('eval gates threshold the logit at 0, whatever the seed', () => {
   msgc.tidy(() => {
     const l = randomArray(1000, 1, -3, 3);
@@ -187,11 +192,7 @@ describe('gate and attention heads in eval: one fused native call', () => {
   test('the native head checks its arguments', () => {
     const { native } = require('../lib/native');
     msgc.tidy(() => {
-      const ctx = msgc.zeros([2, 8, 1, 1]);
-      const w1 = msgc.zeros([2, 8, 1, 1]);
-      const s = msgc.ones([2]);
-      const w2 = msgc.zeros([6, 2, 1, 1]);
-      const b2 = msgc.zeros([6]);
+      const { ctx, w1, s, w2, b2 } = headArgs();
       expect(() => native.squeezeHeadEval(ctx.h, msgc.zeros([2, 7, 1, 1]).h, s.h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/squeezeHeadEval: w1 has shape/);
       expect(() => native.squeezeHeadEval(ctx.h, w1.h, msgc.ones([3]).h, s.h, null, null, 1e-5, w2.h, b2.h, true)).toThrow(/squeezeHeadEval/);
       expect(() => native.squeezeHeadEval(ctx.h, w1.h, s.h, s.h, null, null, -1, w2.h, b2.h, true)).toThrow(/eps must be non-negative/);
@@ -306,11 +307,7 @@ describe('gate and attention heads in training: one fused native op', () => {
   test('the fused training head checks its arguments', () => {
     const { native } = require('../lib/native');
     msgc.tidy(() => {
-      const ctx = msgc.zeros([2, 8, 1, 1]);
-      const w1 = msgc.zeros([2, 8, 1, 1]);
-      const s = msgc.ones([2]);
-      const w2 = msgc.zeros([6, 2, 1, 1]);
-      const b2 = msgc.zeros([6]);
+      const { ctx, w1, s, w2, b2 } = headArgs();
       expect(() => native.squeezeHeadTrainForward(msgc.zeros([1, 8, 1, 1]).h, w1.h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h))
         .toThrow(/squeezeHeadTrain: training normalises over the batch/);
       expect(() => native.squeezeHeadTrainForward(ctx.h, msgc.zeros([2, 7, 1, 1]).h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h))

@@ -166,46 +166,7 @@ static void setMaskStats(Napi::Array& out, uint32_t at, const MaskStats& st) {
   out.Set(at + 2, Napi::Number::New(out.Env(), st.allOnes ? 1 : 0));
 }
 
-// squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
-//                 w2 [K, B, 1, 1], b2 [K], threshold[, heads]) -> [N, K]; with heads G: [N, G, K / G], and with
-// threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one call)
-static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
-  const char* op = "squeezeHeadEval";
-  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), mean = tensorArg(info, 2, op, "runningMean"),
-            var = tensorArg(info, 3, op, "runningVar");
-  TensorPtr gamma = optionalTensorArg(info, 4, op, "bnWeight"), beta = optionalTensorArg(info, 5, op, "bnBias");
-  double eps = numberArg(info, 6, op, "eps");
-  MSGC_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
-  TensorPtr w2 = tensorArg(info, 7, op, "w2"), b2 = tensorArg(info, 8, op, "b2");
-  bool threshold = boolArg(info, 9, op, "threshold");
-  expectDims(*ctx, 4, op, "ctx", "[N, contextChannels, 1, 1]");
-  expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
-  expectDims(*w2, 4, op, "w2", "[outputs, hidden, 1, 1]");
-  const int64_t N = ctx->shape[0], Cc = ctx->shape[1], B = w1->shape[0], K = w2->shape[0];
-  MSGC_CHECK(N > 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
-             shapeString(w1->shape), " or w2 ", shapeString(w2->shape));
-  expectShape(*ctx, {N, Cc, 1, 1}, op, "ctx");
-  expectShape(*w1, {B, Cc, 1, 1}, op, "w1");
-  expectShape(*w2, {K, B, 1, 1}, op, "w2");
-  for (auto* t : {&mean, &var, &gamma, &beta})
-    if (*t) expectShape(**t, {B}, op, "batch-norm statistics and affine parameters");
-  expectShape(*b2, {K}, op, "b2");
-  for (auto* t : {&w1, &mean, &var, &gamma, &beta, &w2, &b2})
-    if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
-  expectWorkBound((double)N * (Cc * B + B * K), op, "this head");
-  const int64_t G = info.Length() > 10 && !info[10].IsUndefined() ? intArg(info, 10, op, "heads", 1, K) : 0;
-  MSGC_CHECK(G == 0 || K % G == 0, op, ": ", K, " outputs are not divisible by ", G, " heads");
-  TensorPtr y = squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
-  if (G == 0) return wrapTensor(info.Env(), y);
-  TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
-  if (!threshold) return wrapTensor(info.Env(), m);
-  Napi::Array out = Napi::Array::New(info.Env(), 4);
-  out.Set(0u, wrapTensor(info.Env(), m));
-  setMaskStats(out, 1, maskStats(*m));
-  return out;
-}
-
-// The shared checks of the head's training calls: ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], w2 [K, B, 1, 1].
+// The head calls' shared checks: ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], w2 [K, B, 1, 1] on one device.
 static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPtr& w1, const TensorPtr& w2) {
   expectDims(*ctx, 4, op, "ctx", "[N, contextChannels, 1, 1]");
   expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
@@ -219,6 +180,37 @@ static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPt
   expectSameDevice(*ctx, *w1, op, "ctx", "w1");
   expectSameDevice(*ctx, *w2, op, "ctx", "w2");
   expectWorkBound((double)N * (Cc * B + B * K), op, "this head");
+}
+
+// squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
+//                 w2 [K, B, 1, 1], b2 [K], threshold[, heads]) -> [N, K]; with heads G: [N, G, K / G], and with
+// threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one call)
+static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
+  const char* op = "squeezeHeadEval";
+  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), mean = tensorArg(info, 2, op, "runningMean"),
+            var = tensorArg(info, 3, op, "runningVar");
+  TensorPtr gamma = optionalTensorArg(info, 4, op, "bnWeight"), beta = optionalTensorArg(info, 5, op, "bnBias");
+  double eps = numberArg(info, 6, op, "eps");
+  MSGC_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
+  TensorPtr w2 = tensorArg(info, 7, op, "w2"), b2 = tensorArg(info, 8, op, "b2");
+  bool threshold = boolArg(info, 9, op, "threshold");
+  checkHeadShapes(op, ctx, w1, w2);
+  const int64_t N = ctx->shape[0], B = w1->shape[0], K = w2->shape[0];
+  for (auto* t : {&mean, &var, &gamma, &beta})
+    if (*t) expectShape(**t, {B}, op, "batch-norm statistics and affine parameters");
+  expectShape(*b2, {K}, op, "b2");
+  for (auto* t : {&mean, &var, &gamma, &beta, &b2})
+    if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
+  const int64_t G = info.Length() > 10 && !info[10].IsUndefined() ? intArg(info, 10, op, "heads", 1, K) : 0;
+  MSGC_CHECK(G == 0 || K % G == 0, op, ": ", K, " outputs are not divisible by ", G, " heads");
+  TensorPtr y = squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
+  if (G == 0) return wrapTensor(info.Env(), y);
+  TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
+  if (!threshold) return wrapTensor(info.Env(), m);
+  Napi::Array out = Napi::Array::New(info.Env(), 4);
+  out.Set(0u, wrapTensor(info.Env(), m));
+  setMaskStats(out, 1, maskStats(*m));
+  return out;
 }
 
 // squeezeHeadTrainForward(ctx, w1, runningMean [B], runningVar [B], gamma [B]|null, beta [B]|null, momentum, eps,
