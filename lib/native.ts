@@ -55,7 +55,7 @@ export interface NativeBinding {
   batchNormActEval(x: H, rm: H, rv: H, w: H | null, b: H | null, eps: number, act: number, residual: H | null, pooled: true): [H, H];
   activationForward(kind: number, x: H): H;
   activationBackward(kind: number, saved: H, gy: H): H;
-  pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair): [H, H | null];
+  pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair, training?: boolean): [H, H | null];
   pool2dBackward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair, gy: H, ws: H | null): H;
   linearForward(x: H, w: H, b: H | null): H;
   linearBackward(x: H, w: H, gy: H, needX: boolean, needW: boolean, needB: boolean): [H | null, H | null, H | null];

@@ -145,16 +145,31 @@ describe.each([
   const op = (x: Tensor, o: PoolOpts) => (kind === 'max' ? F.maxPool2d(x, o) : F.avgPool2d(x, o));
   const data = (shape: number[], requiresGrad = false) => (kind === 'max' ? distinct(shape, requiresGrad) : t(shape, requiresGrad));
 
-  test('forward matches the float64 reference (plain input)', () => {
+  test.each([false, true])('forward matches the float64 reference (plain input; recording a gradient: %s)', (grad) => {
+    // without a gradient the inference primitive runs (max pooling: no argmax workspace), with one the training one
     for (const c of poolCases) {
       msgc.tidy(() => {
-        const x = data(c.xs);
+        const x = data(c.xs, grad);
         const y = op(x, c.o);
         const ref = poolRef(kind, x.toFloat32Array(), c.xs, cfgOf(c.o));
         expect([desc(c), y.shape]).toEqual([desc(c), ref.shape]);
         expectClose(y.toFloat32Array(), ref.y, `${name} ${desc(c)}`);
+        expect(y.requiresGrad).toBe(grad);
       });
     }
+  });
+
+  test('max pooling computes its argmax workspace only for training', () => {
+    msgc.tidy(() => {
+      const x = data([2, 3, 9, 9]);
+      const [y1, ws1] = native.pool2dForward(kind === 'max' ? 0 : 1, x.h, [3, 3], [2, 2], [1, 1], false);
+      const [y2, ws2] = native.pool2dForward(kind === 'max' ? 0 : 1, x.h, [3, 3], [2, 2], [1, 1]);
+      expect(ws1).toBeNull();
+      expect(ws2 !== null).toBe(kind === 'max');
+      expect(Array.from(new Tensor(y1).toFloat32Array())).toEqual(Array.from(new Tensor(y2).toFloat32Array()));
+      if (ws2) new Tensor(ws2).dispose();
+      expect(() => native.pool2dForward(0, x.h, [3, 3], [2, 2], [1, 1], 'yes' as never)).toThrow(/pool2d: training must be a boolean/);
+    });
   });
 
   test('forward matches the float64 reference on a blocked input (a conv output)', () => {

@@ -1,6 +1,7 @@
 // pool.ts: F.maxPool2d, F.avgPool2d (count_include_pad=True, floor mode, as torch's defaults) and
 // F.adaptiveAvgPool2d for output sizes that divide the input.
 import { native } from '../native';
+import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor } from '../tensor/tensor';
 import { checkTensor, IntOrPair, pair } from './util';
 
@@ -17,7 +18,9 @@ function pool(kind: 0 | 1, name: string, x: Tensor, options: Pool2dOptions): Ten
   const kernel = pair(name, 'kernelSize', options.kernelSize, 1);
   const stride = pair(name, 'stride', options.stride ?? kernel, 1);
   const padding = pair(name, 'padding', options.padding ?? 0, 0);
-  const [yh, ws] = native.pool2dForward(kind, x.h, kernel, stride, padding);
+  // without a gradient to follow, max pooling computes no argmax workspace (oneDNN's forward_inference)
+  const recording = isGradEnabled() && x.requiresGrad;
+  const [yh, ws] = native.pool2dForward(kind, x.h, kernel, stride, padding, recording);
   const y = new Tensor(yh);
   const workspace = ws ? new Tensor(ws) : null;
   return recordOp(

@@ -18,6 +18,10 @@ namespace {
 struct PoolPrims {
   dnnl::pooling_forward::primitive_desc fwdPd;
   dnnl::pooling_forward fwd;
+  // forward_inference (built on first use): max pooling without the workspace of argmax indices
+  bool haveInfer = false;
+  dnnl::pooling_forward::primitive_desc inferPd;
+  dnnl::pooling_forward infer;
   bool haveBwd = false;
   dnnl::pooling_backward::primitive_desc bwdPd;
   dnnl::pooling_backward bwd;
@@ -46,6 +50,13 @@ PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xSha
                                 Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
   e->fwdPd = dnnl::pooling_forward::primitive_desc(d, engine());
   e->fwd = dnnl::pooling_forward(e->fwdPd);
+  if (kind == PoolKind::Max) {
+    dnnl::pooling_forward::desc di(dnnl::prop_kind::forward_inference, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
+                                   Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
+    e->inferPd = dnnl::pooling_forward::primitive_desc(di, engine());
+    e->infer = dnnl::pooling_forward(e->inferPd);
+    e->haveInfer = true;
+  }
   dnnl::pooling_backward::desc bd(algOf(kind), src, e->fwdPd.dst_desc(), Dims{p.strideH, p.strideW},
                                   Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
   e->bwdPd = dnnl::pooling_backward::primitive_desc(bd, engine(), e->fwdPd);
@@ -57,10 +68,17 @@ PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xSha
 
 }  // namespace
 
-PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p) {
+PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p, bool training) {
   dnnl::memory::desc src = currentDesc(x);
   PoolPrims& c = prims(kind, src, x.shape, p);
   PoolResult r;
+  if (!training && c.haveInfer) {
+    // (ResNet's 3×3 max pool over the stem's 64×112² output at batch 1, AVX2: 1.0 ms with the indices, 0.37 without)
+    r.y = tensorWithDesc(outShape(x.shape, p), c.inferPd.dst_desc());
+    c.infer.execute(stream(), {{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*r.y)}});
+    stream().wait();
+    return r;
+  }
   r.y = tensorWithDesc(outShape(x.shape, p), c.fwdPd.dst_desc());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*r.y)}};
   if (kind == PoolKind::Max) {

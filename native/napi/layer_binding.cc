@@ -129,12 +129,15 @@ Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x,
 }
 }  // namespace
 
+// pool2dForward(kind (0 max, 1 avg), x, kernel, stride, padding[, training = true]) -> [y, workspace|null];
+// max pooling without training (no backward to follow) writes no workspace
 static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
   const char* op = "pool2d";
   PoolKind kind = intArg(info, 0, op, "kind", 0, 1) == 0 ? PoolKind::Max : PoolKind::Avg;
   TensorPtr x = tensorArg(info, 1, op, "x");
   Pool2dParams p = readPool(info, 2, *x, kind == PoolKind::Max ? "maxPool2d" : "avgPool2d");
-  PoolResult r = pool2dForward(kind, *x, p);
+  const bool training = info.Length() > 5 && !info[5].IsUndefined() ? boolArg(info, 5, op, "training") : true;
+  PoolResult r = pool2dForward(kind, *x, p, training);
   return tensorList(info.Env(), {r.y, r.workspace});
 }
 

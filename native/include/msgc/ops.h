@@ -64,7 +64,8 @@ struct Pool2dParams {
 struct PoolResult {
   TensorPtr y, workspace;  // workspace: opaque (max pooling's argmax), null for average pooling
 };
-PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p);
+// training = false (inference, no gradient to follow): max pooling writes no workspace (r.workspace is null)
+PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p, bool training = true);
 TensorPtr pool2dBackward(PoolKind kind, const Tensor& x, const Tensor& gy, const Tensor* workspace,
                          const Pool2dParams& p);
 
