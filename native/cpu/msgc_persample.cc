@@ -299,9 +299,11 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
                                      const FusedBnAct& bn, TensorPtr* means) {
 #if MSGC_GATHER_AVX512
   const int64_t N = x.shape[0], O = weight.shape[0];
-  if (N == 1 || !gather::cpuHasAvx512()) return nullptr;
+  // AVX-512 epilogues on nChw16c or plain outputs; AVX2 ones on nChw8c (oneDNN's layout there) or plain
+  const bool avx512 = gather::cpuHasAvx512(), avx2 = !avx512 && gather::cpuHasAvx2Fma();
+  if (N == 1 || !(avx512 || avx2)) return nullptr;
   PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
-  if (ps.dstBlock != 16 && ps.dstBlock != 1) return nullptr;
+  if (ps.dstBlock != (avx512 ? 16 : 8) && ps.dstBlock != 1) return nullptr;
   const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
   const int64_t OHW = yShape[2] * yShape[3], Ob = (O + 15) / 16;
   // the BN as y·a + b per output channel (zeros past O: the padding lanes of nChw16c stay 0)
@@ -330,8 +332,13 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
       for (int64_t cb = 0; cb < Ob; cb++)
         gather::postBlock16(yn + cb * OHW * 16, rn ? rn + cb * OHW * 16 : nullptr, 1, OHW, 0, av.data() + cb * 16,
                             bv.data() + cb * 16, clamp, lo, hi, sn + cb * 16);
+    } else if (ps.dstBlock == 8) {
+      for (int64_t cb = 0; cb < (O + 7) / 8; cb++)
+        gather::postBlock8(yn + cb * OHW * 8, rn ? rn + cb * OHW * 8 : nullptr, 1, OHW, 0, av.data() + cb * 8,
+                           bv.data() + cb * 8, clamp, lo, hi, sn + cb * 8);
     } else {
-      gather::postPlanes(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo, hi, mp ? sn : nullptr);
+      (avx512 ? gather::postPlanes : gather::postPlanes2)(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo,
+                                                          hi, mp ? sn : nullptr);
     }
     if (mp)
       for (int64_t o = 0; o < O; o++) mp[n * O + o] = sn[o] / (float)OHW;
