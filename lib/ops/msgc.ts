@@ -99,8 +99,8 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // at 7² 25 vs 33 (dense 22, 24); in training (recording) 576->96 6.4 vs 11.4. The gathered 1×1 kernel reads
   // each 16-output block's weights and its pixels' inputs from L2 per 6-pixel register block (no K-blocking), at
   // 1/5 of oneDNN's rate per thread there. Whole models at batch 32 (interleaved runs): MobileNetV2 0.89 -> 1.00
-  // of the dense speed in eval, training step 0.93 -> 0.96; ResNet-50 eval 1.03 -> 1.13. At density 0.2 gathered won by 5-20% (576->96 6.3 vs 6.6 ms,
-  // 960->160 5.2 vs 6.5, 2048->512 23 vs 28): gathered below 0.25
+  // of the dense speed in eval, training step 0.93 -> 0.96; ResNet-50 eval 1.03 -> 1.13. At density 0.2 gathered
+  // won by 5-20% (576->96 6.3 vs 6.6 ms, 960->160 5.2 vs 6.5, 2048->512 23 vs 28): gathered below 0.25
   if (s.kernels === 'avx2' && s.kernel === 1 && s.batch > 2) return density < 0.25;
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {

@@ -64,10 +64,16 @@ TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature) 
   return gx;
 }
 
-// Both GEMMs on oneDNN's sgemm (row-major): at batch 1 they are GEMVs over weights read once.
-static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
-  dnnl_status_t st = dnnl_sgemm('N', 'T', M, N, K, 1.f, A, K, B, K, 0.f, C, N);
+// C[M, N] = op(A) · op(B) on oneDNN's sgemm (row-major)
+static void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float* C, int64_t ldc) {
+  dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
   MSGC_CHECK(st == dnnl_success, "squeezeHead: sgemm failed with status ", (int)st);
+}
+
+// C = A · Bᵀ (A [M, K], B [N, K]): both of a head's GEMMs; at batch 1 they are GEMVs over weights read once
+static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+  sgemm('N', 'T', M, N, K, A, K, B, K, C, N);
 }
 
 TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var,
@@ -100,12 +106,6 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
       out[n * K + k] = threshold ? (z >= 0.f ? 1.f : 0.f) : z;
     }
   return y;
-}
-
-static void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
-                  int64_t ldb, float* C, int64_t ldc) {
-  dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
-  MSGC_CHECK(st == dnnl_success, "squeezeHead: sgemm failed with status ", (int)st);
 }
 
 SqueezeHeadTrain squeezeHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& runningMean, Tensor& runningVar,
