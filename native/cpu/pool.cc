@@ -18,8 +18,7 @@ namespace {
 struct PoolPrims {
   dnnl::pooling_forward::primitive_desc fwdPd;
   dnnl::pooling_forward fwd;
-  // forward_inference (built on first use): max pooling without the workspace of argmax indices
-  bool haveInfer = false;
+  // max pooling only: forward_inference, without the workspace of argmax indices
   dnnl::pooling_forward::primitive_desc inferPd;
   dnnl::pooling_forward infer;
   bool haveBwd = false;
@@ -55,7 +54,6 @@ PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xSha
                                    Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
     e->inferPd = dnnl::pooling_forward::primitive_desc(di, engine());
     e->infer = dnnl::pooling_forward(e->inferPd);
-    e->haveInfer = true;
   }
   dnnl::pooling_backward::desc bd(algOf(kind), src, e->fwdPd.dst_desc(), Dims{p.strideH, p.strideW},
                                   Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
@@ -72,7 +70,7 @@ PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p, 
   dnnl::memory::desc src = currentDesc(x);
   PoolPrims& c = prims(kind, src, x.shape, p);
   PoolResult r;
-  if (!training && c.haveInfer) {
+  if (!training && kind == PoolKind::Max) {
     // (ResNet's 3×3 max pool over the stem's 64×112² output at batch 1, AVX2: 1.0 ms with the indices, 0.37 without)
     r.y = tensorWithDesc(outShape(x.shape, p), c.inferPd.dst_desc());
     c.infer.execute(stream(), {{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*r.y)}});
