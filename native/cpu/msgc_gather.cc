@@ -42,7 +42,9 @@
 // For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
 // MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples,
 // MSGC_GATHER_NB=n caps the output blocks per ocvec call, MSGC_GATHER_PREFETCH_INPUT=d sets the 1×1 input prefetch,
-// MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place.
+// MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place, MSGC_GATHER_TRIPLE=0 keeps
+// the AVX2 kernels to 16 outputs per call (Job::triple), MSGC_GATHER_KC=k sets the AVX2 1×1 channel groups
+// (Job::kBlock; 0: none).
 #include <cmath>
 
 #include "msgc_gather.h"
@@ -83,6 +85,8 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.out = out;  // (zeros first: outputs that are not selected are not written)
   job.isa = isa;
   job.yl = isa == Isa::Avx2 ? 8 : 16;
+  if (const char* e = std::getenv("MSGC_GATHER_TRIPLE")) job.triple = std::string(e) != "0";  // (tests, benchmarks)
+  if (const char* e = std::getenv("MSGC_GATHER_KC")) job.kBlock = std::atoi(e);  // (tests, benchmarks; 0: off)
   if (kind == KernelKind::Ocvec && !out && isa == Isa::Avx512) {
     const int64_t B = job.blocksPerHead();
     const char* nbEnv = std::getenv("MSGC_GATHER_NB");  // (tests and benchmarks: 1..5 at most)

@@ -193,15 +193,20 @@ void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
 void transposeRow16(const float* src, int64_t W, float* const* dst);
 
 // ---- AVX2 + FMA (msgc_gather_avx2.cc) ---------------------------------------------------------------------
-// pixels per register block (2 halves × 6 accumulators + 2 weight vectors + 1 broadcast <= 16 ymm), rows for Q
+// pixels per register block (2 halves × 6 accumulators + 2 weight vectors + 1 broadcast <= 16 ymm), rows for Q;
+// with 3 halves (24 outputs) 4 pixels (12 accumulators + 3 weight vectors + 1 broadcast)
 constexpr int kAvx2Pixels = 6;
 constexpr int avx2Rows(int Q) { return std::max(1, std::min(kMaxRows, kAvx2Pixels / Q)); }
+constexpr int kAvx2TriplePixels = 4;
+constexpr int avx2TripleRows(int Q) { return std::max(1, std::min(kMaxRows, kAvx2TriplePixels / Q)); }
 using Ocvec2Fn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
-                          int64_t, float*, int64_t, int64_t, int64_t);
-// 16 output channels (two ymm halves) × r rows × q pixels, pixels `stride` apart (1, 2: copies; 8, 16, 32: a blocked
-// x read in place, one row); output pixel p of row r at out + (r·ors + p)·ol, the upper 8 channels ho floats on
-// half: the lower 8 of the 16 outputs only (a head's last block when it has 16k + 8 outputs)
-Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, bool half = false);
+                          int64_t, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+// 8·halves output channels (ymm halves) × r rows × q pixels, pixels `stride` apart (1, 2: copies; 8, 16, 32: a
+// blocked x read in place, one row); output pixel p of row r at out + (r·ors + p)·ol, half h at + h·ho.
+// halves 2: a block of 16 outputs; 1: its lower 8 (a head's last block when it has 16k + 8 outputs); 3: a block and
+// the lower 8 of the next one, whose weights are the last argument's floats on (a head's last 24 outputs, one
+// broadcast feeding 3 FMAs instead of the half block's 1)
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, int halves = 2);
 // postBlock16 on one 8-channel block of nChw8c (a, b, sums: 8 lanes)
 void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                 bool clamp, float lo, float hi, float* sums);

@@ -17,59 +17,72 @@ namespace {
 
 // acc[h][r][q] += w[h] * x[r*irs + q*S] for the halves h < HV, r < R, LO <= q < HI (one tap)
 template <int HV, int Q, int R, int S, int LO, int HI>
-__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&acc)[HV][R][Q], __m256 w0, __m256 w1,
+__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&acc)[HV][R][Q], const __m256 (&w)[HV],
                                                                       const float* x, int64_t irs) {
 #pragma GCC unroll 4
   for (int r = 0; r < R; r++, x += irs)
 #pragma GCC unroll 8
     for (int q = LO; q < HI; q++) {
       const __m256 xb = _mm256_broadcast_ss(x + q * S);
-      acc[0][r][q] = _mm256_fmadd_ps(w0, xb, acc[0][r][q]);
-      if constexpr (HV == 2) acc[HV - 1][r][q] = _mm256_fmadd_ps(w1, xb, acc[HV - 1][r][q]);
+#pragma GCC unroll 3
+      for (int h = 0; h < HV; h++) acc[h][r][q] = _mm256_fmadd_ps(w[h], xb, acc[h][r][q]);
     }
 }
 
-// the upper half's weights (HV = 2) or nothing (HV = 1: the weight lanes 8-15 are not read)
+// one tap's weights: the block's lower half, its upper half (HV >= 2), and the lower half of the next block, wnext
+// floats on (HV = 3)
 template <int HV>
-__attribute__((target("avx2,fma"), always_inline)) inline __m256 upper(const float* w) {
-  if constexpr (HV == 2) return _mm256_loadu_ps(w);
-  else return _mm256_setzero_ps();
+__attribute__((target("avx2,fma"), always_inline)) inline void loadW(__m256 (&w)[HV], const float* wt, int64_t wnext) {
+  w[0] = _mm256_loadu_ps(wt);
+  if constexpr (HV >= 2) w[1] = _mm256_loadu_ps(wt + 8);
+  if constexpr (HV == 3) w[2] = _mm256_loadu_ps(wt + wnext);
 }
 
-// 16 output channels (HV = 2 halves; HV = 1: the lower 8, for heads of 16k + 8 outputs) × R rows × Q pixels
-// (R·Q <= kAvx2Pixels):
+// 16 output channels (HV = 2 halves; HV = 1: the lower 8, for heads of 16k + 8 outputs; HV = 3: 24, the lower 8 of
+// the next block too, its weights wnext floats on, for a head's last 24 outputs) × R rows × Q pixels
+// (HV·R·Q accumulators + HV weight vectors + 1 broadcast <= 16 ymm):
 //   out[(r*ors + q)*ol + h*ho + l] = sum_j sum_t (wch[j] + wshift)[t*16 + 8h + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
-// E: the padding edges of a 3-wide kernel with one column of padding, as the AVX-512 ocvec kernel's.
+// (half 2's weights at wch[j] + wshift + wnext + t*16 + l). E: the padding edges of a 3-wide kernel with one column
+// of padding, as the AVX-512 ocvec kernel's.
 template <int Q, int R, int S, int E, int HV>
 __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, const float* const* wch, int64_t nch,
                                                       const int64_t* tapOffset, int64_t T, int64_t wshift, int64_t pos,
-                                                      int64_t irs, float* out, int64_t ors, int64_t ol, int64_t ho) {
+                                                      int64_t irs, float* out, int64_t ors, int64_t ol, int64_t ho,
+                                                      int64_t wnext, int64_t accumulate) {
   __m256 acc[HV][R][Q];
-#pragma GCC unroll 2
+#pragma GCC unroll 3
   for (int h = 0; h < HV; h++)
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-      for (int q = 0; q < Q; q++) acc[h][r][q] = _mm256_setzero_ps();
+      for (int q = 0; q < Q; q++)
+        acc[h][r][q] = accumulate ? _mm256_loadu_ps(out + (r * ors + q) * ol + h * ho) : _mm256_setzero_ps();
   // the weights a few channels ahead, one 64-byte line per tap (as the AVX-512 kernel; not for 1×1 convs)
   const int64_t ahead = T >= 4 ? 4 : T > 1 ? 16 : nch;
   for (int64_t j = 0; j < nch; j++) {
     const float* base = chan[j] + pos;
     const float* w = wch[j] + wshift;
     if (j + ahead < nch)
-      for (int64_t t = 0; t < T; t++) _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
+      for (int64_t t = 0; t < T; t++) {
+        _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
+        if constexpr (HV == 3) _mm_prefetch((const char*)(wch[j + ahead] + wshift + wnext + 16 * t), _MM_HINT_T0);
+      }
+    __m256 wv[HV];
     if (E) {
       for (int64_t t = 0; t < T; t += 3) {
         const float* wt = w + 16 * t;
-        fmaTap2<HV, Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), upper<HV>(wt + 8), base + tapOffset[t], irs);
-        fmaTap2<HV, Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), upper<HV>(wt + 24), base + tapOffset[t + 1], irs);
-        fmaTap2<HV, Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), upper<HV>(wt + 40),
-                                              base + tapOffset[t + 2], irs);
+        loadW<HV>(wv, wt, wnext);
+        fmaTap2<HV, Q, R, S, (E & 1), Q>(acc, wv, base + tapOffset[t], irs);
+        loadW<HV>(wv, wt + 16, wnext);
+        fmaTap2<HV, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t + 1], irs);
+        loadW<HV>(wv, wt + 32, wnext);
+        fmaTap2<HV, Q, R, S, 0, Q - (E >> 1)>(acc, wv, base + tapOffset[t + 2], irs);
       }
     } else {
-      for (int64_t t = 0; t < T; t++)
-        fmaTap2<HV, Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), upper<HV>(w + 16 * t + 8), base + tapOffset[t],
-                                   irs);
+      for (int64_t t = 0; t < T; t++) {
+        loadW<HV>(wv, w + 16 * t, wnext);
+        fmaTap2<HV, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t], irs);
+      }
     }
   }
 #pragma GCC unroll 4
@@ -77,8 +90,8 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
 #pragma GCC unroll 8
     for (int q = 0; q < Q; q++) {
       float* o = out + (r * ors + q) * ol;
-      _mm256_storeu_ps(o, acc[0][r][q]);
-      if constexpr (HV == 2) _mm256_storeu_ps(o + ho, acc[HV - 1][r][q]);
+#pragma GCC unroll 3
+      for (int h = 0; h < HV; h++) _mm256_storeu_ps(o + h * ho, acc[h][r][q]);
     }
 }
 
@@ -93,17 +106,22 @@ template <int Q, int R, int S, int E>
 struct Ocvec2KHalf {
   static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E, 1>;
 };
-template <template <int, int, int, int> class K>
-struct Ocvec2Tables {
-  decltype(pixelRowTables<Ocvec2Fn, K, kAvx2Pixels, avx2Rows, 1>()) s1 = pixelRowTables<Ocvec2Fn, K, kAvx2Pixels, avx2Rows, 1>();
-  decltype(pixelRowTable<Ocvec2Fn, K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{})) s2 =
-      pixelRowTable<Ocvec2Fn, K, avx2Rows, 2, 0>(std::make_index_sequence<kAvx2Pixels * kMaxRows>{});
-  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 8>()) row8 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 8>();
-  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 16>()) row16 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 16>();
-  decltype(oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 32>()) row32 = oneRowTables<Ocvec2Fn, K, kAvx2Pixels, 32>();
+template <int Q, int R, int S, int E>
+struct Ocvec2KTriple {
+  static constexpr Ocvec2Fn fn = &ocvec2Kernel<Q, R, S, E, 3>;
 };
-const Ocvec2Tables<Ocvec2K> kOcvec2;
-const Ocvec2Tables<Ocvec2KHalf> kOcvec2Half;
+template <template <int, int, int, int> class K, int P, int (*Rows)(int)>
+struct Ocvec2Tables {
+  decltype(pixelRowTables<Ocvec2Fn, K, P, Rows, 1>()) s1 = pixelRowTables<Ocvec2Fn, K, P, Rows, 1>();
+  decltype(pixelRowTable<Ocvec2Fn, K, Rows, 2, 0>(std::make_index_sequence<P * kMaxRows>{})) s2 =
+      pixelRowTable<Ocvec2Fn, K, Rows, 2, 0>(std::make_index_sequence<P * kMaxRows>{});
+  decltype(oneRowTables<Ocvec2Fn, K, P, 8>()) row8 = oneRowTables<Ocvec2Fn, K, P, 8>();
+  decltype(oneRowTables<Ocvec2Fn, K, P, 16>()) row16 = oneRowTables<Ocvec2Fn, K, P, 16>();
+  decltype(oneRowTables<Ocvec2Fn, K, P, 32>()) row32 = oneRowTables<Ocvec2Fn, K, P, 32>();
+};
+const Ocvec2Tables<Ocvec2K, kAvx2Pixels, avx2Rows> kOcvec2;
+const Ocvec2Tables<Ocvec2KHalf, kAvx2Pixels, avx2Rows> kOcvec2Half;
+const Ocvec2Tables<Ocvec2KTriple, kAvx2TriplePixels, avx2TripleRows> kOcvec2Triple;
 
 // pixvec with AVX2: y[m*ldy + ypos + p] = sum_j sum_t (wch[j] + wshift)[t*ldw + m] * chan[j][pos + tapOffset[t] + p]
 // for m < MR, as the AVX-512 pixvec kernel with vectors of 8 pixels: MR output channels × NR vectors covering rows of
@@ -207,10 +225,14 @@ Ocvec2Fn pickOcvec2(const Tables& t, int64_t stride, int64_t q, int64_t r, int e
 }
 }  // namespace
 
-Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, bool half) {
-  if (q < 1 || q > kAvx2Pixels || r < 1 || r > avx2Rows((int)q) || edges < 0 || edges > 3)
+Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, int halves) {
+  const int P = halves == 3 ? kAvx2TriplePixels : kAvx2Pixels;
+  const int rows = halves == 3 ? avx2TripleRows((int)q) : avx2Rows((int)q);
+  if (halves < 1 || halves > 3 || q < 1 || q > P || r < 1 || r > rows || edges < 0 || edges > 3)
     throw std::logic_error("ocvec (AVX2): register block out of range");
-  return half ? pickOcvec2(kOcvec2Half, stride, q, r, edges) : pickOcvec2(kOcvec2, stride, q, r, edges);
+  return halves == 3 ? pickOcvec2(kOcvec2Triple, stride, q, r, edges)
+         : halves == 1 ? pickOcvec2(kOcvec2Half, stride, q, r, edges)
+                       : pickOcvec2(kOcvec2, stride, q, r, edges);
 }
 
 __attribute__((target("avx2,fma"))) void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep,
