@@ -295,9 +295,10 @@ describe("execution 'auto' and the gradient rule", () => {
     // ...but wide 1×1 heads (ResNet-50's gated 1×1 convs) are compute-bound: gathered at density 0.5
     expect(preferGathered(0.5, { outPixels: 7 * 7, batch: 32, kernel: 1, channels: 2048, headChannels: 512 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 256, headChannels: 64 })).toBe(true);
-    // per kind of kernels: AVX2 leaves wide 1×1 heads on maps above 14² to the masked path; the portable sgemm path
+    // per kind of kernels: AVX2 takes wide 1×1 heads gathered at batch 1-2 on any map; the portable sgemm path
     // is taken only at low density
-    expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 256, headChannels: 64, kernels: 'avx2' })).toBe(false);
+    expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 256, headChannels: 64, kernels: 'avx2' })).toBe(true);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 2, kernel: 1, channels: 128, headChannels: 512, kernels: 'avx2' })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 256, headChannels: 1024, kernels: 'avx2' })).toBe(true);
     // ...and every 1×1 conv at batch > 2 from density 0.25 on (the gathered 1×1 kernel re-reads its operands from L2)
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24, kernels: 'avx2' })).toBe(false);

@@ -78,16 +78,17 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * 0.6 against 0.74-0.77x with 0.45 or masked only.
  * `kernels` (backendInfo().gatheredKernels): on CPUs with neither AVX-512 nor AVX2 the gathered path runs oneDNN's
  * sgemm on packed copies, about as fast as dense at density 0.5, so 'auto' takes it only below 0.3; the AVX2
- * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on wide 1×1
- * heads over large maps (below).
+ * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on 1×1 convs
+ * at batch > 2 and on heads of at most 4 outputs (below).
  */
 export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable' }): boolean {
   // the portable gathered path (sgemm on packed copies) is about as fast as dense at density 0.5
   if (s.kernels === 'portable') return density < 0.3;
-  // AVX2 kernels on wide 1×1 heads over maps larger than 14² (ResNet-50's companion-gated 1×1 convs at 28² and
-  // 56², batch 1, density 0.5): gathered took 1.5-3.7x the dense time (a head of 16 outputs per kernel call, each
-  // call re-reading its pixels' inputs), the masked path about 1x
-  if (s.kernels === 'avx2' && s.kernel === 1 && (s.headChannels ?? 0) >= 64 && s.outPixels > 14 * 14) return false;
+  // (AVX2 kernels on wide 1×1 heads over maps larger than 14², ResNet-50's companion-gated 1×1 convs at 28² and
+  // 56², went to the masked path until 2026-12-03, when gathered took 1.5-3.7x the dense time. With the kernels
+  // reading nChw8c in place they win at batch 1-2: 128->512 at 28², one head, density 0.5: 442 µs vs masked 717
+  // (dense 544), 64->256 at 56² 539 vs 737 (550), 256->64 at 56² 467 vs 613, 512->128 at 28² 463 vs 649; at
+  // batch 1 the masked path reorders W ⊙ scale for oneDNN on every call. ResNet-50 at batch 1: 53.8 -> 47.7 ms.)
   // AVX2 kernels on heads of at most 4 outputs (ResNet-20/56's 16-channel stage with G = 4): inside ResNet-20 at
   // density 0.5 the gathered conv (+ BN, residual, ReLU) took 1.7x the dense conv's time at batch 32 and 2.1x at
   // batch 1, the masked path 1.3x / 1.6x (per-layer times interleaved in one process, per-sample gates)
