@@ -44,7 +44,7 @@
 // MSGC_GATHER_NB=n caps the output blocks per ocvec call, MSGC_GATHER_PREFETCH_INPUT=d sets the 1×1 input prefetch,
 // MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place, MSGC_GATHER_TRIPLE=0 keeps
 // the AVX2 kernels to 16 outputs per call (Job::triple), MSGC_GATHER_KC=k sets the AVX2 1×1 channel groups
-// (Job::kBlock; 0: none).
+// (Job::kBlock; 0: none), MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks).
 #include <cmath>
 
 #include "msgc_gather.h"
@@ -129,9 +129,20 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       pooled[no] = (float)(acc / (double)g.OHW);
     }
   };
-  const int threads = omp_get_max_threads();
   // items take a head's output blocks nb at a time
-  const int64_t chunks = job.chunkCount(), blocks = job.blocksPerHead() / job.nb, G = g.G;
+  const int threads = omp_get_max_threads();
+  const bool forceShared = std::getenv("MSGC_GATHER_SHARED") != nullptr;
+  const bool wholeSamples = !forceShared && (threads == 1 || g.N >= 4 * threads);  // (see below)
+  // AVX2 1×1 convs into blocked output: items of a head's chunk over all its output blocks, when there are enough
+  // of them to share (whole samples per thread, or G·chunks >= 2 per thread); 2 threads, density 0.5, Zen 3,
+  // interleaved: batch 32 1024->256 at 14² (one head) 28.6 -> 22.7 ms, 2048->512 at 7² 27.3 -> 21.5, 256->1024
+  // 17.3 -> 13.9, MobileNetV2's 960->320 at 7² 7.0 -> 5.3, 960->160 4.2 -> 3.4; batch 1 128->512 at 28² 550 ->
+  // 533 µs, 960->160 at 7² 140 -> 133; with too few items (2048->512 at 7², batch 1: one chunk) one thread idles
+  if (isa == Isa::Avx2 && kind == KernelKind::Ocvec && !out && !job.plainOut() && g.T == 1) {
+    job.allBlocks = wholeSamples || g.G * job.chunkCount() >= 2 * threads;
+    if (const char* e = std::getenv("MSGC_GATHER_ALLBLOCKS")) job.allBlocks = std::string(e) == "1";  // (tests, benchmarks)
+  }
+  const int64_t chunks = job.chunkCount(), blocks = job.itemBlocks(), G = g.G;
   auto rowsFloats = [&](int64_t n) { return rp.inPlace ? (size_t)0 : (size_t)(sel.unionSize(n) * rp.chanStride); };
   auto foldFloats = [&](int64_t n) {
     size_t f = 0;
@@ -165,8 +176,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     job.tileChunks = std::max<int64_t>(1, (32768 / maxUnion) / std::max<int64_t>(1, g.OHW / chunks));
   }
 
-  const bool forceShared = std::getenv("MSGC_GATHER_SHARED") != nullptr;
-  if (!forceShared && (threads == 1 || g.N >= 4 * threads)) {
+  if (wholeSamples) {
     // whole samples per thread (their copies stay in the thread's cache; measured faster than sharing samples
     // even when a sample's weights outweigh its rows), items pixel-chunk-major or head-major within the sample
     size_t maxRows = 0, maxFold = 0;

@@ -68,6 +68,10 @@ struct Job {
   // 0.5 (2 threads, interleaved): 576->96 at 14² 136 -> 126 µs, 384->96 93 -> 82, 960->160 at 7² 102 -> 95
   // (groups of 48, 64, 128 and 192 channels: no better than 96); 3×3 convs gained nothing
   int64_t kBlock = 96;
+  // AVX2, blocked output, 1×1: an item is a head's chunk over all its output blocks (itemBlocks() = 1), rather
+  // than one block of it
+  bool allBlocks = false;
+  int64_t itemBlocks() const { return allBlocks ? 1 : blocksPerHead() / nb; }
   // pixvec: pixels per vector, the most vectors per register block
   int64_t pixWidth() const { return isa == Isa::Avx2 ? 8 : 16; }
   int pixMaxNR(int mr) const { return isa == Isa::Avx2 ? pixvec2MaxNR(mr) : pixvecMaxNR(mr); }
@@ -432,7 +436,15 @@ struct Job {
 #endif
   }
 
-  // AVX2: block ob of head i (two ymm halves per call; see `triple`)
+  // AVX2, blocked output: the halves block ob of a head computes (see `triple`; 0: none)
+  int avx2Halves(int64_t ob) const {
+    const int64_t B = blocksPerHead();
+    const bool merged = triple && yl == 8 && g.Og % 16 == 8 && B >= 2;
+    if (merged && ob == B - 1) return 0;
+    return merged && ob == B - 2 ? 3 : g.Og - ob * 16 == 8 ? 1 : 2;
+  }
+
+  // AVX2: block ob of head i (two ymm halves per call; see `triple`), or with `allBlocks` (ob = 0) every block
   void computeAvx2(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
 #if MSGC_GATHER_AVX512
     const int64_t ns = (int64_t)h.chan.size();
@@ -441,21 +453,20 @@ struct Job {
       // register blocks of up to 6 pixels (the edges: the first block's left one, the last block's right one).
       // A head of 16k + 8 outputs ends on a half block (the lower half, one nChw8c block). With k >= 1 and
       // `triple`, its last 24 outputs are one call of 3 halves: block B - 2 computes them, block B - 1 nothing.
-      const int64_t B = blocksPerHead();
-      const bool merged = triple && yl == 8 && g.Og % 16 == 8 && B >= 2;
-      if (merged && ob == B - 1) return;
-      const int halves = merged && ob == B - 2 ? 3 : g.Og - ob * 16 == 8 ? 1 : 2;
-      float* out = headOut(n, i) + ob * 16 * g.OHW;
       const Chunk c = chunk(k);
+      const int64_t ob0 = allBlocks ? 0 : ob, ob1 = allBlocks ? blocksPerHead() : ob + 1;
       const int64_t groups = g.T == 1 && kBlock > 0 ? (ns + kBlock - 1) / kBlock : 1;
+      // each group of selected channels over every block before the next group (allBlocks: the group's input
+      // lines stay in L1 while the blocks' weights stream through)
       for (int64_t m = 0, j0 = 0; m < groups; m++) {
         const int64_t j1 = j0 + ns / groups + (m < ns % groups ? 1 : 0);
-        avx2Chunk(h, c, ob, halves, j0, j1, out);
+        for (int64_t b = ob0; b < ob1; b++)
+          if (const int halves = avx2Halves(b)) avx2Chunk(h, c, b, halves, j0, j1, headOut(n, i) + b * 16 * g.OHW);
         j0 = j1;
       }
-      if (post) {
-        postBlocks(n, (i * g.Og + ob * 16) / yl, halves * 8 / yl, c, k);
-      }
+      if (post)
+        for (int64_t b = ob0; b < ob1; b++)
+          if (const int halves = avx2Halves(b)) postBlocks(n, (i * g.Og + b * 16) / yl, halves * 8 / yl, c, k);
       return;
     }
     const Chunk c = chunk(k);
