@@ -94,15 +94,20 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // batch 1, the masked path 1.3x / 1.6x (per-layer times interleaved in one process, per-sample gates)
   if (s.kernels === 'avx2' && (s.kernel ?? 9) > 1 && (s.headChannels ?? 16) <= 4) return density < 0.3;
   // AVX2 kernels on 1×1 convs at batch > 2: the masked path (per-sample oneDNN convs with W ⊙ scale, BN fused per
-  // sample) beat gathered on every shape measured (density 0.5, batch 32, eval with BN; 2 threads, Zen 3):
-  // MobileNetV2's projections 576->96 at 14² 6.9 vs 11.3 ms, 384->64 3.5 vs 4.7, 960->160 at 7² 6.4 vs 8.1,
-  // 960->320 10.2 vs 12.1, 192->32 at 28² 4.6 vs 8.4; ResNet-50's one-head 1024->256 at 14² 28 vs 62, 2048->512
-  // at 7² 25 vs 33 (dense 22, 24); in training (recording) 576->96 6.4 vs 11.4. The gathered 1×1 kernel reads
-  // each 16-output block's weights and its pixels' inputs from L2 per 6-pixel register block (no K-blocking), at
-  // 1/5 of oneDNN's rate per thread there. Whole models at batch 32 (interleaved runs): MobileNetV2 0.89 -> 1.00
-  // of the dense speed in eval, training step 0.93 -> 0.96; ResNet-50 eval 1.03 -> 1.13. At density 0.2 gathered
-  // won by 5-20% (576->96 6.3 vs 6.6 ms, 960->160 5.2 vs 6.5, 2048->512 23 vs 28): gathered below 0.25
-  if (s.kernels === 'avx2' && s.kernel === 1 && s.batch > 2) return density < 0.25;
+  // sample) unless the density is below 0.25, or below 0.6 on 7² maps and on wide heads (>= 64 outputs) in eval.
+  // Until 2026-12-03 the masked path beat gathered on every shape (the kernel re-read each 16-output block's inputs
+  // from L2, at 1/5 of oneDNN's rate per thread): MobileNetV2's projections 576->96 at 14² 6.9 vs 11.3 ms, 192->32
+  // at 28² 4.6 vs 8.4, ResNet-50's one-head 1024->256 at 14² 28 vs 62 (density 0.5, batch 32, eval with BN; 2
+  // threads, Zen 3). With channel groups over all of a head's blocks (Job::allBlocks, kBlock) at density 0.5,
+  // gathered vs masked: 1024->256 22.7 vs 27.9 ms, 2048->512 at 7² 21.5 vs 31.2, 256->1024 at 14² 13.9 vs 21.7,
+  // 128->512 at 28² 13.5 vs 20.0, 256->128 at 56² 38 vs 47, MobileNetV2's 960->160 at 7² 3.4 vs 4.1 and
+  // 960->320 5.3 vs 7.3; 576->96 at 14² (heads of 24) and 192->32 at 28² (heads of 8) still lose (5.1 vs 4.7,
+  // 3.6 vs 2.3). At density 0.7 the two paths tie. ResNet-50 at batch 32, eval: 1443 -> 1323 ms (interleaved).
+  // In training (recording) 576->96 ran 6.4 (masked) vs 11.4: there the old rule stays.
+  if (s.kernels === 'avx2' && s.kernel === 1 && s.batch > 2) {
+    if (!s.recording && (s.outPixels <= 7 * 7 || (s.headChannels ?? 0) >= 64)) return density < 0.6;
+    return density < 0.25;
+  }
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
     // wide 1×1 heads (ResNet-50's companion-gated 1×1 convs, one head of 64-2048 outputs) are compute-bound:
