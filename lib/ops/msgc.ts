@@ -94,7 +94,7 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // batch 1, the masked path 1.3x / 1.6x (per-layer times interleaved in one process, per-sample gates)
   if (s.kernels === 'avx2' && (s.kernel ?? 9) > 1 && (s.headChannels ?? 16) <= 4) return density < 0.3;
   // AVX2 kernels on 1×1 convs at batch > 2: the masked path (per-sample oneDNN convs with W ⊙ scale, BN fused per
-  // sample) unless the density is below 0.25, or below 0.6 on 7² maps and on wide heads (>= 64 outputs) in eval.
+  // sample) unless the density is below 0.25, or below 0.6 on wide heads (>= 64 outputs) and, in eval, 7² maps.
   // Until 2026-12-03 the masked path beat gathered on every shape (the kernel re-read each 16-output block's inputs
   // from L2, at 1/5 of oneDNN's rate per thread): MobileNetV2's projections 576->96 at 14² 6.9 vs 11.3 ms, 192->32
   // at 28² 4.6 vs 8.4, ResNet-50's one-head 1024->256 at 14² 28 vs 62 (density 0.5, batch 32, eval with BN; 2
@@ -103,9 +103,11 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // 128->512 at 28² 13.5 vs 20.0, 256->128 at 56² 38 vs 47, MobileNetV2's 960->160 at 7² 3.4 vs 4.1 and
   // 960->320 5.3 vs 7.3; 576->96 at 14² (heads of 24) and 192->32 at 28² (heads of 8) still lose (5.1 vs 4.7,
   // 3.6 vs 2.3). At density 0.7 the two paths tie. ResNet-50 at batch 32, eval: 1443 -> 1323 ms (interleaved).
-  // In training (recording) 576->96 ran 6.4 (masked) vs 11.4: there the old rule stays.
+  // In training (recording: the gathered forward, then the masked backward) ResNet-50's step at batch 32 went from
+  // 5830 to 5543 ms with its wide heads gathered; MobileNetV2's with its 7² projections gathered as well measured
+  // no faster (885 vs 905 ms), so they stay masked there.
   if (s.kernels === 'avx2' && s.kernel === 1 && s.batch > 2) {
-    if (!s.recording && (s.outPixels <= 7 * 7 || (s.headChannels ?? 0) >= 64)) return density < 0.6;
+    if ((s.outPixels <= 7 * 7 && !s.recording) || (s.headChannels ?? 0) >= 64) return density < 0.6;
     return density < 0.25;
   }
   let threshold = 0.95;
