@@ -129,7 +129,6 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       pooled[no] = (float)(acc / (double)g.OHW);
     }
   };
-  // items take a head's output blocks nb at a time
   const int threads = omp_get_max_threads();
   const bool forceShared = std::getenv("MSGC_GATHER_SHARED") != nullptr;
   const bool wholeSamples = !forceShared && (threads == 1 || g.N >= 4 * threads);  // (see below)
@@ -142,6 +141,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     job.allBlocks = wholeSamples || g.G * job.chunkCount() >= 2 * threads;
     if (const char* e = std::getenv("MSGC_GATHER_ALLBLOCKS")) job.allBlocks = std::string(e) == "1";  // (tests, benchmarks)
   }
+  // items take a head's output blocks nb at a time (allBlocks: all of them)
   const int64_t chunks = job.chunkCount(), blocks = job.itemBlocks(), G = g.G;
   auto rowsFloats = [&](int64_t n) { return rp.inPlace ? (size_t)0 : (size_t)(sel.unionSize(n) * rp.chanStride); };
   auto foldFloats = [&](int64_t n) {

@@ -204,8 +204,9 @@ using Ocvec2Fn = void (*)(const float* const*, const float* const*, int64_t, con
 // 8·halves output channels (ymm halves) × r rows × q pixels, pixels `stride` apart (1, 2: copies; 8, 16, 32: a
 // blocked x read in place, one row); output pixel p of row r at out + (r·ors + p)·ol, half h at + h·ho.
 // halves 2: a block of 16 outputs; 1: its lower 8 (a head's last block when it has 16k + 8 outputs); 3: a block and
-// the lower 8 of the next one, whose weights are the last argument's floats on (a head's last 24 outputs, one
-// broadcast feeding 3 FMAs instead of the half block's 1)
+// the lower 8 of the next one, whose weights are wnext floats on (the next-to-last argument; a head's last 24
+// outputs, one broadcast feeding 3 FMAs instead of the half block's 1). The last argument, when nonzero, adds the
+// sums to what out holds (a later group of selected channels) instead of overwriting it.
 Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, int halves = 2);
 // postBlock16 on one 8-channel block of nChw8c (a, b, sums: 8 lanes)
 void postBlock8(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
