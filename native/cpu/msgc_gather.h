@@ -197,6 +197,10 @@ void transposeRow16(const float* src, int64_t W, float* const* dst);
 // with 3 halves (24 outputs) 4 pixels (12 accumulators + 3 weight vectors + 1 broadcast)
 constexpr int kAvx2Pixels = 6;
 constexpr int avx2Rows(int Q) { return std::max(1, std::min(kMaxRows, kAvx2Pixels / Q)); }
+// one row of 7 pixels with 2 halves (14 accumulators + the lower half's weights + 1 broadcast; the upper half's
+// weights come as FMA memory operands): rows of 7, 14, 28, 56 pixels fill every register block
+constexpr int kAvx2RowPixels = 7;
+constexpr int avx2Rows7(int Q) { return Q == kAvx2RowPixels ? 1 : avx2Rows(Q); }
 constexpr int kAvx2TriplePixels = 4;
 constexpr int avx2TripleRows(int Q) { return std::max(1, std::min(kMaxRows, kAvx2TriplePixels / Q)); }
 using Ocvec2Fn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,

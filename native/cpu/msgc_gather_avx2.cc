@@ -29,6 +29,27 @@ __attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2(__m256 (&
     }
 }
 
+// acc += x * (8 floats at w), the weights as the FMA's memory operand (asm: the compiler would keep them in a
+// register, and with 14 accumulators there is none to spare)
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 fmaMem(__m256 acc, __m256 x, const float* w) {
+  asm("vfmadd231ps %2, %1, %0" : "+x"(acc) : "x"(x), "m"(*(const float(*)[8])w));
+  return acc;
+}
+
+// fmaTap2 for 2 halves with more than 6 pixels: the upper half's weights (wu) read by each FMA
+template <int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx2,fma"), always_inline)) inline void fmaTap2m(__m256 (&acc)[2][R][Q], __m256 w0, const float* wu,
+                                                                       const float* x, int64_t irs) {
+#pragma GCC unroll 4
+  for (int r = 0; r < R; r++, x += irs)
+#pragma GCC unroll 8
+    for (int q = LO; q < HI; q++) {
+      const __m256 xb = _mm256_broadcast_ss(x + q * S);
+      acc[0][r][q] = _mm256_fmadd_ps(w0, xb, acc[0][r][q]);
+      acc[1][r][q] = fmaMem(acc[1][r][q], xb, wu);
+    }
+}
+
 // one tap's weights: the block's lower half, its upper half (HV >= 2), and the lower half of the next block, wnext
 // floats on (HV = 3)
 template <int HV>
@@ -68,7 +89,20 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
         if constexpr (HV == 3) _mm_prefetch((const char*)(wch[j + ahead] + wshift + wnext + 16 * t), _MM_HINT_T0);
       }
     __m256 wv[HV];
-    if (E) {
+    if constexpr (HV == 2 && R * Q > kAvx2Pixels) {
+      // 14 accumulators: the upper half's weights as memory operands
+      if (E) {
+        for (int64_t t = 0; t < T; t += 3) {
+          const float* wt = w + 16 * t;
+          fmaTap2m<Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), wt + 8, base + tapOffset[t], irs);
+          fmaTap2m<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), wt + 24, base + tapOffset[t + 1], irs);
+          fmaTap2m<Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), wt + 40, base + tapOffset[t + 2], irs);
+        }
+      } else {
+        for (int64_t t = 0; t < T; t++)
+          fmaTap2m<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), w + 16 * t + 8, base + tapOffset[t], irs);
+      }
+    } else if (E) {
       for (int64_t t = 0; t < T; t += 3) {
         const float* wt = w + 16 * t;
         loadW<HV>(wv, wt, wnext);
@@ -119,7 +153,7 @@ struct Ocvec2Tables {
   decltype(oneRowTables<Ocvec2Fn, K, P, 16>()) row16 = oneRowTables<Ocvec2Fn, K, P, 16>();
   decltype(oneRowTables<Ocvec2Fn, K, P, 32>()) row32 = oneRowTables<Ocvec2Fn, K, P, 32>();
 };
-const Ocvec2Tables<Ocvec2K, kAvx2Pixels, avx2Rows> kOcvec2;
+const Ocvec2Tables<Ocvec2K, kAvx2RowPixels, avx2Rows7> kOcvec2;
 const Ocvec2Tables<Ocvec2KHalf, kAvx2Pixels, avx2Rows> kOcvec2Half;
 const Ocvec2Tables<Ocvec2KTriple, kAvx2TriplePixels, avx2TripleRows> kOcvec2Triple;
 
@@ -226,8 +260,8 @@ Ocvec2Fn pickOcvec2(const Tables& t, int64_t stride, int64_t q, int64_t r, int e
 }  // namespace
 
 Ocvec2Fn ocvec2KernelFor(int64_t stride, int64_t q, int64_t r, int edges, int halves) {
-  const int P = halves == 3 ? kAvx2TriplePixels : kAvx2Pixels;
-  const int rows = halves == 3 ? avx2TripleRows((int)q) : avx2Rows((int)q);
+  const int P = halves == 3 ? kAvx2TriplePixels : halves == 2 ? kAvx2RowPixels : kAvx2Pixels;
+  const int rows = halves == 3 ? avx2TripleRows((int)q) : halves == 2 ? avx2Rows7((int)q) : avx2Rows((int)q);
   if (halves < 1 || halves > 3 || q < 1 || q > P || r < 1 || r > rows || edges < 0 || edges > 3)
     throw std::logic_error("ocvec (AVX2): register block out of range");
   return halves == 3 ? pickOcvec2(kOcvec2Triple, stride, q, r, edges)

@@ -96,9 +96,10 @@ export const variants: Array<Record<string, string>> = [
   { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_DIRECT: 'copy', MSGC_GATHER_FOLD: 'weights' },
   { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_KERNEL: 'ocvec', MSGC_GATHER_SHARED: '1' },
   { MSGC_GATHER_ISA: 'avx2', threads: '1' },
-  // AVX2: 1×1 convs' selected channels in groups of 5 (each group adding into the outputs the previous left), and
-  // heads of 16k + 8 outputs with their last 8 in a half-block call of their own instead of a 24-output one
-  { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_KC: '5', MSGC_GATHER_TRIPLE: '0' },
+  // AVX2: 1×1 convs' selected channels in groups of 5 (each group adding into the outputs the previous left), heads
+  // of 16k + 8 outputs with their last 8 in a half-block call of their own instead of a 24-output one, and rows of 7
+  // pixels in register blocks of 4 + 3 instead of one of 7
+  { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_KC: '5', MSGC_GATHER_TRIPLE: '0', MSGC_GATHER_Q7: '0' },
   // AVX2 1×1 items over all of a head's output blocks (by default only with enough items to share), channel groups
   // of 7 going over every block before the next group; and one block per item
   { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_ALLBLOCKS: '1', MSGC_GATHER_KC: '7', MSGC_GATHER_SHARED: '1' },
@@ -107,7 +108,7 @@ export const variants: Array<Record<string, string>> = [
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA',
-    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS'];
+    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
   for (const k of keys) setNativeEnv(k, env[k]);
