@@ -144,7 +144,7 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
       Cp = xBlock == 1 ? C : (C + xBlock - 1) / xBlock * xBlock;
       if (needX) {
         r.x = tensorWithDesc(x.shape, md);
-        std::memset(r.x->data(), 0, r.x->storage->bytes);
+        if (G > 1) std::memset(r.x->data(), 0, r.x->storage->bytes);  // (one head writes every element once)
       }
       if (needScale) xp = static_cast<const float*>(asLayout(x, md).get_data_handle());
     }
@@ -168,7 +168,10 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
           const float* a = gxs + base + hw * b;
           if (gx) {
             float* d = gx + base + hw * b;
-            for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * a[lane];
+            if (G > 1)
+              for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * a[lane];
+            else
+              for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * a[lane];
           }
           if (gs) {
             const float* xv = xp + base + hw * b;
