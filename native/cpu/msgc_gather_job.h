@@ -442,7 +442,8 @@ struct Job {
 #endif
   }
 
-  // AVX2, blocked output: the halves block ob of a head computes (see `triple`; 0: none)
+  // AVX2, blocked output: the halves block ob of a head computes (0: none). A head of 16k + 8 outputs ends on a half
+  // block (the lower half, one nChw8c block); with k >= 1 and `triple`, block B - 2 computes its last 24 outputs
   int avx2Halves(int64_t ob) const {
     const int64_t B = blocksPerHead();
     const bool merged = triple && yl == 8 && g.Og % 16 == 8 && B >= 2;
@@ -455,10 +456,9 @@ struct Job {
 #if MSGC_GATHER_AVX512
     const int64_t ns = (int64_t)h.chan.size();
     if (!plainOut()) {
-      // nChw8c (block ob: 8-channel blocks 2·ob, 2·ob + 1 of the head) or nChw16c; the chunk in near-equal
-      // register blocks of up to 6 pixels (the edges: the first block's left one, the last block's right one).
-      // A head of 16k + 8 outputs ends on a half block (the lower half, one nChw8c block). With k >= 1 and
-      // `triple`, its last 24 outputs are one call of 3 halves: block B - 2 computes them, block B - 1 nothing.
+      // nChw8c (block ob: 8-channel blocks 2·ob, 2·ob + 1 of the head) or nChw16c, in the halves avx2Halves()
+      // gives; avx2Chunk() runs the chunk in near-equal register blocks (the edges: the first block's left one,
+      // the last block's right one)
       const Chunk c = chunk(k);
       const int64_t ob0 = allBlocks ? 0 : ob, ob1 = allBlocks ? blocksPerHead() : ob + 1;
       const int64_t groups = g.T == 1 && kBlock > 0 ? (ns + kBlock - 1) / kBlock : 1;
