@@ -44,7 +44,8 @@
 // MSGC_GATHER_NB=n caps the output blocks per ocvec call, MSGC_GATHER_PREFETCH_INPUT=d sets the 1×1 input prefetch,
 // MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place, MSGC_GATHER_TRIPLE=0 keeps
 // the AVX2 kernels to 16 outputs per call (Job::triple), MSGC_GATHER_KC=k sets the AVX2 1×1 channel groups
-// (Job::kBlock; 0: none), MSGC_GATHER_Q7=0 keeps rows of 7 pixels in blocks of 4 + 3 (Job::q7), MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks).
+// (Job::kBlock; 0: none), MSGC_GATHER_Q7=0 keeps rows of 7 pixels in blocks of 4 + 3 (Job::q7),
+// MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks).
 #include <cmath>
 
 #include "msgc_gather.h"

@@ -59,9 +59,23 @@ __attribute__((target("avx2,fma"), always_inline)) inline void loadW(__m256 (&w)
   if constexpr (HV == 3) w[2] = _mm256_loadu_ps(wt + wnext);
 }
 
+// one tap: its weights (wt; the next block's lower half wnext floats on) times the inputs at x. With 2 halves and more
+// than kAvx2Pixels pixels (14 accumulators) the upper half's weights are the FMAs' memory operands
+template <int HV, int Q, int R, int S, int LO, int HI>
+__attribute__((target("avx2,fma"), always_inline)) inline void tap2(__m256 (&acc)[HV][R][Q], const float* wt,
+                                                                   int64_t wnext, const float* x, int64_t irs) {
+  if constexpr (HV == 2 && R * Q > kAvx2Pixels) {
+    fmaTap2m<Q, R, S, LO, HI>(acc, _mm256_loadu_ps(wt), wt + 8, x, irs);
+  } else {
+    __m256 wv[HV];
+    loadW<HV>(wv, wt, wnext);
+    fmaTap2<HV, Q, R, S, LO, HI>(acc, wv, x, irs);
+  }
+}
+
 // 16 output channels (HV = 2 halves; HV = 1: the lower 8, for heads of 16k + 8 outputs; HV = 3: 24, the lower 8 of
 // the next block too, its weights wnext floats on, for a head's last 24 outputs) × R rows × Q pixels
-// (HV·R·Q accumulators + HV weight vectors + 1 broadcast <= 16 ymm):
+// (HV·R·Q accumulators + HV weight vectors + 1 broadcast <= 16 ymm; 2 halves of 7 pixels: see tap2):
 //   out[(r*ors + q)*ol + h*ho + l] = sum_j sum_t (wch[j] + wshift)[t*16 + 8h + l] * chan[j][pos + tapOffset[t] + r*irs + q*S]
 // (half 2's weights at wch[j] + wshift + wnext + t*16 + l). E: the padding edges of a 3-wide kernel with one column
 // of padding, as the AVX-512 ocvec kernel's.
@@ -88,35 +102,15 @@ __attribute__((target("avx2,fma"))) void ocvec2Kernel(const float* const* chan, 
         _mm_prefetch((const char*)(wch[j + ahead] + wshift + 16 * t), _MM_HINT_T0);
         if constexpr (HV == 3) _mm_prefetch((const char*)(wch[j + ahead] + wshift + wnext + 16 * t), _MM_HINT_T0);
       }
-    __m256 wv[HV];
-    if constexpr (HV == 2 && R * Q > kAvx2Pixels) {
-      // 14 accumulators: the upper half's weights as memory operands
-      if (E) {
-        for (int64_t t = 0; t < T; t += 3) {
-          const float* wt = w + 16 * t;
-          fmaTap2m<Q, R, S, (E & 1), Q>(acc, _mm256_loadu_ps(wt), wt + 8, base + tapOffset[t], irs);
-          fmaTap2m<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(wt + 16), wt + 24, base + tapOffset[t + 1], irs);
-          fmaTap2m<Q, R, S, 0, Q - (E >> 1)>(acc, _mm256_loadu_ps(wt + 32), wt + 40, base + tapOffset[t + 2], irs);
-        }
-      } else {
-        for (int64_t t = 0; t < T; t++)
-          fmaTap2m<Q, R, S, 0, Q>(acc, _mm256_loadu_ps(w + 16 * t), w + 16 * t + 8, base + tapOffset[t], irs);
-      }
-    } else if (E) {
+    if (E) {
       for (int64_t t = 0; t < T; t += 3) {
         const float* wt = w + 16 * t;
-        loadW<HV>(wv, wt, wnext);
-        fmaTap2<HV, Q, R, S, (E & 1), Q>(acc, wv, base + tapOffset[t], irs);
-        loadW<HV>(wv, wt + 16, wnext);
-        fmaTap2<HV, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t + 1], irs);
-        loadW<HV>(wv, wt + 32, wnext);
-        fmaTap2<HV, Q, R, S, 0, Q - (E >> 1)>(acc, wv, base + tapOffset[t + 2], irs);
+        tap2<HV, Q, R, S, (E & 1), Q>(acc, wt, wnext, base + tapOffset[t], irs);
+        tap2<HV, Q, R, S, 0, Q>(acc, wt + 16, wnext, base + tapOffset[t + 1], irs);
+        tap2<HV, Q, R, S, 0, Q - (E >> 1)>(acc, wt + 32, wnext, base + tapOffset[t + 2], irs);
       }
     } else {
-      for (int64_t t = 0; t < T; t++) {
-        loadW<HV>(wv, w + 16 * t, wnext);
-        fmaTap2<HV, Q, R, S, 0, Q>(acc, wv, base + tapOffset[t], irs);
-      }
+      for (int64_t t = 0; t < T; t++) tap2<HV, Q, R, S, 0, Q>(acc, w + 16 * t, wnext, base + tapOffset[t], irs);
     }
   }
 #pragma GCC unroll 4
