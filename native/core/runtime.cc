@@ -1,6 +1,13 @@
 // runtime.cc: thread settings and the seedable random generator (Philox-4x32-10, counter based, so a stream
 // is reproducible whatever the thread count).
 #include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <signal.h>
+#define MSGC_HAS_SIGMASK 1
+#else
+#define MSGC_HAS_SIGMASK 0
+#endif
 
 #include <atomic>
 #include <cmath>
@@ -43,6 +50,20 @@ std::atomic<bool> gFlush{defaultFlush()};
 std::atomic<int> gWorkersFlushed{0};  // the thread count the workers were last set up for (0: not set up)
 std::atomic<bool> gWorkersFlush{false};
 
+// Blocks every signal but the fault signals in the calling thread; the previous mask into `saved` (a sigset_t) when
+// not null. False where there are no signal masks.
+bool blockAsyncSignals(void* saved) {
+#if MSGC_HAS_SIGMASK
+  sigset_t async;
+  sigfillset(&async);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&async, sig);
+  return pthread_sigmask(SIG_BLOCK, &async, static_cast<sigset_t*>(saved)) == 0;
+#else
+  (void)saved;
+  return false;
+#endif
+}
+
 // Sets every OpenMP worker's MXCSR to the current choice (threads keep it for their life); again when the thread
 // count grows or the choice changes.
 void setupWorkers(bool on) {
@@ -53,6 +74,9 @@ void setupWorkers(bool on) {
   {
     const unsigned csr = _mm_getcsr();
     _mm_setcsr(on ? (csr | kFtzDaz) : (csr & ~kFtzDaz));
+    // the workers hold asynchronous signals back for good (ScopedBlockSignals): they run oneDNN's JIT kernels, and
+    // signals sent to the process go to a thread that does not block them
+    if (omp_get_thread_num() != 0) blockAsyncSignals(nullptr);
   }
   gWorkersFlushed.store(threads);
   gWorkersFlush.store(on);
@@ -80,6 +104,16 @@ ScopedFlushDenormals::ScopedFlushDenormals() {
 ScopedFlushDenormals::~ScopedFlushDenormals() {
 #if MSGC_HAS_MXCSR
   if (active_) _mm_setcsr(saved_);
+#endif
+}
+
+ScopedBlockSignals::ScopedBlockSignals() { active_ = blockAsyncSignals(saved_); }
+#if MSGC_HAS_SIGMASK
+static_assert(sizeof(sigset_t) <= 128, "sigset_t does not fit ScopedBlockSignals::saved_");
+#endif
+ScopedBlockSignals::~ScopedBlockSignals() {
+#if MSGC_HAS_SIGMASK
+  if (active_) pthread_sigmask(SIG_SETMASK, reinterpret_cast<const sigset_t*>(saved_), nullptr);
 #endif
 }
 

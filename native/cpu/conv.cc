@@ -26,6 +26,7 @@ struct ConvPrims {
   dnnl::convolution_backward_weights::primitive_desc bwdWeightsPd;
   dnnl::convolution_backward_weights bwdWeights;
   Dims weightDims;
+  bool fwdGemm = false, bwdDataGemm = false, bwdWeightsGemm = false;  // runsJitGemm
 };
 
 Dims weightDimsFor(const Shape& w, int64_t groups) {
@@ -82,6 +83,7 @@ ConvPrims& prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParam
                                                             d.strides, d.dil, d.pad, d.padR);
   e->fwdPd = dnnl::convolution_forward::primitive_desc(fwdDesc, engine());
   e->fwd = dnnl::convolution_forward(e->fwdPd);
+  e->fwdGemm = runsJitGemm(e->fwdPd);
   auto& ref = *e;
   cache[key] = std::move(e);
   return ref;
@@ -94,12 +96,14 @@ void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, 
                                            d.pad, d.padR);
   c.bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, engine(), c.fwdPd);
   c.bwdData = dnnl::convolution_backward_data(c.bwdDataPd);
+  c.bwdDataGemm = runsJitGemm(c.bwdDataPd);
   auto bwDesc = hasBias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, d.src, d.wei,
                                                                      d.bia, d.dst, d.strides, d.dil, d.pad, d.padR)
                         : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, d.src, d.wei,
                                                                      d.dst, d.strides, d.dil, d.pad, d.padR);
   c.bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bwDesc, engine(), c.fwdPd);
   c.bwdWeights = dnnl::convolution_backward_weights(c.bwdWeightsPd);
+  c.bwdWeightsGemm = runsJitGemm(c.bwdWeightsPd);
   c.haveBwd = true;
 }
 
@@ -107,6 +111,7 @@ void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, 
 struct EvalPrims {
   dnnl::convolution_forward::primitive_desc pd;
   dnnl::convolution_forward fwd;
+  bool gemm = false;  // runsJitGemm
 };
 
 EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
@@ -129,6 +134,7 @@ EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int 
   }
   e->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
   e->fwd = dnnl::convolution_forward(e->pd);
+  e->gemm = runsJitGemm(e->pd);
   auto& ref = *e;
   cache[key] = std::move(e);
   return ref;
@@ -184,6 +190,7 @@ TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* b
                                              {DNNL_ARG_WEIGHTS, asLayout(wf, c.pd.weights_desc())},
                                              {DNNL_ARG_BIAS, asLayout(bf, c.pd.bias_desc())},
                                              {DNNL_ARG_DST, memoryOf(*y)}};
+  SignalHold hold(c.gemm);
   c.fwd.execute(stream(), args);
   stream().wait();
   return y;
@@ -198,6 +205,7 @@ TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bia
   dnnl::memory dst = memoryOf(*y);
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
   if (bias) args[DNNL_ARG_BIAS] = asLayout(*bias, c.fwdPd.bias_desc());
+  SignalHold hold(c.fwdGemm);
   c.fwd.execute(stream(), args);
   stream().wait();
   return y;
@@ -212,6 +220,7 @@ Conv2dGrads conv2dBackward(const Tensor& x, const Tensor& weight, const Tensor& 
     g.x = tensorWithDesc(x.shape, c.bwdDataPd.diff_src_desc());
     dnnl::memory dd = asLayout(gy, c.bwdDataPd.diff_dst_desc());
     dnnl::memory w = asLayout(weight, c.bwdDataPd.weights_desc());
+    SignalHold hold(c.bwdDataGemm);
     c.bwdData.execute(stream(), {{DNNL_ARG_DIFF_DST, dd}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DIFF_SRC, memoryOf(*g.x)}});
   }
   if (needWeight || needBias) {
@@ -225,7 +234,10 @@ Conv2dGrads conv2dBackward(const Tensor& x, const Tensor& weight, const Tensor& 
       gb = tensorWithDesc({weight.shape[0]}, c.bwdWeightsPd.diff_bias_desc());
       args[DNNL_ARG_DIFF_BIAS] = memoryOf(*gb);
     }
-    c.bwdWeights.execute(stream(), args);
+    {
+      SignalHold hold(c.bwdWeightsGemm);
+      c.bwdWeights.execute(stream(), args);
+    }
     if (needWeight) g.weight = gw;
     g.bias = gb;
   }

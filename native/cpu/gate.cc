@@ -64,11 +64,10 @@ TensorPtr gateBackward(const Tensor& soft, const Tensor& gy, float temperature) 
   return gx;
 }
 
-// C[M, N] = op(A) · op(B) on oneDNN's sgemm (row-major)
+// C[M, N] = op(A) · op(B) (row-major)
 static void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
                   int64_t ldb, float* C, int64_t ldc) {
-  dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
-  MSGC_CHECK(st == dnnl_success, "squeezeHead: sgemm failed with status ", (int)st);
+  cpu::sgemm("squeezeHead", ta, tb, M, N, K, 1.f, A, lda, B, ldb, 0.f, C, ldc);
 }
 
 // C = A · Bᵀ (A [M, K], B [N, K]): both of a head's GEMMs; at batch 1 they are GEMVs over weights read once

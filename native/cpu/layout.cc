@@ -1,4 +1,6 @@
 // layout.cc: conversions between plain and blocked tensors (see layout.h).
+#include <dnnl.h>
+
 #include "layout.h"
 
 #include <algorithm>
@@ -143,6 +145,21 @@ void reorderInto(const Tensor& src, Tensor& dst) {
     stream().wait();
   }
   dst.storage->touch();
+}
+
+void sgemm(const char* op, char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  dnnl_status_t st;
+  {
+    ScopedBlockSignals hold;
+    st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  MSGC_CHECK(st == dnnl_success, op, ": sgemm failed with status ", (int)st);
+}
+
+bool runsJitGemm(const dnnl::primitive_desc_base& pd) {
+  const char* impl = pd.impl_info_str();
+  return impl && std::string(impl).find("gemm") != std::string::npos;
 }
 
 }  // namespace cpu

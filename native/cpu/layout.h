@@ -4,6 +4,7 @@
 // caches the plain copy on the storage until the storage is written again.
 #pragma once
 #include <dnnl.hpp>
+#include <memory>
 #include <string>
 
 #include "msgc/tensor.h"
@@ -55,6 +56,26 @@ int64_t nativeChannelBlock();
 
 // Writes src (any layout) into dst's own layout.
 void reorderInto(const Tensor& src, Tensor& dst);
+
+// C = alpha·op(A)·op(B) + beta·C (row-major; op: 'N' or 'T') on oneDNN's sgemm, with asynchronous signals held
+// back while it runs: its JIT kernels point the stack pointer at a heap workspace (ScopedBlockSignals, tensor.h).
+// Throws on a oneDNN error, naming `op`.
+void sgemm(const char* op, char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// Whether a primitive runs on oneDNN's GEMM-based implementation (e.g. "x64:gemm:jit" convolutions on small plain
+// maps), whose execution must hold asynchronous signals back like sgemm's (SignalHold).
+bool runsJitGemm(const dnnl::primitive_desc_base& pd);
+// ScopedBlockSignals when `on` (a primitive that runsJitGemm), nothing otherwise: a signal mask change costs two
+// system calls (about 1 µs here), too much for every op of a batch-1 forward pass.
+class SignalHold {
+ public:
+  explicit SignalHold(bool on) {
+    if (on) hold_ = std::make_unique<ScopedBlockSignals>();
+  }
+
+ private:
+  std::unique_ptr<ScopedBlockSignals> hold_;
+};
 
 }  // namespace cpu
 }  // namespace msgc

@@ -1,6 +1,4 @@
 // linear.cc: fully connected layer y = x W^T + b on oneDNN's sgemm (row-major), forward and backward.
-#include <dnnl.h>
-
 #include <cstring>
 
 #include "layout.h"
@@ -9,14 +7,6 @@
 
 namespace msgc {
 using namespace cpu;
-
-namespace {
-void sgemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  dnnl_status_t st = dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  MSGC_CHECK(st == dnnl_success, "sgemm failed with status ", (int)st);
-}
-}  // namespace
 
 // x: [N, in], weight: [out, in], bias: [out] -> y: [N, out]
 TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bias) {
@@ -28,7 +18,7 @@ TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bia
     for (int64_t n = 0; n < N; n++) std::memcpy(yp + n * Out, b, Out * sizeof(float));
   }
   if (N > 0 && Out > 0 && In > 0)
-    sgemm('N', 'T', N, Out, In, 1.f, plainData(x), In, plainData(weight), In, bias ? 1.f : 0.f, yp, Out);
+    sgemm("linear", 'N', 'T', N, Out, In, 1.f, plainData(x), In, plainData(weight), In, bias ? 1.f : 0.f, yp, Out);
   else if (!bias && N * Out > 0)  // no features: y is the bias, or zeros (sgemm rejects K = 0)
     std::memset(yp, 0, (size_t)(N * Out) * sizeof(float));
   return y;
@@ -41,11 +31,11 @@ LinearGrads linearBackward(const Tensor& x, const Tensor& weight, const Tensor& 
   LinearGrads r;
   if (needX) {  // gx[N, In] = gy[N, Out] W[Out, In]
     r.x = zerosTensor({N, In});
-    if (N > 0 && In > 0 && Out > 0) sgemm('N', 'N', N, In, Out, 1.f, g, Out, plainData(weight), In, 0.f, r.x->data(), In);
+    if (N > 0 && In > 0 && Out > 0) sgemm("linear", 'N', 'N', N, In, Out, 1.f, g, Out, plainData(weight), In, 0.f, r.x->data(), In);
   }
   if (needWeight) {  // gW[Out, In] = gy^T x
     r.weight = zerosTensor({Out, In});
-    if (N > 0 && In > 0 && Out > 0) sgemm('T', 'N', Out, In, N, 1.f, g, Out, plainData(x), In, 0.f, r.weight->data(), In);
+    if (N > 0 && In > 0 && Out > 0) sgemm("linear", 'T', 'N', Out, In, N, 1.f, g, Out, plainData(x), In, 0.f, r.weight->data(), In);
   }
   if (needBias) {
     r.bias = zerosTensor({Out});

@@ -50,8 +50,7 @@ void runSgemm(const Geometry& g, const Selection& sel, const Source& src, const 
     }
     // y_i[Og, OHW] = Wpᵀ[Og, K] · rows[K, OHW], with Wp stored [K, Og]
     const int64_t K = ns * g.T;
-    dnnl_status_t st = dnnl_sgemm('T', 'N', g.Og, g.OHW, K, 1.f, wp, g.Og, rows, g.OHW, 0.f, out, g.OHW);
-    MSGC_CHECK(st == dnnl_success, "msgcConv2d (gathered): sgemm failed with status ", (int)st);
+    cpu::sgemm("msgcConv2d (gathered)", 'T', 'N', g.Og, g.OHW, K, 1.f, wp, g.Og, rows, g.OHW, 0.f, out, g.OHW);
   };
   if (outer) {
     // one (sample, head) per thread at a time; sgemm runs single-threaded inside the parallel region

@@ -81,6 +81,7 @@ struct PerSamplePrims {
   std::vector<MapRun> runsFwd, runsBwdData, runsBwdWeights;
   size_t wLen = 0, wdLen = 0, wgLen = 0;
   size_t scratchFloats = 0;
+  bool gemm = false;  // some of the three runsJitGemm (each thread holds signals back while it executes them)
 };
 
 // Which channel block (16, 8 or 1 = plain) a batch-1 activation desc uses; 0 if another layout.
@@ -166,6 +167,7 @@ PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvPar
   e->wLen = e->fwdPd.weights_desc().get_size() / sizeof(float);
   e->wdLen = e->bwdDataPd.weights_desc().get_size() / sizeof(float);
   e->wgLen = e->bwdWeightsPd.diff_weights_desc().get_size() / sizeof(float);
+  e->gemm = runsJitGemm(e->fwdPd) || runsJitGemm(e->bwdDataPd) || runsJitGemm(e->bwdWeightsPd);
   e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
                                 e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
   auto& ref = *e;
@@ -266,6 +268,7 @@ void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& wei
   const size_t wLen = ps.wLen;
 #pragma omp parallel
   {
+    SignalHold hold(ps.gemm);
     dnnl::stream st(engine());
     Workspace ws;
     ws.weights.resize(wLen);
@@ -411,6 +414,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
 #pragma omp parallel num_threads(nthr)
   {
     const int t = omp_get_thread_num();
+    SignalHold hold(ps.gemm);
     dnnl::stream st(engine());
     Workspace ws;
     ws.scratch.resize(ps.scratchFloats + 1);

@@ -103,6 +103,25 @@ class ScopedFlushDenormals {
   unsigned saved_ = 0;
   bool active_ = false;
 };
+// Holds asynchronous signals (SIGPROF from `node --cpu-prof`, SIGINT, SIGWINCH, SIGCHLD, ...) back in the calling
+// thread while it lives; they are delivered when it ends. oneDNN's JIT GEMM kernels (dnnl_sgemm, and the GEMM-based
+// convolutions it picks for some small plain-layout shapes) point the stack pointer at a heap workspace while they
+// run (oneDNN issue #4845, fixed in 3.12; Debian 12 ships 2.6), so a signal handled in one writes its frame onto the
+// heap: training an MSGC model under --cpu-prof aborted with glibc heap corruption within seconds. cpu::sgemm and
+// the executions of such convolutions (cpu::SignalHold) hold signals back; the OpenMP workers do for good (set up
+// with their denormal flushing), so that signals sent to the process reach a thread that runs no oneDNN kernel.
+// Fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS) stay open.
+class ScopedBlockSignals {
+ public:
+  ScopedBlockSignals();
+  ~ScopedBlockSignals();
+  ScopedBlockSignals(const ScopedBlockSignals&) = delete;
+  ScopedBlockSignals& operator=(const ScopedBlockSignals&) = delete;
+
+ private:
+  alignas(16) unsigned char saved_[128];  // the caller's sigset_t (128 bytes on Linux and macOS at most)
+  bool active_ = false;
+};
 void manualSeed(uint64_t seed);
 uint64_t nextSeed();  // draws a fresh seed from the global generator
 uint64_t rngState();  // the global generator's state (for checkpoints)
