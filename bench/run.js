@@ -16,7 +16,7 @@ const steps = [
   ['msgc_ops.js', ...(quick ? ['--quick'] : [])],
   ['chart.js'],
   model('resnet18', 1, 224, quick ? 3 : 10),
-  model('resnet20', 32, 32, quick ? 2 : 3),
+  model('resnet20', 32, 32, quick ? 3 : 10),
   ...(quick ? [] : [
     model('resnet18', 32, 224, 2),
     model('resnet50', 1, 224, 5),
@@ -24,7 +24,7 @@ const steps = [
     model('mobilenetv2', 1, 224, 10),
     model('mobilenetv2', 32, 224, 3),
     model('resnet20', 1, 32, 20),
-    model('resnet56', 32, 32, 2),
+    model('resnet56', 32, 32, 8),
   ]),
   ['models_table.js'],
 ];
