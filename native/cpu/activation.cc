@@ -31,7 +31,7 @@ void algorithmFor(Activation a, alg& fwd, alg& bwd, float& alpha, float& beta) {
 
 EltPrims& prims(Activation a, const dnnl::memory::desc& md) {
   static std::unordered_map<std::string, std::unique_ptr<EltPrims>> cache;
-  std::string key = std::to_string((int)a) + "|" + descKey(md);
+  std::string key = std::to_string((int)a) + "|" + descKey(md) + ":t" + std::to_string(getNumThreads());
   auto it = cache.find(key);
   if (it != cache.end()) return *it->second;
   auto e = std::make_unique<EltPrims>();

@@ -59,10 +59,12 @@ struct ConvDescs {
   }
 };
 
+// (with the thread count: oneDNN's JIT convolutions split their work for the thread count they were created under,
+// so a primitive cached before setNumThreads() would keep running with the old count)
 std::string convKey(const Shape& x, const Shape& w, const Conv2dParams& p) {
   std::ostringstream os;
   os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
-     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
+     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups << ":t" << getNumThreads();
   return os.str();
 }
 

@@ -120,7 +120,7 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   dnnl::memory::desc amd = currentDesc(a);
   dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
   static std::unordered_map<std::string, std::unique_ptr<dnnl::binary>> cache;
-  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd);
+  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd) + ":t" + std::to_string(getNumThreads());
   auto it = cache.find(key);
   if (it == cache.end()) {
     dnnl::binary::desc d(binaryAlg(op), amd, bmd, amd);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 #include <vector>
 
 #include "layout.h"
@@ -14,11 +15,11 @@ namespace msgc {
 using namespace cpu;
 
 namespace {
-// a oneDNN eltwise forward over n plain floats, in place; primitives cached by (algorithm, n)
+// a oneDNN eltwise forward over n plain floats, in place; primitives cached by (algorithm, n, thread count)
 void eltwiseInPlace(dnnl::algorithm a, float* p, int64_t n) {
-  static std::map<std::pair<int, int64_t>, dnnl::eltwise_forward> cache;
+  static std::map<std::tuple<int, int64_t, int>, dnnl::eltwise_forward> cache;
   dnnl::memory::desc md({n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
-  auto key = std::make_pair((int)a, n);
+  auto key = std::make_tuple((int)a, n, getNumThreads());
   auto it = cache.find(key);
   if (it == cache.end()) {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, a, md, 0.f, 0.f);

@@ -46,7 +46,7 @@ struct BnPrims {
 BnPrims& prims(const dnnl::memory::desc& md, bool training, float eps) {
   static std::unordered_map<std::string, std::unique_ptr<BnPrims>> cache;
   std::ostringstream os;
-  os << descKey(md) << training << ':' << eps;
+  os << descKey(md) << training << ':' << eps << ":t" << getNumThreads();
   auto it = cache.find(os.str());
   if (it != cache.end()) return *it->second;
   auto e = std::make_unique<BnPrims>();

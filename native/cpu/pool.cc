@@ -38,7 +38,7 @@ PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xSha
   static std::unordered_map<std::string, std::unique_ptr<PoolPrims>> cache;
   std::ostringstream os;
   os << (int)kind << descKey(src) << p.kernelH << ',' << p.kernelW << ',' << p.strideH << ',' << p.strideW << ','
-     << p.padH << ',' << p.padW;
+     << p.padH << ',' << p.padW << ":t" << getNumThreads();
   auto it = cache.find(os.str());
   if (it != cache.end()) return *it->second;
   auto e = std::make_unique<PoolPrims>();
