@@ -82,6 +82,10 @@ export function emptyCache(): void {
   native.emptyCache();
 }
 
+/**
+ * Sets the number of threads native ops use (OpenMP; the default is OMP_NUM_THREADS or the number of cores). Takes
+ * effect on the next op, including ops already run: cached oneDNN primitives are kept per thread count.
+ */
 export function setNumThreads(n: number): void {
   native.setNumThreads(n);
 }
