@@ -62,3 +62,25 @@ describe('setNumThreads and cached primitives', () => {
     expect(creates).toHaveLength(2);
   }, 180000);
 });
+
+describe('msgc --threads', () => {
+  const cli = path.join(root, 'dist', 'cli', 'main.js'); // (compiled by npm ci's prepare step)
+  const run = (args: string[]) => spawnSync(process.execPath, [cli, ...args], { cwd: root, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' }, timeout: 60000 });
+
+  test('sets the native thread count before the command runs, before or after the command name', () => {
+    for (const args of [['--threads', '1', 'info'], ['info', '--threads', '1']]) {
+      const r = run(args);
+      expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
+      expect(JSON.parse(r.stdout).threads).toBe(1);
+    }
+    expect(JSON.parse(run(['info']).stdout).threads).toBe(2);
+  });
+
+  test('rejects a count outside 1-1024 with a message', () => {
+    for (const bad of ['0', '2000', 'two']) {
+      const r = run(['--threads', bad, 'info']);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(/--threads|thread count|integer/);
+    }
+  });
+});

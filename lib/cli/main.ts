@@ -5,6 +5,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { backendInfo } from '../native';
+import { setNumThreads } from '../tensor/creation';
 import { modelNames } from '../models/registry';
 import { demoCommand } from './demo';
 import { macsCommand } from './macs';
@@ -32,8 +33,19 @@ const span = (v: string): [number, number] | null => {
   return [parts[0], parts[1]];
 };
 
+const threads = (v: string) => {
+  const n = int(v);
+  if (n < 1 || n > 1024) throw new Error(`expected a thread count from 1 to 1024, got '${v}'`);
+  return n;
+};
+
 const program = new Command();
-program.name('msgc').description('Middle Spectrum Grouped Convolution: train, evaluate and benchmark CNNs').version('0.1.0');
+program.name('msgc').description('Middle Spectrum Grouped Convolution: train, evaluate and benchmark CNNs').version('0.1.0')
+  .option('--threads <n>', 'threads of the native ops, for every command (default: $OMP_NUM_THREADS, else one per core)', threads);
+program.hook('preAction', () => {
+  const t = program.opts().threads as number | undefined;
+  if (t !== undefined) setNumThreads(t);
+});
 
 program
   .command('train')
@@ -136,7 +148,9 @@ program
   .action((opts: { quick?: boolean }) => {
     const script = path.join(__dirname, '..', '..', 'bench', 'run.js');
     if (!fs.existsSync(script)) throw new Error(`${script} not found: the bench suite ships with the package source`);
-    const r = spawnSync(process.execPath, [script, ...(opts.quick ? ['--quick'] : [])], { stdio: 'inherit' });
+    const t = program.opts().threads as number | undefined;
+    const env = t === undefined ? process.env : { ...process.env, OMP_NUM_THREADS: String(t) };
+    const r = spawnSync(process.execPath, [script, ...(opts.quick ? ['--quick'] : [])], { stdio: 'inherit', env });
     if (r.status !== 0) process.exit(r.status || 1);
   });
 
