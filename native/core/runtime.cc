@@ -47,8 +47,10 @@ bool defaultFlush() {
   return !(e && (std::strcmp(e, "0") == 0 || std::strcmp(e, "false") == 0 || std::strcmp(e, "off") == 0));
 }
 std::atomic<bool> gFlush{defaultFlush()};
-std::atomic<int> gWorkersFlushed{0};  // the thread count the workers were last set up for (0: not set up)
-std::atomic<bool> gWorkersFlush{false};
+// per JavaScript thread: libgomp keeps a pool of workers for each thread that starts parallel regions (the main
+// thread, each worker_threads Worker)
+thread_local int tWorkersFlushed = 0;  // the thread count this thread's workers were last set up for (0: not yet)
+thread_local bool tWorkersFlush = false;
 
 // Blocks every signal but the fault signals in the calling thread; the previous mask into `saved` (a sigset_t) when
 // not null. False where there are no signal masks.
@@ -69,7 +71,7 @@ bool blockAsyncSignals(void* saved) {
 void setupWorkers(bool on) {
 #if MSGC_HAS_MXCSR
   const int threads = omp_get_max_threads();
-  if (gWorkersFlushed.load() >= threads && gWorkersFlush.load() == on) return;
+  if (tWorkersFlushed >= threads && tWorkersFlush == on) return;
 #pragma omp parallel num_threads(threads)
   {
     const unsigned csr = _mm_getcsr();
@@ -78,8 +80,8 @@ void setupWorkers(bool on) {
     // signals sent to the process go to a thread that does not block them
     if (omp_get_thread_num() != 0) blockAsyncSignals(nullptr);
   }
-  gWorkersFlushed.store(threads);
-  gWorkersFlush.store(on);
+  tWorkersFlushed = threads;
+  tWorkersFlush = on;
 #else
   (void)on;
 #endif

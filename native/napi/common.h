@@ -3,6 +3,7 @@
 #pragma once
 #include <napi.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -63,8 +64,15 @@ Napi::Array tensorList(Napi::Env env, std::initializer_list<TensorPtr> ts);
 // t (when given) has shape [C] and x's device
 void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const char* name, const Tensor& x);
 
+// One native op at a time in the process. Each JavaScript thread (the main one, every worker_threads Worker) that
+// loads the addon calls it directly; the native caches (primitives by shape, weight folds) are process-wide and not
+// safe for concurrent use, and oneDNN's JIT convolutions run their OpenMP team to barriers of their own, which
+// hung when two threads' teams competed for the cores. Every op already uses all the cores it is given, so
+// serialising costs the threads nothing but their overlap; uncontended, the lock costs tens of nanoseconds.
+std::mutex& opMutex();
+
 using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
-// Registers `fn` on `exports` behind the exception guard.
+// Registers `fn` on `exports` behind the exception guard and the op lock.
 void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn);
 
 // Registration of each binding area (one file each).
