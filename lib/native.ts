@@ -32,7 +32,7 @@ export interface NativeBinding {
   nextSeed(): number;
   getRngState(): string;
   setRngState(state: string): void;
-  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number };
+  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number; primitiveCacheEntries: number; primitiveCacheCapacity: number };
   emptyCache(): void;
   setNumThreads(n: number): void;
   /** the SIMD kernels of the gathered MSGC execution on this CPU */

@@ -29,31 +29,30 @@ void algorithmFor(Activation a, alg& fwd, alg& bwd, float& alpha, float& beta) {
   }
 }
 
-EltPrims& prims(Activation a, const dnnl::memory::desc& md) {
-  static std::unordered_map<std::string, std::unique_ptr<EltPrims>> cache;
+std::shared_ptr<EltPrims> prims(Activation a, const dnnl::memory::desc& md) {
+  static PrimCache<std::string, EltPrims> cache;
   std::string key = std::to_string((int)a) + "|" + descKey(md) + ":t" + std::to_string(getNumThreads());
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  auto e = std::make_unique<EltPrims>();
-  alg f, b;
-  float alpha, beta;
-  algorithmFor(a, f, b, alpha, beta);
-  dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, f, md, alpha, beta);
-  e->fwdPd = dnnl::eltwise_forward::primitive_desc(d, engine());
-  e->fwd = dnnl::eltwise_forward(e->fwdPd);
-  dnnl::eltwise_backward::desc bd(b, md, md, alpha, beta);
-  e->bwd = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(bd, engine(), e->fwdPd));
-  e->haveBwd = true;
-  auto& ref = *e;
-  cache[key] = std::move(e);
-  return ref;
+  return cache.get(key, [&] {
+    auto e = std::make_shared<EltPrims>();
+    alg f, b;
+    float alpha, beta;
+    algorithmFor(a, f, b, alpha, beta);
+    dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_training, f, md, alpha, beta);
+    e->fwdPd = dnnl::eltwise_forward::primitive_desc(d, engine());
+    e->fwd = dnnl::eltwise_forward(e->fwdPd);
+    dnnl::eltwise_backward::desc bd(b, md, md, alpha, beta);
+    e->bwd = dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(bd, engine(), e->fwdPd));
+    e->haveBwd = true;
+    return e;
+  });
 }
 
 }  // namespace
 
 TensorPtr activationForward(Activation a, const Tensor& x) {
   dnnl::memory::desc md = currentDesc(x);
-  EltPrims& c = prims(a, md);
+  const auto cp = prims(a, md);
+  EltPrims& c = *cp;
   TensorPtr y = tensorWithDesc(x.shape, md);
   c.fwd.execute(stream(), {{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*y)}});
   stream().wait();
@@ -62,7 +61,8 @@ TensorPtr activationForward(Activation a, const Tensor& x) {
 
 TensorPtr activationBackward(Activation a, const Tensor& xOrY, const Tensor& gy) {
   dnnl::memory::desc md = currentDesc(xOrY);
-  EltPrims& c = prims(a, md);
+  const auto cp = prims(a, md);
+  EltPrims& c = *cp;
   TensorPtr gx = tensorWithDesc(xOrY.shape, md);
   int dataArg = a == Activation::Sigmoid ? DNNL_ARG_DST : DNNL_ARG_SRC;
   c.bwd.execute(stream(), {{dataArg, memoryOf(xOrY)},

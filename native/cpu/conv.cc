@@ -68,27 +68,24 @@ std::string convKey(const Shape& x, const Shape& w, const Conv2dParams& p) {
   return os.str();
 }
 
-ConvPrims& prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
-  static std::unordered_map<std::string, std::unique_ptr<ConvPrims>> cache;
+std::shared_ptr<ConvPrims> prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
+  static PrimCache<std::string, ConvPrims> cache;
   const std::string key = convKey(x, w, p) + (hasBias ? ":bias" : "");
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-
-  auto e = std::make_unique<ConvPrims>();
-  e->weightDims = weightDimsFor(w, p.groups);
-  const ConvDescs d(x, w, p);
-  auto fwdDesc = hasBias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                            dnnl::algorithm::convolution_direct, d.src, d.wei, d.bia,
-                                                            d.dst, d.strides, d.dil, d.pad, d.padR)
-                         : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
-                                                            dnnl::algorithm::convolution_direct, d.src, d.wei, d.dst,
-                                                            d.strides, d.dil, d.pad, d.padR);
-  e->fwdPd = dnnl::convolution_forward::primitive_desc(fwdDesc, engine());
-  e->fwd = dnnl::convolution_forward(e->fwdPd);
-  e->fwdGemm = runsJitGemm(e->fwdPd);
-  auto& ref = *e;
-  cache[key] = std::move(e);
-  return ref;
+  return cache.get(key, [&] {
+    auto e = std::make_shared<ConvPrims>();
+    e->weightDims = weightDimsFor(w, p.groups);
+    const ConvDescs d(x, w, p);
+    auto fwdDesc = hasBias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                              dnnl::algorithm::convolution_direct, d.src, d.wei, d.bia,
+                                                              d.dst, d.strides, d.dil, d.pad, d.padR)
+                           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training,
+                                                              dnnl::algorithm::convolution_direct, d.src, d.wei, d.dst,
+                                                              d.strides, d.dil, d.pad, d.padR);
+    e->fwdPd = dnnl::convolution_forward::primitive_desc(fwdDesc, engine());
+    e->fwd = dnnl::convolution_forward(e->fwdPd);
+    e->fwdGemm = runsJitGemm(e->fwdPd);
+    return e;
+  });
 }
 
 void ensureBackward(ConvPrims& c, const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
@@ -116,30 +113,28 @@ struct EvalPrims {
   bool gemm = false;  // runsJitGemm
 };
 
-EvalPrims& evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
-  static std::unordered_map<std::string, std::unique_ptr<EvalPrims>> cache;
+std::shared_ptr<EvalPrims> evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
+  static PrimCache<std::string, EvalPrims> cache;
   const std::string key = convKey(x, w, p) + ":act" + std::to_string(act);
-  auto it = cache.find(key);
-  if (it != cache.end()) return *it->second;
-  auto e = std::make_unique<EvalPrims>();
-  const ConvDescs cd(x, w, p);
-  // (forward_training, as the other convs: with forward_inference oneDNN picks NHWC kernels here, and every
-  // neighbouring op would pay a reorder from and to the blocked layout)
-  dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, cd.src,
-                                    cd.wei, cd.bia, cd.dst, cd.strides, cd.dil, cd.pad, cd.padR);
-  dnnl::primitive_attr attr;
-  if (act >= 0) {
-    dnnl::post_ops po;
-    if (act == (int)Activation::ReLU) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    else po.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, 6.f);
-    attr.set_post_ops(po);
-  }
-  e->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
-  e->fwd = dnnl::convolution_forward(e->pd);
-  e->gemm = runsJitGemm(e->pd);
-  auto& ref = *e;
-  cache[key] = std::move(e);
-  return ref;
+  return cache.get(key, [&] {
+    auto e = std::make_shared<EvalPrims>();
+    const ConvDescs cd(x, w, p);
+    // (forward_training, as the other convs: with forward_inference oneDNN picks NHWC kernels here, and every
+    // neighbouring op would pay a reorder from and to the blocked layout)
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, cd.src,
+                                      cd.wei, cd.bia, cd.dst, cd.strides, cd.dil, cd.pad, cd.padR);
+    dnnl::primitive_attr attr;
+    if (act >= 0) {
+      dnnl::post_ops po;
+      if (act == (int)Activation::ReLU) po.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      else po.append_eltwise(1.f, dnnl::algorithm::eltwise_clip, 0.f, 6.f);
+      attr.set_post_ops(po);
+    }
+    e->pd = dnnl::convolution_forward::primitive_desc(d, attr, engine());
+    e->fwd = dnnl::convolution_forward(e->pd);
+    e->gemm = runsJitGemm(e->pd);
+    return e;
+  });
 }
 
 std::string versionTag(const Tensor* t) {
@@ -186,7 +181,8 @@ TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* b
     bIt = cache.find("bnfold:bias");
   }
   const Tensor wf(weight.shape, wIt->second.copy), bf(Shape{weight.shape[0]}, bIt->second.copy);
-  EvalPrims& c = evalPrims(x.shape, weight.shape, p, act);
+  const auto cp = evalPrims(x.shape, weight.shape, p, act);
+  EvalPrims& c = *cp;
   TensorPtr y = tensorWithDesc(outputShape(x.shape, weight.shape, p), c.pd.dst_desc());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, asLayout(x, c.pd.src_desc())},
                                              {DNNL_ARG_WEIGHTS, asLayout(wf, c.pd.weights_desc())},
@@ -199,7 +195,8 @@ TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* b
 }
 
 TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p) {
-  ConvPrims& c = prims(x.shape, weight.shape, bias != nullptr, p);
+  const auto cp = prims(x.shape, weight.shape, bias != nullptr, p);
+  ConvPrims& c = *cp;
   Shape yShape = outputShape(x.shape, weight.shape, p);
   TensorPtr y = tensorWithDesc(yShape, c.fwdPd.dst_desc());
   dnnl::memory src = asLayout(x, c.fwdPd.src_desc());
@@ -216,7 +213,8 @@ TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bia
 Conv2dGrads conv2dBackward(const Tensor& x, const Tensor& weight, const Tensor& gy, const Conv2dParams& p,
                            bool needX, bool needWeight, bool needBias) {
   Conv2dGrads g;
-  ConvPrims& c = prims(x.shape, weight.shape, needBias, p);
+  const auto cp = prims(x.shape, weight.shape, needBias, p);
+  ConvPrims& c = *cp;
   ensureBackward(c, x.shape, weight.shape, needBias, p);
   if (needX) {
     g.x = tensorWithDesc(x.shape, c.bwdDataPd.diff_src_desc());

@@ -119,16 +119,15 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   // other broadcasts through oneDNN binary: src0 in a's layout, src1 plain
   dnnl::memory::desc amd = currentDesc(a);
   dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
-  static std::unordered_map<std::string, std::unique_ptr<dnnl::binary>> cache;
+  static PrimCache<std::string, dnnl::binary> cache;
   std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd) + ":t" + std::to_string(getNumThreads());
-  auto it = cache.find(key);
-  if (it == cache.end()) {
+  const std::shared_ptr<dnnl::binary> prim = cache.get(key, [&] {
     dnnl::binary::desc d(binaryAlg(op), amd, bmd, amd);
-    it = cache.emplace(key, std::make_unique<dnnl::binary>(dnnl::binary::primitive_desc(d, engine()))).first;
-  }
+    return std::make_shared<dnnl::binary>(dnnl::binary::primitive_desc(d, engine()));
+  });
   TensorPtr y = tensorWithDesc(a.shape, amd);
   dnnl::memory bm(bmd, engine(), const_cast<float*>(plainData(b)));
-  it->second->execute(stream(), {{DNNL_ARG_SRC_0, memoryOf(a)}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, memoryOf(*y)}});
+  prim->execute(stream(), {{DNNL_ARG_SRC_0, memoryOf(a)}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, memoryOf(*y)}});
   stream().wait();
   return y;
 }

@@ -3,8 +3,6 @@
 #include <dnnl.h>
 
 #include <cmath>
-#include <map>
-#include <tuple>
 #include <vector>
 
 #include "layout.h"
@@ -17,16 +15,15 @@ using namespace cpu;
 namespace {
 // a oneDNN eltwise forward over n plain floats, in place; primitives cached by (algorithm, n, thread count)
 void eltwiseInPlace(dnnl::algorithm a, float* p, int64_t n) {
-  static std::map<std::tuple<int, int64_t, int>, dnnl::eltwise_forward> cache;
+  static PrimCache<std::string, dnnl::eltwise_forward> cache;
   dnnl::memory::desc md({n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
-  auto key = std::make_tuple((int)a, n, getNumThreads());
-  auto it = cache.find(key);
-  if (it == cache.end()) {
+  const std::string key = std::to_string((int)a) + ":" + std::to_string(n) + ":t" + std::to_string(getNumThreads());
+  const std::shared_ptr<dnnl::eltwise_forward> prim = cache.get(key, [&] {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, a, md, 0.f, 0.f);
-    it = cache.emplace(key, dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(d, engine()))).first;
-  }
+    return std::make_shared<dnnl::eltwise_forward>(dnnl::eltwise_forward::primitive_desc(d, engine()));
+  });
   dnnl::memory mem(md, engine(), p);
-  it->second.execute(stream(), {{DNNL_ARG_SRC, mem}, {DNNL_ARG_DST, mem}});
+  prim->execute(stream(), {{DNNL_ARG_SRC, mem}, {DNNL_ARG_DST, mem}});
   stream().wait();
 }
 }  // namespace

@@ -2,8 +2,11 @@
 #include <dnnl.h>
 
 #include "layout.h"
+#include "prim_cache.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <sstream>
 
 #include "msgc/errors.h"
@@ -161,6 +164,25 @@ bool runsJitGemm(const dnnl::primitive_desc_base& pd) {
   const char* impl = pd.impl_info_str();
   return impl && std::string(impl).find("gemm") != std::string::npos;
 }
+
+size_t primitiveCacheCapacity() {
+  static const size_t cap = [] {
+    const char* e = std::getenv("MSGC_PRIMITIVE_CACHE_CAPACITY");
+    if (e && *e) {
+      char* end = nullptr;
+      const long long v = std::strtoll(e, &end, 10);
+      if (end && *end == 0 && v >= 1) return (size_t)v;
+    }
+    return (size_t)1024;
+  }();
+  return cap;
+}
+
+namespace {
+std::atomic<int64_t> gPrimitiveCacheEntries{0};
+}
+int64_t primitiveCacheEntries() { return gPrimitiveCacheEntries.load(); }
+void countPrimitiveCacheEntries(int64_t delta) { gPrimitiveCacheEntries += delta; }
 
 }  // namespace cpu
 }  // namespace msgc

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "msgc/tensor.h"
+#include "prim_cache.h"
 
 namespace msgc {
 

@@ -115,64 +115,61 @@ struct SingleThreaded {
   ~SingleThreaded() { omp_set_num_threads(prev); }
 };
 
-PerSamplePrims& perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
+std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
   static std::mutex mu;
-  static std::unordered_map<std::string, std::unique_ptr<PerSamplePrims>> cache;
+  static PrimCache<std::string, PerSamplePrims> cache;
   std::lock_guard<std::mutex> lock(mu);
   std::ostringstream os;
   os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
      << ',' << p.heads;
-  auto it = cache.find(os.str());
-  if (it != cache.end()) return *it->second;
-
-  SingleThreaded one;
-  auto e = std::make_unique<PerSamplePrims>();
-  Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
-  const int64_t OH = y1[2], OW = y1[3];
-  Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
-  Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
-  dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
-    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-                                      wei, dst, strides, dil, pad, padR);
-    return dnnl::convolution_forward::primitive_desc(d, attr, engine());
-  };
-  // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
-  e->fwdPd = makeFwd(dnnl::memory::desc(toDims(x1), dt::f32, tag::any), dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
-  e->srcBlock = blockOf(e->fwdPd.src_desc(), x1);
-  e->dstBlock = blockOf(e->fwdPd.dst_desc(), y1);
-  if (e->srcBlock == 0 || e->dstBlock == 0) {
-    e->srcBlock = e->dstBlock = 1;
-    e->fwdPd = makeFwd(blockedDesc(x1, 1), blockedDesc(y1, 1));
-  }
-  dnnl::memory::desc src = blockedDesc(x1, e->srcBlock), dst = blockedDesc(y1, e->dstBlock);
-  e->fwd = dnnl::convolution_forward(e->fwdPd);
-  dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
-  e->bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, attr, engine(), e->fwdPd);
-  e->bwdData = dnnl::convolution_backward_data(e->bwdDataPd);
-  dnnl::convolution_backward_weights::desc bw(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
-                                              padR);
-  e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, attr, engine(), e->fwdPd);
-  e->bwdWeights = dnnl::convolution_backward_weights(e->bwdWeightsPd);
-  const std::vector<int32_t> mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
-  e->runsFwd = mapRuns(mapFwd);
-  e->runsBwdData = e->bwdDataPd.weights_desc() == e->fwdPd.weights_desc()
-                       ? e->runsFwd
-                       : mapRuns(indexMap(e->bwdDataPd.weights_desc(), w, p.heads));
-  e->runsBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
-                          ? e->runsFwd
-                          : mapRuns(indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads));
-  e->wLen = e->fwdPd.weights_desc().get_size() / sizeof(float);
-  e->wdLen = e->bwdDataPd.weights_desc().get_size() / sizeof(float);
-  e->wgLen = e->bwdWeightsPd.diff_weights_desc().get_size() / sizeof(float);
-  e->gemm = runsJitGemm(e->fwdPd) || runsJitGemm(e->bwdDataPd) || runsJitGemm(e->bwdWeightsPd);
-  e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
-                                e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
-  auto& ref = *e;
-  cache[os.str()] = std::move(e);
-  return ref;
+  return cache.get(os.str(), [&] {
+    SingleThreaded one;
+    auto e = std::make_shared<PerSamplePrims>();
+    Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
+    const int64_t OH = y1[2], OW = y1[3];
+    Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
+    Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
+    dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+                                        wei, dst, strides, dil, pad, padR);
+      return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+    };
+    // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
+    e->fwdPd = makeFwd(dnnl::memory::desc(toDims(x1), dt::f32, tag::any), dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
+    e->srcBlock = blockOf(e->fwdPd.src_desc(), x1);
+    e->dstBlock = blockOf(e->fwdPd.dst_desc(), y1);
+    if (e->srcBlock == 0 || e->dstBlock == 0) {
+      e->srcBlock = e->dstBlock = 1;
+      e->fwdPd = makeFwd(blockedDesc(x1, 1), blockedDesc(y1, 1));
+    }
+    dnnl::memory::desc src = blockedDesc(x1, e->srcBlock), dst = blockedDesc(y1, e->dstBlock);
+    e->fwd = dnnl::convolution_forward(e->fwdPd);
+    dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
+    e->bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, attr, engine(), e->fwdPd);
+    e->bwdData = dnnl::convolution_backward_data(e->bwdDataPd);
+    dnnl::convolution_backward_weights::desc bw(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
+                                                padR);
+    e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, attr, engine(), e->fwdPd);
+    e->bwdWeights = dnnl::convolution_backward_weights(e->bwdWeightsPd);
+    const std::vector<int32_t> mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
+    e->runsFwd = mapRuns(mapFwd);
+    e->runsBwdData = e->bwdDataPd.weights_desc() == e->fwdPd.weights_desc()
+                         ? e->runsFwd
+                         : mapRuns(indexMap(e->bwdDataPd.weights_desc(), w, p.heads));
+    e->runsBwdWeights = e->bwdWeightsPd.diff_weights_desc() == e->fwdPd.weights_desc()
+                            ? e->runsFwd
+                            : mapRuns(indexMap(e->bwdWeightsPd.diff_weights_desc(), w, p.heads));
+    e->wLen = e->fwdPd.weights_desc().get_size() / sizeof(float);
+    e->wdLen = e->bwdDataPd.weights_desc().get_size() / sizeof(float);
+    e->wgLen = e->bwdWeightsPd.diff_weights_desc().get_size() / sizeof(float);
+    e->gemm = runsJitGemm(e->fwdPd) || runsJitGemm(e->bwdDataPd) || runsJitGemm(e->bwdWeightsPd);
+    e->scratchFloats = (std::max({e->fwdPd.scratchpad_desc().get_size(), e->bwdDataPd.scratchpad_desc().get_size(),
+                                  e->bwdWeightsPd.scratchpad_desc().get_size()}) + sizeof(float) - 1) / sizeof(float);
+    return e;
+  });
 }
 
 // W'_n = W ⊙ scale[n] in a blocked weight layout (run by run: one scale per run, vectorizable; a per-element
@@ -291,7 +288,8 @@ void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& wei
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], G = p.heads;
   if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
-  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  const auto psp = perSamplePrims(x.shape, weight.shape, p);
+  PerSamplePrims& ps = *psp;
   const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
   TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
   forEachSampleForward(ps, x, weight, scale, G, y->data(), [](int64_t, int) {});
@@ -305,7 +303,8 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
   // AVX-512 epilogues on nChw16c or plain outputs; AVX2 ones on nChw8c (oneDNN's layout there) or plain
   const bool avx512 = gather::cpuHasAvx512(), avx2 = !avx512 && gather::cpuHasAvx2Fma();
   if (N == 1 || !(avx512 || avx2)) return nullptr;
-  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  const auto psp = perSamplePrims(x.shape, weight.shape, p);
+  PerSamplePrims& ps = *psp;
   if (ps.dstBlock != (avx512 ? 16 : 8) && ps.dstBlock != 1) return nullptr;
   const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
   const int64_t OHW = yShape[2] * yShape[3], Ob = (O + 15) / 16;
@@ -387,7 +386,8 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
     }
     return r;
   }
-  PerSamplePrims& ps = perSamplePrims(x.shape, weight.shape, p);
+  const auto psp = perSamplePrims(x.shape, weight.shape, p);
+  PerSamplePrims& ps = *psp;
   MsgcConvGrads r;
   const float* s = plainData(scale);
   const float* gyp = static_cast<const float*>(asLayout(gy, blockedDesc(gy.shape, ps.dstBlock)).get_data_handle());

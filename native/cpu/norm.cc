@@ -43,21 +43,19 @@ struct BnPrims {
   dnnl::batch_normalization_backward bwd;
 };
 
-BnPrims& prims(const dnnl::memory::desc& md, bool training, float eps) {
-  static std::unordered_map<std::string, std::unique_ptr<BnPrims>> cache;
+std::shared_ptr<BnPrims> prims(const dnnl::memory::desc& md, bool training, float eps) {
+  static PrimCache<std::string, BnPrims> cache;
   std::ostringstream os;
   os << descKey(md) << training << ':' << eps << ":t" << getNumThreads();
-  auto it = cache.find(os.str());
-  if (it != cache.end()) return *it->second;
-  auto e = std::make_unique<BnPrims>();
-  flags f = flags::use_scale | flags::use_shift;
-  if (!training) f = f | flags::use_global_stats;
-  dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_training, md, eps, f);
-  e->fwdPd = dnnl::batch_normalization_forward::primitive_desc(d, engine());
-  e->fwd = dnnl::batch_normalization_forward(e->fwdPd);
-  auto& ref = *e;
-  cache[os.str()] = std::move(e);
-  return ref;
+  return cache.get(os.str(), [&] {
+    auto e = std::make_shared<BnPrims>();
+    flags f = flags::use_scale | flags::use_shift;
+    if (!training) f = f | flags::use_global_stats;
+    dnnl::batch_normalization_forward::desc d(dnnl::prop_kind::forward_training, md, eps, f);
+    e->fwdPd = dnnl::batch_normalization_forward::primitive_desc(d, engine());
+    e->fwd = dnnl::batch_normalization_forward(e->fwdPd);
+    return e;
+  });
 }
 
 // scale/shift default to 1 and 0 when the layer has no affine parameters
@@ -73,7 +71,8 @@ BatchNormResult batchNorm2dForward(const Tensor& x, Tensor& runningMean, Tensor&
                                    const Tensor* bias, bool training, float momentum, float eps) {
   int64_t C = x.shape[1];
   dnnl::memory::desc md = xDesc(x);
-  BnPrims& c = prims(md, training, eps);
+  const auto cp = prims(md, training, eps);
+  BnPrims& c = *cp;
   BatchNormResult r;
   r.y = tensorWithDesc(x.shape, md);
   dnnl::memory src = asLayout(x, md);
@@ -114,7 +113,8 @@ BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tens
                                    const Tensor* weight, bool training, float eps, bool needWeightBias) {
   int64_t C = x.shape[1];
   dnnl::memory::desc md = xDesc(x);
-  BnPrims& c = prims(md, training, eps);
+  const auto cp = prims(md, training, eps);
+  BnPrims& c = *cp;
   if (!c.haveBwd) {
     flags f = flags::use_scale | flags::use_shift;
     if (!training) f = f | flags::use_global_stats;

@@ -34,41 +34,40 @@ dnnl::algorithm algOf(PoolKind k) {
   return k == PoolKind::Max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_include_padding;
 }
 
-PoolPrims& prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xShape, const Pool2dParams& p) {
-  static std::unordered_map<std::string, std::unique_ptr<PoolPrims>> cache;
+std::shared_ptr<PoolPrims> prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xShape, const Pool2dParams& p) {
+  static PrimCache<std::string, PoolPrims> cache;
   std::ostringstream os;
   os << (int)kind << descKey(src) << p.kernelH << ',' << p.kernelW << ',' << p.strideH << ',' << p.strideW << ','
      << p.padH << ',' << p.padW << ":t" << getNumThreads();
-  auto it = cache.find(os.str());
-  if (it != cache.end()) return *it->second;
-  auto e = std::make_unique<PoolPrims>();
-  Shape y = outShape(xShape, p);
-  Dims padR{(y[2] - 1) * p.strideH + p.kernelH - xShape[2] - p.padH, (y[3] - 1) * p.strideW + p.kernelW - xShape[3] - p.padW};
-  dnnl::memory::desc dst(toDims(y), dt::f32, tag::any);
-  dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_training, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
-                                Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
-  e->fwdPd = dnnl::pooling_forward::primitive_desc(d, engine());
-  e->fwd = dnnl::pooling_forward(e->fwdPd);
-  if (kind == PoolKind::Max) {
-    dnnl::pooling_forward::desc di(dnnl::prop_kind::forward_inference, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
-                                   Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
-    e->inferPd = dnnl::pooling_forward::primitive_desc(di, engine());
-    e->infer = dnnl::pooling_forward(e->inferPd);
-  }
-  dnnl::pooling_backward::desc bd(algOf(kind), src, e->fwdPd.dst_desc(), Dims{p.strideH, p.strideW},
+  return cache.get(os.str(), [&] {
+    auto e = std::make_shared<PoolPrims>();
+    Shape y = outShape(xShape, p);
+    Dims padR{(y[2] - 1) * p.strideH + p.kernelH - xShape[2] - p.padH, (y[3] - 1) * p.strideW + p.kernelW - xShape[3] - p.padW};
+    dnnl::memory::desc dst(toDims(y), dt::f32, tag::any);
+    dnnl::pooling_forward::desc d(dnnl::prop_kind::forward_training, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
                                   Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
-  e->bwdPd = dnnl::pooling_backward::primitive_desc(bd, engine(), e->fwdPd);
-  e->bwd = dnnl::pooling_backward(e->bwdPd);
-  auto& ref = *e;
-  cache[os.str()] = std::move(e);
-  return ref;
+    e->fwdPd = dnnl::pooling_forward::primitive_desc(d, engine());
+    e->fwd = dnnl::pooling_forward(e->fwdPd);
+    if (kind == PoolKind::Max) {
+      dnnl::pooling_forward::desc di(dnnl::prop_kind::forward_inference, algOf(kind), src, dst, Dims{p.strideH, p.strideW},
+                                     Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
+      e->inferPd = dnnl::pooling_forward::primitive_desc(di, engine());
+      e->infer = dnnl::pooling_forward(e->inferPd);
+    }
+    dnnl::pooling_backward::desc bd(algOf(kind), src, e->fwdPd.dst_desc(), Dims{p.strideH, p.strideW},
+                                    Dims{p.kernelH, p.kernelW}, Dims{p.padH, p.padW}, padR);
+    e->bwdPd = dnnl::pooling_backward::primitive_desc(bd, engine(), e->fwdPd);
+    e->bwd = dnnl::pooling_backward(e->bwdPd);
+    return e;
+  });
 }
 
 }  // namespace
 
 PoolResult pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p, bool training) {
   dnnl::memory::desc src = currentDesc(x);
-  PoolPrims& c = prims(kind, src, x.shape, p);
+  const auto cp = prims(kind, src, x.shape, p);
+  PoolPrims& c = *cp;
   PoolResult r;
   if (!training && kind == PoolKind::Max) {
     // (ResNet's 3×3 max pool over the stem's 64×112² output at batch 1, AVX2: 1.0 ms with the indices, 0.37 without)
@@ -98,7 +97,8 @@ TensorPtr pool2dBackward(PoolKind kind, const Tensor& x, const Tensor& gy, const
   // the same primitive as the forward (keyed on x's layout), so the workspace matches
   const Shape& xShape = x.shape;
   dnnl::memory::desc src = currentDesc(x);
-  PoolPrims& c = prims(kind, src, xShape, p);
+  const auto cp = prims(kind, src, xShape, p);
+  PoolPrims& c = *cp;
   TensorPtr gx = tensorWithDesc(xShape, c.bwdPd.diff_src_desc());
   std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_DIFF_DST, asLayout(gy, c.bwdPd.diff_dst_desc())},
                                              {DNNL_ARG_DIFF_SRC, memoryOf(*gx)}};

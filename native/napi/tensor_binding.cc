@@ -236,6 +236,9 @@ static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   o.Set("cachedBytes", (double)s.cachedBytes);
   o.Set("peakBytes", (double)s.peakBytes);
   o.Set("cacheLimitBytes", (double)s.cacheLimitBytes);
+  // oneDNN primitives cached by shape, all caches together, and each cache's capacity (cpu/prim_cache.h)
+  o.Set("primitiveCacheEntries", (double)cpu::primitiveCacheEntries());
+  o.Set("primitiveCacheCapacity", (double)cpu::primitiveCacheCapacity());
   // what the isolate counts as external memory (tensors that outlive every tidy scope, see Account(), plus
   // whatever else the process reports, e.g. Buffers)
   o.Set("externalBytes", (double)Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0));

@@ -1,0 +1,54 @@
+// prim_cache.h: the caches of oneDNN primitives by shape (conv, BN, pools, eltwise, binary, per-sample convs). Each
+// keeps at most primitiveCacheCapacity() entries and drops the least recently used beyond that: a conv primitive
+// costs ~50 KB (JIT code and descriptors), and a program that runs many input sizes (evaluation at several
+// resolutions, variable last batches) grew without bound, 54 MB per 1000 conv shapes. Entries are shared_ptrs, so
+// an op keeps the primitives it runs even if a nested op evicts their entry meanwhile. Callers serialise (the N-API
+// boundary runs one op at a time; the per-sample cache, reached from OpenMP threads, holds its own mutex).
+#pragma once
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <unordered_map>
+#include <utility>
+
+namespace msgc {
+namespace cpu {
+
+// entries per cache: $MSGC_PRIMITIVE_CACHE_CAPACITY when set (>= 1), else 1024 (oneDNN's own default)
+size_t primitiveCacheCapacity();
+// entries in all the caches together (memoryStats().primitiveCacheEntries)
+int64_t primitiveCacheEntries();
+void countPrimitiveCacheEntries(int64_t delta);
+
+template <class K, class V, class Hash = std::hash<K>>
+class PrimCache {
+ public:
+  // the entry for key, made by make() (a std::shared_ptr<V>) when absent; nothing is stored when make() throws
+  template <class Make>
+  std::shared_ptr<V> get(const K& key, Make&& make) {
+    auto it = index_.find(key);
+    if (it != index_.end()) {
+      order_.splice(order_.begin(), order_, it->second);
+      return it->second->second;
+    }
+    std::shared_ptr<V> v = make();
+    order_.emplace_front(key, v);
+    index_[key] = order_.begin();
+    countPrimitiveCacheEntries(1);
+    const size_t cap = primitiveCacheCapacity();
+    while (order_.size() > cap) {
+      index_.erase(order_.back().first);
+      order_.pop_back();
+      countPrimitiveCacheEntries(-1);
+    }
+    return v;
+  }
+
+ private:
+  using Entry = std::pair<K, std::shared_ptr<V>>;
+  std::list<Entry> order_;  // most recently used first
+  std::unordered_map<K, typename std::list<Entry>::iterator, Hash> index_;
+};
+
+}  // namespace cpu
+}  // namespace msgc
