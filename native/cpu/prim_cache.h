@@ -2,8 +2,8 @@
 // keeps at most primitiveCacheCapacity() entries and drops the least recently used beyond that: a conv primitive
 // costs ~50 KB (JIT code and descriptors), and a program that runs many input sizes (evaluation at several
 // resolutions, variable last batches) grew without bound, 54 MB per 1000 conv shapes. Entries are shared_ptrs, so
-// an op keeps the primitives it runs even if a nested op evicts their entry meanwhile. Callers serialise (the N-API
-// boundary runs one op at a time; the per-sample cache, reached from OpenMP threads, holds its own mutex).
+// an op keeps the primitives it runs even if a nested op evicts their entry meanwhile. Not thread-safe: the N-API
+// boundary runs one op at a time (the per-sample convs' cache also holds a mutex of its own).
 #pragma once
 #include <cstdint>
 #include <list>
