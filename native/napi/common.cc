@@ -142,8 +142,8 @@ void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const ch
   expectSameDevice(x, *t, op, "x", name);
 }
 
-std::mutex& opMutex() {
-  static std::mutex mu;
+std::recursive_mutex& opMutex() {
+  static std::recursive_mutex mu;
   return mu;
 }
 
@@ -151,7 +151,7 @@ namespace {
 Napi::Value dispatch(const Napi::CallbackInfo& info) {
   Handler fn = reinterpret_cast<Handler>(info.Data());
   try {
-    std::lock_guard<std::mutex> lock(opMutex());
+    std::lock_guard<std::recursive_mutex> lock(opMutex());
     ScopedFlushDenormals flush;  // restored before JavaScript runs again
     return fn(info);
   } catch (const Napi::Error&) {

@@ -69,7 +69,8 @@ void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const ch
 // safe for concurrent use, and oneDNN's JIT convolutions run their OpenMP team to barriers of their own, which
 // hung when two threads' teams competed for the cores. Every op already uses all the cores it is given, so
 // serialising costs the threads nothing but their overlap; uncontended, the lock costs tens of nanoseconds.
-std::mutex& opMutex();
+// (Recursive: an argument reader can run JavaScript, a getter or a Proxy, that calls another op.)
+std::recursive_mutex& opMutex();
 
 using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
 // Registers `fn` on `exports` behind the exception guard and the op lock.

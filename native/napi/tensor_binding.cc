@@ -102,7 +102,7 @@ Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     const TensorPtr& t = live(tensor_, "toFloat32Array");
-    std::lock_guard<std::mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
+    std::lock_guard<std::recursive_mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
     int64_t n = t->numel();
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)n);
     if (n) std::memcpy(out.Data(), cpu::plainData(*t), (size_t)n * sizeof(float));
@@ -113,7 +113,7 @@ Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     const TensorPtr& t = live(tensor_, "item");
-    std::lock_guard<std::mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
+    std::lock_guard<std::recursive_mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
     MSGC_CHECK(t->numel() == 1, "tensor.item: the tensor has ", t->numel(), " elements (shape ", shapeString(t->shape),
                "), expected exactly 1");
     return Napi::Number::New(info.Env(), cpu::plainData(*t)[0]);
@@ -123,7 +123,7 @@ Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::CopyFrom(const Napi::CallbackInfo& info) {
   return guard(info.Env(), [&]() -> Napi::Value {
     const TensorPtr& t = live(tensor_, "copyFrom");
-    std::lock_guard<std::mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
+    std::lock_guard<std::recursive_mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
     MSGC_CHECK(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array,
                "tensor.copyFrom: data must be a Float32Array");
     Napi::Float32Array a = info[0].As<Napi::Float32Array>();
