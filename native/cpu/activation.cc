@@ -30,8 +30,8 @@ void algorithmFor(Activation a, alg& fwd, alg& bwd, float& alpha, float& beta) {
 }
 
 std::shared_ptr<EltPrims> prims(Activation a, const dnnl::memory::desc& md) {
-  static PrimCache<std::string, EltPrims> cache;
-  std::string key = std::to_string((int)a) + "|" + descKey(md) + ":t" + std::to_string(getNumThreads());
+  static PrimCache<EltPrims> cache;
+  std::string key = std::to_string((int)a) + "|" + descKey(md);
   return cache.get(key, [&] {
     auto e = std::make_shared<EltPrims>();
     alg f, b;

@@ -59,17 +59,15 @@ struct ConvDescs {
   }
 };
 
-// (with the thread count: oneDNN's JIT convolutions split their work for the thread count they were created under,
-// so a primitive cached before setNumThreads() would keep running with the old count)
 std::string convKey(const Shape& x, const Shape& w, const Conv2dParams& p) {
   std::ostringstream os;
   os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
-     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups << ":t" << getNumThreads();
+     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
   return os.str();
 }
 
 std::shared_ptr<ConvPrims> prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
-  static PrimCache<std::string, ConvPrims> cache;
+  static PrimCache<ConvPrims> cache;
   const std::string key = convKey(x, w, p) + (hasBias ? ":bias" : "");
   return cache.get(key, [&] {
     auto e = std::make_shared<ConvPrims>();
@@ -114,7 +112,7 @@ struct EvalPrims {
 };
 
 std::shared_ptr<EvalPrims> evalPrims(const Shape& x, const Shape& w, const Conv2dParams& p, int act) {
-  static PrimCache<std::string, EvalPrims> cache;
+  static PrimCache<EvalPrims> cache;
   const std::string key = convKey(x, w, p) + ":act" + std::to_string(act);
   return cache.get(key, [&] {
     auto e = std::make_shared<EvalPrims>();

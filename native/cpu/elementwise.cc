@@ -119,8 +119,8 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   // other broadcasts through oneDNN binary: src0 in a's layout, src1 plain
   dnnl::memory::desc amd = currentDesc(a);
   dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
-  static PrimCache<std::string, dnnl::binary> cache;
-  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd) + ":t" + std::to_string(getNumThreads());
+  static PrimCache<dnnl::binary> cache;
+  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd);
   const std::shared_ptr<dnnl::binary> prim = cache.get(key, [&] {
     dnnl::binary::desc d(binaryAlg(op), amd, bmd, amd);
     return std::make_shared<dnnl::binary>(dnnl::binary::primitive_desc(d, engine()));

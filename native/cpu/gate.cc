@@ -13,11 +13,11 @@ namespace msgc {
 using namespace cpu;
 
 namespace {
-// a oneDNN eltwise forward over n plain floats, in place; primitives cached by (algorithm, n, thread count)
+// a oneDNN eltwise forward over n plain floats, in place; primitives cached by (algorithm, n)
 void eltwiseInPlace(dnnl::algorithm a, float* p, int64_t n) {
-  static PrimCache<std::string, dnnl::eltwise_forward> cache;
+  static PrimCache<dnnl::eltwise_forward> cache;
   dnnl::memory::desc md({n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
-  const std::string key = std::to_string((int)a) + ":" + std::to_string(n) + ":t" + std::to_string(getNumThreads());
+  const std::string key = std::to_string((int)a) + ":" + std::to_string(n);
   const std::shared_ptr<dnnl::eltwise_forward> prim = cache.get(key, [&] {
     dnnl::eltwise_forward::desc d(dnnl::prop_kind::forward_inference, a, md, 0.f, 0.f);
     return std::make_shared<dnnl::eltwise_forward>(dnnl::eltwise_forward::primitive_desc(d, engine()));

@@ -117,7 +117,7 @@ struct SingleThreaded {
 
 std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
   static std::mutex mu;
-  static PrimCache<std::string, PerSamplePrims> cache;
+  static PrimCache<PerSamplePrims> cache;
   std::lock_guard<std::mutex> lock(mu);
   std::ostringstream os;
   os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW

@@ -44,9 +44,9 @@ struct BnPrims {
 };
 
 std::shared_ptr<BnPrims> prims(const dnnl::memory::desc& md, bool training, float eps) {
-  static PrimCache<std::string, BnPrims> cache;
+  static PrimCache<BnPrims> cache;
   std::ostringstream os;
-  os << descKey(md) << training << ':' << eps << ":t" << getNumThreads();
+  os << descKey(md) << training << ':' << eps;
   return cache.get(os.str(), [&] {
     auto e = std::make_shared<BnPrims>();
     flags f = flags::use_scale | flags::use_shift;

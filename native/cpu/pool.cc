@@ -35,10 +35,10 @@ dnnl::algorithm algOf(PoolKind k) {
 }
 
 std::shared_ptr<PoolPrims> prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xShape, const Pool2dParams& p) {
-  static PrimCache<std::string, PoolPrims> cache;
+  static PrimCache<PoolPrims> cache;
   std::ostringstream os;
   os << (int)kind << descKey(src) << p.kernelH << ',' << p.kernelW << ',' << p.strideH << ',' << p.strideW << ','
-     << p.padH << ',' << p.padW << ":t" << getNumThreads();
+     << p.padH << ',' << p.padW;
   return cache.get(os.str(), [&] {
     auto e = std::make_shared<PoolPrims>();
     Shape y = outShape(xShape, p);

@@ -4,12 +4,19 @@
 // resolutions, variable last batches) grew without bound, 54 MB per 1000 conv shapes. Entries are shared_ptrs, so
 // an op keeps the primitives it runs even if a nested op evicts their entry meanwhile. Not thread-safe: the N-API
 // boundary runs one op at a time (the per-sample convs' cache also holds a mutex of its own).
+//
+// The key is the caller's plus the thread count: oneDNN's JIT convolutions split their work for the thread count
+// they are created under, so a primitive cached before setNumThreads() kept running with the old count (a conv
+// first run under 1 thread stayed on 1 after setNumThreads(2)).
 #pragma once
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <utility>
+
+#include "msgc/tensor.h"  // getNumThreads
 
 namespace msgc {
 namespace cpu {
@@ -20,12 +27,14 @@ size_t primitiveCacheCapacity();
 int64_t primitiveCacheEntries();
 void countPrimitiveCacheEntries(int64_t delta);
 
-template <class K, class V, class Hash = std::hash<K>>
+template <class V>
 class PrimCache {
  public:
-  // the entry for key, made by make() (a std::shared_ptr<V>) when absent; nothing is stored when make() throws
+  // the entry for key at the current thread count, made by make() (a std::shared_ptr<V>) when absent; nothing is
+  // stored when make() throws
   template <class Make>
-  std::shared_ptr<V> get(const K& key, Make&& make) {
+  std::shared_ptr<V> get(const std::string& callerKey, Make&& make) {
+    const std::string key = callerKey + "#t" + std::to_string(getNumThreads());
     auto it = index_.find(key);
     if (it != index_.end()) {
       order_.splice(order_.begin(), order_, it->second);
@@ -45,9 +54,9 @@ class PrimCache {
   }
 
  private:
-  using Entry = std::pair<K, std::shared_ptr<V>>;
+  using Entry = std::pair<std::string, std::shared_ptr<V>>;
   std::list<Entry> order_;  // most recently used first
-  std::unordered_map<K, typename std::list<Entry>::iterator, Hash> index_;
+  std::unordered_map<std::string, typename std::list<Entry>::iterator> index_;
 };
 
 }  // namespace cpu
