@@ -46,10 +46,13 @@ function step(model, mode, x, labels) {
   return now() - t0;
 }
 
-const median = (a) => {
+// the f-quantile of a, linear between the order statistics (f = 0.5: the median)
+const quantile = (a, f) => {
   const s = [...a].sort((p, q) => p - q);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  const i = f * (s.length - 1), lo = Math.floor(i), hi = Math.ceil(i);
+  return s[lo] + (s[hi] - s[lo]) * (i - lo);
 };
+const median = (a) => quantile(a, 0.5);
 
 // Dense and MSGC alternate in short blocks of `blockLen` consecutive steps of one model (its steady state: a model
 // evaluated or trained over a dataset runs step after step, with its own weights the last ones in the caches); a
@@ -73,7 +76,9 @@ function compare(dense, boosted, mode, x, labels, blockLen) {
     b.push(t.get(boosted));
     ratios.push(t.get(dense) / t.get(boosted));
   }
-  return { dense: median(d), msgc: median(b), speedup: median(ratios), denseBest: Math.min(...d), msgcBest: Math.min(...b) };
+  // the spread of the pair ratios: the middle half (with fewer than 4 pairs: all of them), to show the machine's noise
+  const spread = reps >= 4 ? [quantile(ratios, 0.25), quantile(ratios, 0.75)] : [Math.min(...ratios), Math.max(...ratios)];
+  return { dense: median(d), msgc: median(b), speedup: median(ratios), spread, denseBest: Math.min(...d), msgcBest: Math.min(...b) };
 }
 
 msgc.manualSeed(1);
@@ -107,6 +112,8 @@ const row = {
   trainSpeedup: trainCmp ? trainCmp.speedup : NaN, inferSpeedup: inferCmp.speedup, evalMacRatio: macs.ratio, density,
   // the fastest block of each model, and the protocol (see compare())
   denseInferBestMs: inferCmp.denseBest, msgcInferBestMs: inferCmp.msgcBest, pairs: reps, blockLen,
+  // the pair ratios' middle half (all of them with fewer than 4 pairs)
+  inferSpeedupSpread: inferCmp.spread, trainSpeedupSpread: trainCmp ? trainCmp.spread : null,
   // the spec's count credits the "bonus" (producer/consumer channels no head needs, §4.3); the gathered execution
   // skips them in eval where it runs (ResNet, DenseNet), not yet in MobileNetV2: the MACs that really ran
   executedMacRatio: macs.executed / macs.dense,
@@ -114,10 +121,11 @@ const row = {
   inferSpeedupOverIdeal: inferCmp.speedup * macs.ratio,
   trainSpeedupOverIdeal: trainCmp ? trainCmp.speedup * macs.ratio : NaN,
 };
+const spreadText = ([lo, hi]) => `${reps >= 4 ? 'middle half' : 'all pairs'} ${lo.toFixed(2)}-${hi.toFixed(2)}`;
 console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads, ${row.gatheredKernels} kernels), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
-if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs)`);
+if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');
-console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)}, median of ${reps} block pairs)`);
+console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(inferCmp.spread)})`);
 const outDir = path.join(__dirname, 'results');
 fs.mkdirSync(outDir, { recursive: true });
 fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}-${row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
