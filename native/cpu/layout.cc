@@ -1,8 +1,7 @@
 // layout.cc: conversions between plain and blocked tensors (see layout.h).
 #include <dnnl.h>
 
-#include "layout.h"
-#include "prim_cache.h"
+#include "layout.h"  // (and prim_cache.h)
 
 #include <algorithm>
 #include <atomic>
