@@ -189,6 +189,60 @@ describe('gate and attention heads in eval: one fused native call', () => {
     head.dispose();
   });
 
+  // Batch 1-4 runs the head's GEMMs as dot products of our own: on one thread below 64K multiply-adds, split over
+  // the threads above (here 4096 logits × 16 hidden = 64K per sample); batch 6 runs oneDNN's sgemm
+  test.each([[1, 0], [3, 0], [6, 0], [1, 1], [3, 1]])('large heads (batch %i, one thread: %i) equal the float64 head', (N, single) => {
+    const threads = msgc.backendInfo().threads;
+    if (single) msgc.setNumThreads(1);
+    try {
+      const o = { contextChannels: 64, channels: 1024, heads: 4, squeezeRate: 4 };
+      const att = new msgc.nn.AttentionHead(o);
+      randomizeBn(att, 31);
+      att.eval();
+      const gate = new msgc.nn.GateHead(o);
+      randomizeBn(gate, 41);
+      gate.eval();
+      const cv = randomArray(N * 64, 33 + N, -1, 2);
+      const ctx = msgc.tensor(cv, [N, 64, 1, 1]);
+      const a = msgc.noGrad(() => att.forward(ctx));
+      const av = a.toFloat32Array();
+      const ref = reference(att, cv, N);
+      let worst = 0;
+      ref.forEach((z, i) => (worst = Math.max(worst, Math.abs(av[i] - z))));
+      expect(worst).toBeLessThan(1e-4);
+      const m = msgc.tidy(() => gate.forward(ctx));
+      const mv = m.toFloat32Array();
+      const gref = reference(gate, cv, N);
+      let decided = 0, open = 0;
+      gref.forEach((z, i) => {
+        if (Math.abs(z) > 1e-4) {
+          expect(mv[i]).toBe(z >= 0 ? 1 : 0);
+          decided++;
+        }
+      });
+      mv.forEach((v) => (open += v));
+      expect(decided).toBeGreaterThan(gref.length * 0.99);
+      expect(open).toBeGreaterThan(0);
+      expect(open).toBeLessThan(mv.length);
+      // the statistics that come with the gates: the open share, and channels no head selects
+      const st = gateStats(m);
+      expect(st.density).toBeCloseTo(open / mv.length, 12);
+      let none = 0;
+      for (let n = 0; n < N; n++)
+        for (let c = 0; c < 1024; c++) {
+          let any = false;
+          for (let i = 0; i < 4; i++) any = any || mv[(n * 4 + i) * 1024 + c] === 1;
+          if (!any) none++;
+        }
+      expect(st.unselected).toBeCloseTo(none / (N * 1024), 12);
+      for (const t of [a, m, ctx]) t.dispose();
+      att.dispose();
+      gate.dispose();
+    } finally {
+      msgc.setNumThreads(threads);
+    }
+  });
+
   test('the native head checks its arguments', () => {
     const { native } = require('../lib/native');
     msgc.tidy(() => {

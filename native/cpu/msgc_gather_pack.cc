@@ -40,6 +40,32 @@ __attribute__((target("avx512f"))) void selectRowAvx512(const float* row, int64_
   }
   unit = u;
 }
+// The same with AVX2: 8 scales per compare; the selected channels are written from the compare's bit mask (one
+// store per selected channel). MobileNetV2's 960->160 projection at batch 1 ([1, 4, 960] scales): 13 µs with the
+// scalar loop, the largest fixed cost of the call on a CPU without AVX-512.
+__attribute__((target("avx2"))) void selectRowAvx2(const float* row, int64_t C, int32_t* idx, int64_t& k,
+                                                   uint16_t* umask, bool& unit) {
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
+  bool u = unit;
+  int64_t c0 = 0;
+  for (; c0 + 8 <= C; c0 += 8) {
+    const __m256 v = _mm256_loadu_ps(row + c0);
+    const unsigned nz = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+    const unsigned ones = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, one, _CMP_EQ_OQ));
+    u = u && nz == ones;
+    for (unsigned bits = nz; bits; bits &= bits - 1) idx[k++] = (int32_t)(c0 + __builtin_ctz(bits));
+    umask[c0 / 16] |= (uint16_t)(nz << (c0 % 16));
+  }
+  unit = u;
+  if (c0 < C) {
+    // the last C % 8 channels (selectRowScalar's channel numbers start at 0: shift them)
+    const int64_t k0 = k;
+    uint16_t tail[1] = {0};
+    selectRowScalar(row + c0, C - c0, idx, k, tail, unit);
+    for (int64_t j = k0; j < k; j++) idx[j] += (int32_t)c0;
+    umask[c0 / 16] |= (uint16_t)(tail[0] << (c0 % 16));
+  }
+}
 #endif
 }  // namespace
 
@@ -53,7 +79,9 @@ void select(const Geometry& g, const float* s, Selection& r) {
   r.uni.resize(g.N * g.C + 16);
   const int64_t words = (g.C + 15) / 16;
   std::vector<uint16_t> umask(words);
-  const bool avx512 = cpuHasAvx512();
+  // (by the kernels' ISA, so that the tests' MSGC_GATHER_ISA runs each variant on any CPU that has it)
+  const Isa isa = gatherIsa();
+  const bool avx512 = isa == Isa::Avx512, avx2 = isa == Isa::Avx2;
   int64_t k = 0, u = 0;
   for (int64_t n = 0; n < g.N; n++) {
     std::fill(umask.begin(), umask.end(), (uint16_t)0);
@@ -62,9 +90,10 @@ void select(const Geometry& g, const float* s, Selection& r) {
       bool unit = true;
 #if MSGC_GATHER_AVX512
       if (avx512) selectRowAvx512(row, g.C, r.idx.data(), k, umask.data(), unit);
+      else if (avx2) selectRowAvx2(row, g.C, r.idx.data(), k, umask.data(), unit);
       else selectRowScalar(row, g.C, r.idx.data(), k, umask.data(), unit);
 #else
-      (void)avx512;
+      (void)avx512, (void)avx2;
       selectRowScalar(row, g.C, r.idx.data(), k, umask.data(), unit);
 #endif
       r.unit[n * g.G + i] = unit ? 1 : 0;
