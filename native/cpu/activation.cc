@@ -31,7 +31,7 @@ void algorithmFor(Activation a, alg& fwd, alg& bwd, float& alpha, float& beta) {
 
 std::shared_ptr<EltPrims> prims(Activation a, const dnnl::memory::desc& md) {
   static PrimCache<EltPrims> cache;
-  std::string key = std::to_string((int)a) + "|" + descKey(md);
+  const std::string key = Key().add((int)a, descKey(md)).str();
   return cache.get(key, [&] {
     auto e = std::make_shared<EltPrims>();
     alg f, b;

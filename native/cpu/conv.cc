@@ -60,15 +60,12 @@ struct ConvDescs {
 };
 
 std::string convKey(const Shape& x, const Shape& w, const Conv2dParams& p) {
-  std::ostringstream os;
-  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
-     << ',' << p.dilationH << ',' << p.dilationW << ',' << p.groups;
-  return os.str();
+  return Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.dilationH, p.dilationW, p.groups).str();
 }
 
 std::shared_ptr<ConvPrims> prims(const Shape& x, const Shape& w, bool hasBias, const Conv2dParams& p) {
   static PrimCache<ConvPrims> cache;
-  const std::string key = convKey(x, w, p) + (hasBias ? ":bias" : "");
+  const std::string key = Key().add(convKey(x, w, p), hasBias).str();
   return cache.get(key, [&] {
     auto e = std::make_shared<ConvPrims>();
     e->weightDims = weightDimsFor(w, p.groups);
@@ -135,11 +132,12 @@ std::shared_ptr<EvalPrims> evalPrims(const Shape& x, const Shape& w, const Conv2
   });
 }
 
-std::string versionTag(const Tensor* t) {
-  if (!t) return "-";
-  std::ostringstream os;
-  os << t->storage->id << '@' << t->storage->version;
-  return os.str();
+void addVersionTag(Key& k, const Tensor* t) {
+  if (!t) {
+    k.add(-1);
+    return;
+  }
+  k.add((int64_t)t->storage->id, (int64_t)t->storage->version);
 }
 
 }  // namespace
@@ -149,10 +147,10 @@ TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* b
                           float eps, int act) {
   // folded weight w'[o] = w[o]·a[o] and bias b'[o] = beta[o] + (bias[o] - mean[o])·a[o], a = gamma / sqrt(var + eps),
   // cached on the weight's storage (dropped when the weight is written; rebuilt when a BN parameter is)
-  std::ostringstream tagStream;
-  tagStream << versionTag(bias) << '|' << versionTag(&runningMean) << '|' << versionTag(&runningVar) << '|'
-            << versionTag(gamma) << '|' << versionTag(beta) << '|' << eps;
-  const std::string tagStr = tagStream.str();
+  Key tagKey;
+  for (const Tensor* t : {bias, &runningMean, &runningVar, gamma, beta}) addVersionTag(tagKey, t);
+  tagKey.add(eps);
+  const std::string& tagStr = tagKey.str();
   auto& cache = weight.storage->derived;
   auto wIt = cache.find("bnfold:weight");
   auto bIt = cache.find("bnfold:bias");

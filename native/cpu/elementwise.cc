@@ -120,7 +120,7 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   dnnl::memory::desc amd = currentDesc(a);
   dnnl::memory::desc bmd = plainDesc(toDims(b.shape));
   static PrimCache<dnnl::binary> cache;
-  std::string key = std::to_string((int)op) + descKey(amd) + "|" + descKey(bmd);
+  const std::string key = Key().add((int)op, descKey(amd), descKey(bmd)).str();
   const std::shared_ptr<dnnl::binary> prim = cache.get(key, [&] {
     dnnl::binary::desc d(binaryAlg(op), amd, bmd, amd);
     return std::make_shared<dnnl::binary>(dnnl::binary::primitive_desc(d, engine()));

@@ -37,17 +37,17 @@ dnnl::memory::desc plainDesc(const Dims& dims) {
 
 std::string descKey(const dnnl::memory::desc& md) {
   const dnnl_memory_desc_t& d = md.data;
-  std::ostringstream os;
-  os << d.ndims << ':' << (int)d.data_type << ':' << (int)d.format_kind << ':';
-  for (int i = 0; i < d.ndims; i++) os << d.dims[i] << ',' << d.padded_dims[i] << ',' << d.padded_offsets[i] << ';';
+  Key k;
+  k.add(d.ndims, (int)d.data_type, (int)d.format_kind);
+  for (int i = 0; i < d.ndims; i++) k.add((int64_t)d.dims[i], (int64_t)d.padded_dims[i], (int64_t)d.padded_offsets[i]);
   if (d.format_kind == dnnl_blocked) {
     const auto& b = d.format_desc.blocking;
-    for (int i = 0; i < d.ndims; i++) os << b.strides[i] << '.';
-    os << '|' << b.inner_nblks;
-    for (int i = 0; i < b.inner_nblks; i++) os << ',' << b.inner_blks[i] << '@' << b.inner_idxs[i];
+    for (int i = 0; i < d.ndims; i++) k.add((int64_t)b.strides[i]);
+    k.add(b.inner_nblks);
+    for (int i = 0; i < b.inner_nblks; i++) k.add((int64_t)b.inner_blks[i], (int64_t)b.inner_idxs[i]);
   }
-  os << '+' << d.offset0 << 'x' << (int)d.extra.flags;
-  return os.str();
+  k.add((int64_t)d.offset0, (int)d.extra.flags);
+  return k.str();
 }
 
 dnnl::memory::desc currentDesc(const Tensor& t, const Dims& dims) {

@@ -119,10 +119,7 @@ std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, c
   static std::mutex mu;
   static PrimCache<PerSamplePrims> cache;
   std::lock_guard<std::mutex> lock(mu);
-  std::ostringstream os;
-  os << shapeString(x) << shapeString(w) << ':' << p.strideH << ',' << p.strideW << ',' << p.padH << ',' << p.padW
-     << ',' << p.heads;
-  return cache.get(os.str(), [&] {
+  return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads), [&] {
     SingleThreaded one;
     auto e = std::make_shared<PerSamplePrims>();
     Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);

@@ -45,9 +45,7 @@ struct BnPrims {
 
 std::shared_ptr<BnPrims> prims(const dnnl::memory::desc& md, bool training, float eps) {
   static PrimCache<BnPrims> cache;
-  std::ostringstream os;
-  os << descKey(md) << training << ':' << eps;
-  return cache.get(os.str(), [&] {
+  return cache.get(Key().add(descKey(md), training, eps), [&] {
     auto e = std::make_shared<BnPrims>();
     flags f = flags::use_scale | flags::use_shift;
     if (!training) f = f | flags::use_global_stats;

@@ -36,10 +36,8 @@ dnnl::algorithm algOf(PoolKind k) {
 
 std::shared_ptr<PoolPrims> prims(PoolKind kind, const dnnl::memory::desc& src, const Shape& xShape, const Pool2dParams& p) {
   static PrimCache<PoolPrims> cache;
-  std::ostringstream os;
-  os << (int)kind << descKey(src) << p.kernelH << ',' << p.kernelW << ',' << p.strideH << ',' << p.strideW << ','
-     << p.padH << ',' << p.padW;
-  return cache.get(os.str(), [&] {
+  const Key key = Key().add((int)kind, descKey(src), p.kernelH, p.kernelW, p.strideH, p.strideW, p.padH, p.padW);
+  return cache.get(key, [&] {
     auto e = std::make_shared<PoolPrims>();
     Shape y = outShape(xShape, p);
     Dims padR{(y[2] - 1) * p.strideH + p.kernelH - xShape[2] - p.padH, (y[3] - 1) * p.strideW + p.kernelW - xShape[3] - p.padW};

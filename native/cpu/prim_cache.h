@@ -23,6 +23,47 @@ namespace cpu {
 
 // entries per cache: $MSGC_PRIMITIVE_CACHE_CAPACITY when set (>= 1), else 1024 (oneDNN's own default)
 size_t primitiveCacheCapacity();
+
+// A cache key from the raw bytes of its fields (keys are only hashed and compared, never shown): formatting them
+// with ostringstream cost 2-5 µs per op, a sixth of a small op's time at batch 1 (a ReLU on [1, 16, 1, 1]: 14.7 µs).
+class Key {
+ public:
+  Key() { s_.reserve(128); }
+  Key& add(int64_t v) {
+    s_.append(reinterpret_cast<const char*>(&v), sizeof v);
+    return *this;
+  }
+  Key& add(uint64_t v) { return add((int64_t)v); }
+  Key& add(int v) { return add((int64_t)v); }
+  Key& add(bool v) { return add((int64_t)v); }
+  Key& add(double v) {
+    s_.append(reinterpret_cast<const char*>(&v), sizeof v);
+    return *this;
+  }
+  Key& add(float v) { return add((double)v); }
+  Key& add(const Shape& sh) {
+    add((int64_t)sh.size());
+    for (int64_t d : sh) add(d);
+    return *this;
+  }
+  // a nested key or text, with its length first (so that concatenations stay unambiguous)
+  Key& add(const std::string& text) {
+    add((int64_t)text.size());
+    s_ += text;
+    return *this;
+  }
+  Key& add(const char* text) { return add(std::string(text)); }
+  template <class A, class B, class... Rest>
+  Key& add(const A& a, const B& b, const Rest&... rest) {
+    add(a);
+    return add(b, rest...);
+  }
+  const std::string& str() const { return s_; }
+  operator const std::string&() const { return s_; }
+
+ private:
+  std::string s_;
+};
 // entries in all the caches together (memoryStats().primitiveCacheEntries)
 int64_t primitiveCacheEntries();
 void countPrimitiveCacheEntries(int64_t delta);
@@ -34,7 +75,11 @@ class PrimCache {
   // stored when make() throws
   template <class Make>
   std::shared_ptr<V> get(const std::string& callerKey, Make&& make) {
-    const std::string key = callerKey + "#t" + std::to_string(getNumThreads());
+    std::string key;
+    key.reserve(callerKey.size() + sizeof(int));
+    key = callerKey;
+    const int threads = getNumThreads();
+    key.append(reinterpret_cast<const char*>(&threads), sizeof threads);
     auto it = index_.find(key);
     if (it != index_.end()) {
       order_.splice(order_.begin(), order_, it->second);
