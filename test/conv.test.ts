@@ -435,7 +435,7 @@ describe('conv2d rejects bad input with an Error naming the op and the problem',
       expectError(call(x, w, t([5])), /conv2d: bias has shape \[5\], expected \[6\]/);
       expectError(call(x, w, t([6, 1])), /conv2d: bias has shape \[6, 1\]/);
       expectError(call(x, w, t([1])), /conv2d: bias has shape/);
-      expectError(call(msgc.zeros([0, 4, 6, 6]), w, null), /conv2d: x has an empty batch/);
+      expectError(call(msgc.zeros([1, 0, 6, 6]), msgc.zeros([6, 0, 3, 3]), null), /conv2d: x has an empty channel dimension/);
       expectError(call(x, msgc.zeros([0, 4, 3, 3]), null), /conv2d: weight has an empty dimension/);
       // kernel larger than the padded input
       expectError(call(t([1, 4, 2, 6]), w, null), /conv2d: the kernel \(3x3.*larger than the padded input \(2x6\)/);

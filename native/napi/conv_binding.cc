@@ -35,7 +35,8 @@ ConvArgs readConv(const Napi::CallbackInfo& info, const char* op, bool withBias)
   MSGC_CHECK(ws[1] == xs[1] / groups, op, ": weight has shape ", shapeString(ws), ", expected inChannels/groups = ",
              xs[1] / groups, " in dim 1 for x of shape ", shapeString(xs), " and groups=", groups);
   MSGC_CHECK(ws[0] > 0 && ws[2] > 0 && ws[3] > 0, op, ": weight has an empty dimension: ", shapeString(ws));
-  MSGC_CHECK(xs[0] > 0 && xs[1] > 0, op, ": x has an empty batch or channel dimension: ", shapeString(xs));
+  // (an empty batch is allowed, as in PyTorch: the handlers return empty outputs and zero parameter gradients)
+  MSGC_CHECK(xs[1] > 0, op, ": x has an empty channel dimension: ", shapeString(xs));
   if (a.bias) {
     expectShape(*a.bias, {ws[0]}, op, "bias");
     expectSameDevice(*a.x, *a.bias, op, "x", "bias");
@@ -57,6 +58,7 @@ ConvArgs readConv(const Napi::CallbackInfo& info, const char* op, bool withBias)
 
 static Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvArgs a = readConv(info, "conv2d", true);
+  if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
   return wrapTensor(info.Env(), conv2dForward(*a.x, *a.weight, a.bias.get(), a.p));
 }
 
@@ -76,6 +78,7 @@ static Napi::Value Conv2dBnActEval(const Napi::CallbackInfo& info) {
     expectSameDevice(*a.x, *t, op, "x", name);
   }
   MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
   return wrapTensor(info.Env(), conv2dBnActEval(*a.x, *a.weight, a.bias.get(), a.p, *rm, *rv, g.get(), b.get(),
                                                 (float)eps, (int)act));
 }
@@ -89,7 +92,15 @@ static Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
   expectShape(*gy, a.y, op, "gradOutput");
   bool needX = boolArg(info, 7, op, "needX"), needW = boolArg(info, 8, op, "needWeight"),
        needB = boolArg(info, 9, op, "needBias");
-  Conv2dGrads g = conv2dBackward(*a.x, *a.weight, *gy, a.p, needX, needW, needB);
+  Conv2dGrads g;
+  if (a.y[0] == 0) {
+    // an empty batch: an empty input gradient, zero parameter gradients
+    if (needX) g.x = emptyTensor(a.x->shape, a.x->device());
+    if (needW) g.weight = zerosTensor(a.weight->shape, a.x->device());
+    if (needB) g.bias = zerosTensor({a.weight->shape[0]}, a.x->device());
+  } else {
+    g = conv2dBackward(*a.x, *a.weight, *gy, a.p, needX, needW, needB);
+  }
   Napi::Array out = Napi::Array::New(info.Env(), 3);
   out.Set(0u, wrapTensor(info.Env(), g.x));
   out.Set(1u, wrapTensor(info.Env(), g.weight));

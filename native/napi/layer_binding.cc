@@ -116,7 +116,8 @@ Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x,
   auto stride = intListArg(info, k + 1, op, "stride", 2, 1, int64_t(1) << 30);
   auto pad = intListArg(info, k + 2, op, "padding", 2, 0, int64_t(1) << 30);
   expectDims(x, 4, op, "x", "[N, C, H, W]");
-  MSGC_CHECK(x.numel() > 0, op, ": x is empty (shape ", shapeString(x.shape), ")");
+  // (an empty batch is allowed, as in PyTorch: empty outputs; an empty channel or spatial dimension is not)
+  MSGC_CHECK(x.shape[1] > 0 && x.shape[2] > 0 && x.shape[3] > 0, op, ": x is empty (shape ", shapeString(x.shape), ")");
   MSGC_CHECK(pad[0] * 2 <= kernel[0] && pad[1] * 2 <= kernel[1], op, ": padding (", pad[0], ", ", pad[1],
              ") must be at most half the kernel size (", kernel[0], ", ", kernel[1], ")");
   MSGC_CHECK(x.shape[2] + 2 * pad[0] >= kernel[0] && x.shape[3] + 2 * pad[1] >= kernel[1], op, ": kernel ", kernel[0],
@@ -137,6 +138,11 @@ static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
   TensorPtr x = tensorArg(info, 1, op, "x");
   Pool2dParams p = readPool(info, 2, *x, kind == PoolKind::Max ? "maxPool2d" : "avgPool2d");
   const bool training = info.Length() > 5 && !info[5].IsUndefined() ? boolArg(info, 5, op, "training") : true;
+  if (x->shape[0] == 0) {
+    const msgc::Shape y{0, x->shape[1], (x->shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
+                        (x->shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
+    return tensorList(info.Env(), {emptyTensor(y, x->device()), nullptr});
+  }
   PoolResult r = pool2dForward(kind, *x, p, training);
   return tensorList(info.Env(), {r.y, r.workspace});
 }
@@ -152,6 +158,7 @@ static Napi::Value Pool2dBackward(const Napi::CallbackInfo& info) {
   msgc::Shape y{x->shape[0], x->shape[1], (x->shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
                 (x->shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
   expectShape(*gy, y, op, "gradOutput");
+  if (x->shape[0] == 0) return wrapTensor(info.Env(), emptyTensor(x->shape, x->device()));
   MSGC_CHECK(kind == PoolKind::Avg || ws, op, ": max pooling needs the workspace from its forward");
   return wrapTensor(info.Env(), pool2dBackward(kind, *x, *gy, ws.get(), p));
 }

@@ -30,7 +30,8 @@ MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
   expectSameDevice(*a.x, *a.scale, op, "x", "scale");
   const msgc::Shape& xs = a.x->shape;
   const msgc::Shape& ws = a.weight->shape;
-  MSGC_CHECK(xs[0] > 0 && xs[1] > 0, op, ": x has an empty batch or channel dimension: ", shapeString(xs));
+  // (an empty batch is allowed, as in PyTorch: the handlers return empty outputs and zero weight gradients)
+  MSGC_CHECK(xs[1] > 0, op, ": x has an empty channel dimension: ", shapeString(xs));
   MSGC_CHECK(ws[1] == xs[1], op, ": weight has shape ", shapeString(ws), ", expected ", xs[1],
              " input channels in dim 1 (every head sees all inputs) for x of shape ", shapeString(xs));
   MSGC_CHECK(ws[0] > 0 && ws[2] > 0 && ws[3] > 0, op, ": weight has an empty dimension: ", shapeString(ws));
@@ -51,6 +52,7 @@ MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
 
 static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
   MsgcArgs a = readMsgc(info, "msgcConv2d");
+  if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
   return wrapTensor(info.Env(), msgcConvForward(*a.x, *a.weight, *a.scale, a.p));
 }
 
@@ -66,6 +68,7 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
     MSGC_CHECK(outMask->shape[0] == a.y[0] && outMask->shape[1] > 0 && outMask->shape[2] == a.y[1], op,
                ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
   }
+  if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
   return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get()));
 }
 
@@ -111,6 +114,11 @@ static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
   bn.act = (int)act;
   bn.residual = r.get();
   TensorPtr means;
+  if (a.y[0] == 0) {
+    TensorPtr y = emptyTensor(a.y, a.x->device());
+    if (!pooled) return wrapTensor(info.Env(), y);
+    return tensorList(info.Env(), {y, emptyTensor({0, a.y[1], 1, 1}, a.x->device())});
+  }
   TensorPtr y = masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
                        : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
   if (!pooled) return wrapTensor(info.Env(), y);
@@ -123,8 +131,17 @@ static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
   MsgcArgs a = readMsgc(info, op);
   TensorPtr gy = tensorArg(info, 6, op, "gradOutput");
   expectShape(*gy, a.y, op, "gradOutput");
-  MsgcConvGrads g = msgcConvBackward(*a.x, *a.weight, *a.scale, *gy, a.p, boolArg(info, 7, op, "needX"),
-                                     boolArg(info, 8, op, "needWeight"), boolArg(info, 9, op, "needScale"));
+  const bool needX = boolArg(info, 7, op, "needX"), needW = boolArg(info, 8, op, "needWeight"),
+             needS = boolArg(info, 9, op, "needScale");
+  MsgcConvGrads g;
+  if (a.y[0] == 0) {
+    // an empty batch: empty input and scale gradients, a zero weight gradient
+    if (needX) g.x = emptyTensor(a.x->shape, a.x->device());
+    if (needW) g.weight = zerosTensor(a.weight->shape, a.x->device());
+    if (needS) g.scale = emptyTensor(a.scale->shape, a.x->device());
+  } else {
+    g = msgcConvBackward(*a.x, *a.weight, *a.scale, *gy, a.p, needX, needW, needS);
+  }
   Napi::Array out = Napi::Array::New(info.Env(), 3);
   out.Set(0u, wrapTensor(info.Env(), g.x));
   out.Set(1u, wrapTensor(info.Env(), g.weight));
@@ -172,7 +189,7 @@ static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPt
   expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
   expectDims(*w2, 4, op, "w2", "[outputs, hidden, 1, 1]");
   const int64_t N = ctx->shape[0], Cc = ctx->shape[1], B = w1->shape[0], K = w2->shape[0];
-  MSGC_CHECK(N > 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
+  MSGC_CHECK(N >= 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
              shapeString(w1->shape), " or w2 ", shapeString(w2->shape));
   expectShape(*ctx, {N, Cc, 1, 1}, op, "ctx");
   expectShape(*w1, {B, Cc, 1, 1}, op, "w1");
