@@ -24,6 +24,10 @@ namespace cpu {
 // entries per cache: $MSGC_PRIMITIVE_CACHE_CAPACITY when set (>= 1), else 1024 (oneDNN's own default)
 size_t primitiveCacheCapacity();
 
+// entries in all the caches together (memoryStats().primitiveCacheEntries)
+int64_t primitiveCacheEntries();
+void countPrimitiveCacheEntries(int64_t delta);
+
 // A cache key from the raw bytes of its fields (keys are only hashed and compared, never shown): formatting them
 // with ostringstream cost 2-5 µs per op, a sixth of a small op's time at batch 1 (a ReLU on [1, 16, 1, 1]: 14.7 µs).
 class Key {
@@ -33,7 +37,6 @@ class Key {
     s_.append(reinterpret_cast<const char*>(&v), sizeof v);
     return *this;
   }
-  Key& add(uint64_t v) { return add((int64_t)v); }
   Key& add(int v) { return add((int64_t)v); }
   Key& add(bool v) { return add((int64_t)v); }
   Key& add(double v) {
@@ -52,7 +55,6 @@ class Key {
     s_ += text;
     return *this;
   }
-  Key& add(const char* text) { return add(std::string(text)); }
   template <class A, class B, class... Rest>
   Key& add(const A& a, const B& b, const Rest&... rest) {
     add(a);
@@ -64,9 +66,6 @@ class Key {
  private:
   std::string s_;
 };
-// entries in all the caches together (memoryStats().primitiveCacheEntries)
-int64_t primitiveCacheEntries();
-void countPrimitiveCacheEntries(int64_t delta);
 
 template <class V>
 class PrimCache {
