@@ -98,8 +98,11 @@ struct Job {
 
   void plan() {
     if (rp.inPlace) {
+      // (src.plane(g, 0, c) - src.data, block by block: two divisions per channel were ~3 µs of a 960-channel call)
       planeOff.resize(g.C);
-      for (int64_t c = 0; c < g.C; c++) planeOff[c] = src.plane(g, 0, c) - src.data;
+      const int64_t blockFloats = g.H * g.W * src.block;
+      for (int64_t c0 = 0, b = 0; c0 < g.C; c0 += src.block, b++)
+        for (int64_t l = 0; l < src.block && c0 + l < g.C; l++) planeOff[c0 + l] = b * blockFloats + l;
       sampleFloats = src.Cb * g.H * g.W * src.block;
     }
     if (kind == KernelKind::Pixvec) {
