@@ -128,6 +128,11 @@ Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x,
                   op, "this pooling");
   return {kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1]};
 }
+
+msgc::Shape poolOutShape(const Tensor& x, const Pool2dParams& p) {
+  return {x.shape[0], x.shape[1], (x.shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
+          (x.shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
+}
 }  // namespace
 
 // pool2dForward(kind (0 max, 1 avg), x, kernel, stride, padding[, training = true]) -> [y, workspace|null];
@@ -138,11 +143,7 @@ static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
   TensorPtr x = tensorArg(info, 1, op, "x");
   Pool2dParams p = readPool(info, 2, *x, kind == PoolKind::Max ? "maxPool2d" : "avgPool2d");
   const bool training = info.Length() > 5 && !info[5].IsUndefined() ? boolArg(info, 5, op, "training") : true;
-  if (x->shape[0] == 0) {
-    const msgc::Shape y{0, x->shape[1], (x->shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
-                        (x->shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
-    return tensorList(info.Env(), {emptyTensor(y, x->device()), nullptr});
-  }
+  if (x->shape[0] == 0) return tensorList(info.Env(), {emptyTensor(poolOutShape(*x, p), x->device()), nullptr});
   PoolResult r = pool2dForward(kind, *x, p, training);
   return tensorList(info.Env(), {r.y, r.workspace});
 }
@@ -155,9 +156,7 @@ static Napi::Value Pool2dBackward(const Napi::CallbackInfo& info) {
   Pool2dParams p = readPool(info, 2, *x, op);
   TensorPtr gy = tensorArg(info, 5, op, "gradOutput");
   TensorPtr ws = optionalTensorArg(info, 6, op, "workspace");
-  msgc::Shape y{x->shape[0], x->shape[1], (x->shape[2] + 2 * p.padH - p.kernelH) / p.strideH + 1,
-                (x->shape[3] + 2 * p.padW - p.kernelW) / p.strideW + 1};
-  expectShape(*gy, y, op, "gradOutput");
+  expectShape(*gy, poolOutShape(*x, p), op, "gradOutput");
   if (x->shape[0] == 0) return wrapTensor(info.Env(), emptyTensor(x->shape, x->device()));
   MSGC_CHECK(kind == PoolKind::Avg || ws, op, ": max pooling needs the workspace from its forward");
   return wrapTensor(info.Env(), pool2dBackward(kind, *x, *gy, ws.get(), p));

@@ -189,7 +189,8 @@ static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPt
   expectDims(*w1, 4, op, "w1", "[hidden, contextChannels, 1, 1]");
   expectDims(*w2, 4, op, "w2", "[outputs, hidden, 1, 1]");
   const int64_t N = ctx->shape[0], Cc = ctx->shape[1], B = w1->shape[0], K = w2->shape[0];
-  MSGC_CHECK(N >= 0 && Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
+  // (an empty batch N = 0 is allowed: empty gates)
+  MSGC_CHECK(Cc > 0 && B > 0 && K > 0, op, ": empty dimension in ctx ", shapeString(ctx->shape), ", w1 ",
              shapeString(w1->shape), " or w2 ", shapeString(w2->shape));
   expectShape(*ctx, {N, Cc, 1, 1}, op, "ctx");
   expectShape(*w1, {B, Cc, 1, 1}, op, "w1");
