@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# gpu-check.sh: on a GPU machine with no network (the device tool's), builds msgc's CUDA flavour and checks it:
+# unpacks .devpack (scripts/gpu-pack.sh), finds the CUDA toolkit and cuDNN (a system install, or the nvidia-cudnn
+# wheel of the machine's Python), configures CMake directly (cmake-js would download Node's headers), builds,
+# runs the CUDA tests and a few CPU suites, then bench/cuda_ops.js. Logs and results go to $OUT (or ./gpu-out).
+# Usage: bash scripts/gpu-check.sh [--no-bench] [--bench-args "..."]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu-out}"
+mkdir -p "$OUT"
+bench=1
+benchArgs=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-bench) bench=0 ;;
+    --bench-args) benchArgs="$2"; shift ;;
+  esac
+  shift
+done
+log() { echo "== $(date +%T) $*"; }
+T=/tmp/msgc-gpu && mkdir -p $T/bin $T/dnnl
+log "unpack"
+python3 - <<'PY'
+import lzma, shutil, tarfile, os
+with lzma.open('.devpack/node.xz') as f, open('/tmp/msgc-gpu/bin/node', 'wb') as o: shutil.copyfileobj(f, o)
+os.chmod('/tmp/msgc-gpu/bin/node', 0o755)
+tarfile.open('.devpack/node_modules.tar.xz').extractall('.')
+tarfile.open('.devpack/dnnl.tar.xz').extractall('/tmp/msgc-gpu/dnnl')
+PY
+export PATH=$T/bin:$PATH
+log "node $(node --version); $(nvcc --version | tail -1); $(cmake --version | head -1); $(g++ --version | head -1)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader || true
+cudnnRoot=""
+for d in $(python3 -c "import nvidia.cudnn as m; print(' '.join(m.__path__))" 2>/dev/null) /usr /usr/local/cuda; do
+  if [ -f "$d/include/cudnn.h" ]; then cudnnRoot=$d; break; fi
+done
+libdirs=$(python3 -c "
+import nvidia, os
+for p in nvidia.__path__:
+    for d in sorted(os.listdir(p)):
+        l = os.path.join(p, d, 'lib')
+        if os.path.isdir(l): print(l)
+" 2>/dev/null | tr '\n' ':')
+export LD_LIBRARY_PATH="${libdirs}$T/dnnl/lib:${LD_LIBRARY_PATH:-}"
+log "cuDNN at '${cudnnRoot}'"
+build() {
+  rm -rf build && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$PWD/.devpack/node-include" \
+    -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DDNNL_INCLUDE_DIR="$T/dnnl/include" \
+    -DDNNL_LIBRARY="$T/dnnl/lib/libdnnl.so" -DMSGC_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 "$@" &&
+    cmake --build build -j "$(nproc)"
+}
+log "build"
+if ! build ${cudnnRoot:+-DCUDNN_ROOT=$cudnnRoot} > "$OUT/build.log" 2>&1; then
+  grep -E "error|Error" "$OUT/build.log" | head -40
+  log "build with cuDNN failed; building without it"
+  build -DCUDNN_ROOT=/nonexistent > "$OUT/build-nocudnn.log" 2>&1 || { tail -40 "$OUT/build-nocudnn.log"; exit 1; }
+fi
+grep -E "msgc:|\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
+cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
+node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))"
+log "tests"
+node node_modules/jest/bin/jest.js test/cuda.test.ts test/tensor.test.ts test/msgc_conv.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
+if command -v compute-sanitizer > /dev/null; then
+  log "memcheck (scripts/cuda-smoke.js)"
+  timeout 180 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
+fi
+if [ "$bench" = 1 ]; then
+  log "bench"
+  node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
+  cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
+fi
+log "done"
