@@ -1,6 +1,7 @@
 // index.ts: the public surface of msgc.
 export { Tensor } from './tensor/tensor';
 export { tidy, noGrad, keep, isGradEnabled } from './tensor/scope';
+export { cuda } from './tensor/device';
 export {
   tensor, zeros, ones, full, randn, rand, manualSeed, getRngState, setRngState, liveTensorCount, memoryStats, emptyCache, setNumThreads, setFlushDenormals, getFlushDenormals,
   CreateOptions, RandomOptions,
@@ -13,7 +14,7 @@ export { TeacherLogitCache, TeacherCacheOptions } from './train/teacher_cache';
 export { recalibrateBatchNorm, RecalibrateOptions } from './train/recalibrate';
 export { cosineLr, macTarget } from './train/schedule';
 export { parameterGroups } from './train/groups';
-export { backendInfo, BackendInfo } from './native';
+export { backendInfo, BackendInfo, CudaInfo } from './native';
 export * as nn from './nn/index';
 export * as models from './models/index';
 export * as data from './data/index';

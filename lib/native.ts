@@ -32,7 +32,12 @@ export interface NativeBinding {
   nextSeed(): number;
   getRngState(): string;
   setRngState(state: string): void;
-  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number; primitiveCacheEntries: number; primitiveCacheCapacity: number };
+  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number; primitiveCacheEntries: number; primitiveCacheCapacity: number;
+    cudaLiveBuffers: number; cudaLiveBytes: number; cudaCachedBytes: number; cudaPeakBytes: number };
+  /** a copy of the tensor on 'cpu' or 'cuda' (the tensor itself when it is there already) */
+  toDevice(x: H, device: string): H;
+  cudaInfo(): CudaInfo;
+  cudaSynchronize(): void;
   emptyCache(): void;
   setNumThreads(n: number): void;
   /** the SIMD kernels of the gathered MSGC execution on this CPU */
@@ -85,6 +90,11 @@ export interface NativeBinding {
     rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked?: boolean): [H, H];
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
     rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean, masked?: boolean): H | [H, H];
+  /** the GPU's MSGC kernel code run on the host (tests): msgcConv2dBnActEval's arguments, the BatchNorm optional */
+  msgcConv2dGpuKernelEmulated(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
+    rm: H | null, rv: H | null, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: false, masked: boolean): H;
+  msgcConv2dGpuKernelEmulated(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
+    rm: H | null, rv: H | null, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked: boolean): [H, H];
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];
@@ -121,6 +131,24 @@ function load(): NativeBinding {
   }
 }
 
+/** What the loaded binary and this machine offer on the GPU (see cuda.info()). */
+export interface CudaInfo {
+  /** the binary has the CUDA backend */
+  compiled: boolean;
+  /** ... and a GPU is usable now */
+  available: boolean;
+  /** why not, when not available ('' otherwise) */
+  reason: string;
+  name?: string;
+  computeCapability?: string;
+  multiprocessors?: number;
+  memoryBytes?: number;
+  /** CUDA runtime and driver versions (e.g. 13000 for 13.0), cuDNN's (e.g. 91300; 0 without cuDNN) */
+  runtimeVersion?: number;
+  driverVersion?: number;
+  cudnnVersion?: number;
+}
+
 export const native: NativeBinding = load();
 
 export interface BackendInfo {
@@ -133,14 +161,18 @@ export interface BackendInfo {
    * or 'portable' (oneDNN's sgemm on packed copies of the selected channels, no wall-clock gain to expect).
    */
   gatheredKernels: 'avx512' | 'avx2' | 'portable';
+  /** the GPU side: whether this binary has it, whether a GPU is usable, which one */
+  cuda: CudaInfo;
 }
 
 /** Which backend the loaded binary provides. */
 export function backendInfo(): BackendInfo {
+  const cuda = native.cudaInfo();
   return {
     backend: native.buildInfo.backend,
     library: native.buildInfo.library,
-    devices: ['cpu'],
+    devices: cuda.available ? ['cpu', 'cuda'] : ['cpu'],
+    cuda,
     threads: native.getNumThreads(),
     gatheredKernels: native.gatheredKernels(),
   };

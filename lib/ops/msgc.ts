@@ -215,7 +215,14 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     ? (Math.floor((x.shape[2] + 2 * padding[0] - weight.shape[2]) / stride[0]) + 1) *
       (Math.floor((x.shape[3] + 2 * padding[1] - weight.shape[3]) / stride[1]) + 1)
     : 0;
-  if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
+  const onCuda = x.device === 'cuda';
+  if (execution === 'auto' && onCuda) {
+    // the GPU kernel's gathered reduction costs nothing extra at any density, and its channel selection runs on the
+    // GPU: no statistics are read back (that would wait for the GPU), so the dense shortcut needs the hints
+    const h = options.hints;
+    denseForward = !!(h && h.allOnes) && fourD && scale.shape.length === 3 && scale.shape[1] === heads;
+    gathered = !denseForward;
+  } else if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
     const N = x.shape[0];
     const [O, C, kh, kw] = weight.shape;
     const h = options.hints;
@@ -227,7 +234,8 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
     checkTensor(op, 'outputMask', outputMask);
-    if (!gathered || !fourD || outputMask.shape.length !== 3) {
+    // (on cuda the outputs are computed anyway: the kernel would only zero them, which the consumer ignores)
+    if (!gathered || !fourD || outputMask.shape.length !== 3 || onCuda) {
       outputMask = null;
     } else {
       const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);

@@ -1,9 +1,26 @@
 // creation.ts: making tensors (from data, constants, random), seeding, and memory statistics.
-import { native } from '../native';
+import { native, NativeHandle } from '../native';
 import { Tensor } from './tensor';
 
 export interface CreateOptions {
   requiresGrad?: boolean;
+  /** where the tensor lives: 'cpu' (the default) or 'cuda' (made on the CPU, then copied: the same values) */
+  device?: 'cpu' | 'cuda';
+}
+
+/** A new tensor from a CPU handle, moved to options.device when that is 'cuda'. */
+function place(op: string, h: NativeHandle, options: CreateOptions): Tensor {
+  const device = options.device ?? 'cpu';
+  if (device === 'cpu') return new Tensor(h, !!options.requiresGrad);
+  if (device !== 'cuda') {
+    h.dispose();
+    throw new Error(`${op}: device must be 'cpu' or 'cuda', got ${String(device)}`);
+  }
+  try {
+    return new Tensor(native.toDevice(h, 'cuda'), !!options.requiresGrad);
+  } finally {
+    h.dispose();
+  }
 }
 
 function checkShape(op: string, shape: number[]): number[] {
@@ -18,12 +35,11 @@ function checkShape(op: string, shape: number[]): number[] {
 export function tensor(data: Float32Array | number[], shape: number[], options: CreateOptions = {}): Tensor {
   checkShape('tensor', shape);
   const arr = data instanceof Float32Array ? data : Float32Array.from(data as number[]);
-  const t = new Tensor(native.fromFloat32(arr, shape), !!options.requiresGrad);
-  return t;
+  return place('tensor', native.fromFloat32(arr, shape), options);
 }
 
 export function full(shape: number[], value: number, options: CreateOptions = {}): Tensor {
-  return new Tensor(native.full(checkShape('full', shape), value), !!options.requiresGrad);
+  return place('full', native.full(checkShape('full', shape), value), options);
 }
 export function zeros(shape: number[], options: CreateOptions = {}): Tensor {
   return full(shape, 0, options);
@@ -39,18 +55,12 @@ export interface RandomOptions extends CreateOptions {
 
 /** Normal samples N(mean, std²). */
 export function randn(shape: number[], options: RandomOptions & { mean?: number; std?: number } = {}): Tensor {
-  return new Tensor(
-    native.randomNormal(checkShape('randn', shape), options.seed ?? -1, options.mean ?? 0, options.std ?? 1),
-    !!options.requiresGrad,
-  );
+  return place('randn', native.randomNormal(checkShape('randn', shape), options.seed ?? -1, options.mean ?? 0, options.std ?? 1), options);
 }
 
 /** Uniform samples in [low, high). */
 export function rand(shape: number[], options: RandomOptions & { low?: number; high?: number } = {}): Tensor {
-  return new Tensor(
-    native.randomUniform(checkShape('rand', shape), options.seed ?? -1, options.low ?? 0, options.high ?? 1),
-    !!options.requiresGrad,
-  );
+  return place('rand', native.randomUniform(checkShape('rand', shape), options.seed ?? -1, options.low ?? 0, options.high ?? 1), options);
 }
 
 /** Seeds the global generator used when no per-call seed is given. */

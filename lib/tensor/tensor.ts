@@ -93,6 +93,26 @@ export class Tensor {
     return this;
   }
 
+  /**
+   * This tensor on `device` ('cpu' or 'cuda'): a copy there (plain layout), or this tensor itself when it is
+   * already there, as torch.Tensor.to. Recorded by autograd: the gradient is copied back to this tensor's device.
+   */
+  to(device: 'cpu' | 'cuda'): Tensor {
+    if (device !== 'cpu' && device !== 'cuda') throw new Error(`to: device must be 'cpu' or 'cuda', got ${String(device)}`);
+    const from = this.device;
+    if (from === device) return this;
+    const out = new Tensor(native.toDevice(this.h, device));
+    return recordOp(out, 'to', [this], (g) => [new Tensor(native.toDevice(g.h, from))]);
+  }
+  /** this.to('cuda') */
+  cuda(): Tensor {
+    return this.to('cuda');
+  }
+  /** this.to('cpu') */
+  cpu(): Tensor {
+    return this.to('cpu');
+  }
+
   /** A new leaf with the same values and no graph. */
   detach(): Tensor {
     return new Tensor(native.toPlain(this.h));

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "msgc/cuda.h"
 #include "msgc/errors.h"
 #include "msgc/tensor.h"
 
@@ -32,7 +33,11 @@ int64_t shapeNumel(const Shape& s) {
 static std::atomic<uint64_t> nextStorageId{1};
 
 Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_), id(nextStorageId++) {
-  MSGC_CHECK(device == Device::CPU, "device '", deviceName(device), "' is not available in this build");
+  if (device == Device::CUDA) {
+    MSGC_CHECK(cuda::available(), "cuda: not available: ", cuda::unavailableReason());
+    data = static_cast<float*>(cuda::allocDevice(bytes));
+    return;
+  }
   data = static_cast<float*>(allocHost(bytes));
   // MSGC_POISON=1 fills new buffers with NaN so that reads of unwritten memory show up in tests
   static const bool poison = std::getenv("MSGC_POISON") != nullptr;
@@ -40,7 +45,12 @@ Storage::Storage(size_t bytes_, Device device_) : bytes(bytes_), device(device_)
     for (size_t i = 0; i < bytes / sizeof(float); i++) data[i] = std::numeric_limits<float>::quiet_NaN();
 }
 
-Storage::~Storage() { freeHost(data, bytes); }
+Storage::~Storage() {
+  if (device == Device::CUDA)
+    cuda::freeDevice(data, bytes);
+  else
+    freeHost(data, bytes);
+}
 
 Tensor::Tensor(Shape s, std::shared_ptr<Storage> st, std::shared_ptr<const Layout> l)
     : shape(std::move(s)), storage(std::move(st)), layout(std::move(l)) {
@@ -61,6 +71,10 @@ TensorPtr emptyTensor(const Shape& shape, Device device) {
 
 TensorPtr fullTensor(const Shape& shape, float value, Device device) {
   TensorPtr t = emptyTensor(shape, device);
+  if (device == Device::CUDA) {
+    cuda::fill(t->data(), t->numel(), value);
+    return t;
+  }
   float* p = t->data();
   int64_t n = t->numel();
 #pragma omp parallel for if (n > 65536)

@@ -1,5 +1,6 @@
 // addon.cc: module initialisation only; each area registers its own functions.
 #include "common.h"
+#include "msgc/cuda.h"
 
 namespace msgc {
 namespace napi {
@@ -16,9 +17,10 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerMathBindings(env, exports);
   registerMsgcBindings(env, exports);
   Napi::Object info = Napi::Object::New(env);
-  info.Set("backend", "cpu");
+  // (a CUDA build says so even where no GPU is usable; cudaInfo() tells whether one is)
+  info.Set("backend", cuda::compiled() ? "cpu+cuda" : "cpu");
   info.Set("devices", Napi::Array::New(env, 0));
-  info.Set("library", "oneDNN");
+  info.Set("library", cuda::compiled() ? "oneDNN + CUDA (cuDNN)" : "oneDNN");
   exports.Set("buildInfo", info);
   return exports;
 }

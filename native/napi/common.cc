@@ -9,6 +9,10 @@ namespace msgc {
 namespace napi {
 
 namespace {
+// whether the handler running on this thread accepts GPU tensors (set by dispatch, restored after nested calls)
+thread_local bool tCudaHandler = false;
+bool cudaHandler() { return tCudaHandler; }
+
 std::string argLabel(const char* op, const char* name) { return std::string(op) + ": " + name; }
 
 std::string typeName(const Napi::Value& v) {
@@ -36,6 +40,9 @@ TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, c
              " must be a Tensor, got an object that is not one");
   NativeTensor* t = static_cast<NativeTensor*>(raw);
   MSGC_CHECK(t->tensor() != nullptr, argLabel(op, name), " was disposed; it can no longer be used");
+  MSGC_CHECK(t->tensor()->device() == Device::CPU || cudaHandler(), argLabel(op, name),
+             " is on cuda, but this op runs on the CPU only so far (on cuda: ", kCudaOps,
+             "); move it with .to('cpu')");
   return t->tensor();
 }
 
@@ -147,9 +154,26 @@ std::recursive_mutex& opMutex() {
   return mu;
 }
 
+const char* const kCudaOps =
+    "tensor copies and fills, conv2d forward, conv2d + eval BatchNorm, eval BatchNorm + activation, and the MSGC "
+    "convolution's forward, masked and gathered, with its fused BatchNorm";
+
 namespace {
+struct Registered {
+  Handler fn;
+  bool cuda;
+};
+
+struct CudaHandlerScope {
+  bool saved;
+  explicit CudaHandlerScope(bool on) : saved(tCudaHandler) { tCudaHandler = on; }
+  ~CudaHandlerScope() { tCudaHandler = saved; }
+};
+
 Napi::Value dispatch(const Napi::CallbackInfo& info) {
-  Handler fn = reinterpret_cast<Handler>(info.Data());
+  const Registered* r = static_cast<const Registered*>(info.Data());
+  Handler fn = r->fn;
+  CudaHandlerScope cudaScope(r->cuda);
   try {
     std::lock_guard<std::recursive_mutex> lock(opMutex());
     ScopedFlushDenormals flush;  // restored before JavaScript runs again
@@ -166,8 +190,10 @@ Napi::Value dispatch(const Napi::CallbackInfo& info) {
 }
 }  // namespace
 
-void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn) {
-  exports.Set(name, Napi::Function::New(env, dispatch, name, reinterpret_cast<void*>(fn)));
+void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn, bool cuda) {
+  // one small record per exported function, for the process's lifetime (as the functions themselves)
+  Registered* r = new Registered{fn, cuda};
+  exports.Set(name, Napi::Function::New(env, dispatch, name, r));
 }
 
 }  // namespace napi

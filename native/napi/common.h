@@ -73,8 +73,12 @@ void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const ch
 std::recursive_mutex& opMutex();
 
 using Handler = Napi::Value (*)(const Napi::CallbackInfo&);
-// Registers `fn` on `exports` behind the exception guard and the op lock.
-void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn);
+// Registers `fn` on `exports` behind the exception guard and the op lock. Only handlers registered with
+// `cuda = true` accept tensors on the GPU (they dispatch to native/cuda themselves); every other handler's tensor
+// arguments are checked to be on the CPU, so a GPU pointer never reaches a CPU kernel.
+void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handler fn, bool cuda = false);
+// what the GPU runs so far, for the error a CPU-only op gives
+extern const char* const kCudaOps;
 
 // Registration of each binding area (one file each).
 void registerTensorBindings(Napi::Env env, Napi::Object exports);

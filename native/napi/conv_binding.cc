@@ -1,5 +1,6 @@
 // conv_binding.cc: conv2dForward / conv2dBackward, with every shape rule checked before the kernel runs.
 #include "common.h"
+#include "msgc/cuda.h"
 #include "msgc/ops.h"
 
 namespace msgc {
@@ -59,6 +60,7 @@ ConvArgs readConv(const Napi::CallbackInfo& info, const char* op, bool withBias)
 static Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
   ConvArgs a = readConv(info, "conv2d", true);
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
+  if (a.x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::conv2dForward(*a.x, *a.weight, a.bias.get(), a.p));
   return wrapTensor(info.Env(), conv2dForward(*a.x, *a.weight, a.bias.get(), a.p));
 }
 
@@ -79,6 +81,11 @@ static Napi::Value Conv2dBnActEval(const Napi::CallbackInfo& info) {
   }
   MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
+  if (a.x->device() == Device::CUDA) {
+    // cuDNN's conv, then one epilogue pass (bias, BatchNorm and activation)
+    TensorPtr y = cuda::conv2dForward(*a.x, *a.weight, a.bias.get(), a.p);
+    return wrapTensor(info.Env(), cuda::batchNormActEval(*y, *rm, *rv, g.get(), b.get(), (float)eps, (int)act, nullptr));
+  }
   return wrapTensor(info.Env(), conv2dBnActEval(*a.x, *a.weight, a.bias.get(), a.p, *rm, *rv, g.get(), b.get(),
                                                 (float)eps, (int)act));
 }
@@ -109,9 +116,9 @@ static Napi::Value Conv2dBackward(const Napi::CallbackInfo& info) {
 }
 
 void registerConvBindings(Napi::Env env, Napi::Object exports) {
-  exportFunction(env, exports, "conv2dForward", Conv2dForward);
+  exportFunction(env, exports, "conv2dForward", Conv2dForward, true);
   exportFunction(env, exports, "conv2dBackward", Conv2dBackward);
-  exportFunction(env, exports, "conv2dBnActEval", Conv2dBnActEval);
+  exportFunction(env, exports, "conv2dBnActEval", Conv2dBnActEval, true);
 }
 
 }  // namespace napi

@@ -1,5 +1,6 @@
 // layer_binding.cc: batch norm, activations, pooling, linear and cross-entropy bindings with their checks.
 #include "common.h"
+#include "msgc/cuda.h"
 #include "msgc/ops.h"
 #include <cmath>
 
@@ -61,9 +62,10 @@ static Napi::Value BatchNormActEval(const Napi::CallbackInfo& info) {
     expectSameDevice(*x, *r, op, "x", "residual");
   }
   const bool pooled = info.Length() > 8 && boolArg(info, 8, op, "pooled");
-  if (!pooled) return wrapTensor(info.Env(), batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get()));
+  const auto run = x->device() == Device::CUDA ? cuda::batchNormActEval : batchNormActEval;
+  if (!pooled) return wrapTensor(info.Env(), run(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), nullptr));
   TensorPtr means;
-  TensorPtr y = batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), &means);
+  TensorPtr y = run(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), &means);
   return tensorList(info.Env(), {y, means});
 }
 
@@ -265,7 +267,7 @@ static Napi::Value DistillationBackward(const Napi::CallbackInfo& info) {
 void registerLayerBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward);
   exportFunction(env, exports, "batchNorm2dBackward", BatchNorm2dBackward);
-  exportFunction(env, exports, "batchNormActEval", BatchNormActEval);
+  exportFunction(env, exports, "batchNormActEval", BatchNormActEval, true);
   exportFunction(env, exports, "activationForward", ActivationForward);
   exportFunction(env, exports, "activationBackward", ActivationBackward);
   exportFunction(env, exports, "pool2dForward", Pool2dForward);

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "common.h"
+#include "msgc/cuda.h"
 #include "msgc/ops.h"
 
 namespace msgc {
@@ -104,7 +105,13 @@ static Napi::Value Reshape(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value ToPlain(const Napi::CallbackInfo& info) {
-  return wrapTensor(info.Env(), toPlain(*tensorArg(info, 0, "clone", "x")));
+  TensorPtr x = tensorArg(info, 0, "clone", "x");
+  if (x->device() == Device::CUDA) {
+    TensorPtr y = emptyTensor(x->shape, Device::CUDA);
+    cuda::copyDeviceToDevice(y->data(), x->data(), (size_t)x->numel() * sizeof(float));
+    return wrapTensor(info.Env(), y);
+  }
+  return wrapTensor(info.Env(), toPlain(*x));
 }
 
 static Napi::Value Clone(const Napi::CallbackInfo& info) {
@@ -209,8 +216,8 @@ void registerMathBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "addInPlace", AddInPlace);
   exportFunction(env, exports, "expandChannels", ExpandChannels);
   exportFunction(env, exports, "addChannelsInPlace", AddChannelsInPlace);
-  exportFunction(env, exports, "reshape", Reshape);
-  exportFunction(env, exports, "toPlain", ToPlain);
+  exportFunction(env, exports, "reshape", Reshape, true);  // (a view: device-agnostic for plain tensors)
+  exportFunction(env, exports, "toPlain", ToPlain, true);
   exportFunction(env, exports, "clone", Clone);
   exportFunction(env, exports, "concatChannels", ConcatChannels);
   exportFunction(env, exports, "sliceChannels", SliceChannels);

@@ -1,5 +1,6 @@
 // msgc_binding.cc: the MSGC convolution and gate bindings, with their shape checks.
 #include "common.h"
+#include "msgc/cuda.h"
 #include "msgc/ops.h"
 
 namespace msgc {
@@ -53,6 +54,7 @@ MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
 static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
   MsgcArgs a = readMsgc(info, "msgcConv2d");
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
+  if (a.x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, false));
   return wrapTensor(info.Env(), msgcConvForward(*a.x, *a.weight, *a.scale, a.p));
 }
 
@@ -69,59 +71,98 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
                ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
   }
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
+  if (a.x->device() == Device::CUDA)
+    return wrapTensor(info.Env(), cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, true, outMask.get()));
   return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get()));
 }
+
+namespace {
+// the fused calls' arguments after readMsgc's six: outputMask|null, runningMean, runningVar, gamma|null,
+// beta|null, eps, activation, residual|null, pooled[, masked]. bnOptional: runningMean and runningVar may be null
+// (no BatchNorm; the activation and residual still apply)
+struct MsgcBnArgs {
+  MsgcArgs a;
+  TensorPtr outMask, rm, rv, gm, be, r;
+  FusedBnAct bn;
+  bool pooled = false, masked = false;
+};
+
+MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op, bool bnOptional) {
+  MsgcBnArgs m;
+  m.a = readMsgc(info, op);
+  const MsgcArgs& a = m.a;
+  m.outMask = optionalTensorArg(info, 6, op, "outputMask");
+  if (m.outMask) {
+    expectDims(*m.outMask, 3, op, "outputMask", "[N, K, outChannels]");
+    expectSameDevice(*a.x, *m.outMask, op, "x", "outputMask");
+    MSGC_CHECK(m.outMask->shape[0] == a.y[0] && m.outMask->shape[1] > 0 && m.outMask->shape[2] == a.y[1], op,
+               ": outputMask has shape ", shapeString(m.outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
+  }
+  m.rm = bnOptional ? optionalTensorArg(info, 7, op, "runningMean") : tensorArg(info, 7, op, "runningMean");
+  m.rv = bnOptional ? optionalTensorArg(info, 8, op, "runningVar") : tensorArg(info, 8, op, "runningVar");
+  MSGC_CHECK(!m.rm == !m.rv, op, ": runningMean and runningVar come together");
+  m.gm = optionalTensorArg(info, 9, op, "gamma");
+  m.be = optionalTensorArg(info, 10, op, "beta");
+  const int64_t O = a.y[1];
+  expectChannelVector(m.rm, O, op, "runningMean", *a.x);
+  expectChannelVector(m.rv, O, op, "runningVar", *a.x);
+  expectChannelVector(m.gm, O, op, "gamma", *a.x);
+  expectChannelVector(m.be, O, op, "beta", *a.x);
+  const double eps = numberArg(info, 11, op, "eps");
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const int64_t act = intArg(info, 12, op, "activation", -1, (int64_t)Activation::ReLU6);
+  m.r = optionalTensorArg(info, 13, op, "residual");
+  if (m.r) {
+    expectShape(*m.r, a.y, op, "residual");
+    expectSameDevice(*a.x, *m.r, op, "x", "residual");
+  }
+  m.pooled = boolArg(info, 14, op, "pooled");
+  // (optional 16th argument masked: the masked execution instead of the gathered one; no outputMask then)
+  m.masked = info.Length() > 15 && boolArg(info, 15, op, "masked");
+  MSGC_CHECK(!(m.masked && m.outMask), op, ": the masked execution takes no outputMask");
+  m.bn.runningMean = m.rm.get();
+  m.bn.runningVar = m.rv.get();
+  m.bn.weight = m.gm.get();
+  m.bn.bias = m.be.get();
+  m.bn.eps = (float)eps;
+  m.bn.act = (int)act;
+  m.bn.residual = m.r.get();
+  return m;
+}
+}  // namespace
 
 // msgcConv2dBnActEval(x, weight, scale, stride, padding, heads, outputMask|null, runningMean, runningVar,
 //                     gamma|null, beta|null, eps, activation, residual|null, pooled[, masked]) -> y, or [y, means] if
 // pooled: act(batchNorm_eval(gathered msgcConv2d) + residual) with the BN fused into the gathered kernels' output
 // (masked: the masked execution, the BN applied per sample in cache where it runs per-sample convs)
 static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
-  const char* op = "msgcConv2dBnAct";
-  MsgcArgs a = readMsgc(info, op);
-  TensorPtr outMask = optionalTensorArg(info, 6, op, "outputMask");
-  if (outMask) {
-    expectDims(*outMask, 3, op, "outputMask", "[N, K, outChannels]");
-    expectSameDevice(*a.x, *outMask, op, "x", "outputMask");
-    MSGC_CHECK(outMask->shape[0] == a.y[0] && outMask->shape[1] > 0 && outMask->shape[2] == a.y[1], op,
-               ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
-  }
-  TensorPtr rm = tensorArg(info, 7, op, "runningMean"), rv = tensorArg(info, 8, op, "runningVar");
-  TensorPtr gm = optionalTensorArg(info, 9, op, "gamma"), be = optionalTensorArg(info, 10, op, "beta");
-  const int64_t O = a.y[1];
-  expectChannelVector(rm, O, op, "runningMean", *a.x);
-  expectChannelVector(rv, O, op, "runningVar", *a.x);
-  expectChannelVector(gm, O, op, "gamma", *a.x);
-  expectChannelVector(be, O, op, "beta", *a.x);
-  const double eps = numberArg(info, 11, op, "eps");
-  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const int64_t act = intArg(info, 12, op, "activation", -1, (int64_t)Activation::ReLU6);
-  TensorPtr r = optionalTensorArg(info, 13, op, "residual");
-  if (r) {
-    expectShape(*r, a.y, op, "residual");
-    expectSameDevice(*a.x, *r, op, "x", "residual");
-  }
-  const bool pooled = boolArg(info, 14, op, "pooled");
-  // (optional 16th argument masked: the masked execution instead of the gathered one; no outputMask then)
-  const bool masked = info.Length() > 15 && boolArg(info, 15, op, "masked");
-  MSGC_CHECK(!(masked && outMask), op, ": the masked execution takes no outputMask");
-  FusedBnAct bn;
-  bn.runningMean = rm.get();
-  bn.runningVar = rv.get();
-  bn.weight = gm.get();
-  bn.bias = be.get();
-  bn.eps = (float)eps;
-  bn.act = (int)act;
-  bn.residual = r.get();
+  MsgcBnArgs m = readMsgcBn(info, "msgcConv2dBnAct", false);
+  const MsgcArgs& a = m.a;
+  const FusedBnAct& bn = m.bn;
+  const bool pooled = m.pooled, masked = m.masked;
+  const TensorPtr& outMask = m.outMask;
   TensorPtr means;
   if (a.y[0] == 0) {
     TensorPtr y = emptyTensor(a.y, a.x->device());
     if (!pooled) return wrapTensor(info.Env(), y);
     return tensorList(info.Env(), {y, emptyTensor({0, a.y[1], 1, 1}, a.x->device())});
   }
-  TensorPtr y = masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
+  TensorPtr y = a.x->device() == Device::CUDA
+                   ? cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, !masked, outMask.get(), &bn, pooled ? &means : nullptr)
+               : masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
                        : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
   if (!pooled) return wrapTensor(info.Env(), y);
+  return tensorList(info.Env(), {y, means});
+}
+
+// msgcConv2dGpuKernelEmulated(the fused call's arguments, runningMean/runningVar may be null) -> y or [y, means]:
+// the GPU kernel's own code run on the host (cuda::emulateMsgcConvForward), for tests on machines without a GPU
+static Napi::Value MsgcConv2dGpuKernelEmulated(const Napi::CallbackInfo& info) {
+  MsgcBnArgs m = readMsgcBn(info, "msgcConv2dGpuKernelEmulated", true);
+  TensorPtr means;
+  TensorPtr y = cuda::emulateMsgcConvForward(*m.a.x, *m.a.weight, *m.a.scale, m.a.p, !m.masked, m.outMask.get(), &m.bn,
+                                             m.pooled ? &means : nullptr);
+  if (!m.pooled) return wrapTensor(info.Env(), y);
   return tensorList(info.Env(), {y, means});
 }
 
@@ -305,10 +346,11 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
   exportFunction(env, exports, "squeezeHeadTrainForward", SqueezeHeadTrainForward);
   exportFunction(env, exports, "squeezeHeadTrainBackward", SqueezeHeadTrainBackward);
-  exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward);
-  exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered);
-  exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval);
+  exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward, true);
+  exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered, true);
+  exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval, true);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
+  exportFunction(env, exports, "msgcConv2dGpuKernelEmulated", MsgcConv2dGpuKernelEmulated);
   exportFunction(env, exports, "gateForward", GateForward);
   exportFunction(env, exports, "gateBackward", GateBackward);
 }

@@ -7,6 +7,7 @@
 
 #include "../cpu/layout.h"
 #include "common.h"
+#include "msgc/cuda.h"
 #include "msgc/ops.h"
 
 namespace msgc {
@@ -105,7 +106,10 @@ Napi::Value NativeTensor::ToFloat32Array(const Napi::CallbackInfo& info) {
     std::lock_guard<std::recursive_mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
     int64_t n = t->numel();
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), (size_t)n);
-    if (n) std::memcpy(out.Data(), cpu::plainData(*t), (size_t)n * sizeof(float));
+    if (n && t->device() == Device::CUDA)
+      cuda::copyDeviceToHost(out.Data(), t->data(), (size_t)n * sizeof(float));
+    else if (n)
+      std::memcpy(out.Data(), cpu::plainData(*t), (size_t)n * sizeof(float));
     return out;
   });
 }
@@ -116,7 +120,12 @@ Napi::Value NativeTensor::Item(const Napi::CallbackInfo& info) {
     std::lock_guard<std::recursive_mutex> lock(opMutex());  // (a reorder: oneDNN and the process-wide caches)
     MSGC_CHECK(t->numel() == 1, "tensor.item: the tensor has ", t->numel(), " elements (shape ", shapeString(t->shape),
                "), expected exactly 1");
-    return Napi::Number::New(info.Env(), cpu::plainData(*t)[0]);
+    float v = 0;
+    if (t->device() == Device::CUDA)
+      cuda::copyDeviceToHost(&v, t->data(), sizeof(float));
+    else
+      v = cpu::plainData(*t)[0];
+    return Napi::Number::New(info.Env(), v);
   });
 }
 
@@ -129,7 +138,12 @@ Napi::Value NativeTensor::CopyFrom(const Napi::CallbackInfo& info) {
     Napi::Float32Array a = info[0].As<Napi::Float32Array>();
     MSGC_CHECK((int64_t)a.ElementLength() == t->numel(), "tensor.copyFrom: data has ", a.ElementLength(),
                " elements, expected ", t->numel(), " for shape ", shapeString(t->shape));
-    copyFromHost(*t, a.Data());
+    if (t->device() == Device::CUDA) {
+      cuda::copyHostToDevice(t->data(), a.Data(), (size_t)t->numel() * sizeof(float));
+      t->storage->touch();
+    } else {
+      copyFromHost(*t, a.Data());
+    }
     return info.Env().Undefined();
   });
 }
@@ -242,11 +256,71 @@ static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   // what the isolate counts as external memory (tensors that outlive every tidy scope, see Account(), plus
   // whatever else the process reports, e.g. Buffers)
   o.Set("externalBytes", (double)Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0));
+  // the GPU's caching allocator (zeros in a build or on a machine without CUDA)
+  cuda::DeviceMemoryStats d = cuda::deviceMemoryStats();
+  o.Set("cudaLiveBuffers", (double)d.liveBuffers);
+  o.Set("cudaLiveBytes", (double)d.liveBytes);
+  o.Set("cudaCachedBytes", (double)d.cachedBytes);
+  o.Set("cudaPeakBytes", (double)d.peakBytes);
   return o;
+}
+
+static Device deviceArg(const Napi::CallbackInfo& info, size_t i, const char* op) {
+  MSGC_CHECK(info[i].IsString(), op, ": device must be 'cpu' or 'cuda'");
+  const std::string d = info[i].As<Napi::String>().Utf8Value();
+  if (d == "cpu") return Device::CPU;
+  MSGC_CHECK(d == "cuda" || d == "cuda:0", op, ": device must be 'cpu' or 'cuda', got '", d, "'");
+  MSGC_CHECK(cuda::available(), op, ": cuda is not available: ", cuda::unavailableReason());
+  return Device::CUDA;
+}
+
+// toDevice(t, device): a copy of t on `device` (plain layout); t itself when it is already there
+static Napi::Value ToDevice(const Napi::CallbackInfo& info) {
+  const char* op = "to";
+  TensorPtr t = tensorArg(info, 0, op, "tensor");
+  const Device d = deviceArg(info, 1, op);
+  if (t->device() == d) return info[0];
+  const size_t bytes = (size_t)t->numel() * sizeof(float);
+  if (d == Device::CUDA) {
+    TensorPtr plain = t->isPlain() ? t : toPlain(*t);
+    TensorPtr out = emptyTensor(t->shape, Device::CUDA);
+    cuda::copyHostToDevice(out->data(), plain->data(), bytes);
+    return wrapTensor(info.Env(), out);
+  }
+  TensorPtr out = emptyTensor(t->shape, Device::CPU);
+  cuda::copyDeviceToHost(out->data(), t->data(), bytes);
+  return wrapTensor(info.Env(), out);
+}
+
+// cudaInfo() -> { compiled, available, reason, name?, computeCapability?, multiprocessors?, memoryBytes?,
+// runtimeVersion?, driverVersion?, cudnnVersion? }
+static Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("compiled", cuda::compiled());
+  o.Set("available", cuda::available());
+  o.Set("reason", cuda::unavailableReason());
+  if (cuda::available()) {
+    cuda::DeviceInfo d = cuda::deviceInfo();
+    o.Set("name", d.name);
+    o.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+    o.Set("multiprocessors", d.multiprocessors);
+    o.Set("memoryBytes", (double)d.totalBytes);
+    o.Set("runtimeVersion", d.runtimeVersion);
+    o.Set("driverVersion", d.driverVersion);
+    o.Set("cudnnVersion", d.cudnnVersion);
+  }
+  return o;
+}
+
+// cudaSynchronize(): waits for the GPU's queued work (benchmarks; errors of earlier kernels surface here)
+static Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+  cuda::synchronize();
+  return info.Env().Undefined();
 }
 
 static Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   emptyAllocatorCache();
+  cuda::emptyDeviceCache();
   return info.Env().Undefined();
 }
 
@@ -317,6 +391,9 @@ void registerTensorBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "gatheredKernels", GatheredKernels);
   exportFunction(env, exports, "setFlushDenormals", SetFlushDenormals);
   exportFunction(env, exports, "getFlushDenormals", GetFlushDenormals);
+  exportFunction(env, exports, "toDevice", ToDevice, true);
+  exportFunction(env, exports, "cudaInfo", CudaInfo);
+  exportFunction(env, exports, "cudaSynchronize", CudaSynchronize);
 }
 
 }  // namespace napi

@@ -1,0 +1,112 @@
+// msgc_conv.cu: the MSGC convolution on the GPU, masked and gathered, by one implicit-GEMM kernel of ours (its
+// per-thread steps in msgc_conv_tile.h). Gathered: a first kernel compacts, per (sample, head), the indices of the
+// channels with a non-zero scale on the GPU (no host round trip, so no synchronisation); each block's reduction is
+// then |S(n, g)|·k² long instead of C·k². Masked: over every channel, times the scale (the reference's arithmetic).
+#include <algorithm>
+
+#include "common.h"
+#include "epilogue.h"
+#include "msgc/cuda.h"
+#include "msgc_conv_tile.h"
+
+namespace msgc {
+namespace cuda {
+namespace {
+
+// idx[ng, 0..cnt) = the channels c with scale[ng, c] != 0, in increasing order; one warp per (sample, head)
+__global__ void compactKernel(const float* scale, int C, int NG, int* idx, int* cnt) {
+  const int ng = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (ng >= NG) return;
+  const float* s = scale + (int64_t)ng * C;
+  int* out = idx + (int64_t)ng * C;
+  int base = 0;
+  for (int c0 = 0; c0 < C; c0 += 32) {
+    const int c = c0 + lane;
+    const bool nz = c < C && s[c] != 0.f;  // (NaN counts as selected, as in compactChannels)
+    const unsigned m = __ballot_sync(0xffffffffu, nz);
+    if (nz) out[base + __popc(m & ((1u << lane) - 1u))] = c;
+    base += __popc(m);
+  }
+  if (lane == 0) cnt[ng] = base;
+}
+
+template <int BM>
+__global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
+  __shared__ float As[kTileBK * MsgcTileThread<BM>::AStride];
+  __shared__ float Bs[kTileBK * kTileBN];
+  MsgcTileThread<BM> t;
+  t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+  for (int r0 = 0; r0 < t.R; r0 += kTileBK) {
+    t.load(a, r0, As, Bs);
+    __syncthreads();
+    t.compute(As, Bs);
+    __syncthreads();
+  }
+  t.store(a);
+}
+
+}  // namespace
+
+TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                          bool gathered, const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
+  ensureDevice();
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3], G = p.heads;
+  const int64_t OH = (H + 2 * p.padH - KH) / p.strideH + 1, OW = (W + 2 * p.padW - KW) / p.strideW + 1;
+  // the kernel indexes within a sample, a weight and an output plane in 32 bits
+  MSGC_CHECK(C * H * W < (int64_t(1) << 31) && O * C * KH * KW < (int64_t(1) << 31) && OH * OW < (int64_t(1) << 31),
+             "msgcConv2d (cuda): a sample or the weight has 2^31 or more elements; split the input");
+  MSGC_CHECK(N * G <= 65535, "msgcConv2d (cuda): batch × heads = ", N * G, " exceeds 65535; split the batch");
+  MSGC_CHECK((O / G + 15) / 16 <= 65535, "msgcConv2d (cuda): too many output channels per head (", O / G, ")");
+  TensorPtr y = emptyTensor({N, O, OH, OW}, Device::CUDA);
+  if (N == 0) return y;
+  MsgcConvArgs a;
+  a.x = x.data();
+  a.w = weight.data();
+  a.scale = scale.data();
+  a.idx = nullptr;
+  a.cnt = nullptr;
+  a.outMask = gathered && outMask ? outMask->data() : nullptr;
+  a.outMaskRows = a.outMask ? (int)outMask->shape[1] : 0;
+  a.y = y->data();
+  a.C = (int)C; a.H = (int)H; a.W = (int)W; a.O = (int)O; a.G = (int)G; a.Og = (int)(O / G);
+  a.KH = (int)KH; a.KW = (int)KW; a.OH = (int)OH; a.OW = (int)OW;
+  a.strideH = (int)p.strideH; a.strideW = (int)p.strideW; a.padH = (int)p.padH; a.padW = (int)p.padW;
+  a.e = makeEpilogue(bn);
+
+  // the compacted indices live in one scratch buffer: [N·G, C] indices then [N·G] counts
+  void* scratch = nullptr;
+  const size_t scratchBytes = gathered ? (size_t)(N * G) * (size_t)(C + 1) * sizeof(int) : 0;
+  if (gathered) {
+    scratch = allocDevice(scratchBytes);
+    int* idx = static_cast<int*>(scratch);
+    int* cnt = idx + N * G * C;
+    const int warps = 8;
+    compactKernel<<<(unsigned)((N * G + warps - 1) / warps), warps * 32>>>(a.scale, a.C, (int)(N * G), idx, cnt);
+    a.idx = idx;
+    a.cnt = cnt;
+  }
+  try {
+    if (gathered) MSGC_CUDA_LAUNCHED("msgcConv2d channel compaction");
+    const int64_t P = OH * OW;
+    const int BM = msgcTileRows(a.Og);
+    dim3 grid((unsigned)((P + kTileBN - 1) / kTileBN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G));
+    if (BM == 64) msgcConvKernel<64><<<grid, kTileThreads>>>(a);
+    else if (BM == 32) msgcConvKernel<32><<<grid, kTileThreads>>>(a);
+    else msgcConvKernel<16><<<grid, kTileThreads>>>(a);
+    MSGC_CUDA_LAUNCHED("msgcConv2d");
+    if (means) {
+      *means = emptyTensor({N, O, 1, 1}, Device::CUDA);
+      channelMeans(y->data(), (*means)->data(), N * O, P);
+    }
+  } catch (...) {
+    if (scratch) freeDevice(scratch, scratchBytes);
+    throw;
+  }
+  if (scratch) freeDevice(scratch, scratchBytes);  // (stream order: the kernel above reads it before any reuse)
+  return y;
+}
+
+}  // namespace cuda
+}  // namespace msgc

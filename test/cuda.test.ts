@@ -1,0 +1,377 @@
+// cuda.test.ts: the CUDA backend. Without a GPU (or in a CPU-only build) the first block checks that every way onto
+// the GPU fails with a clear Error and leaks nothing; the GPU blocks are then skipped, their name saying why. With
+// a GPU they run: copies, memory accounting, the device rules at the native boundary, and every op the GPU runs
+// (cuDNN's conv2d, the eval BatchNorm, the MSGC convolution masked and gathered with its fused epilogue) against
+// float64 references written here, as the CPU tests do.
+import * as msgc from '../lib';
+import { native } from '../lib/native';
+import { closeness, numel, randomArray } from './helpers/gradcheck';
+import { msgcConvReference } from './helpers/references';
+import { expectError } from './helpers/testing';
+
+const { F } = msgc;
+const info = msgc.cuda.info();
+const gpu = info.available;
+const describeGpu = gpu ? describe : describe.skip;
+const gpuTitle = (what: string) => (gpu ? `cuda: ${what} (${info.name})` : `cuda: ${what} (skipped: ${info.reason})`);
+
+/** float64 conv2d: x [N, C, H, W], w [K, C/groups, kh, kw], optional bias; also Σ|terms| per output (tolerances) */
+function convReference(x: Float32Array, xs: number[], w: Float32Array, ws: number[], b: Float32Array | null,
+  stride: [number, number], pad: [number, number], dil: [number, number], groups: number): { y: Float64Array; mag: Float64Array; ys: number[] } {
+  const [N, C, H, W] = xs;
+  const [K, Cg, kh, kw] = ws;
+  const OH = Math.floor((H + 2 * pad[0] - dil[0] * (kh - 1) - 1) / stride[0]) + 1;
+  const OW = Math.floor((W + 2 * pad[1] - dil[1] * (kw - 1) - 1) / stride[1]) + 1;
+  const y = new Float64Array(N * K * OH * OW);
+  const mag = new Float64Array(y.length);
+  const Kg = K / groups;
+  for (let n = 0; n < N; n++)
+    for (let k = 0; k < K; k++) {
+      const g = Math.floor(k / Kg);
+      for (let oh = 0; oh < OH; oh++)
+        for (let ow = 0; ow < OW; ow++) {
+          let s = b ? b[k] : 0;
+          let m = b ? Math.abs(b[k]) : 0;
+          for (let c = 0; c < Cg; c++)
+            for (let i = 0; i < kh; i++) {
+              const ih = oh * stride[0] - pad[0] + i * dil[0];
+              if (ih < 0 || ih >= H) continue;
+              for (let j = 0; j < kw; j++) {
+                const iw = ow * stride[1] - pad[1] + j * dil[1];
+                if (iw < 0 || iw >= W) continue;
+                const t = w[((k * Cg + c) * kh + i) * kw + j] * x[((n * C + g * Cg + c) * H + ih) * W + iw];
+                s += t;
+                m += Math.abs(t);
+              }
+            }
+          const at = ((n * K + k) * OH + oh) * OW + ow;
+          y[at] = s;
+          mag[at] = m;
+        }
+    }
+  return { y, mag, ys: [N, K, OH, OW] };
+}
+
+/** the worst |a − ref| / (1e-6 + tol·mag) (≤ 1 passes): float32 sums of `mag`-sized terms */
+function worstError(a: Float32Array, ref: Float64Array, mag: ArrayLike<number>, tol = 2e-5): number {
+  expect(a.length).toBe(ref.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - ref[i]) / (1e-6 + tol * mag[i]));
+  return worst;
+}
+
+/** float64 act(BN_eval(v) + residual) over [N, C, P], in place */
+function bnActReference(v: Float64Array, N: number, C: number, P: number, mean: Float32Array, variance: Float32Array,
+  gamma: Float32Array, beta: Float32Array, eps: number, act: 'relu' | 'relu6' | null, residual: Float32Array | null): Float64Array {
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++) {
+      const mul = gamma[c] / Math.sqrt(variance[c] + eps);
+      for (let p = 0; p < P; p++) {
+        const i = (n * C + c) * P + p;
+        let t = (v[i] - mean[c]) * mul + beta[c] + (residual ? residual[i] : 0);
+        if (act === 'relu') t = Math.max(t, 0);
+        if (act === 'relu6') t = Math.min(Math.max(t, 0), 6);
+        v[i] = t;
+      }
+    }
+  return v;
+}
+
+/** scales [N, G, C]: per head a pattern (closed head, all open, random gates) times attention-like values */
+function mixedScales(N: number, G: number, C: number, seed: number): Float32Array {
+  const att = randomArray(N * G * C, seed, 0.25, 1.75);
+  const coin = randomArray(N * G * C, seed + 1);
+  const s = new Float32Array(N * G * C);
+  for (let n = 0; n < N; n++)
+    for (let g = 0; g < G; g++) {
+      const kind = (n + g) % 4;  // 0: closed, 1: fully open, 2: ~half, 3: a single channel
+      for (let c = 0; c < C; c++) {
+        const i = (n * G + g) * C + c;
+        const open = kind === 1 || (kind === 2 && coin[i] > 0) || (kind === 3 && c === (n * 7 + g) % C);
+        s[i] = open ? att[i] : 0;
+      }
+    }
+  return s;
+}
+
+describe(gpu ? 'cuda: available' : 'cuda: unavailable here', () => {
+  test('backendInfo and cuda.info agree and say why not', () => {
+    const b = msgc.backendInfo();
+    expect(b.cuda.available).toBe(gpu);
+    expect(b.devices).toEqual(gpu ? ['cpu', 'cuda'] : ['cpu']);
+    if (!gpu) expect(info.reason.length).toBeGreaterThan(10);
+    else expect(info.compiled).toBe(true);
+  });
+
+  (gpu ? test.skip : test)('every way onto the GPU throws a clear Error and leaks nothing', () => {
+    const live = msgc.liveTensorCount();
+    const x = msgc.tensor([1, 2, 3], [3]);
+    expectError(() => x.to('cuda'), /cuda/);
+    expectError(() => x.cuda(), /cuda/);
+    expectError(() => msgc.zeros([2, 2], { device: 'cuda' }), /cuda/);
+    expectError(() => msgc.randn([2, 2], { device: 'cuda', seed: 1 }), /cuda/);
+    expectError(() => msgc.cuda.synchronize(), /cuda/);
+    expectError(() => x.to('gpu' as 'cuda'), /'cpu' or 'cuda'/);
+    expect(x.to('cpu')).toBe(x);
+    x.dispose();
+    expect(msgc.liveTensorCount()).toBe(live);
+  });
+});
+
+describeGpu(gpuTitle('tensors, copies and the device rules'), () => {
+  test('round trips are exact; item, assign, clone and reshape work on the GPU', () => {
+    const live = msgc.liveTensorCount();
+    const v = randomArray(1000, 5, -3, 3);
+    const x = msgc.tensor(v, [10, 100]);
+    const g = x.to('cuda');
+    expect(g.device).toBe('cuda');
+    expect(g.to('cuda')).toBe(g);
+    expect(Array.from(g.toFloat32Array())).toEqual(Array.from(v));
+    const back = g.cpu();
+    expect(back.device).toBe('cpu');
+    expect(Array.from(back.toFloat32Array())).toEqual(Array.from(v));
+    const one = msgc.tensor([4.5], [1], { device: 'cuda' });
+    expect(one.item()).toBe(4.5);
+    const w = randomArray(1000, 6);
+    g.assign(w);
+    expect(Array.from(g.toFloat32Array())).toEqual(Array.from(w));
+    const c = g.clone();
+    g.assign(v);
+    expect(Array.from(c.toFloat32Array())).toEqual(Array.from(w));
+    const r = F.reshape(g, [100, 10]);
+    expect(r.device).toBe('cuda');
+    expect(Array.from(r.toFloat32Array())).toEqual(Array.from(v));
+    // the same seed gives the same values on both devices
+    expect(Array.from(msgc.randn([64], { seed: 9, device: 'cuda' }).toFloat32Array())).toEqual(Array.from(msgc.randn([64], { seed: 9 }).toFloat32Array()));
+    expect(Array.from(msgc.full([5], 2.5, { device: 'cuda' }).toFloat32Array())).toEqual([2.5, 2.5, 2.5, 2.5, 2.5]);
+    for (const t of [x, g, back, one, c, r]) t.dispose();
+    msgc.tidy(() => undefined);
+    expect(msgc.liveTensorCount()).toBeLessThanOrEqual(live + 2);  // (the two unnamed randn/full results go with GC)
+  });
+
+  test('disposing returns device memory to the cache; emptyCache returns it to the driver', () => {
+    msgc.cuda.synchronize();
+    const before = msgc.memoryStats().cudaLiveBytes;
+    const t = msgc.zeros([1024, 1024], { device: 'cuda' });
+    expect(msgc.memoryStats().cudaLiveBytes - before).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    t.dispose();
+    expect(msgc.memoryStats().cudaLiveBytes).toBe(before);
+    expect(msgc.memoryStats().cudaCachedBytes).toBeGreaterThan(0);
+    msgc.emptyCache();
+    expect(msgc.memoryStats().cudaCachedBytes).toBe(0);
+  });
+
+  test('a CPU-only op given a GPU tensor throws instead of reading device memory; devices do not mix', () => {
+    msgc.tidy(() => {
+      const g = msgc.randn([2, 3, 4, 4], { seed: 1, device: 'cuda' });
+      expectError(() => F.relu(g), /is on cuda, but this op runs on the CPU only/);
+      expectError(() => F.maxPool2d(g, { kernelSize: 2 }), /is on cuda/);
+      const w = msgc.randn([4, 3, 3, 3], { seed: 2 });
+      expectError(() => F.conv2d(g, w), /x is on cuda but weight is on cpu/);
+      const s = msgc.ones([2, 2, 3]);
+      expectError(() => F.msgcConv2d(g, w.cuda(), s, { heads: 2 }), /x is on cuda but scale is on cpu/);
+      // and a later GPU op still works
+      expect(F.conv2d(g, w.cuda()).shape).toEqual([2, 4, 2, 2]);
+    });
+  });
+});
+
+describeGpu(gpuTitle('conv2d (cuDNN, float32) against float64'), () => {
+  const cases = [
+    { N: 2, C: 3, H: 9, W: 8, K: 5, kh: 3, kw: 3, stride: [1, 1], pad: [1, 1], dil: [1, 1], groups: 1, bias: true },
+    { N: 3, C: 16, H: 14, W: 14, K: 32, kh: 3, kw: 3, stride: [2, 2], pad: [1, 1], dil: [1, 1], groups: 1, bias: false },
+    { N: 1, C: 64, H: 7, W: 7, K: 48, kh: 1, kw: 1, stride: [1, 1], pad: [0, 0], dil: [1, 1], groups: 1, bias: true },
+    { N: 2, C: 8, H: 11, W: 13, K: 8, kh: 3, kw: 3, stride: [1, 2], pad: [2, 1], dil: [2, 1], groups: 8, bias: false },
+    { N: 2, C: 12, H: 10, W: 10, K: 6, kh: 5, kw: 3, stride: [2, 1], pad: [2, 1], dil: [1, 1], groups: 3, bias: true },
+  ];
+  test.each(cases)('%o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.K, c.C / c.groups, c.kh, c.kw];
+      const x = randomArray(numel(xs), 11);
+      const w = randomArray(numel(ws), 12);
+      const b = c.bias ? randomArray(c.K, 13) : null;
+      const ref = convReference(x, xs, w, ws, b, c.stride as [number, number], c.pad as [number, number], c.dil as [number, number], c.groups);
+      const y = F.conv2d(msgc.tensor(x, xs, { device: 'cuda' }), msgc.tensor(w, ws, { device: 'cuda' }),
+        b ? msgc.tensor(b, [c.K], { device: 'cuda' }) : null,
+        { stride: c.stride as [number, number], padding: c.pad as [number, number], dilation: c.dil as [number, number], groups: c.groups });
+      expect(y.device).toBe('cuda');
+      expect(y.shape).toEqual(ref.ys);
+      // (TF32 would miss this by ~100x: the strict float32 math is part of the contract)
+      expect(worstError(y.toFloat32Array(), ref.y, ref.mag)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('conv2dBnAct (cuDNN conv, then BatchNorm and ReLU6 in one pass)', () => {
+    msgc.tidy(() => {
+      const xs = [2, 6, 9, 9], ws = [10, 6, 3, 3];
+      const x = randomArray(numel(xs), 21, -2, 2), w = randomArray(numel(ws), 22);
+      const mean = randomArray(10, 23), variance = randomArray(10, 24, 0.2, 2), gamma = randomArray(10, 25, 0.5, 3), beta = randomArray(10, 26);
+      const ref = convReference(x, xs, w, ws, null, [1, 1], [1, 1], [1, 1], 1);
+      bnActReference(ref.y, 2, 10, 81, mean, variance, gamma, beta, 1e-5, 'relu6', null);
+      const d = (a: Float32Array, s: number[]) => msgc.tensor(a, s, { device: 'cuda' });
+      const y = F.conv2dBnAct(d(x, xs), d(w, ws), null, { runningMean: d(mean, [10]), runningVar: d(variance, [10]), weight: d(gamma, [10]), bias: d(beta, [10]), eps: 1e-5 },
+        { padding: 1, activation: 'relu6' });
+      expect(closeness(y.toFloat32Array(), ref.y, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('an empty batch gives an empty output', () => {
+    msgc.tidy(() => {
+      const y = F.conv2d(msgc.zeros([0, 3, 8, 8], { device: 'cuda' }), msgc.zeros([4, 3, 3, 3], { device: 'cuda' }), null, { padding: 1 });
+      expect(y.shape).toEqual([0, 4, 8, 8]);
+      expect(y.device).toBe('cuda');
+    });
+  });
+});
+
+describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float64'), () => {
+  // heads of 3 to 70 outputs (the kernel's 16-, 32- and 64-channel tiles, partial ones too), 1-289 output pixels
+  const cases = [
+    { N: 3, C: 13, H: 9, W: 9, O: 12, k: 3, G: 3, stride: 1, pad: 1 },
+    { N: 2, C: 40, H: 7, W: 7, O: 140, k: 3, G: 2, stride: 1, pad: 1 },
+    { N: 1, C: 33, H: 15, W: 15, O: 80, k: 1, G: 4, stride: 2, pad: 0 },
+    { N: 4, C: 24, H: 17, W: 17, O: 64, k: 3, G: 2, stride: 1, pad: 1 },
+    { N: 2, C: 9, H: 12, W: 10, O: 8, k: 5, G: 4, stride: 2, pad: 2 },
+    { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
+  ];
+  test.each(cases)('%o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
+      const x = randomArray(numel(xs), 31), w = randomArray(numel(ws), 32);
+      const s = mixedScales(c.N, c.G, c.C, 33);
+      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+      const absScale = s.map(Math.abs);
+      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, absScale, c.G, c.stride, c.pad);
+      const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+      for (const execution of ['masked', 'gathered', 'auto'] as const) {
+        const stats = { gathered: false };
+        const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution, stats });
+        expect(y.device).toBe('cuda');
+        expect(stats.gathered).toBe(execution !== 'masked');
+        expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
+      }
+    });
+  });
+
+  test('the fused epilogue: BatchNorm, residual and ReLU, and the pooled means, in both executions', () => {
+    msgc.tidy(() => {
+      const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
+      const x = randomArray(numel(xs), 41), w = randomArray(numel(ws), 42), s = mixedScales(N, G, C, 43);
+      const res = randomArray(N * O * H * W, 44);
+      const mean = randomArray(O, 45), variance = randomArray(O, 46, 0.2, 2), gamma = randomArray(O, 47, 0.5, 2), beta = randomArray(O, 48);
+      const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
+      const pooledRef = new Float64Array(N * O);
+      for (let i = 0; i < N * O; i++) for (let p = 0; p < H * W; p++) pooledRef[i] += ref[i * H * W + p] / (H * W);
+      const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+      const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
+      for (const execution of ['masked', 'gathered'] as const) {
+        const opts = { heads: G, padding: 1, execution, activation: 'relu' as const, residual: d(res, [N, O, H, W]) };
+        const y = F.msgcConv2dBnAct(d(x, xs), d(w, ws), d(s, ss), bn, opts);
+        expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+        const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn, opts);
+        expect(p.pooled.shape).toEqual([N, O, 1, 1]);
+        expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+        expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      }
+      // the BatchNorm alone on the GPU
+      const z = F.batchNormAct(d(x, xs), d(randomArray(C, 50), [C]), d(randomArray(C, 51, 0.5, 1.5), [C]), null, null, { training: false, activation: 'relu6' });
+      const zRef = bnActReference(Float64Array.from(x), N, C, H * W, randomArray(C, 50), randomArray(C, 51, 0.5, 1.5), new Float32Array(C).fill(1), new Float32Array(C), 1e-5, 'relu6', null);
+      expect(closeness(z.toFloat32Array(), zRef, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('the gathered kernel zeroes the outputs no row of outputMask selects', () => {
+    msgc.tidy(() => {
+      const N = 2, C = 8, H = 6, W = 6, O = 16, G = 2, K = 2;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3];
+      const x = randomArray(numel(xs), 61), w = randomArray(numel(ws), 62), s = mixedScales(N, G, C, 63);
+      const m = randomArray(N * K * O, 64).map((v) => (v > 0.3 ? 1 : 0));
+      const ref = msgcConvReference(x, xs, w, ws, s, G, 1, 1);
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++)
+          if (!m[(n * K) * O + o] && !m[(n * K + 1) * O + o]) ref.fill(0, ((n * O + o) * H) * W, ((n * O + o + 1) * H) * W);
+      const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+      const y = new msgc.Tensor(native.msgcConv2dForwardGathered(d(x, xs).h, d(w, ws).h, d(s, [N, G, C]).h, [1, 1], [1, 1], G, d(m, [N, K, O]).h));
+      expect(closeness(y.toFloat32Array(), ref, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('an empty batch; a training step on the GPU is refused with a clear Error', () => {
+    msgc.tidy(() => {
+      const y = F.msgcConv2d(msgc.zeros([0, 4, 5, 5], { device: 'cuda' }), msgc.zeros([8, 4, 3, 3], { device: 'cuda' }), msgc.zeros([0, 2, 4], { device: 'cuda' }), { heads: 2, padding: 1 });
+      expect(y.shape).toEqual([0, 8, 5, 5]);
+      const w = msgc.randn([8, 4, 3, 3], { seed: 3, device: 'cuda', requiresGrad: true });
+      const out = F.msgcConv2d(msgc.randn([1, 4, 5, 5], { seed: 4, device: 'cuda' }), w, msgc.ones([1, 2, 4], { device: 'cuda' }), { heads: 2, padding: 1, execution: 'masked' });
+      expectError(() => F.sum(out).backward(), /is on cuda, but this op runs on the CPU only/);
+    });
+  });
+});
+
+// The GPU kernel's own per-thread code (native/cuda/msgc_conv_tile.h) run on the host, block by block, in the
+// order its barriers impose: checks its tiling, indexing and epilogue on every machine, GPU or not.
+describe('cuda: the MSGC kernel emulated on the host against float64', () => {
+  const cases = [
+    { N: 3, C: 13, H: 9, W: 9, O: 12, k: 3, G: 3, stride: 1, pad: 1 },
+    { N: 2, C: 40, H: 7, W: 7, O: 140, k: 3, G: 2, stride: 1, pad: 1 },
+    { N: 1, C: 33, H: 15, W: 15, O: 80, k: 1, G: 4, stride: 2, pad: 0 },
+    { N: 2, C: 24, H: 17, W: 17, O: 64, k: 3, G: 2, stride: 1, pad: 1 },
+    { N: 2, C: 9, H: 12, W: 10, O: 8, k: 5, G: 4, stride: 2, pad: 2 },
+    { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
+  ];
+  const emulate = (x: msgc.Tensor, w: msgc.Tensor, s: msgc.Tensor, stride: number, pad: number, G: number, gathered: boolean,
+    extra: { outMask?: msgc.Tensor; bn?: [msgc.Tensor, msgc.Tensor, msgc.Tensor, msgc.Tensor]; act?: number; residual?: msgc.Tensor } = {}) => {
+    const bn = extra.bn;
+    return new msgc.Tensor(native.msgcConv2dGpuKernelEmulated(x.h, w.h, s.h, [stride, stride], [pad, pad], G, extra.outMask ? extra.outMask.h : null,
+      bn ? bn[0].h : null, bn ? bn[1].h : null, bn ? bn[2].h : null, bn ? bn[3].h : null, 1e-5, extra.act ?? -1,
+      extra.residual ? extra.residual.h : null, false, !gathered));
+  };
+
+  test.each(cases)('masked and gathered %o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k];
+      const x = randomArray(numel(xs), 31), w = randomArray(numel(ws), 32), s = mixedScales(c.N, c.G, c.C, 33);
+      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
+      for (const gathered of [false, true]) {
+        const y = emulate(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]), c.stride, c.pad, c.G, gathered);
+        expect(y.shape).toEqual([c.N, c.O, Math.floor((c.H + 2 * c.pad - c.k) / c.stride) + 1, Math.floor((c.W + 2 * c.pad - c.k) / c.stride) + 1]);
+        expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
+      }
+    });
+  });
+
+  test('the epilogue (BatchNorm, residual, ReLU6), the pooled means and the output mask', () => {
+    msgc.tidy(() => {
+      const N = 2, C = 20, H = 9, W = 9, O = 48, G = 4, K = 2;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3];
+      const x = randomArray(numel(xs), 41), w = randomArray(numel(ws), 42), s = mixedScales(N, G, C, 43);
+      const res = randomArray(N * O * H * W, 44, -3, 3);
+      const mean = randomArray(O, 45), variance = randomArray(O, 46, 0.2, 2), gamma = randomArray(O, 47, 0.5, 2), beta = randomArray(O, 48);
+      const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu6', res);
+      const bn = [msgc.tensor(mean, [O]), msgc.tensor(variance, [O]), msgc.tensor(gamma, [O]), msgc.tensor(beta, [O])] as [msgc.Tensor, msgc.Tensor, msgc.Tensor, msgc.Tensor];
+      const t = () => [msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [N, G, C])] as const;
+      for (const gathered of [false, true]) {
+        const y = emulate(...t(), 1, 1, G, gathered, { bn, act: 1, residual: msgc.tensor(res, [N, O, H, W]) });
+        expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      }
+      const [xt, wt, st] = t();
+      const [yh, mh] = native.msgcConv2dGpuKernelEmulated(xt.h, wt.h, st.h, [1, 1], [1, 1], G, null,
+        bn[0].h, bn[1].h, bn[2].h, bn[3].h, 1e-5, 1, msgc.tensor(res, [N, O, H, W]).h, true, false);
+      const pooled = new msgc.Tensor(mh);
+      new msgc.Tensor(yh).dispose();
+      const pooledRef = new Float64Array(N * O);
+      for (let i = 0; i < N * O; i++) for (let p = 0; p < H * W; p++) pooledRef[i] += ref[i * H * W + p] / (H * W);
+      expect(closeness(pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      // the output mask: rows no k selects are zero before the epilogue (here: none, so exactly 0)
+      const m = randomArray(N * K * O, 64).map((v) => (v > 0.3 ? 1 : 0));
+      const plain = msgcConvReference(x, xs, w, ws, s, G, 1, 1);
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++)
+          if (!m[(n * K) * O + o] && !m[(n * K + 1) * O + o]) plain.fill(0, (n * O + o) * H * W, (n * O + o + 1) * H * W);
+      const ym = emulate(...t(), 1, 1, G, true, { outMask: msgc.tensor(m, [N, K, O]) });
+      expect(closeness(ym.toFloat32Array(), plain, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+});
