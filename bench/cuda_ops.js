@@ -17,7 +17,7 @@
 const fs = require('fs');
 const path = require('path');
 const msgc = require('../dist');
-const { resnet18, resnet50, mobilenetV2, gates } = require('./msgc_layers');
+const { layers, gates } = require('./msgc_layers');
 
 const { F } = msgc;
 const args = process.argv.slice(2);
@@ -89,8 +89,7 @@ function benchShape(s, N) {
 }
 
 function main() {
-  let shapes = [...resnet18(), ...resnet50(), ...mobilenetV2()];
-  if (netFilter) shapes = shapes.filter((s) => s.net === netFilter);
+  const shapes = layers(netFilter);
   const t0 = now();
   console.log(`msgc ${require('../package.json').version} on ${info.name} (sm ${info.computeCapability}, ${info.multiprocessors} SMs, ` +
     `CUDA runtime ${info.runtimeVersion}, driver ${info.driverVersion}, cuDNN ${info.cudnnVersion}); G = ${G}, best of ${reps} loops`);

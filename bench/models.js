@@ -2,7 +2,9 @@
 // models.js: whole-model timing, dense vs MSGC, measured alternately in one run (blocks of steps, compare()):
 // a training step's forward+backward (train mode) and an inference forward (eval, no grad).
 // Usage: node bench/models.js [--model resnet18] [--batch 8] [--size 224] [--reps 3] [--block n] [--attention]
-//        [--density d]
+//        [--density d] [--device cuda]
+// --device cuda: both models and the input on the GPU (a CUDA build); inference only (training has no GPU kernels
+// yet), each forward timed to the GPU's completion (cuda.synchronize).
 // --density d: a benchmark helper for untrained models — every gate head's last conv gets weight 0 and bias +1
 // for a seeded random fraction d of its outputs, -1 for the rest, so that each gated conv keeps a fraction d of
 // its input channels (in eval; the companion single-head gates too). Without it the gates keep their init
@@ -22,6 +24,13 @@ const blockLen = parseInt(opt('block', batch > 2 ? '2' : '4'), 10);  // steps pe
 const attention = args.includes('--attention');
 const density = args.includes('--density') ? parseFloat(opt('density', '1')) : null;
 const smallInput = size <= 64;
+const device = opt('device', 'cpu');
+if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
+if (device === 'cuda' && !msgc.cuda.isAvailable()) {
+  console.error(`models.js: --device cuda: ${msgc.cuda.info().reason}`);
+  process.exit(2);
+}
+const sync = () => { if (device === 'cuda') msgc.cuda.synchronize(); };
 
 function now() {
   return Number(process.hrtime.bigint()) / 1e6;
@@ -41,8 +50,10 @@ function step(model, mode, x, labels) {
     return t;
   }
   model.eval();
+  sync();
   const t0 = now();
   msgc.noGrad(() => msgc.tidy(() => { model.forward(x); }));
+  sync();
   return now() - t0;
 }
 
@@ -93,11 +104,15 @@ if (density !== null) {
     else p.assign(Float32Array.from({ length: p.size }, () => (rnd() < density ? 1 : -1)));
   }
 }
-const x = msgc.randn([batch, 3, size, size], { seed: 2 });
+if (device === 'cuda') {
+  dense.to('cuda');
+  boosted.to('cuda');
+}
+const x = msgc.randn([batch, 3, size, size], { seed: 2, device });
 const labels = new Int32Array(batch).map((_, i) => i % 10);
 // training needs batch > 1: the gate heads' BN normalises over the batch (spec §2.2)
 const inferCmp = compare(dense, boosted, 'infer', x, labels, blockLen);
-const trainCmp = batch > 1 ? compare(dense, boosted, 'train', x, labels, Math.max(1, blockLen - 1)) : null;
+const trainCmp = batch > 1 && device === 'cpu' ? compare(dense, boosted, 'train', x, labels, Math.max(1, blockLen - 1)) : null;
 const d = { train: trainCmp ? trainCmp.dense : NaN, infer: inferCmp.dense };
 const b = { train: trainCmp ? trainCmp.msgc : NaN, infer: inferCmp.msgc };
 // the MACs of an eval forward (a training step's gates carry noise)
@@ -105,7 +120,8 @@ boosted.eval();
 msgc.noGrad(() => msgc.tidy(() => { boosted.forward(x); }));
 const macs = boosted.lastMacs();
 const row = {
-  model: modelName, batch, size, attention, threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels,
+  model: modelName, batch, size, attention, device, gpu: device === 'cuda' ? msgc.cuda.info().name : null,
+  threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels,
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
   denseTrainImagesPerSecond: (1000 * batch) / d.train, msgcTrainImagesPerSecond: (1000 * batch) / b.train,
   denseInferImagesPerSecond: (1000 * batch) / d.infer, msgcInferImagesPerSecond: (1000 * batch) / b.infer,
@@ -122,13 +138,15 @@ const row = {
   trainSpeedupOverIdeal: trainCmp ? trainCmp.speedup * macs.ratio : NaN,
 };
 const spreadText = ([lo, hi]) => `${reps >= 4 ? 'middle half' : 'all pairs'} ${lo.toFixed(2)}-${hi.toFixed(2)}`;
-console.log(`${modelName} batch ${batch} ${size}² (${row.threads} threads, ${row.gatheredKernels} kernels), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
-if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
+const where = device === 'cuda' ? `on ${row.gpu}` : `${row.threads} threads, ${row.gatheredKernels} kernels`;
+console.log(`${modelName} batch ${batch} ${size}² (${where}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+if (!trainCmp && device === 'cuda') console.log('  train step: not timed on cuda (no GPU training kernels yet)');
+else if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');
 console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(inferCmp.spread)})`);
 const outDir = path.join(__dirname, 'results');
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}-${row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
+fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}-${device === 'cuda' ? 'cuda' : row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
 dense.dispose();
 boosted.dispose();
 x.dispose();

@@ -58,4 +58,10 @@ function gates(N, G, C, density, seed) {
   return { v, measured: open / v.length };
 }
 
-module.exports = { resnet18, resnet50, mobilenetV2, gates };
+/** Every layer above, or one net's ('resnet18', 'resnet50', 'mobilenetv2') when `net` is given. */
+function layers(net = null) {
+  const all = [...resnet18(), ...resnet50(), ...mobilenetV2()];
+  return net ? all.filter((s) => s.net === net) : all;
+}
+
+module.exports = { resnet18, resnet50, mobilenetV2, layers, gates };

@@ -16,7 +16,7 @@ const fs = require('fs');
 const path = require('path');
 const msgc = require('../dist');
 
-const { resnet18, resnet50, mobilenetV2, gates: gatesG } = require('./msgc_layers');
+const { layers, gates: gatesG } = require('./msgc_layers');
 
 const { F } = msgc;
 const args = process.argv.slice(2);
@@ -88,8 +88,7 @@ function benchShape(s, N) {
 }
 
 function main() {
-  let shapes = [...resnet18(), ...resnet50(), ...mobilenetV2()];
-  if (netFilter) shapes = shapes.filter((s) => s.net === netFilter);
+  const shapes = layers(netFilter);
   const t0 = now();
   console.log(`msgc ${require('../package.json').version}, ${msgc.backendInfo().threads} threads, ${msgc.backendInfo().gatheredKernels} kernels, G = ${G}, best of ${reps}` +
     ` (after a warm-up), batches ${batches.join('/')}, densities ${densities.join('/')}`);

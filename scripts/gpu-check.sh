@@ -2,7 +2,8 @@
 # gpu-check.sh: on a GPU machine with no network (the device tool's), builds msgc's CUDA flavour and checks it:
 # unpacks .devpack (scripts/gpu-pack.sh), finds the CUDA toolkit and cuDNN (a system install, or the nvidia-cudnn
 # wheel of the machine's Python), configures CMake directly (cmake-js would download Node's headers), builds,
-# runs the CUDA tests and a few CPU suites, then bench/cuda_ops.js. Logs and results go to $OUT (or ./gpu-out).
+# runs the CUDA tests and a few CPU suites, memcheck on scripts/cuda-smoke.js, then bench/cuda_ops.js and whole
+# models on the GPU (bench/models.js --device cuda). Logs and results go to $OUT (or ./gpu-out), at most 8 files.
 # Usage: bash scripts/gpu-check.sh [--no-bench] [--bench-args "..."]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,11 +56,11 @@ if ! build ${cudnnRoot:+-DCUDNN_ROOT=$cudnnRoot} > "$OUT/build.log" 2>&1; then
   log "build with cuDNN failed; building without it"
   build -DCUDNN_ROOT=/nonexistent > "$OUT/build-nocudnn.log" 2>&1 || { tail -40 "$OUT/build-nocudnn.log"; exit 1; }
 fi
-grep -E "msgc:|\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
+grep -E "^-- msgc|msgc: |\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
 cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
 node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))"
 log "tests"
-node node_modules/jest/bin/jest.js test/cuda.test.ts test/tensor.test.ts test/msgc_conv.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
+node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
 if command -v compute-sanitizer > /dev/null; then
   log "memcheck (scripts/cuda-smoke.js)"
   timeout 180 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
@@ -68,5 +69,11 @@ if [ "$bench" = 1 ]; then
   log "bench"
   node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
+  log "models on the GPU (density 0.5)"
+  for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
+    set -- $m
+    node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 5 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
+  done
+  node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
 fi
 log "done"

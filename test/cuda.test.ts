@@ -94,6 +94,17 @@ function mixedScales(N: number, G: number, C: number, seed: number): Float32Arra
   return s;
 }
 
+// MSGC conv shapes: heads of 3 to 70 outputs (the kernel's 16-, 32- and 64-channel tiles, partial ones too), 1-289
+// output pixels, 1×1 to 5×5 kernels, strides 1 and 2
+const msgcCases = [
+  { N: 3, C: 13, H: 9, W: 9, O: 12, k: 3, G: 3, stride: 1, pad: 1 },
+  { N: 2, C: 40, H: 7, W: 7, O: 140, k: 3, G: 2, stride: 1, pad: 1 },
+  { N: 1, C: 33, H: 15, W: 15, O: 80, k: 1, G: 4, stride: 2, pad: 0 },
+  { N: 2, C: 24, H: 17, W: 17, O: 64, k: 3, G: 2, stride: 1, pad: 1 },
+  { N: 2, C: 9, H: 12, W: 10, O: 8, k: 5, G: 4, stride: 2, pad: 2 },
+  { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
+];
+
 describe(gpu ? 'cuda: available' : 'cuda: unavailable here', () => {
   test('backendInfo and cuda.info agree and say why not', () => {
     const b = msgc.backendInfo();
@@ -226,16 +237,7 @@ describeGpu(gpuTitle('conv2d (cuDNN, float32) against float64'), () => {
 });
 
 describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float64'), () => {
-  // heads of 3 to 70 outputs (the kernel's 16-, 32- and 64-channel tiles, partial ones too), 1-289 output pixels
-  const cases = [
-    { N: 3, C: 13, H: 9, W: 9, O: 12, k: 3, G: 3, stride: 1, pad: 1 },
-    { N: 2, C: 40, H: 7, W: 7, O: 140, k: 3, G: 2, stride: 1, pad: 1 },
-    { N: 1, C: 33, H: 15, W: 15, O: 80, k: 1, G: 4, stride: 2, pad: 0 },
-    { N: 4, C: 24, H: 17, W: 17, O: 64, k: 3, G: 2, stride: 1, pad: 1 },
-    { N: 2, C: 9, H: 12, W: 10, O: 8, k: 5, G: 4, stride: 2, pad: 2 },
-    { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
-  ];
-  test.each(cases)('%o', (c) => {
+  test.each(msgcCases)('%o', (c) => {
     msgc.tidy(() => {
       const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
       const x = randomArray(numel(xs), 31), w = randomArray(numel(ws), 32);
@@ -312,14 +314,6 @@ describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float
 // The GPU kernel's own per-thread code (native/cuda/msgc_conv_tile.h) run on the host, block by block, in the
 // order its barriers impose: checks its tiling, indexing and epilogue on every machine, GPU or not.
 describe('cuda: the MSGC kernel emulated on the host against float64', () => {
-  const cases = [
-    { N: 3, C: 13, H: 9, W: 9, O: 12, k: 3, G: 3, stride: 1, pad: 1 },
-    { N: 2, C: 40, H: 7, W: 7, O: 140, k: 3, G: 2, stride: 1, pad: 1 },
-    { N: 1, C: 33, H: 15, W: 15, O: 80, k: 1, G: 4, stride: 2, pad: 0 },
-    { N: 2, C: 24, H: 17, W: 17, O: 64, k: 3, G: 2, stride: 1, pad: 1 },
-    { N: 2, C: 9, H: 12, W: 10, O: 8, k: 5, G: 4, stride: 2, pad: 2 },
-    { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
-  ];
   const emulate = (x: msgc.Tensor, w: msgc.Tensor, s: msgc.Tensor, stride: number, pad: number, G: number, gathered: boolean,
     extra: { outMask?: msgc.Tensor; bn?: [msgc.Tensor, msgc.Tensor, msgc.Tensor, msgc.Tensor]; act?: number; residual?: msgc.Tensor } = {}) => {
     const bn = extra.bn;
@@ -328,7 +322,7 @@ describe('cuda: the MSGC kernel emulated on the host against float64', () => {
       extra.residual ? extra.residual.h : null, false, !gathered));
   };
 
-  test.each(cases)('masked and gathered %o', (c) => {
+  test.each(msgcCases)('masked and gathered %o', (c) => {
     msgc.tidy(() => {
       const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k];
       const x = randomArray(numel(xs), 31), w = randomArray(numel(ws), 32), s = mixedScales(c.N, c.G, c.C, 33);
@@ -373,5 +367,68 @@ describe('cuda: the MSGC kernel emulated on the host against float64', () => {
       const ym = emulate(...t(), 1, 1, G, true, { outMask: msgc.tensor(m, [N, K, O]) });
       expect(closeness(ym.toFloat32Array(), plain, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
     });
+  });
+});
+
+// Whole models on the GPU (eval), against the same models on the CPU backend (whose ops the CPU tests check
+// against float64): a harness in the way of ggml's, every op on every backend against the CPU.
+describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'), () => {
+  const rel = (a: Float32Array, b: Float32Array) => {
+    let num = 0, den = 0;
+    for (let i = 0; i < a.length; i++) {
+      num = Math.max(num, Math.abs(a[i] - b[i]));
+      den = Math.max(den, Math.abs(b[i]));
+    }
+    return num / Math.max(den, 1e-6);
+  };
+  const cases: [string, Record<string, unknown>, number][] = [
+    ['resnet20', { smallInput: true }, 32],
+    ['resnet20', { smallInput: true, msgc: { heads: 4, attention: true } }, 32],
+    ['resnet18', {}, 64],
+    ['resnet18', { msgc: { heads: 4 } }, 64],
+    ['resnet50', { msgc: { heads: 4 } }, 64],
+    ['mobilenetv2', {}, 64],
+    ['mobilenetv2', { msgc: { heads: 4, attention: true } }, 64],
+  ];
+  test.each(cases)('%s %o at %d²', (name, opts, size) => {
+    msgc.manualSeed(3);
+    const model = msgc.models.createModel(name, opts);
+    model.eval();
+    const x = msgc.randn([3, 3, size, size], { seed: 4 });
+    const cpu = msgc.noGrad(() => msgc.tidy(() => model.forward(x).toFloat32Array()));
+    const cpuMacs = model.lastMacs().ratio;
+    const params = model.parameters();
+    expect(model.to('cuda')).toBe(model);
+    expect(model.parameters()).toEqual(params);  // the same Tensor objects, now on the GPU
+    expect(params.every((p) => p.device === 'cuda')).toBe(true);
+    const xg = x.cuda();
+    const y = msgc.noGrad(() => model.forward(xg));
+    expect(y.device).toBe('cuda');
+    const gpuOut = y.toFloat32Array();
+    expect(gpuOut.every(Number.isFinite)).toBe(true);
+    if (!opts.msgc) {
+      expect(rel(gpuOut, cpu)).toBeLessThan(1e-3);
+    } else {
+      // a gate whose logit lies within float rounding of 0 may close on one backend and not the other, so MSGC
+      // models are compared by their MAC ratio (and their outputs where no gate differs, in most runs)
+      const gpuMacs = model.lastMacs().ratio;
+      expect(Math.abs(gpuMacs - cpuMacs)).toBeLessThan(0.01);
+    }
+    // and back: the values survive the round trip exactly
+    const w0 = params[0].toFloat32Array();
+    model.to('cpu');
+    expect(Array.from(params[0].toFloat32Array())).toEqual(Array.from(w0));
+    for (const t of [x, xg, y]) t.dispose();
+    model.dispose();
+  });
+
+  test('training on the GPU is refused with a clear Error, not a crash', () => {
+    msgc.manualSeed(5);
+    const model = msgc.models.createModel('resnet20', { smallInput: true, msgc: { heads: 4 } }).to('cuda');
+    model.train();
+    const x = msgc.randn([2, 3, 32, 32], { seed: 6, device: 'cuda' });
+    expectError(() => model.forward(x), /no cuda kernel yet|runs on the CPU only/);
+    x.dispose();
+    model.dispose();
   });
 });

@@ -112,7 +112,8 @@ export class InvertedResidual extends Module implements CountedBlock {
     const unselected = ms.unselected;
     let expanded: Tensor | null = null;
     let pwSkipped = false;
-    if (this.pw && !this.training && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(unselected, H * W, this.hidden)) {
+    // (not on cuda: its MSGC kernel computes every output, so cuDNN's dense 1×1 conv is the faster way there)
+    if (this.pw && !this.training && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(unselected, H * W, this.hidden)) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
       // conv still runs on every hidden channel: a small share of the block's MACs.)

@@ -131,6 +131,20 @@ export abstract class Module {
     return { missingKeys, unexpectedKeys };
   }
 
+  /**
+   * Moves every parameter and buffer of this module tree to `device` ('cpu' or 'cuda') in place, as
+   * torch.nn.Module.to: the same Tensor objects (an optimizer built on them keeps working), their memory on the
+   * new device, the old freed now. On cuda, models run their eval forward (see README: the CUDA backend).
+   */
+  to(device: 'cpu' | 'cuda'): this {
+    if (device !== 'cpu' && device !== 'cuda') throw new Error(`Module.to: device must be 'cpu' or 'cuda', got ${String(device)}`);
+    for (const [, m] of this.namedModules()) {
+      for (const p of m.params.values()) if (p) p._moveInPlace(device);
+      for (const b of m.bufs.values()) b._moveInPlace(device);
+    }
+    return this;
+  }
+
   /** Frees every parameter and buffer of this module tree now. */
   dispose(): void {
     for (const [, m] of this.namedModules()) {

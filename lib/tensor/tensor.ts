@@ -113,6 +113,18 @@ export class Tensor {
     return this.to('cpu');
   }
 
+  /**
+   * @internal moves the storage to `device` in place (Module.to): the same Tensor object, holding a new handle;
+   * the old memory is freed now. Not recorded by autograd (parameters and buffers are leaves).
+   */
+  _moveInPlace(device: 'cpu' | 'cuda'): void {
+    if (this.device === device) return;
+    const moved = native.toDevice(this.h, device);
+    this.h.dispose();
+    this.handle = moved;
+    if (this.grad) this.grad._moveInPlace(device);
+  }
+
   /** A new leaf with the same values and no graph. */
   detach(): Tensor {
     return new Tensor(native.toPlain(this.h));

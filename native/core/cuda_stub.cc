@@ -36,6 +36,17 @@ TensorPtr msgcConvForward(const Tensor&, const Tensor&, const Tensor&, const Msg
   noCuda();
 }
 
+TensorPtr activationForward(Activation, const Tensor&) { noCuda(); }
+TensorPtr scale(const Tensor&, float) { noCuda(); }
+TensorPtr binaryForward(Binary, const Tensor&, const Tensor&) { noCuda(); }
+TensorPtr pool2dForward(PoolKind, const Tensor&, const Pool2dParams&) { noCuda(); }
+TensorPtr linearForward(const Tensor&, const Tensor&, const Tensor*) { noCuda(); }
+TensorPtr squeezeHeadEval(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor*, const Tensor*, float,
+                          const Tensor&, const Tensor&, bool) {
+  noCuda();
+}
+TensorPtr gateEval(const Tensor&) { noCuda(); }
+
 }  // namespace cuda
 }  // namespace msgc
 #endif

@@ -20,7 +20,13 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // (a CUDA build says so even where no GPU is usable; cudaInfo() tells whether one is)
   info.Set("backend", cuda::compiled() ? "cpu+cuda" : "cpu");
   info.Set("devices", Napi::Array::New(env, 0));
-  info.Set("library", cuda::compiled() ? "oneDNN + CUDA (cuDNN)" : "oneDNN");
+#if defined(MSGC_WITH_CUDNN)
+  info.Set("library", "oneDNN + CUDA + cuDNN");
+#elif defined(MSGC_WITH_CUDA)
+  info.Set("library", "oneDNN + CUDA (no cuDNN)");
+#else
+  info.Set("library", "oneDNN");
+#endif
   exports.Set("buildInfo", info);
   return exports;
 }

@@ -155,8 +155,9 @@ std::recursive_mutex& opMutex() {
 }
 
 const char* const kCudaOps =
-    "tensor copies and fills, conv2d forward, conv2d + eval BatchNorm, eval BatchNorm + activation, and the MSGC "
-    "convolution's forward, masked and gathered, with its fused BatchNorm";
+    "the eval forward of models: tensor copies, conv2d (+ eval BatchNorm), eval BatchNorm (+ activation), "
+    "activations, add/sub/mul, scale, pooling, linear, the gate heads and eval gates, and the MSGC convolution's "
+    "forward, masked and gathered, with its fused BatchNorm";
 
 namespace {
 struct Registered {

@@ -34,6 +34,15 @@ static Napi::Value BatchNorm2dForward(const Napi::CallbackInfo& info) {
   MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   MSGC_CHECK(!training || x->numel() / C > 1, op, ": training needs more than one value per channel (x has shape ",
              shapeString(x->shape), "); use a batch larger than 1 or eval mode");
+  if (x->device() == Device::CUDA) {
+    // inference only on the GPU so far: the running statistics, as the CPU's eval forward returns them
+    MSGC_CHECK(!training, op, ": training-mode batch norm has no cuda kernel yet; use eval mode (model.eval())");
+    TensorPtr y = cuda::batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, -1, nullptr);
+    TensorPtr mean = emptyTensor({C}, Device::CUDA), var = emptyTensor({C}, Device::CUDA);
+    cuda::copyDeviceToDevice(mean->data(), rm->data(), (size_t)C * sizeof(float));
+    cuda::copyDeviceToDevice(var->data(), rv->data(), (size_t)C * sizeof(float));
+    return tensorList(info.Env(), {y, mean, var});
+  }
   BatchNormResult r = batchNorm2dForward(*x, *rm, *rv, w.get(), b.get(), training, (float)momentum, (float)eps);
   return tensorList(info.Env(), {r.y, r.mean, r.var});
 }
@@ -99,6 +108,7 @@ static Activation activationArg(const Napi::CallbackInfo& info, size_t i, const 
 static Napi::Value ActivationForward(const Napi::CallbackInfo& info) {
   Activation a = activationArg(info, 0, "activation");
   TensorPtr x = tensorArg(info, 1, "activation", "x");
+  if (x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::activationForward(a, *x));
   return wrapTensor(info.Env(), activationForward(a, *x));
 }
 
@@ -146,6 +156,7 @@ static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
   Pool2dParams p = readPool(info, 2, *x, kind == PoolKind::Max ? "maxPool2d" : "avgPool2d");
   const bool training = info.Length() > 5 && !info[5].IsUndefined() ? boolArg(info, 5, op, "training") : true;
   if (x->shape[0] == 0) return tensorList(info.Env(), {emptyTensor(poolOutShape(*x, p), x->device()), nullptr});
+  if (x->device() == Device::CUDA) return tensorList(info.Env(), {cuda::pool2dForward(kind, *x, p), nullptr});
   PoolResult r = pool2dForward(kind, *x, p, training);
   return tensorList(info.Env(), {r.y, r.workspace});
 }
@@ -183,6 +194,7 @@ static Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   readLinear(info, op, x, w);
   TensorPtr b = optionalTensorArg(info, 2, op, "bias");
   if (b) expectShape(*b, {w->shape[0]}, op, "bias");
+  if (x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::linearForward(*x, *w, b.get()));
   return wrapTensor(info.Env(), linearForward(*x, *w, b.get()));
 }
 
@@ -265,14 +277,14 @@ static Napi::Value DistillationBackward(const Napi::CallbackInfo& info) {
 }
 
 void registerLayerBindings(Napi::Env env, Napi::Object exports) {
-  exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward);
+  exportFunction(env, exports, "batchNorm2dForward", BatchNorm2dForward, true);
   exportFunction(env, exports, "batchNorm2dBackward", BatchNorm2dBackward);
   exportFunction(env, exports, "batchNormActEval", BatchNormActEval, true);
-  exportFunction(env, exports, "activationForward", ActivationForward);
+  exportFunction(env, exports, "activationForward", ActivationForward, true);
   exportFunction(env, exports, "activationBackward", ActivationBackward);
-  exportFunction(env, exports, "pool2dForward", Pool2dForward);
+  exportFunction(env, exports, "pool2dForward", Pool2dForward, true);
   exportFunction(env, exports, "pool2dBackward", Pool2dBackward);
-  exportFunction(env, exports, "linearForward", LinearForward);
+  exportFunction(env, exports, "linearForward", LinearForward, true);
   exportFunction(env, exports, "linearBackward", LinearBackward);
   exportFunction(env, exports, "crossEntropyForward", CrossEntropyForward);
   exportFunction(env, exports, "crossEntropyBackward", CrossEntropyBackward);

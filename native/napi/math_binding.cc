@@ -29,6 +29,7 @@ static Napi::Value BinaryOp(const Napi::CallbackInfo& info) {
   TensorPtr a = tensorArg(info, 1, op, "a"), b = tensorArg(info, 2, op, "b");
   expectSameDevice(*a, *b, op, "a", "b");
   expectBroadcastable(*a, *b, op);
+  if (a->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::binaryForward(kind, *a, *b));
   return wrapTensor(info.Env(), binaryForward(kind, *a, *b));
 }
 
@@ -46,7 +47,9 @@ static Napi::Value ReduceToShape(const Napi::CallbackInfo& info) {
 
 static Napi::Value Scale(const Napi::CallbackInfo& info) {
   TensorPtr x = tensorArg(info, 0, "scale", "x");
-  return wrapTensor(info.Env(), scale(*x, (float)numberArg(info, 1, "scale", "alpha")));
+  const float alpha = (float)numberArg(info, 1, "scale", "alpha");
+  if (x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::scale(*x, alpha));
+  return wrapTensor(info.Env(), scale(*x, alpha));
 }
 
 static Napi::Value SumAll(const Napi::CallbackInfo& info) {
@@ -208,9 +211,9 @@ static Napi::Value ScaleInPlace(const Napi::CallbackInfo& info) {
 void registerMathBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "sumSquares", SumSquares);
   exportFunction(env, exports, "scaleInPlace", ScaleInPlace);
-  exportFunction(env, exports, "binary", BinaryOp);
+  exportFunction(env, exports, "binary", BinaryOp, true);
   exportFunction(env, exports, "reduceToShape", ReduceToShape);
-  exportFunction(env, exports, "scale", Scale);
+  exportFunction(env, exports, "scale", Scale, true);
   exportFunction(env, exports, "sumAll", SumAll);
   exportFunction(env, exports, "broadcastScalar", BroadcastScalar);
   exportFunction(env, exports, "addInPlace", AddInPlace);

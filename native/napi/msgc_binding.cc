@@ -9,6 +9,14 @@ namespace napi {
 namespace {
 constexpr int64_t kMaxInt = int64_t(1) << 30;
 
+// maskStats of gates on either device (from the GPU: a copy to the host, which waits for the gates' kernels)
+MaskStats maskStatsAnywhere(const Tensor& m) {
+  if (m.device() == Device::CPU) return maskStats(m);
+  TensorPtr host = emptyTensor(m.shape);
+  cuda::copyDeviceToHost(host->data(), m.data(), (size_t)m.numel() * sizeof(float));
+  return maskStats(*host);
+}
+
 struct MsgcArgs {
   TensorPtr x, weight, scale;
   MsgcConvParams p;
@@ -199,7 +207,13 @@ static Napi::Value GateForward(const Napi::CallbackInfo& info) {
   bool training = boolArg(info, 2, op, "training");
   double seed = numberArg(info, 3, op, "seed");
   MSGC_CHECK(seed >= 0 && seed == (double)(uint64_t)seed, op, ": seed must be a non-negative integer, got ", seed);
-  GateResult r = gateForward(*l, (float)t, training, (uint64_t)seed);
+  GateResult r;
+  if (l->device() == Device::CUDA) {
+    MSGC_CHECK(!training, op, ": training gates (Gumbel noise) have no cuda kernel yet; use eval mode (model.eval())");
+    r.mask = cuda::gateEval(*l);
+  } else {
+    r = gateForward(*l, (float)t, training, (uint64_t)seed);
+  }
   Napi::Array out = Napi::Array::New(info.Env(), 2);
   out.Set(0u, wrapTensor(info.Env(), r.mask));
   out.Set(1u, wrapTensor(info.Env(), r.soft));
@@ -262,13 +276,15 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
     if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
   const int64_t G = info.Length() > 10 && !info[10].IsUndefined() ? intArg(info, 10, op, "heads", 1, K) : 0;
   MSGC_CHECK(G == 0 || K % G == 0, op, ": ", K, " outputs are not divisible by ", G, " heads");
-  TensorPtr y = squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
+  TensorPtr y = ctx->device() == Device::CUDA
+                    ? cuda::squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold)
+                    : squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
   if (G == 0) return wrapTensor(info.Env(), y);
   TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
   if (!threshold) return wrapTensor(info.Env(), m);
   Napi::Array out = Napi::Array::New(info.Env(), 4);
   out.Set(0u, wrapTensor(info.Env(), m));
-  setMaskStats(out, 1, maskStats(*m));
+  setMaskStats(out, 1, maskStatsAnywhere(*m));
   return out;
 }
 
@@ -337,13 +353,13 @@ static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
   TensorPtr m = tensorArg(info, 0, op, "mask");
   expectDims(*m, 3, op, "mask", "[N, heads, channels]");
   Napi::Array out = Napi::Array::New(info.Env(), 3);
-  setMaskStats(out, 0, maskStats(*m));
+  setMaskStats(out, 0, maskStatsAnywhere(*m));
   return out;
 }
 
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
-  exportFunction(env, exports, "maskStats", MaskStatsJs);
-  exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval);
+  exportFunction(env, exports, "maskStats", MaskStatsJs, true);
+  exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval, true);
   exportFunction(env, exports, "squeezeHeadTrainForward", SqueezeHeadTrainForward);
   exportFunction(env, exports, "squeezeHeadTrainBackward", SqueezeHeadTrainBackward);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward, true);
@@ -351,7 +367,7 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval, true);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
   exportFunction(env, exports, "msgcConv2dGpuKernelEmulated", MsgcConv2dGpuKernelEmulated);
-  exportFunction(env, exports, "gateForward", GateForward);
+  exportFunction(env, exports, "gateForward", GateForward, true);
   exportFunction(env, exports, "gateBackward", GateBackward);
 }
 

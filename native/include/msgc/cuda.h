@@ -56,6 +56,16 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
                           bool gathered, const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
                           TensorPtr* means = nullptr);
 
+// elementwise.cu: a model's eval forward around its convolutions
+TensorPtr activationForward(Activation a, const Tensor& x);
+TensorPtr scale(const Tensor& x, float alpha);
+TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b);
+TensorPtr pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p);  // (no workspace: inference)
+TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bias);
+TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var, const Tensor* gamma,
+                          const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2, bool threshold);
+TensorPtr gateEval(const Tensor& logits);  // 1[logits >= 0]
+
 // ---- testing without a GPU ---------------------------------------------------------------------------------
 // The MSGC kernel's own per-thread code (cuda/msgc_conv_tile.h) run on the host, block by block and thread by
 // thread in barrier order, on CPU tensors; the same arguments as msgcConvForward. Present in every build, so
