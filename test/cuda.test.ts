@@ -7,7 +7,7 @@ import * as msgc from '../lib';
 import { native } from '../lib/native';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
 import { msgcConvReference } from './helpers/references';
-import { expectError } from './helpers/testing';
+import { expectError, setNativeEnv } from './helpers/testing';
 
 const { F } = msgc;
 const info = msgc.cuda.info();
@@ -336,6 +336,28 @@ describe('cuda: the MSGC kernel emulated on the host against float64', () => {
     });
   });
 
+  // split-K (small grids: each (sample, head)'s reduction cut into ranges whose partial sums a second pass adds):
+  // forced off, and to 3 and 7 ranges (not dividing the stages; some ranges empty for closed or 1-channel heads)
+  test.each(['1', '3', '7'])('split-K forced to %s ranges', (splits) => {
+    setNativeEnv('MSGC_CUDA_SPLITK', splits);
+    try {
+      for (const c of msgcCases.slice(0, 4)) {
+        msgc.tidy(() => {
+          const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k];
+          const x = randomArray(numel(xs), 71), w = randomArray(numel(ws), 72), s = mixedScales(c.N, c.G, c.C, 73);
+          const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+          const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
+          for (const gathered of [false, true]) {
+            const y = emulate(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]), c.stride, c.pad, c.G, gathered);
+            expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
+          }
+        });
+      }
+    } finally {
+      setNativeEnv('MSGC_CUDA_SPLITK', undefined);
+    }
+  });
+
   test('the epilogue (BatchNorm, residual, ReLU6), the pooled means and the output mask', () => {
     msgc.tidy(() => {
       const N = 2, C = 20, H = 9, W = 9, O = 48, G = 4, K = 2;
@@ -346,10 +368,13 @@ describe('cuda: the MSGC kernel emulated on the host against float64', () => {
       const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu6', res);
       const bn = [msgc.tensor(mean, [O]), msgc.tensor(variance, [O]), msgc.tensor(gamma, [O]), msgc.tensor(beta, [O])] as [msgc.Tensor, msgc.Tensor, msgc.Tensor, msgc.Tensor];
       const t = () => [msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [N, G, C])] as const;
-      for (const gathered of [false, true]) {
-        const y = emulate(...t(), 1, 1, G, gathered, { bn, act: 1, residual: msgc.tensor(res, [N, O, H, W]) });
-        expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-      }
+      for (const splits of ['1', '4'])
+        for (const gathered of [false, true]) {
+          setNativeEnv('MSGC_CUDA_SPLITK', splits);  // (the epilogue after one pass, and after the split-K sum)
+          const y = emulate(...t(), 1, 1, G, gathered, { bn, act: 1, residual: msgc.tensor(res, [N, O, H, W]) });
+          setNativeEnv('MSGC_CUDA_SPLITK', undefined);
+          expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+        }
       const [xt, wt, st] = t();
       const [yh, mh] = native.msgcConv2dGpuKernelEmulated(xt.h, wt.h, st.h, [1, 1], [1, 1], G, null,
         bn[0].h, bn[1].h, bn[2].h, bn[3].h, 1e-5, 1, msgc.tensor(res, [N, O, H, W]).h, true, false);
@@ -364,8 +389,12 @@ describe('cuda: the MSGC kernel emulated on the host against float64', () => {
       for (let n = 0; n < N; n++)
         for (let o = 0; o < O; o++)
           if (!m[(n * K) * O + o] && !m[(n * K + 1) * O + o]) plain.fill(0, (n * O + o) * H * W, (n * O + o + 1) * H * W);
-      const ym = emulate(...t(), 1, 1, G, true, { outMask: msgc.tensor(m, [N, K, O]) });
-      expect(closeness(ym.toFloat32Array(), plain, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      for (const splits of ['1', '4']) {
+        setNativeEnv('MSGC_CUDA_SPLITK', splits);
+        const ym = emulate(...t(), 1, 1, G, true, { outMask: msgc.tensor(m, [N, K, O]) });
+        setNativeEnv('MSGC_CUDA_SPLITK', undefined);
+        expect(closeness(ym.toFloat32Array(), plain, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
     });
   });
 });

@@ -21,7 +21,7 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
     for (int by = 0; by < gy; by++)
       for (int bx = 0; bx < gx; bx++) {
         for (int t = 0; t < kTileThreads; t++) threads[t].init(a, bx, by, bz, t);
-        for (int r0 = 0; r0 < threads[0].R; r0 += kTileBK) {
+        for (int r0 = threads[0].rBegin; r0 < threads[0].rEnd; r0 += kTileBK) {
           for (auto& t : threads) t.load(a, r0, As.data(), Bs.data());
           for (auto& t : threads) t.compute(As.data(), Bs.data());
         }
@@ -75,13 +75,21 @@ TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Te
     a.cnt = cnt.data();
   }
   const int BM = msgcTileRows(a.Og);
-  const int gx = (int)((OH * OW + kTileBN - 1) / kTileBN), gy = (a.Og + BM - 1) / BM, gz = (int)(N * G);
+  const int64_t P = OH * OW;
+  const int gx = (int)((P + kTileBN - 1) / kTileBN), gy = (a.Og + BM - 1) / BM;
+  // the GPU's split-K choice for an H200-sized GPU (132 multiprocessors) unless MSGC_CUDA_SPLITK forces one
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G, 132);
+  a.partialStride = N * O * P;
+  std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
+  a.partial = partial.empty() ? nullptr : partial.data();
+  const int gz = (int)(N * G * a.splits);
   if (BM == 64) runBlocks<64>(a, gx, gy, gz);
   else if (BM == 32) runBlocks<32>(a, gx, gy, gz);
   else runBlocks<16>(a, gx, gy, gz);
+  if (a.partial)
+    for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
   if (means) {
     *means = emptyTensor({N, O, 1, 1});
-    const int64_t P = OH * OW;
     for (int64_t r = 0; r < N * O; r++) {
       double s = 0;
       for (int64_t q = 0; q < P; q++) s += a.y[r * P + q];

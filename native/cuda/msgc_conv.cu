@@ -37,13 +37,27 @@ __global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
   __shared__ float Bs[kTileBK * kTileBN];
   MsgcTileThread<BM> t;
   t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
-  for (int r0 = 0; r0 < t.R; r0 += kTileBK) {
+  for (int r0 = t.rBegin; r0 < t.rEnd; r0 += kTileBK) {
     t.load(a, r0, As, Bs);
     __syncthreads();
     t.compute(As, Bs);
     __syncthreads();
   }
   t.store(a);
+}
+
+__global__ void splitFinishKernel(MsgcConvArgs a, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    msgcSplitFinish(a, i);
+}
+
+int multiprocessors() {
+  static const int n = [] {
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess) v = 80;
+    return v;
+  }();
+  return n;
 }
 
 }  // namespace
@@ -58,6 +72,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   MSGC_CHECK(C * H * W < (int64_t(1) << 31) && O * C * KH * KW < (int64_t(1) << 31) && OH * OW < (int64_t(1) << 31),
              "msgcConv2d (cuda): a sample or the weight has 2^31 or more elements; split the input");
   MSGC_CHECK(N * G <= 65535, "msgcConv2d (cuda): batch × heads = ", N * G, " exceeds 65535; split the batch");
+  MSGC_CHECK(N * O * OH * OW < (int64_t(1) << 40), "msgcConv2d (cuda): the output is too large");
   MSGC_CHECK((O / G + 15) / 16 <= 65535, "msgcConv2d (cuda): too many output channels per head (", O / G, ")");
   TensorPtr y = emptyTensor({N, O, OH, OW}, Device::CUDA);
   if (N == 0) return y;
@@ -74,6 +89,12 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   a.KH = (int)KH; a.KW = (int)KW; a.OH = (int)OH; a.OW = (int)OW;
   a.strideH = (int)p.strideH; a.strideW = (int)p.strideW; a.padH = (int)p.padH; a.padW = (int)p.padW;
   a.e = makeEpilogue(bn);
+  const int64_t P = OH * OW;
+  const int BM = msgcTileRows(a.Og);
+  const int64_t tiles = ((P + kTileBN - 1) / kTileBN) * ((a.Og + BM - 1) / BM) * N * G;
+  a.splits = msgcSplits(tiles, C * KH * KW, N * G, multiprocessors());
+  a.partial = nullptr;
+  a.partialStride = N * O * P;
 
   // the compacted indices live in one scratch buffer: [N·G, C] indices then [N·G] counts
   void* scratch = nullptr;
@@ -87,21 +108,28 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     a.idx = idx;
     a.cnt = cnt;
   }
+  const size_t partialBytes = a.splits > 1 ? (size_t)a.splits * (size_t)a.partialStride * sizeof(float) : 0;
   try {
     if (gathered) MSGC_CUDA_LAUNCHED("msgcConv2d channel compaction");
-    const int64_t P = OH * OW;
-    const int BM = msgcTileRows(a.Og);
-    dim3 grid((unsigned)((P + kTileBN - 1) / kTileBN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G));
+    if (partialBytes) a.partial = static_cast<float*>(allocDevice(partialBytes));
+    dim3 grid((unsigned)((P + kTileBN - 1) / kTileBN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G * a.splits));
     if (BM == 64) msgcConvKernel<64><<<grid, kTileThreads>>>(a);
     else if (BM == 32) msgcConvKernel<32><<<grid, kTileThreads>>>(a);
     else msgcConvKernel<16><<<grid, kTileThreads>>>(a);
     MSGC_CUDA_LAUNCHED("msgcConv2d");
+    if (a.partial) {
+      splitFinishKernel<<<blocksFor(a.partialStride, 256), 256>>>(a, a.partialStride);
+      MSGC_CUDA_LAUNCHED("msgcConv2d split-K sum");
+      freeDevice(a.partial, partialBytes);  // (stream order: the kernels above read it before any reuse)
+      a.partial = nullptr;
+    }
     if (means) {
       *means = emptyTensor({N, O, 1, 1}, Device::CUDA);
       channelMeans(y->data(), (*means)->data(), N * O, P);
     }
   } catch (...) {
     if (scratch) freeDevice(scratch, scratchBytes);
+    if (a.partial) freeDevice(a.partial, partialBytes);
     throw;
   }
   if (scratch) freeDevice(scratch, scratchBytes);  // (stream order: the kernel above reads it before any reuse)

@@ -9,6 +9,7 @@
 // Shapes: x [N, C, H, W], weight [O, C, KH, KW], scale [N, G, C] -> y [N, O, OH, OW]; float32, plain layout.
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 
 #include "epilogue.h"
 
@@ -32,6 +33,13 @@ struct MsgcConvArgs {
   float* y;
   int C, H, W, O, G, Og, KH, KW, OH, OW, strideH, strideW, padH, padW;
   Epilogue e;
+  // split-K: with splits > 1 each (sample, head)'s reduction is cut into `splits` ranges run by separate blocks
+  // (grid z = sample·G·splits + head·splits + split), which write raw partial sums to partial[split][N, O, P];
+  // msgcSplitFinish then adds them in split order (deterministic) and applies the output mask and the epilogue.
+  // It gives small grids (batch 1, late layers: a few dozen blocks) enough blocks to fill the GPU.
+  int splits;
+  float* partial;
+  int64_t partialStride;  // N·O·P
 };
 
 constexpr int kTileBN = 64;  // output pixels per block
@@ -65,8 +73,12 @@ struct MsgcTileThread {
   bool pOk;
   float acc[TM][TN];
 
-  // block (bx: pixel tile, by: output-channel tile within the head, bz: sample·G + head), thread tid
-  MSGC_HD void init(const MsgcConvArgs& a, int bx, int by, int bz, int t) {
+  int split, rBegin, rEnd;  // this block's share [rBegin, rEnd) of the reduction (all of it without split-K)
+
+  // block (bx: pixel tile, by: output-channel tile within the head, bz: (sample·G + head)·splits + split), thread t
+  MSGC_HD void init(const MsgcConvArgs& a, int bx, int by, int bzSplit, int t) {
+    const int bz = bzSplit / a.splits;
+    split = bzSplit - bz * a.splits;
     n = bz / a.G;
     g = bz - n * a.G;
     o0 = by * BM;
@@ -82,6 +94,10 @@ struct MsgcTileThread {
     xn = a.x + (int64_t)n * a.C * a.H * a.W;
     wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
     R = count * KK;
+    // whole stages per split, so that every split but the last starts and ends on a stage boundary
+    const int stages = (R + kTileBK - 1) / kTileBK, per = (stages + a.splits - 1) / a.splits;
+    rBegin = split * per * kTileBK < R ? split * per * kTileBK : R;
+    rEnd = (split + 1) * per * kTileBK < R ? (split + 1) * per * kTileBK : R;
     pb = t % kTileBN;
     kb = t / kTileBN;
     const int pIdx = p0 + pb;
@@ -105,7 +121,7 @@ MSGC_UNROLL
         const int k = e % kTileBK, m = e / kTileBK;
         const int r = r0 + k, o = o0 + m;
         float v = 0.f;
-        if (r < R && o < a.Og) {
+        if (r < rEnd && o < a.Og) {
           const int j = r / KK, rs = r - j * KK;
           const int c = idx ? idx[j] : j;
           v = wg[((int64_t)o * a.C + c) * KK + rs];
@@ -117,7 +133,7 @@ MSGC_UNROLL
     for (int s = 0; s < 2; s++) {
       const int k = kb + 4 * s, r = r0 + k;
       float v = 0.f;
-      if (pOk && r < R) {
+      if (pOk && r < rEnd) {
         const int j = r / KK, rs = r - j * KK;
         const int kr = rs / a.KW, ks = rs - kr * a.KW;
         const int c = idx ? idx[j] : j;
@@ -149,6 +165,15 @@ MSGC_UNROLL
       const int o = o0 + ty + 16 * i;
       if (o >= a.Og) continue;
       const int oc = g * a.Og + o;
+      if (a.splits > 1) {  // a raw partial sum; msgcSplitFinish completes it
+        float* part = a.partial + (int64_t)split * a.partialStride + ((int64_t)n * a.O + oc) * P;
+        MSGC_UNROLL
+        for (int j = 0; j < TN; j++) {
+          const int p = p0 + tx + 16 * j;
+          if (p < P) part[p] = acc[i][j];
+        }
+        continue;
+      }
       bool keep = true;
       if (a.outMask) {
         keep = false;
@@ -168,6 +193,44 @@ MSGC_UNROLL
     }
   }
 };
+
+// split-K's second pass for output element i of [N, O, P]: the partial sums in split order, the output mask, the
+// epilogue
+MSGC_HD void msgcSplitFinish(const MsgcConvArgs& a, int64_t i) {
+  const int64_t P = (int64_t)a.OH * a.OW;
+  const int64_t row = i / P;
+  const int oc = (int)(row % a.O);
+  const int64_t n = row / a.O;
+  float v = 0.f;
+  for (int s = 0; s < a.splits; s++) v += a.partial[(int64_t)s * a.partialStride + i];
+  if (a.outMask) {
+    bool keep = false;
+    for (int k = 0; k < a.outMaskRows && !keep; k++) keep = a.outMask[(n * a.outMaskRows + k) * a.O + oc] != 0.f;
+    if (!keep) v = 0.f;
+  }
+  float mul, add;
+  a.e.affine(oc, mul, add);
+  a.y[i] = a.e.finish(v * mul + add, i);
+}
+
+// How many split-K ranges for a grid of `tiles` blocks over reductions of at most `reduction` steps: enough blocks
+// for two waves over the GPU's multiprocessors, each range at least 8 stages long, at most 16 ranges, and the grid's
+// z dimension (samples × heads × splits) within 65535. MSGC_CUDA_SPLITK=n forces n (benchmarks, tests).
+inline int msgcSplits(int64_t tiles, int64_t reduction, int64_t sampleHeads, int multiprocessors) {
+  const char* env = std::getenv("MSGC_CUDA_SPLITK");
+  int64_t s = 1;
+  if (env && std::atoi(env) > 0) {
+    s = std::atoi(env);
+  } else {
+    const int64_t want = 2 * (int64_t)multiprocessors;
+    if (tiles < want) s = (want + tiles - 1) / tiles;
+    const int64_t maxByLength = reduction / (8 * kTileBK);
+    if (s > maxByLength) s = maxByLength;
+    if (s > 16) s = 16;
+  }
+  if (s > 65535 / sampleHeads) s = 65535 / sampleHeads;
+  return s < 1 ? 1 : (int)s;
+}
 
 // the tile height for a head of Og output channels
 inline int msgcTileRows(int Og) { return Og >= 48 ? 64 : Og >= 24 ? 32 : 16; }
