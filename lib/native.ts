@@ -126,7 +126,9 @@ function load(): NativeBinding {
         '  2. Build from source: install cmake, a C++17 compiler and oneDNN (Debian/Ubuntu: ' +
         'apt-get install cmake g++ libdnnl-dev), then run: npm rebuild msgc --build-from-source\n' +
         '  3. If a libdnnl error is shown, the binary cannot find oneDNN: install libdnnl (apt-get install libdnnl2) ' +
-        'or use the prebuilt package, which carries it.',
+        'or use the prebuilt package, which carries it.\n' +
+        '  4. If a libcudnn error is shown, the binary was built with the CUDA backend and cannot find cuDNN: put ' +
+        "cuDNN's library folder on LD_LIBRARY_PATH, or rebuild without CUDA: MSGC_CUDA=OFF npm rebuild msgc --build-from-source",
     );
   }
 }
