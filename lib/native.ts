@@ -90,11 +90,6 @@ export interface NativeBinding {
     rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked?: boolean): [H, H];
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
     rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean, masked?: boolean): H | [H, H];
-  /** the GPU's MSGC kernel code run on the host (tests): msgcConv2dBnActEval's arguments, the BatchNorm optional */
-  msgcConv2dGpuKernelEmulated(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H | null, rv: H | null, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: false, masked: boolean): H;
-  msgcConv2dGpuKernelEmulated(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H | null, rv: H | null, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked: boolean): [H, H];
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];

@@ -1,9 +1,15 @@
-// cuda_emulation.cc: the GPU's MSGC kernel run on the host (see emulateMsgcConvForward in msgc/cuda.h). Each
-// block's 256 threads run their steps from cuda/msgc_conv_tile.h in the order __syncthreads imposes: all loads of
-// a stage, then all computes, then the next stage; then all stores. Shared memory is a per-block array. Only the
-// warp-ballot channel compaction differs: the host compacts with compactChannels, sequentially.
+// cuda_emulation.cc: the GPU kernels' own code run on the host (MSGC_CUDA_EMULATE=1; see cuda::emulating() in
+// msgc/cuda.h). The MSGC kernel's 256 threads per block run their steps from cuda/msgc_conv_tile.h in the order
+// __syncthreads imposes (every thread's load of a stage, then every thread's compute, then the next stage; then
+// every thread's store), with a per-block array as shared memory; the elementwise kernels' per-element bodies
+// (cuda/elementwise_ops.h, cuda/epilogue.h) run element by element. What differs from the GPU: the channel
+// compaction (a warp ballot there, compactChannels here), the warp-shuffle dot products (sequential sums here) and
+// the split-K choice (for a GPU of 132 multiprocessors here, unless MSGC_CUDA_SPLITK forces one).
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
+#include "../cuda/elementwise_ops.h"
 #include "../cuda/msgc_conv_tile.h"
 #include "msgc/cuda.h"
 #include "msgc/errors.h"
@@ -11,6 +17,13 @@
 
 namespace msgc {
 namespace cuda {
+
+bool emulating() {
+  const char* e = std::getenv("MSGC_CUDA_EMULATE");
+  return e && e[0] == '1';
+}
+
+namespace emulated {
 namespace {
 
 template <int BM>
@@ -29,17 +42,77 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
       }
 }
 
+// plain data of a CPU tensor (a plain copy is kept alive in `hold` for blocked layouts)
 const float* plain(const Tensor& t, std::vector<TensorPtr>& hold) {
-  MSGC_CHECK(t.device() == Device::CPU, "the GPU kernel's emulation takes CPU tensors");
+  MSGC_CHECK(t.device() == Device::CPU, "the GPU kernels' emulation takes CPU tensors");
   if (t.isPlain()) return t.data();
   hold.push_back(toPlain(t));
   return hold.back()->data();
 }
 
+Epilogue hostEpilogue(const FusedBnAct* bn, std::vector<TensorPtr>& hold) {  // (as makeEpilogue in norm.cu)
+  Epilogue e;
+  if (!bn) return e;
+  e.mean = bn->runningMean ? plain(*bn->runningMean, hold) : nullptr;
+  e.var = bn->runningVar ? plain(*bn->runningVar, hold) : nullptr;
+  e.gamma = bn->weight ? plain(*bn->weight, hold) : nullptr;
+  e.beta = bn->bias ? plain(*bn->bias, hold) : nullptr;
+  e.eps = bn->eps;
+  e.act = bn->act;
+  e.residual = bn->residual ? plain(*bn->residual, hold) : nullptr;
+  return e;
+}
+
+TensorPtr rowMeans(const float* y, int64_t N, int64_t C, int64_t P) {
+  TensorPtr m = emptyTensor({N, C, 1, 1});
+  for (int64_t r = 0; r < N * C; r++) {
+    double s = 0;
+    for (int64_t q = 0; q < P; q++) s += y[r * P + q];
+    m->data()[r] = (float)(s / (double)P);
+  }
+  return m;
+}
+
+// out[r, k] = Σ_j in[r, j] · w[k, j] (+ bias[k]) (a warp's shuffle-reduced dot product on the GPU)
+void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J) {
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = 0; k < K; k++) {
+      float s = 0.f;
+      for (int64_t j = 0; j < J; j++) s = std::fma(in[r * J + j], w[k * J + j], s);
+      out[r * K + k] = s + (bias ? bias[k] : 0.f);
+    }
+}
+
 }  // namespace
 
-TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                 bool gathered, const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
+TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
+                           const Tensor* bias, float eps, int act, const Tensor* residual, TensorPtr* means) {
+  std::vector<TensorPtr> hold;
+  const int64_t N = x.shape[0], C = x.shape[1];
+  const int64_t P = N * C > 0 ? x.numel() / (N * C) : 0;
+  FusedBnAct bn;
+  bn.runningMean = &runningMean;
+  bn.runningVar = &runningVar;
+  bn.weight = weight;
+  bn.bias = bias;
+  bn.eps = eps;
+  bn.act = act;
+  bn.residual = residual;
+  const Epilogue e = hostEpilogue(&bn, hold);
+  const float* xd = plain(x, hold);
+  TensorPtr y = emptyTensor(x.shape);
+  float* yd = y->data();
+  for (int64_t i = 0; i < x.numel(); i++) {  // (bnActKernel's body)
+    float mul, add;
+    e.affine((int)((i / P) % C), mul, add);
+    yd[i] = e.finish(xd[i] * mul + add, i);
+  }
+  if (means) *means = rowMeans(yd, N, C, P);
+  return y;
+}
+
+TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                          bool gathered, const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
   const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
   const int64_t O = weight.shape[0], KH = weight.shape[2], KW = weight.shape[3], G = p.heads;
   const int64_t OH = (H + 2 * p.padH - KH) / p.strideH + 1, OW = (W + 2 * p.padW - KW) / p.strideW + 1;
@@ -55,15 +128,7 @@ TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Te
   a.C = (int)C; a.H = (int)H; a.W = (int)W; a.O = (int)O; a.G = (int)G; a.Og = (int)(O / G);
   a.KH = (int)KH; a.KW = (int)KW; a.OH = (int)OH; a.OW = (int)OW;
   a.strideH = (int)p.strideH; a.strideW = (int)p.strideW; a.padH = (int)p.padH; a.padW = (int)p.padW;
-  if (bn) {  // (as makeEpilogue in norm.cu; without running statistics: no BatchNorm, the rest applies)
-    a.e.mean = bn->runningMean ? plain(*bn->runningMean, hold) : nullptr;
-    a.e.var = bn->runningVar ? plain(*bn->runningVar, hold) : nullptr;
-    a.e.gamma = bn->weight ? plain(*bn->weight, hold) : nullptr;
-    a.e.beta = bn->bias ? plain(*bn->bias, hold) : nullptr;
-    a.e.eps = bn->eps;
-    a.e.act = bn->act;
-    a.e.residual = bn->residual ? plain(*bn->residual, hold) : nullptr;
-  }
+  a.e = hostEpilogue(bn, hold);
   std::vector<int> idx, cnt;
   a.idx = nullptr;
   a.cnt = nullptr;
@@ -77,8 +142,7 @@ TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Te
   const int BM = msgcTileRows(a.Og);
   const int64_t P = OH * OW;
   const int gx = (int)((P + kTileBN - 1) / kTileBN), gy = (a.Og + BM - 1) / BM;
-  // the GPU's split-K choice for an H200-sized GPU (132 multiprocessors) unless MSGC_CUDA_SPLITK forces one
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G, 132);
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
@@ -88,16 +152,74 @@ TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Te
   else runBlocks<16>(a, gx, gy, gz);
   if (a.partial)
     for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
-  if (means) {
-    *means = emptyTensor({N, O, 1, 1});
-    for (int64_t r = 0; r < N * O; r++) {
-      double s = 0;
-      for (int64_t q = 0; q < P; q++) s += a.y[r * P + q];
-      (*means)->data()[r] = (float)(s / (double)P);
-    }
-  }
+  if (means) *means = rowMeans(a.y, N, O, P);
   return y;
 }
 
+TensorPtr activationForward(Activation act, const Tensor& x) {
+  std::vector<TensorPtr> hold;
+  const float* xd = plain(x, hold);
+  TensorPtr y = emptyTensor(x.shape);
+  for (int64_t i = 0; i < x.numel(); i++) y->data()[i] = activationAt(xd[i], (int)act);
+  return y;
+}
+
+TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
+  std::vector<TensorPtr> hold;
+  const float* ad = plain(a, hold);
+  const float* bd = plain(b, hold);
+  MSGC_CHECK(a.dim() <= 8, "binary (cuda): at most 8 dims");
+  const BroadcastShape s = broadcastShape(a.shape, b.shape);
+  TensorPtr y = emptyTensor(a.shape);
+  for (int64_t i = 0; i < a.numel(); i++) y->data()[i] = binaryAt(ad[i], bd[broadcastIndex(s, i)], (int)op);
+  return y;
+}
+
+TensorPtr pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p) {
+  std::vector<TensorPtr> hold;
+  const float* xd = plain(x, hold);
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3];
+  const int64_t OH = (H + 2 * p.padH - p.kernelH) / p.strideH + 1, OW = (W + 2 * p.padW - p.kernelW) / p.strideW + 1;
+  TensorPtr y = emptyTensor({N, C, OH, OW});
+  for (int64_t i = 0; i < y->numel(); i++)
+    y->data()[i] = poolAt(xd, i, (int)H, (int)W, (int)OH, (int)OW, p, kind == PoolKind::Max);
+  return y;
+}
+
+TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bias) {
+  std::vector<TensorPtr> hold;
+  const int64_t N = x.shape[0], J = x.shape[1], K = weight.shape[0];
+  TensorPtr y = emptyTensor({N, K});
+  rowDot(plain(x, hold), plain(weight, hold), bias ? plain(*bias, hold) : nullptr, y->data(), N, K, J);
+  return y;
+}
+
+TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var, const Tensor* gamma,
+                          const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2, bool threshold) {
+  std::vector<TensorPtr> hold;
+  const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
+  std::vector<float> h((size_t)(N * B));
+  rowDot(plain(ctx, hold), plain(w1, hold), nullptr, h.data(), N, B, Cc);
+  const float* m = plain(mean, hold);
+  const float* v = plain(var, hold);
+  const float* g = gamma ? plain(*gamma, hold) : nullptr;
+  const float* be = beta ? plain(*beta, hold) : nullptr;
+  for (int64_t i = 0; i < N * B; i++) h[i] = headBnReluAt(h[i], (int)(i % B), m, v, g, be, eps);
+  TensorPtr z = emptyTensor({N, K});
+  rowDot(h.data(), plain(w2, hold), plain(b2, hold), z->data(), N, K, B);
+  if (threshold)
+    for (int64_t i = 0; i < N * K; i++) z->data()[i] = thresholdAt(z->data()[i]);
+  return z;
+}
+
+TensorPtr gateEval(const Tensor& logits) {
+  std::vector<TensorPtr> hold;
+  const float* l = plain(logits, hold);
+  TensorPtr m = emptyTensor(logits.shape);
+  for (int64_t i = 0; i < logits.numel(); i++) m->data()[i] = thresholdAt(l[i]);
+  return m;
+}
+
+}  // namespace emulated
 }  // namespace cuda
 }  // namespace msgc

@@ -1,10 +1,12 @@
 // elementwise.cu: what a model's eval forward needs around its convolutions, on the GPU: activations, broadcast
 // binary ops and scaling, pooling, the linear layer, and the gate heads (the same contracts as the CPU ops in
 // ops.h; tensors plain). One thread per output element (or one warp per dot product): these passes are
-// bandwidth-bound and small next to the convolutions.
+// bandwidth-bound and small next to the convolutions. The per-element bodies are in elementwise_ops.h, which the
+// CPU build also runs (core/cuda_emulation.cc) for the tests.
 #include <cmath>
 
 #include "common.h"
+#include "elementwise_ops.h"
 #include "msgc/cuda.h"
 
 namespace msgc {
@@ -14,13 +16,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void activationKernel(const float* x, float* y, int64_t n, int kind) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const float v = x[i];
-    // (ReLU/ReLU6 send NaN to 0, as the CPU backend's oneDNN eltwise does; the logistic keeps it)
-    y[i] = kind == (int)Activation::ReLU    ? fmaxf(v, 0.f)
-           : kind == (int)Activation::ReLU6 ? fminf(fmaxf(v, 0.f), 6.f)
-                                             : 1.f / (1.f + expf(-v));
-  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = activationAt(x[i], kind);
 }
 
 __global__ void scaleKernel(const float* x, float* y, int64_t n, float alpha) {
@@ -28,46 +25,15 @@ __global__ void scaleKernel(const float* x, float* y, int64_t n, float alpha) {
     y[i] = alpha * x[i];
 }
 
-struct BroadcastShape {
-  int rank;
-  int64_t dims[8];     // a's (and y's) dims
-  int64_t bStride[8];  // b's stride per dim, 0 where b broadcasts
-};
-
 __global__ void binaryKernel(const float* a, const float* b, float* y, int64_t n, int op, BroadcastShape s) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    int64_t rest = i, j = 0;
-    for (int d = s.rank - 1; d >= 0; d--) {
-      const int64_t q = rest / s.dims[d];
-      j += (rest - q * s.dims[d]) * s.bStride[d];
-      rest = q;
-    }
-    const float u = a[i], v = b[j];
-    y[i] = op == (int)Binary::Add ? u + v : op == (int)Binary::Sub ? u - v : u * v;
-  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = binaryAt(a[i], b[broadcastIndex(s, i)], op);
 }
 
-// y[n, c, oh, ow] over a kernel window; max ignores padding, avg counts it (count_include_pad, as the CPU backend)
 __global__ void poolKernel(const float* x, float* y, int64_t total, int H, int W, int OH, int OW, Pool2dParams p,
                            int isMax) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-    const int ow = (int)(i % OW), oh = (int)((i / OW) % OH);
-    const int64_t plane = i / ((int64_t)OW * OH);
-    const float* xp = x + plane * H * W;
-    const int h0 = oh * (int)p.strideH - (int)p.padH, w0 = ow * (int)p.strideW - (int)p.padW;
-    float acc = isMax ? -INFINITY : 0.f;
-    for (int kh = 0; kh < (int)p.kernelH; kh++) {
-      const int h = h0 + kh;
-      if (h < 0 || h >= H) continue;
-      for (int kw = 0; kw < (int)p.kernelW; kw++) {
-        const int w = w0 + kw;
-        if (w < 0 || w >= W) continue;
-        const float v = xp[(int64_t)h * W + w];
-        acc = isMax ? fmaxf(acc, v) : acc + v;
-      }
-    }
-    y[i] = isMax ? acc : acc / (float)(p.kernelH * p.kernelW);
-  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = poolAt(x, i, H, W, OH, OW, p, isMax != 0);
 }
 
 // out[r, k] = Σ_j in[r, j] · w[k, j] (+ bias[k]); one warp per output, lanes over j
@@ -85,20 +51,15 @@ __global__ void rowDotKernel(const float* in, const float* w, const float* bias,
   if (lane == 0) out[o] = s + (bias ? bias[k] : 0.f);
 }
 
-// the head's middle: h = ReLU(h · sc + sh) with sc = γ/√(var + eps), sh = β − mean · sc, per column b of [N, B]
 __global__ void headBnReluKernel(float* h, int64_t n, int B, const float* mean, const float* var, const float* gamma,
                                  const float* beta, float eps) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    const int b = (int)(i % B);
-    const float sc = (gamma ? gamma[b] : 1.f) / sqrtf(var[b] + eps);
-    const float z = h[i] * sc + ((beta ? beta[b] : 0.f) - mean[b] * sc);
-    h[i] = z > 0.f ? z : 0.f;
-  }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    h[i] = headBnReluAt(h[i], (int)(i % B), mean, var, gamma, beta, eps);
 }
 
 __global__ void thresholdKernel(float* z, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    z[i] = z[i] >= 0.f ? 1.f : 0.f;  // (NaN: closed, as the CPU's comparison)
+    z[i] = thresholdAt(z[i]);
 }
 
 void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J) {
@@ -131,16 +92,7 @@ TensorPtr scale(const Tensor& x, float alpha) {
 TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   ensureDevice();
   MSGC_CHECK(a.dim() <= 8, "binary (cuda): at most 8 dims");
-  BroadcastShape s{};
-  s.rank = (int)a.dim();
-  const bool scalar = b.numel() == 1;
-  int64_t stride = 1;
-  for (int d = s.rank - 1; d >= 0; d--) {
-    s.dims[d] = a.shape[d];
-    const int64_t bd = scalar ? 1 : b.shape[d];
-    s.bStride[d] = bd == 1 ? 0 : stride;
-    stride *= bd;
-  }
+  const BroadcastShape s = broadcastShape(a.shape, b.shape);
   TensorPtr y = emptyTensor(a.shape, Device::CUDA);
   const int64_t n = a.numel();
   if (n) binaryKernel<<<blocksFor(n, kThreads), kThreads>>>(a.data(), b.data(), y->data(), n, (int)op, s);

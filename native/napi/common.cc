@@ -1,5 +1,6 @@
 // common.cc: argument readers and the exception guard for all bindings.
 #include "common.h"
+#include "msgc/cuda.h"
 
 #include <dnnl.hpp>
 #include <cmath>
@@ -152,6 +153,11 @@ void expectChannelVector(const TensorPtr& t, int64_t C, const char* op, const ch
 std::recursive_mutex& opMutex() {
   static std::recursive_mutex mu;
   return mu;
+}
+
+Impl implFor(const Tensor& x) {
+  if (x.device() == Device::CUDA) return Impl::Cuda;
+  return cuda::emulating() ? Impl::Emulated : Impl::Cpu;
 }
 
 const char* const kCudaOps =

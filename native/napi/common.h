@@ -80,6 +80,11 @@ void exportFunction(Napi::Env env, Napi::Object exports, const char* name, Handl
 // what the GPU runs so far, for the error a CPU-only op gives
 extern const char* const kCudaOps;
 
+// Which implementation a GPU-capable op runs for its tensors: the GPU's (tensors on cuda), the GPU kernels' code
+// emulated on the host (CPU tensors with MSGC_CUDA_EMULATE=1: tests), or the CPU backend's.
+enum class Impl { Cpu, Cuda, Emulated };
+Impl implFor(const Tensor& x);
+
 // Registration of each binding area (one file each).
 void registerTensorBindings(Napi::Env env, Napi::Object exports);
 void registerConvBindings(Napi::Env env, Napi::Object exports);

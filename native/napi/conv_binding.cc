@@ -81,10 +81,15 @@ static Napi::Value Conv2dBnActEval(const Napi::CallbackInfo& info) {
   }
   MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
-  if (a.x->device() == Device::CUDA) {
-    // cuDNN's conv, then one epilogue pass (bias, BatchNorm and activation)
+  const Impl impl = implFor(*a.x);
+  if (impl == Impl::Cuda) {
+    // cuDNN's conv, then one epilogue pass (BatchNorm and activation; the conv added the bias)
     TensorPtr y = cuda::conv2dForward(*a.x, *a.weight, a.bias.get(), a.p);
     return wrapTensor(info.Env(), cuda::batchNormActEval(*y, *rm, *rv, g.get(), b.get(), (float)eps, (int)act, nullptr));
+  }
+  if (impl == Impl::Emulated) {  // (the conv as the CPU backend's: cuDNN is not ours to emulate)
+    TensorPtr y = conv2dForward(*a.x, *a.weight, a.bias.get(), a.p);
+    return wrapTensor(info.Env(), cuda::emulated::batchNormActEval(*y, *rm, *rv, g.get(), b.get(), (float)eps, (int)act, nullptr));
   }
   return wrapTensor(info.Env(), conv2dBnActEval(*a.x, *a.weight, a.bias.get(), a.p, *rm, *rv, g.get(), b.get(),
                                                 (float)eps, (int)act));

@@ -43,6 +43,9 @@ static Napi::Value BatchNorm2dForward(const Napi::CallbackInfo& info) {
     cuda::copyDeviceToDevice(var->data(), rv->data(), (size_t)C * sizeof(float));
     return tensorList(info.Env(), {y, mean, var});
   }
+  if (!training && implFor(*x) == Impl::Emulated)
+    return tensorList(info.Env(), {cuda::emulated::batchNormActEval(*x, *rm, *rv, w.get(), b.get(), (float)eps, -1, nullptr),
+                                   toPlain(*rm), toPlain(*rv)});
   BatchNormResult r = batchNorm2dForward(*x, *rm, *rv, w.get(), b.get(), training, (float)momentum, (float)eps);
   return tensorList(info.Env(), {r.y, r.mean, r.var});
 }
@@ -71,7 +74,8 @@ static Napi::Value BatchNormActEval(const Napi::CallbackInfo& info) {
     expectSameDevice(*x, *r, op, "x", "residual");
   }
   const bool pooled = info.Length() > 8 && boolArg(info, 8, op, "pooled");
-  const auto run = x->device() == Device::CUDA ? cuda::batchNormActEval : batchNormActEval;
+  const Impl impl = implFor(*x);
+  const auto run = impl == Impl::Cuda ? cuda::batchNormActEval : impl == Impl::Emulated ? cuda::emulated::batchNormActEval : batchNormActEval;
   if (!pooled) return wrapTensor(info.Env(), run(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), nullptr));
   TensorPtr means;
   TensorPtr y = run(*x, *rm, *rv, w.get(), b.get(), (float)eps, (int)act, r.get(), &means);
@@ -108,7 +112,8 @@ static Activation activationArg(const Napi::CallbackInfo& info, size_t i, const 
 static Napi::Value ActivationForward(const Napi::CallbackInfo& info) {
   Activation a = activationArg(info, 0, "activation");
   TensorPtr x = tensorArg(info, 1, "activation", "x");
-  if (x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::activationForward(a, *x));
+  if (implFor(*x) == Impl::Cuda) return wrapTensor(info.Env(), cuda::activationForward(a, *x));
+  if (implFor(*x) == Impl::Emulated) return wrapTensor(info.Env(), cuda::emulated::activationForward(a, *x));
   return wrapTensor(info.Env(), activationForward(a, *x));
 }
 
@@ -157,6 +162,7 @@ static Napi::Value Pool2dForward(const Napi::CallbackInfo& info) {
   const bool training = info.Length() > 5 && !info[5].IsUndefined() ? boolArg(info, 5, op, "training") : true;
   if (x->shape[0] == 0) return tensorList(info.Env(), {emptyTensor(poolOutShape(*x, p), x->device()), nullptr});
   if (x->device() == Device::CUDA) return tensorList(info.Env(), {cuda::pool2dForward(kind, *x, p), nullptr});
+  if (!training && implFor(*x) == Impl::Emulated) return tensorList(info.Env(), {cuda::emulated::pool2dForward(kind, *x, p), nullptr});
   PoolResult r = pool2dForward(kind, *x, p, training);
   return tensorList(info.Env(), {r.y, r.workspace});
 }
@@ -194,7 +200,8 @@ static Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   readLinear(info, op, x, w);
   TensorPtr b = optionalTensorArg(info, 2, op, "bias");
   if (b) expectShape(*b, {w->shape[0]}, op, "bias");
-  if (x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::linearForward(*x, *w, b.get()));
+  if (implFor(*x) == Impl::Cuda) return wrapTensor(info.Env(), cuda::linearForward(*x, *w, b.get()));
+  if (implFor(*x) == Impl::Emulated) return wrapTensor(info.Env(), cuda::emulated::linearForward(*x, *w, b.get()));
   return wrapTensor(info.Env(), linearForward(*x, *w, b.get()));
 }
 

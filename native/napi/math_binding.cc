@@ -29,7 +29,8 @@ static Napi::Value BinaryOp(const Napi::CallbackInfo& info) {
   TensorPtr a = tensorArg(info, 1, op, "a"), b = tensorArg(info, 2, op, "b");
   expectSameDevice(*a, *b, op, "a", "b");
   expectBroadcastable(*a, *b, op);
-  if (a->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::binaryForward(kind, *a, *b));
+  if (implFor(*a) == Impl::Cuda) return wrapTensor(info.Env(), cuda::binaryForward(kind, *a, *b));
+  if (implFor(*a) == Impl::Emulated) return wrapTensor(info.Env(), cuda::emulated::binaryForward(kind, *a, *b));
   return wrapTensor(info.Env(), binaryForward(kind, *a, *b));
 }
 

@@ -62,7 +62,9 @@ MsgcArgs readMsgc(const Napi::CallbackInfo& info, const char* op) {
 static Napi::Value MsgcConv2dForward(const Napi::CallbackInfo& info) {
   MsgcArgs a = readMsgc(info, "msgcConv2d");
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
-  if (a.x->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, false));
+  if (implFor(*a.x) == Impl::Cuda) return wrapTensor(info.Env(), cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, false));
+  if (implFor(*a.x) == Impl::Emulated)
+    return wrapTensor(info.Env(), cuda::emulated::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, false));
   return wrapTensor(info.Env(), msgcConvForward(*a.x, *a.weight, *a.scale, a.p));
 }
 
@@ -79,15 +81,16 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
                ": outputMask has shape ", shapeString(outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
   }
   if (a.y[0] == 0) return wrapTensor(info.Env(), emptyTensor(a.y, a.x->device()));
-  if (a.x->device() == Device::CUDA)
+  if (implFor(*a.x) == Impl::Cuda)
     return wrapTensor(info.Env(), cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, true, outMask.get()));
+  if (implFor(*a.x) == Impl::Emulated)
+    return wrapTensor(info.Env(), cuda::emulated::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, true, outMask.get()));
   return wrapTensor(info.Env(), msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get()));
 }
 
 namespace {
 // the fused calls' arguments after readMsgc's six: outputMask|null, runningMean, runningVar, gamma|null,
-// beta|null, eps, activation, residual|null, pooled[, masked]. bnOptional: runningMean and runningVar may be null
-// (no BatchNorm; the activation and residual still apply)
+// beta|null, eps, activation, residual|null, pooled[, masked]
 struct MsgcBnArgs {
   MsgcArgs a;
   TensorPtr outMask, rm, rv, gm, be, r;
@@ -95,7 +98,7 @@ struct MsgcBnArgs {
   bool pooled = false, masked = false;
 };
 
-MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op, bool bnOptional) {
+MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op) {
   MsgcBnArgs m;
   m.a = readMsgc(info, op);
   const MsgcArgs& a = m.a;
@@ -106,9 +109,8 @@ MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op, bool bnOpt
     MSGC_CHECK(m.outMask->shape[0] == a.y[0] && m.outMask->shape[1] > 0 && m.outMask->shape[2] == a.y[1], op,
                ": outputMask has shape ", shapeString(m.outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
   }
-  m.rm = bnOptional ? optionalTensorArg(info, 7, op, "runningMean") : tensorArg(info, 7, op, "runningMean");
-  m.rv = bnOptional ? optionalTensorArg(info, 8, op, "runningVar") : tensorArg(info, 8, op, "runningVar");
-  MSGC_CHECK(!m.rm == !m.rv, op, ": runningMean and runningVar come together");
+  m.rm = tensorArg(info, 7, op, "runningMean");
+  m.rv = tensorArg(info, 8, op, "runningVar");
   m.gm = optionalTensorArg(info, 9, op, "gamma");
   m.be = optionalTensorArg(info, 10, op, "beta");
   const int64_t O = a.y[1];
@@ -144,7 +146,7 @@ MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op, bool bnOpt
 // pooled: act(batchNorm_eval(gathered msgcConv2d) + residual) with the BN fused into the gathered kernels' output
 // (masked: the masked execution, the BN applied per sample in cache where it runs per-sample convs)
 static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
-  MsgcBnArgs m = readMsgcBn(info, "msgcConv2dBnAct", false);
+  MsgcBnArgs m = readMsgcBn(info, "msgcConv2dBnAct");
   const MsgcArgs& a = m.a;
   const FusedBnAct& bn = m.bn;
   const bool pooled = m.pooled, masked = m.masked;
@@ -155,22 +157,14 @@ static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
     if (!pooled) return wrapTensor(info.Env(), y);
     return tensorList(info.Env(), {y, emptyTensor({0, a.y[1], 1, 1}, a.x->device())});
   }
-  TensorPtr y = a.x->device() == Device::CUDA
+  const Impl impl = implFor(*a.x);
+  TensorPtr y = impl == Impl::Cuda
                    ? cuda::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, !masked, outMask.get(), &bn, pooled ? &means : nullptr)
+               : impl == Impl::Emulated
+                   ? cuda::emulated::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, !masked, outMask.get(), &bn, pooled ? &means : nullptr)
                : masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
                        : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
   if (!pooled) return wrapTensor(info.Env(), y);
-  return tensorList(info.Env(), {y, means});
-}
-
-// msgcConv2dGpuKernelEmulated(the fused call's arguments, runningMean/runningVar may be null) -> y or [y, means]:
-// the GPU kernel's own code run on the host (cuda::emulateMsgcConvForward), for tests on machines without a GPU
-static Napi::Value MsgcConv2dGpuKernelEmulated(const Napi::CallbackInfo& info) {
-  MsgcBnArgs m = readMsgcBn(info, "msgcConv2dGpuKernelEmulated", true);
-  TensorPtr means;
-  TensorPtr y = cuda::emulateMsgcConvForward(*m.a.x, *m.a.weight, *m.a.scale, m.a.p, !m.masked, m.outMask.get(), &m.bn,
-                                             m.pooled ? &means : nullptr);
-  if (!m.pooled) return wrapTensor(info.Env(), y);
   return tensorList(info.Env(), {y, means});
 }
 
@@ -211,6 +205,8 @@ static Napi::Value GateForward(const Napi::CallbackInfo& info) {
   if (l->device() == Device::CUDA) {
     MSGC_CHECK(!training, op, ": training gates (Gumbel noise) have no cuda kernel yet; use eval mode (model.eval())");
     r.mask = cuda::gateEval(*l);
+  } else if (!training && implFor(*l) == Impl::Emulated) {
+    r.mask = cuda::emulated::gateEval(*l);
   } else {
     r = gateForward(*l, (float)t, training, (uint64_t)seed);
   }
@@ -276,8 +272,11 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
     if (*t) expectSameDevice(*ctx, **t, op, "ctx", "head parameters");
   const int64_t G = info.Length() > 10 && !info[10].IsUndefined() ? intArg(info, 10, op, "heads", 1, K) : 0;
   MSGC_CHECK(G == 0 || K % G == 0, op, ": ", K, " outputs are not divisible by ", G, " heads");
-  TensorPtr y = ctx->device() == Device::CUDA
+  const Impl impl = implFor(*ctx);
+  TensorPtr y = impl == Impl::Cuda
                     ? cuda::squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold)
+                : impl == Impl::Emulated
+                    ? cuda::emulated::squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold)
                     : squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
   if (G == 0) return wrapTensor(info.Env(), y);
   TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
@@ -366,7 +365,6 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered, true);
   exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval, true);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
-  exportFunction(env, exports, "msgcConv2dGpuKernelEmulated", MsgcConv2dGpuKernelEmulated);
   exportFunction(env, exports, "gateForward", GateForward, true);
   exportFunction(env, exports, "gateBackward", GateBackward);
 }

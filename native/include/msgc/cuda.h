@@ -67,12 +67,26 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
 TensorPtr gateEval(const Tensor& logits);  // 1[logits >= 0]
 
 // ---- testing without a GPU ---------------------------------------------------------------------------------
-// The MSGC kernel's own per-thread code (cuda/msgc_conv_tile.h) run on the host, block by block and thread by
-// thread in barrier order, on CPU tensors; the same arguments as msgcConvForward. Present in every build, so
-// that CPU-only CI checks the kernel's tiling, indexing and epilogue against float64.
-TensorPtr emulateMsgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                 bool gathered, const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
-                                 TensorPtr* means = nullptr);
+// With MSGC_CUDA_EMULATE=1 (read per call; tests), the ops the GPU runs take CPU tensors and run the GPU kernels'
+// own per-element and per-thread code on the host (cuda/msgc_conv_tile.h block by block and thread by thread in
+// barrier order, cuda/elementwise_ops.h and cuda/epilogue.h element by element), instead of the CPU backend's
+// kernels; cuDNN's convolutions, which are not ours, run as the CPU backend's. Present in every build, so that
+// CPU-only CI checks the GPU path's arithmetic, indexing and semantics, down to whole models' eval forward.
+bool emulating();
+namespace emulated {
+TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
+                           const Tensor* bias, float eps, int act, const Tensor* residual, TensorPtr* means = nullptr);
+TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                          bool gathered, const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
+                          TensorPtr* means = nullptr);
+TensorPtr activationForward(Activation a, const Tensor& x);
+TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b);
+TensorPtr pool2dForward(PoolKind kind, const Tensor& x, const Pool2dParams& p);
+TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bias);
+TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var, const Tensor* gamma,
+                          const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2, bool threshold);
+TensorPtr gateEval(const Tensor& logits);
+}  // namespace emulated
 
 }  // namespace cuda
 }  // namespace msgc
