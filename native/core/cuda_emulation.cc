@@ -90,14 +90,7 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
   std::vector<TensorPtr> hold;
   const int64_t N = x.shape[0], C = x.shape[1];
   const int64_t P = N * C > 0 ? x.numel() / (N * C) : 0;
-  FusedBnAct bn;
-  bn.runningMean = &runningMean;
-  bn.runningVar = &runningVar;
-  bn.weight = weight;
-  bn.bias = bias;
-  bn.eps = eps;
-  bn.act = act;
-  bn.residual = residual;
+  const FusedBnAct bn = fusedBnAct(runningMean, runningVar, weight, bias, eps, act, residual);
   const Epilogue e = hostEpilogue(&bn, hold);
   const float* xd = plain(x, hold);
   TensorPtr y = emptyTensor(x.shape);

@@ -52,6 +52,20 @@ struct Epilogue {
   bool any() const { return mean || bias || residual || act >= 0; }
 };
 
+// the fused-BN description of an eval BatchNorm + residual + activation given piece by piece
+inline FusedBnAct fusedBnAct(const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
+                             const Tensor* bias, float eps, int act, const Tensor* residual) {
+  FusedBnAct bn;
+  bn.runningMean = &runningMean;
+  bn.runningVar = &runningVar;
+  bn.weight = weight;
+  bn.bias = bias;
+  bn.eps = eps;
+  bn.act = act;
+  bn.residual = residual;
+  return bn;
+}
+
 // from the ops' fused-BN description (tensors on the GPU); null -> identity
 Epilogue makeEpilogue(const FusedBnAct* bn);
 // y = epilogue(x) elementwise over [N, C, P] (x == y allowed)

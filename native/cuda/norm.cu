@@ -65,14 +65,7 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
   ensureDevice();
   const int64_t N = x.shape[0], C = x.shape[1];
   const int64_t P = x.numel() / (N * C > 0 ? N * C : 1);
-  FusedBnAct bn;
-  bn.runningMean = &runningMean;
-  bn.runningVar = &runningVar;
-  bn.weight = weight;
-  bn.bias = bias;
-  bn.eps = eps;
-  bn.act = act;
-  bn.residual = residual;
+  const FusedBnAct bn = fusedBnAct(runningMean, runningVar, weight, bias, eps, act, residual);
   TensorPtr y = emptyTensor(x.shape, Device::CUDA);
   applyEpilogue(x.data(), y->data(), N, C, P, makeEpilogue(&bn));
   if (means) {
