@@ -220,7 +220,8 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     // the GPU kernel's gathered reduction costs nothing extra at any density, and its channel selection runs on the
     // GPU: no statistics are read back (that would wait for the GPU), so the dense shortcut needs the hints
     const h = options.hints;
-    denseForward = !!(h && h.allOnes) && fourD && scale.shape.length === 3 && scale.shape[1] === heads;
+    denseForward = !!(h && h.allOnes) && fourD && scale.shape.length === 3 && scale.shape[1] === heads &&
+      scale.shape[2] === weight.shape[1] && weight.shape[0] % heads === 0;
     gathered = !denseForward;
   } else if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
     const N = x.shape[0];
