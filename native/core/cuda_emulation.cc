@@ -1,7 +1,8 @@
 // cuda_emulation.cc: the GPU kernels' own code run on the host (MSGC_CUDA_EMULATE=1; see cuda::emulating() in
 // msgc/cuda.h). The MSGC kernel's 256 threads per block run their steps from cuda/msgc_conv_tile.h in the order
-// __syncthreads imposes (every thread's load of a stage, then every thread's compute, then the next stage; then
-// every thread's store), with a per-block array as shared memory; the elementwise kernels' per-element bodies
+// __syncthreads imposes (every thread's commit of a stage to shared memory, then every thread's fetch of the next
+// stage into its registers and compute of this one; then every thread's store), with a per-block array as shared
+// memory; the elementwise kernels' per-element bodies
 // (cuda/elementwise_ops.h, cuda/epilogue.h) run element by element. What differs from the GPU: the channel
 // compaction (a warp ballot there, compactChannels here), the warp-shuffle dot products (sequential sums here) and
 // the split-K choice (for a GPU of 132 multiprocessors here, unless MSGC_CUDA_SPLITK forces one).
@@ -34,9 +35,16 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
     for (int by = 0; by < gy; by++)
       for (int bx = 0; bx < gx; bx++) {
         for (int t = 0; t < kTileThreads; t++) threads[t].init(a, bx, by, bz, t);
-        for (int r0 = threads[0].rBegin; r0 < threads[0].rEnd; r0 += kTileBK) {
-          for (auto& t : threads) t.load(a, r0, As.data(), Bs.data());
+        const int rBegin = threads[0].rBegin, rEnd = threads[0].rEnd;
+        if (rBegin < rEnd)
+          for (auto& t : threads) t.fetch(a, rBegin);
+        for (int r0 = rBegin; r0 < rEnd; r0 += kTileBK) {
+          for (auto& t : threads) t.commit(As.data(), Bs.data());
+          // (barrier)
+          if (r0 + kTileBK < rEnd)
+            for (auto& t : threads) t.fetch(a, r0 + kTileBK);
           for (auto& t : threads) t.compute(As.data(), Bs.data());
+          // (barrier)
         }
         for (auto& t : threads) t.store(a);
       }

@@ -37,9 +37,11 @@ __global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
   __shared__ float Bs[kTileBK * kTileBN];
   MsgcTileThread<BM> t;
   t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+  if (t.rBegin < t.rEnd) t.fetch(a, t.rBegin);
   for (int r0 = t.rBegin; r0 < t.rEnd; r0 += kTileBK) {
-    t.load(a, r0, As, Bs);
+    t.commit(As, Bs);
     __syncthreads();
+    if (r0 + kTileBK < t.rEnd) t.fetch(a, r0 + kTileBK);  // the next stage's loads, in flight during compute
     t.compute(As, Bs);
     __syncthreads();
   }

@@ -111,27 +111,29 @@ struct MsgcTileThread {
       for (int j = 0; j < TN; j++) acc[i][j] = 0.f;
   }
 
-  // this thread's share of the stage starting at reduction step r0: weight slots e = tid + 256·s as
-  // As[e % 8][e / 8] (consecutive threads read along the reduction: contiguous weights), input slots Bs[kb + 4s][pb]
-  MSGC_HD void load(const MsgcConvArgs& a, int r0, float* As, float* Bs) const {
-MSGC_UNROLL
+  // The stage starting at reduction step r0, in two steps so that its global loads are in flight while the
+  // previous stage computes (register prefetch): fetch() reads this thread's slots from global memory into
+  // registers, commit() stores them to shared memory. Weight slots e = tid + 256·s go to As[e % 8][e / 8]
+  // (consecutive threads read along the reduction: contiguous weights); input slots to Bs[kb + 4s][pb].
+  float aReg[ASlots], bReg[2];
+
+  MSGC_HD void fetch(const MsgcConvArgs& a, int r0) {
+    MSGC_UNROLL
     for (int s = 0; s < ASlots; s++) {
       const int e = tid + s * kTileThreads;
-      if (e < kTileBK * BM) {
-        const int k = e % kTileBK, m = e / kTileBK;
-        const int r = r0 + k, o = o0 + m;
-        float v = 0.f;
-        if (r < rEnd && o < a.Og) {
-          const int j = r / KK, rs = r - j * KK;
-          const int c = idx ? idx[j] : j;
-          v = wg[((int64_t)o * a.C + c) * KK + rs];
-        }
-        As[k * AStride + m] = v;
+      const int k = e % kTileBK, m = e / kTileBK;
+      const int r = r0 + k, o = o0 + m;
+      float v = 0.f;
+      if (e < kTileBK * BM && r < rEnd && o < a.Og) {
+        const int j = r / KK, rs = r - j * KK;
+        const int c = idx ? idx[j] : j;
+        v = wg[((int64_t)o * a.C + c) * KK + rs];
       }
+      aReg[s] = v;
     }
-MSGC_UNROLL
+    MSGC_UNROLL
     for (int s = 0; s < 2; s++) {
-      const int k = kb + 4 * s, r = r0 + k;
+      const int r = r0 + kb + 4 * s;
       float v = 0.f;
       if (pOk && r < rEnd) {
         const int j = r / KK, rs = r - j * KK;
@@ -140,8 +142,18 @@ MSGC_UNROLL
         const int ih = ih0 + kr, iw = iw0 + ks;
         if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W) v = sc[c] * xn[((int64_t)c * a.H + ih) * a.W + iw];
       }
-      Bs[k * kTileBN + pb] = v;
+      bReg[s] = v;
     }
+  }
+
+  MSGC_HD void commit(float* As, float* Bs) const {
+    MSGC_UNROLL
+    for (int s = 0; s < ASlots; s++) {
+      const int e = tid + s * kTileThreads;
+      if (e < kTileBK * BM) As[(e % kTileBK) * AStride + e / kTileBK] = aReg[s];
+    }
+    MSGC_UNROLL
+    for (int s = 0; s < 2; s++) Bs[(kb + 4 * s) * kTileBN + pb] = bReg[s];
   }
 
   MSGC_HD void compute(const float* As, const float* Bs) {
