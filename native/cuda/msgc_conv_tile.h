@@ -22,6 +22,34 @@
 namespace msgc {
 namespace cuda {
 
+// n / d and n % d for 0 <= n < 2^31 by a multiply-high and a shift (Granlund-Montgomery, as CUTLASS's FastDivmod):
+// the kernel's index arithmetic divides by the kernel's size per element and stage, and a GPU's integer division
+// by a runtime value costs about twenty instructions.
+struct FastDivmod {
+  int d = 1;
+  uint32_t mul = 0;
+  int shift = 0;
+  static FastDivmod of(int divisor) {
+    FastDivmod f;
+    f.d = divisor;
+    if (divisor == 1) return f;
+    int l = 0;
+    while ((1LL << l) < divisor) l++;
+    const int p = 31 + l;  // mul = ceil(2^p / d) < 2^32
+    f.mul = (uint32_t)(((1ULL << p) + (uint64_t)divisor - 1) / (uint64_t)divisor);
+    f.shift = p - 32;
+    return f;
+  }
+  MSGC_HD int div(int n) const {
+    if (d == 1) return n;
+#ifdef __CUDA_ARCH__
+    return (int)(__umulhi((uint32_t)n, mul) >> shift);
+#else
+    return (int)((uint32_t)(((uint64_t)(uint32_t)n * mul) >> 32) >> shift);
+#endif
+  }
+};
+
 struct MsgcConvArgs {
   const float* x;
   const float* w;
@@ -32,6 +60,7 @@ struct MsgcConvArgs {
   int outMaskRows;       // K
   float* y;
   int C, H, W, O, G, Og, KH, KW, OH, OW, strideH, strideW, padH, padW;
+  FastDivmod byKK, byKW;  // KH·KW and KW (setDivisors)
   Epilogue e;
   // split-K: with splits > 1 each (sample, head)'s reduction is cut into `splits` ranges run by separate blocks
   // (grid z = sample·G·splits + head·splits + split), which write raw partial sums to partial[split][N, O, P];
@@ -125,7 +154,7 @@ struct MsgcTileThread {
       const int r = r0 + k, o = o0 + m;
       float v = 0.f;
       if (e < kTileBK * BM && r < rEnd && o < a.Og) {
-        const int j = r / KK, rs = r - j * KK;
+        const int j = a.byKK.div(r), rs = r - j * KK;
         const int c = idx ? idx[j] : j;
         v = wg[((int64_t)o * a.C + c) * KK + rs];
       }
@@ -136,8 +165,8 @@ struct MsgcTileThread {
       const int r = r0 + kb + 4 * s;
       float v = 0.f;
       if (pOk && r < rEnd) {
-        const int j = r / KK, rs = r - j * KK;
-        const int kr = rs / a.KW, ks = rs - kr * a.KW;
+        const int j = a.byKK.div(r), rs = r - j * KK;
+        const int kr = a.byKW.div(rs), ks = rs - kr * a.KW;
         const int c = idx ? idx[j] : j;
         const int ih = ih0 + kr, iw = iw0 + ks;
         if (ih >= 0 && ih < a.H && iw >= 0 && iw < a.W) v = sc[c] * xn[((int64_t)c * a.H + ih) * a.W + iw];
@@ -205,6 +234,12 @@ MSGC_UNROLL
     }
   }
 };
+
+// the divisors the kernel uses, from a's kernel size (call after setting KH and KW)
+inline void setDivisors(MsgcConvArgs& a) {
+  a.byKK = FastDivmod::of(a.KH * a.KW);
+  a.byKW = FastDivmod::of(a.KW);
+}
 
 // split-K's second pass for output element i of [N, O, P]: the partial sums in split order, the output mask, the
 // epilogue
