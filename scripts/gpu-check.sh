@@ -31,19 +31,17 @@ PY
 export PATH=$T/bin:$PATH
 log "node $(node --version); $(nvcc --version | tail -1); $(cmake --version | head -1); $(g++ --version | head -1)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader || true
-cudnnRoot=""
-for d in $(python3 -c "import nvidia.cudnn as m; print(' '.join(m.__path__))" 2>/dev/null) /usr /usr/local/cuda; do
-  if [ -f "$d/include/cudnn.h" ]; then cudnnRoot=$d; break; fi
-done
-libdirs=$(python3 -c "
-import nvidia, os
-for p in nvidia.__path__:
-    for d in sorted(os.listdir(p)):
-        l = os.path.join(p, d, 'lib')
-        if os.path.isdir(l): print(l)
-" 2>/dev/null | tr '\n' ':')
+# cuDNN: the machine's Python wheels (nvidia-cudnn-*: headers and libraries under site-packages/nvidia/...), else a
+# system install; every folder of the wheels that holds shared libraries goes on LD_LIBRARY_PATH (cuDNN loads its
+# sub-libraries, and cuBLAS for some engines, at run time)
+nvroot=$(python3 -c "import nvidia; print(' '.join(nvidia.__path__))" 2>/dev/null)
+cudnnHeader=$(find $nvroot /usr/include /usr/local/cuda/include -name cudnn.h 2>/dev/null | head -1)
+cudnnLib=$(find $nvroot /usr/lib /usr/local/cuda -name "libcudnn.so*" 2>/dev/null | sort | head -1)
+libdirs=$(find $nvroot -name "*.so*" -printf "%h\n" 2>/dev/null | sort -u | tr '\n' ':')
 export LD_LIBRARY_PATH="${libdirs}$T/dnnl/lib:${LD_LIBRARY_PATH:-}"
-log "cuDNN at '${cudnnRoot}'"
+log "cuDNN header '${cudnnHeader}', library '${cudnnLib}'"
+cudnnArgs=()
+[ -n "$cudnnHeader" ] && [ -n "$cudnnLib" ] && cudnnArgs=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnnHeader")" -DCUDNN_LIBRARY="$cudnnLib")
 build() {
   rm -rf build && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$PWD/.devpack/node-include" \
     -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/build/Release" -DDNNL_INCLUDE_DIR="$T/dnnl/include" \
@@ -51,10 +49,10 @@ build() {
     cmake --build build -j "$(nproc)"
 }
 log "build"
-if ! build ${cudnnRoot:+-DCUDNN_ROOT=$cudnnRoot} > "$OUT/build.log" 2>&1; then
+if ! build "${cudnnArgs[@]}" > "$OUT/build.log" 2>&1; then
   grep -E "error|Error" "$OUT/build.log" | head -40
   log "build with cuDNN failed; building without it"
-  build -DCUDNN_ROOT=/nonexistent > "$OUT/build-nocudnn.log" 2>&1 || { tail -40 "$OUT/build-nocudnn.log"; exit 1; }
+  build -DMSGC_CUDNN=OFF > "$OUT/build-nocudnn.log" 2>&1 || { tail -40 "$OUT/build-nocudnn.log"; exit 1; }
 fi
 grep -E "^-- msgc|msgc: |\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
 cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
