@@ -82,6 +82,13 @@ test('dense, then MSGC from its weights: run.json, metrics.json, weights; clippi
   expect(ev.macRatio).toBeCloseTo(m0.val.macRatio, 6);
   expect(ev.macRatio).toBeLessThan(1);
   expect(ev.denseMacs).toBe(m0.val.denseMacs);
+  // --device: a bad name, and cuda where this build or machine has none, are Errors that say so
+  await expect(evalCommand({ run: boosted, heads: 4, batchSize: 20, progress: false, json: true, data: path.join(tmp, 'data'), device: 'gpu' }))
+    .rejects.toThrow(/--device must be cpu or cuda/);
+  if (!msgc.cuda.isAvailable()) {
+    await expect(evalCommand({ run: boosted, heads: 4, batchSize: 20, progress: false, json: true, data: path.join(tmp, 'data'), device: 'cuda' }))
+      .rejects.toThrow(/cuda is not available/);
+  }
 
   // --clip-grad-norm 0 turns the MSGC default off
   const unclipped = path.join(tmp, 'msgc-noclip');

@@ -544,6 +544,28 @@ describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'),
     model.dispose();
   });
 
+  test('evaluate() follows the model to the GPU: the same metrics as on the CPU', async () => {
+    msgc.manualSeed(9);
+    const model = msgc.models.createModel('resnet20', { smallInput: true, numClasses: 10, msgc: { heads: 4 } });
+    gatesAtHalfDensity(model);
+    const batches = [0, 1, 2].map((i) => ({ x: Float32Array.from(randomArray(8 * 3 * 32 * 32, 90 + i)), y: Int32Array.from({ length: 8 }, (_, k) => (k * 3 + i) % 10) }));
+    const source = {
+      length: batches.length,
+      async *[Symbol.asyncIterator]() {
+        for (const b of batches) yield { x: msgc.tensor(b.x, [8, 3, 32, 32]), y: b.y };
+      },
+    };
+    const cpu = await msgc.evaluate(model, source);
+    model.to('cuda');
+    const gpuRun = await msgc.evaluate(model, source);
+    expect(gpuRun.samples).toBe(24);
+    expect(gpuRun.top1).toBe(cpu.top1);
+    expect(gpuRun.top5).toBe(cpu.top5);
+    expect(Math.abs(gpuRun.loss - cpu.loss)).toBeLessThan(1e-4);
+    expect(gpuRun.macRatio).toBeCloseTo(cpu.macRatio, 6);
+    model.dispose();
+  });
+
   test('training on the GPU is refused with a clear Error, not a crash', () => {
     msgc.manualSeed(5);
     const model = msgc.models.createModel('resnet20', { smallInput: true, msgc: { heads: 4 } }).to('cuda');

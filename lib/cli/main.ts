@@ -91,6 +91,7 @@ program
   .option('--dataset <name>', 'dataset (default: the run\'s, else fashion-mnist)')
   .option('--data <dir>', 'dataset folder')
   .option('--batch-size <n>', 'batch size', int, 100)
+  .option('--device <device>', 'cpu, or cuda: the model on the GPU (a CUDA build)', 'cpu')
   .option('--no-progress', 'no progress bar')
   .option('--json', 'print JSON')
   .action(evalCommand);

@@ -107,6 +107,8 @@ export interface EvalCommandOptions {
   batchSize: number;
   progress: boolean;
   json?: boolean;
+  /** 'cuda': the model on the GPU (a CUDA build) */
+  device?: string;
 }
 
 export async function evalCommand(o: EvalCommandOptions): Promise<void> {
@@ -128,8 +130,11 @@ export async function evalCommand(o: EvalCommandOptions): Promise<void> {
   const model = buildModel(spec);
   try {
     loadWeights(model, weights);
+    const device = o.device ?? 'cpu';
+    if (device !== 'cpu' && device !== 'cuda') throw new Error(`eval: --device must be cpu or cuda, got ${device}`);
+    if (device === 'cuda') model.to('cuda');
     const r = await evaluate(model, splits.test, { verbose: o.progress && !o.json });
-    if (o.json) console.log(JSON.stringify({ weights, dataset, ...r }, null, 2));
+    if (o.json) console.log(JSON.stringify({ weights, dataset, device, ...r }, null, 2));
     else {
       console.log(`top-1 ${(100 * r.top1).toFixed(2)}%  top-5 ${(100 * r.top5).toFixed(2)}%  loss ${r.loss.toFixed(4)}  ` +
         `MACs ${(r.macsPerImage / 1e6).toFixed(2)} M / ${(r.denseMacs / 1e6).toFixed(2)} M (ratio ${r.macRatio.toFixed(3)})  ${r.imagesPerSecond.toFixed(0)} images/s`);

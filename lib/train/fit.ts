@@ -169,10 +169,15 @@ function nowSeconds(): number {
   return Number(process.hrtime.bigint()) / 1e9;
 }
 
-/** Evaluates in eval mode without autograd: Top-1/Top-5, plain cross-entropy, MACs per image. */
+/**
+ * Evaluates in eval mode without autograd: Top-1/Top-5, plain cross-entropy, MACs per image. Runs where the model
+ * is: after `model.to('cuda')` each batch is copied to the GPU and the logits back.
+ */
 export async function evaluate(model: Backbone, data: BatchSource, options: { verbose?: boolean; name?: string } = {}): Promise<EvalResult> {
   const wasTraining = model.training;
   model.eval();
+  const params = model.parameters();
+  const device = params.length ? (params[0].device as 'cpu' | 'cuda') : 'cpu';
   let samples = 0;
   let c1 = 0;
   let c5 = 0;
@@ -187,7 +192,10 @@ export async function evaluate(model: Backbone, data: BatchSource, options: { ve
     for await (const batch of data) {
       const n = batch.y.length;
       tidy(() => {
-        const logits = noGrad(() => model.forward(batch.x));
+        // the batch goes where the model is (Module.to('cuda') for the GPU); the metrics are computed on the CPU
+        const x = batch.x.device === device ? batch.x : batch.x.to(device);
+        const out = noGrad(() => model.forward(x));
+        const logits = out.device === 'cpu' ? out : out.cpu();
         const values = logits.toFloat32Array();
         c1 += topKCorrect(values, batch.y, 1);
         c5 += topKCorrect(values, batch.y, 5);
