@@ -164,6 +164,13 @@ describeGpu(gpuTitle('tensors, copies and the device rules'), () => {
     const c = g.clone();
     g.assign(v);
     expect(Array.from(c.toFloat32Array())).toEqual(Array.from(w));
+    // concat along channels: [10, 100] | [10, 100] | [10, 100] -> [10, 300]
+    const cat = F.concat([g, c, g], 1);
+    expect(cat.shape).toEqual([10, 300]);
+    const cv = cat.toFloat32Array();
+    for (let i = 0; i < 10; i++)
+      for (let j = 0; j < 300; j++) expect(cv[i * 300 + j]).toBe(j >= 100 && j < 200 ? w[i * 100 + j - 100] : v[i * 100 + (j % 100)]);
+    cat.dispose();
     const r = F.reshape(g, [100, 10]);
     expect(r.device).toBe('cuda');
     expect(Array.from(r.toFloat32Array())).toEqual(Array.from(v));
@@ -515,6 +522,7 @@ describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'),
     ['resnet50', { msgc: { heads: 4 } }, 64],
     ['mobilenetv2', {}, 64],
     ['mobilenetv2', { msgc: { heads: 4, attention: true } }, 64],
+    ['densenet74', { msgc: { heads: 4 } }, 32],
   ];
   test.each(cases)('%s %o at %d²', (name, opts, size) => {
     msgc.manualSeed(3);

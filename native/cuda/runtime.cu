@@ -182,6 +182,27 @@ void fill(float* dst, int64_t n, float value) {
   MSGC_CUDA_LAUNCHED("fill");
 }
 
+TensorPtr concatChannels(const std::vector<const Tensor*>& xs) {
+  ensureDevice();
+  Shape shape = xs[0]->shape;
+  int64_t C = 0;
+  for (const Tensor* t : xs) C += t->shape[1];
+  shape[1] = C;
+  TensorPtr y = emptyTensor(shape, Device::CUDA);
+  const int64_t N = shape[0];
+  const int64_t inner = C ? shapeNumel(shape) / (N * C > 0 ? N * C : 1) : 0;  // H·W (1 for [N, C])
+  int64_t at = 0;
+  for (const Tensor* t : xs) {
+    const size_t width = (size_t)(t->shape[1] * inner) * sizeof(float);
+    // one row per sample: this input's [C_i, H, W] block into the output's channels [at, at + C_i)
+    if (N > 0 && width > 0)
+      MSGC_CUDA_CHECK(cudaMemcpy2DAsync(y->data() + at * inner, (size_t)(C * inner) * sizeof(float), t->data(), width, width,
+                                        (size_t)N, cudaMemcpyDeviceToDevice, 0));
+    at += t->shape[1];
+  }
+  return y;
+}
+
 void synchronize() {
   ensureDevice();
   MSGC_CUDA_CHECK(cudaDeviceSynchronize());

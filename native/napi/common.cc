@@ -162,7 +162,7 @@ Impl implFor(const Tensor& x) {
 
 const char* const kCudaOps =
     "the eval forward of models: tensor copies, conv2d (+ eval BatchNorm), eval BatchNorm (+ activation), "
-    "activations, add/sub/mul, scale, pooling, linear, the gate heads and eval gates, and the MSGC convolution's "
+    "activations, add/sub/mul, scale, pooling, linear, concat, the gate heads and eval gates, and the MSGC convolution's "
     "forward, masked and gathered, with its fused BatchNorm";
 
 namespace {

@@ -145,6 +145,7 @@ static Napi::Value ConcatChannels(const Napi::CallbackInfo& info) {
     hold.push_back(t);
     xs.push_back(t.get());
   }
+  if (hold[0]->device() == Device::CUDA) return wrapTensor(info.Env(), cuda::concatChannels(xs));
   return wrapTensor(info.Env(), concatChannels(xs));
 }
 
@@ -223,7 +224,7 @@ void registerMathBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "reshape", Reshape, true);  // (a view: device-agnostic for plain tensors)
   exportFunction(env, exports, "toPlain", ToPlain, true);
   exportFunction(env, exports, "clone", Clone);
-  exportFunction(env, exports, "concatChannels", ConcatChannels);
+  exportFunction(env, exports, "concatChannels", ConcatChannels, true);
   exportFunction(env, exports, "sliceChannels", SliceChannels);
   exportFunction(env, exports, "sliceChannelsBackward", SliceChannelsBackward);
   exportFunction(env, exports, "sgdStep", SgdStep);
