@@ -3,6 +3,8 @@
 // ResNet-18, ResNet-50 and MobileNetV2 (bench/msgc_layers.js), G = 4 heads, batch 1 and 32, gate densities
 // 0.25 / 0.5 / 0.75 (random binary gates). Paths, each timed in the same run and alternated:
 //   cudnn     F.conv2d: cuDNN, strict float32 (FMA math, the fastest algorithm cudnnFind reports) — the baseline
+//   tf32      the same with TF32 tensor cores allowed (MSGC_CUDA_TF32=1; PyTorch's default for cuDNN convs), for
+//             reference: our kernel computes in float32
 //   masked    F.msgcConv2d execution 'masked': our implicit-GEMM kernel over every channel, times the scales
 //             (the reference implementation's arithmetic; it is also our kernel's dense speed)
 //   gathered  execution 'gathered': the same kernel over each (sample, head)'s selected channels only
@@ -17,6 +19,7 @@
 const fs = require('fs');
 const path = require('path');
 const msgc = require('../dist');
+const { native } = require('../dist/native');
 const { layers, gates } = require('./msgc_layers');
 
 const { F } = msgc;
@@ -57,7 +60,16 @@ function benchShape(s, N) {
       const g = gates(N, G, s.C, dens, 7 + j);
       return { d: dens, measured: g.measured, t: msgc.tensor(g.v, [N, G, s.C], d) };
     });
-    const paths = [['cudnn', null, () => F.conv2d(x, w, null, conv)]];
+    // cuDNN in strict float32 (the baseline), and with TF32 tensor cores allowed (PyTorch's default for convs)
+    const tf32 = (fn) => () => {
+      native.setEnv('MSGC_CUDA_TF32', '1');
+      try {
+        return fn();
+      } finally {
+        native.setEnv('MSGC_CUDA_TF32', null);
+      }
+    };
+    const paths = [['cudnn', null, () => F.conv2d(x, w, null, conv)], ['cudnn-tf32', null, tf32(() => F.conv2d(x, w, null, conv))]];
     scales.forEach((sc, j) => {
       paths.push(['masked', j, () => F.msgcConv2d(x, w, sc.t, { ...conv, heads: G, execution: 'masked' })]);
       paths.push(['gathered', j, () => F.msgcConv2d(x, w, sc.t, { ...conv, heads: G, execution: 'gathered' })]);
@@ -72,11 +84,12 @@ function benchShape(s, N) {
     for (let r = 0; r < reps; r++) paths.forEach(([, , fn], i) => { best[i] = Math.min(best[i], loop(fn, iters[i])); });
     const rows = scales.map((sc, j) => {
       const cudnn = best[0];
-      const masked = best[1 + 2 * j];
-      const gathered = best[2 + 2 * j];
+      const cudnnTf32 = best[1];
+      const masked = best[2 + 2 * j];
+      const gathered = best[3 + 2 * j];
       return {
         net: s.net, layer: s.name, N, C: s.C, O: s.O, H: s.H * s.stride, outH: s.H, k: s.k, stride: s.stride, heads: G,
-        density: sc.d, macRatio: sc.measured, cudnnUs: cudnn * 1e3, maskedUs: masked * 1e3, gatheredUs: gathered * 1e3,
+        density: sc.d, macRatio: sc.measured, cudnnUs: cudnn * 1e3, cudnnTf32Us: cudnnTf32 * 1e3, maskedUs: masked * 1e3, gatheredUs: gathered * 1e3,
         speedupVsCudnn: cudnn / gathered, speedupVsMasked: masked / gathered, efficiency: (cudnn / gathered) * sc.measured,
         gflops: (2 * N * s.O * s.C * s.k * s.k * s.H * s.H * sc.measured) / (gathered * 1e6),
       };
@@ -98,10 +111,10 @@ function main() {
   const fmt = (v, w, dgt = 2) => v.toFixed(dgt).padStart(w);
   for (const dens of densities) {
     console.log(`\ndensity ${dens}`);
-    console.log('net          layer                 N  shape (C→O, in², k, s)    cudnn µs  masked µs  gathered µs  vs cudnn  vs masked  MAC ratio  efficiency  GFLOP/s');
+    console.log('net          layer                 N  shape (C→O, in², k, s)    cudnn µs   tf32 µs  masked µs  gathered µs  vs cudnn  vs masked  MAC ratio  efficiency  GFLOP/s');
     for (const r of rows.filter((q) => q.density === dens)) {
       const shape = `${r.C}→${r.O} ${r.H}² k${r.k} s${r.stride}`;
-      console.log(`${r.net.padEnd(12)} ${r.layer.padEnd(20)} ${String(r.N).padStart(2)}  ${shape.padEnd(24)} ${fmt(r.cudnnUs, 9, 1)} ${fmt(r.maskedUs, 10, 1)} ${fmt(r.gatheredUs, 12, 1)} ${fmt(r.speedupVsCudnn, 9)} ${fmt(r.speedupVsMasked, 10)} ${fmt(r.macRatio, 10)} ${fmt(r.efficiency, 11)} ${fmt(r.gflops, 8, 0)}`);
+      console.log(`${r.net.padEnd(12)} ${r.layer.padEnd(20)} ${String(r.N).padStart(2)}  ${shape.padEnd(24)} ${fmt(r.cudnnUs, 9, 1)} ${fmt(r.cudnnTf32Us, 9, 1)} ${fmt(r.maskedUs, 10, 1)} ${fmt(r.gatheredUs, 12, 1)} ${fmt(r.speedupVsCudnn, 9)} ${fmt(r.speedupVsMasked, 10)} ${fmt(r.macRatio, 10)} ${fmt(r.efficiency, 11)} ${fmt(r.gflops, 8, 0)}`);
     }
   }
   console.log('\ngeometric means per net and batch (vs cudnn, vs masked, efficiency)');

@@ -1,7 +1,9 @@
 // conv.cu: dense and grouped convolution forward on the GPU through cuDNN (the dense baselines of the MSGC layers,
 // and the dense layers of a model). Strict float32: the descriptors ask for FMA math, so no TF32 tensor cores
 // round the inputs to 10-bit mantissas behind the user's back (PyTorch's allow_tf32 = False); the same numerics
-// as the CPU backend. The algorithm is the fastest cudnnFind reports for the shape, found once and cached.
+// as the CPU backend. MSGC_CUDA_TF32=1 (read per call) allows TF32 tensor cores instead (PyTorch's default for
+// cuDNN convs), for benchmarks against the fastest dense baseline. The algorithm is the fastest cudnnFind reports
+// for the shape and math, found once and cached.
 #include "common.h"
 #include "epilogue.h"
 #include "msgc/cuda.h"
@@ -9,6 +11,7 @@
 #ifdef MSGC_WITH_CUDNN
 #include <cudnn.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -54,10 +57,16 @@ struct ConvPlan {
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t>;
 
+bool tf32() {
+  const char* e = std::getenv("MSGC_CUDA_TF32");
+  return e && e[0] == '1';
+}
+
 ConvPlan& plan(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Shape& ys) {
   static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
+  const bool allowTf32 = tf32();
   PlanKey key{x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[2], w.shape[3], p.strideH,
-              p.strideW, p.padH, p.padW, p.dilationH * 65536 + p.dilationW, p.groups, 0};
+              p.strideW, p.padH, p.padW, p.dilationH * 65536 + p.dilationW, p.groups, allowTf32 ? 1 : 0};
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
   auto pl = std::make_unique<ConvPlan>();
@@ -73,7 +82,7 @@ ConvPlan& plan(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Sh
                                                    (int)p.dilationH, (int)p.dilationW, CUDNN_CROSS_CORRELATION,
                                                    CUDNN_DATA_FLOAT));
   MSGC_CUDNN_CHECK(cudnnSetConvolutionGroupCount(pl->cd, (int)p.groups));
-  MSGC_CUDNN_CHECK(cudnnSetConvolutionMathType(pl->cd, CUDNN_FMA_MATH));
+  MSGC_CUDNN_CHECK(cudnnSetConvolutionMathType(pl->cd, allowTf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
   MSGC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl->yd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)ys[0], (int)ys[1],
                                               (int)ys[2], (int)ys[3]));
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -82,7 +91,10 @@ ConvPlan& plan(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Sh
                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
   bool found = false;
   for (int i = 0; i < returned && !found; i++) {
-    if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || (!allowTf32 && perf[i].mathType != CUDNN_FMA_MATH &&
+                                                   perf[i].mathType != CUDNN_DEFAULT_MATH))
+      continue;
+    MSGC_CUDNN_CHECK(cudnnSetConvolutionMathType(pl->cd, perf[i].mathType));  // (the math the algorithm was timed with)
     pl->algo = perf[i].algo;
     pl->workspace = perf[i].memory;
     found = true;
