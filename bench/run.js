@@ -2,19 +2,23 @@
 // run.js: the bench suite (`npm run bench`, `msgc bench`): model zoo table, conv vs oneDNN-direct, MSGC execution
 // paths per layer and density (+ the speedup-vs-density chart), and whole-model dense vs MSGC timings at gate
 // density 0.5 (ResNet-18/50 and MobileNetV2 at 224², ResNet-20/56 at 32², batch 1 and 32; table in
-// bench/results/models.md). Each script measures its baseline in the same run and writes JSON under bench/results/.
+// bench/results/models.md); with a GPU, the MSGC conv on it against cuDNN (cuda_ops.js). Each script measures its
+// baseline in the same run and writes JSON under bench/results/.
 // --quick: fewer repetitions and shapes (a few minutes instead of ~15).
 'use strict';
 const { spawnSync } = require('child_process');
 const path = require('path');
 
 const quick = process.argv.includes('--quick');
+// the GPU benchmark joins where this build has CUDA and a GPU is usable (bench/cuda_ops.js)
+const cuda = require('../dist').cuda.isAvailable();
 const model = (name, batch, size, reps) => ['models.js', '--model', name, '--batch', String(batch), '--size', String(size), '--density', '0.5', '--reps', String(reps)];
 const steps = [
   ['zoo.js'],
   ['ops.js', ...(quick ? ['--quick'] : [])],
   ['msgc_ops.js', ...(quick ? ['--quick'] : [])],
   ['chart.js'],
+  ...(cuda ? [['cuda_ops.js', ...(quick ? ['--reps', '2', '--batch', '1'] : [])]] : []),
   model('resnet18', 1, 224, quick ? 3 : 10),
   model('resnet20', 32, 32, quick ? 3 : 10),
   ...(quick ? [] : [
