@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // cuda-smoke.js: a short run of the GPU kernels on awkward shapes (partial tiles, closed and full heads, 1×1 maps,
-// strides, an output mask, the fused epilogue), small enough to run under `compute-sanitizer --tool memcheck`,
+// strides, an output mask, the fused epilogue; then every other GPU kernel once), small enough to run under
+// `compute-sanitizer --tool memcheck` (and racecheck),
 // which reports any out-of-bounds or misaligned access the tests' value checks could miss. scripts/gpu-check.sh
 // runs it so; it prints one line per case and exits non-zero on an Error.
 'use strict';
@@ -37,4 +38,21 @@ msgc.noGrad(() => {
       console.log(`N${N} C${C} ${H}x${W} O${O} k${k} G${G} s${stride}: masked vs gathered max |diff| ${diff.toExponential(2)}, pooled ${p.pooled.shape}, masked-out ${m.shape}`);
     });
   }
+  // the other GPU kernels once each, on awkward sizes
+  msgc.tidy(() => {
+    const x = msgc.randn([3, 5, 7, 9], { seed: 99, ...d });
+    F.relu6(F.sigmoid(F.relu(x)));
+    F.add(x, msgc.randn([1, 5, 1, 9], { seed: 98, ...d }));
+    F.mul(x, msgc.randn([3, 1, 7, 1], { seed: 97, ...d }));
+    F.maxPool2d(x, { kernelSize: 3, stride: 2, padding: 1 });
+    F.avgPool2d(x, { kernelSize: 2 });
+    F.adaptiveAvgPool2d(x, 1);
+    F.concat([x, x, F.reshape(x, [3, 5, 7, 9])], 1);
+    F.linear(msgc.randn([3, 37], { seed: 96, ...d }), msgc.randn([11, 37], { seed: 95, ...d }), msgc.randn([11], { seed: 94, ...d }));
+    F.conv2d(x, msgc.randn([4, 5, 3, 3], { seed: 93, ...d }), null, { padding: 1 });
+    const bn = { runningMean: msgc.zeros([5], d), runningVar: msgc.ones([5], d), weight: null, bias: null };
+    F.batchNormActPooled(x, bn.runningMean, bn.runningVar, null, null, { training: false, activation: 'relu' });
+    msgc.cuda.synchronize();
+    console.log('elementwise kernels, pools, concat, linear, conv, BN: done');
+  });
 });

@@ -62,6 +62,8 @@ node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test
 if command -v compute-sanitizer > /dev/null; then
   log "memcheck (scripts/cuda-smoke.js)"
   timeout 180 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
+  log "racecheck (shared memory hazards in our kernels)"
+  timeout 120 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
 fi
 if [ "$bench" = 1 ]; then
   log "bench"
