@@ -23,7 +23,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
@@ -115,10 +114,9 @@ struct SingleThreaded {
   ~SingleThreaded() { omp_set_num_threads(prev); }
 };
 
+// (called outside parallel regions, under the N-API layer's op lock, as every primitive cache)
 std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
-  static std::mutex mu;
   static PrimCache<PerSamplePrims> cache;
-  std::lock_guard<std::mutex> lock(mu);
   return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads), [&] {
     SingleThreaded one;
     auto e = std::make_shared<PerSamplePrims>();
