@@ -87,10 +87,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   a.outMask = gathered && outMask ? outMask->data() : nullptr;
   a.outMaskRows = a.outMask ? (int)outMask->shape[1] : 0;
   a.y = y->data();
-  a.C = (int)C; a.H = (int)H; a.W = (int)W; a.O = (int)O; a.G = (int)G; a.Og = (int)(O / G);
-  a.KH = (int)KH; a.KW = (int)KW; a.OH = (int)OH; a.OW = (int)OW;
-  a.strideH = (int)p.strideH; a.strideW = (int)p.strideW; a.padH = (int)p.padH; a.padW = (int)p.padW;
-  setDivisors(a);
+  setGeometry(a, x.shape, weight.shape, p);
   a.e = makeEpilogue(bn);
   const int64_t P = OH * OW;
   const int BM = msgcTileRows(a.Og);

@@ -235,8 +235,15 @@ MSGC_UNROLL
   }
 };
 
-// the divisors the kernel uses, from a's kernel size (call after setting KH and KW)
-inline void setDivisors(MsgcConvArgs& a) {
+// a's sizes for x [N, C, H, W], weight [O, C, KH, KW] and p (the bounds checked by the caller), and the divisors
+// the kernel uses
+inline void setGeometry(MsgcConvArgs& a, const Shape& x, const Shape& w, const MsgcConvParams& p) {
+  a.C = (int)x[1]; a.H = (int)x[2]; a.W = (int)x[3];
+  a.O = (int)w[0]; a.KH = (int)w[2]; a.KW = (int)w[3];
+  a.G = (int)p.heads; a.Og = a.O / a.G;
+  a.strideH = (int)p.strideH; a.strideW = (int)p.strideW; a.padH = (int)p.padH; a.padW = (int)p.padW;
+  a.OH = (a.H + 2 * a.padH - a.KH) / a.strideH + 1;
+  a.OW = (a.W + 2 * a.padW - a.KW) / a.strideW + 1;
   a.byKK = FastDivmod::of(a.KH * a.KW);
   a.byKW = FastDivmod::of(a.KW);
 }
