@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 bench=1
-benchArgs=""
+benchArgs="--reps 3"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) bench=0 ;;
@@ -59,12 +59,6 @@ cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
 node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))"
 log "tests"
 node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
-if command -v compute-sanitizer > /dev/null; then
-  log "memcheck (scripts/cuda-smoke.js)"
-  timeout 180 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
-  log "racecheck (shared memory hazards in our kernels)"
-  timeout 120 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
-fi
 if [ "$bench" = 1 ]; then
   log "bench"
   node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
@@ -72,8 +66,15 @@ if [ "$bench" = 1 ]; then
   log "models on the GPU (density 0.5)"
   for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
     set -- $m
-    node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 5 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
+    node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
+fi
+# (the sanitizers last: their results matter less than the tests' and benchmarks', and they can be slow)
+if command -v compute-sanitizer > /dev/null; then
+  log "memcheck (scripts/cuda-smoke.js)"
+  timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
+  log "racecheck (shared memory hazards in our kernels)"
+  timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
 fi
 log "done"
