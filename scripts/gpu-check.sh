@@ -56,25 +56,26 @@ if ! build "${cudnnArgs[@]}" > "$OUT/build.log" 2>&1; then
 fi
 grep -E "^-- msgc|msgc: |\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
 cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
-node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))"
+node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))" 2>&1 | tee -a "$OUT/build.log"
+ldd build/Release/*.node | grep -E "not found|dnnl|cudnn|OpenCL" || true
 log "tests"
-node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
+timeout 240 node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
 if [ "$bench" = 1 ]; then
   log "bench"
-  node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
+  timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
+  # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
+  if command -v compute-sanitizer > /dev/null; then
+    log "memcheck (scripts/cuda-smoke.js)"
+    timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
+    log "racecheck (shared memory hazards in our kernels)"
+    timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
+  fi
   log "models on the GPU (density 0.5)"
   for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
     set -- $m
-    node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
+    timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
-fi
-# (the sanitizers last: their results matter less than the tests' and benchmarks', and they can be slow)
-if command -v compute-sanitizer > /dev/null; then
-  log "memcheck (scripts/cuda-smoke.js)"
-  timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
-  log "racecheck (shared memory hazards in our kernels)"
-  timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
 fi
 log "done"

@@ -15,6 +15,9 @@ cp "$inc"/node_api.h "$inc"/node_api_types.h "$inc"/js_native_api.h "$inc"/js_na
 dnnl="$(readlink -f /usr/lib/x86_64-linux-gnu/libdnnl.so)"
 mkdir -p /tmp/dnnlpack/lib /tmp/dnnlpack/include
 cp "$dnnl" /tmp/dnnlpack/lib/ && (cd /tmp/dnnlpack/lib && ln -sf "$(basename "$dnnl")" libdnnl.so.2 && ln -sf libdnnl.so.2 libdnnl.so)
+# Debian's oneDNN needs libOpenCL.so.1, which a CUDA image may lack (the ICD loader only; no OpenCL device is used)
+ocl="$(ldconfig -p | awk '/libOpenCL\.so\.1 /{print $NF; exit}')"
+[ -n "$ocl" ] && cp "$(readlink -f "$ocl")" /tmp/dnnlpack/lib/libOpenCL.so.1
 cp -r /usr/include/oneapi /tmp/dnnlpack/include/ && cp /usr/include/dnnl*.h* /tmp/dnnlpack/include/
 tar cf - -C /tmp/dnnlpack lib include | xz -T0 -6 > .devpack/dnnl.tar.xz
 rm -rf /tmp/dnnlpack
