@@ -4,16 +4,18 @@
 # wheel of the machine's Python), configures CMake directly (cmake-js would download Node's headers), builds,
 # runs the CUDA tests and a few CPU suites, memcheck on scripts/cuda-smoke.js, then bench/cuda_ops.js and whole
 # models on the GPU (bench/models.js --device cuda). Logs and results go to $OUT (or ./gpu-out), at most 8 files.
-# Usage: bash scripts/gpu-check.sh [--no-bench] [--bench-args "..."]
+# Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--bench-args "..."]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
 mkdir -p "$OUT"
 bench=1
+cpuSuites=1
 benchArgs="--reps 3"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) bench=0 ;;
+    --gpu-tests-only) cpuSuites=0 ;;
     --bench-args) benchArgs="$2"; shift ;;
   esac
   shift
@@ -59,17 +61,26 @@ cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
 node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))" 2>&1 | tee -a "$OUT/build.log"
 ldd build/Release/*.node | grep -E "not found|dnnl|cudnn|OpenCL" || true
 log "tests"
-timeout 240 node node_modules/jest/bin/jest.js test/cuda.test.ts test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
+suites="test/cuda.test.ts"
+[ "$cpuSuites" = 1 ] && suites="$suites test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts"
+timeout 240 node node_modules/jest/bin/jest.js $suites 2>&1 | tee "$OUT/jest.log" | grep -vE "^\s+at |^$" | tail -80
 if [ "$bench" = 1 ]; then
   log "bench"
-  timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -60
+  timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
+  log "bench: the 64-pixel tile kernel alone (MSGC_CUDA_KERNEL=tile), for comparison"
+  MSGC_CUDA_KERNEL=tile timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops-tile.txt" | tail -20
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
+    for k in tile wide128 wide256; do  # (the shapes of cuda-smoke.js get 64-pixel wide tiles by default)
+      log "memcheck and racecheck, MSGC_CUDA_KERNEL=$k"
+      MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
+      MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
+    done
   fi
   log "models on the GPU (density 0.5)"
   for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
