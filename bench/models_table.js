@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // models_table.js: collects the whole-model results (bench/results/models-*.json, written by models.js) into one
 // table: images/s dense vs MSGC, speedup, eval MAC ratio and speedup ÷ (1 / MAC ratio), for inference and a
-// training step, per kind of gathered kernels (AVX-512 or AVX2 machines: the file names end in the kind). Writes bench/results/models.json and models.md.
+// training step, per kind of gathered kernels (AVX-512 or AVX2 machines: the file names end in the kind; `cuda`:
+// the GPU, inference only). Writes bench/results/models.json and models.md.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -13,6 +14,8 @@ const rows = fs.readdirSync(dir)
   .filter((r) => r.density !== null && r.density !== undefined)
   // (results from before the field existed were measured with the AVX-512 kernels)
   .map((r) => ({ ...r, gatheredKernels: r.gatheredKernels ?? 'avx512' }))
+  // GPU rows (models.js --device cuda) are labelled by the GPU, not by the host's CPU kernels
+  .map((r) => (r.device === 'cuda' ? { ...r, gatheredKernels: `cuda ${r.gpu ?? ''}`.trim() } : r))
   .sort((a, b) => a.gatheredKernels.localeCompare(b.gatheredKernels) || a.model.localeCompare(b.model) || a.size - b.size ||
     a.batch - b.batch || a.density - b.density);
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
@@ -21,8 +24,9 @@ const lines = [
   '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
 ];
 for (const r of rows) {
-  const train = r.batch > 1;
-  lines.push(`| ${r.gatheredKernels} | ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(r.inferSpeedupOverIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
+  const train = r.batch > 1 && r.denseTrainMs > 0;
+  const overIdeal = r.inferSpeedupOverIdeal ?? r.inferSpeedup * r.evalMacRatio;
+  lines.push(`| ${r.gatheredKernels} | ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(overIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
 }
 const md = lines.join('\n');
 console.log(md);
