@@ -359,16 +359,21 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     });
   });
 
-  // each tile height (16, 32 and 64 output channels per block: heads of 4, 32 and 70 channels, partial tiles in
-  // both directions), with and without split-K
-  test.each(['1', '5'])('each tile height, split-K %s', (splits) => {
-    setNativeEnv('MSGC_CUDA_SPLITK', splits);
+  // every tile: the default 64-pixel tile kernel and the opt-in wide kernel at 64/128/256 pixels per block, each
+  // with 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both ways), with
+  // and without split-K
+  test.each(['tile', 'wide64', 'wide128', 'wide256'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
+    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
-      for (const c of [msgcCases[0], msgcCases[1], msgcCases[3], { N: 2, C: 20, H: 19, W: 18, O: 64, k: 3, G: 2, stride: 1, pad: 1 }])
-        msgc.tidy(() => {
-          for (const gathered of [false, true]) expect(msgcOn(c, gathered, 91)).toBeLessThanOrEqual(1);
-        });
+      for (const splits of ['1', '5']) {
+        setNativeEnv('MSGC_CUDA_SPLITK', splits);
+        for (const c of [msgcCases[0], msgcCases[1], msgcCases[3], { N: 2, C: 20, H: 19, W: 18, O: 64, k: 3, G: 2, stride: 1, pad: 1 }])
+          msgc.tidy(() => {
+            for (const gathered of [false, true]) expect(msgcOn(c, gathered, 91)).toBeLessThanOrEqual(1);
+          });
+      }
     } finally {
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
       setNativeEnv('MSGC_CUDA_SPLITK', undefined);
     }
   });

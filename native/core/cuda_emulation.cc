@@ -12,6 +12,7 @@
 
 #include "../cuda/elementwise_ops.h"
 #include "../cuda/msgc_conv_tile.h"
+#include "../cuda/msgc_conv_wide.h"
 #include "msgc/cuda.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
@@ -44,6 +45,39 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
           if (r0 + kTileBK < rEnd)
             for (auto& t : threads) t.fetch(a, r0 + kTileBK);
           for (auto& t : threads) t.compute(As.data(), Bs.data());
+          // (barrier)
+        }
+        for (auto& t : threads) t.store(a);
+      }
+}
+
+// the wide kernel (msgc_conv_wide.h), its NT threads per block in barrier order: every thread's fetch and commit
+// of the first stage; then per stage every thread's fetch of the next, compute of this one (buffer b) and commit
+// of the next (buffer b ^ 1); then every thread's store
+template <int BM, int BN>
+void runWide(const MsgcConvArgs& a, int gx, int gy, int gz) {
+  using T = MsgcWideThread<BM, BN>;
+  std::vector<T> threads(T::NT);
+  std::vector<float> As(2 * T::AStage), Bs(2 * T::BStage);
+  for (int bz = 0; bz < gz; bz++)
+    for (int by = 0; by < gy; by++)
+      for (int bx = 0; bx < gx; bx++) {
+        for (int t = 0; t < T::NT; t++) threads[t].init(a, bx, by, bz, t);
+        const int sBegin = threads[0].sBegin, sEnd = threads[0].sEnd;
+        if (sBegin < sEnd)
+          for (auto& t : threads) {
+            t.fetch(a, sBegin);
+            t.commit(As.data(), Bs.data());
+          }
+        // (barrier)
+        for (int s = sBegin; s < sEnd; s++) {
+          const int b = (s - sBegin) & 1;
+          const bool more = s + 1 < sEnd;
+          if (more)
+            for (auto& t : threads) t.fetch(a, s + 1);
+          for (auto& t : threads) t.compute(As.data() + b * T::AStage, Bs.data() + b * T::BStage);
+          if (more)
+            for (auto& t : threads) t.commit(As.data() + (b ^ 1) * T::AStage, Bs.data() + (b ^ 1) * T::BStage);
           // (barrier)
         }
         for (auto& t : threads) t.store(a);
@@ -138,15 +172,22 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     a.idx = idx.data();
     a.cnt = cnt.data();
   }
-  const int BM = msgcTileRows(a.Og);
   const int64_t P = OH * OW;
-  const int gx = (int)((P + kTileBN - 1) / kTileBN), gy = (a.Og + BM - 1) / BM;
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G > 0 ? N * G : 1, 132);
+  const MsgcKernelPlan plan = msgcKernelPlan(a.Og, P);
+  const int BM = plan.BM, BN = plan.BN;
+  const int gx = (int)((P + BN - 1) / BN), gy = (a.Og + BM - 1) / BM;
+  const int64_t reduction = plan.wide ? KH * KW * ((C + kWideBK - 1) / kWideBK) * kWideBK : C * KH * KW;
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, reduction, N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
   const int gz = (int)(N * G * a.splits);
-  if (BM == 64) runBlocks<64>(a, gx, gy, gz);
+  if (plan.wide) {
+    withWideConfig(BM, BN, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      runWide<Cfg::BM, Cfg::BN>(a, gx, gy, gz);
+    });
+  } else if (BM == 64) runBlocks<64>(a, gx, gy, gz);
   else if (BM == 32) runBlocks<32>(a, gx, gy, gz);
   else runBlocks<16>(a, gx, gy, gz);
   if (a.partial)

@@ -8,6 +8,7 @@
 #include "epilogue.h"
 #include "msgc/cuda.h"
 #include "msgc_conv_tile.h"
+#include "msgc_conv_wide.h"
 
 namespace msgc {
 namespace cuda {
@@ -43,6 +44,29 @@ __global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
     __syncthreads();
     if (r0 + kTileBK < t.rEnd) t.fetch(a, r0 + kTileBK);  // the next stage's loads, in flight during compute
     t.compute(As, Bs);
+    __syncthreads();
+  }
+  t.store(a);
+}
+
+template <int BM, int BN>
+__global__ void __launch_bounds__(MsgcWideThread<BM, BN>::NT) msgcWideKernel(MsgcConvArgs a) {
+  using T = MsgcWideThread<BM, BN>;
+  __shared__ __align__(16) float As[2][T::AStage];
+  __shared__ __align__(16) float Bs[2][T::BStage];
+  T t;
+  t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+  if (t.sBegin < t.sEnd) {
+    t.fetch(a, t.sBegin);
+    t.commit(As[0], Bs[0]);
+  }
+  __syncthreads();
+  for (int s = t.sBegin; s < t.sEnd; s++) {
+    const int b = (s - t.sBegin) & 1;
+    const bool more = s + 1 < t.sEnd;
+    if (more) t.fetch(a, s + 1);  // the next stage's loads, in flight during this stage's arithmetic
+    t.compute(As[b], Bs[b]);
+    if (more) t.commit(As[b ^ 1], Bs[b ^ 1]);  // (the other buffer: last read before the previous barrier)
     __syncthreads();
   }
   t.store(a);
@@ -90,9 +114,12 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   setGeometry(a, x.shape, weight.shape, p);
   a.e = makeEpilogue(bn);
   const int64_t P = OH * OW;
-  const int BM = msgcTileRows(a.Og);
-  const int64_t tiles = ((P + kTileBN - 1) / kTileBN) * ((a.Og + BM - 1) / BM) * N * G;
-  a.splits = msgcSplits(tiles, C * KH * KW, N * G, multiprocessors());
+  const MsgcKernelPlan plan = msgcKernelPlan(a.Og, P);
+  const int BM = plan.BM, BN = plan.BN;
+  const int64_t tiles = ((P + BN - 1) / BN) * ((a.Og + BM - 1) / BM) * N * G;
+  // (the wide kernel's reduction is whole 8-channel chunks per kernel offset)
+  const int64_t reduction = plan.wide ? KH * KW * ((C + kWideBK - 1) / kWideBK) * kWideBK : C * KH * KW;
+  a.splits = msgcSplits(tiles, reduction, N * G, multiprocessors());
   a.partial = nullptr;
   a.partialStride = N * O * P;
 
@@ -112,10 +139,19 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   try {
     if (gathered) MSGC_CUDA_LAUNCHED("msgcConv2d channel compaction");
     if (partialBytes) a.partial = static_cast<float*>(allocDevice(partialBytes));
-    dim3 grid((unsigned)((P + kTileBN - 1) / kTileBN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G * a.splits));
-    if (BM == 64) msgcConvKernel<64><<<grid, kTileThreads>>>(a);
-    else if (BM == 32) msgcConvKernel<32><<<grid, kTileThreads>>>(a);
-    else msgcConvKernel<16><<<grid, kTileThreads>>>(a);
+    dim3 grid((unsigned)((P + BN - 1) / BN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G * a.splits));
+    if (plan.wide) {
+      withWideConfig(BM, BN, [&](auto cfg) {
+        using Cfg = decltype(cfg);
+        msgcWideKernel<Cfg::BM, Cfg::BN><<<grid, MsgcWideThread<Cfg::BM, Cfg::BN>::NT>>>(a);
+      });
+    } else if (BM == 64) {
+      msgcConvKernel<64><<<grid, kTileThreads>>>(a);
+    } else if (BM == 32) {
+      msgcConvKernel<32><<<grid, kTileThreads>>>(a);
+    } else {
+      msgcConvKernel<16><<<grid, kTileThreads>>>(a);
+    }
     MSGC_CUDA_LAUNCHED("msgcConv2d");
     if (a.partial) {
       splitFinishKernel<<<blocksFor(a.partialStride, 256), 256>>>(a, a.partialStride);
