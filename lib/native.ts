@@ -96,11 +96,15 @@ export interface NativeBinding {
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: boolean): H;
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: false, heads: number): H;
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: true, heads: number): [H, number, number, number];
+  /** The gates alone (withStats false): their statistics come from gateSummary, read when needed. */
+  squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: true, heads: number, withStats: false): H;
   squeezeHeadTrainForward(ctx: H, w1: H, runningMean: H, runningVar: H, gamma: H | null, beta: H | null, momentum: number,
     eps: number, w2: H, b2: H): [H, H, H, H, H];
   squeezeHeadTrainBackward(ctx: H, w1: H, gamma: H | null, w2: H, h1: H, mean: H, invStd: H, h: H, gz: H, needCtx: boolean,
     needParams: boolean): [H | null, H | null, H | null, H | null, H | null, H | null];
   maskStats(m: H): [number, number, number];
+  /** [sum, unselected, allOnes, head sums...] as a tensor on m's device (nothing read back) */
+  gateSummary(m: H): H;
   gateBackward(soft: H, gy: H, temperature: number): H;
   sgdStep(p: H, g: H, buf: H | null, lr: number, momentum: number, weightDecay: number, nesterov: boolean): void;
   sumSquares(x: H): number;

@@ -5,6 +5,7 @@
 // float64 references written here, as the CPU tests do.
 import * as msgc from '../lib';
 import { native } from '../lib/native';
+import { deferredGateStatReads } from '../lib/nn/msgc/tally';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
 import { msgcConvReference } from './helpers/references';
 import { expectError, setNativeEnv } from './helpers/testing';
@@ -594,6 +595,49 @@ describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'),
     expect(Math.abs(gpuRun.loss - cpu.loss)).toBeLessThan(1e-4);
     expect(gpuRun.macRatio).toBeCloseTo(cpu.macRatio, 6);
     model.dispose();
+  });
+
+  // batch ≤ 4 on the GPU: the blocks leave their gate statistics on the device until lastMacs() (deferGateStats)
+  test.each([
+    ['resnet18', { msgc: { heads: 4 } }, 64],
+    ['resnet50', { msgc: { heads: 4 } }, 64],
+    ['mobilenetv2', { msgc: { heads: 4 } }, 64],
+    ['densenet74', { msgc: { heads: 4 } }, 32],
+  ] as [string, Record<string, unknown>, number][])('%s %o at batch 1: no gate statistic read during the forward; the MACs as on the CPU', (name, opts, size) => {
+    msgc.manualSeed(13);
+    const model = msgc.models.createModel(name, opts);
+    model.eval();
+    gatesAtHalfDensity(model);
+    const xv = randomArray(3 * size * size, 14);
+    const cpuY = msgc.noGrad(() => msgc.tidy(() => model.forward(msgc.tensor(xv, [1, 3, size, size])).toFloat32Array()));
+    const cpu = model.lastMacs();
+    model.to('cuda');
+    const reads = deferredGateStatReads();
+    const y = msgc.noGrad(() => msgc.tidy(() => model.forward(msgc.tensor(xv, [1, 3, size, size], { device: 'cuda' })).toFloat32Array()));
+    expect(deferredGateStatReads()).toBe(reads);
+    const live = msgc.liveTensorCount();
+    const macs = model.lastMacs();
+    expect(deferredGateStatReads()).toBeGreaterThan(reads);
+    expect(msgc.liveTensorCount()).toBeLessThan(live);  // (the summaries, freed once read)
+    expect(Math.abs(macs.ratio - cpu.ratio)).toBeLessThan(1e-6);
+    expect(Math.abs(macs.bonus - cpu.bonus)).toBeLessThanOrEqual(1e-6 * cpu.bonus + 1e-6);
+    let worst = 0, scale = 0;
+    for (let i = 0; i < y.length; i++) {
+      worst = Math.max(worst, Math.abs(y[i] - cpuY[i]));
+      scale = Math.max(scale, Math.abs(cpuY[i]));
+    }
+    expect(worst / scale).toBeLessThan(1e-3);
+    model.dispose();
+  });
+
+  test('gateSummary on the GPU: as on the CPU', () => {
+    const v = randomArray(3 * 4 * 300, 15, 0, 1).map((x) => (x < 0.4 ? 0 : 1));
+    const cpu = new msgc.Tensor(native.gateSummary(msgc.tensor(v, [3, 4, 300]).h)).toFloat32Array();
+    const g = new msgc.Tensor(native.gateSummary(msgc.tensor(v, [3, 4, 300], { device: 'cuda' }).h));
+    expect(g.device).toBe('cuda');
+    expect(Array.from(g.toFloat32Array())).toEqual(Array.from(cpu));
+    const ones = new msgc.Tensor(native.gateSummary(msgc.ones([2, 3, 5], { device: 'cuda' }).h)).toFloat32Array();
+    expect(Array.from(ones)).toEqual([30, 0, 1, 10, 10, 10]);
   });
 
   test('training on the GPU is refused with a clear Error, not a crash', () => {

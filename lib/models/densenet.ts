@@ -10,7 +10,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -107,22 +107,26 @@ export class DenseLayer extends Module implements CountedBlock {
     const m1 = this.mask1!.forward(ctx);
     const m2 = this.mask2!.forward(ctx);
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints; deferred ones (the GPU at small
+    // batches, deferGateStats) are not read during the pass: no hints then
     const g1 = gateStats(m1);
     const g2 = gateStats(m2);
-    const d1 = g1.density;
-    const d2 = g2.density;
-    const unselected2 = g2.unselected;
+    const lazy = isDeferred(g1) || isDeferred(g2);
+    releaseTally(this.lastTally);
     // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: gateHints(g1, unselected2) });
-    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(g2) });
+    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
+    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2) });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
     const c = this.costs(H, W);
-    const bonus = unselected2 * d1 * c.dgc1;
-    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2],
-      !this.training && st1.skippedOutputs ? bonus : 0);
+    const training = this.training;
+    this.lastTally = tallyOf(() => {
+      const d1 = g1.density;
+      const d2 = g2.density;
+      const bonus = g2.unselected * d1 * c.dgc1;
+      return { dynamic: d1 * c.dgc1 + d2 * c.dgc2, bonus, density: [d1, d2], bonusSkipped: !training && st1.skippedOutputs ? bonus : 0 };
+    }, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), [g1, g2]);
     return out;
   }
 }

@@ -8,7 +8,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { constant, kaimingNormal, normal } from '../nn/init';
 import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
@@ -109,11 +109,13 @@ export class InvertedResidual extends Module implements CountedBlock {
     const m = this.mask!.forward(ctx);
     const s = this.att ? F.mul(m, this.att.forward(ctx)) : m;
     const ms = gateStats(m);
-    const unselected = ms.unselected;
+    // deferred statistics (the GPU at small batches, deferGateStats) are not read during the pass
+    const lazy = isDeferred(ms);
+    releaseTally(this.lastTally);
     let expanded: Tensor | null = null;
     let pwSkipped = false;
     // (not on cuda: its MSGC kernel computes every output, so cuDNN's dense 1×1 conv is the faster way there)
-    if (this.pw && !this.training && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(unselected, H * W, this.hidden)) {
+    if (this.pw && !this.training && !lazy && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(ms.unselected, H * W, this.hidden)) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
       // conv still runs on every hidden channel: a small share of the block's MACs.)
@@ -122,18 +124,20 @@ export class InvertedResidual extends Module implements CountedBlock {
       const all = ones([N, 1, this.inp]);
       const st: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
       expanded = gatedConvBn(pwBn, x, pwConv.weight, all,
-        { heads: 1, execution: 'gathered', outputMask: m, stats: st, hints: { unneededOutputs: unselected } }, 'relu6');
+        { heads: 1, execution: 'gathered', outputMask: m, stats: st, hints: { unneededOutputs: ms.unselected } }, 'relu6');
       if (!isGradEnabled()) all.dispose(); // (else the recorded backward holds it; the enclosing tidy frees it)
       pwSkipped = !!st.skippedOutputs;
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: this.att ? undefined : gateHints(ms) },
+    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: lazy || this.att ? undefined : gateHints(ms) },
       null, residual, true);
     // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
     const c = this.costs(H, W);
-    const d = ms.density;
-    const bonus = unselected * (c.pw + c.dw);
-    this.lastTally = tally(d * c.dgc, dynamicTensor([m], [c.dgc]), bonus, [d], pwSkipped ? unselected * c.pw : 0);
+    this.lastTally = tallyOf(() => {
+      const d = ms.density;
+      const unselected = ms.unselected;
+      return { dynamic: d * c.dgc, bonus: unselected * (c.pw + c.dw), density: [d], bonusSkipped: pwSkipped ? unselected * c.pw : 0 };
+    }, dynamicTensor([m], [c.dgc]), [ms]);
     return out;
   }
 }

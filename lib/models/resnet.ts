@@ -7,7 +7,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, tally } from '../nn/msgc/tally';
+import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -91,23 +91,27 @@ export class BasicBlock extends Module implements CountedBlock {
     const m2 = this.mask2!.forward(ctx);
     const s1 = this.att1 ? F.mul(m1, this.att1.forward(ctx)) : m1;
     const s2 = this.att2 ? F.mul(m2, this.att2.forward(ctx)) : m2;
-    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints (so 'auto' need not read them)
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints (so 'auto' need not read them);
+    // deferred ones (the GPU at small batches, deferGateStats) are not read during the pass: no hints then
     const g1 = gateStats(m1);
     const g2 = gateStats(m2);
-    const d1 = g1.density;
-    const d2 = g2.density;
-    const unselected2 = g2.unselected;
+    const lazy = isDeferred(g1) || isDeferred(g2);
+    releaseTally(this.lastTally);
     // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const u = inputGatedConvBn(this.conv1, this.bn1, x, s1, 'relu', { outputMask: this.training ? null : m2, stats: st1,
-      hints: this.att1 ? { unneededOutputs: unselected2 } : gateHints(g1, unselected2) });
-    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: this.att2 ? undefined : gateHints(g2) },
+      hints: lazy ? undefined : this.att1 ? { unneededOutputs: g2.unselected } : gateHints(g1, g2.unselected) });
+    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2) },
       'relu', identity, true);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
-    const bonus = unselected2 * d1 * c.dgc1;
-    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), bonus, [d1, d2],
-      !this.training && st1.skippedOutputs ? bonus : 0);
+    const training = this.training;
+    this.lastTally = tallyOf(() => {
+      const d1 = g1.density;
+      const d2 = g2.density;
+      const bonus = g2.unselected * d1 * c.dgc1;
+      return { dynamic: d1 * c.dgc1 + d2 * c.dgc2, bonus, density: [d1, d2], bonusSkipped: !training && st1.skippedOutputs ? bonus : 0 };
+    }, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), [g1, g2]);
     return y;
   }
 }
@@ -200,39 +204,50 @@ export class Bottleneck extends Module implements CountedBlock {
     // eval: conv1 outputs no head of conv2 selects, and conv2 outputs m3 drops, are not computed (producer and
     // consumer skipping, spec §2.10)
     const skip = !this.training;
-    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints (m2 and m3 also as values, for
-    // the consumer bonus below)
+    // the gate statistics, read once: for the MAC tally and as msgcConv2d's hints; deferred ones (the GPU at small
+    // batches, deferGateStats) are not read during the pass: no hints then, and the consumer bonus below from
+    // per-head sums (m3 seen as G slices) computed on the device
     const g1 = gateStats(m1);
     const g2 = gateStats(m2);
     const g3 = gateStats(m3);
-    const m2v = m2.toFloat32Array();
-    const m3v = m3.toFloat32Array();
-    const d1 = g1.density;
-    const d2 = g2.density;
-    const d3 = g3.density;
-    const unselected2 = g2.unselected;
+    const slice = w / G;
+    const lazy = isDeferred(g1) && isDeferred(g2) && isDeferred(g3) && Number.isInteger(slice);
+    releaseTally(this.lastTally);
+    const m3Slices = lazy ? DeferredGateStats.of(F.reshape(m3, [N, G, slice])) : null;
+    const m2v = lazy ? null : m2.toFloat32Array();
+    const m3v = lazy ? null : m3.toFloat32Array();
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: gateHints(g1, unselected2) });
-    const h2 = this.att2 ? { unneededOutputs: 1 - d3 } : gateHints(g2, 1 - d3);
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
+    const h2 = lazy ? undefined : this.att2 ? { unneededOutputs: 1 - g3.density } : gateHints(g2, 1 - g3.density);
     const v = gatedConvBn(this.bn2, u, this.conv2.weight, s2,
       { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }, 'relu');
-    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: gateHints(g3) }, identity, true);
+    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: lazy ? undefined : gateHints(g3) }, identity, true);
     const c = this.costs(H, W);
-    // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
-    const bonus2 = unselected2 * d1 * c.dgc1;
-    let bonus3 = 0;
-    const slice = w / G;
-    for (let i = 0; i < G; i++) {
-      let head = 0;
-      for (let n = 0; n < N; n++) for (let k = 0; k < w; k++) head += m2v[(n * G + i) * w + k];
-      let dropped = 0;
-      for (let n = 0; n < N; n++) for (let k = i * slice; k < (i + 1) * slice; k++) dropped += 1 - m3v[n * w + Math.floor(k)];
-      bonus3 += (head / (N * w)) * (c.dgc2 / G) * (dropped / (N * slice));
-    }
-    const skipped = skip ? (st1.skippedOutputs ? bonus2 : 0) + (st2.skippedOutputs ? bonus3 : 0) : 0;
-    this.lastTally = tally(d1 * c.dgc1 + d2 * c.dgc2 + d3 * c.dgc3, dynamicTensor([m1, m2, m3], [c.dgc1, c.dgc2, c.dgc3]),
-      bonus2 + bonus3, [d1, d2, d3], skipped);
+    this.lastTally = tallyOf(() => {
+      const d1 = g1.density;
+      const d2 = g2.density;
+      const d3 = g3.density;
+      // bonus2: conv1 outputs no head selects; bonus3: conv2 outputs that conv3's mask drops (spec §4.3)
+      const bonus2 = g2.unselected * d1 * c.dgc1;
+      let bonus3 = 0;
+      const heads = m3Slices ? (g2 as DeferredGateStats).headSums() : null;
+      const kept = m3Slices ? m3Slices.headSums() : null;
+      for (let i = 0; i < G; i++) {
+        let head = 0;
+        let dropped = 0;
+        if (heads && kept) {
+          head = heads[i];
+          dropped = N * slice - kept[i];
+        } else {
+          for (let n = 0; n < N; n++) for (let k = 0; k < w; k++) head += m2v![(n * G + i) * w + k];
+          for (let n = 0; n < N; n++) for (let k = i * slice; k < (i + 1) * slice; k++) dropped += 1 - m3v![n * w + Math.floor(k)];
+        }
+        bonus3 += (head / (N * w)) * (c.dgc2 / G) * (dropped / (N * slice));
+      }
+      const skipped = skip ? (st1.skippedOutputs ? bonus2 : 0) + (st2.skippedOutputs ? bonus3 : 0) : 0;
+      return { dynamic: d1 * c.dgc1 + d2 * c.dgc2 + d3 * c.dgc3, bonus: bonus2 + bonus3, density: [d1, d2, d3], bonusSkipped: skipped };
+    }, dynamicTensor([m1, m2, m3], [c.dgc1, c.dgc2, c.dgc3]), m3Slices ? [g1, g2, g3, m3Slices] : [g1, g2, g3]);
     return y;
   }
 }

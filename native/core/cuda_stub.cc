@@ -46,6 +46,7 @@ TensorPtr squeezeHeadEval(const Tensor&, const Tensor&, const Tensor&, const Ten
   noCuda();
 }
 TensorPtr gateEval(const Tensor&) { noCuda(); }
+TensorPtr gateSummary(const Tensor&) { noCuda(); }
 TensorPtr concatChannels(const std::vector<const Tensor*>&) { noCuda(); }
 
 }  // namespace cuda

@@ -304,4 +304,24 @@ MaskStats maskStats(const Tensor& m) {
   return r;
 }
 
+TensorPtr gateSummary(const Tensor& m) {
+  const int64_t N = m.shape[0], G = m.shape[1], C = m.shape[2];
+  const MaskStats st = maskStats(m);
+  TensorPtr out = emptyTensor({3 + G});
+  float* o = out->data();
+  o[0] = (float)st.sum;
+  o[1] = (float)st.unselected;
+  o[2] = st.allOnes && m.numel() > 0 ? 1.f : 0.f;
+  const float* v = plainData(m);
+  for (int64_t i = 0; i < G; i++) {
+    double s = 0;
+    for (int64_t n = 0; n < N; n++) {
+      const float* row = v + (n * G + i) * C;
+      for (int64_t c = 0; c < C; c++) s += row[c];
+    }
+    o[3 + i] = (float)s;
+  }
+  return out;
+}
+
 }  // namespace msgc

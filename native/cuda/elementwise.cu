@@ -149,5 +149,57 @@ TensorPtr gateEval(const Tensor& logits) {
   return m;
 }
 
+namespace {
+// gates m [N, G, C] -> out [3 + G] (see msgc::gateSummary): one block; each thread sums its (n, c) columns in
+// float64, then a shared-memory tree; the heads' sums by shared atomics (exact for binary gates, in any order)
+__global__ void gateSummaryKernel(const float* m, int64_t N, int G, int64_t C, float* out) {
+  extern __shared__ double sh[];  // [2 · blockDim.x] partial sums, then [G] head sums
+  double* heads = sh + 2 * blockDim.x;
+  for (int i = threadIdx.x; i < G; i += blockDim.x) heads[i] = 0;
+  __syncthreads();
+  double sum = 0, unselected = 0;
+  int ones = 1;
+  for (int64_t q = threadIdx.x; q < N * C; q += blockDim.x) {
+    const int64_t n = q / C, c = q - n * C;
+    double prod = 1;
+    for (int i = 0; i < G; i++) {
+      const float v = m[(n * G + i) * C + c];
+      sum += v;
+      prod *= 1.0 - (double)v;
+      ones &= v == 1.f;
+      atomicAdd(&heads[i], (double)v);
+    }
+    unselected += prod;
+  }
+  sh[threadIdx.x] = sum;
+  sh[blockDim.x + threadIdx.x] = unselected;
+  const int allOnes = __syncthreads_and(ones);
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if ((int)threadIdx.x < half) {
+      sh[threadIdx.x] += sh[threadIdx.x + half];
+      sh[blockDim.x + threadIdx.x] += sh[blockDim.x + threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    out[0] = (float)sh[0];
+    out[1] = (float)sh[blockDim.x];
+    out[2] = allOnes && N * C * G > 0 ? 1.f : 0.f;
+  }
+  for (int i = threadIdx.x; i < G; i += blockDim.x) out[3 + i] = (float)heads[i];
+}
+}  // namespace
+
+TensorPtr gateSummary(const Tensor& m) {
+  ensureDevice();
+  const int64_t N = m.shape[0], G = m.shape[1], C = m.shape[2];
+  MSGC_CHECK(G <= 4096, "gateSummary (cuda): at most 4096 heads, got ", G);
+  TensorPtr out = emptyTensor({3 + G}, Device::CUDA);
+  const int threads = 256;
+  gateSummaryKernel<<<1, threads, (size_t)(2 * threads + G) * sizeof(double)>>>(m.data(), N, (int)G, C, out->data());
+  MSGC_CUDA_LAUNCHED("gate summary");
+  return out;
+}
+
 }  // namespace cuda
 }  // namespace msgc

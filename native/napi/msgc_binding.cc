@@ -252,8 +252,10 @@ static void checkHeadShapes(const char* op, const TensorPtr& ctx, const TensorPt
 }
 
 // squeezeHeadEval(ctx [N, Cc, 1, 1], w1 [B, Cc, 1, 1], mean [B], var [B], gamma [B]|null, beta [B]|null, eps,
-//                 w2 [K, B, 1, 1], b2 [K], threshold[, heads]) -> [N, K]; with heads G: [N, G, K / G], and with
-// threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one call)
+//                 w2 [K, B, 1, 1], b2 [K], threshold[, heads[, withStats]]) -> [N, K]; with heads G: [N, G, K / G],
+// and with threshold also the gates' statistics: [gates, sum, unselected, allOnes (1 or 0)] (as maskStats, in one
+// call; on the GPU a copy to the host, which waits for the head's kernels), unless withStats is false (the gates
+// alone: gateSummary gives their statistics without waiting)
 static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   const char* op = "squeezeHeadEval";
   TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), mean = tensorArg(info, 2, op, "runningMean"),
@@ -280,7 +282,8 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
                     : squeezeHeadEval(*ctx, *w1, *mean, *var, gamma.get(), beta.get(), (float)eps, *w2, *b2, threshold);
   if (G == 0) return wrapTensor(info.Env(), y);
   TensorPtr m = std::make_shared<Tensor>(Shape{N, G, K / G}, y->storage);  // the same plain floats
-  if (!threshold) return wrapTensor(info.Env(), m);
+  const bool withStats = info.Length() > 11 && !info[11].IsUndefined() ? boolArg(info, 11, op, "withStats") : true;
+  if (!threshold || !withStats) return wrapTensor(info.Env(), m);
   Napi::Array out = Napi::Array::New(info.Env(), 4);
   out.Set(0u, wrapTensor(info.Env(), m));
   setMaskStats(out, 1, maskStatsAnywhere(*m));
@@ -356,8 +359,18 @@ static Napi::Value MaskStatsJs(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// gateSummary(m [N, G, C]) -> Tensor [3 + G] on m's device (see msgc::gateSummary)
+static Napi::Value GateSummaryJs(const Napi::CallbackInfo& info) {
+  const char* op = "gateSummary";
+  TensorPtr m = tensorArg(info, 0, op, "mask");
+  expectDims(*m, 3, op, "mask", "[N, heads, channels]");
+  expectWorkBound((double)m->numel(), op, "these gates");
+  return wrapTensor(info.Env(), m->device() == Device::CUDA ? cuda::gateSummary(*m) : gateSummary(*m));
+}
+
 void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "maskStats", MaskStatsJs, true);
+  exportFunction(env, exports, "gateSummary", GateSummaryJs, true);
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval, true);
   exportFunction(env, exports, "squeezeHeadTrainForward", SqueezeHeadTrainForward);
   exportFunction(env, exports, "squeezeHeadTrainBackward", SqueezeHeadTrainBackward);

@@ -8,7 +8,7 @@ import { recordOp, Tensor, wrapOptional } from '../../tensor/tensor';
 import { constant, kaimingNormal } from '../init';
 import { BatchNorm2d, Conv2d } from '../layers';
 import { Module } from '../module';
-import { rememberGateStats } from './tally';
+import { deferGateStats, rememberDeferredGateStats, rememberGateStats } from './tally';
 
 export interface HeadOptions {
   /** context width C_ctx (channels of the pooled input) */
@@ -86,6 +86,12 @@ abstract class SqueezeHead extends Module {
     const args = [ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h, bn.weight ? bn.weight.h : null,
       bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h] as const;
     if (!threshold) return new Tensor(native.squeezeHeadEval(...args, false, this.heads));
+    if (!this.training && deferGateStats(ctx)) {
+      // (statistics left on the device: see deferGateStats)
+      const gates = new Tensor(native.squeezeHeadEval(...args, true, this.heads, false));
+      rememberDeferredGateStats(gates);
+      return gates;
+    }
     const [h, sum, unselected, ones] = native.squeezeHeadEval(...args, true, this.heads);
     const m = new Tensor(h);
     rememberGateStats(m, sum, unselected, ones);

@@ -1,7 +1,7 @@
 // tally.ts: helpers MSGC host blocks use to report their dynamic MACs (spec §4.2–4.3) after a forward pass.
 import { native } from '../../native';
 import * as F from '../../ops/index';
-import { isGradEnabled } from '../../tensor/scope';
+import { isGradEnabled, keep } from '../../tensor/scope';
 import { Tensor } from '../../tensor/tensor';
 import { BlockMacTally } from '../../macs/types';
 
@@ -17,6 +17,86 @@ export interface GateStats {
 
 /** Statistics the native code computed along with the gates it wrote (GateHead's fused eval): no second call. */
 const known = new WeakMap<Tensor, GateStats>();
+
+/**
+ * Largest batch whose eval gate statistics stay on the GPU until the MACs are asked for (lastMacs(), evaluate()).
+ * Reading them back during the forward pass waits for the GPU, once per gate head: at small batches that wait
+ * is a large part of the forward's latency. Above it they are read as the gates are made, so that a layer whose
+ * gates are all open can take cuDNN's dense convolution (msgcConv2d's allOnes hint): faster there than our kernel
+ * at large batches, and the wait is small next to the batch's compute.
+ */
+export const DEFER_GATE_STATS_MAX_BATCH = 4;
+
+/**
+ * Whether eval gates made from this context leave their statistics on the device (DeferredGateStats): on cuda at
+ * batch ≤ DEFER_GATE_STATS_MAX_BATCH. MSGC_DEFER_GATE_STATS=1 / 0 forces it on / off (on the CPU too: tests).
+ */
+export function deferGateStats(ctx: Tensor): boolean {
+  const env = process.env.MSGC_DEFER_GATE_STATS;
+  if (env === '1') return true;
+  if (env === '0') return false;
+  return ctx.device === 'cuda' && ctx.shape[0] <= DEFER_GATE_STATS_MAX_BATCH;
+}
+
+let deferredReads = 0;
+/** How many deferred gate statistics were read back so far (tests: none during a forward pass). */
+export function deferredGateStatReads(): number {
+  return deferredReads;
+}
+
+/**
+ * GateStats of gates m [N, G, C] held as a summary tensor on m's device (native gateSummary: sum, unselected,
+ * allOnes, per-head sums), read back on the first access to a number, so that making the gates never waits for
+ * the GPU. The summary is kept out of tidy scopes; it is freed once read, or by release() (the owning block's
+ * next forward pass).
+ */
+export class DeferredGateStats implements GateStats {
+  private values: Float32Array | null = null;
+  private summary: Tensor | null;
+  constructor(summary: Tensor, private readonly shape: number[]) {
+    this.summary = keep(summary);
+  }
+  static of(m: Tensor): DeferredGateStats {
+    return new DeferredGateStats(new Tensor(native.gateSummary(m.h)), m.shape.slice());
+  }
+  private read(): Float32Array {
+    if (!this.values) {
+      if (!this.summary || this.summary.isDisposed) throw new Error('gate statistics: released before they were read (a later forward pass replaced them)');
+      this.values = this.summary.toFloat32Array();
+      deferredReads++;
+      this.release();
+    }
+    return this.values;
+  }
+  get density(): number {
+    const n = this.shape[0] * this.shape[1] * this.shape[2];
+    return n ? this.read()[0] / n : 0;
+  }
+  get unselected(): number {
+    const nc = this.shape[0] * this.shape[2];
+    return nc ? this.read()[1] / nc : 0;
+  }
+  get allOnes(): boolean {
+    return this.read()[2] === 1;
+  }
+  /** Σ over (n, c) of each head's gates */
+  headSums(): number[] {
+    return Array.from(this.read().subarray(3));
+  }
+  release(): void {
+    if (this.summary && !this.summary.isDisposed) this.summary.dispose();
+    this.summary = null;
+  }
+}
+
+/** Gates whose statistics stay on the device: GateHead's eval forward under deferGateStats. */
+export function rememberDeferredGateStats(m: Tensor): void {
+  known.set(m, DeferredGateStats.of(m));
+}
+
+export function isDeferred(st: GateStats): st is DeferredGateStats {
+  return st instanceof DeferredGateStats;
+}
 
 function fromSums(m: Tensor, sum: number, unselected: number, ones: number): GateStats {
   const [N, , C] = m.shape;
@@ -58,6 +138,40 @@ export function dynamicTensor(masks: Tensor[], costs: number[]): Tensor | null {
   return acc;
 }
 
-export function tally(dynamic: number, dyn: Tensor | null, bonus: number, density: number[], bonusSkipped = 0): BlockMacTally {
-  return { dynamic, dynamicTensor: dyn, bonus, bonusSkipped, density };
+/** The numbers of a BlockMacTally, computed from gate statistics. */
+export type TallyNumbers = Omit<BlockMacTally, 'dynamicTensor'>;
+
+/** A block's tally whose numbers are computed on first access (from DeferredGateStats: reading them waits). */
+class DeferredTally implements BlockMacTally {
+  private numbers: TallyNumbers | null = null;
+  constructor(private compute: (() => TallyNumbers) | null, readonly dynamicTensor: Tensor | null, private readonly stats: DeferredGateStats[]) {}
+  private get n(): TallyNumbers {
+    if (!this.numbers) {
+      this.numbers = this.compute!();
+      this.compute = null;
+    }
+    return this.numbers;
+  }
+  get dynamic(): number { return this.n.dynamic; }
+  get bonus(): number { return this.n.bonus; }
+  get bonusSkipped(): number { return this.n.bonusSkipped; }
+  get density(): number[] { return this.n.density; }
+  release(): void {
+    for (const s of this.stats) s.release();
+  }
+}
+
+/**
+ * A block's tally from its gate statistics: computed now, or, when any of them is deferred, when first read (so
+ * that the forward pass never waits for the GPU).
+ */
+export function tallyOf(compute: () => TallyNumbers, dyn: Tensor | null, stats: GateStats[]): BlockMacTally {
+  const deferred = stats.filter(isDeferred);
+  if (!deferred.length) return { ...compute(), dynamicTensor: dyn };
+  return new DeferredTally(compute, dyn, deferred);
+}
+
+/** Frees what a previous tally still holds on the device (its unread deferred statistics). */
+export function releaseTally(t: BlockMacTally | null): void {
+  if (t instanceof DeferredTally) t.release();
 }

@@ -65,6 +65,7 @@ TensorPtr linearForward(const Tensor& x, const Tensor& weight, const Tensor* bia
 TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var, const Tensor* gamma,
                           const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2, bool threshold);
 TensorPtr gateEval(const Tensor& logits);  // 1[logits >= 0]
+TensorPtr gateSummary(const Tensor& m);    // as msgc::gateSummary, on the GPU (no copy to the host)
 TensorPtr concatChannels(const std::vector<const Tensor*>& xs);  // along dim 1 (one strided copy per input)
 
 // ---- testing without a GPU ---------------------------------------------------------------------------------

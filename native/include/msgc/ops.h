@@ -210,5 +210,9 @@ struct MaskStats {
   bool allOnes = true;
 };
 MaskStats maskStats(const Tensor& m);
+// The same statistics as a tensor [3 + G] on m's device, plus each head's sum: [sum, unselected, allOnes (1 or
+// 0), Σ_{n,c} m[n, 0, c], ..., Σ_{n,c} m[n, G-1, c]] (sums in float64, stored as float32: exact for binary gates
+// up to 2^24 entries). Reading it is deferred to whoever needs the numbers (on the GPU: no synchronisation here).
+TensorPtr gateSummary(const Tensor& m);
 
 }  // namespace msgc
