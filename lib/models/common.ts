@@ -5,7 +5,7 @@ import { isGradEnabled } from '../tensor/scope';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
-import { GateStats } from '../nn/msgc/tally';
+import { GateStats, readDeferred } from '../nn/msgc/tally';
 import { Tensor } from '../tensor/tensor';
 
 export interface MsgcOptions {
@@ -148,7 +148,9 @@ export abstract class Backbone extends Module {
     let bonus = 0;
     let skipped = 0;
     let tensor: Tensor | null = null;
-    for (const b of this.countedBlocks()) {
+    const blocks = this.countedBlocks();
+    readDeferred(blocks.map((b) => b.lastTally));  // (gate statistics left on the GPU: one copy for all blocks)
+    for (const b of blocks) {
       const t = b.lastTally;
       if (!t) continue;
       dynamic += t.dynamic;
@@ -165,6 +167,7 @@ export abstract class Backbone extends Module {
   /** Mean gate density of each gated conv in the last forward pass, by block name. */
   lastDensities(): Record<string, number[]> {
     const out: Record<string, number[]> = {};
+    readDeferred(this.countedBlocks().map((b) => b.lastTally));
     for (const [name, m] of this.namedModules()) if (isCountedBlock(m) && m.lastTally) out[name] = m.lastTally.density;
     return out;
   }

@@ -1,7 +1,7 @@
 // tally.ts: helpers MSGC host blocks use to report their dynamic MACs (spec §4.2–4.3) after a forward pass.
 import { native } from '../../native';
 import * as F from '../../ops/index';
-import { isGradEnabled, keep } from '../../tensor/scope';
+import { isGradEnabled, keep, noGrad, tidy } from '../../tensor/scope';
 import { Tensor } from '../../tensor/tensor';
 import { BlockMacTally } from '../../macs/types';
 
@@ -61,12 +61,23 @@ export class DeferredGateStats implements GateStats {
   }
   private read(): Float32Array {
     if (!this.values) {
-      if (!this.summary || this.summary.isDisposed) throw new Error('gate statistics: released before they were read (a later forward pass replaced them)');
-      this.values = this.summary.toFloat32Array();
+      this.fill(this.pendingSummary().toFloat32Array());
       deferredReads++;
-      this.release();
     }
-    return this.values;
+    return this.values!;
+  }
+  /** The summary tensor, while unread (readDeferred copies several in one go). */
+  pendingSummary(): Tensor {
+    if (!this.summary || this.summary.isDisposed) throw new Error('gate statistics: released before they were read (a later forward pass replaced them)');
+    return this.summary;
+  }
+  get isRead(): boolean {
+    return this.values !== null;
+  }
+  /** Takes the values read back (gateSummary's layout) and frees the summary. */
+  fill(values: Float32Array): void {
+    this.values = values;
+    this.release();
   }
   get density(): number {
     const n = this.shape[0] * this.shape[1] * this.shape[2];
@@ -158,6 +169,29 @@ class DeferredTally implements BlockMacTally {
   get density(): number[] { return this.n.density; }
   release(): void {
     for (const s of this.stats) s.release();
+  }
+  /** Its deferred statistics not read yet (and not released). */
+  unread(): DeferredGateStats[] {
+    return this.numbers ? [] : this.stats.filter((s) => !s.isRead);
+  }
+}
+
+/**
+ * Reads every unread deferred statistic of these tallies with one copy from the device (their summaries joined
+ * there), instead of one copy, and so one wait for the GPU, per gate head: lastMacs() after a forward pass.
+ */
+export function readDeferred(tallies: (BlockMacTally | null)[]): void {
+  const pending: DeferredGateStats[] = [];
+  for (const t of tallies) if (t instanceof DeferredTally) pending.push(...t.unread());
+  if (pending.length < 2) return;
+  const parts = pending.map((st) => st.pendingSummary());
+  if (parts.some((p) => p.device !== parts[0].device)) return;
+  const all = noGrad(() => tidy(() => F.concat(parts.map((p) => F.reshape(p, [1, p.size])), 1).toFloat32Array()));
+  deferredReads++;
+  let at = 0;
+  for (let i = 0; i < pending.length; i++) {
+    pending[i].fill(all.slice(at, at + parts[i].size));
+    at += parts[i].size;
   }
 }
 
