@@ -7,6 +7,7 @@ import * as msgc from '../lib';
 import { native } from '../lib/native';
 import { deferredGateStatReads } from '../lib/nn/msgc/tally';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
+import { gatesAtHalfDensity, relativeMaxDiff } from './helpers/models';
 import { msgcConvReference } from './helpers/references';
 import { expectError, setNativeEnv } from './helpers/testing';
 
@@ -83,15 +84,6 @@ function bnActReference(v: Float64Array, N: number, C: number, P: number, mean: 
  * seeded half of its outputs), so that gates keep half their channels, with logits far from the threshold (the
  * same gates on every backend).
  */
-function gatesAtHalfDensity(model: msgc.nn.Module): void {
-  let s = 12345;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
-  for (const [name, p] of model.namedParameters()) {
-    if (!/mask\d?\.conv2\.(weight|bias)$/.test(name)) continue;
-    if (name.endsWith('weight')) p.assign(new Float32Array(p.size));
-    else p.assign(Float32Array.from({ length: p.size }, () => (rnd() < 0.5 ? 1 : -1)));
-  }
-}
 
 /** scales [N, G, C]: per head a pattern (closed head, all open, random gates) times attention-like values */
 function mixedScales(N: number, G: number, C: number, seed: number): Float32Array {
@@ -515,12 +507,7 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     expect(gpuPath.y.every(Number.isFinite)).toBe(true);
     expect(Math.abs(gpuPath.macs - cpu.macs)).toBeLessThan(0.01);
     if (opts.msgc) expect(cpu.macs).toBeLessThan(0.9);  // (the gates really close: the MSGC kernels run)
-    let worst = 0, scale = 0;
-    for (let i = 0; i < cpu.y.length; i++) {
-      worst = Math.max(worst, Math.abs(gpuPath.y[i] - cpu.y[i]));
-      scale = Math.max(scale, Math.abs(cpu.y[i]));
-    }
-    expect(worst / scale).toBeLessThan(1e-3);
+    expect(relativeMaxDiff(gpuPath.y, cpu.y)).toBeLessThan(1e-3);
     x.dispose();
     model.dispose();
   });
@@ -529,14 +516,6 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 // Whole models on the GPU (eval), against the same models on the CPU backend (whose ops the CPU tests check
 // against float64): a harness in the way of ggml's, every op on every backend against the CPU.
 describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'), () => {
-  const rel = (a: Float32Array, b: Float32Array) => {
-    let num = 0, den = 0;
-    for (let i = 0; i < a.length; i++) {
-      num = Math.max(num, Math.abs(a[i] - b[i]));
-      den = Math.max(den, Math.abs(b[i]));
-    }
-    return num / Math.max(den, 1e-6);
-  };
   const cases: [string, Record<string, unknown>, number][] = [
     ['resnet20', { smallInput: true }, 32],
     ['resnet20', { smallInput: true, msgc: { heads: 4, attention: true } }, 32],
@@ -565,7 +544,7 @@ describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'),
     const gpuOut = y.toFloat32Array();
     expect(gpuOut.every(Number.isFinite)).toBe(true);
     // (the gates' logits are ±1: both backends close the same ones)
-    expect(rel(gpuOut, cpu)).toBeLessThan(1e-3);
+    expect(relativeMaxDiff(gpuOut, cpu)).toBeLessThan(1e-3);
     expect(model.lastMacs().ratio).toBeCloseTo(cpuMacs, 6);
     // and back: the values survive the round trip exactly
     const w0 = params[0].toFloat32Array();
@@ -621,12 +600,7 @@ describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'),
     expect(msgc.liveTensorCount()).toBeLessThan(live);  // (the summaries, freed once read)
     expect(Math.abs(macs.ratio - cpu.ratio)).toBeLessThan(1e-6);
     expect(Math.abs(macs.bonus - cpu.bonus)).toBeLessThanOrEqual(1e-6 * cpu.bonus + 1e-6);
-    let worst = 0, scale = 0;
-    for (let i = 0; i < y.length; i++) {
-      worst = Math.max(worst, Math.abs(y[i] - cpuY[i]));
-      scale = Math.max(scale, Math.abs(cpuY[i]));
-    }
-    expect(worst / scale).toBeLessThan(1e-3);
+    expect(relativeMaxDiff(y, cpuY)).toBeLessThan(1e-3);
     model.dispose();
   });
 

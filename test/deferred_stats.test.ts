@@ -8,6 +8,7 @@ import * as msgc from '../lib';
 import { native } from '../lib/native';
 import { deferredGateStatReads } from '../lib/nn/msgc/tally';
 import { randomArray } from './helpers/gradcheck';
+import { gatesAtHalfDensity, relativeMaxDiff } from './helpers/models';
 
 function gateSummaryReference(v: Float32Array, N: number, G: number, C: number): number[] {
   let sum = 0, unselected = 0, ones = v.length > 0 ? 1 : 0;
@@ -27,15 +28,6 @@ function gateSummaryReference(v: Float32Array, N: number, G: number, C: number):
   return [sum, unselected, ones, ...heads];
 }
 
-function gatesAtHalfDensity(model: msgc.nn.Module): void {
-  let s = 12345;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
-  for (const [name, p] of model.namedParameters()) {
-    if (!/mask\d?\.conv2\.(weight|bias)$/.test(name)) continue;
-    if (name.endsWith('weight')) p.assign(new Float32Array(p.size));
-    else p.assign(Float32Array.from({ length: p.size }, () => (rnd() < 0.5 ? 1 : -1)));
-  }
-}
 
 function withDeferral<T>(on: boolean, fn: () => T): T {
   const saved = process.env.MSGC_DEFER_GATE_STATS;
@@ -107,12 +99,7 @@ describe('deferred gate statistics (MSGC_DEFER_GATE_STATS=1; on the GPU at batch
       expect(Math.abs(lazy.macs[k] - eager.macs[k])).toBeLessThanOrEqual(1e-9 * Math.abs(eager.macs[k]) + 1e-6);
     }
     expect(lazy.densities).toEqual(eager.densities);
-    let worst = 0, scale = 0;
-    for (let i = 0; i < eager.y.length; i++) {
-      worst = Math.max(worst, Math.abs(lazy.y[i] - eager.y[i]));
-      scale = Math.max(scale, Math.abs(eager.y[i]));
-    }
-    expect(worst / scale).toBeLessThan(1e-4);
+    expect(relativeMaxDiff(lazy.y, eager.y)).toBeLessThan(1e-4);
     x.dispose();
     model.dispose();
   });

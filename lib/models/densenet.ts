@@ -10,7 +10,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -120,13 +120,8 @@ export class DenseLayer extends Module implements CountedBlock {
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
     const c = this.costs(H, W);
-    const training = this.training;
-    this.lastTally = tallyOf(() => {
-      const d1 = g1.density;
-      const d2 = g2.density;
-      const bonus = g2.unselected * d1 * c.dgc1;
-      return { dynamic: d1 * c.dgc1 + d2 * c.dgc2, bonus, density: [d1, d2], bonusSkipped: !training && st1.skippedOutputs ? bonus : 0 };
-    }, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), [g1, g2]);
+    this.lastTally = producerConsumerTally(g1, g2, c.dgc1, c.dgc2, !this.training && !!st1.skippedOutputs,
+      dynamicTensor([m1, m2], [c.dgc1, c.dgc2]));
     return out;
   }
 }

@@ -7,7 +7,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
+import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -105,13 +105,8 @@ export class BasicBlock extends Module implements CountedBlock {
       'relu', identity, true);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
-    const training = this.training;
-    this.lastTally = tallyOf(() => {
-      const d1 = g1.density;
-      const d2 = g2.density;
-      const bonus = g2.unselected * d1 * c.dgc1;
-      return { dynamic: d1 * c.dgc1 + d2 * c.dgc2, bonus, density: [d1, d2], bonusSkipped: !training && st1.skippedOutputs ? bonus : 0 };
-    }, dynamicTensor([m1, m2], [c.dgc1, c.dgc2]), [g1, g2]);
+    this.lastTally = producerConsumerTally(g1, g2, c.dgc1, c.dgc2, !this.training && !!st1.skippedOutputs,
+      dynamicTensor([m1, m2], [c.dgc1, c.dgc2]));
     return y;
   }
 }

@@ -71,6 +71,38 @@ struct MsgcConvArgs {
   int64_t partialStride;  // N·O·P
 };
 
+// whether some row of the output mask keeps output channel oc of sample n (always, without a mask)
+MSGC_HD bool rowKept(const MsgcConvArgs& a, int64_t n, int oc) {
+  if (!a.outMask) return true;
+  for (int k = 0; k < a.outMaskRows; k++)
+    if (a.outMask[(n * a.outMaskRows + k) * a.O + oc] != 0.f) return true;
+  return false;
+}
+
+// Stores a thread's TN accumulators of output row (sample n, channel oc) at pixels px[j] (those < P): raw partial
+// sums under split-K (msgcSplitFinish completes them), else zero where no row of the output mask keeps oc, then
+// the epilogue. Shared by both kernels' store steps.
+template <int TN>
+MSGC_HD void storeOutputRow(const MsgcConvArgs& a, int split, int n, int oc, int P, const int* px, const float* acc) {
+  if (a.splits > 1) {
+    float* part = a.partial + (int64_t)split * a.partialStride + ((int64_t)n * a.O + oc) * P;
+    MSGC_UNROLL
+    for (int j = 0; j < TN; j++)
+      if (px[j] < P) part[px[j]] = acc[j];
+    return;
+  }
+  const bool keep = rowKept(a, n, oc);
+  float mul, add;
+  a.e.affine(oc, mul, add);
+  const int64_t rowBase = ((int64_t)n * a.O + oc) * P;
+  MSGC_UNROLL
+  for (int j = 0; j < TN; j++) {
+    if (px[j] >= P) continue;
+    const int64_t at = rowBase + px[j];
+    a.y[at] = a.e.finish((keep ? acc[j] : 0.f) * mul + add, at);
+  }
+}
+
 constexpr int kTileBN = 64;  // output pixels per block
 constexpr int kTileBK = 8;   // reduction steps per shared-memory stage
 constexpr int kTileThreads = 256;
@@ -201,36 +233,13 @@ MSGC_UNROLL
   }
 
   MSGC_HD void store(const MsgcConvArgs& a) const {
+    int px[TN];
+    MSGC_UNROLL
+    for (int j = 0; j < TN; j++) px[j] = p0 + tx + 16 * j;
     MSGC_UNROLL
     for (int i = 0; i < TM; i++) {
       const int o = o0 + ty + 16 * i;
-      if (o >= a.Og) continue;
-      const int oc = g * a.Og + o;
-      if (a.splits > 1) {  // a raw partial sum; msgcSplitFinish completes it
-        float* part = a.partial + (int64_t)split * a.partialStride + ((int64_t)n * a.O + oc) * P;
-        MSGC_UNROLL
-        for (int j = 0; j < TN; j++) {
-          const int p = p0 + tx + 16 * j;
-          if (p < P) part[p] = acc[i][j];
-        }
-        continue;
-      }
-      bool keep = true;
-      if (a.outMask) {
-        keep = false;
-        for (int k = 0; k < a.outMaskRows && !keep; k++)
-          keep = a.outMask[((int64_t)n * a.outMaskRows + k) * a.O + oc] != 0.f;
-      }
-      float mul, add;
-      a.e.affine(oc, mul, add);
-      const int64_t rowBase = ((int64_t)n * a.O + oc) * P;
-      MSGC_UNROLL
-      for (int j = 0; j < TN; j++) {
-        const int p = p0 + tx + 16 * j;
-        if (p >= P) continue;
-        const int64_t at = rowBase + p;
-        a.y[at] = a.e.finish((keep ? acc[i][j] : 0.f) * mul + add, at);
-      }
+      if (o < a.Og) storeOutputRow<TN>(a, split, n, g * a.Og + o, P, px, acc[i]);
     }
   }
 };
@@ -257,11 +266,7 @@ MSGC_HD void msgcSplitFinish(const MsgcConvArgs& a, int64_t i) {
   const int64_t n = row / a.O;
   float v = 0.f;
   for (int s = 0; s < a.splits; s++) v += a.partial[(int64_t)s * a.partialStride + i];
-  if (a.outMask) {
-    bool keep = false;
-    for (int k = 0; k < a.outMaskRows && !keep; k++) keep = a.outMask[(n * a.outMaskRows + k) * a.O + oc] != 0.f;
-    if (!keep) v = 0.f;
-  }
+  if (!rowKept(a, n, oc)) v = 0.f;
   float mul, add;
   a.e.affine(oc, mul, add);
   a.y[i] = a.e.finish(v * mul + add, i);

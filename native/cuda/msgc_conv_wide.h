@@ -169,36 +169,13 @@ struct MsgcWideThread {
   }
 
   MSGC_HD void store(const MsgcConvArgs& a) const {
+    int px[TN];
+    MSGC_UNROLL
+    for (int j = 0; j < TN; j++) px[j] = p0 + col(tx, j);
     MSGC_UNROLL
     for (int i = 0; i < TM; i++) {
       const int o = o0 + ty * TM + i;
-      if (o >= a.Og) continue;
-      const int oc = g * a.Og + o;
-      if (a.splits > 1) {  // a raw partial sum; msgcSplitFinish completes it
-        float* part = a.partial + (int64_t)split * a.partialStride + ((int64_t)n * a.O + oc) * P;
-        MSGC_UNROLL
-        for (int j = 0; j < TN; j++) {
-          const int p = p0 + col(tx, j);
-          if (p < P) part[p] = acc[i][j];
-        }
-        continue;
-      }
-      bool keep = true;
-      if (a.outMask) {
-        keep = false;
-        for (int k = 0; k < a.outMaskRows && !keep; k++)
-          keep = a.outMask[((int64_t)n * a.outMaskRows + k) * a.O + oc] != 0.f;
-      }
-      float mul, add;
-      a.e.affine(oc, mul, add);
-      const int64_t rowBase = ((int64_t)n * a.O + oc) * P;
-      MSGC_UNROLL
-      for (int j = 0; j < TN; j++) {
-        const int p = p0 + col(tx, j);
-        if (p >= P) continue;
-        const int64_t at = rowBase + p;
-        a.y[at] = a.e.finish((keep ? acc[i][j] : 0.f) * mul + add, at);
-      }
+      if (o < a.Og) storeOutputRow<TN>(a, split, n, g * a.Og + o, P, px, acc[i]);
     }
   }
 };

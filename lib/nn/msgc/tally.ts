@@ -205,6 +205,20 @@ export function tallyOf(compute: () => TallyNumbers, dyn: Tensor | null, stats: 
   return new DeferredTally(compute, dyn, deferred);
 }
 
+/**
+ * The tally of a block whose input-gated conv (gates m1, F_dgc1) produces the input of an MSGC conv (m2, F_dgc2):
+ * ResNet's basic block and DenseNet's layer. Bonus (spec §4.3): the first conv's outputs no head of the second
+ * selects; `skipped`: whether this pass really left them out.
+ */
+export function producerConsumerTally(g1: GateStats, g2: GateStats, dgc1: number, dgc2: number, skipped: boolean, dyn: Tensor | null): BlockMacTally {
+  return tallyOf(() => {
+    const d1 = g1.density;
+    const d2 = g2.density;
+    const bonus = g2.unselected * d1 * dgc1;
+    return { dynamic: d1 * dgc1 + d2 * dgc2, bonus, density: [d1, d2], bonusSkipped: skipped ? bonus : 0 };
+  }, dyn, [g1, g2]);
+}
+
 /** Frees what a previous tally still holds on the device (its unread deferred statistics). */
 export function releaseTally(t: BlockMacTally | null): void {
   if (t instanceof DeferredTally) t.release();
