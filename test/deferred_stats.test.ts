@@ -103,4 +103,16 @@ describe('deferred gate statistics (MSGC_DEFER_GATE_STATS=1; on the GPU at batch
     x.dispose();
     model.dispose();
   });
+
+  test('disposing a model frees the statistics its last pass left unread', () => {
+    const before = msgc.liveTensorCount();
+    msgc.manualSeed(5);
+    const model = msgc.models.createModel('resnet20', { smallInput: true, msgc: { heads: 4 } });
+    model.eval();
+    const x = msgc.randn([1, 3, 32, 32], { seed: 6 });
+    withDeferral(true, () => msgc.noGrad(() => msgc.tidy(() => { model.forward(x); })));
+    x.dispose();
+    model.dispose();
+    expect(msgc.liveTensorCount()).toBe(before);
+  });
 });

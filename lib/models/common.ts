@@ -5,7 +5,7 @@ import { isGradEnabled } from '../tensor/scope';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
 import * as F from '../ops/index';
-import { GateStats, readDeferred } from '../nn/msgc/tally';
+import { GateStats, readDeferred, releaseTally } from '../nn/msgc/tally';
 import { Tensor } from '../tensor/tensor';
 
 export interface MsgcOptions {
@@ -162,6 +162,12 @@ export abstract class Backbone extends Module {
     const perImage = constant + dynamic;
     const executed = perImage + bonus - skipped;
     return { perImage, dynamic, dynamicTensor: tensor, bonus, executed, dense: stat.dense, ratio: perImage / stat.dense, constant };
+  }
+
+  /** Frees the parameters and buffers, and the gate statistics a last forward pass left unread on the device. */
+  dispose(): void {
+    for (const b of this.countedBlocks()) releaseTally(b.lastTally);
+    super.dispose();
   }
 
   /** Mean gate density of each gated conv in the last forward pass, by block name. */
