@@ -113,6 +113,48 @@ const msgcCases = [
   { N: 5, C: 70, H: 1, W: 1, O: 36, k: 1, G: 4, stride: 1, pad: 0 },
 ];
 
+/**
+ * A gate head's eval pass (native squeezeHeadEval: 1×1 conv, BN, ReLU, 1×1 conv, optionally the threshold) on
+ * tensors of `device` against float64; with `withGamma` false, BN without affine parameters. Gates are compared
+ * where the float64 logit is not within 1e-4 of 0 (there float orders may differ).
+ */
+function checkGateHead(device: 'cpu' | 'cuda', withGamma: boolean): void {
+  const N = 3, Cc = 40, B = 7, G = 4, C = 33, K = G * C;
+  const ctx = randomArray(N * Cc, 101), w1 = randomArray(B * Cc, 102), mean = randomArray(B, 103), vr = randomArray(B, 104, 0.3, 2);
+  const gamma = randomArray(B, 105, 0.5, 2), beta = randomArray(B, 106), w2 = randomArray(K * B, 107), b2 = randomArray(K, 108);
+  const eps = 1e-5;
+  const logits = new Float64Array(N * K);
+  for (let n = 0; n < N; n++) {
+    const h = new Float64Array(B);
+    for (let b = 0; b < B; b++) {
+      let acc = 0;
+      for (let j = 0; j < Cc; j++) acc += ctx[n * Cc + j] * w1[b * Cc + j];
+      const sc = (withGamma ? gamma[b] : 1) / Math.sqrt(vr[b] + eps);
+      h[b] = Math.max(0, acc * sc + ((withGamma ? beta[b] : 0) - mean[b] * sc));
+    }
+    for (let k = 0; k < K; k++) {
+      let acc = b2[k];
+      for (let b = 0; b < B; b++) acc += h[b] * w2[k * B + b];
+      logits[n * K + k] = acc;
+    }
+  }
+  msgc.tidy(() => {
+    const t = (v: Float32Array, shape: number[]) => msgc.tensor(v, shape, { device }).h;
+    const args = [t(ctx, [N, Cc, 1, 1]), t(w1, [B, Cc, 1, 1]), t(mean, [B]), t(vr, [B]), withGamma ? t(gamma, [B]) : null,
+      withGamma ? t(beta, [B]) : null, eps, t(w2, [K, B, 1, 1]), t(b2, [K])] as const;
+    const z = new msgc.Tensor(native.squeezeHeadEval(...args, false, G)).toFloat32Array();
+    expect(closeness(z, logits, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    const m = new msgc.Tensor(native.squeezeHeadEval(...args, true, G, false)).toFloat32Array();
+    let compared = 0;
+    for (let i = 0; i < N * K; i++) {
+      if (Math.abs(logits[i]) < 1e-4) continue;
+      expect(m[i]).toBe(logits[i] >= 0 ? 1 : 0);
+      compared++;
+    }
+    expect(compared).toBeGreaterThan(N * K * 0.9);
+  });
+}
+
 describe(gpu ? 'cuda: available' : 'cuda: unavailable here', () => {
   test('backendInfo and cuda.info agree and say why not', () => {
     const b = msgc.backendInfo();
@@ -421,6 +463,8 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     });
   });
 
+  test.each([true, false])('a gate head (BN affine %s): logits and gates against float64', (withGamma) => checkGateHead('cpu', withGamma));
+
   test('activations (NaN included), broadcast add/sub/mul, pools with padding, linear, eval BatchNorm', () => {
     msgc.tidy(() => {
       const v = randomArray(2 * 3 * 5 * 4, 81, -8, 8);
@@ -515,6 +559,10 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 
 // Whole models on the GPU (eval), against the same models on the CPU backend (whose ops the CPU tests check
 // against float64): a harness in the way of ggml's, every op on every backend against the CPU.
+describeGpu(gpuTitle('gate heads against float64'), () => {
+  test.each([true, false])('BN affine %s: logits and gates', (withGamma) => checkGateHead('cuda', withGamma));
+});
+
 describeGpu(gpuTitle('models in eval: the GPU forward against the CPU forward'), () => {
   const cases: [string, Record<string, unknown>, number][] = [
     ['resnet20', { smallInput: true }, 32],

@@ -115,13 +115,14 @@ TensorPtr rowMeans(const float* y, int64_t N, int64_t C, int64_t P) {
   return m;
 }
 
-// out[r, k] = Σ_j in[r, j] · w[k, j] (+ bias[k]) (a warp's shuffle-reduced dot product on the GPU)
-void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J) {
+// out[r, k] = e(Σ_j in[r, j] · w[k, j] (+ bias[k])) (a warp's shuffle-reduced dot product on the GPU)
+void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J,
+            const RowDotEpilogue& e = RowDotEpilogue()) {
   for (int64_t r = 0; r < rows; r++)
     for (int64_t k = 0; k < K; k++) {
       float s = 0.f;
       for (int64_t j = 0; j < J; j++) s = std::fma(in[r * J + j], w[k * J + j], s);
-      out[r * K + k] = s + (bias ? bias[k] : 0.f);
+      out[r * K + k] = e.apply(s + (bias ? bias[k] : 0.f), (int)k);
     }
 }
 
@@ -239,16 +240,13 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
   std::vector<TensorPtr> hold;
   const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
   std::vector<float> h((size_t)(N * B));
-  rowDot(plain(ctx, hold), plain(w1, hold), nullptr, h.data(), N, B, Cc);
-  const float* m = plain(mean, hold);
-  const float* v = plain(var, hold);
-  const float* g = gamma ? plain(*gamma, hold) : nullptr;
-  const float* be = beta ? plain(*beta, hold) : nullptr;
-  for (int64_t i = 0; i < N * B; i++) h[i] = headBnReluAt(h[i], (int)(i % B), m, v, g, be, eps);
+  rowDot(plain(ctx, hold), plain(w1, hold), nullptr, h.data(), N, B, Cc,
+         headEpilogue(plain(mean, hold), plain(var, hold), gamma ? plain(*gamma, hold) : nullptr,
+                      beta ? plain(*beta, hold) : nullptr, eps));
   TensorPtr z = emptyTensor({N, K});
-  rowDot(h.data(), plain(w2, hold), plain(b2, hold), z->data(), N, K, B);
-  if (threshold)
-    for (int64_t i = 0; i < N * K; i++) z->data()[i] = thresholdAt(z->data()[i]);
+  RowDotEpilogue gate;
+  if (threshold) gate.kind = RowDotEpilogue::kThreshold;
+  rowDot(h.data(), plain(w2, hold), plain(b2, hold), z->data(), N, K, B, gate);
   return z;
 }
 

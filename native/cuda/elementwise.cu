@@ -37,7 +37,8 @@ __global__ void poolKernel(const float* x, float* y, int64_t total, int H, int W
 }
 
 // out[r, k] = Σ_j in[r, j] · w[k, j] (+ bias[k]); one warp per output, lanes over j
-__global__ void rowDotKernel(const float* in, const float* w, const float* bias, float* out, int64_t rows, int K, int J) {
+__global__ void rowDotKernel(const float* in, const float* w, const float* bias, float* out, int64_t rows, int K, int J,
+                             RowDotEpilogue e) {
   const int64_t o = blockIdx.x * (int64_t)(blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (o >= rows * K) return;
@@ -48,13 +49,7 @@ __global__ void rowDotKernel(const float* in, const float* w, const float* bias,
   float s = 0.f;
   for (int j = lane; j < J; j += 32) s = fmaf(a[j], b[j], s);
   for (int off = 16; off; off >>= 1) s += __shfl_down_sync(0xffffffffu, s, off);
-  if (lane == 0) out[o] = s + (bias ? bias[k] : 0.f);
-}
-
-__global__ void headBnReluKernel(float* h, int64_t n, int B, const float* mean, const float* var, const float* gamma,
-                                 const float* beta, float eps) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    h[i] = headBnReluAt(h[i], (int)(i % B), mean, var, gamma, beta, eps);
+  if (lane == 0) out[o] = e.apply(s + (bias ? bias[k] : 0.f), k);
 }
 
 __global__ void thresholdKernel(float* z, int64_t n) {
@@ -62,10 +57,11 @@ __global__ void thresholdKernel(float* z, int64_t n) {
     z[i] = thresholdAt(z[i]);
 }
 
-void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J) {
+void rowDot(const float* in, const float* w, const float* bias, float* out, int64_t rows, int64_t K, int64_t J,
+            const RowDotEpilogue& e = RowDotEpilogue()) {
   if (rows * K <= 0) return;
   const int warps = kThreads / 32;
-  rowDotKernel<<<(unsigned)((rows * K + warps - 1) / warps), kThreads>>>(in, w, bias, out, rows, (int)K, (int)J);
+  rowDotKernel<<<(unsigned)((rows * K + warps - 1) / warps), kThreads>>>(in, w, bias, out, rows, (int)K, (int)J, e);
   MSGC_CUDA_LAUNCHED("row dot products");
 }
 
@@ -126,16 +122,12 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
   ensureDevice();
   const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
   TensorPtr h = emptyTensor({N, B}, Device::CUDA);
-  rowDot(ctx.data(), w1.data(), nullptr, h->data(), N, B, Cc);
-  if (N * B)
-    headBnReluKernel<<<blocksFor(N * B, kThreads), kThreads>>>(h->data(), N * B, (int)B, mean.data(), var.data(),
-                                                                 gamma ? gamma->data() : nullptr,
-                                                                 beta ? beta->data() : nullptr, eps);
-  MSGC_CUDA_LAUNCHED("gate head batch norm");
+  rowDot(ctx.data(), w1.data(), nullptr, h->data(), N, B, Cc, headEpilogue(mean.data(), var.data(),
+         gamma ? gamma->data() : nullptr, beta ? beta->data() : nullptr, eps));
   TensorPtr z = emptyTensor({N, K}, Device::CUDA);
-  rowDot(h->data(), w2.data(), b2.data(), z->data(), N, K, B);
-  if (threshold && N * K) thresholdKernel<<<blocksFor(N * K, kThreads), kThreads>>>(z->data(), N * K);
-  MSGC_CUDA_LAUNCHED("gate threshold");
+  RowDotEpilogue gate;
+  if (threshold) gate.kind = RowDotEpilogue::kThreshold;
+  rowDot(h->data(), w2.data(), b2.data(), z->data(), N, K, B, gate);
   return z;
 }
 
