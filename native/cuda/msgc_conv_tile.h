@@ -71,6 +71,15 @@ struct MsgcConvArgs {
   int64_t partialStride;  // N·O·P
 };
 
+// acc += av ⊗ bv: a thread's register tile, one reduction step
+template <int TM, int TN>
+MSGC_HD void fmaOuter(float (&acc)[TM][TN], const float (&av)[TM], const float (&bv)[TN]) {
+  MSGC_UNROLL
+  for (int i = 0; i < TM; i++)
+    MSGC_UNROLL
+    for (int j = 0; j < TN; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+}
+
 // whether some row of the output mask keeps output channel oc of sample n (always, without a mask)
 MSGC_HD bool rowKept(const MsgcConvArgs& a, int64_t n, int oc) {
   if (!a.outMask) return true;
@@ -225,10 +234,7 @@ MSGC_UNROLL
       for (int i = 0; i < TM; i++) av[i] = As[k * AStride + ty + 16 * i];
       MSGC_UNROLL
       for (int j = 0; j < TN; j++) bv[j] = Bs[k * kTileBN + tx + 16 * j];
-      MSGC_UNROLL
-      for (int i = 0; i < TM; i++)
-        MSGC_UNROLL
-        for (int j = 0; j < TN; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      fmaOuter<TM, TN>(acc, av, bv);
     }
   }
 

@@ -161,10 +161,7 @@ struct MsgcWideThread {
       for (int i = 0; i < TM; i++) av[i] = As[k * BM + ty * TM + i];
       for (int j = 0; j < TN; j++) bv[j] = Bs[k * BN + col(tx, j)];
 #endif
-      MSGC_UNROLL
-      for (int i = 0; i < TM; i++)
-        MSGC_UNROLL
-        for (int j = 0; j < TN; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+      fmaOuter<TM, TN>(acc, av, bv);
     }
   }
 
