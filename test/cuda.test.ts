@@ -310,7 +310,8 @@ describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float
         const stats = { gathered: false };
         const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution, stats });
         expect(y.device).toBe('cuda');
-        expect(stats.gathered).toBe(execution !== 'masked');
+        // ('auto' on the GPU: gathered, but small 1×1 convs at batch 1-2 run masked: one launch fewer)
+        expect(stats.gathered).toBe(execution === 'gathered' || (execution === 'auto' && !(c.k === 1 && c.N <= 2)));
         expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
       }
     });

@@ -222,7 +222,11 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const h = options.hints;
     denseForward = !!(h && h.allOnes) && fourD && scale.shape.length === 3 && scale.shape[1] === heads &&
       scale.shape[2] === weight.shape[1] && weight.shape[0] % heads === 0;
-    gathered = !denseForward;
+    // except small 1×1 convs at batch 1-2: such a call takes a few µs, the launch dominates, and the gathered path
+    // launches one kernel more (the channel compaction). On an H200 (bench/cuda_ops.js, 2026-12-04) MobileNetV2's
+    // projections at batch 1 (≤ 15 M MACs per sample) ran masked in 15 µs, gathered in 19 at every density.
+    const pointwiseMacs = fourD && weight.shape[2] * weight.shape[3] === 1 ? outPixels * weight.shape[0] * weight.shape[1] : Infinity;
+    gathered = !denseForward && !(x.shape[0] <= 2 && pointwiseMacs < 25e6);
   } else if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
     const N = x.shape[0];
     const [O, C, kh, kw] = weight.shape;
