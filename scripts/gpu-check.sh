@@ -2,11 +2,11 @@
 # gpu-check.sh: on a GPU machine with no network (the device tool's), builds msgc's CUDA flavour and checks it:
 # unpacks .devpack (scripts/gpu-pack.sh), finds the CUDA toolkit and cuDNN (a system install, or the nvidia-cudnn
 # wheel of the machine's Python), configures CMake directly (cmake-js would download Node's headers), builds,
-# runs the CUDA tests and a few CPU suites, bench/cuda_ops.js (the default tile kernel, then the opt-in wide one),
+# runs the CUDA tests and a few CPU suites, bench/cuda_ops.js (the default tile kernel, then the opt-in variants),
 # memcheck and racecheck on scripts/cuda-smoke.js (each kernel), whole models on the GPU (bench/models.js --device
 # cuda), and Nsight Compute on scripts/cuda-profile.js. Logs and results go to $OUT (or ./gpu-out), at most 8 files
-# (build.log, jest.log, cuda_ops.txt/.json, memcheck.log, models-cuda.txt/.json, ncu.txt). About 5 minutes on an
-# H200 without the CPU suites (--gpu-tests-only), 7 with them.
+# (build.log, jest.log, cuda_ops.txt/.json, memcheck.log, models-cuda.txt/.json, ncu.txt). About 5-6 minutes on
+# an H200 without the CPU suites (--gpu-tests-only), 7-8 with them.
 # Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--no-profile] [--bench-args "..."]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -73,15 +73,18 @@ if [ "$bench" = 1 ]; then
   log "bench"
   timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
-  log "bench: the opt-in wide kernel (MSGC_CUDA_KERNEL=wide), appended to cuda_ops.txt"
-  MSGC_CUDA_KERNEL=wide timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
+  for k in wide tile16; do
+    log "bench: the opt-in kernel MSGC_CUDA_KERNEL=$k, appended to cuda_ops.txt"
+    echo "== MSGC_CUDA_KERNEL=$k" >> "$OUT/cuda_ops.txt"
+    MSGC_CUDA_KERNEL=$k timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
+  done
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
-    for k in wide64 wide128 wide256; do
+    for k in tile16 wide64 wide128 wide256; do
       log "memcheck and racecheck, MSGC_CUDA_KERNEL=$k"
       MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
       MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
@@ -103,7 +106,7 @@ if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # where the MSGC kernels' time goes (the layers where they trail cuDNN most; scripts/cuda-profile.js): throughput
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
-  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Wide)Kernel" --launch-count 8 \
+  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Wide)Kernel" --launch-count 12 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80

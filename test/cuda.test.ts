@@ -395,10 +395,11 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     });
   });
 
-  // every tile: the default 64-pixel tile kernel and the opt-in wide kernel at 64/128/256 pixels per block, each
+  // every tile: the default 64-pixel tile kernel (8 or 16 reduction steps per stage) and the opt-in wide kernel at
+  // 64/128/256 pixels per block, each
   // with 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both ways), with
   // and without split-K
-  test.each(['tile', 'wide64', 'wide128', 'wide256'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
+  test.each(['tile', 'tile16', 'wide64', 'wide128', 'wide256'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
     setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       for (const splits of ['1', '5']) {

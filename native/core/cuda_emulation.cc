@@ -28,10 +28,10 @@ bool emulating() {
 namespace emulated {
 namespace {
 
-template <int BM>
+template <int BM, int BK>
 void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
-  std::vector<MsgcTileThread<BM>> threads(kTileThreads);
-  std::vector<float> As(kTileBK * MsgcTileThread<BM>::AStride), Bs(kTileBK * kTileBN);
+  std::vector<MsgcTileThread<BM, BK>> threads(kTileThreads);
+  std::vector<float> As(BK * MsgcTileThread<BM, BK>::AStride), Bs(BK * kTileBN);
   for (int bz = 0; bz < gz; bz++)
     for (int by = 0; by < gy; by++)
       for (int bx = 0; bx < gx; bx++) {
@@ -39,11 +39,11 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
         const int rBegin = threads[0].rBegin, rEnd = threads[0].rEnd;
         if (rBegin < rEnd)
           for (auto& t : threads) t.fetch(a, rBegin);
-        for (int r0 = rBegin; r0 < rEnd; r0 += kTileBK) {
+        for (int r0 = rBegin; r0 < rEnd; r0 += BK) {
           for (auto& t : threads) t.commit(As.data(), Bs.data());
           // (barrier)
-          if (r0 + kTileBK < rEnd)
-            for (auto& t : threads) t.fetch(a, r0 + kTileBK);
+          if (r0 + BK < rEnd)
+            for (auto& t : threads) t.fetch(a, r0 + BK);
           for (auto& t : threads) t.compute(As.data(), Bs.data());
           // (barrier)
         }
@@ -188,9 +188,13 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
       using Cfg = decltype(cfg);
       runWide<Cfg::BM, Cfg::BN>(a, gx, gy, gz);
     });
-  } else if (BM == 64) runBlocks<64>(a, gx, gy, gz);
-  else if (BM == 32) runBlocks<32>(a, gx, gy, gz);
-  else runBlocks<16>(a, gx, gy, gz);
+  } else if (plan.BK == 16) {
+    if (BM == 64) runBlocks<64, 16>(a, gx, gy, gz);
+    else if (BM == 32) runBlocks<32, 16>(a, gx, gy, gz);
+    else runBlocks<16, 16>(a, gx, gy, gz);
+  } else if (BM == 64) runBlocks<64, kTileBK>(a, gx, gy, gz);
+  else if (BM == 32) runBlocks<32, kTileBK>(a, gx, gy, gz);
+  else runBlocks<16, kTileBK>(a, gx, gy, gz);
   if (a.partial)
     for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
   if (means) *means = rowMeans(a.y, N, O, P);

@@ -32,17 +32,17 @@ __global__ void compactKernel(const float* scale, int C, int NG, int* idx, int* 
   if (lane == 0) cnt[ng] = base;
 }
 
-template <int BM>
+template <int BM, int BK>
 __global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
-  __shared__ float As[kTileBK * MsgcTileThread<BM>::AStride];
-  __shared__ float Bs[kTileBK * kTileBN];
-  MsgcTileThread<BM> t;
+  __shared__ float As[BK * MsgcTileThread<BM, BK>::AStride];
+  __shared__ float Bs[BK * kTileBN];
+  MsgcTileThread<BM, BK> t;
   t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
   if (t.rBegin < t.rEnd) t.fetch(a, t.rBegin);
-  for (int r0 = t.rBegin; r0 < t.rEnd; r0 += kTileBK) {
+  for (int r0 = t.rBegin; r0 < t.rEnd; r0 += BK) {
     t.commit(As, Bs);
     __syncthreads();
-    if (r0 + kTileBK < t.rEnd) t.fetch(a, r0 + kTileBK);  // the next stage's loads, in flight during compute
+    if (r0 + BK < t.rEnd) t.fetch(a, r0 + BK);  // the next stage's loads, in flight during compute
     t.compute(As, Bs);
     __syncthreads();
   }
@@ -145,12 +145,16 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
         using Cfg = decltype(cfg);
         msgcWideKernel<Cfg::BM, Cfg::BN><<<grid, MsgcWideThread<Cfg::BM, Cfg::BN>::NT>>>(a);
       });
+    } else if (plan.BK == 16) {
+      if (BM == 64) msgcConvKernel<64, 16><<<grid, kTileThreads>>>(a);
+      else if (BM == 32) msgcConvKernel<32, 16><<<grid, kTileThreads>>>(a);
+      else msgcConvKernel<16, 16><<<grid, kTileThreads>>>(a);
     } else if (BM == 64) {
-      msgcConvKernel<64><<<grid, kTileThreads>>>(a);
+      msgcConvKernel<64, kTileBK><<<grid, kTileThreads>>>(a);
     } else if (BM == 32) {
-      msgcConvKernel<32><<<grid, kTileThreads>>>(a);
+      msgcConvKernel<32, kTileBK><<<grid, kTileThreads>>>(a);
     } else {
-      msgcConvKernel<16><<<grid, kTileThreads>>>(a);
+      msgcConvKernel<16, kTileBK><<<grid, kTileThreads>>>(a);
     }
     MSGC_CUDA_LAUNCHED("msgcConv2d");
     if (a.partial) {

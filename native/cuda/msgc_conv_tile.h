@@ -125,20 +125,22 @@ MSGC_HD int compactChannels(const float* scaleRow, int C, int* out) {
   return n;
 }
 
-// BM output channels per block (16, 32 or 64): 16×16 threads, each BM/16 channels × 4 pixels. Shared memory:
-// As[kTileBK][BM + 4] (weights; padded against bank conflicts on the transposing store), Bs[kTileBK][kTileBN]
-// (scaled input patches).
-template <int BM>
+// BM output channels per block (16, 32 or 64): 16×16 threads, each BM/16 channels × 4 pixels; BK reduction steps
+// per stage (8; 16 with MSGC_CUDA_KERNEL=tile16: half the barriers per FMA, not yet measured). Shared memory:
+// As[BK][BM + 4] (weights; padded against bank conflicts on the transposing store), Bs[BK][kTileBN] (scaled input
+// patches).
+template <int BM, int BK = kTileBK>
 struct MsgcTileThread {
   static constexpr int TM = BM / 16, TN = 4;
-  static constexpr int ASlots = (kTileBK * BM + kTileThreads - 1) / kTileThreads;
+  static constexpr int BRows = BK * kTileBN / kTileThreads;  // input rows this thread loads per stage
+  static constexpr int ASlots = (BK * BM + kTileThreads - 1) / kTileThreads;
   static constexpr int AStride = BM + 4;
   int n, g, o0, p0, tid, tx, ty, KK, P, R;
   const int* idx;
   const float* sc;
   const float* xn;
   const float* wg;
-  // this thread's input pixel (the same for both of its B slots) and reduction rows kb, kb + 4
+  // this thread's input pixel (the same for all of its B slots) and reduction rows kb, kb + 4, ...
   int pb, kb, ih0, iw0;
   bool pOk;
   float acc[TM][TN];
@@ -165,9 +167,9 @@ struct MsgcTileThread {
     wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
     R = count * KK;
     // whole stages per split, so that every split but the last starts and ends on a stage boundary
-    const int stages = (R + kTileBK - 1) / kTileBK, per = (stages + a.splits - 1) / a.splits;
-    rBegin = split * per * kTileBK < R ? split * per * kTileBK : R;
-    rEnd = (split + 1) * per * kTileBK < R ? (split + 1) * per * kTileBK : R;
+    const int stages = (R + BK - 1) / BK, per = (stages + a.splits - 1) / a.splits;
+    rBegin = split * per * BK < R ? split * per * BK : R;
+    rEnd = (split + 1) * per * BK < R ? (split + 1) * per * BK : R;
     pb = t % kTileBN;
     kb = t / kTileBN;
     const int pIdx = p0 + pb;
@@ -183,18 +185,18 @@ struct MsgcTileThread {
 
   // The stage starting at reduction step r0, in two steps so that its global loads are in flight while the
   // previous stage computes (register prefetch): fetch() reads this thread's slots from global memory into
-  // registers, commit() stores them to shared memory. Weight slots e = tid + 256·s go to As[e % 8][e / 8]
+  // registers, commit() stores them to shared memory. Weight slots e = tid + 256·s go to As[e % BK][e / BK]
   // (consecutive threads read along the reduction: contiguous weights); input slots to Bs[kb + 4s][pb].
-  float aReg[ASlots], bReg[2];
+  float aReg[ASlots], bReg[BRows];
 
   MSGC_HD void fetch(const MsgcConvArgs& a, int r0) {
     MSGC_UNROLL
     for (int s = 0; s < ASlots; s++) {
       const int e = tid + s * kTileThreads;
-      const int k = e % kTileBK, m = e / kTileBK;
+      const int k = e % BK, m = e / BK;
       const int r = r0 + k, o = o0 + m;
       float v = 0.f;
-      if (e < kTileBK * BM && r < rEnd && o < a.Og) {
+      if (e < BK * BM && r < rEnd && o < a.Og) {
         const int j = a.byKK.div(r), rs = r - j * KK;
         const int c = idx ? idx[j] : j;
         v = wg[((int64_t)o * a.C + c) * KK + rs];
@@ -202,7 +204,7 @@ struct MsgcTileThread {
       aReg[s] = v;
     }
     MSGC_UNROLL
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < BRows; s++) {
       const int r = r0 + kb + 4 * s;
       float v = 0.f;
       if (pOk && r < rEnd) {
@@ -220,15 +222,15 @@ struct MsgcTileThread {
     MSGC_UNROLL
     for (int s = 0; s < ASlots; s++) {
       const int e = tid + s * kTileThreads;
-      if (e < kTileBK * BM) As[(e % kTileBK) * AStride + e / kTileBK] = aReg[s];
+      if (e < BK * BM) As[(e % BK) * AStride + e / BK] = aReg[s];
     }
     MSGC_UNROLL
-    for (int s = 0; s < 2; s++) Bs[(kb + 4 * s) * kTileBN + pb] = bReg[s];
+    for (int s = 0; s < BRows; s++) Bs[(kb + 4 * s) * kTileBN + pb] = bReg[s];
   }
 
   MSGC_HD void compute(const float* As, const float* Bs) {
 MSGC_UNROLL
-    for (int k = 0; k < kTileBK; k++) {
+    for (int k = 0; k < BK; k++) {
       float av[TM], bv[TN];
       MSGC_UNROLL
       for (int i = 0; i < TM; i++) av[i] = As[k * AStride + ty + 16 * i];

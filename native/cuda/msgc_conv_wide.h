@@ -177,21 +177,24 @@ struct MsgcWideThread {
   }
 };
 
-// Which kernel and tile a convolution gets: the 64-pixel tile kernel of msgc_conv_tile.h by default;
+// Which kernel and tile a convolution gets: the 64-pixel tile kernel of msgc_conv_tile.h by default (`tile16`:
+// with 16 reduction steps per stage);
 // MSGC_CUDA_KERNEL=wide the wide kernel with BM output channels (msgcTileRows) × BN pixels, BN chosen for the least
 // padding in the last pixel tile with larger tiles preferred (more arithmetic per load); `wide64`, `wide128`,
 // `wide256` force its pixel tile (benchmarks, tests).
 struct MsgcKernelPlan {
   bool wide;
   int BM, BN;
+  int BK;  // the tile kernel's reduction steps per stage (8, or 16 with MSGC_CUDA_KERNEL=tile16)
 };
 
 inline MsgcKernelPlan msgcKernelPlan(int Og, int64_t P) {
-  MsgcKernelPlan k{true, msgcTileRows(Og), 256};
+  MsgcKernelPlan k{true, msgcTileRows(Og), 256, kTileBK};
   const char* env = std::getenv("MSGC_CUDA_KERNEL");
   if (!env || env[0] != 'w') {
     k.wide = false;
     k.BN = kTileBN;
+    if (env && std::atoi(env + (env[0] == 't' ? 4 : 0)) == 16) k.BK = 16;
     return k;
   }
   if (env && env[0] == 'w' && std::atoi(env + 4) > 0) {
