@@ -125,46 +125,54 @@ MSGC_HD int compactChannels(const float* scaleRow, int C, int* out) {
   return n;
 }
 
+// What a block of either kernel reads for its (sample, head): grid z = (sample·G + head)·splits + split.
+struct MsgcBlockHead {
+  int split, n, g, KK, P, count;
+  const int* idx;     // the head's selected channels (gathered), or null (masked: every channel)
+  const float* sc;    // scale[n, g, :]
+  const float* xn;    // x[n]
+  const float* wg;    // the head's weight rows
+  MSGC_HD void locate(const MsgcConvArgs& a, int bzSplit) {
+    const int bz = bzSplit / a.splits;
+    split = bzSplit - bz * a.splits;
+    n = bz / a.G;
+    g = bz - n * a.G;
+    KK = a.KH * a.KW;
+    P = a.OH * a.OW;
+    count = a.idx ? a.cnt[bz] : a.C;
+    idx = a.idx ? a.idx + (int64_t)bz * a.C : nullptr;
+    sc = a.scale + (int64_t)bz * a.C;
+    xn = a.x + (int64_t)n * a.C * a.H * a.W;
+    wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
+  }
+};
+
 // BM output channels per block (16, 32 or 64): 16×16 threads, each BM/16 channels × 4 pixels; BK reduction steps
 // per stage (8; 16 with MSGC_CUDA_KERNEL=tile16: half the barriers per FMA, not yet measured). Shared memory:
 // As[BK][BM + 4] (weights; padded against bank conflicts on the transposing store), Bs[BK][kTileBN] (scaled input
 // patches).
 template <int BM, int BK = kTileBK>
-struct MsgcTileThread {
+struct MsgcTileThread : MsgcBlockHead {
   static constexpr int TM = BM / 16, TN = 4;
   static constexpr int BRows = BK * kTileBN / kTileThreads;  // input rows this thread loads per stage
   static constexpr int ASlots = (BK * BM + kTileThreads - 1) / kTileThreads;
   static constexpr int AStride = BM + 4;
-  int n, g, o0, p0, tid, tx, ty, KK, P, R;
-  const int* idx;
-  const float* sc;
-  const float* xn;
-  const float* wg;
+  int o0, p0, tid, tx, ty, R;
   // this thread's input pixel (the same for all of its B slots) and reduction rows kb, kb + 4, ...
   int pb, kb, ih0, iw0;
   bool pOk;
   float acc[TM][TN];
 
-  int split, rBegin, rEnd;  // this block's share [rBegin, rEnd) of the reduction (all of it without split-K)
+  int rBegin, rEnd;  // this block's share [rBegin, rEnd) of the reduction (all of it without split-K)
 
   // block (bx: pixel tile, by: output-channel tile within the head, bz: (sample·G + head)·splits + split), thread t
   MSGC_HD void init(const MsgcConvArgs& a, int bx, int by, int bzSplit, int t) {
-    const int bz = bzSplit / a.splits;
-    split = bzSplit - bz * a.splits;
-    n = bz / a.G;
-    g = bz - n * a.G;
+    locate(a, bzSplit);
     o0 = by * BM;
     p0 = bx * kTileBN;
     tid = t;
     tx = t % 16;
     ty = t / 16;
-    KK = a.KH * a.KW;
-    P = a.OH * a.OW;
-    const int count = a.idx ? a.cnt[bz] : a.C;
-    idx = a.idx ? a.idx + (int64_t)bz * a.C : nullptr;
-    sc = a.scale + (int64_t)bz * a.C;
-    xn = a.x + (int64_t)n * a.C * a.H * a.W;
-    wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
     R = count * KK;
     // whole stages per split, so that every split but the last starts and ends on a stage boundary
     const int stages = (R + BK - 1) / BK, per = (stages + a.splits - 1) / a.splits;

@@ -29,7 +29,7 @@ struct WideConfig {
 };
 
 template <int BM, int BN>
-struct MsgcWideThread {
+struct MsgcWideThread : MsgcBlockHead {
   static constexpr int TM = BM >= 64 ? 8 : 4, TN = 8;
   static constexpr int RX = BN / TN;  // threads along the pixels
   static constexpr int NT = (BM / TM) * RX;
@@ -43,11 +43,7 @@ struct MsgcWideThread {
   static_assert(BSlots % PPT == 0 && BSlots > 0, "whole rows per thread");
   static_assert(RX * 4 * 2 == BN, "two 4-pixel groups per thread");
 
-  int n, g, o0, p0, tid, tx, ty, KK, P, HW, count, chunks, split, sBegin, sEnd, kb;
-  const int* idx;
-  const float* sc;
-  const float* xn;
-  const float* wg;
+  int o0, p0, tid, tx, ty, HW, chunks, sBegin, sEnd, kb;
   int ih0[PPT], iw0[PPT];
   bool pOk[PPT];
   float acc[TM][TN];
@@ -57,23 +53,13 @@ struct MsgcWideThread {
   MSGC_HD static int col(int tx, int j) { return j < 4 ? tx * 4 + j : BN / 2 + tx * 4 + (j - 4); }
 
   MSGC_HD void init(const MsgcConvArgs& a, int bx, int by, int bzSplit, int t) {
-    const int bz = bzSplit / a.splits;
-    split = bzSplit - bz * a.splits;
-    n = bz / a.G;
-    g = bz - n * a.G;
+    locate(a, bzSplit);
     o0 = by * BM;
     p0 = bx * BN;
     tid = t;
     tx = t % RX;
     ty = t / RX;
-    KK = a.KH * a.KW;
-    P = a.OH * a.OW;
     HW = a.H * a.W;
-    count = a.idx ? a.cnt[bz] : a.C;
-    idx = a.idx ? a.idx + (int64_t)bz * a.C : nullptr;
-    sc = a.scale + (int64_t)bz * a.C;
-    xn = a.x + (int64_t)n * a.C * HW;
-    wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
     chunks = (count + kWideBK - 1) / kWideBK;
     const int stages = KK * chunks, per = (stages + a.splits - 1) / a.splits;
     sBegin = split * per < stages ? split * per : stages;
