@@ -177,8 +177,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   const MsgcKernelPlan plan = msgcKernelPlan(a.Og, P);
   const int BM = plan.BM, BN = plan.BN;
   const int gx = (int)((P + BN - 1) / BN), gy = (a.Og + BM - 1) / BM;
-  const int64_t reduction = plan.wide ? KH * KW * ((C + kWideBK - 1) / kWideBK) * kWideBK : C * KH * KW;
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, reduction, N * G > 0 ? N * G : 1, 132);
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, plan.reduction(C, KH * KW), N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
@@ -188,13 +187,12 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
       using Cfg = decltype(cfg);
       runWide<Cfg::BM, Cfg::BN>(a, gx, gy, gz);
     });
-  } else if (plan.BK == 16) {
-    if (BM == 64) runBlocks<64, 16>(a, gx, gy, gz);
-    else if (BM == 32) runBlocks<32, 16>(a, gx, gy, gz);
-    else runBlocks<16, 16>(a, gx, gy, gz);
-  } else if (BM == 64) runBlocks<64, kTileBK>(a, gx, gy, gz);
-  else if (BM == 32) runBlocks<32, kTileBK>(a, gx, gy, gz);
-  else runBlocks<16, kTileBK>(a, gx, gy, gz);
+  } else {
+    withTileConfig(BM, plan.BK, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      runBlocks<Cfg::BM, Cfg::BK>(a, gx, gy, gz);
+    });
+  }
   if (a.partial)
     for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
   if (means) *means = rowMeans(a.y, N, O, P);

@@ -117,9 +117,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   const MsgcKernelPlan plan = msgcKernelPlan(a.Og, P);
   const int BM = plan.BM, BN = plan.BN;
   const int64_t tiles = ((P + BN - 1) / BN) * ((a.Og + BM - 1) / BM) * N * G;
-  // (the wide kernel's reduction is whole 8-channel chunks per kernel offset)
-  const int64_t reduction = plan.wide ? KH * KW * ((C + kWideBK - 1) / kWideBK) * kWideBK : C * KH * KW;
-  a.splits = msgcSplits(tiles, reduction, N * G, multiprocessors());
+  a.splits = msgcSplits(tiles, plan.reduction(C, KH * KW), N * G, multiprocessors());
   a.partial = nullptr;
   a.partialStride = N * O * P;
 
@@ -145,16 +143,11 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
         using Cfg = decltype(cfg);
         msgcWideKernel<Cfg::BM, Cfg::BN><<<grid, MsgcWideThread<Cfg::BM, Cfg::BN>::NT>>>(a);
       });
-    } else if (plan.BK == 16) {
-      if (BM == 64) msgcConvKernel<64, 16><<<grid, kTileThreads>>>(a);
-      else if (BM == 32) msgcConvKernel<32, 16><<<grid, kTileThreads>>>(a);
-      else msgcConvKernel<16, 16><<<grid, kTileThreads>>>(a);
-    } else if (BM == 64) {
-      msgcConvKernel<64, kTileBK><<<grid, kTileThreads>>>(a);
-    } else if (BM == 32) {
-      msgcConvKernel<32, kTileBK><<<grid, kTileThreads>>>(a);
     } else {
-      msgcConvKernel<16, kTileBK><<<grid, kTileThreads>>>(a);
+      withTileConfig(BM, plan.BK, [&](auto cfg) {
+        using Cfg = decltype(cfg);
+        msgcConvKernel<Cfg::BM, Cfg::BK><<<grid, kTileThreads>>>(a);
+      });
     }
     MSGC_CUDA_LAUNCHED("msgcConv2d");
     if (a.partial) {

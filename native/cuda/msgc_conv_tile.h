@@ -310,5 +310,25 @@ inline int msgcSplits(int64_t tiles, int64_t reduction, int64_t sampleHeads, int
 // the tile height for a head of Og output channels
 inline int msgcTileRows(int Og) { return Og >= 48 ? 64 : Og >= 24 ? 32 : 16; }
 
+template <int BM_, int BK_>
+struct TileConfig {
+  static constexpr int BM = BM_, BK = BK_;
+};
+
+// f(TileConfig<BM, BK>{}) for a tile kernel of BM rows (16/32/64) and BK steps per stage (8 or 16): the one place
+// the GPU launch and the host emulation turn the runtime choice into a template instance
+template <class Fn>
+void withTileConfig(int BM, int BK, Fn&& f) {
+  if (BK == 16) {
+    if (BM == 64) f(TileConfig<64, 16>{});
+    else if (BM == 32) f(TileConfig<32, 16>{});
+    else f(TileConfig<16, 16>{});
+  } else {
+    if (BM == 64) f(TileConfig<64, kTileBK>{});
+    else if (BM == 32) f(TileConfig<32, kTileBK>{});
+    else f(TileConfig<16, kTileBK>{});
+  }
+}
+
 }  // namespace cuda
 }  // namespace msgc

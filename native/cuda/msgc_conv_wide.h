@@ -172,6 +172,8 @@ struct MsgcKernelPlan {
   bool wide;
   int BM, BN;
   int BK;  // the tile kernel's reduction steps per stage (8, or 16 with MSGC_CUDA_KERNEL=tile16)
+  // the longest reduction a block runs (for msgcSplits): the wide kernel's is whole 8-channel chunks per offset
+  int64_t reduction(int64_t C, int64_t KK) const { return wide ? KK * ((C + kWideBK - 1) / kWideBK) * kWideBK : C * KK; }
 };
 
 inline MsgcKernelPlan msgcKernelPlan(int Og, int64_t P) {
