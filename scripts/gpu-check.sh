@@ -73,10 +73,12 @@ if [ "$bench" = 1 ]; then
   log "bench"
   timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
-  for k in wide tile16; do
-    log "bench: the opt-in kernel MSGC_CUDA_KERNEL=$k, appended to cuda_ops.txt"
-    echo "== MSGC_CUDA_KERNEL=$k" >> "$OUT/cuda_ops.txt"
-    MSGC_CUDA_KERNEL=$k timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
+  # the grouped execution (gather kernels + cuDNN in N·G groups) against cuDNN strict float32, then with TF32
+  # allowed in both (PyTorch's default for cuDNN convs)
+  for v in "MSGC_CUDA_GATHER=cudnn" "MSGC_CUDA_GATHER=cudnn MSGC_CUDA_TF32=1"; do
+    log "bench: $v, appended to cuda_ops.txt"
+    echo "== $v" >> "$OUT/cuda_ops.txt"
+    env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
   done
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
@@ -84,11 +86,8 @@ if [ "$bench" = 1 ]; then
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
-    for k in tile16 wide64 wide128 wide256; do
-      log "memcheck and racecheck, MSGC_CUDA_KERNEL=$k"
-      MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
-      MSGC_CUDA_KERNEL=$k timeout 60 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
-    done
+    log "memcheck, MSGC_CUDA_GATHER=cudnn"
+    MSGC_CUDA_GATHER=cudnn timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
   fi
   log "models on the GPU (density 0.5)"
   for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
@@ -98,15 +97,15 @@ if [ "$bench" = 1 ]; then
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
   for m in "resnet18 32 224" "resnet50 32 224" "mobilenetv2 32 224"; do
     set -- $m
-    echo "(MSGC_CUDA_KERNEL=wide)" >> "$OUT/models-cuda.txt"
-    MSGC_CUDA_KERNEL=wide timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -1
+    echo "(MSGC_CUDA_GATHER=cudnn)" >> "$OUT/models-cuda.txt"
+    MSGC_CUDA_GATHER=cudnn timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -1
   done
 fi
 if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # where the MSGC kernels' time goes (the layers where they trail cuDNN most; scripts/cuda-profile.js): throughput
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
-  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Wide)Kernel" --launch-count 12 \
+  timeout 240 ncu --clock-control none --kernel-name regex:"msgcConvKernel|gather|Kernel" --launch-count 12 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80

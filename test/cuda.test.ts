@@ -395,12 +395,9 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     });
   });
 
-  // every tile: the default 64-pixel tile kernel (8 or 16 reduction steps per stage) and the opt-in wide kernel at
-  // 64/128/256 pixels per block, each
-  // with 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both ways), with
-  // and without split-K
-  test.each(['tile', 'tile16', 'wide64', 'wide128', 'wide256'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
-    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
+  // every tile height: 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both
+  // ways), with and without split-K
+  test('each tile height, split-K 1 and 5', () => {
     try {
       for (const splits of ['1', '5']) {
         setNativeEnv('MSGC_CUDA_SPLITK', splits);
@@ -410,7 +407,6 @@ describe('cuda: the GPU kernels emulated on the host', () => {
           });
       }
     } finally {
-      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
       setNativeEnv('MSGC_CUDA_SPLITK', undefined);
     }
   });
@@ -561,6 +557,73 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 
 // Whole models on the GPU (eval), against the same models on the CPU backend (whose ops the CPU tests check
 // against float64): a harness in the way of ggml's, every op on every backend against the CPU.
+// The grouped execution (MSGC_CUDA_GATHER=cudnn): selections gathered into dense operands padded to the largest,
+// one cuDNN convolution in N·G groups. Closed heads (zero-padded groups), a batch whose heads are all closed (no
+// convolution at all), the fused epilogue with the pooled means, and the output mask.
+describeGpu(gpuTitle('msgcConv2d gathered through cuDNN groups against float64'), () => {
+  beforeAll(() => setNativeEnv('MSGC_CUDA_GATHER', 'cudnn'));
+  afterAll(() => setNativeEnv('MSGC_CUDA_GATHER', undefined));
+  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+
+  test.each(msgcCases)('%o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
+      const x = randomArray(numel(xs), 131), w = randomArray(numel(ws), 132), s = mixedScales(c.N, c.G, c.C, 133);
+      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
+      const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution: 'gathered' });
+      expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
+      // every head closed: no convolution runs, the output is the epilogue of zeros
+      const closed = F.msgcConv2d(d(x, xs), d(w, ws), d(new Float32Array(numel(ss)), ss), { heads: c.G, stride: c.stride, padding: c.pad, execution: 'gathered' });
+      expect(Math.max(...closed.toFloat32Array().map(Math.abs))).toBe(0);
+    });
+  });
+
+  test('the fused epilogue (BatchNorm, residual, ReLU), the pooled means and the output mask', () => {
+    msgc.tidy(() => {
+      const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4, K = 2;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
+      const x = randomArray(numel(xs), 141), w = randomArray(numel(ws), 142), s = mixedScales(N, G, C, 143);
+      const res = randomArray(N * O * H * W, 144);
+      const mean = randomArray(O, 145), variance = randomArray(O, 146, 0.2, 2), gamma = randomArray(O, 147, 0.5, 2), beta = randomArray(O, 148);
+      const conv = msgcConvReference(x, xs, w, ws, s, G, 1, 1);
+      const ref = bnActReference(conv, N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
+      const pooledRef = new Float64Array(N * O);
+      for (let i = 0; i < N * O; i++) for (let p = 0; p < H * W; p++) pooledRef[i] += ref[i * H * W + p] / (H * W);
+      const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
+      const opts = { heads: G, padding: 1, execution: 'gathered' as const, activation: 'relu' as const, residual: d(res, [N, O, H, W]) };
+      const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn, opts);
+      expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      // outputs no row of the mask selects are 0
+      const m = randomArray(N * K * O, 149).map((v) => (v > 0.3 ? 1 : 0));
+      const masked = Float64Array.from(conv);
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < O; o++)
+          if (!m[(n * K) * O + o] && !m[(n * K + 1) * O + o]) masked.fill(0, (n * O + o) * H * W, (n * O + o + 1) * H * W);
+      const y = new msgc.Tensor(native.msgcConv2dForwardGathered(d(x, xs).h, d(w, ws).h, d(s, ss).h, [1, 1], [1, 1], G, d(m, [N, K, O]).h));
+      expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('a model\'s eval forward equals the CPU forward (ResNet-18 at 64², batch 6)', () => {
+    msgc.tidy(() => {
+      msgc.manualSeed(5);
+      const model = msgc.models.createModel('resnet18', { msgc: { heads: 4 }, numClasses: 10 });
+      gatesAtHalfDensity(model);
+      model.eval();
+      const x = msgc.randn([6, 3, 64, 64], { seed: 9 });
+      const cpu = msgc.noGrad(() => model.forward(x)).toFloat32Array();
+      model.to('cuda');
+      // (the gates' logits are ±1: both backends close the same ones)
+      const gpuOut = msgc.noGrad(() => model.forward(x.cuda())).toFloat32Array();
+      expect(gpuOut.every(Number.isFinite)).toBe(true);
+      expect(relativeMaxDiff(gpuOut, cpu)).toBeLessThan(1e-3);
+      model.dispose();
+    });
+  });
+});
+
 describeGpu(gpuTitle('gate heads against float64'), () => {
   test.each([true, false])('BN affine %s: logits and gates', (withGamma) => checkGateHead('cuda', withGamma));
 });

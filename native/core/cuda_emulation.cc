@@ -12,7 +12,6 @@
 
 #include "../cuda/elementwise_ops.h"
 #include "../cuda/msgc_conv_tile.h"
-#include "../cuda/msgc_conv_wide.h"
 #include "msgc/cuda.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
@@ -45,39 +44,6 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
           if (r0 + BK < rEnd)
             for (auto& t : threads) t.fetch(a, r0 + BK);
           for (auto& t : threads) t.compute(As.data(), Bs.data());
-          // (barrier)
-        }
-        for (auto& t : threads) t.store(a);
-      }
-}
-
-// the wide kernel (msgc_conv_wide.h), its NT threads per block in barrier order: every thread's fetch and commit
-// of the first stage; then per stage every thread's fetch of the next, compute of this one (buffer b) and commit
-// of the next (buffer b ^ 1); then every thread's store
-template <int BM, int BN>
-void runWide(const MsgcConvArgs& a, int gx, int gy, int gz) {
-  using T = MsgcWideThread<BM, BN>;
-  std::vector<T> threads(T::NT);
-  std::vector<float> As(2 * T::AStage), Bs(2 * T::BStage);
-  for (int bz = 0; bz < gz; bz++)
-    for (int by = 0; by < gy; by++)
-      for (int bx = 0; bx < gx; bx++) {
-        for (int t = 0; t < T::NT; t++) threads[t].init(a, bx, by, bz, t);
-        const int sBegin = threads[0].sBegin, sEnd = threads[0].sEnd;
-        if (sBegin < sEnd)
-          for (auto& t : threads) {
-            t.fetch(a, sBegin);
-            t.commit(As.data(), Bs.data());
-          }
-        // (barrier)
-        for (int s = sBegin; s < sEnd; s++) {
-          const int b = (s - sBegin) & 1;
-          const bool more = s + 1 < sEnd;
-          if (more)
-            for (auto& t : threads) t.fetch(a, s + 1);
-          for (auto& t : threads) t.compute(As.data() + b * T::AStage, Bs.data() + b * T::BStage);
-          if (more)
-            for (auto& t : threads) t.commit(As.data() + (b ^ 1) * T::AStage, Bs.data() + (b ^ 1) * T::BStage);
           // (barrier)
         }
         for (auto& t : threads) t.store(a);
@@ -174,25 +140,17 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     a.cnt = cnt.data();
   }
   const int64_t P = OH * OW;
-  const MsgcKernelPlan plan = msgcKernelPlan(a.Og, P);
-  const int BM = plan.BM, BN = plan.BN;
+  const int BM = msgcTileRows(a.Og), BN = kTileBN;
   const int gx = (int)((P + BN - 1) / BN), gy = (a.Og + BM - 1) / BM;
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, plan.reduction(C, KH * KW), N * G > 0 ? N * G : 1, 132);
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
   const int gz = (int)(N * G * a.splits);
-  if (plan.wide) {
-    withWideConfig(BM, BN, [&](auto cfg) {
-      using Cfg = decltype(cfg);
-      runWide<Cfg::BM, Cfg::BN>(a, gx, gy, gz);
-    });
-  } else {
-    withTileConfig(BM, plan.BK, [&](auto cfg) {
-      using Cfg = decltype(cfg);
-      runBlocks<Cfg::BM, Cfg::BK>(a, gx, gy, gz);
-    });
-  }
+  withTileConfig(BM, [&](auto cfg) {
+    using Cfg = decltype(cfg);
+    runBlocks<Cfg::BM, Cfg::BK>(a, gx, gy, gz);
+  });
   if (a.partial)
     for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
   if (means) *means = rowMeans(a.y, N, O, P);

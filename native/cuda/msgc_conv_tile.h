@@ -148,7 +148,7 @@ struct MsgcBlockHead {
 };
 
 // BM output channels per block (16, 32 or 64): 16×16 threads, each BM/16 channels × 4 pixels; BK reduction steps
-// per stage (8; 16 with MSGC_CUDA_KERNEL=tile16: half the barriers per FMA, not yet measured). Shared memory:
+// per stage (8: 16 measured no faster on an H200, 2026-12-04). Shared memory:
 // As[BK][BM + 4] (weights; padded against bank conflicts on the transposing store), Bs[BK][kTileBN] (scaled input
 // patches).
 template <int BM, int BK = kTileBK>
@@ -310,24 +310,21 @@ inline int msgcSplits(int64_t tiles, int64_t reduction, int64_t sampleHeads, int
 // the tile height for a head of Og output channels
 inline int msgcTileRows(int Og) { return Og >= 48 ? 64 : Og >= 24 ? 32 : 16; }
 
-template <int BM_, int BK_>
+template <int BM_>
 struct TileConfig {
-  static constexpr int BM = BM_, BK = BK_;
+  static constexpr int BM = BM_, BK = kTileBK;
 };
 
-// f(TileConfig<BM, BK>{}) for a tile kernel of BM rows (16/32/64) and BK steps per stage (8 or 16): the one place
-// the GPU launch and the host emulation turn the runtime choice into a template instance
+// f(TileConfig<BM>{}) for a tile kernel of BM rows (16/32/64): the one place the GPU launch and the host emulation
+// turn the runtime choice into a template instance. (A register-blocked kernel of 4×8 or 8×8 outputs per thread and
+// 64-256 pixels per block, and this kernel with 16 reduction steps per stage, were measured against it on an H200
+// on 2026-12-03/04 and removed: the register-blocked one ran at 6-7 TFLOP/s against this one's 7-10 and won on 10
+// of 138 layer shapes, occupancy 27% at 96 registers a thread; the 16-step one was within the runs' noise.)
 template <class Fn>
-void withTileConfig(int BM, int BK, Fn&& f) {
-  if (BK == 16) {
-    if (BM == 64) f(TileConfig<64, 16>{});
-    else if (BM == 32) f(TileConfig<32, 16>{});
-    else f(TileConfig<16, 16>{});
-  } else {
-    if (BM == 64) f(TileConfig<64, kTileBK>{});
-    else if (BM == 32) f(TileConfig<32, kTileBK>{});
-    else f(TileConfig<16, kTileBK>{});
-  }
+void withTileConfig(int BM, Fn&& f) {
+  if (BM == 64) f(TileConfig<64>{});
+  else if (BM == 32) f(TileConfig<32>{});
+  else f(TileConfig<16>{});
 }
 
 }  // namespace cuda
