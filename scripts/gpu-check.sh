@@ -7,7 +7,7 @@
 # cuda), and Nsight Compute on scripts/cuda-profile.js. Logs and results go to $OUT (or ./gpu-out), at most 8 files
 # (build.log, jest.log, cuda_ops.txt/.json, memcheck.log, models-cuda.txt/.json, ncu.txt). About 5-6 minutes on
 # an H200 without the CPU suites (--gpu-tests-only), 7-8 with them.
-# Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--no-profile] [--bench-args "..."]
+# Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--no-profile] [--b32-models] [--bench-args "..."]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -16,11 +16,13 @@ bench=1
 cpuSuites=1
 profile=1
 benchArgs="--reps 3"
+models="resnet18 1 224|resnet18 32 224|resnet50 1 224|resnet50 32 224|mobilenetv2 1 224|mobilenetv2 32 224|resnet20 32 32"
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-bench) bench=0 ;;
     --gpu-tests-only) cpuSuites=0 ;;
     --no-profile) profile=0 ;;
+    --b32-models) models="resnet18 32 224|resnet50 32 224|mobilenetv2 32 224" ;;
     --bench-args) benchArgs="$2"; shift ;;
   esac
   shift
@@ -90,7 +92,8 @@ if [ "$bench" = 1 ]; then
     MSGC_CUDA_GATHER=cudnn timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
   fi
   log "models on the GPU (density 0.5)"
-  for m in "resnet18 1 224" "resnet18 32 224" "resnet50 1 224" "resnet50 32 224" "mobilenetv2 1 224" "mobilenetv2 32 224" "resnet20 32 32"; do
+  IFS='|' read -ra modelList <<< "$models"
+  for m in "${modelList[@]}"; do
     set -- $m
     timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
