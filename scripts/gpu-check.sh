@@ -2,8 +2,8 @@
 # gpu-check.sh: on a GPU machine with no network (the device tool's), builds msgc's CUDA flavour and checks it:
 # unpacks .devpack (scripts/gpu-pack.sh), finds the CUDA toolkit and cuDNN (a system install, or the nvidia-cudnn
 # wheel of the machine's Python), configures CMake directly (cmake-js would download Node's headers), builds,
-# runs the CUDA tests and a few CPU suites, bench/cuda_ops.js (the default tile kernel, then the opt-in variants),
-# memcheck and racecheck on scripts/cuda-smoke.js (each kernel), whole models on the GPU (bench/models.js --device
+# runs the CUDA tests and a few CPU suites, bench/cuda_ops.js,
+# memcheck and racecheck on scripts/cuda-smoke.js, whole models on the GPU (bench/models.js --device
 # cuda), and Nsight Compute on scripts/cuda-profile.js. Logs and results go to $OUT (or ./gpu-out), at most 8 files
 # (build.log, jest.log, cuda_ops.txt/.json, memcheck.log, models-cuda.txt/.json, ncu.txt). About 5-6 minutes on
 # an H200 without the CPU suites (--gpu-tests-only), 7-8 with them.
@@ -75,21 +75,12 @@ if [ "$bench" = 1 ]; then
   log "bench"
   timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
-  # the grouped execution (gather kernels + cuDNN in N·G groups) against cuDNN strict float32, then with TF32
-  # allowed in both (PyTorch's default for cuDNN convs)
-  for v in "MSGC_CUDA_GATHER=cudnn" "MSGC_CUDA_GATHER=cudnn MSGC_CUDA_TF32=1"; do
-    log "bench: $v, appended to cuda_ops.txt"
-    echo "== $v" >> "$OUT/cuda_ops.txt"
-    env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
-  done
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
-    log "memcheck, MSGC_CUDA_GATHER=cudnn"
-    MSGC_CUDA_GATHER=cudnn timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
   fi
   log "models on the GPU (density 0.5)"
   IFS='|' read -ra modelList <<< "$models"
@@ -98,17 +89,12 @@ if [ "$bench" = 1 ]; then
     timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
-  for m in "resnet18 32 224" "resnet50 32 224" "mobilenetv2 32 224"; do
-    set -- $m
-    echo "(MSGC_CUDA_GATHER=cudnn)" >> "$OUT/models-cuda.txt"
-    MSGC_CUDA_GATHER=cudnn timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -1
-  done
 fi
 if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # where the MSGC kernels' time goes (the layers where they trail cuDNN most; scripts/cuda-profile.js): throughput
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
-  timeout 240 ncu --clock-control none --kernel-name regex:"msgcConvKernel|gather|Kernel" --launch-count 12 \
+  timeout 240 ncu --clock-control none --kernel-name regex:"msgcConvKernel" --launch-count 12 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80

@@ -5,7 +5,6 @@
 // cuDNN convs), for benchmarks against the fastest dense baseline. The algorithm is the fastest cudnnFind reports
 // for the shape and math, found once and cached.
 #include "common.h"
-#include "conv.h"
 #include "epilogue.h"
 #include "msgc/cuda.h"
 
@@ -63,10 +62,10 @@ bool tf32() {
   return e && e[0] == '1';
 }
 
-ConvPlan& plan(const Shape& xs, const Shape& ws, const Conv2dParams& p, const Shape& ys) {
+ConvPlan& plan(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Shape& ys) {
   static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
   const bool allowTf32 = tf32();
-  PlanKey key{xs[0], xs[1], xs[2], xs[3], ws[0], ws[2], ws[3], p.strideH,
+  PlanKey key{x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[2], w.shape[3], p.strideH,
               p.strideW, p.padH, p.padW, p.dilationH * 65536 + p.dilationW, p.groups, allowTf32 ? 1 : 0};
   auto it = plans.find(key);
   if (it != plans.end()) return *it->second;
@@ -75,10 +74,10 @@ ConvPlan& plan(const Shape& xs, const Shape& ws, const Conv2dParams& p, const Sh
   MSGC_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl->yd));
   MSGC_CUDNN_CHECK(cudnnCreateFilterDescriptor(&pl->wd));
   MSGC_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&pl->cd));
-  MSGC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)xs[0], (int)xs[1],
-                                              (int)xs[2], (int)xs[3]));
-  MSGC_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)ws[0], (int)ws[1],
-                                              (int)ws[2], (int)ws[3]));
+  MSGC_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl->xd, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)x.shape[0],
+                                              (int)x.shape[1], (int)x.shape[2], (int)x.shape[3]));
+  MSGC_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)w.shape[0],
+                                              (int)w.shape[1], (int)w.shape[2], (int)w.shape[3]));
   MSGC_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(pl->cd, (int)p.padH, (int)p.padW, (int)p.strideH, (int)p.strideW,
                                                    (int)p.dilationH, (int)p.dilationW, CUDNN_CROSS_CORRELATION,
                                                    CUDNN_DATA_FLOAT));
@@ -100,27 +99,14 @@ ConvPlan& plan(const Shape& xs, const Shape& ws, const Conv2dParams& p, const Sh
     pl->workspace = perf[i].memory;
     found = true;
   }
-  MSGC_CHECK(found, "conv2d (cuda): cuDNN found no float32 algorithm for x ", shapeString(xs), " and weight ",
-             shapeString(ws), p.groups > 1 ? " in groups" : "");
+  MSGC_CHECK(found, "conv2d (cuda): cuDNN found no float32 algorithm for x ", shapeString(x.shape), " and weight ",
+             shapeString(w.shape));
   ConvPlan& ref = *pl;
   plans.emplace(key, std::move(pl));
   return ref;
 }
 
 }  // namespace
-
-bool haveCudnn() { return true; }
-
-void convForwardRaw(const float* x, const Shape& xs, const float* w, const Shape& ws, const Conv2dParams& p,
-                    const Shape& ys, float* y) {
-  ConvPlan& pl = plan(xs, ws, p, ys);
-  void* work = pl.workspace ? allocDevice(pl.workspace) : nullptr;
-  const float one = 1.f, zero = 0.f;
-  cudnnStatus_t s = cudnnConvolutionForward(handle(), &one, pl.xd, x, pl.wd, w, pl.cd, pl.algo, work, pl.workspace,
-                                            &zero, pl.yd, y);
-  if (work) freeDevice(work, pl.workspace);  // (stream order: the convolution reads it before any reuse)
-  MSGC_CHECK(s == CUDNN_STATUS_SUCCESS, "cudnn: cudnnConvolutionForward failed: ", cudnnGetErrorString(s));
-}
 
 TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p) {
   ensureDevice();
@@ -130,7 +116,13 @@ TensorPtr conv2dForward(const Tensor& x, const Tensor& weight, const Tensor* bia
   for (int64_t d : x.shape) MSGC_CHECK(d < (int64_t(1) << 31), "conv2d (cuda): x dims must be below 2^31");
   TensorPtr y = emptyTensor(ys, Device::CUDA);
   if (ys[0] == 0) return y;
-  convForwardRaw(x.data(), x.shape, weight.data(), weight.shape, p, ys, y->data());
+  ConvPlan& pl = plan(x, weight, p, ys);
+  void* ws = pl.workspace ? allocDevice(pl.workspace) : nullptr;
+  const float one = 1.f, zero = 0.f;
+  cudnnStatus_t s = cudnnConvolutionForward(handle(), &one, pl.xd, x.data(), pl.wd, weight.data(), pl.cd, pl.algo, ws,
+                                            pl.workspace, &zero, pl.yd, y->data());
+  if (ws) freeDevice(ws, pl.workspace);
+  MSGC_CHECK(s == CUDNN_STATUS_SUCCESS, "cudnn: cudnnConvolutionForward failed: ", cudnnGetErrorString(s));
   if (bias) {
     Epilogue e;
     e.bias = bias->data();
@@ -149,10 +141,6 @@ namespace cuda {
 TensorPtr conv2dForward(const Tensor&, const Tensor&, const Tensor*, const Conv2dParams&) {
   fail("conv2d (cuda): this build has the CUDA backend without cuDNN; rebuild with cuDNN found (CUDNN_ROOT) for "
        "dense convolutions on the GPU");
-}
-bool haveCudnn() { return false; }
-void convForwardRaw(const float*, const Shape&, const float*, const Shape&, const Conv2dParams&, const Shape&, float*) {
-  fail("msgcConv2d (cuda): the cuDNN grouped execution needs cuDNN, which this build lacks");
 }
 }  // namespace cuda
 }  // namespace msgc

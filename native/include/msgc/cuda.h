@@ -52,8 +52,6 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
 // a non-zero scale (their indices compacted on the GPU, no host round trip); masked: over all channels, times the
 // scale. outMask [N, K, O] (gathered only): outputs that no row selects are written as 0 (before the epilogue).
 // bn (optional): the eval BatchNorm, residual and activation applied in the kernel's epilogue.
-// MSGC_CUDA_GATHER=cudnn (read per call): gathered runs as one cuDNN convolution in N·G groups over the selected
-// channels gathered into operands padded to the largest selection (the largest is read back: a wait for the GPU).
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                           bool gathered, const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
                           TensorPtr* means = nullptr);
