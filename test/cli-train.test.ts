@@ -64,11 +64,16 @@ test('dense, then MSGC from its weights: run.json, metrics.json, weights; clippi
   for (const t of Object.values(denseWeights)) t.dispose();
 
   const boosted = path.join(tmp, 'msgc');
-  await quietly(() => trainCommand(options(boosted, { msgc: true, target: 0.6, from: path.join(dense, 'model.safetensors') })));
+  // (three epochs: after one epoch of 10 steps the gates had barely moved from their open start, a MAC ratio of
+  // 0.98-0.998 depending on the thread count, and one CI run ended at 1.0003, every gate open; after three epochs,
+  // target 0.5, it is 0.95 with 1 and with 2 threads)
+  await quietly(() => trainCommand(options(boosted, { msgc: true, epochs: 3, target: 0.5, from: path.join(dense, 'model.safetensors') })));
   const mrun = readJson(path.join(boosted, 'run.json'));
   expect(mrun.modelSpec.msgc).toEqual({ heads: 4, attention: false });
   expect(mrun.options.clipGradNorm).toBe(5);
-  const m0 = readJson(path.join(boosted, 'metrics.json')).epochs[0];
+  const mEpochs = readJson(path.join(boosted, 'metrics.json')).epochs;
+  expect(mEpochs).toHaveLength(3);
+  const m0 = mEpochs[2];
   expect(m0.gradNorm).toBeGreaterThan(0); // reported only when clipping is on
   expect(Number.isFinite(m0.gradNorm)).toBe(true);
   expect(m0.macTarget).not.toBeNull();
