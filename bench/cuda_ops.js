@@ -6,7 +6,8 @@
 //   tf32      the same with TF32 tensor cores allowed (MSGC_CUDA_TF32=1; PyTorch's default for cuDNN convs), for
 //             reference: our kernel computes in float32
 //   masked    F.msgcConv2d execution 'masked': our implicit-GEMM kernel over every channel, times the scales
-//             (the reference implementation's arithmetic; it is also our kernel's dense speed)
+//             (the reference implementation's arithmetic; it is also our kernel's dense speed); with
+//             MSGC_CUDA_MASKED=cudnn instead cuDNN's grouped convolution over the G scaled copies of the input
 //   gathered  execution 'gathered': the same kernel over each (sample, head)'s selected channels only
 // Timing: the GPU is synchronised before and after a loop of calls whose length is calibrated to ~20 ms; best of
 // --reps loops. Per call this includes the JavaScript and N-API cost (~10-20 µs), as a user's forward would.

@@ -2,7 +2,7 @@
 // models.js: whole-model timing, dense vs MSGC, measured alternately in one run (blocks of steps, compare()):
 // a training step's forward+backward (train mode) and an inference forward (eval, no grad).
 // Usage: node bench/models.js [--model resnet18] [--batch 8] [--size 224] [--reps 3] [--block n] [--attention]
-//        [--density d] [--device cuda]
+//        [--density d] [--device cuda] [--execution auto|masked|gathered]
 // --device cuda: both models and the input on the GPU (a CUDA build); inference only (training has no GPU kernels
 // yet), each forward timed to the GPU's completion (cuda.synchronize).
 // --density d: a benchmark helper for untrained models — every gate head's last conv gets weight 0 and bias +1
@@ -25,6 +25,10 @@ const attention = args.includes('--attention');
 const density = args.includes('--density') ? parseFloat(opt('density', '1')) : null;
 const smallInput = size <= 64;
 const device = opt('device', 'cpu');
+// --execution: every MSGC conv of the model runs so (msgc.F.setMsgcExecution; default 'auto'), e.g. masked on the
+// GPU with MSGC_CUDA_MASKED=cudnn to time cuDNN's grouped convolution over the scaled copies
+const execution = opt('execution', 'auto');
+msgc.F.setMsgcExecution(execution);
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 if (device === 'cuda' && !msgc.cuda.isAvailable()) {
   console.error(`models.js: --device cuda: ${msgc.cuda.info().reason}`);
@@ -139,7 +143,7 @@ const row = {
 };
 const spreadText = ([lo, hi]) => `${reps >= 4 ? 'middle half' : 'all pairs'} ${lo.toFixed(2)}-${hi.toFixed(2)}`;
 const where = device === 'cuda' ? `on ${row.gpu}` : `${row.threads} threads, ${row.gatheredKernels} kernels`;
-console.log(`${modelName} batch ${batch} ${size}² (${where}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+console.log(`${modelName} batch ${batch} ${size}² (${where}${execution === 'auto' ? '' : `, MSGC convs ${execution}`}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
 if (!trainCmp && device === 'cuda') console.log('  train step: not timed on cuda (no GPU training kernels yet)');
 else if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');

@@ -557,6 +557,66 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 
 // Whole models on the GPU (eval), against the same models on the CPU backend (whose ops the CPU tests check
 // against float64): a harness in the way of ggml's, every op on every backend against the CPU.
+// The masked execution through cuDNN (MSGC_CUDA_MASKED=cudnn): one grouped convolution over the G scaled copies
+// of x, then the epilogue. Against float64, with the fused BatchNorm, residual, ReLU and pooled means, and a whole
+// model's masked eval forward against the CPU's.
+describeGpu(gpuTitle('msgcConv2d masked through cuDNN groups against float64'), () => {
+  beforeAll(() => setNativeEnv('MSGC_CUDA_MASKED', 'cudnn'));
+  afterAll(() => setNativeEnv('MSGC_CUDA_MASKED', undefined));
+  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+
+  test.each(msgcCases)('%o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
+      const x = randomArray(numel(xs), 131), w = randomArray(numel(ws), 132), s = mixedScales(c.N, c.G, c.C, 133);
+      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
+      const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution: 'masked' });
+      expect(y.shape).toEqual([c.N, c.O, ...[c.H, c.W].map((v) => Math.floor((v + 2 * c.pad - c.k) / c.stride) + 1)]);
+      expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('the fused epilogue (BatchNorm, residual, ReLU) and the pooled means', () => {
+    msgc.tidy(() => {
+      const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
+      const x = randomArray(numel(xs), 141), w = randomArray(numel(ws), 142), s = mixedScales(N, G, C, 143);
+      const res = randomArray(N * O * H * W, 144);
+      const mean = randomArray(O, 145), variance = randomArray(O, 146, 0.2, 2), gamma = randomArray(O, 147, 0.5, 2), beta = randomArray(O, 148);
+      const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
+      const pooledRef = new Float64Array(N * O);
+      for (let i = 0; i < N * O; i++) for (let q = 0; q < H * W; q++) pooledRef[i] += ref[i * H * W + q] / (H * W);
+      const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
+      const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn,
+        { heads: G, padding: 1, execution: 'masked', activation: 'relu', residual: d(res, [N, O, H, W]) });
+      expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('ResNet-18 (64², batch 6) in eval with every MSGC conv masked: the GPU forward equals the CPU forward', () => {
+    const prev = F.setMsgcExecution('masked');
+    try {
+      msgc.manualSeed(5);
+      const model = msgc.models.createModel('resnet18', { msgc: { heads: 4 }, numClasses: 10 });
+      gatesAtHalfDensity(model);
+      model.eval();
+      const x = msgc.randn([6, 3, 64, 64], { seed: 9 });
+      const cpu = msgc.noGrad(() => msgc.tidy(() => model.forward(x).toFloat32Array()));
+      model.to('cuda');
+      // (the gates' logits are ±1: both backends close the same ones)
+      const gpuOut = msgc.noGrad(() => msgc.tidy(() => model.forward(x.cuda()).toFloat32Array()));
+      expect(gpuOut.every(Number.isFinite)).toBe(true);
+      expect(relativeMaxDiff(gpuOut, cpu)).toBeLessThan(1e-3);
+      model.dispose();
+      x.dispose();
+    } finally {
+      F.setMsgcExecution(prev);
+    }
+  });
+});
+
 describeGpu(gpuTitle('gate heads against float64'), () => {
   test.each([true, false])('BN affine %s: logits and gates', (withGamma) => checkGateHead('cuda', withGamma));
 });

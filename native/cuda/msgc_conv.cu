@@ -2,10 +2,14 @@
 // per-thread steps in msgc_conv_tile.h). Gathered: a first kernel compacts, per (sample, head), the indices of the
 // channels with a non-zero scale on the GPU (no host round trip, so no synchronisation); each block's reduction is
 // then |S(n, g)|·k² long instead of C·k². Masked: over every channel, times the scale (the reference's arithmetic).
+// Masked, with MSGC_CUDA_MASKED=cudnn: cuDNN's grouped convolution over the G scaled copies of x (maskedByCudnn
+// below), the dense multiply-adds at cuDNN's speed.
 // (Measured and removed, 2026-12-04 on an H200: the selections gathered into dense operands padded to the batch's
 // largest, then one cuDNN convolution in N·G groups over a batch of one. cuDNN runs so many groups 2-6x slower than
 // this kernel: ResNet-18's 64→64 at 56², batch 32, density 0.5, 539 µs against 276.)
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "common.h"
 #include "epilogue.h"
@@ -32,6 +36,15 @@ __global__ void compactKernel(const float* scale, int C, int NG, int* idx, int* 
     base += __popc(m);
   }
   if (lane == 0) cnt[ng] = base;
+}
+
+// xs[n, i·C + c, p] = x[n, c, p] · scale[n, i, c]: the G scaled copies of x, side by side ([N, G·C, H, W])
+__global__ void scaledCopiesKernel(const float* x, const float* scale, int C, int G, int64_t HW, int64_t total, float* xs) {
+  for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t plane = e / HW;  // n·G·C + i·C + c
+    const int64_t c = plane % C, ni = plane / C, n = ni / G;
+    xs[e] = x[(n * C + c) * HW + (e - plane * HW)] * scale[plane];
+  }
 }
 
 template <int BM, int BK>
@@ -66,6 +79,46 @@ int multiprocessors() {
 }
 
 
+
+// The masked execution through cuDNN (MSGC_CUDA_MASKED=cudnn, read per call): head i convolves x ⊙ scale[:, i, :]
+// with its own O/G filters, so all heads together are one convolution in G groups over the G scaled copies of x
+// ([N, G·C, H, W]), whose grouped weight [G][O/G][C][k][k] is the weight itself. The dense multiply-adds (and G
+// copies of x), but at cuDNN's speed, which at large batches is several times our kernel's (an H200 at batch 32:
+// cuDNN's dense 3×3 convs at the equivalent of ~50 TFLOP/s, our kernel at 7-10). Not measured yet; off by default.
+bool cudnnMaskedWanted() {
+#ifdef MSGC_WITH_CUDNN
+  const char* e = std::getenv("MSGC_CUDA_MASKED");
+  return e && std::strcmp(e, "cudnn") == 0;
+#else
+  return false;
+#endif
+}
+
+TensorPtr maskedByCudnn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
+                        const FusedBnAct* bn, TensorPtr* means) {
+  const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3], G = p.heads;
+  TensorPtr xs = emptyTensor({N, G * C, x.shape[2], x.shape[3]}, Device::CUDA);
+  const int64_t total = N * G * C * HW;
+  scaledCopiesKernel<<<blocksFor(total, 256), 256>>>(x.data(), scale.data(), (int)C, (int)G, HW, total, xs->data());
+  MSGC_CUDA_LAUNCHED("msgcConv2d (cuDNN, masked): scaled copies");
+  Conv2dParams cp;
+  cp.strideH = p.strideH;
+  cp.strideW = p.strideW;
+  cp.padH = p.padH;
+  cp.padW = p.padW;
+  cp.groups = G;
+  TensorPtr y = ::msgc::cuda::conv2dForward(*xs, weight, nullptr, cp);
+  xs.reset();  // (stream order: the convolution reads it before any reuse)
+  const int64_t O = y->shape[1], P = y->shape[2] * y->shape[3];
+  const Epilogue e = makeEpilogue(bn);
+  if (e.any()) applyEpilogue(y->data(), y->data(), N, O, P, e);
+  if (means) {
+    *means = emptyTensor({N, O, 1, 1}, Device::CUDA);
+    channelMeans(y->data(), (*means)->data(), N * O, P);
+  }
+  return y;
+}
+
 }  // namespace
 
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
@@ -80,6 +133,7 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   MSGC_CHECK(N * G <= 65535, "msgcConv2d (cuda): batch × heads = ", N * G, " exceeds 65535; split the batch");
   MSGC_CHECK(N * O * OH * OW < (int64_t(1) << 40), "msgcConv2d (cuda): the output is too large");
   MSGC_CHECK((O / G + 15) / 16 <= 65535, "msgcConv2d (cuda): too many output channels per head (", O / G, ")");
+  if (N > 0 && !gathered && cudnnMaskedWanted()) return maskedByCudnn(x, weight, scale, p, bn, means);
   TensorPtr y = emptyTensor({N, O, OH, OW}, Device::CUDA);
   if (N == 0) return y;
   MsgcConvArgs a;

@@ -52,6 +52,8 @@ TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Ten
 // a non-zero scale (their indices compacted on the GPU, no host round trip); masked: over all channels, times the
 // scale. outMask [N, K, O] (gathered only): outputs that no row selects are written as 0 (before the epilogue).
 // bn (optional): the eval BatchNorm, residual and activation applied in the kernel's epilogue.
+// MSGC_CUDA_MASKED=cudnn (read per call): masked runs as cuDNN's convolution in G groups over the G scaled copies
+// of x (the dense multiply-adds at cuDNN's speed, for large batches; not yet measured on a GPU).
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                           bool gathered, const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
                           TensorPtr* means = nullptr);
