@@ -78,8 +78,6 @@ int multiprocessors() {
   return n;
 }
 
-
-
 // The masked execution through cuDNN (MSGC_CUDA_MASKED=cudnn, read per call): head i convolves x ⊙ scale[:, i, :]
 // with its own O/G filters, so all heads together are one convolution in G groups over the G scaled copies of x
 // ([N, G·C, H, W]), whose grouped weight [G][O/G][C][k][k] is the weight itself. The dense multiply-adds (and G
