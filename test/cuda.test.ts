@@ -296,48 +296,62 @@ describeGpu(gpuTitle('conv2d (cuDNN, float32) against float64'), () => {
   });
 });
 
+/** A case of msgcCases on the GPU with `execution`, against float64: the worst error (≤ 1 passes). */
+function msgcOnGpu(c: typeof msgcCases[number], execution: 'masked' | 'gathered' | 'auto', seed: number, stats?: { gathered: boolean }): number {
+  const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
+  const x = randomArray(numel(xs), seed), w = randomArray(numel(ws), seed + 1), s = mixedScales(c.N, c.G, c.C, seed + 2);
+  const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
+  const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
+  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+  const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution, stats });
+  expect(y.device).toBe('cuda');
+  expect(y.shape).toEqual([c.N, c.O, ...[c.H, c.W].map((v) => Math.floor((v + 2 * c.pad - c.k) / c.stride) + 1)]);
+  return worstError(y.toFloat32Array(), ref, mag);
+}
+
+/**
+ * The fused epilogue on the GPU (BatchNorm, residual, ReLU; msgcConv2dBnAct and the pooled variant) with
+ * `execution`, against float64: each output within closeness ≤ 1.
+ */
+function checkEpilogueOnGpu(execution: 'masked' | 'gathered', seed: number): void {
+  const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4;
+  const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
+  const x = randomArray(numel(xs), seed), w = randomArray(numel(ws), seed + 1), s = mixedScales(N, G, C, seed + 2);
+  const res = randomArray(N * O * H * W, seed + 3);
+  const mean = randomArray(O, seed + 4), variance = randomArray(O, seed + 5, 0.2, 2), gamma = randomArray(O, seed + 6, 0.5, 2), beta = randomArray(O, seed + 7);
+  const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
+  const pooledRef = new Float64Array(N * O);
+  for (let i = 0; i < N * O; i++) for (let p = 0; p < H * W; p++) pooledRef[i] += ref[i * H * W + p] / (H * W);
+  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+  const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
+  const opts = { heads: G, padding: 1, execution, activation: 'relu' as const, residual: d(res, [N, O, H, W]) };
+  const y = F.msgcConv2dBnAct(d(x, xs), d(w, ws), d(s, ss), bn, opts);
+  expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+  const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn, opts);
+  expect(p.pooled.shape).toEqual([N, O, 1, 1]);
+  expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+  expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+}
+
 describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float64'), () => {
   test.each(msgcCases)('%o', (c) => {
     msgc.tidy(() => {
-      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
-      const x = randomArray(numel(xs), 31), w = randomArray(numel(ws), 32);
-      const s = mixedScales(c.N, c.G, c.C, 33);
-      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
-      const absScale = s.map(Math.abs);
-      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, absScale, c.G, c.stride, c.pad);
-      const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
       for (const execution of ['masked', 'gathered', 'auto'] as const) {
         const stats = { gathered: false };
-        const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution, stats });
-        expect(y.device).toBe('cuda');
+        expect(msgcOnGpu(c, execution, 31, stats)).toBeLessThanOrEqual(1);
         // ('auto' on the GPU: gathered, but small 1×1 convs at batch 1-2 run masked: one launch fewer)
         expect(stats.gathered).toBe(execution === 'gathered' || (execution === 'auto' && !(c.k === 1 && c.N <= 2)));
-        expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
       }
     });
   });
 
   test('the fused epilogue: BatchNorm, residual and ReLU, and the pooled means, in both executions', () => {
     msgc.tidy(() => {
-      const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4;
-      const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
-      const x = randomArray(numel(xs), 41), w = randomArray(numel(ws), 42), s = mixedScales(N, G, C, 43);
-      const res = randomArray(N * O * H * W, 44);
-      const mean = randomArray(O, 45), variance = randomArray(O, 46, 0.2, 2), gamma = randomArray(O, 47, 0.5, 2), beta = randomArray(O, 48);
-      const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
-      const pooledRef = new Float64Array(N * O);
-      for (let i = 0; i < N * O; i++) for (let p = 0; p < H * W; p++) pooledRef[i] += ref[i * H * W + p] / (H * W);
+      for (const execution of ['masked', 'gathered'] as const) checkEpilogueOnGpu(execution, 41);
+      const N = 3, C = 20, H = 10, W = 10;
+      const xs = [N, C, H, W];
+      const x = randomArray(numel(xs), 41);
       const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
-      const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
-      for (const execution of ['masked', 'gathered'] as const) {
-        const opts = { heads: G, padding: 1, execution, activation: 'relu' as const, residual: d(res, [N, O, H, W]) };
-        const y = F.msgcConv2dBnAct(d(x, xs), d(w, ws), d(s, ss), bn, opts);
-        expect(closeness(y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-        const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn, opts);
-        expect(p.pooled.shape).toEqual([N, O, 1, 1]);
-        expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-        expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-      }
       // the BatchNorm alone on the GPU
       const z = F.batchNormAct(d(x, xs), d(randomArray(C, 50), [C]), d(randomArray(C, 51, 0.5, 1.5), [C]), null, null, { training: false, activation: 'relu6' });
       const zRef = bnActReference(Float64Array.from(x), N, C, H * W, randomArray(C, 50), randomArray(C, 51, 0.5, 1.5), new Float32Array(C).fill(1), new Float32Array(C), 1e-5, 'relu6', null);
@@ -563,36 +577,12 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 describeGpu(gpuTitle('msgcConv2d masked through cuDNN groups against float64'), () => {
   beforeAll(() => setNativeEnv('MSGC_CUDA_MASKED', 'cudnn'));
   afterAll(() => setNativeEnv('MSGC_CUDA_MASKED', undefined));
-  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
-
   test.each(msgcCases)('%o', (c) => {
-    msgc.tidy(() => {
-      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
-      const x = randomArray(numel(xs), 131), w = randomArray(numel(ws), 132), s = mixedScales(c.N, c.G, c.C, 133);
-      const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
-      const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
-      const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution: 'masked' });
-      expect(y.shape).toEqual([c.N, c.O, ...[c.H, c.W].map((v) => Math.floor((v + 2 * c.pad - c.k) / c.stride) + 1)]);
-      expect(worstError(y.toFloat32Array(), ref, mag)).toBeLessThanOrEqual(1);
-    });
+    msgc.tidy(() => expect(msgcOnGpu(c, 'masked', 131)).toBeLessThanOrEqual(1));
   });
 
   test('the fused epilogue (BatchNorm, residual, ReLU) and the pooled means', () => {
-    msgc.tidy(() => {
-      const N = 3, C = 20, H = 10, W = 10, O = 48, G = 4;
-      const xs = [N, C, H, W], ws = [O, C, 3, 3], ss = [N, G, C];
-      const x = randomArray(numel(xs), 141), w = randomArray(numel(ws), 142), s = mixedScales(N, G, C, 143);
-      const res = randomArray(N * O * H * W, 144);
-      const mean = randomArray(O, 145), variance = randomArray(O, 146, 0.2, 2), gamma = randomArray(O, 147, 0.5, 2), beta = randomArray(O, 148);
-      const ref = bnActReference(msgcConvReference(x, xs, w, ws, s, G, 1, 1), N, O, H * W, mean, variance, gamma, beta, 1e-5, 'relu', res);
-      const pooledRef = new Float64Array(N * O);
-      for (let i = 0; i < N * O; i++) for (let q = 0; q < H * W; q++) pooledRef[i] += ref[i * H * W + q] / (H * W);
-      const bn = { runningMean: d(mean, [O]), runningVar: d(variance, [O]), weight: d(gamma, [O]), bias: d(beta, [O]), eps: 1e-5 };
-      const p = F.msgcConv2dBnActPooled(d(x, xs), d(w, ws), d(s, ss), bn,
-        { heads: G, padding: 1, execution: 'masked', activation: 'relu', residual: d(res, [N, O, H, W]) });
-      expect(closeness(p.y.toFloat32Array(), ref, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-      expect(closeness(p.pooled.toFloat32Array(), pooledRef, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-    });
+    msgc.tidy(() => checkEpilogueOnGpu('masked', 141));
   });
 
   test('ResNet-18 (64², batch 6) in eval with every MSGC conv masked: the GPU forward equals the CPU forward', () => {
