@@ -15,15 +15,6 @@
 namespace msgc {
 using namespace cpu;
 
-Conv2dParams convParams(const MsgcConvParams& p) {
-  Conv2dParams c;
-  c.strideH = p.strideH;
-  c.strideW = p.strideW;
-  c.padH = p.padH;
-  c.padW = p.padW;
-  return c;
-}
-
 namespace {
 
 // scale[:, i, :] as a [N, C, 1, 1] tensor

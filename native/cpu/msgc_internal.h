@@ -4,9 +4,6 @@
 
 namespace msgc {
 
-// The plain convolution parameters of an MSGC convolution (msgc_conv.cc).
-Conv2dParams convParams(const MsgcConvParams& p);
-
 // [N, O, OH, OW] of the MSGC convolution of x [N, C, H, W] with weight [O, C, KH, KW].
 inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParams& p) {
   return {x[0], w[0], (x[2] + 2 * p.padH - w[2]) / p.strideH + 1, (x[3] + 2 * p.padW - w[3]) / p.strideW + 1};

@@ -99,11 +99,7 @@ TensorPtr maskedByCudnn(const Tensor& x, const Tensor& weight, const Tensor& sca
   const int64_t total = N * G * C * HW;
   scaledCopiesKernel<<<blocksFor(total, 256), 256>>>(x.data(), scale.data(), (int)C, (int)G, HW, total, xs->data());
   MSGC_CUDA_LAUNCHED("msgcConv2d (cuDNN, masked): scaled copies");
-  Conv2dParams cp;
-  cp.strideH = p.strideH;
-  cp.strideW = p.strideW;
-  cp.padH = p.padH;
-  cp.padW = p.padW;
+  Conv2dParams cp = convParams(p);
   cp.groups = G;
   TensorPtr y = ::msgc::cuda::conv2dForward(*xs, weight, nullptr, cp);
   xs.reset();  // (stream order: the convolution reads it before any reuse)

@@ -139,6 +139,15 @@ namespace msgc {
 struct MsgcConvParams {
   int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, heads = 1;
 };
+// The plain convolution parameters of an MSGC convolution (its strides and padding; one group).
+inline Conv2dParams convParams(const MsgcConvParams& p) {
+  Conv2dParams c;
+  c.strideH = p.strideH;
+  c.strideW = p.strideW;
+  c.padH = p.padH;
+  c.padW = p.padW;
+  return c;
+}
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
 // cpu/msgc_gather.cc: only the selected channels (inference). outMask [N, K, O] (optional): only outputs o with
 // outMask[n, k, o] != 0 for some k are computed, the others are zeros (producer/consumer skipping, spec §2.10).
