@@ -75,19 +75,19 @@ if [ "$bench" = 1 ]; then
   log "bench"
   timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
-  # the masked execution through cuDNN's grouped convolution (MSGC_CUDA_MASKED=cudnn: the "masked" column), strict
-  # float32, then with TF32 allowed in both it and the baseline (PyTorch's default for cuDNN convs)
-  for v in "MSGC_CUDA_MASKED=cudnn" "MSGC_CUDA_MASKED=cudnn MSGC_CUDA_TF32=1"; do
+  # the FMA tile kernel (the default before compute capability 8.0), then TF32 allowed in both the tensor-core
+  # kernel and the cuDNN baseline (PyTorch's default for cuDNN convs), each appended to cuda_ops.txt
+  for v in "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
     log "bench: $v, appended to cuda_ops.txt"
     echo "== $v" >> "$OUT/cuda_ops.txt"
-    env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -20
+    env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -12
   done
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
-    log "memcheck, MSGC_CUDA_MASKED=cudnn"
-    MSGC_CUDA_MASKED=cudnn timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
+    log "memcheck, MSGC_CUDA_KERNEL=tile"
+    MSGC_CUDA_KERNEL=tile timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
   fi
@@ -98,18 +98,20 @@ if [ "$bench" = 1 ]; then
     timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
-  # batch 32 with every MSGC conv masked through cuDNN (appended to models-cuda.txt)
-  for m in "resnet18 32 224" "resnet50 32 224" "mobilenetv2 32 224"; do
-    set -- $m
-    echo "(MSGC_CUDA_MASKED=cudnn, --execution masked)" >> "$OUT/models-cuda.txt"
-    MSGC_CUDA_MASKED=cudnn timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda --execution masked 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -1
+  # batch 32 with the FMA tile kernel, and with TF32 allowed (appended to models-cuda.txt)
+  for v in "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
+    for m in "resnet18 32 224" "resnet50 32 224"; do
+      set -- $m
+      echo "($v)" >> "$OUT/models-cuda.txt"
+      env $v timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -1
+    done
   done
 fi
 if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # where the MSGC kernels' time goes (the layers where they trail cuDNN most; scripts/cuda-profile.js): throughput
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
-  timeout 240 ncu --clock-control none --kernel-name regex:"msgcConvKernel" --launch-count 12 \
+  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Mma)Kernel" --launch-count 8 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80

@@ -296,17 +296,83 @@ describeGpu(gpuTitle('conv2d (cuDNN, float32) against float64'), () => {
   });
 });
 
-/** A case of msgcCases on the GPU with `execution`, against float64: the worst error (≤ 1 passes). */
-function msgcOnGpu(c: typeof msgcCases[number], execution: 'masked' | 'gathered' | 'auto', seed: number, stats?: { gathered: boolean }): number {
+/** A case of msgcCases with `execution` on `device` (the CPU: the emulated GPU kernels), against float64: the worst error (≤ 1 passes). */
+function msgcOnDevice(c: typeof msgcCases[number], execution: 'masked' | 'gathered' | 'auto', seed: number, device: 'cpu' | 'cuda',
+  stats?: { gathered: boolean }): number {
   const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k], ss = [c.N, c.G, c.C];
   const x = randomArray(numel(xs), seed), w = randomArray(numel(ws), seed + 1), s = mixedScales(c.N, c.G, c.C, seed + 2);
   const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
   const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
-  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device: 'cuda' });
+  const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device });
   const y = F.msgcConv2d(d(x, xs), d(w, ws), d(s, ss), { heads: c.G, stride: c.stride, padding: c.pad, execution, stats });
-  expect(y.device).toBe('cuda');
+  expect(y.device).toBe(device);
   expect(y.shape).toEqual([c.N, c.O, ...[c.H, c.W].map((v) => Math.floor((v + 2 * c.pad - c.k) / c.stride) + 1)]);
   return worstError(y.toFloat32Array(), ref, mag);
+}
+
+const msgcOnGpu = (c: typeof msgcCases[number], execution: 'masked' | 'gathered' | 'auto', seed: number, stats?: { gathered: boolean }) =>
+  msgcOnDevice(c, execution, seed, 'cuda', stats);
+
+/**
+ * The kernel choices of the GPU's MSGC conv, on `device` (cuda, or cpu: emulated): both kernels on every case,
+ * every tile of the tensor-core kernel, its TF32 switch.
+ */
+function kernelChoiceTests(device: 'cpu' | 'cuda'): void {
+  const both = (c: typeof msgcCases[number], seed: number) => {
+    for (const execution of ['masked', 'gathered'] as const) expect(msgcOnDevice(c, execution, seed, device)).toBeLessThanOrEqual(1);
+  };
+  // the tensor-core kernel (the default on GPUs of compute capability 8.0+, and on the emulated GPU) and the FMA
+  // tile kernel (GPUs before 8.0); MSGC_CUDA_KERNEL forces either
+  test.each(['tile', 'mma'])('MSGC_CUDA_KERNEL=%s: every case, masked and gathered', (kernel) => {
+    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
+    try {
+      for (const c of msgcCases) msgc.tidy(() => both(c, 37));
+    } finally {
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
+    }
+  });
+
+  // every tile of the tensor-core kernel: 16, 32 and 64 output channels (heads of 16, 40 and 64) × 32 to 256
+  // pixels (output maps of 30, 120 and 256 pixels: msgcMmaPixels picks 32, 64-128 and 64-256), split-K 1 and 3
+  test('the tensor-core kernel: every tile shape, split-K 1 and 3', () => {
+    setNativeEnv('MSGC_CUDA_KERNEL', 'mma');
+    try {
+      for (const splits of ['1', '3']) {
+        setNativeEnv('MSGC_CUDA_SPLITK', splits);
+        for (const og of [16, 40, 64])
+          for (const [H, W] of [[5, 6], [10, 12], [16, 16]])
+            msgc.tidy(() => both({ N: 2, C: 19, H, W, O: 2 * og, k: 3, G: 2, stride: 1, pad: 1 }, 53 + og + H));
+      }
+    } finally {
+      setNativeEnv('MSGC_CUDA_SPLITK', undefined);
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
+    }
+  });
+
+  // TF32 allowed (MSGC_CUDA_TF32=1): one product of TF32-rounded operands instead of the three that keep float32
+  // accuracy: the error grows to TF32's (~2^-11 of the terms), beyond float32's tolerance
+  test('MSGC_CUDA_TF32=1: the tensor-core kernel runs TF32 products, within TF32 accuracy', () => {
+    const c = { N: 2, C: 48, H: 8, W: 8, O: 32, k: 3, G: 2, stride: 1, pad: 1 };
+    const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, 3, 3];
+    const x = randomArray(numel(xs), 81), w = randomArray(numel(ws), 82), s = mixedScales(c.N, c.G, c.C, 83);
+    const ref = msgcConvReference(x, xs, w, ws, s, c.G, 1, 1);
+    const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, 1, 1);
+    const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device });
+    const run = () => msgc.tidy(() => F.msgcConv2d(d(x, xs), d(w, ws), d(s, [c.N, c.G, c.C]),
+      { heads: c.G, padding: 1, execution: 'gathered' }).toFloat32Array());
+    setNativeEnv('MSGC_CUDA_KERNEL', 'mma');
+    try {
+      const strict = run();
+      setNativeEnv('MSGC_CUDA_TF32', '1');
+      const tf32 = run();
+      expect(worstError(strict, ref, mag)).toBeLessThanOrEqual(1);
+      expect(worstError(tf32, ref, mag, 2e-3)).toBeLessThanOrEqual(1);
+      expect(worstError(tf32, ref, mag)).toBeGreaterThan(1);
+    } finally {
+      setNativeEnv('MSGC_CUDA_TF32', undefined);
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
+    }
+  });
 }
 
 /**
@@ -344,6 +410,8 @@ describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float
       }
     });
   });
+
+  kernelChoiceTests('cuda');
 
   test('the fused epilogue: BatchNorm, residual and ReLU, and the pooled means, in both executions', () => {
     msgc.tidy(() => {
@@ -393,15 +461,7 @@ describeGpu(gpuTitle('msgcConv2d (our kernel, masked and gathered) against float
 describe('cuda: the GPU kernels emulated on the host', () => {
   beforeAll(() => setNativeEnv('MSGC_CUDA_EMULATE', '1'));
   afterAll(() => setNativeEnv('MSGC_CUDA_EMULATE', undefined));
-  const msgcOn = (c: typeof msgcCases[number], gathered: boolean, seed: number) => {
-    const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k];
-    const x = randomArray(numel(xs), seed), w = randomArray(numel(ws), seed + 1), s = mixedScales(c.N, c.G, c.C, seed + 2);
-    const ref = msgcConvReference(x, xs, w, ws, s, c.G, c.stride, c.pad);
-    const mag = msgcConvReference(x.map(Math.abs), xs, w.map(Math.abs), ws, s.map(Math.abs), c.G, c.stride, c.pad);
-    const y = F.msgcConv2d(msgc.tensor(x, xs), msgc.tensor(w, ws), msgc.tensor(s, [c.N, c.G, c.C]),
-      { heads: c.G, stride: c.stride, padding: c.pad, execution: gathered ? 'gathered' : 'masked' });
-    return worstError(y.toFloat32Array(), ref, mag);
-  };
+  const msgcOn = (c: typeof msgcCases[number], gathered: boolean, seed: number) => msgcOnDevice(c, gathered ? 'gathered' : 'masked', seed, 'cpu');
 
   test.each(msgcCases)('msgcConv2d masked and gathered %o', (c) => {
     msgc.tidy(() => {
@@ -409,9 +469,12 @@ describe('cuda: the GPU kernels emulated on the host', () => {
     });
   });
 
+  kernelChoiceTests('cpu');
+
   // every tile height: 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both
-  // ways), with and without split-K
-  test('each tile height, split-K 1 and 5', () => {
+  // ways), with and without split-K, in both kernels
+  test.each(['tile', 'mma'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
+    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       for (const splits of ['1', '5']) {
         setNativeEnv('MSGC_CUDA_SPLITK', splits);
@@ -422,6 +485,7 @@ describe('cuda: the GPU kernels emulated on the host', () => {
       }
     } finally {
       setNativeEnv('MSGC_CUDA_SPLITK', undefined);
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
     }
   });
 

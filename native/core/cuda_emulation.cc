@@ -6,11 +6,14 @@
 // (cuda/elementwise_ops.h, cuda/epilogue.h) run element by element. What differs from the GPU: the channel
 // compaction (a warp ballot there, compactChannels here), the warp-shuffle dot products (sequential sums here) and
 // the split-K choice (for a GPU of 132 multiprocessors here, unless MSGC_CUDA_SPLITK forces one).
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "../cuda/elementwise_ops.h"
+#include "../cuda/msgc_conv_mma.h"
 #include "../cuda/msgc_conv_tile.h"
 #include "msgc/cuda.h"
 #include "msgc/errors.h"
@@ -21,6 +24,11 @@ namespace cuda {
 
 bool emulating() {
   const char* e = std::getenv("MSGC_CUDA_EMULATE");
+  return e && e[0] == '1';
+}
+
+bool tf32Allowed() {
+  const char* e = std::getenv("MSGC_CUDA_TF32");
   return e && e[0] == '1';
 }
 
@@ -47,6 +55,73 @@ void runBlocks(const MsgcConvArgs& a, int gx, int gy, int gz) {
           // (barrier)
         }
         for (auto& t : threads) t.store(a);
+      }
+}
+
+// cvt.rna.tf32.f32: v rounded to TF32 (10 mantissa bits; to nearest, ties away from zero); NaN and ±inf as they are
+float toTf32(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// one warp's step of the tensor-core kernel (msgcMmaKernel's WMMA calls): acc[16][32] (rows wm·16.., pixels
+// wn·32..) += A · B over the stage's 8 steps, with the same TF32 operands and the same three products (split) or one
+template <class Cfg>
+void mmaWarpStep(float* acc, const float* As, const float* Bs, int wm, int wn, bool split) {
+  for (int i = 0; i < 16; i++)
+    for (int j = 0; j < 32; j++) {
+      float s = acc[i * 32 + j];
+      float ab[kMmaBK], as[kMmaBK], bb[kMmaBK], bs[kMmaBK];
+      for (int k = 0; k < kMmaBK; k++) {
+        const float av = As[k * Cfg::AStride + wm * 16 + i], bv = Bs[k * Cfg::BStride + wn * 32 + j];
+        ab[k] = toTf32(av);
+        as[k] = toTf32(av - ab[k]);
+        bb[k] = toTf32(bv);
+        bs[k] = toTf32(bv - bb[k]);
+      }
+      if (split) {
+        for (int k = 0; k < kMmaBK; k++) s = std::fma(as[k], bb[k], s);
+        for (int k = 0; k < kMmaBK; k++) s = std::fma(ab[k], bs[k], s);
+      }
+      for (int k = 0; k < kMmaBK; k++) s = std::fma(ab[k], bb[k], s);
+      acc[i * 32 + j] = s;
+    }
+}
+
+// the tensor-core kernel's blocks: every thread's steps in barrier order, each warp's products by mmaWarpStep
+template <class Cfg>
+void runMmaBlocks(const MsgcConvArgs& a, int gx, int gy, int gz, bool split) {
+  std::vector<MsgcMmaThread<Cfg>> threads(Cfg::NT);
+  std::vector<float> smem(Cfg::SmemFloats), acc((size_t)Cfg::Warps * 16 * 32);
+  float* As = smem.data();
+  float* Bs = As + Cfg::AFloats;
+  for (int bz = 0; bz < gz; bz++)
+    for (int by = 0; by < gy; by++)
+      for (int bx = 0; bx < gx; bx++) {
+        for (int t = 0; t < Cfg::NT; t++) threads[t].init(a, bx, by, bz, t);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        const int sBegin = threads[0].sBegin, sEnd = threads[0].sEnd;
+        if (sBegin < sEnd)
+          for (auto& t : threads) t.fetch(a, sBegin);
+        for (int st = sBegin; st < sEnd; st++) {
+          for (auto& t : threads) t.commit(As, Bs);
+          // (barrier)
+          if (st + 1 < sEnd)
+            for (auto& t : threads) t.fetch(a, st + 1);
+          for (int w = 0; w < Cfg::Warps; w++)
+            mmaWarpStep<Cfg>(acc.data() + w * 16 * 32, As, Bs, w % Cfg::WarpsM, w / Cfg::WarpsM, split);
+          // (barrier)
+        }
+        float* Cs = smem.data();
+        for (int w = 0; w < Cfg::Warps; w++)
+          for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 32; j++)
+              Cs[((w % Cfg::WarpsM) * 16 + i) * Cfg::CStride + (w / Cfg::WarpsM) * 32 + j] = acc[(w * 16 + i) * 32 + j];
+        // (barrier)
+        for (auto& t : threads) t.store(a, Cs);
       }
 }
 
@@ -140,17 +215,23 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     a.cnt = cnt.data();
   }
   const int64_t P = OH * OW;
-  const int BM = msgcTileRows(a.Og), BN = kTileBN;
+  const bool mma = msgcUseMma(true);  // (the emulated GPU has tensor cores)
+  const int BM = msgcTileRows(a.Og), BN = mma ? msgcMmaPixels(BM, P) : kTileBN;
   const int gx = (int)((P + BN - 1) / BN), gy = (a.Og + BM - 1) / BM;
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, C * KH * KW, N * G > 0 ? N * G : 1, 132);
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, mma ? KH * KW * ((C + kMmaBK - 1) / kMmaBK) * kMmaBK : C * KH * KW,
+                        N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
   const int gz = (int)(N * G * a.splits);
-  withTileConfig(BM, [&](auto cfg) {
-    using Cfg = decltype(cfg);
-    runBlocks<Cfg::BM, Cfg::BK>(a, gx, gy, gz);
-  });
+  if (mma) {
+    withMmaConfig(BM, BN, [&](auto cfg) { runMmaBlocks<decltype(cfg)>(a, gx, gy, gz, !tf32Allowed()); });
+  } else {
+    withTileConfig(BM, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      runBlocks<Cfg::BM, Cfg::BK>(a, gx, gy, gz);
+    });
+  }
   if (a.partial)
     for (int64_t i = 0; i < a.partialStride; i++) msgcSplitFinish(a, i);
   if (means) *means = rowMeans(a.y, N, O, P);

@@ -57,14 +57,9 @@ struct ConvPlan {
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int64_t, int64_t, int64_t, int64_t>;
 
-bool tf32() {
-  const char* e = std::getenv("MSGC_CUDA_TF32");
-  return e && e[0] == '1';
-}
-
 ConvPlan& plan(const Tensor& x, const Tensor& w, const Conv2dParams& p, const Shape& ys) {
   static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
-  const bool allowTf32 = tf32();
+  const bool allowTf32 = tf32Allowed();
   PlanKey key{x.shape[0], x.shape[1], x.shape[2], x.shape[3], w.shape[0], w.shape[2], w.shape[3], p.strideH,
               p.strideW, p.padH, p.padW, p.dilationH * 65536 + p.dilationW, p.groups, allowTf32 ? 1 : 0};
   auto it = plans.find(key);

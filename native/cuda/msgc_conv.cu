@@ -14,7 +14,10 @@
 #include "common.h"
 #include "epilogue.h"
 #include "msgc/cuda.h"
+#include "msgc_conv_mma.h"
 #include "msgc_conv_tile.h"
+
+#include <mma.h>
 
 namespace msgc {
 namespace cuda {
@@ -64,6 +67,66 @@ __global__ void __launch_bounds__(kTileThreads) msgcConvKernel(MsgcConvArgs a) {
   t.store(a);
 }
 
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // (TF32 WMMA: compute capability 8.0+, and the host pass)
+// a TF32 operand fragment in place: big = its values rounded to TF32; with Split, small = the TF32 remainders
+template <bool Split, class Frag>
+__device__ __forceinline__ void splitTf32(Frag& big, Frag& small) {
+  MSGC_UNROLL
+  for (int i = 0; i < big.num_elements; i++) {
+    const float v = big.x[i];
+    big.x[i] = nvcuda::wmma::__float_to_tf32(v);
+    if (Split) small.x[i] = nvcuda::wmma::__float_to_tf32(v - big.x[i]);
+  }
+}
+#endif
+
+// The tensor-core kernel (msgc_conv_mma.h): per stage, every thread's loads to shared memory, then each warp's
+// 16 × 32 piece of the block's products by WMMA (3 TF32 products a step when Split: float32 accuracy; 1 with
+// TF32 allowed), the next stage's global loads in flight meanwhile; at the end the products go through shared
+// memory to the threads' epilogue and stores. Launched only on GPUs of compute capability 8.0+.
+template <class Cfg, bool Split>
+__global__ void __launch_bounds__(Cfg::NT) msgcMmaKernel(MsgcConvArgs a) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  using namespace nvcuda;
+  __shared__ __align__(128) float smem[Cfg::SmemFloats];
+  float* As = smem;
+  float* Bs = smem + Cfg::AFloats;
+  MsgcMmaThread<Cfg> t;
+  t.init(a, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+  const int warp = threadIdx.x / 32, wm = warp % Cfg::WarpsM, wn = warp / Cfg::WarpsM;
+  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
+  if (t.sBegin < t.sEnd) t.fetch(a, t.sBegin);
+  for (int st = t.sBegin; st < t.sEnd; st++) {
+    t.commit(As, Bs);
+    __syncthreads();
+    if (st + 1 < t.sEnd) t.fetch(a, st + 1);
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> aBig, aSmall;
+    wmma::load_matrix_sync(aBig, As + wm * 16, Cfg::AStride);
+    splitTf32<Split>(aBig, aSmall);
+    MSGC_UNROLL
+    for (int f = 0; f < 2; f++) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> bBig, bSmall;
+      wmma::load_matrix_sync(bBig, Bs + wn * 32 + f * 16, Cfg::BStride);
+      splitTf32<Split>(bBig, bSmall);
+      if (Split) {
+        wmma::mma_sync(acc[f], aSmall, bBig, acc[f]);
+        wmma::mma_sync(acc[f], aBig, bSmall, acc[f]);
+      }
+      wmma::mma_sync(acc[f], aBig, bBig, acc[f]);
+    }
+    __syncthreads();
+  }
+  float* Cs = smem;  // (every warp is past its last read of As and Bs)
+  MSGC_UNROLL
+  for (int f = 0; f < 2; f++)
+    wmma::store_matrix_sync(Cs + wm * 16 * Cfg::CStride + wn * 32 + f * 16, acc[f], Cfg::CStride, wmma::mem_row_major);
+  __syncthreads();
+  t.store(a, Cs);
+#endif
+}
+
 __global__ void splitFinishKernel(MsgcConvArgs a, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     msgcSplitFinish(a, i);
@@ -76,6 +139,16 @@ int multiprocessors() {
     return v;
   }();
   return n;
+}
+
+// whether the GPU has TF32 tensor cores (compute capability 8.0+)
+bool tensorCores() {
+  static const bool yes = [] {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) major = 0;
+    return major >= 8;
+  }();
+  return yes;
 }
 
 // The masked execution through cuDNN (MSGC_CUDA_MASKED=cudnn, read per call): head i convolves x ⊙ scale[:, i, :]
@@ -142,9 +215,11 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   setGeometry(a, x.shape, weight.shape, p);
   a.e = makeEpilogue(bn);
   const int64_t P = OH * OW;
-  const int BM = msgcTileRows(a.Og), BN = kTileBN;
+  const bool mma = msgcUseMma(tensorCores());
+  const int BM = msgcTileRows(a.Og), BN = mma ? msgcMmaPixels(BM, P) : kTileBN;
   const int64_t tiles = ((P + BN - 1) / BN) * ((a.Og + BM - 1) / BM) * N * G;
-  a.splits = msgcSplits(tiles, C * KH * KW, N * G, multiprocessors());
+  // (the tensor-core kernel's reduction: whole 8-channel chunks at each kernel offset)
+  a.splits = msgcSplits(tiles, mma ? KH * KW * ((C + kMmaBK - 1) / kMmaBK) * kMmaBK : C * KH * KW, N * G, multiprocessors());
   a.partial = nullptr;
   a.partialStride = N * O * P;
 
@@ -165,10 +240,16 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     if (gathered) MSGC_CUDA_LAUNCHED("msgcConv2d channel compaction");
     if (partialBytes) a.partial = static_cast<float*>(allocDevice(partialBytes));
     dim3 grid((unsigned)((P + BN - 1) / BN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G * a.splits));
-    withTileConfig(BM, [&](auto cfg) {
-      using Cfg = decltype(cfg);
-      msgcConvKernel<Cfg::BM, Cfg::BK><<<grid, kTileThreads>>>(a);
-    });
+    if (mma && tf32Allowed()) {
+      withMmaConfig(BM, BN, [&](auto cfg) { msgcMmaKernel<decltype(cfg), false><<<grid, decltype(cfg)::NT>>>(a); });
+    } else if (mma) {
+      withMmaConfig(BM, BN, [&](auto cfg) { msgcMmaKernel<decltype(cfg), true><<<grid, decltype(cfg)::NT>>>(a); });
+    } else {
+      withTileConfig(BM, [&](auto cfg) {
+        using Cfg = decltype(cfg);
+        msgcConvKernel<Cfg::BM, Cfg::BK><<<grid, kTileThreads>>>(a);
+      });
+    }
     MSGC_CUDA_LAUNCHED("msgcConv2d");
     if (a.partial) {
       splitFinishKernel<<<blocksFor(a.partialStride, 256), 256>>>(a, a.partialStride);

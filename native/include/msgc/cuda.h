@@ -77,6 +77,9 @@ TensorPtr concatChannels(const std::vector<const Tensor*>& xs);  // along dim 1 
 // kernels; cuDNN's convolutions, which are not ours, run as the CPU backend's. Present in every build, so that
 // CPU-only CI checks the GPU path's arithmetic, indexing and semantics, down to whole models' eval forward.
 bool emulating();
+// MSGC_CUDA_TF32=1 (read per call): TF32 tensor-core math allowed in the convolutions (PyTorch's allow_tf32), in
+// cuDNN's and in the MSGC kernel's; otherwise strict float32 numerics
+bool tf32Allowed();
 namespace emulated {
 TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
                            const Tensor* bias, float eps, int act, const Tensor* residual, TensorPtr* means = nullptr);
