@@ -75,9 +75,9 @@ if [ "$bench" = 1 ]; then
   log "bench"
   timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee "$OUT/cuda_ops.txt" | tail -22
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
-  # the FMA tile kernel (the default before compute capability 8.0), then TF32 allowed in both the tensor-core
-  # kernel and the cuDNN baseline (PyTorch's default for cuDNN convs), each appended to cuda_ops.txt
-  for v in "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
+  # the WMMA kernel (the direct kernel's fallback), the FMA tile kernel (the default before compute capability
+  # 8.0), then TF32 allowed in both the tensor-core kernel and the cuDNN baseline (PyTorch's default for cuDNN convs), each appended to cuda_ops.txt
+  for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
     log "bench: $v, appended to cuda_ops.txt"
     echo "== $v" >> "$OUT/cuda_ops.txt"
     env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -12
@@ -86,8 +86,10 @@ if [ "$bench" = 1 ]; then
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"
     timeout 120 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee "$OUT/memcheck.log" | tail -15
-    log "memcheck, MSGC_CUDA_KERNEL=tile"
-    MSGC_CUDA_KERNEL=tile timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
+    for k in mma tile; do
+      log "memcheck, MSGC_CUDA_KERNEL=$k"
+      MSGC_CUDA_KERNEL=$k timeout 90 compute-sanitizer --tool memcheck --leak-check no node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -1
+    done
     log "racecheck (shared memory hazards in our kernels)"
     timeout 90 compute-sanitizer --tool racecheck node scripts/cuda-smoke.js 2>&1 | tee -a "$OUT/memcheck.log" | tail -6
   fi
@@ -98,8 +100,8 @@ if [ "$bench" = 1 ]; then
     timeout 50 node bench/models.js --model "$1" --batch "$2" --size "$3" --density 0.5 --reps 3 --device cuda 2>&1 | tee -a "$OUT/models-cuda.txt" | tail -3
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
-  # batch 32 with the FMA tile kernel, and with TF32 allowed (appended to models-cuda.txt)
-  for v in "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
+  # batch 32 with the WMMA kernel, and with TF32 allowed (appended to models-cuda.txt)
+  for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_TF32=1"; do
     for m in "resnet18 32 224" "resnet50 32 224"; do
       set -- $m
       echo "($v)" >> "$OUT/models-cuda.txt"
@@ -111,8 +113,8 @@ if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # where the MSGC kernels' time goes (the layers where they trail cuDNN most; scripts/cuda-profile.js): throughput
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
-  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Mma)Kernel" --launch-count 8 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
+  timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Mma|Direct)Kernel" --launch-count 8 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats --section SchedulerStats \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80
 fi

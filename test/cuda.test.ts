@@ -321,21 +321,24 @@ function kernelChoiceTests(device: 'cpu' | 'cuda'): void {
   const both = (c: typeof msgcCases[number], seed: number) => {
     for (const execution of ['masked', 'gathered'] as const) expect(msgcOnDevice(c, execution, seed, device)).toBeLessThanOrEqual(1);
   };
-  // the tensor-core kernel (the default on GPUs of compute capability 8.0+, and on the emulated GPU) and the FMA
-  // tile kernel (GPUs before 8.0); MSGC_CUDA_KERNEL forces either
-  test.each(['tile', 'mma'])('MSGC_CUDA_KERNEL=%s: every case, masked and gathered', (kernel) => {
+  // the tensor-core kernels (direct, the default on GPUs of compute capability 8.0+ and on the emulated GPU, and
+  // WMMA, where direct's stages do not fit in shared memory: a 3-row map 1500 wide) and the FMA tile kernel (GPUs
+  // before 8.0); MSGC_CUDA_KERNEL forces one
+  test.each(['tile', 'mma', 'direct'])('MSGC_CUDA_KERNEL=%s: every case, masked and gathered', (kernel) => {
     setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       for (const c of msgcCases) msgc.tidy(() => both(c, 37));
+      msgc.tidy(() => both({ N: 1, C: 5, H: 3, W: 1500, O: 8, k: 3, G: 2, stride: 1, pad: 1 }, 39));
     } finally {
       setNativeEnv('MSGC_CUDA_KERNEL', undefined);
     }
   });
 
-  // every tile of the tensor-core kernel: 16, 32 and 64 output channels (heads of 16, 40 and 64) × 32 to 256
-  // pixels (output maps of 30, 120 and 256 pixels: msgcMmaPixels picks 32, 64-128 and 64-256), split-K 1 and 3
-  test('the tensor-core kernel: every tile shape, split-K 1 and 3', () => {
-    setNativeEnv('MSGC_CUDA_KERNEL', 'mma');
+  // every tile of the tensor-core kernels: 16, 32 and 64 output channels (heads of 16, 40 and 64) × 32 to 256
+  // pixels (output maps of 30, 120 and 256 pixels: msgcMmaPixels picks 32, 64-128 and 64-256, msgcDirectPixels
+  // 64, 128 and 128-256), split-K 1 and 3
+  test.each(['mma', 'direct'])('MSGC_CUDA_KERNEL=%s: every tile shape, split-K 1 and 3', (kernel) => {
+    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       for (const splits of ['1', '3']) {
         setNativeEnv('MSGC_CUDA_SPLITK', splits);
@@ -351,7 +354,7 @@ function kernelChoiceTests(device: 'cpu' | 'cuda'): void {
 
   // TF32 allowed (MSGC_CUDA_TF32=1): one product of TF32-rounded operands instead of the three that keep float32
   // accuracy: the error grows to TF32's (~2^-11 of the terms), beyond float32's tolerance
-  test('MSGC_CUDA_TF32=1: the tensor-core kernel runs TF32 products, within TF32 accuracy', () => {
+  test.each(['mma', 'direct'])('MSGC_CUDA_TF32=1: the tensor-core kernel (%s) runs TF32 products, within TF32 accuracy', (kernel) => {
     const c = { N: 2, C: 48, H: 8, W: 8, O: 32, k: 3, G: 2, stride: 1, pad: 1 };
     const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, 3, 3];
     const x = randomArray(numel(xs), 81), w = randomArray(numel(ws), 82), s = mixedScales(c.N, c.G, c.C, 83);
@@ -360,7 +363,7 @@ function kernelChoiceTests(device: 'cpu' | 'cuda'): void {
     const d = (a: Float32Array, sh: number[]) => msgc.tensor(a, sh, { device });
     const run = () => msgc.tidy(() => F.msgcConv2d(d(x, xs), d(w, ws), d(s, [c.N, c.G, c.C]),
       { heads: c.G, padding: 1, execution: 'gathered' }).toFloat32Array());
-    setNativeEnv('MSGC_CUDA_KERNEL', 'mma');
+    setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       const strict = run();
       setNativeEnv('MSGC_CUDA_TF32', '1');
@@ -473,7 +476,7 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 
   // every tile height: 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both
   // ways), with and without split-K, in both kernels
-  test.each(['tile', 'mma'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
+  test.each(['tile', 'mma', 'direct'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {
     setNativeEnv('MSGC_CUDA_KERNEL', kernel);
     try {
       for (const splits of ['1', '5']) {

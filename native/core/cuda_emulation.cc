@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../cuda/elementwise_ops.h"
+#include "../cuda/msgc_conv_direct.h"
 #include "../cuda/msgc_conv_mma.h"
 #include "../cuda/msgc_conv_tile.h"
 #include "msgc/cuda.h"
@@ -125,6 +126,96 @@ void runMmaBlocks(const MsgcConvArgs& a, int gx, int gy, int gz, bool split) {
       }
 }
 
+// One m16n8k8 product of a warp as PTX lays its fragments out (lane = 4·g + t; msgc_conv_direct.h): c[lane] +=
+// A · B, A rebuilt from the lanes' a[lane][0..3], B from b[lane][0..1], the sums in float32.
+void mmaWarp(float (*c)[4], const float (*a)[4], const float (*b)[2]) {
+  float A[16][8], B[8][8];
+  for (int l = 0; l < 32; l++) {
+    const int g = l / 4, t = l % 4;
+    A[g][t] = a[l][0];
+    A[g + 8][t] = a[l][1];
+    A[g][t + 4] = a[l][2];
+    A[g + 8][t + 4] = a[l][3];
+    B[t][g] = b[l][0];
+    B[t + 4][g] = b[l][1];
+  }
+  for (int l = 0; l < 32; l++)
+    for (int q = 0; q < 4; q++) {
+      const int r = l / 4 + (q >> 1) * 8, col = (l % 4) * 2 + (q & 1);
+      float s = c[l][q];
+      for (int k = 0; k < 8; k++) s = std::fma(A[r][k], B[k][col], s);
+      c[l][q] = s;
+    }
+}
+
+// the direct kernel's blocks (msgcDirectKernel): the threads' copies of a stage (plain copies here), then each
+// warp's products per kernel offset from the lanes' fragments (the same TF32 splitting and the same three
+// products, or one), then the products through shared memory to the threads' stores
+template <class Cfg>
+void runDirectBlocks(const MsgcConvArgs& a, const DirectGeom& d, int gx, int gy, int gz, bool split) {
+  constexpr int MT = Cfg::MT, Warps = Cfg::NT / 32;
+  std::vector<MsgcDirectThread<Cfg>> threads(Cfg::NT);
+  std::vector<float> smem(d.smemFloats);
+  std::vector<float> acc((size_t)Cfg::NT * MT * 4 * 4);  // [thread][mt][nt][q]
+  auto at = [&](int t, int mt, int nt) { return acc.data() + (((size_t)t * MT + mt) * 4 + nt) * 4; };
+  const auto copy = [](float* dst, const float* src, bool ok) { *dst = ok ? *src : 0.f; };
+  float aBig[32][4], aSmall[32][4], bBig[32][2], bSmall[32][2], c[32][4];
+  for (int bz = 0; bz < gz; bz++)
+    for (int by = 0; by < gy; by++)
+      for (int bx = 0; bx < gx; bx++) {
+        for (int t = 0; t < Cfg::NT; t++) threads[t].init(a, d, bx, by, bz, t);
+        std::fill(acc.begin(), acc.end(), 0.f);
+        const int sBegin = threads[0].sBegin, sEnd = threads[0].sEnd;
+        if (sBegin < sEnd)
+          for (auto& t : threads) t.issue(a, d, sBegin, smem.data(), copy);
+        for (int st = sBegin; st < sEnd; st++) {
+          const float* buf = smem.data() + ((st - sBegin) & 1) * d.bufFloats;
+          if (st + 1 < sEnd)
+            for (auto& t : threads) t.issue(a, d, st + 1, smem.data() + ((st + 1 - sBegin) & 1) * d.bufFloats, copy);
+          // (wait for this stage's copies; barrier)
+          for (int w = 0; w < Warps; w++)
+            for (int kr = 0; kr < a.KH; kr++)
+              for (int ks = 0; ks < a.KW; ks++)
+                for (int mt = 0; mt < MT; mt++)
+                  for (int nt = 0; nt < 4; nt++) {
+                    for (int l = 0; l < 32; l++) {
+                      const auto& t = threads[w * 32 + l];
+                      float va[4], vb[2];
+                      t.fragA(d, buf, kr * a.KW + ks, mt, va);
+                      t.fragB(d, buf, kr * d.cols + ks, nt, vb);
+                      for (int i = 0; i < 4; i++) {
+                        aBig[l][i] = toTf32(va[i]);
+                        aSmall[l][i] = toTf32(va[i] - aBig[l][i]);
+                      }
+                      for (int i = 0; i < 2; i++) {
+                        bBig[l][i] = toTf32(vb[i]);
+                        bSmall[l][i] = toTf32(vb[i] - bBig[l][i]);
+                      }
+                      std::memcpy(c[l], at(w * 32 + l, mt, nt), sizeof c[l]);
+                    }
+                    if (split) {
+                      mmaWarp(c, aSmall, bBig);
+                      mmaWarp(c, aBig, bSmall);
+                    }
+                    mmaWarp(c, aBig, bBig);
+                    for (int l = 0; l < 32; l++) std::memcpy(at(w * 32 + l, mt, nt), c[l], sizeof c[l]);
+                  }
+          // (barrier)
+        }
+        float* Cs = smem.data();
+        for (int t = 0; t < Cfg::NT; t++)
+          for (int mt = 0; mt < MT; mt++)
+            for (int nt = 0; nt < 4; nt++)
+              for (int q = 0; q < 4; q++) {
+                int m, n;
+                accPosition<Cfg>(threads[t].wm, threads[t].wn, threads[t].lane, mt, nt, q, m, n);
+                Cs[m * Cfg::CStride + n] = at(t, mt, nt)[q];
+              }
+        // (barrier)
+        for (auto& t : threads) t.store(a, Cs);
+      }
+}
+
 // plain data of a CPU tensor (a plain copy is kept alive in `hold` for blocked layouts)
 const float* plain(const Tensor& t, std::vector<TensorPtr>& hold) {
   MSGC_CHECK(t.device() == Device::CPU, "the GPU kernels' emulation takes CPU tensors");
@@ -215,16 +306,21 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     a.cnt = cnt.data();
   }
   const int64_t P = OH * OW;
-  const bool mma = msgcUseMma(true);  // (the emulated GPU has tensor cores)
-  const int BM = msgcTileRows(a.Og), BN = mma ? msgcMmaPixels(BM, P) : kTileBN;
+  const MsgcKernel kernel = msgcKernel(true, a);  // (the emulated GPU has tensor cores)
+  const int BM = msgcTileRows(a.Og), BN = kernel.BN;
   const int gx = (int)((P + BN - 1) / BN), gy = (a.Og + BM - 1) / BM;
-  a.splits = msgcSplits((int64_t)gx * gy * N * G, mma ? KH * KW * ((C + kMmaBK - 1) / kMmaBK) * kMmaBK : C * KH * KW,
-                        N * G > 0 ? N * G : 1, 132);
+  a.splits = msgcSplits((int64_t)gx * gy * N * G, kernel.reduction(C, KH * KW), N * G > 0 ? N * G : 1, 132);
   a.partialStride = N * O * P;
   std::vector<float> partial(a.splits > 1 ? (size_t)(a.splits * a.partialStride) : 0);
   a.partial = partial.empty() ? nullptr : partial.data();
   const int gz = (int)(N * G * a.splits);
-  if (mma) {
+  if (kernel.kind == MsgcKernel::Direct) {
+    withDirectConfig(BM, BN, [&](auto cfg) {
+      using Cfg = decltype(cfg);
+      const DirectGeom d = directGeom<Cfg>(a.W, a.KH, a.KW, a.OH, a.OW, a.strideH, a.padW);
+      runDirectBlocks<Cfg>(a, d, gx, gy, gz, !tf32Allowed());
+    });
+  } else if (kernel.kind == MsgcKernel::Mma) {
     withMmaConfig(BM, BN, [&](auto cfg) { runMmaBlocks<decltype(cfg)>(a, gx, gy, gz, !tf32Allowed()); });
   } else {
     withTileConfig(BM, [&](auto cfg) {

@@ -14,6 +14,7 @@
 #include "common.h"
 #include "epilogue.h"
 #include "msgc/cuda.h"
+#include "msgc_conv_direct.h"
 #include "msgc_conv_mma.h"
 #include "msgc_conv_tile.h"
 
@@ -127,6 +128,118 @@ __global__ void __launch_bounds__(Cfg::NT) msgcMmaKernel(MsgcConvArgs a) {
 #endif
 }
 
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // (mma.sync TF32 and cp.async: compute capability 8.0+)
+__device__ __forceinline__ uint32_t tf32Bits(float v) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return r;
+}
+
+// c += a · b, one m16n8k8 TF32 product of a warp (fragments as in msgc_conv_direct.h)
+__device__ __forceinline__ void mmaTf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// *dst (shared) = ok ? *src (global) : 0, asynchronously (cp.async, 4 bytes, a zero source size fills zeros)
+__device__ __forceinline__ void cpAsync4(float* dst, const float* src, bool ok) {
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(ok ? 4 : 0));
+}
+#endif
+
+// The direct tensor-core kernel (msgc_conv_direct.h): stages of 8 channels copied asynchronously into two
+// shared-memory buffers (the next stage's copies in flight during this stage's products), each warp's products
+// by mma.sync per kernel offset, then through shared memory to the threads' epilogue and stores. Launched only on
+// GPUs of compute capability 8.0+, with dynamic shared memory d.smemFloats floats.
+template <class Cfg, bool Split>
+__global__ void __launch_bounds__(Cfg::NT) msgcDirectKernel(MsgcConvArgs a, DirectGeom d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  extern __shared__ __align__(16) float dsmem[];
+  constexpr int MT = Cfg::MT;
+  MsgcDirectThread<Cfg> t;
+  t.init(a, d, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+  float acc[MT][4][4];
+  MSGC_UNROLL
+  for (int mt = 0; mt < MT; mt++)
+    MSGC_UNROLL
+    for (int nt = 0; nt < 4; nt++)
+      MSGC_UNROLL
+      for (int q = 0; q < 4; q++) acc[mt][nt][q] = 0.f;
+  auto copy = [](float* dst, const float* src, bool ok) { cpAsync4(dst, src, ok); };
+  if (t.sBegin < t.sEnd) t.issue(a, d, t.sBegin, dsmem, copy);
+  asm volatile("cp.async.commit_group;\n" ::);
+  for (int st = t.sBegin; st < t.sEnd; st++) {
+    const float* buf = dsmem + ((st - t.sBegin) & 1) * d.bufFloats;
+    if (st + 1 < t.sEnd) t.issue(a, d, st + 1, dsmem + ((st + 1 - t.sBegin) & 1) * d.bufFloats, copy);
+    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.wait_group 1;\n" ::);  // (all but the newest group: this stage's copies)
+    __syncthreads();
+    for (int kr = 0; kr < a.KH; kr++)
+      for (int ks = 0; ks < a.KW; ks++) {
+        const int tap = kr * a.KW + ks, tapOff = kr * d.cols + ks;
+        uint32_t aBig[MT][4], aSmall[MT][4];
+        MSGC_UNROLL
+        for (int mt = 0; mt < MT; mt++) {
+          float v[4];
+          t.fragA(d, buf, tap, mt, v);
+          MSGC_UNROLL
+          for (int i = 0; i < 4; i++) {
+            aBig[mt][i] = tf32Bits(v[i]);
+            if (Split) aSmall[mt][i] = tf32Bits(v[i] - __uint_as_float(aBig[mt][i]));
+          }
+        }
+        MSGC_UNROLL
+        for (int nt = 0; nt < 4; nt++) {
+          float v[2];
+          t.fragB(d, buf, tapOff, nt, v);
+          uint32_t bBig[2], bSmall[2];
+          MSGC_UNROLL
+          for (int i = 0; i < 2; i++) {
+            bBig[i] = tf32Bits(v[i]);
+            if (Split) bSmall[i] = tf32Bits(v[i] - __uint_as_float(bBig[i]));
+          }
+          MSGC_UNROLL
+          for (int mt = 0; mt < MT; mt++) {
+            if (Split) {
+              mmaTf32(acc[mt][nt], aSmall[mt], bBig);
+              mmaTf32(acc[mt][nt], aBig[mt], bSmall);
+            }
+            mmaTf32(acc[mt][nt], aBig[mt], bBig);
+          }
+        }
+      }
+    __syncthreads();
+  }
+  float* Cs = dsmem;  // (every copy has landed and every warp is past its last read of the buffers)
+  MSGC_UNROLL
+  for (int mt = 0; mt < MT; mt++)
+    MSGC_UNROLL
+    for (int nt = 0; nt < 4; nt++)
+      MSGC_UNROLL
+      for (int q = 0; q < 4; q++) {
+        int m, n;
+        accPosition<Cfg>(t.wm, t.wn, t.lane, mt, nt, q, m, n);
+        Cs[m * Cfg::CStride + n] = acc[mt][nt][q];
+      }
+  __syncthreads();
+  t.store(a, Cs);
+#endif
+}
+
+// launches the direct kernel for tile Cfg (its dynamic shared memory allowed up to kDirectMaxSmemBytes, once)
+template <class Cfg, bool Split>
+void launchDirect(const MsgcConvArgs& a, const DirectGeom& d, dim3 grid) {
+  static const bool attributeSet = [] {
+    MSGC_CUDA_CHECK(cudaFuncSetAttribute(msgcDirectKernel<Cfg, Split>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         kDirectMaxSmemBytes));
+    return true;
+  }();
+  (void)attributeSet;
+  msgcDirectKernel<Cfg, Split><<<grid, Cfg::NT, (size_t)d.smemFloats * sizeof(float)>>>(a, d);
+}
+
 __global__ void splitFinishKernel(MsgcConvArgs a, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     msgcSplitFinish(a, i);
@@ -215,11 +328,10 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   setGeometry(a, x.shape, weight.shape, p);
   a.e = makeEpilogue(bn);
   const int64_t P = OH * OW;
-  const bool mma = msgcUseMma(tensorCores());
-  const int BM = msgcTileRows(a.Og), BN = mma ? msgcMmaPixels(BM, P) : kTileBN;
+  const MsgcKernel kernel = msgcKernel(tensorCores(), a);
+  const int BM = msgcTileRows(a.Og), BN = kernel.BN;
   const int64_t tiles = ((P + BN - 1) / BN) * ((a.Og + BM - 1) / BM) * N * G;
-  // (the tensor-core kernel's reduction: whole 8-channel chunks at each kernel offset)
-  a.splits = msgcSplits(tiles, mma ? KH * KW * ((C + kMmaBK - 1) / kMmaBK) * kMmaBK : C * KH * KW, N * G, multiprocessors());
+  a.splits = msgcSplits(tiles, kernel.reduction(C, KH * KW), N * G, multiprocessors());
   a.partial = nullptr;
   a.partialStride = N * O * P;
 
@@ -240,9 +352,17 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
     if (gathered) MSGC_CUDA_LAUNCHED("msgcConv2d channel compaction");
     if (partialBytes) a.partial = static_cast<float*>(allocDevice(partialBytes));
     dim3 grid((unsigned)((P + BN - 1) / BN), (unsigned)((a.Og + BM - 1) / BM), (unsigned)(N * G * a.splits));
-    if (mma && tf32Allowed()) {
+    const bool split3 = !tf32Allowed();
+    if (kernel.kind == MsgcKernel::Direct) {
+      withDirectConfig(BM, BN, [&](auto cfg) {
+        using Cfg = decltype(cfg);
+        const DirectGeom d = directGeom<Cfg>(a.W, a.KH, a.KW, a.OH, a.OW, a.strideH, a.padW);
+        if (split3) launchDirect<Cfg, true>(a, d, grid);
+        else launchDirect<Cfg, false>(a, d, grid);
+      });
+    } else if (kernel.kind == MsgcKernel::Mma && !split3) {
       withMmaConfig(BM, BN, [&](auto cfg) { msgcMmaKernel<decltype(cfg), false><<<grid, decltype(cfg)::NT>>>(a); });
-    } else if (mma) {
+    } else if (kernel.kind == MsgcKernel::Mma) {
       withMmaConfig(BM, BN, [&](auto cfg) { msgcMmaKernel<decltype(cfg), true><<<grid, decltype(cfg)::NT>>>(a); });
     } else {
       withTileConfig(BM, [&](auto cfg) {

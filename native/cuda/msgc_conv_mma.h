@@ -163,14 +163,5 @@ void withMmaConfig(int BM, int BN, Fn&& f) {
   }
 }
 
-// Which kernel: MSGC_CUDA_KERNEL=tile or =mma forces one (benchmarks, tests); otherwise the tensor-core kernel
-// where the GPU has them (compute capability 8.0+).
-inline bool msgcUseMma(bool tensorCores) {
-  const char* env = std::getenv("MSGC_CUDA_KERNEL");
-  if (env && std::strcmp(env, "tile") == 0) return false;
-  if (env && std::strcmp(env, "mma") == 0) return true;
-  return tensorCores;
-}
-
 }  // namespace cuda
 }  // namespace msgc

@@ -29,7 +29,7 @@ struct FastDivmod {
   int d = 1;
   uint32_t mul = 0;
   int shift = 0;
-  static FastDivmod of(int divisor) {
+  MSGC_HD static FastDivmod of(int divisor) {
     FastDivmod f;
     f.d = divisor;
     if (divisor == 1) return f;

@@ -1,0 +1,239 @@
+// msgc_conv_direct.h: the MSGC convolution on tensor cores with the input read once per block, not once per
+// kernel offset (GPUs of compute capability 8.0+). One thread's and one lane's steps, written for host and device
+// as in msgc_conv_tile.h, so that core/cuda_emulation.cc runs them on the CPU.
+//
+// A block computes BM output channels of one head × BN consecutive output pixels of one sample. A stage is 8 of
+// the (sample, head)'s channels (selected ones when gathered): its "patch" (the input rows those BN pixels read,
+// every column, zero padding included, for the 8 channels), the 8 channels' weights at every kernel offset and
+// their 8 scales go to shared memory by asynchronous copies (cp.async, zero-filled where out of range), double
+// buffered, so the next stage's copies run during this stage's arithmetic. Then each warp, for each kernel offset
+// (kr, ks), multiplies A = W[m, c_k, kr, ks] · scale[c_k] (16 × 8 fragments) by B[k, n] = patch[k][row(n) + kr]
+// [col(n) + ks] (8 × 8 fragments read straight from the patch at the pixel's offset: no im2col, so an input value
+// is copied to shared memory once per stage instead of k² times) with mma.sync m16n8k8 in TF32: "3xTF32" (each
+// operand split into a TF32 part and a TF32 remainder, three products, float32's accuracy), or one product where
+// TF32 is allowed (MSGC_CUDA_TF32=1). The products go through shared memory to the threads' epilogue and stores.
+//
+// The fragment layout is PTX's for mma.m16n8k8 .tf32 (lane = 4·g + t): A (16 × 8) a0 (g, t), a1 (g + 8, t),
+// a2 (g, t + 4), a3 (g + 8, t + 4); B (8 × 8) b0 (t, g), b1 (t + 4, g); C (16 × 8) c0 (g, 2t), c1 (g, 2t + 1),
+// c2 (g + 8, 2t), c3 (g + 8, 2t + 1). The host emulation multiplies the fragments as laid out here, so a lane that
+// loads the wrong element fails the CPU tests; the GPU tests check the layout itself.
+#pragma once
+#include <algorithm>
+#include <cstring>
+
+#include "msgc_conv_mma.h"
+#include "msgc_conv_tile.h"
+
+namespace msgc {
+namespace cuda {
+
+constexpr int kDirectBK = 8;  // channels per stage
+
+// BM output channels × BN pixels; a warp computes min(BM, 32) × 32 (MT m16 tiles × 4 n8 tiles)
+template <int BM_, int BN_>
+struct DirectConfig {
+  static constexpr int BM = BM_, BN = BN_;
+  static constexpr int WM = BM < 32 ? BM : 32, MT = WM / 16;
+  static constexpr int WarpsM = BM / WM, WarpsN = BN / 32, NT = 32 * WarpsM * WarpsN;
+  static constexpr int AS = BM + 8;  // A's row stride (k·AS + m: the lanes' (t, g) in distinct banks)
+  static constexpr int CStride = BN + 4;
+  static_assert(NT <= 256, "at most 8 warps");
+};
+
+// The shared-memory layout of a convolution's stages (host-computed, passed to the kernel): per buffer the patch
+// [8][CS] (rows × cols, CS ≡ 8 mod 32: the lanes' (t, g) in distinct banks), A [KK][8][AS], the 8 scales.
+struct DirectGeom {
+  int cols, inRows, CS, aFloats, bufFloats, smemFloats;
+  FastDivmod byCols;
+};
+
+template <class Cfg>
+inline DirectGeom directGeom(int W, int KH, int KW, int OH, int OW, int strideH, int padW) {
+  DirectGeom d;
+  d.cols = W + 2 * padW;
+  d.byCols = FastDivmod::of(d.cols);
+  const int outRows = std::min(OH, (Cfg::BN - 1) / OW + 2);
+  d.inRows = (outRows - 1) * strideH + KH;
+  d.CS = (d.inRows * d.cols + 31) / 32 * 32 + 8;
+  d.aFloats = KH * KW * kDirectBK * Cfg::AS;
+  d.bufFloats = (kDirectBK * d.CS + d.aFloats + kDirectBK + 3) / 4 * 4;
+  d.smemFloats = std::max(2 * d.bufFloats, Cfg::BM * Cfg::CStride);
+  return d;
+}
+
+template <class Cfg>
+struct MsgcDirectThread : MsgcBlockHead {
+  static constexpr int BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::NT, MT = Cfg::MT;
+  static constexpr int KSTEP = NT / BN;  // (store) threads per pixel
+  int o0, p0, tid, lane, wm, wn, HW, stages, sBegin, sEnd, ohFirst, ihMin, rows;
+  FastDivmod byRows;
+  int off[4];  // this lane's pixels (n-tiles 0..3, column g) as patch offsets (kernel offset (0, 0))
+
+  MSGC_HD void init(const MsgcConvArgs& a, const DirectGeom& d, int bx, int by, int bzSplit, int t) {
+    locate(a, bzSplit);
+    o0 = by * BM;
+    p0 = bx * BN;
+    tid = t;
+    lane = t % 32;
+    const int warp = t / 32;
+    wm = warp % Cfg::WarpsM;
+    wn = warp / Cfg::WarpsM;
+    HW = a.H * a.W;
+    stages = (count + kDirectBK - 1) / kDirectBK;
+    const int per = (stages + a.splits - 1) / a.splits;
+    sBegin = split * per < stages ? split * per : stages;
+    sEnd = (split + 1) * per < stages ? (split + 1) * per : stages;
+    ohFirst = p0 / a.OW;
+    const int pLast = (p0 + BN < P ? p0 + BN : P) - 1;
+    ihMin = ohFirst * a.strideH - a.padH;
+    rows = (pLast / a.OW - ohFirst) * a.strideH + a.KH;  // (≤ d.inRows)
+    byRows = FastDivmod::of(rows);
+    const int col = lane / 4;
+    MSGC_UNROLL
+    for (int nt = 0; nt < 4; nt++) {
+      const int p = p0 + wn * 32 + nt * 8 + col;
+      if (p < P) {
+        const int oh = p / a.OW, ow = p - oh * a.OW;
+        off[nt] = (oh - ohFirst) * a.strideH * d.cols + ow * a.strideW;
+      } else {
+        off[nt] = 0;
+      }
+    }
+  }
+
+  // Stage st's copies into buffer buf (patch, then A, then the scales), this thread's share: copy(dst, src, ok)
+  // copies one float from global memory, or writes 0 where !ok (cp.async with a zero source size on the GPU).
+  template <class Copy>
+  MSGC_HD void issue(const MsgcConvArgs& a, const DirectGeom& d, int st, float* buf, Copy&& copy) const {
+    const int j0 = st * kDirectBK;
+    const int per = rows * d.cols, patchElems = kDirectBK * per;
+    for (int e = tid; e < patchElems; e += NT) {
+      const int q1 = d.byCols.div(e), q = e - q1 * d.cols;
+      const int k = byRows.div(q1), r = q1 - k * rows;
+      const int j = j0 + k, ih = ihMin + r, iw = q - a.padW;
+      const bool ok = j < count && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+      const int c = ok ? (idx ? idx[j] : j) : 0;
+      copy(buf + k * d.CS + r * d.cols + q, xn + (int64_t)c * HW + (ok ? ih * a.W + iw : 0), ok);
+    }
+    float* As = buf + kDirectBK * d.CS;
+    const int aElems = KK * kDirectBK * BM;
+    for (int e = tid; e < aElems; e += NT) {
+      const int e1 = a.byKK.div(e), tap = e - e1 * KK;
+      const int k = e1 % kDirectBK, m = e1 / kDirectBK;
+      const int j = j0 + k, o = o0 + m;
+      const bool ok = j < count && o < a.Og;
+      const int c = ok ? (idx ? idx[j] : j) : 0;
+      copy(As + (tap * kDirectBK + k) * Cfg::AS + m, wg + ((int64_t)(ok ? o : 0) * a.C + c) * KK + tap, ok);
+    }
+    if (tid < kDirectBK) {
+      const int j = j0 + tid;
+      const bool ok = j < count;
+      copy(As + d.aFloats + tid, sc + (ok ? (idx ? idx[j] : j) : 0), ok);
+    }
+  }
+
+  // this lane's raw (float32, scaled) A fragment of m-tile mt at kernel offset tap, and B fragment of n-tile nt
+  MSGC_HD void fragA(const DirectGeom& d, const float* buf, int tap, int mt, float (&v)[4]) const {
+    const float* As = buf + kDirectBK * d.CS;
+    const float* scl = As + d.aFloats;
+    const int t = lane % 4, m = wm * Cfg::WM + mt * 16 + lane / 4;
+    const float* at = As + tap * kDirectBK * Cfg::AS + m;
+    v[0] = at[t * Cfg::AS] * scl[t];
+    v[1] = at[t * Cfg::AS + 8] * scl[t];
+    v[2] = at[(t + 4) * Cfg::AS] * scl[t + 4];
+    v[3] = at[(t + 4) * Cfg::AS + 8] * scl[t + 4];
+  }
+  MSGC_HD void fragB(const DirectGeom& d, const float* buf, int tapOff, int nt, float (&v)[2]) const {
+    const int t = lane % 4;
+    const float* at = buf + off[nt] + tapOff;
+    v[0] = at[t * d.CS];
+    v[1] = at[(t + 4) * d.CS];
+  }
+
+  // the block's products Cs[m][p] (m·CStride + p) to the output: pixel tid % BN, rows tid / BN + KSTEP·i
+  MSGC_HD void store(const MsgcConvArgs& a, const float* Cs) const {
+    const int pb = tid % BN, px = p0 + pb;
+    if (px >= P) return;
+    for (int m = tid / BN; m < BM; m += KSTEP) {
+      const int o = o0 + m;
+      if (o >= a.Og) break;
+      const float v = Cs[m * Cfg::CStride + pb];
+      storeOutputRow<1>(a, split, n, g * a.Og + o, P, &px, &v);
+    }
+  }
+};
+
+// where lane's accumulator element q of tile (mt, nt) sits in the block's products (row m, pixel column n)
+template <class Cfg>
+MSGC_HD void accPosition(int wm, int wn, int lane, int mt, int nt, int q, int& m, int& n) {
+  m = wm * Cfg::WM + mt * 16 + lane / 4 + (q >> 1) * 8;
+  n = wn * 32 + nt * 8 + (lane % 4) * 2 + (q & 1);
+}
+
+constexpr int kDirectMaxSmemBytes = 100 * 1024;  // dynamic shared memory a block may use
+
+// The pixel tile of the direct kernel for BM (msgcTileRows) on a conv's geometry: 64 to 256 (128 at BM 64), the
+// best of the last tile's fill times a preference for larger tiles among those whose stages fit in shared memory;
+// 0 if none fits (the caller runs the other tensor-core kernel).
+inline int msgcDirectPixels(int BM, int W, int KH, int KW, int OH, int OW, int strideH, int padW);
+
+template <class Fn>
+void withDirectConfig(int BM, int BN, Fn&& f) {
+  if (BM == 64) {
+    if (BN == 128) f(DirectConfig<64, 128>{});
+    else f(DirectConfig<64, 64>{});
+  } else if (BM == 32) {
+    if (BN == 256) f(DirectConfig<32, 256>{});
+    else if (BN == 128) f(DirectConfig<32, 128>{});
+    else f(DirectConfig<32, 64>{});
+  } else {
+    if (BN == 256) f(DirectConfig<16, 256>{});
+    else if (BN == 128) f(DirectConfig<16, 128>{});
+    else f(DirectConfig<16, 64>{});
+  }
+}
+
+inline int msgcDirectPixels(int BM, int W, int KH, int KW, int OH, int OW, int strideH, int padW) {
+  const int64_t P = (int64_t)OH * OW;
+  int best = 0;
+  double bestScore = -1;
+  for (int bn = 64; bn <= (BM == 64 ? 128 : 256); bn *= 2) {
+    int bytes = 0;
+    withDirectConfig(BM, bn, [&](auto cfg) {
+      bytes = directGeom<decltype(cfg)>(W, KH, KW, OH, OW, strideH, padW).smemFloats * 4;
+    });
+    if (bytes > kDirectMaxSmemBytes) continue;
+    const double fill = (double)P / (double)(((P + bn - 1) / bn) * bn);
+    const double score = fill * (bn == 256 ? 1.0 : bn == 128 ? 0.97 : 0.9);
+    if (score > bestScore + 1e-9) {
+      bestScore = score;
+      best = bn;
+    }
+  }
+  return best;
+}
+
+// Which kernel runs a convolution: on GPUs of compute capability 8.0+ the direct kernel where its stages fit in
+// shared memory, else the WMMA one (msgc_conv_mma.h); before 8.0 the FMA tile kernel (msgc_conv_tile.h).
+// MSGC_CUDA_KERNEL=tile|mma|direct forces one (benchmarks, tests; direct falls back to mma where it cannot run).
+struct MsgcKernel {
+  enum Kind { Tile, Mma, Direct } kind;
+  int BN;  // output pixels per block
+  // the longest reduction a block runs, in steps (msgcSplits): the tensor-core kernels' go by whole 8-channel chunks
+  int64_t reduction(int64_t C, int64_t KK) const { return kind == Tile ? C * KK : KK * ((C + 7) / 8 * 8); }
+};
+
+inline MsgcKernel msgcKernel(bool tensorCores, const MsgcConvArgs& a) {
+  const char* env = std::getenv("MSGC_CUDA_KERNEL");
+  const bool forced = env && env[0];
+  if (forced ? std::strcmp(env, "tile") == 0 : !tensorCores) return {MsgcKernel::Tile, kTileBN};
+  const int BM = msgcTileRows(a.Og);
+  if (!forced || std::strcmp(env, "mma") != 0) {
+    const int bn = msgcDirectPixels(BM, a.W, a.KH, a.KW, a.OH, a.OW, a.strideH, a.padW);
+    if (bn > 0) return {MsgcKernel::Direct, bn};
+  }
+  return {MsgcKernel::Mma, msgcMmaPixels(BM, (int64_t)a.OH * a.OW)};
+}
+
+}  // namespace cuda
+}  // namespace msgc
