@@ -7,7 +7,8 @@
 # cuda), and Nsight Compute on scripts/cuda-profile.js. Logs and results go to $OUT (or ./gpu-out), at most 8 files
 # (build.log, jest.log, cuda_ops.txt/.json, memcheck.log, models-cuda.txt/.json, ncu.txt). About 5-6 minutes on
 # an H200 without the CPU suites (--gpu-tests-only), 7-8 with them.
-# Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--no-profile] [--b32-models] [--bench-args "..."]
+# Usage: bash scripts/gpu-check.sh [--no-bench] [--gpu-tests-only] [--no-profile] [--b32-models] [--no-variants]
+#   [--bench-args "..."]  (--no-variants: only the default kernels, not the forced ones or TF32)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu-out}"
@@ -15,6 +16,7 @@ mkdir -p "$OUT"
 bench=1
 cpuSuites=1
 profile=1
+variants=1
 benchArgs="--reps 3"
 models="resnet18 1 224|resnet18 32 224|resnet50 1 224|resnet50 32 224|mobilenetv2 1 224|mobilenetv2 32 224|resnet20 32 32"
 while [ $# -gt 0 ]; do
@@ -23,6 +25,7 @@ while [ $# -gt 0 ]; do
     --gpu-tests-only) cpuSuites=0 ;;
     --no-profile) profile=0 ;;
     --b32-models) models="resnet18 32 224|resnet50 32 224|mobilenetv2 32 224" ;;
+    --no-variants) variants=0 ;;
     --bench-args) benchArgs="$2"; shift ;;
   esac
   shift
@@ -77,7 +80,7 @@ if [ "$bench" = 1 ]; then
   cp bench/results/cuda_ops.json "$OUT/" 2>/dev/null
   # the WMMA kernel (the direct kernel's fallback), the FMA tile kernel (the default before compute capability
   # 8.0), then TF32 allowed in both the tensor-core kernel and the cuDNN baseline (PyTorch's default for cuDNN convs), each appended to cuda_ops.txt
-  for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
+  [ "$variants" = 1 ] && for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_KERNEL=tile" "MSGC_CUDA_TF32=1"; do
     log "bench: $v, appended to cuda_ops.txt"
     echo "== $v" >> "$OUT/cuda_ops.txt"
     env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -12
@@ -101,7 +104,7 @@ if [ "$bench" = 1 ]; then
   done
   node -e "const fs=require('fs');const d='bench/results';fs.writeFileSync(process.argv[1],JSON.stringify(fs.readdirSync(d).filter(f=>/-cuda\.json$/.test(f)).map(f=>JSON.parse(fs.readFileSync(d+'/'+f))),null,2))" "$OUT/models-cuda.json"
   # batch 32 with the WMMA kernel, and with TF32 allowed (appended to models-cuda.txt)
-  for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_TF32=1"; do
+  [ "$variants" = 1 ] && for v in "MSGC_CUDA_KERNEL=mma" "MSGC_CUDA_TF32=1"; do
     for m in "resnet18 32 224" "resnet50 32 224"; do
       set -- $m
       echo "($v)" >> "$OUT/models-cuda.txt"

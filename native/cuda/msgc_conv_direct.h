@@ -44,14 +44,12 @@ struct DirectConfig {
 // [8][CS] (rows × cols, CS ≡ 8 mod 32: the lanes' (t, g) in distinct banks), A [KK][8][AS], the 8 scales.
 struct DirectGeom {
   int cols, inRows, CS, aFloats, bufFloats, smemFloats;
-  FastDivmod byCols;
 };
 
 template <class Cfg>
 inline DirectGeom directGeom(int W, int KH, int KW, int OH, int OW, int strideH, int padW) {
   DirectGeom d;
   d.cols = W + 2 * padW;
-  d.byCols = FastDivmod::of(d.cols);
   const int outRows = std::min(OH, (Cfg::BN - 1) / OW + 2);
   d.inRows = (outRows - 1) * strideH + KH;
   d.CS = (d.inRows * d.cols + 31) / 32 * 32 + 8;
@@ -103,27 +101,33 @@ struct MsgcDirectThread : MsgcBlockHead {
 
   // Stage st's copies into buffer buf (patch, then A, then the scales), this thread's share: copy(dst, src, ok)
   // copies one float from global memory, or writes 0 where !ok (cp.async with a zero source size on the GPU).
+  // The patch goes row by row (a (channel, input row) pair per group of lanes, the lanes along its columns: the
+  // channel's index, the row's bounds and address once per row, not per element), A by (output, channel) pairs,
+  // each thread copying a pair's k² contiguous weights.
   template <class Copy>
   MSGC_HD void issue(const MsgcConvArgs& a, const DirectGeom& d, int st, float* buf, Copy&& copy) const {
     const int j0 = st * kDirectBK;
-    const int per = rows * d.cols, patchElems = kDirectBK * per;
-    for (int e = tid; e < patchElems; e += NT) {
-      const int q1 = d.byCols.div(e), q = e - q1 * d.cols;
-      const int k = byRows.div(q1), r = q1 - k * rows;
-      const int j = j0 + k, ih = ihMin + r, iw = q - a.padW;
-      const bool ok = j < count && ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
-      const int c = ok ? (idx ? idx[j] : j) : 0;
-      copy(buf + k * d.CS + r * d.cols + q, xn + (int64_t)c * HW + (ok ? ih * a.W + iw : 0), ok);
+    const int lanesPerRow = d.cols > 16 ? 32 : d.cols > 8 ? 16 : 8, rowsPerStep = (NT / 32) * (32 / lanesPerRow);
+    const int sub = (tid / 32) * (32 / lanesPerRow) + lane / lanesPerRow, q0 = lane % lanesPerRow;
+    for (int pr = sub; pr < kDirectBK * rows; pr += rowsPerStep) {
+      const int k = byRows.div(pr), r = pr - k * rows;
+      const int j = j0 + k, ih = ihMin + r;
+      const bool rowOk = j < count && ih >= 0 && ih < a.H;
+      const float* src = xn + (rowOk ? (int64_t)(idx ? idx[j] : j) * HW + ih * a.W : 0) - a.padW;
+      float* dst = buf + k * d.CS + r * d.cols;
+      for (int q = q0; q < d.cols; q += lanesPerRow) {
+        const bool ok = rowOk && q >= a.padW && q < a.W + a.padW;
+        copy(dst + q, ok ? src + q : xn, ok);
+      }
     }
     float* As = buf + kDirectBK * d.CS;
-    const int aElems = KK * kDirectBK * BM;
-    for (int e = tid; e < aElems; e += NT) {
-      const int e1 = a.byKK.div(e), tap = e - e1 * KK;
-      const int k = e1 % kDirectBK, m = e1 / kDirectBK;
+    for (int pair = tid; pair < kDirectBK * BM; pair += NT) {
+      const int k = pair % kDirectBK, m = pair / kDirectBK;
       const int j = j0 + k, o = o0 + m;
       const bool ok = j < count && o < a.Og;
-      const int c = ok ? (idx ? idx[j] : j) : 0;
-      copy(As + (tap * kDirectBK + k) * Cfg::AS + m, wg + ((int64_t)(ok ? o : 0) * a.C + c) * KK + tap, ok);
+      const float* src = wg + (ok ? ((int64_t)o * a.C + (idx ? idx[j] : j)) * KK : 0);
+      float* dst = As + k * Cfg::AS + m;
+      for (int tap = 0; tap < KK; tap++) copy(dst + tap * kDirectBK * Cfg::AS, src + (ok ? tap : 0), ok);
     }
     if (tid < kDirectBK) {
       const int j = j0 + tid;
@@ -213,8 +217,9 @@ inline int msgcDirectPixels(int BM, int W, int KH, int KW, int OH, int OW, int s
   return best;
 }
 
-// Which kernel runs a convolution: on GPUs of compute capability 8.0+ the direct kernel where its stages fit in
-// shared memory, else the WMMA one (msgc_conv_mma.h); before 8.0 the FMA tile kernel (msgc_conv_tile.h).
+// Which kernel runs a convolution: on GPUs of compute capability 8.0+ the direct kernel for k × k convs (k > 1)
+// where its stages fit in shared memory, else the WMMA one (msgc_conv_mma.h); before 8.0 the FMA tile kernel
+// (msgc_conv_tile.h).
 // MSGC_CUDA_KERNEL=tile|mma|direct forces one (benchmarks, tests; direct falls back to mma where it cannot run).
 struct MsgcKernel {
   enum Kind { Tile, Mma, Direct } kind;
@@ -228,7 +233,9 @@ inline MsgcKernel msgcKernel(bool tensorCores, const MsgcConvArgs& a) {
   const bool forced = env && env[0];
   if (forced ? std::strcmp(env, "tile") == 0 : !tensorCores) return {MsgcKernel::Tile, kTileBN};
   const int BM = msgcTileRows(a.Og);
-  if (!forced || std::strcmp(env, "mma") != 0) {
+  // (1×1 convs: nothing to share between kernel offsets, and the WMMA kernel measured faster on an H200's
+  // MobileNetV2 projections, 2026-12-04)
+  if (forced ? std::strcmp(env, "direct") == 0 : a.KH * a.KW > 1) {
     const int bn = msgcDirectPixels(BM, a.W, a.KH, a.KW, a.OH, a.OW, a.strideH, a.padW);
     if (bn > 0) return {MsgcKernel::Direct, bn};
   }
