@@ -70,6 +70,19 @@ grep -E "^-- msgc|msgc: |\.cuh?\([0-9]+\)" "$OUT/build.log" | head -20
 cp "$T/dnnl/lib/"libdnnl.so* build/Release/ 2>/dev/null
 node -e "const m=require('./dist'); console.log(JSON.stringify(m.backendInfo()))" 2>&1 | tee -a "$OUT/build.log"
 ldd build/Release/*.node | grep -E "not found|dnnl|cudnn|OpenCL" || true
+# the direct kernel's machine code (its 16 × 128-pixel, 3xTF32 instance, ResNet-18's layer1 at batch 32):
+# the opcode counts and the kernel-offset loop (from its first to its last HMMA), appended to build.log
+if command -v cuobjdump > /dev/null; then
+  cuobjdump -sass build/Release/msgc.node 2>/dev/null |
+    awk '/Function : .*msgcDirectKernel.*DirectConfigILi16ELi128EEELb1E/{f=1; next} f && /Function :/{f=0} f' > /tmp/msgc-sass.txt
+  {
+    echo "== SASS of msgcDirectKernel<16, 128, 3xTF32>: $(grep -c '/\*[0-9a-f]*\*/ ' /tmp/msgc-sass.txt) lines; opcodes:"
+    sed -nE 's#^\s*/\*[0-9a-f]+\*/\s+(@!?U?P[0-9T] )?([A-Z0-9_]+).*#\2#p' /tmp/msgc-sass.txt | sort | uniq -c | sort -rn | head -30
+    echo "== the loop over kernel offsets (first to last HMMA)"
+    first=$(grep -n HMMA /tmp/msgc-sass.txt | head -1 | cut -d: -f1); last=$(grep -n HMMA /tmp/msgc-sass.txt | tail -1 | cut -d: -f1)
+    [ -n "$first" ] && sed -n "$((first - 60)),$((last + 10))p" /tmp/msgc-sass.txt | sed -E 's@/\* 0x[0-9a-f]+ \*/@@'
+  } >> "$OUT/build.log"
+fi
 log "tests"
 suites="test/cuda.test.ts"
 [ "$cpuSuites" = 1 ] && suites="$suites test/msgc_conv.test.ts test/msgc_bn_fused.test.ts test/conv.test.ts"
@@ -117,7 +130,7 @@ if [ "$profile" = 1 ] && command -v ncu > /dev/null; then
   # against the chip's peaks, occupancy, warp stall reasons, memory traffic; both calls of each kernel
   log "Nsight Compute on scripts/cuda-profile.js"
   timeout 240 ncu --clock-control none --kernel-name regex:"msgc(Conv|Mma|Direct)Kernel" --launch-count 8 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats --section SchedulerStats \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats --section SchedulerStats --section InstructionStats --section SourceCounters \
     node scripts/cuda-profile.js > "$OUT/ncu.txt" 2>&1
   grep -E "^  [a-zA-Z_].*\(|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|L1/TEX Hit|L2 Hit|Stall" "$OUT/ncu.txt" | head -80
 fi

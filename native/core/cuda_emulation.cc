@@ -180,9 +180,10 @@ void runDirectBlocks(const MsgcConvArgs& a, const DirectGeom& d, int gx, int gy,
                   for (int nt = 0; nt < 4; nt++) {
                     for (int l = 0; l < 32; l++) {
                       const auto& t = threads[w * 32 + l];
+                      const auto ls = t.stage(d, buf);
                       float va[4], vb[2];
-                      t.fragA(d, buf, kr * a.KW + ks, mt, va);
-                      t.fragB(d, buf, kr * d.cols + ks, nt, vb);
+                      t.fragA(ls, kr * a.KW + ks, mt, va);
+                      t.fragB(ls, kr * d.cols + ks, nt, vb);
                       for (int i = 0; i < 4; i++) {
                         aBig[l][i] = toTf32(va[i]);
                         aSmall[l][i] = toTf32(va[i] - aBig[l][i]);

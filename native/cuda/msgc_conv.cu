@@ -176,6 +176,7 @@ __global__ void __launch_bounds__(Cfg::NT) msgcDirectKernel(MsgcConvArgs a, Dire
     asm volatile("cp.async.commit_group;\n" ::);
     asm volatile("cp.async.wait_group 1;\n" ::);  // (all but the newest group: this stage's copies)
     __syncthreads();
+    const auto ls = t.stage(d, buf);
     for (int kr = 0; kr < a.KH; kr++)
       for (int ks = 0; ks < a.KW; ks++) {
         const int tap = kr * a.KW + ks, tapOff = kr * d.cols + ks;
@@ -183,7 +184,7 @@ __global__ void __launch_bounds__(Cfg::NT) msgcDirectKernel(MsgcConvArgs a, Dire
         MSGC_UNROLL
         for (int mt = 0; mt < MT; mt++) {
           float v[4];
-          t.fragA(d, buf, tap, mt, v);
+          t.fragA(ls, tap, mt, v);
           MSGC_UNROLL
           for (int i = 0; i < 4; i++) {
             aBig[mt][i] = tf32Bits(v[i]);
@@ -193,7 +194,7 @@ __global__ void __launch_bounds__(Cfg::NT) msgcDirectKernel(MsgcConvArgs a, Dire
         MSGC_UNROLL
         for (int nt = 0; nt < 4; nt++) {
           float v[2];
-          t.fragB(d, buf, tapOff, nt, v);
+          t.fragB(ls, tapOff, nt, v);
           uint32_t bBig[2], bSmall[2];
           MSGC_UNROLL
           for (int i = 0; i < 2; i++) {

@@ -136,22 +136,41 @@ struct MsgcDirectThread : MsgcBlockHead {
     }
   }
 
-  // this lane's raw (float32, scaled) A fragment of m-tile mt at kernel offset tap, and B fragment of n-tile nt
-  MSGC_HD void fragA(const DirectGeom& d, const float* buf, int tap, int mt, float (&v)[4]) const {
-    const float* As = buf + kDirectBK * d.CS;
-    const float* scl = As + d.aFloats;
-    const int t = lane % 4, m = wm * Cfg::WM + mt * 16 + lane / 4;
-    const float* at = As + tap * kDirectBK * Cfg::AS + m;
-    v[0] = at[t * Cfg::AS] * scl[t];
-    v[1] = at[t * Cfg::AS + 8] * scl[t];
-    v[2] = at[(t + 4) * Cfg::AS] * scl[t + 4];
-    v[3] = at[(t + 4) * Cfg::AS + 8] * scl[t + 4];
-  }
-  MSGC_HD void fragB(const DirectGeom& d, const float* buf, int tapOff, int nt, float (&v)[2]) const {
+  // What a lane reads of one stage's buffer, resolved once per stage so that a kernel offset's fragment loads are
+  // a few adds and loads with constant offsets: its A row (k = t, m = g of m-tile 0) and the two scales its A
+  // elements take, its 4 pixels' patch addresses (k = t), and the distance to k = t + 4.
+  struct LaneStage {
+    const float* a;
+    float s0, s4;
+    const float* b[4];
+    int b4;
+  };
+  MSGC_HD LaneStage stage(const DirectGeom& d, const float* buf) const {
+    LaneStage ls;
     const int t = lane % 4;
-    const float* at = buf + off[nt] + tapOff;
-    v[0] = at[t * d.CS];
-    v[1] = at[(t + 4) * d.CS];
+    const float* As = buf + kDirectBK * d.CS;
+    ls.a = As + t * Cfg::AS + wm * Cfg::WM + lane / 4;
+    ls.s0 = As[d.aFloats + t];
+    ls.s4 = As[d.aFloats + t + 4];
+    MSGC_UNROLL
+    for (int nt = 0; nt < 4; nt++) ls.b[nt] = buf + off[nt] + t * d.CS;
+    ls.b4 = 4 * d.CS;
+    return ls;
+  }
+
+  // this lane's raw (float32, scaled) A fragment of m-tile mt at kernel offset tap, and B fragment of n-tile nt at
+  // patch offset tapOff (kr · cols + ks)
+  MSGC_HD static void fragA(const LaneStage& ls, int tap, int mt, float (&v)[4]) {
+    const float* at = ls.a + tap * (kDirectBK * Cfg::AS) + mt * 16;
+    v[0] = at[0] * ls.s0;
+    v[1] = at[8] * ls.s0;
+    v[2] = at[4 * Cfg::AS] * ls.s4;
+    v[3] = at[4 * Cfg::AS + 8] * ls.s4;
+  }
+  MSGC_HD static void fragB(const LaneStage& ls, int tapOff, int nt, float (&v)[2]) {
+    const float* at = ls.b[nt] + tapOff;
+    v[0] = at[0];
+    v[1] = at[ls.b4];
   }
 
   // the block's products Cs[m][p] (m·CStride + p) to the output: pixel tid % BN, rows tid / BN + KSTEP·i
