@@ -98,6 +98,8 @@ if [ "$bench" = 1 ]; then
     echo "== $v" >> "$OUT/cuda_ops.txt"
     env $v timeout 150 node bench/cuda_ops.js $benchArgs 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -12
   done
+  log "cuda-probe (the direct kernel's copies and products timed apart), appended to cuda_ops.txt"
+  timeout 60 node scripts/cuda-probe.js 2>&1 | tee -a "$OUT/cuda_ops.txt" | tail -6
   # the sanitizers after the op benchmark, before the model benchmarks (they matter more than model timings)
   if command -v compute-sanitizer > /dev/null; then
     log "memcheck (scripts/cuda-smoke.js)"

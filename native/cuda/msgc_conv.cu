@@ -171,13 +171,13 @@ __global__ void __launch_bounds__(Cfg::NT) msgcDirectKernel(MsgcConvArgs a, Dire
   if (t.sBegin < t.sEnd) t.issue(a, d, t.sBegin, dsmem, copy);
   asm volatile("cp.async.commit_group;\n" ::);
   for (int st = t.sBegin; st < t.sEnd; st++) {
-    const float* buf = dsmem + ((st - t.sBegin) & 1) * d.bufFloats;
-    if (st + 1 < t.sEnd) t.issue(a, d, st + 1, dsmem + ((st + 1 - t.sBegin) & 1) * d.bufFloats, copy);
+    const float* buf = dsmem + (a.probe == 2 ? 0 : ((st - t.sBegin) & 1) * d.bufFloats);
+    if (st + 1 < t.sEnd && a.probe != 2) t.issue(a, d, st + 1, dsmem + ((st + 1 - t.sBegin) & 1) * d.bufFloats, copy);
     asm volatile("cp.async.commit_group;\n" ::);
     asm volatile("cp.async.wait_group 1;\n" ::);  // (all but the newest group: this stage's copies)
     __syncthreads();
     const auto ls = t.stage(d, buf);
-    for (int kr = 0; kr < a.KH; kr++)
+    for (int kr = 0; kr < (a.probe == 1 ? 0 : a.KH); kr++)
       for (int ks = 0; ks < a.KW; ks++) {
         const int tap = kr * a.KW + ks, tapOff = kr * d.cols + ks;
         uint32_t aBig[MT][4], aSmall[MT][4];
@@ -328,6 +328,8 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   a.y = y->data();
   setGeometry(a, x.shape, weight.shape, p);
   a.e = makeEpilogue(bn);
+  const char* probe = std::getenv("MSGC_CUDA_PROBE");
+  a.probe = probe ? std::atoi(probe) : 0;
   const int64_t P = OH * OW;
   const MsgcKernel kernel = msgcKernel(tensorCores(), a);
   const int BM = msgcTileRows(a.Og), BN = kernel.BN;

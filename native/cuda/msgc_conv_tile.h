@@ -69,6 +69,9 @@ struct MsgcConvArgs {
   int splits;
   float* partial;
   int64_t partialStride;  // N·O·P
+  // the direct kernel's timing probes (MSGC_CUDA_PROBE, benchmarks only: the results are wrong): 1 = the stages'
+  // copies without the products, 2 = the products on the first stage's copies without the later copies
+  int probe = 0;
 };
 
 // acc += av ⊗ bv: a thread's register tile, one reduction step
