@@ -2,7 +2,7 @@
 // models.js: whole-model timing, dense vs MSGC, measured alternately in one run (blocks of steps, compare()):
 // a training step's forward+backward (train mode) and an inference forward (eval, no grad).
 // Usage: node bench/models.js [--model resnet18] [--batch 8] [--size 224] [--reps 3] [--block n] [--attention]
-//        [--density d] [--device cuda] [--execution auto|masked|gathered]
+//        [--density d] [--device cuda] [--execution auto|masked|gathered] [--tune]
 // --device cuda: both models and the input on the GPU (a CUDA build); inference only (training has no GPU kernels
 // yet), each forward timed to the GPU's completion (cuda.synchronize).
 // --density d: a benchmark helper for untrained models — every gate head's last conv gets weight 0 and bias +1
@@ -29,6 +29,10 @@ const device = opt('device', 'cpu');
 // GPU with MSGC_CUDA_MASKED=cudnn to time cuDNN's grouped convolution over the scaled copies
 const execution = opt('execution', 'auto');
 msgc.F.setMsgcExecution(execution);
+// --tune: the measured 'auto' (msgc.F.setMsgcTuning): in the warm-up each MSGC conv's shape times both executions
+// and keeps the faster (eval only; 8 warm-up forwards of the MSGC model before the inference comparison)
+const tune = args.includes('--tune');
+msgc.F.setMsgcTuning(tune);
 if (device !== 'cpu' && device !== 'cuda') throw new Error(`--device must be cpu or cuda, got ${device}`);
 if (device === 'cuda' && !msgc.cuda.isAvailable()) {
   console.error(`models.js: --device cuda: ${msgc.cuda.info().reason}`);
@@ -115,6 +119,7 @@ if (device === 'cuda') {
 const x = msgc.randn([batch, 3, size, size], { seed: 2, device });
 const labels = new Int32Array(batch).map((_, i) => i % 10);
 // training needs batch > 1: the gate heads' BN normalises over the batch (spec §2.2)
+if (tune) for (let i = 0; i < 8; i++) step(boosted, 'infer', x, labels);
 const inferCmp = compare(dense, boosted, 'infer', x, labels, blockLen);
 const trainCmp = batch > 1 && device === 'cpu' ? compare(dense, boosted, 'train', x, labels, Math.max(1, blockLen - 1)) : null;
 const d = { train: trainCmp ? trainCmp.dense : NaN, infer: inferCmp.dense };
@@ -124,7 +129,7 @@ boosted.eval();
 msgc.noGrad(() => msgc.tidy(() => { boosted.forward(x); }));
 const macs = boosted.lastMacs();
 const row = {
-  model: modelName, batch, size, attention, device, gpu: device === 'cuda' ? msgc.cuda.info().name : null,
+  model: modelName, batch, size, attention, device, tuned: tune, gpu: device === 'cuda' ? msgc.cuda.info().name : null,
   threads: msgc.backendInfo().threads, gatheredKernels: msgc.backendInfo().gatheredKernels,
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
   denseTrainImagesPerSecond: (1000 * batch) / d.train, msgcTrainImagesPerSecond: (1000 * batch) / b.train,
@@ -143,7 +148,7 @@ const row = {
 };
 const spreadText = ([lo, hi]) => `${reps >= 4 ? 'middle half' : 'all pairs'} ${lo.toFixed(2)}-${hi.toFixed(2)}`;
 const where = device === 'cuda' ? `on ${row.gpu}` : `${row.threads} threads, ${row.gatheredKernels} kernels`;
-console.log(`${modelName} batch ${batch} ${size}² (${where}${execution === 'auto' ? '' : `, MSGC convs ${execution}`}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+console.log(`${modelName} batch ${batch} ${size}² (${where}${execution === 'auto' ? '' : `, MSGC convs ${execution}`}${tune ? ', auto tuned' : ''}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
 if (!trainCmp && device === 'cuda') console.log('  train step: not timed on cuda (no GPU training kernels yet)');
 else if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');

@@ -153,6 +153,70 @@ export function getMsgcExecution(): MsgcExecution {
   return defaultExecution;
 }
 
+/**
+ * Measured 'auto' (setMsgcTuning; off by default, or MSGC_TUNE=1): which execution is faster depends on the CPU
+ * as much as on the shape. On the AMD EPYC (Zen 5, AVX-512, 2 threads) of 2026-12-04 MobileNetV2 at batch 32 and
+ * gate density 0.5 ran its 1×1 projections faster masked on most shapes, where preferGathered's rule (from
+ * another AVX-512 machine) picks gathered: the model took 94.5-96.4 ms with every MSGC conv masked against
+ * 98.5-102.8 with the rule (alternating forwards, two runs). With tuning on, an inference call (no gradient
+ * recorded) that 'auto' would decide by rule instead runs each execution kTuneCalls times — the first of each a
+ * warm-up (weight layouts, primitive caches) — alternating, times them, and from then on uses the faster (the
+ * smaller best time) for that op, shape, stride, padding, head count and gate density (in tenths). Like
+ * PyTorch's cudnn.benchmark: the first calls of each shape run slower, and a run may pick differently from the
+ * next on a noisy machine (the two executions agree to float rounding, not bit for bit). Not on the GPU, whose
+ * gathered kernel does not get slower with density.
+ */
+const kTuneCalls = 4;
+interface TuneEntry {
+  masked: number[];
+  gathered: number[];
+  choice: 'masked' | 'gathered' | null;
+}
+const tuneTable = new Map<string, TuneEntry>();
+let tuning = typeof process !== 'undefined' && process.env.MSGC_TUNE === '1';
+let tuneTime: (path: 'masked' | 'gathered', ms: number) => number = (_path, ms) => ms;
+
+/** Turns the measured 'auto' on or off (see kTuneCalls above); returns the previous setting. */
+export function setMsgcTuning(on: boolean): boolean {
+  if (typeof on !== 'boolean') throw new Error(`setMsgcTuning: expected true or false, got ${String(on)}`);
+  const prev = tuning;
+  tuning = on;
+  return prev;
+}
+
+/**
+ * What the measured 'auto' has decided so far: per key (op, shapes, stride, padding, heads, density in tenths)
+ * the execution it chose, or null while it still measures. clear: forget it all (e.g. after moving to another
+ * machine's thread count).
+ */
+export function msgcTuningTable(clear = false): Map<string, 'masked' | 'gathered' | null> {
+  const out = new Map<string, 'masked' | 'gathered' | null>();
+  for (const [k, e] of tuneTable) out.set(k, e.choice);
+  if (clear) tuneTable.clear();
+  return out;
+}
+
+/** @internal tests: map a call's measured time (ms) to the one the tuner records (identity by default) */
+export function setMsgcTuningTimer(fn: ((path: 'masked' | 'gathered', ms: number) => number) | null): void {
+  tuneTime = fn ?? ((_path, ms) => ms);
+}
+
+/** The native call of a planned forward, timed for the tuner when the plan measures. */
+function timedForward<T>(plan: MsgcPlan, run: () => T): T {
+  if (!plan.tune) return run();
+  const t0 = process.hrtime.bigint();
+  const r = run();
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const e = plan.tune;
+  const path = plan.gathered ? 'gathered' : 'masked';
+  e[path].push(tuneTime(path, ms));
+  if (e.masked.length >= kTuneCalls && e.gathered.length >= kTuneCalls) {
+    const best = (a: number[]) => Math.min(...a.slice(1));
+    e.choice = best(e.gathered) < best(e.masked) ? 'gathered' : 'masked';
+  }
+  return r;
+}
+
 /** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), and whether all are 1. */
 function scaleStats(scale: Tensor): { density: number; allOnes: boolean } {
   const v = scale.toFloat32Array();
@@ -188,6 +252,8 @@ interface MsgcPlan {
   gathered: boolean;
   /** the output mask to pass on (null when the outputs are not skipped) */
   outputMask: Tensor | null;
+  /** the tuner's entry when this call is one of its measurements (setMsgcTuning) */
+  tune?: TuneEntry;
 }
 
 /** msgcConv2d's argument checks and choice of execution ('auto': the rules above). */
@@ -209,6 +275,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   // 'auto' with every gate open and no attention (trained models keep whole layers dense): the scales change
   // nothing, so the forward is the dense convolution itself (oneDNN, batched), faster than either MSGC path
   let denseForward = false;
+  let tune: TuneEntry | undefined;
   const fourD = x.shape.length === 4 && weight.shape.length === 4;
   // output pixels (shapes are checked natively; only the rules use this)
   const outPixels = fourD
@@ -235,6 +302,16 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
     const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels: native.gatheredKernels() });
+    if (tuning && !denseForward && !recording) {
+      const key = `${op} ${x.shape.join('x')} w${weight.shape.join('x')} s${stride.join(',')} p${padding.join(',')} G${heads} d${Math.round(st.density * 10) / 10}${options.outputMask ? ' out' : ''}`;
+      let e = tuneTable.get(key);
+      if (!e) tuneTable.set(key, (e = { masked: [], gathered: [], choice: null }));
+      if (e.choice) gathered = e.choice === 'gathered';
+      else {
+        gathered = e.gathered.length < e.masked.length;  // (alternating, masked first)
+        tune = e;
+      }
+    }
   }
   let outputMask = options.outputMask ?? null;
   if (outputMask !== null) {
@@ -251,7 +328,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     options.stats.gathered = gathered;
     options.stats.skippedOutputs = outputMask !== null;
   }
-  return { heads, stride, padding, denseForward, gathered, outputMask };
+  return { heads, stride, padding, denseForward, gathered, outputMask, tune };
 }
 
 /**
@@ -266,11 +343,11 @@ export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: Ms
 /** msgcConv2d's forward as planned, with its backward recorded. */
 function runMsgc(x: Tensor, weight: Tensor, scale: Tensor, plan: MsgcPlan): Tensor {
   const { heads, stride, padding, denseForward, gathered, outputMask } = plan;
-  const y = new Tensor(denseForward
+  const y = new Tensor(timedForward(plan, () => denseForward
     ? native.conv2dForward(x.h, weight.h, null, stride, padding, [1, 1], 1)
     : gathered
       ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
-      : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads));
+      : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads)));
   return recordOp(y, 'msgcConv2d', [x, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,
       x.requiresGrad, weight.requiresGrad, scale.requiresGrad);
@@ -305,9 +382,9 @@ function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: F
   // gathered: the BN in the kernels' epilogue; masked: per sample, in cache, where the masked conv runs per-sample
   // convs (otherwise the native composition)
   const { heads, stride, padding, outputMask } = plan;
-  return { fused: native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null,
-    bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5, actCode(act),
-    residual ? residual.h : null, pooled, !plan.gathered) };
+  return { fused: timedForward(plan, () => native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads,
+    outputMask ? outputMask.h : null, bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5,
+    actCode(act), residual ? residual.h : null, pooled, !plan.gathered)) };
 }
 
 /**
