@@ -2,7 +2,8 @@
 // models_table.js: collects the whole-model results (bench/results/models-*.json, written by models.js) into one
 // table: images/s dense vs MSGC, speedup, eval MAC ratio and speedup ÷ (1 / MAC ratio), for inference and a
 // training step, per kind of gathered kernels (AVX-512 or AVX2 machines: the file names end in the kind; `cuda`:
-// the GPU, inference only). Writes bench/results/models.json and models.md.
+// the GPU, inference only; ", auto tuned": measured with models.js --tune). Writes bench/results/models.json and
+// models.md.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -16,6 +17,8 @@ const rows = fs.readdirSync(dir)
   .map((r) => ({ ...r, gatheredKernels: r.gatheredKernels ?? 'avx512' }))
   // GPU rows (models.js --device cuda) are labelled by the GPU, not by the host's CPU kernels
   .map((r) => (r.device === 'cuda' ? { ...r, gatheredKernels: `cuda ${r.gpu ?? ''}`.trim() } : r))
+  // rows measured with the measured 'auto' (models.js --tune) say so
+  .map((r) => (r.tuned ? { ...r, gatheredKernels: `${r.gatheredKernels}, auto tuned` } : r))
   .sort((a, b) => a.gatheredKernels.localeCompare(b.gatheredKernels) || a.model.localeCompare(b.model) || a.size - b.size ||
     a.batch - b.batch || a.density - b.density);
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
