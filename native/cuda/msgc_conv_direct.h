@@ -78,9 +78,7 @@ struct MsgcDirectThread : MsgcBlockHead {
     wn = warp / Cfg::WarpsM;
     HW = a.H * a.W;
     stages = (count + kDirectBK - 1) / kDirectBK;
-    const int per = (stages + a.splits - 1) / a.splits;
-    sBegin = split * per < stages ? split * per : stages;
-    sEnd = (split + 1) * per < stages ? (split + 1) * per : stages;
+    splitRange(a, stages, sBegin, sEnd);
     ohFirst = p0 / a.OW;
     const int pLast = (p0 + BN < P ? p0 + BN : P) - 1;
     ihMin = ohFirst * a.strideH - a.padH;

@@ -58,17 +58,10 @@ struct MsgcMmaThread : MsgcBlockHead {
     tid = t;
     HW = a.H * a.W;
     stages = KK * ((count + kMmaBK - 1) / kMmaBK);
-    // whole stages per split
-    const int per = (stages + a.splits - 1) / a.splits;
-    sBegin = split * per < stages ? split * per : stages;
-    sEnd = (split + 1) * per < stages ? (split + 1) * per : stages;
+    splitRange(a, stages, sBegin, sEnd);
     pb = t % BN;
     kb = t / BN;
-    const int p = p0 + pb;
-    pOk = p < P;
-    const int oh = pOk ? p / a.OW : 0, ow = pOk ? p - oh * a.OW : 0;
-    ih0 = oh * a.strideH - a.padH;
-    iw0 = ow * a.strideW - a.padW;
+    pixelOrigin(a, p0 + pb, pOk, ih0, iw0);
   }
 
   // stage st = chunk · k² + rs: A[m, k] = W[o0 + m, c_j, rs] · scale[c_j] and B[k, pb] = x[c_j, ih, iw],

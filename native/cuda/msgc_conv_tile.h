@@ -148,6 +148,19 @@ struct MsgcBlockHead {
     xn = a.x + (int64_t)n * a.C * a.H * a.W;
     wg = a.w + (int64_t)(g * a.Og) * a.C * KK;
   }
+  // this block's share [begin, end) of the (sample, head)'s `stages` reduction stages: whole stages per split
+  MSGC_HD void splitRange(const MsgcConvArgs& a, int stages, int& begin, int& end) const {
+    const int per = (stages + a.splits - 1) / a.splits;
+    begin = split * per < stages ? split * per : stages;
+    end = (split + 1) * per < stages ? (split + 1) * per : stages;
+  }
+  // output pixel p of the sample: whether it exists, and the input position of its kernel's (0, 0) tap
+  MSGC_HD void pixelOrigin(const MsgcConvArgs& a, int p, bool& ok, int& ih0, int& iw0) const {
+    ok = p < P;
+    const int oh = ok ? p / a.OW : 0, ow = ok ? p - oh * a.OW : 0;
+    ih0 = oh * a.strideH - a.padH;
+    iw0 = ow * a.strideW - a.padW;
+  }
 };
 
 // BM output channels per block (16, 32 or 64): 16×16 threads, each BM/16 channels × 4 pixels; BK reduction steps
@@ -178,16 +191,13 @@ struct MsgcTileThread : MsgcBlockHead {
     ty = t / 16;
     R = count * KK;
     // whole stages per split, so that every split but the last starts and ends on a stage boundary
-    const int stages = (R + BK - 1) / BK, per = (stages + a.splits - 1) / a.splits;
-    rBegin = split * per * BK < R ? split * per * BK : R;
-    rEnd = (split + 1) * per * BK < R ? (split + 1) * per * BK : R;
+    int sBegin, sEnd;
+    splitRange(a, (R + BK - 1) / BK, sBegin, sEnd);
+    rBegin = sBegin * BK < R ? sBegin * BK : R;
+    rEnd = sEnd * BK < R ? sEnd * BK : R;
     pb = t % kTileBN;
     kb = t / kTileBN;
-    const int pIdx = p0 + pb;
-    pOk = pIdx < P;
-    const int oh = pOk ? pIdx / a.OW : 0, ow = pOk ? pIdx - oh * a.OW : 0;
-    ih0 = oh * a.strideH - a.padH;
-    iw0 = ow * a.strideW - a.padW;
+    pixelOrigin(a, p0 + pb, pOk, ih0, iw0);
     MSGC_UNROLL
     for (int i = 0; i < TM; i++)
       MSGC_UNROLL
