@@ -87,6 +87,18 @@ test('dense, then MSGC from its weights: run.json, metrics.json, weights; clippi
   expect(ev.macRatio).toBeCloseTo(m0.val.macRatio, 6);
   expect(ev.macRatio).toBeLessThan(1);
   expect(ev.denseMacs).toBe(m0.val.denseMacs);
+  // `msgc --tune eval`: the measured 'auto' through a model's blocks; the same predictions (the executions agree to
+  // float rounding), and the blocks' MSGC convs measured
+  msgc.F.setMsgcTuning(true);
+  try {
+    const tuned = JSON.parse(await quietly(() => evalCommand({ run: boosted, heads: 4, batchSize: 20, progress: false, json: true, data: path.join(tmp, 'data') })));
+    expect(tuned.top1).toBeCloseTo(ev.top1, 6);
+    expect(tuned.macRatio).toBeCloseTo(ev.macRatio, 6);
+    expect(msgc.F.msgcTuningTable().size).toBeGreaterThan(0);
+  } finally {
+    msgc.F.setMsgcTuning(false);
+    msgc.F.msgcTuningTable(true);
+  }
   // --device: a bad name, and cuda where this build or machine has none, are Errors that say so
   await expect(evalCommand({ run: boosted, heads: 4, batchSize: 20, progress: false, json: true, data: path.join(tmp, 'data'), device: 'gpu' }))
     .rejects.toThrow(/--device must be cpu or cuda/);

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { backendInfo } from '../native';
 import { setNumThreads } from '../tensor/creation';
+import { setMsgcTuning } from '../ops/msgc';
 import { modelNames } from '../models/registry';
 import { demoCommand } from './demo';
 import { macsCommand } from './macs';
@@ -41,10 +42,12 @@ const threads = (v: string) => {
 
 const program = new Command();
 program.name('msgc').description('Middle Spectrum Grouped Convolution: train, evaluate and benchmark CNNs').version('0.1.0')
-  .option('--threads <n>', 'threads of the native ops, for every command (default: $OMP_NUM_THREADS, else one per core)', threads);
+  .option('--threads <n>', 'threads of the native ops, for every command (default: $OMP_NUM_THREADS, else one per core)', threads)
+  .option('--tune', 'measure which MSGC execution is faster per layer shape in inference instead of following the rule (F.setMsgcTuning; the first batches run slower)');
 program.hook('preAction', () => {
   const t = program.opts().threads as number | undefined;
   if (t !== undefined) setNumThreads(t);
+  if (program.opts().tune) setMsgcTuning(true);
 });
 
 program
