@@ -1,12 +1,21 @@
-// msgc_conv.cu: the MSGC convolution on the GPU, masked and gathered, by one implicit-GEMM kernel of ours (its
-// per-thread steps in msgc_conv_tile.h). Gathered: a first kernel compacts, per (sample, head), the indices of the
-// channels with a non-zero scale on the GPU (no host round trip, so no synchronisation); each block's reduction is
-// then |S(n, g)|·k² long instead of C·k². Masked: over every channel, times the scale (the reference's arithmetic).
-// Masked, with MSGC_CUDA_MASKED=cudnn: cuDNN's grouped convolution over the G scaled copies of x (maskedByCudnn
-// below), the dense multiply-adds at cuDNN's speed.
+// msgc_conv.cu: the MSGC convolution on the GPU, masked and gathered, by three kernels of ours, one contract (a
+// block: 16-64 output channels of one head × a tile of one sample's output pixels; MsgcConvArgs):
+//   direct (msgc_conv_direct.h): tensor cores, the input patch staged once per 8 channels, mma.sync per kernel
+//          offset; k × k convs (k > 1) on compute capability 8.0+;
+//   WMMA   (msgc_conv_mma.h): tensor cores, an implicit GEMM of 8 channels at one offset per stage; 1×1 convs on
+//          8.0+, and k × k ones whose direct stages would not fit in shared memory;
+//   tile   (msgc_conv_tile.h): float32 FMAs, 64 pixels per block; GPUs before 8.0.
+// (msgcKernel in msgc_conv_direct.h chooses; MSGC_CUDA_KERNEL forces one.) The tensor-core kernels keep float32
+// accuracy by 3xTF32, or do one TF32 product where MSGC_CUDA_TF32=1 allows it. Gathered: a first kernel compacts,
+// per (sample, head), the indices of the channels with a non-zero scale on the GPU (no host round trip, so no
+// synchronisation); each block's reduction then runs over those channels only. Masked: over every channel, times
+// the scale (the reference's arithmetic). Masked, with MSGC_CUDA_MASKED=cudnn: cuDNN's grouped convolution over the
+// G scaled copies of x (maskedByCudnn below), the dense multiply-adds at cuDNN's speed (on an H200, 2026-12-04: no
+// faster than the FMA kernel gathered in whole models at batch 32, 0.39-0.47x dense against 0.40-0.52; the direct
+// kernel is about 1.4x faster again; so opt-in).
 // (Measured and removed, 2026-12-04 on an H200: the selections gathered into dense operands padded to the batch's
 // largest, then one cuDNN convolution in N·G groups over a batch of one. cuDNN runs so many groups 2-6x slower than
-// this kernel: ResNet-18's 64→64 at 56², batch 32, density 0.5, 539 µs against 276.)
+// the FMA kernel: ResNet-18's 64→64 at 56², batch 32, density 0.5, 539 µs against 276.)
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -268,8 +277,8 @@ bool tensorCores() {
 // The masked execution through cuDNN (MSGC_CUDA_MASKED=cudnn, read per call): head i convolves x ⊙ scale[:, i, :]
 // with its own O/G filters, so all heads together are one convolution in G groups over the G scaled copies of x
 // ([N, G·C, H, W]), whose grouped weight [G][O/G][C][k][k] is the weight itself. The dense multiply-adds (and G
-// copies of x), but at cuDNN's speed, which at large batches is several times our kernel's (an H200 at batch 32:
-// cuDNN's dense 3×3 convs at the equivalent of ~50 TFLOP/s, our kernel at 7-10). Not measured yet; off by default.
+// copies of x), at cuDNN's speed. Measured (H200, 2026-12-04, batch 32, density 0.5): 1.22x the FMA kernel's
+// gathered speed on ResNet-18's layers, nothing gained in whole models; the direct kernel is faster. Off by default.
 bool cudnnMaskedWanted() {
 #ifdef MSGC_WITH_CUDNN
   const char* e = std::getenv("MSGC_CUDA_MASKED");
