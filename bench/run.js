@@ -4,15 +4,17 @@
 // density 0.5 (ResNet-18/50 and MobileNetV2 at 224², ResNet-20/56 at 32², batch 1 and 32; table in
 // bench/results/models.md); with a GPU, the MSGC conv on it against cuDNN (cuda_ops.js). Each script measures its
 // baseline in the same run and writes JSON under bench/results/.
-// --quick: fewer repetitions and shapes (a few minutes instead of ~15).
+// --quick: fewer repetitions and shapes (a few minutes instead of ~15). --tune: see below.
 'use strict';
 const { spawnSync } = require('child_process');
 const path = require('path');
 
 const quick = process.argv.includes('--quick');
+// --tune: the model benchmarks use the measured 'auto' (models.js --tune; `msgc --tune bench`)
+const tune = process.argv.includes('--tune');
 // the GPU benchmark joins where this build has CUDA and a GPU is usable (bench/cuda_ops.js)
 const cuda = require('../dist').cuda.isAvailable();
-const model = (name, batch, size, reps) => ['models.js', '--model', name, '--batch', String(batch), '--size', String(size), '--density', '0.5', '--reps', String(reps)];
+const model = (name, batch, size, reps) => ['models.js', '--model', name, '--batch', String(batch), '--size', String(size), '--density', '0.5', '--reps', String(reps), ...(tune ? ['--tune'] : [])];
 const steps = [
   ['zoo.js'],
   ['ops.js', ...(quick ? ['--quick'] : [])],

@@ -154,7 +154,8 @@ program
     if (!fs.existsSync(script)) throw new Error(`${script} not found: the bench suite ships with the package source`);
     const t = program.opts().threads as number | undefined;
     const env = t === undefined ? process.env : { ...process.env, OMP_NUM_THREADS: String(t) };
-    const r = spawnSync(process.execPath, [script, ...(opts.quick ? ['--quick'] : [])], { stdio: 'inherit', env });
+    const args = [...(opts.quick ? ['--quick'] : []), ...(program.opts().tune ? ['--tune'] : [])];
+    const r = spawnSync(process.execPath, [script, ...args], { stdio: 'inherit', env });
     if (r.status !== 0) process.exit(r.status || 1);
   });
 
