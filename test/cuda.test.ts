@@ -474,6 +474,15 @@ describe('cuda: the GPU kernels emulated on the host', () => {
 
   kernelChoiceTests('cpu');
 
+  test('MSGC_CUDA_KERNEL with an unknown kernel is an Error that names the choices', () => {
+    setNativeEnv('MSGC_CUDA_KERNEL', 'wide');
+    try {
+      expect(() => msgc.tidy(() => msgcOn(msgcCases[0], true, 5))).toThrow(/MSGC_CUDA_KERNEL must be tile, mma or direct .*got 'wide'/);
+    } finally {
+      setNativeEnv('MSGC_CUDA_KERNEL', undefined);
+    }
+  });
+
   // every tile height: 16, 32 and 64 output channels per block (heads of 4, 32 and 70 channels; partial tiles both
   // ways), with and without split-K, in both kernels
   test.each(['tile', 'mma', 'direct'])('MSGC_CUDA_KERNEL=%s: each tile height, split-K 1 and 5', (kernel) => {

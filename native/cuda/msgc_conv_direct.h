@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "msgc/errors.h"
 #include "msgc_conv_mma.h"
 #include "msgc_conv_tile.h"
 
@@ -248,6 +249,8 @@ struct MsgcKernel {
 inline MsgcKernel msgcKernel(bool tensorCores, const MsgcConvArgs& a) {
   const char* env = std::getenv("MSGC_CUDA_KERNEL");
   const bool forced = env && env[0];
+  MSGC_CHECK(!forced || std::strcmp(env, "tile") == 0 || std::strcmp(env, "mma") == 0 || std::strcmp(env, "direct") == 0,
+             "MSGC_CUDA_KERNEL must be tile, mma or direct (or unset: the default for the GPU), got '", env, "'");
   if (forced ? std::strcmp(env, "tile") == 0 : !tensorCores) return {MsgcKernel::Tile, kTileBN};
   const int BM = msgcTileRows(a.Og);
   // (1×1 convs: nothing to share between kernel offsets, and the WMMA kernel measured faster on an H200's
