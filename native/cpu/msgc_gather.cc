@@ -25,11 +25,12 @@
 //  * Scales. Binary gates (every selected scale is 1) need no copy: the kernels read a cached, reordered weight
 //    through per-channel pointers. Real scales (attention) are folded into a packed copy of the head's selected
 //    weights, or into a scaled copy of its input rows when that is smaller (7² maps with wide heads).
-//  * Order and threads. Work items are (head, 16 outputs, pixel chunk); when the weights a sample's heads read
-//    are smaller than its input rows, items run pixel-chunk-major so a chunk of input serves every head from
-//    cache, otherwise head-major so a head's weights do. With batch >= 4 × threads each thread takes whole
-//    samples (dynamic schedule, as |S| varies); otherwise all threads share a group of samples (copies and
-//    folds, one barrier, then the items in contiguous guided runs).
+//  * Order and threads. Calls of fewer than 1.5 M gathered multiply-adds run on one thread (the team's start and
+//    barrier cost more than the split saves). Work items are (head, 16 outputs, pixel chunk); when the weights a
+//    sample's heads read are smaller than its input rows, items run pixel-chunk-major so a chunk of input serves
+//    every head from cache, otherwise head-major so a head's weights do. With batch >= 4 × threads each thread
+//    takes whole samples (dynamic schedule, as |S| varies); otherwise all threads share a group of samples
+//    (copies and folds, one barrier, then the items in contiguous guided runs).
 //  * Padding: for 3×3 stride-1 convs the blocks at a row's ends skip the taps over the padding columns; the taps
 //    over the padding rows are computed on padded copies (a direct convolution skips them: 9.5% of a 7² map's 3×3
 //    taps), skipped when x is read in place.
@@ -45,7 +46,8 @@
 // MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place, MSGC_GATHER_TRIPLE=0 keeps
 // the AVX2 kernels to 16 outputs per call (Job::triple), MSGC_GATHER_KC=k sets the AVX2 1×1 channel groups
 // (Job::kBlock; 0: none), MSGC_GATHER_Q7=0 keeps rows of 7 pixels in blocks of 4 + 3 (Job::q7),
-// MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks).
+// MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks),
+// MSGC_GATHER_SERIAL_MACS=m runs calls of fewer than m gathered multiply-adds on one thread (default 1.5 M; 0: never).
 #include <cmath>
 
 #include "msgc_gather.h"
@@ -131,7 +133,19 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       pooled[no] = (float)(acc / (double)g.OHW);
     }
   };
-  const int threads = omp_get_max_threads();
+  // Small calls run on one thread: starting the team, its dynamic schedule and barrier cost about 8 µs a call on
+  // 2 threads (a 16→16 1×1 at 2², batch 1: 20.1 µs on 2 threads, 11.6 on one), which the split pays back only
+  // above about 1.5 M gathered multiply-adds (batch 1, density 0.5, 2 threads, AMD Zen 5: MobileNetV2's 384→64 at
+  // 14², 1.2 M: 54.0 µs either way; 576→96 at 14², 2.8 M: 93 against 107 on one thread). MSGC_GATHER_SERIAL_MACS
+  // sets the bound (tests, benchmarks; 0: never).
+  int threads = omp_get_max_threads();
+  if (threads > 1) {
+    int64_t macs = 0;
+    for (int64_t ng = 0; ng < g.N * g.G; ng++) macs += sel.count(ng / g.G, ng % g.G);
+    macs *= g.Og * g.OHW * g.T;
+    const char* e = std::getenv("MSGC_GATHER_SERIAL_MACS");
+    if (macs < (e ? std::atoll(e) : int64_t(1500000))) threads = 1;
+  }
   const bool forceShared = std::getenv("MSGC_GATHER_SHARED") != nullptr;
   const bool wholeSamples = !forceShared && (threads == 1 || g.N >= 4 * threads);  // (see below)
   // AVX2 1×1 convs into blocked output: items of a head's chunk over all its output blocks, when there are enough
@@ -208,7 +222,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       t.h.resize(G * S);
     }
     const int64_t items = G * blocks * chunks, groups = (g.N + S - 1) / S;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t gi = 0; gi < groups; gi++) {
       PerThread& t = pt[omp_get_thread_num()];
       const int64_t n0 = gi * S, gn = std::min(S, g.N - n0);
@@ -301,7 +315,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     }
     // runs of every sample: recompute per task (cheap) rather than store them all
     const int64_t nf = (int64_t)fills.size(), folds = gn * G * parts, items = gn * G * blocks * chunks;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
       std::vector<int64_t> myRuns;
       if (out) {

@@ -86,6 +86,9 @@ export const variants: Array<Record<string, string>> = [
   { MSGC_GATHER_SHARED: '1' },
   { MSGC_GATHER_SHARED: '1', MSGC_GATHER_FOLD: 'weights', MSGC_GATHER_KERNEL: 'pixvec' },
   { threads: '1' }, // one thread: whole samples per thread whatever the batch
+  // the default bound below which a call runs on one thread (withEnv otherwise sets 0, so that these small cases
+  // exercise the threads' paths, as larger calls do)
+  { MSGC_GATHER_SERIAL_MACS: '1500000' },
   { MSGC_GATHER_NB: '4' }, // wide heads: 4 output blocks per kernel call instead of 2
   { MSGC_GATHER_NB: '1', MSGC_GATHER_KERNEL: 'direct' },
   { MSGC_GATHER_DIRECT: 'copy' }, // 3×3 stride 1 on nChw16c: the padded copy instead of reading x in place
@@ -108,10 +111,11 @@ export const variants: Array<Record<string, string>> = [
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA',
-    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7'];
+    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
-  for (const k of keys) setNativeEnv(k, env[k]);
+  // (small test shapes would run on one thread by default: every call uses the threads unless the variant says)
+  for (const k of keys) setNativeEnv(k, env[k] ?? (k === 'MSGC_GATHER_SERIAL_MACS' ? '0' : undefined));
   if (env.threads) msgc.setNumThreads(Number(env.threads));
   try {
     return fn();
