@@ -63,7 +63,6 @@ inline DirectGeom directGeom(int W, int KH, int KW, int OH, int OW, int strideH,
 template <class Cfg>
 struct MsgcDirectThread : MsgcBlockHead {
   static constexpr int BM = Cfg::BM, BN = Cfg::BN, NT = Cfg::NT, MT = Cfg::MT;
-  static constexpr int KSTEP = NT / BN;  // (store) threads per pixel
   int o0, p0, tid, lane, wm, wn, HW, stages, sBegin, sEnd, ohFirst, ihMin, rows;
   FastDivmod byRows;
   int off[4];  // this lane's pixels (n-tiles 0..3, column g) as patch offsets (kernel offset (0, 0))
@@ -172,16 +171,9 @@ struct MsgcDirectThread : MsgcBlockHead {
     v[1] = at[ls.b4];
   }
 
-  // the block's products Cs[m][p] (m·CStride + p) to the output: pixel tid % BN, rows tid / BN + KSTEP·i
+  // the block's products Cs[m][p] (m·CStride + p) to the output (MsgcBlockHead::storeProducts)
   MSGC_HD void store(const MsgcConvArgs& a, const float* Cs) const {
-    const int pb = tid % BN, px = p0 + pb;
-    if (px >= P) return;
-    for (int m = tid / BN; m < BM; m += KSTEP) {
-      const int o = o0 + m;
-      if (o >= a.Og) break;
-      const float v = Cs[m * Cfg::CStride + pb];
-      storeOutputRow<1>(a, split, n, g * a.Og + o, P, &px, &v);
-    }
+    storeProducts<BM, BN, NT>(a, o0, p0, tid, Cfg::CStride, Cs);
   }
 };
 

@@ -17,8 +17,6 @@
 // store them (consecutive threads, consecutive pixels). The warp step itself is in msgc_conv.cu (device: WMMA)
 // and core/cuda_emulation.cc (host: the same TF32 splitting and sums, element by element).
 #pragma once
-#include <cstring>
-
 #include "msgc_conv_tile.h"
 
 namespace msgc {
@@ -107,16 +105,9 @@ struct MsgcMmaThread : MsgcBlockHead {
     for (int s = 0; s < BSlots; s++) Bs[(kb + s * KSTEP) * Cfg::BStride + pb] = bReg[s];
   }
 
-  // the block's products Cs[m][p] (m·CStride + p) to the output: this thread's pixel pb, rows kb + KSTEP·i
+  // the block's products Cs[m][p] (m·CStride + p) to the output (MsgcBlockHead::storeProducts)
   MSGC_HD void store(const MsgcConvArgs& a, const float* Cs) const {
-    const int px = p0 + pb;
-    if (px >= P) return;
-    for (int m = kb; m < BM; m += KSTEP) {
-      const int o = o0 + m;
-      if (o >= a.Og) break;
-      const float v = Cs[m * Cfg::CStride + pb];
-      storeOutputRow<1>(a, split, n, g * a.Og + o, P, &px, &v);
-    }
+    storeProducts<BM, BN, NT>(a, o0, p0, tid, Cfg::CStride, Cs);
   }
 };
 

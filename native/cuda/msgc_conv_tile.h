@@ -154,6 +154,20 @@ struct MsgcBlockHead {
     begin = split * per < stages ? split * per : stages;
     end = (split + 1) * per < stages ? (split + 1) * per : stages;
   }
+  // The tensor-core kernels' last step: the block's products Cs[m][p] (m · cStride + p; BM rows, BN pixels from p0,
+  // output rows from o0) through the output mask and the epilogue to the output. Thread tid of NT (a multiple of
+  // BN) takes pixel tid % BN and rows tid / BN, + NT / BN, ...: consecutive threads store consecutive pixels.
+  template <int BM, int BN, int NT>
+  MSGC_HD void storeProducts(const MsgcConvArgs& a, int o0, int p0, int tid, int cStride, const float* Cs) const {
+    const int pb = tid % BN, px = p0 + pb;
+    if (px >= P) return;
+    for (int m = tid / BN; m < BM; m += NT / BN) {
+      const int o = o0 + m;
+      if (o >= a.Og) break;
+      const float v = Cs[m * cStride + pb];
+      storeOutputRow<1>(a, split, n, g * a.Og + o, P, &px, &v);
+    }
+  }
   // output pixel p of the sample: whether it exists, and the input position of its kernel's (0, 0) tap
   MSGC_HD void pixelOrigin(const MsgcConvArgs& a, int p, bool& ok, int& ih0, int& iw0) const {
     ok = p < P;
