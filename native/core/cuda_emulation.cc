@@ -155,6 +155,7 @@ template <class Cfg>
 void runDirectBlocks(const MsgcConvArgs& a, const DirectGeom& d, int gx, int gy, int gz, bool split) {
   constexpr int MT = Cfg::MT, Warps = Cfg::NT / 32;
   std::vector<MsgcDirectThread<Cfg>> threads(Cfg::NT);
+  std::vector<typename MsgcDirectThread<Cfg>::LaneStage> ls(Cfg::NT);  // (each lane's, once per stage)
   std::vector<float> smem(d.smemFloats);
   std::vector<float> acc((size_t)Cfg::NT * MT * 4 * 4);  // [thread][mt][nt][q]
   auto at = [&](int t, int mt, int nt) { return acc.data() + (((size_t)t * MT + mt) * 4 + nt) * 4; };
@@ -173,6 +174,7 @@ void runDirectBlocks(const MsgcConvArgs& a, const DirectGeom& d, int gx, int gy,
           if (st + 1 < sEnd)
             for (auto& t : threads) t.issue(a, d, st + 1, smem.data() + ((st + 1 - sBegin) & 1) * d.bufFloats, copy);
           // (wait for this stage's copies; barrier)
+          for (int t = 0; t < Cfg::NT; t++) ls[t] = threads[t].stage(d, buf);
           for (int w = 0; w < Warps; w++)
             for (int kr = 0; kr < a.KH; kr++)
               for (int ks = 0; ks < a.KW; ks++)
@@ -180,10 +182,9 @@ void runDirectBlocks(const MsgcConvArgs& a, const DirectGeom& d, int gx, int gy,
                   for (int nt = 0; nt < 4; nt++) {
                     for (int l = 0; l < 32; l++) {
                       const auto& t = threads[w * 32 + l];
-                      const auto ls = t.stage(d, buf);
                       float va[4], vb[2];
-                      t.fragA(ls, kr * a.KW + ks, mt, va);
-                      t.fragB(ls, kr * d.cols + ks, nt, vb);
+                      t.fragA(ls[w * 32 + l], kr * a.KW + ks, mt, va);
+                      t.fragB(ls[w * 32 + l], kr * d.cols + ks, nt, vb);
                       for (int i = 0; i < 4; i++) {
                         aBig[l][i] = toTf32(va[i]);
                         aSmall[l][i] = toTf32(va[i] - aBig[l][i]);
