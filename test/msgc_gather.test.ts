@@ -5,7 +5,7 @@
 // channel-blocked inputs; plus the 'auto' choice, the no-gradient rule and the native boundary's checks.
 import * as msgc from '../lib';
 import { native } from '../lib/native';
-import { preferGathered, preferOutputSkipping } from '../lib/ops/msgc';
+import { narrowHeadsUnite, preferGathered, preferOutputSkipping } from '../lib/ops/msgc';
 import { closeness, numel, randomArray } from './helpers/gradcheck';
 import { cases, gates, variants, withEnv } from './helpers/gather-cases';
 import { msgcConvReference as reference } from './helpers/references';
@@ -320,6 +320,56 @@ describe("execution 'auto' and the gradient rule", () => {
     expect(preferGathered(0.5, { outPixels: 16 * 16, batch: 32, kernel: 3, channels: 32, headChannels: 8, kernels: 'avx2' })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 32 * 32, batch: 32, kernel: 3, channels: 16, headChannels: 4, kernels: 'avx512' })).toBe(true);
     expect(preferGathered(0.2, { outPixels: 56 * 56, batch: 1, kernel: 3, channels: 64, headChannels: 16, kernels: 'portable' })).toBe(true);
+  });
+});
+
+describe('narrow heads as one head over their union', () => {
+  test('which convs unite, and the auto rule that follows the union\'s density in eval', () => {
+    expect(narrowHeadsUnite(16, 4, 'avx512')).toBe(true); // heads of 4 (ResNet-20's 16-channel stage)
+    expect(narrowHeadsUnite(32, 4, 'avx512')).toBe(true); // heads of 8
+    expect(narrowHeadsUnite(32, 4, 'avx2')).toBe(false); // heads of 8 fill a ymm half each there
+    expect(narrowHeadsUnite(16, 4, 'avx2')).toBe(true);
+    expect(narrowHeadsUnite(24, 4, 'avx512')).toBe(false); // 24 outputs are no whole vectors
+    expect(narrowHeadsUnite(24, 4, 'avx2')).toBe(true);
+    expect(narrowHeadsUnite(64, 4, 'avx512')).toBe(false); // heads of 16
+    expect(narrowHeadsUnite(16, 1, 'avx512')).toBe(false);
+    expect(narrowHeadsUnite(16, 4, 'portable')).toBe(false);
+    const s = { outPixels: 28 * 28, batch: 64, headChannels: 4, kernel: 9, union: true };
+    // batch > 2: gathered below a union density of 0.85 (AVX-512) or 0.45 (AVX2), whatever each head's density
+    expect(preferGathered(0.2, { ...s, unionDensity: 0.9 })).toBe(false);
+    expect(preferGathered(0.65, { ...s, unionDensity: 0.8 })).toBe(true);
+    expect(preferGathered(0.65, { ...s })).toBe(false); // (no union density: the per-head rule)
+    expect(preferGathered(0.2, { ...s, unionDensity: 0.5, kernels: 'avx2' })).toBe(false);
+    expect(preferGathered(0.1, { ...s, unionDensity: 0.4, kernels: 'avx2' })).toBe(true);
+    // batch 1-2: gathered at any density; training keeps the per-head density rule
+    expect(preferGathered(0.9, { ...s, batch: 1, unionDensity: 1 })).toBe(true);
+    expect(preferGathered(0.5, { ...s, recording: true, unionDensity: 0.6 })).toBe(false);
+    expect(preferGathered(0.4, { ...s, recording: true, unionDensity: 0.9 })).toBe(true);
+  });
+
+  test('the union writes the blocked layout with the numbers of the heads apart and of the masked path', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const kernels = native.gatheredKernels();
+      if (kernels === 'portable') return;
+      // heads of 4 outputs (both kinds of kernels unite them), binary gates and attention-like scales
+      const N = 3, C = 20, H = 7, O = 16, G = 4;
+      const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 41), [N, C, H, H]), msgc.tensor(randomArray(C * C, 42), [C, C, 1, 1]), null);
+      const w = msgc.tensor(randomArray(O * C * 9, 43), [O, C, 3, 3]);
+      for (const real of [false, true]) {
+        const sv = gates(N, G, C, 44, real);
+        const s = msgc.tensor(sv, [N, G, C]);
+        const run = () => F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'gathered' });
+        const united = withEnv({}, run);
+        const apart = withEnv({ MSGC_GATHER_UNION: '0' }, run);
+        expect(united.layout).toBe('blocked');
+        expect(apart.layout).toBe('plain');
+        const want = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 3, 3], sv, G, 1, 1);
+        expect(closeness(united.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        expect(closeness(apart.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        const masked = F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'masked' });
+        expect(closeness(united.toFloat32Array(), masked.toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
+    }));
   });
 });
 

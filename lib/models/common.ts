@@ -113,8 +113,8 @@ export function inputGatedConvBn(conv: Conv2d, bn: BatchNorm2d, x: Tensor, s: Te
 }
 
 /** msgcConv2d's hints for binary gates whose statistics the block has read (density, all open). */
-export function gateHints(st: GateStats, unneededOutputs?: number): { density: number; allOnes: boolean; unneededOutputs?: number } {
-  return { density: st.density, allOnes: st.allOnes, unneededOutputs };
+export function gateHints(st: GateStats, unneededOutputs?: number): { density: number; allOnes: boolean; unionDensity: number; unneededOutputs?: number } {
+  return { density: st.density, allOnes: st.allOnes, unionDensity: 1 - st.unselected, unneededOutputs };
 }
 
 /** Base of every backbone: static MAC counting and the last batch's dynamic MACs. */

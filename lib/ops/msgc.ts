@@ -33,10 +33,10 @@ export interface MsgcConv2dOptions {
   stats?: { gathered: boolean; skippedOutputs?: boolean };
   /**
    * What the caller already knows of the scales, so that 'auto' need not read them back from native memory:
-   * density (share of entries ≠ 0), allOnes (every entry exactly 1), unneededOutputs (share of (sample, output)
-   * pairs no row of outputMask needs). The host blocks pass them from the gate values they read for the MAC tally.
+   * density (share of entries ≠ 0), allOnes (every entry exactly 1), unionDensity (share of (sample, input
+   * channel) pairs some head selects), unneededOutputs (share of (sample, output) pairs no row of outputMask needs). The host blocks pass them from the gate values they read for the MAC tally.
    */
-  hints?: { density?: number; allOnes?: boolean; unneededOutputs?: number };
+  hints?: { density?: number; allOnes?: boolean; unionDensity?: number; unneededOutputs?: number };
 }
 
 /**
@@ -81,9 +81,21 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on 1×1 convs
  * at batch > 2 and on heads of at most 4 outputs (below).
  */
-export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable' }): boolean {
+export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable'; union?: boolean; unionDensity?: number }): boolean {
   // the portable gathered path (sgemm on packed copies) is about as fast as dense at density 0.5
   if (s.kernels === 'portable') return density < 0.3;
+  // Narrow heads run as one head over the heads' union (narrowHeadsUnite), so in eval the gathered work follows the
+  // union's density, the share of (sample, channel) pairs some head selects. With the BN, residual and ReLU fused,
+  // random independent heads, 2 threads, Zen 5 (÷ dense conv + BN): AVX-512, 16 channels at 28², batch 256:
+  // union 0.58 / 0.75 / 0.86 gathered 0.70 / 0.51 / 0.56, masked 0.88 / 0.55 / 0.56 (two runs); 32 channels at 14²:
+  // union 0.59 / 0.76 / 0.87 / 0.94 gathered 0.75 / 0.92 / 1.05 / 1.11, masked 0.97 / 0.99 / 1.03 / 1.00; at batch 1
+  // gathered won at every density (16 channels at 32², union 1.0: 0.73 against 0.87). AVX2 kernels (16 channels,
+  // heads of 4): batch 32 union 0.34 / 0.76 gathered 0.57 / 1.05, masked 0.68 / 0.72; batch 1 union 1.0 0.87 both.
+  // Training keeps the rules below (density).
+  if (s.union && s.unionDensity !== undefined && !s.recording) {
+    if (s.batch <= 2) return true;
+    return s.unionDensity < (s.kernels === 'avx2' ? 0.45 : 0.85);
+  }
   // (AVX2 kernels on wide 1×1 heads over maps larger than 14², ResNet-50's companion-gated 1×1 convs at 28² and
   // 56², went to the masked path until 2026-12-03, when gathered took 1.5-3.7x the dense time. With the kernels
   // reading nChw8c in place they win at batch 1-2: 128->512 at 28², one head, density 0.5: 442 µs vs masked 717
@@ -130,6 +142,19 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   }
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;
+}
+
+/**
+ * Whether the gathered execution runs a conv's heads as one head over their union (native msgcConvForwardGathered):
+ * heads of fewer than 16 outputs that are not a whole SIMD vector of them (AVX-512: 16 lanes; AVX2: 8), when all
+ * O outputs fill whole vectors (O = 16, 32, ...: ResNet-20/56's 16-channel stage, heads of 4; with AVX-512 also
+ * the 32-channel one, heads of 8). Each selected channel's weights then carry, output by output, the scale of the
+ * head the output belongs to, zero where that head did not select the channel.
+ */
+export function narrowHeadsUnite(outChannels: number, heads: number, kernels: 'avx512' | 'avx2' | 'portable' = native.gatheredKernels()): boolean {
+  if (kernels === 'portable' || heads <= 1 || outChannels % heads !== 0) return false;
+  const lanes = kernels === 'avx2' ? 8 : 16, per = outChannels / heads;
+  return per < 16 && per % lanes !== 0 && outChannels % lanes === 0;
 }
 
 export type MsgcExecution = 'auto' | 'masked' | 'gathered';
@@ -217,8 +242,11 @@ function timedForward<T>(plan: MsgcPlan, run: () => T): T {
   return r;
 }
 
-/** Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), and whether all are 1. */
-function scaleStats(scale: Tensor): { density: number; allOnes: boolean } {
+/**
+ * Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), whether all are 1, and the
+ * fraction of (sample, channel) pairs some head selects (the heads' union; scale [N, G, C]).
+ */
+function scaleStats(scale: Tensor): { density: number; allOnes: boolean; unionDensity: number } {
   const v = scale.toFloat32Array();
   let nz = 0;
   let ones = 0;
@@ -226,7 +254,15 @@ function scaleStats(scale: Tensor): { density: number; allOnes: boolean } {
     if (v[i] !== 0) nz++;
     if (v[i] === 1) ones++;
   }
-  return { density: v.length ? nz / v.length : 0, allOnes: ones === v.length };
+  const [N, G, C] = scale.shape.length === 3 ? scale.shape : [v.length, 1, 1];
+  let selected = 0;
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++) {
+      let any = false;
+      for (let i = 0; i < G && !any; i++) any = v[(n * G + i) * C + c] !== 0;
+      if (any) selected++;
+    }
+  return { density: v.length ? nz / v.length : 0, allOnes: ones === v.length, unionDensity: N * C ? selected / (N * C) : 0 };
 }
 
 /** Share of (sample, output) pairs that no row of outputMask [N, K, O] needs. */
@@ -298,10 +334,16 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const N = x.shape[0];
     const [O, C, kh, kw] = weight.shape;
     const h = options.hints;
-    const st = h && h.density !== undefined && h.allOnes !== undefined ? { density: h.density, allOnes: h.allOnes } : scaleStats(scale);
+    const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined
+      ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale);
     denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
     const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
-    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels: native.gatheredKernels() });
+    const kernels = native.gatheredKernels();
+    const union = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
+    // (hints without the union's density: that of independent heads, rather than reading the scales back)
+    if (union && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
+    gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels,
+      union, unionDensity: st.unionDensity });
     if (tuning && !denseForward && !recording) {
       const key = `${op} ${x.shape.join('x')} w${weight.shape.join('x')} s${stride.join(',')} p${padding.join(',')} G${heads} d${Math.round(st.density * 10) / 10}${options.outputMask ? ' out' : ''}`;
       let e = tuneTable.get(key);

@@ -61,6 +61,12 @@ using namespace gather;
 
 namespace {
 
+// the union of narrow heads (msgcConvForwardGathered): the original scales [N, heads, C] and outputs per head
+struct LaneScales {
+  const float* scale = nullptr;  // null: heads run apart
+  int64_t heads = 0, headOutputs = 0;
+};
+
 // ---- the AVX-512 path (the plan of one call: Job, msgc_gather_job.h) -----------------------------------------
 
 // Whether ocvec on Direct rows reads an nChw16c x in place: 3×3, stride 1 or 2, padding 1, nb <= 2. Saves the padded
@@ -80,7 +86,7 @@ bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb,
 
 void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
              KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
-             float* y) {
+             float* y, const LaneScales& lanes) {
   // ocvec reads a blocked x in place with pixels one block apart: nChw16c, and nChw8c with the AVX2 kernels
   const bool strided = kind == KernelKind::Ocvec && (src.block == 16 || (isa == Isa::Avx2 && src.block == 8));
   RowPlan rp = planRows(g, rows, src.block, strided);
@@ -88,6 +94,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.out = out;  // (zeros first: outputs that are not selected are not written)
   job.isa = isa;
   job.yl = isa == Isa::Avx2 ? 8 : 16;
+  job.laneScale = lanes.scale;
+  job.laneHeads = lanes.heads;
+  job.laneOg = lanes.headOutputs;
   if (const char* e = std::getenv("MSGC_GATHER_TRIPLE")) job.triple = std::string(e) != "0";  // (tests, benchmarks)
   if (const char* e = std::getenv("MSGC_GATHER_KC")) job.kBlock = std::atoi(e);  // (tests, benchmarks; 0: off)
   if (const char* e = std::getenv("MSGC_GATHER_Q7")) job.q7 = std::string(e) != "0";  // (tests, benchmarks)
@@ -421,7 +430,34 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const float* s = plainData(scale);
   static thread_local Selection selStore;
   select(g, s, selStore);
-  const Selection& sel = selStore;
+  const char* kernelEnv = std::getenv("MSGC_GATHER_KERNEL");
+  const std::string force = kernelEnv ? kernelEnv : "auto";
+  const Isa isa = force == "sgemm" ? Isa::Portable : gatherIsa();
+  // Narrow heads (fewer than 16 outputs, not a whole vector of them: ResNet-20/56's 16-channel stage, O/G = 4,
+  // and AVX-512's 32-channel one, 8) run as one head of all O outputs over each sample's union of selected
+  // channels, every channel's weight vector scaled lane by lane with the scale of the head its output belongs to
+  // (zero where that head did not select the channel). The ocvec kernel then fills whole vectors and writes the
+  // blocked layout, where the per-head pixvec kernel fills 4-8 lanes of 16 and writes plain NCHW; it computes the
+  // union's multiply-adds rather than each head's own. MSGC_GATHER_UNION=0 keeps the heads apart (tests, benchmarks).
+  const char* unionEnv = std::getenv("MSGC_GATHER_UNION");
+  const int64_t laneBlock = isa == Isa::Avx2 ? 8 : 16;
+  const bool unionHeads = isa != Isa::Portable && force != "pixvec" && g.G > 1 && g.Og < 16 && g.Og % laneBlock != 0 &&
+                          g.O % laneBlock == 0 && !outMask && !(unionEnv && std::string(unionEnv) == "0");
+  static thread_local Selection unionStore;
+  if (unionHeads) {
+    // one head: its selection is each sample's union
+    Selection& u = unionStore;
+    u.G = 1;
+    u.idx = selStore.uni;
+    u.start = selStore.ustart;
+    u.uni = selStore.uni;
+    u.ustart = selStore.ustart;
+    u.upos = selStore.upos;
+    u.unit.assign(g.N, 0);
+  }
+  const int64_t laneHeads = g.G, laneOg = g.Og;
+  if (unionHeads) g.G = 1, g.Og = g.O;
+  const Selection& sel = unionHeads ? unionStore : selStore;
   OutSelection outSel;
   if (outMask) outSel = selectOutputs(g, plainData(*outMask), outMask->shape[1]);
 
@@ -435,12 +471,9 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   }
   src.Cb = (g.C + src.block - 1) / src.block;
 
-  const char* kernelEnv = std::getenv("MSGC_GATHER_KERNEL");
-  const std::string force = kernelEnv ? kernelEnv : "auto";
   const char* foldEnv = std::getenv("MSGC_GATHER_FOLD");
   const bool forcePack = foldEnv && std::string(foldEnv) == "weights";
   const bool pointwise = g.KH == 1 && g.KW == 1 && g.SH == 1 && g.SW == 1 && g.PH == 0 && g.PW == 0;
-  const Isa isa = force == "sgemm" ? Isa::Portable : gatherIsa();
   const bool simd = isa != Isa::Portable;
   // ocvec when a head's outputs fill its 16-lane blocks well enough (O/G = 24, 40: 75%, 83%; the lanes past a
   // head's last output compute zeros), else pixvec (O/G = 4, 6, 8 on large maps)
@@ -498,8 +531,10 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     }
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   }
+  const LaneScales laneScales{unionHeads ? s : nullptr, laneHeads, laneOg};
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
-          selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data());
+          selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data(),
+          laneScales);
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());
   if (!fuse) return separateBn(y);
   if (means) *means = pooled;

@@ -107,11 +107,16 @@ export const variants: Array<Record<string, string>> = [
   // of 7 going over every block before the next group; and one block per item
   { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_ALLBLOCKS: '1', MSGC_GATHER_KC: '7', MSGC_GATHER_SHARED: '1' },
   { MSGC_GATHER_ISA: 'avx2', MSGC_GATHER_ALLBLOCKS: '0' },
+  // narrow heads (fewer than 16 outputs, not a whole vector) each on their own, as the pixvec or (forced) the ocvec
+  // kernel, rather than as one head over their union (the default where the outputs fill whole vectors)
+  { MSGC_GATHER_UNION: '0' },
+  { MSGC_GATHER_UNION: '0', MSGC_GATHER_KERNEL: 'ocvec' },
+  { MSGC_GATHER_UNION: '0', MSGC_GATHER_ISA: 'avx2' },
 ];
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA',
-    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS'];
+    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS', 'MSGC_GATHER_UNION'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
   // (small test shapes would run on one thread by default: every call uses the threads unless the variant says)
