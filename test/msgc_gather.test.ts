@@ -344,6 +344,8 @@ describe('narrow heads as one head over their union', () => {
     // batch 1-2: gathered at any density; training keeps the per-head density rule
     expect(preferGathered(0.9, { ...s, batch: 1, unionDensity: 1 })).toBe(true);
     expect(preferGathered(0.5, { ...s, recording: true, unionDensity: 0.6 })).toBe(false);
+    // 1×1 convs keep their rules (MobileNetV2's projections with heads of 4 and 8: masked at batch 1, density 0.5)
+    expect(preferGathered(0.5, { ...s, batch: 1, kernel: 1, outPixels: 112 * 112, channels: 32, unionDensity: 0.9 })).toBe(false);
     expect(preferGathered(0.4, { ...s, recording: true, unionDensity: 0.9 })).toBe(true);
   });
 

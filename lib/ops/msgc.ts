@@ -91,8 +91,9 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // union 0.59 / 0.76 / 0.87 / 0.94 gathered 0.75 / 0.92 / 1.05 / 1.11, masked 0.97 / 0.99 / 1.03 / 1.00; at batch 1
   // gathered won at every density (16 channels at 32², union 1.0: 0.73 against 0.87). AVX2 kernels (16 channels,
   // heads of 4): batch 32 union 0.34 / 0.76 gathered 0.57 / 1.05, masked 0.68 / 0.72; batch 1 union 1.0 0.87 both.
-  // Training keeps the rules below (density).
-  if (s.union && s.unionDensity !== undefined && !s.recording) {
+  // Training keeps the rules below (density), and so do 1×1 convs: MobileNetV2's projections with heads of 4 and 8
+  // at batch 1 (32->16 at 112², 192->32 at 28², density 0.5) ran 1.1-1.3x slower over the union than masked.
+  if (s.union && s.unionDensity !== undefined && !s.recording && (s.kernel ?? 9) > 1) {
     if (s.batch <= 2) return true;
     return s.unionDensity < (s.kernels === 'avx2' ? 0.45 : 0.85);
   }
