@@ -34,7 +34,8 @@ export interface MsgcConv2dOptions {
   /**
    * What the caller already knows of the scales, so that 'auto' need not read them back from native memory:
    * density (share of entries ≠ 0), allOnes (every entry exactly 1), unionDensity (share of (sample, input
-   * channel) pairs some head selects), unneededOutputs (share of (sample, output) pairs no row of outputMask needs). The host blocks pass them from the gate values they read for the MAC tally.
+   * channel) pairs some head selects), unneededOutputs (share of (sample, output) pairs no row of outputMask
+   * needs). The host blocks pass them from the gate values they read for the MAC tally.
    */
   hints?: { density?: number; allOnes?: boolean; unionDensity?: number; unneededOutputs?: number };
 }

@@ -61,12 +61,6 @@ using namespace gather;
 
 namespace {
 
-// the union of narrow heads (msgcConvForwardGathered): the original scales [N, heads, C] and outputs per head
-struct LaneScales {
-  const float* scale = nullptr;  // null: heads run apart
-  int64_t heads = 0, headOutputs = 0;
-};
-
 // ---- the AVX-512 path (the plan of one call: Job, msgc_gather_job.h) -----------------------------------------
 
 // Whether ocvec on Direct rows reads an nChw16c x in place: 3×3, stride 1 or 2, padding 1, nb <= 2. Saves the padded
@@ -94,9 +88,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.out = out;  // (zeros first: outputs that are not selected are not written)
   job.isa = isa;
   job.yl = isa == Isa::Avx2 ? 8 : 16;
-  job.laneScale = lanes.scale;
-  job.laneHeads = lanes.heads;
-  job.laneOg = lanes.headOutputs;
+  job.lanes = lanes;
   if (const char* e = std::getenv("MSGC_GATHER_TRIPLE")) job.triple = std::string(e) != "0";  // (tests, benchmarks)
   if (const char* e = std::getenv("MSGC_GATHER_KC")) job.kBlock = std::atoi(e);  // (tests, benchmarks; 0: off)
   if (const char* e = std::getenv("MSGC_GATHER_Q7")) job.q7 = std::string(e) != "0";  // (tests, benchmarks)
@@ -455,7 +447,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     u.upos = selStore.upos;
     u.unit.assign(g.N, 0);
   }
-  const int64_t laneHeads = g.G, laneOg = g.Og;
+  const LaneScales laneScales{unionHeads ? s : nullptr, g.G, g.Og};
   if (unionHeads) g.G = 1, g.Og = g.O;
   const Selection& sel = unionHeads ? unionStore : selStore;
   OutSelection outSel;
@@ -531,7 +523,6 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     }
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   }
-  const LaneScales laneScales{unionHeads ? s : nullptr, laneHeads, laneOg};
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
           selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data(),
           laneScales);

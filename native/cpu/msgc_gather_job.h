@@ -15,6 +15,12 @@ enum class KernelKind { Ocvec, Pixvec };
 enum class Fold { None, Weights, Rows };
 
 
+// The original heads of a union of narrow heads (Job::lanes): their scales [N, heads, C], outputs per head
+struct LaneScales {
+  const float* scale = nullptr;  // null: the heads run apart
+  int64_t heads = 0, headOutputs = 0;
+};
+
 // One head's operands for the kernels: per selected channel its input rows and its weights.
 struct HeadOperands {
   std::vector<const float*> chan, wch;
@@ -34,9 +40,8 @@ struct Job {
   bool forcePack;
   // The union of narrow heads (msgcConvForwardGathered): g and sel describe one head of all O outputs over each
   // sample's union of selected channels, and every channel's packed weights take, lane by lane, the scale of the
-  // original head the output belongs to: laneScale [N, laneHeads, C], laneOg outputs per original head (null: off)
-  const float* laneScale = nullptr;
-  int64_t laneHeads = 0, laneOg = 0;
+  // original head the output belongs to (lanes.scale null: off)
+  LaneScales lanes;
   const OutSelection* out = nullptr;  // ocvec only: compute just these outputs (packed 16 to a block)
   int pixMR = 8, pixNR = 1;  // pixvec register block
   // pixel chunks (see chunk())
@@ -215,7 +220,7 @@ struct Job {
   Fold fold(int64_t n, int64_t i) const {
     const int64_t ns = sel.count(n, i);
     if (ns == 0 || (out && out->count(n, i) == 0)) return Fold::None;
-    if (laneScale) return Fold::Weights;  // a scale per output lane: only the weights can carry it
+    if (lanes.scale) return Fold::Weights;  // a scale per output lane: only the weights can carry it
     if (out) return Fold::Weights;  // the selected outputs' weights, packed into blocks
     if (sel.unit[n * g.G + i] && !forcePack) return Fold::None;
     // planes may be copied tile by tile; rows read in place are x itself
@@ -302,14 +307,14 @@ struct Job {
               const float* a = src0.wch[j] + (osel[k] / 16) * src0.obShift + osel[k] % 16;
               for (int64_t t = 0; t < g.T; t++) d[t * 16 + l] = a[t * 16] * sc;
             }
-          } else if (kind == KernelKind::Ocvec && laneScale) {
-            // lane l is output ob·16 + l, of original head (ob·16 + l) / laneOg (lanes past the last output hold
-            // zero weights)
+          } else if (kind == KernelKind::Ocvec && lanes.scale) {
+            // lane l is output ob·16 + l, of original head (ob·16 + l) / headOutputs (lanes past the last output
+            // hold zero weights)
             const float* a = src0.wch[j] + ob * src0.obShift;
             float ls[16];
             for (int64_t l = 0; l < 16; l++) {
-              const int64_t head = std::min(laneHeads - 1, (ob * 16 + l) / laneOg);
-              ls[l] = laneScale[(n * laneHeads + head) * g.C + s[j]];
+              const int64_t head = std::min(lanes.heads - 1, (ob * 16 + l) / lanes.headOutputs);
+              ls[l] = lanes.scale[(n * lanes.heads + head) * g.C + s[j]];
             }
             for (int64_t k = 0; k < run; k++) d[k] = a[k] * ls[k % 16];
           } else if (kind == KernelKind::Ocvec) {
