@@ -245,10 +245,10 @@ function timedForward<T>(plan: MsgcPlan, run: () => T): T {
 }
 
 /**
- * Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), whether all are 1, and the
- * fraction of (sample, channel) pairs some head selects (the heads' union; scale [N, G, C]).
+ * Fraction of entries ≠ 0 (the gate density, read from native memory: N·G·C floats), whether all are 1, and with
+ * `union` the fraction of (sample, channel) pairs some head selects (the heads' union; scale [N, G, C]).
  */
-function scaleStats(scale: Tensor): { density: number; allOnes: boolean; unionDensity: number } {
+function scaleStats(scale: Tensor, union: boolean): { density: number; allOnes: boolean; unionDensity?: number } {
   const v = scale.toFloat32Array();
   let nz = 0;
   let ones = 0;
@@ -256,6 +256,8 @@ function scaleStats(scale: Tensor): { density: number; allOnes: boolean; unionDe
     if (v[i] !== 0) nz++;
     if (v[i] === 1) ones++;
   }
+  const density = v.length ? nz / v.length : 0, allOnes = ones === v.length;
+  if (!union) return { density, allOnes };
   const [N, G, C] = scale.shape.length === 3 ? scale.shape : [v.length, 1, 1];
   let selected = 0;
   for (let n = 0; n < N; n++)
@@ -264,7 +266,7 @@ function scaleStats(scale: Tensor): { density: number; allOnes: boolean; unionDe
       for (let i = 0; i < G && !any; i++) any = v[(n * G + i) * C + c] !== 0;
       if (any) selected++;
     }
-  return { density: v.length ? nz / v.length : 0, allOnes: ones === v.length, unionDensity: N * C ? selected / (N * C) : 0 };
+  return { density, allOnes, unionDensity: N * C ? selected / (N * C) : 0 };
 }
 
 /** Share of (sample, output) pairs that no row of outputMask [N, K, O] needs. */
@@ -336,12 +338,12 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const N = x.shape[0];
     const [O, C, kh, kw] = weight.shape;
     const h = options.hints;
-    const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined
-      ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale);
-    denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
-    const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
     const kernels = native.gatheredKernels();
     const union = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
+    const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined
+      ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale, union);
+    denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
+    const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
     // (hints without the union's density: that of independent heads, rather than reading the scales back)
     if (union && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels,
