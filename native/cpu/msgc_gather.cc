@@ -437,14 +437,15 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
                           g.O % laneBlock == 0 && !outMask && !(unionEnv && std::string(unionEnv) == "0");
   static thread_local Selection unionStore;
   if (unionHeads) {
-    // one head: its selection is each sample's union
+    // one head: its selection is each sample's union (selStore is not read again in this call: its union arrays
+    // are swapped over, both thread_local stores keeping their storage, and only idx and start are copies)
     Selection& u = unionStore;
     u.G = 1;
     u.idx = selStore.uni;
     u.start = selStore.ustart;
-    u.uni = selStore.uni;
-    u.ustart = selStore.ustart;
-    u.upos = selStore.upos;
+    std::swap(u.uni, selStore.uni);
+    std::swap(u.ustart, selStore.ustart);
+    std::swap(u.upos, selStore.upos);
     u.unit.assign(g.N, 0);
   }
   const LaneScales laneScales{unionHeads ? s : nullptr, g.G, g.Og};
