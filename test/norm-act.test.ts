@@ -297,6 +297,49 @@ describe('external memory reported to V8', () => {
     (k as unknown as Tensor).dispose();
     expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
   });
+
+  test('a training step inside tidy reports neither the saved activations nor the engine\'s gradients; leaf grads are reported', () => {
+    const w = msgc.randn([4, bytes / 16], { seed: 1 });
+    w.requiresGrad = true;
+    const before = external();
+    let peakForward = 0;
+    msgc.tidy(() => {
+      // crossEntropy saves its softmax (16 MB) on its node; mul's and relu's gradients (16 MB each) are the engine's
+      const a = msgc.randn([4, bytes / 16], { seed: 2 });
+      const loss = F.crossEntropy(F.relu(F.mul(a, w)), [0, 1, 2, 3]);
+      peakForward = external() - before;
+      loss.backward();
+    });
+    expect(peakForward).toBeLessThan(bytes / 2);
+    // w.grad outlives the step: reported, and nothing else
+    expect(w.grad).not.toBeNull();
+    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    expect(external() - before).toBeLessThan(2 * bytes);
+    w.grad!.dispose();
+    w.grad = null;
+    expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+    w.dispose();
+  });
+
+  test('an output that escapes every scope is reported with the tensors its graph saved', () => {
+    const x = msgc.randn([4, bytes / 16], { seed: 1 });
+    x.requiresGrad = true;
+    const before = external();
+    // the loss (4 bytes) escapes; its node holds the 16 MB softmax
+    const loss = msgc.tidy(() => F.crossEntropy(x, [0, 1, 2, 3]));
+    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    loss.dispose();
+    expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+    // outside any scope, saved tensors are reported as they are saved
+    const loss2 = F.crossEntropy(x, [0, 1, 2, 3]);
+    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    loss2.backward();
+    loss2.dispose();
+    x.grad!.dispose();
+    x.grad = null;
+    expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
+    x.dispose();
+  });
 });
 
 describe('F.conv2dBnAct (inference: BatchNorm folded into the conv, activation as a post-op)', () => {

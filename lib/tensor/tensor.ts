@@ -3,7 +3,7 @@
 // walks the graph in reverse topological order, accumulates into .grad of leaves that require grad, and frees
 // the graph (saved intermediates) as it goes.
 import { native, NativeHandle } from '../native';
-import { isGradEnabled, keep, track, untracked } from './scope';
+import { adoptSaved, isGradEnabled, keep, owned, track } from './scope';
 
 export interface GradNode {
   name: string;
@@ -197,7 +197,7 @@ export function recordOp(
     for (const s of saved) s.dispose();
     return out;
   }
-  for (const s of saved) keep(s);
+  for (const s of saved) adoptSaved(s);
   out.requiresGrad = true;
   out._node = { name, inputs: inputs.map((t) => t ?? null), backward, saved };
   return out;
@@ -257,7 +257,9 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
   }
   order.reverse();
 
-  untracked(() => {
+  // the gradients are the engine's (owned: not reported to V8, which collected garbage on every step when they
+  // were); it frees them as it goes, and reports those it hands out as a leaf's .grad
+  owned(() => {
     const grads = new Map<Tensor, Tensor>();
     grads.set(root, gradient ? new Tensor(native.clone(gradient.h)) : new Tensor(native.full(root.shape, 1)));
     // the gradient being handed on; freed with the pending ones if a node's backward throws
@@ -286,6 +288,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
             g.dispose();
           } else {
             t.grad = g;
+            g._account();
           }
           current = null;
           continue;
