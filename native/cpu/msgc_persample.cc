@@ -23,6 +23,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
@@ -200,10 +201,31 @@ inline double dotRun(const float* a, const float* b, int64_t len) {
 }
 
 // Per-thread working memory of one call
+// A buffer that only grows, left uninitialised (every user writes it before reading it)
+struct GrowBuffer {
+  std::unique_ptr<float[]> p;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      p.reset(new float[n]);
+      cap = n;
+    }
+    return p.get();
+  }
+};
+
+// Each thread's buffers for the per-sample loops, kept from call to call (OpenMP's threads persist). Allocated per
+// call, these multi-MB buffers came fresh from mmap and were zero-filled page by page, and their release flushed
+// the other threads' TLBs: MobileNetV2's 960→160 projection on 7² maps (batch 32) spent ~20% of its backward in
+// those page faults.
 struct Workspace {
-  std::vector<float> weights, scratch, gradWeights;
+  GrowBuffer weights, scratch, gradWeights, acc;
   std::vector<double> gscale;
 };
+Workspace& threadWorkspace() {
+  static thread_local Workspace ws;
+  return ws;
+}
 
 // Batch 1: the per-sample weight as a plain tensor, for the library's ordinary (multi-threaded) convolution.
 TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G) {
@@ -231,19 +253,21 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   const Shape y = msgcOutputShape(x.shape, weight.shape, p);
   const int64_t outPixels = y[2] * y[3];
   // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds; per-sample wins on any map while
-  // the weight stays cache-sized (MobileNetV2's projections), not for ResNet-50's 512×2048 on 7² maps (1.8x
-  // dense time there, where one conv over the scaled input runs at 1.05x)
-  if (weight.shape[2] * weight.shape[3] == 1 && (outPixels >= 14 * 14 || weight.shape[0] * weight.shape[1] <= (1 << 18)))
+  // the weight stays within ~1.5 MB (MobileNetV2's projections; backward at batch 32 on 7², per-sample against
+  // batched: 960→320 7.7 against 8.5 ms, 576→160 2.4 against 3.9), not for ResNet-50's 512×2048 on 7² maps (1.8x
+  // dense time there, where one conv over the scaled input runs at 1.05x) nor 1280→320 (13.5 against 12.2 ms)
+  if (weight.shape[2] * weight.shape[3] == 1 && (outPixels >= 14 * 14 || weight.shape[0] * weight.shape[1] <= (3 << 17)))
     return true;
-  // Measured with bench/msgc_ops.js-style timings of forward + backward (2 threads, AVX-512): the batched path
-  // wastes SIMD lanes when a head has fewer than 16 output channels (0.2-0.35x dense at O/G = 4-8, where
-  // per-sample runs at 0.76-0.95x), and its G small convs also lose on large maps (0.59x at 64 channels 56²,
-  // per-sample 0.94x). Per-sample pays W'_n and the weight-gradient reduction per sample, O·C·k² work that is
-  // 1/outPixels of the conv: it loses on small maps with wide heads (0.40x vs 0.63x at 64 channels 7²,
-  // 0.35x vs 0.91x at 512 channels 7²).
-  if (Og < 16) return outPixels >= 16;
-  if (outPixels >= 28 * 28) return true;
-  return outPixels >= 14 * 14 && Og < 64;
+  // k×k, measured backward at batch 32, density 0.5, G = 4 (2 threads, AVX-512; bench/msgc_ops.js-style, the
+  // paths alternating in one process): the batched path wastes SIMD lanes when a head has fewer than 16 output
+  // channels and its G small convs lose on large maps; per-sample pays W'_n and the weight-gradient reduction per
+  // sample, O·C·k² work that is 1/outPixels of the conv, and loses on small maps with wide heads. Heads of 16
+  // (64 channels) run per-sample on every map (7²: 1.09 against 1.20 ms, 8²: 1.29 / 1.45, 16²: 3.6 / 4.2, 32²:
+  // 14.8 / 16.9); heads of 32 from 28² up (128 channels, 28²: 40.4 / 43.5; 14²: even; 7²-8²: 4.1-4.7 / 3.4-4.2);
+  // heads of 64 from 28² up (256 channels, 14²: 46.8 / 41.9; 512 on 7²: 82.6 / 42.4). (Before the per-sample
+  // buffers persisted across calls, page faults made it lose at 8² with heads of 16.)
+  if (Og <= 16) return outPixels >= 16;
+  return outPixels >= 28 * 28;
 }
 
 namespace {
@@ -262,15 +286,14 @@ void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& wei
   {
     SignalHold hold(ps.gemm);
     dnnl::stream st(engine());
-    Workspace ws;
-    ws.weights.resize(wLen);
-    ws.scratch.resize(ps.scratchFloats + 1);
-    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), ws.weights.data());
-    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.data());
+    Workspace& ws = threadWorkspace();
+    float* wbuf = ws.weights.get(wLen);
+    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), wbuf);
+    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.get(ps.scratchFloats + 1));
     dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-      scaleWeights(ws.weights.data(), wb, ps.runsFwd, s + n * G * C);
+      scaleWeights(wbuf, wb, ps.runsFwd, s + n * G * C);
       xm.set_data_handle(const_cast<float*>(xp + n * xStride));
       ym.set_data_handle(yp + n * yStride);
       ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
@@ -404,32 +427,34 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
   if (needScale) r.scale = emptyTensor(scale.shape);
   const size_t wdLen = ps.wdLen, wgLen = ps.wgLen;
   const int nthr = omp_get_max_threads();
-  std::vector<std::vector<float>> accs(needWeight ? nthr : 0);
+  std::vector<float*> accs(needWeight ? nthr : 0, nullptr);  // each thread's weight-gradient sum (its workspace)
   float* gsp = needScale ? r.scale->data() : nullptr;
 #pragma omp parallel num_threads(nthr)
   {
     const int t = omp_get_thread_num();
     SignalHold hold(ps.gemm);
     dnnl::stream st(engine());
-    Workspace ws;
-    ws.scratch.resize(ps.scratchFloats + 1);
-    dnnl::memory smD(ps.bwdDataPd.scratchpad_desc(), engine(), ws.scratch.data());
-    dnnl::memory smW(ps.bwdWeightsPd.scratchpad_desc(), engine(), ws.scratch.data());
+    Workspace& ws = threadWorkspace();
+    float* scratch = ws.scratch.get(ps.scratchFloats + 1);
+    dnnl::memory smD(ps.bwdDataPd.scratchpad_desc(), engine(), scratch);
+    dnnl::memory smW(ps.bwdWeightsPd.scratchpad_desc(), engine(), scratch);
     dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), gym(ps.fwdPd.dst_desc(), engine(), nullptr),
         gxm(ps.fwdPd.src_desc(), engine(), nullptr);
     dnnl::memory wm, gwm;
+    float* wbuf = nullptr;
+    float* gw = nullptr;
     if (needX) {
-      ws.weights.resize(wdLen);
-      wm = dnnl::memory(ps.bwdDataPd.weights_desc(), engine(), ws.weights.data());
+      wbuf = ws.weights.get(wdLen);
+      wm = dnnl::memory(ps.bwdDataPd.weights_desc(), engine(), wbuf);
     }
     if (needWGrad) {
-      ws.gradWeights.resize(wgLen);
-      gwm = dnnl::memory(ps.bwdWeightsPd.diff_weights_desc(), engine(), ws.gradWeights.data());
+      gw = ws.gradWeights.get(wgLen);
+      gwm = dnnl::memory(ps.bwdWeightsPd.diff_weights_desc(), engine(), gw);
     }
-    std::vector<float>* acc = nullptr;
+    float* a = nullptr;
     if (needWeight) {
-      acc = &accs[t];
-      acc->assign(wgLen, 0.f);
+      a = accs[t] = ws.acc.get(wgLen);
+      std::memset(a, 0, wgLen * sizeof(float));
     }
     if (needScale) ws.gscale.resize(G * C);
 #pragma omp for schedule(static)
@@ -437,7 +462,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
       const float* sn = s + n * G * C;
       gym.set_data_handle(const_cast<float*>(gyp + n * yStride));
       if (needX) {
-        scaleWeights(ws.weights.data(), wData, ps.runsBwdData, sn);
+        scaleWeights(wbuf, wData, ps.runsBwdData, sn);
         gxm.set_data_handle(gxp + n * xStride);
         ps.bwdData.execute(st, {{DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, gxm},
                                 {DNNL_ARG_SCRATCHPAD, smD}});
@@ -446,47 +471,45 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
         xm.set_data_handle(const_cast<float*>(xp + n * xStride));
         ps.bwdWeights.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_DIFF_WEIGHTS, gwm},
                                    {DNNL_ARG_SCRATCHPAD, smW}});
-        const float* gw = ws.gradWeights.data();
-        if (needWeight) {
-          float* a = acc->data();
-          for (const MapRun& run : ps.runsBwdWeights) {
-            if (run.k < 0) continue;
-            float* ar = a + run.j0;
-            const float* gr = gw + run.j0;
-            if (run.step) {
+        // one pass over gW'_n, run by run (a run's values are still in L1 for its second use): the weight
+        // gradient's sum and the scale gradient
+        double* gs = needScale ? ws.gscale.data() : nullptr;
+        if (gs) std::fill(ws.gscale.begin(), ws.gscale.end(), 0.0);
+        for (const MapRun& run : ps.runsBwdWeights) {
+          if (run.k < 0) continue;
+          const float* gr = gw + run.j0;
+          if (run.step) {
+            if (a) {
+              float* ar = a + run.j0;
               const float* sr = sn + run.k;
               for (int64_t l = 0; l < run.len; l++) ar[l] += gr[l] * sr[l];
-            } else {
+            }
+            if (gs) {
+              const float* wr = wGrad + run.j0;
+              double* gk = gs + run.k;
+              for (int64_t l = 0; l < run.len; l++) gk[l] += (double)gr[l] * wr[l];
+            }
+          } else {
+            if (a) {
+              float* ar = a + run.j0;
               const float sc = sn[run.k];
               for (int64_t l = 0; l < run.len; l++) ar[l] += gr[l] * sc;
             }
+            if (gs) gs[run.k] += dotRun(gr, wGrad + run.j0, run.len);
           }
         }
-        if (needScale) {
-          double* gs = ws.gscale.data();
-          std::fill(ws.gscale.begin(), ws.gscale.end(), 0.0);
-          for (const MapRun& run : ps.runsBwdWeights) {
-            if (run.k < 0) continue;
-            const float* gr = gw + run.j0;
-            const float* wr = wGrad + run.j0;
-            if (run.step) {
-              double* gk = gs + run.k;
-              for (int64_t l = 0; l < run.len; l++) gk[l] += (double)gr[l] * wr[l];
-            } else {
-              gs[run.k] += dotRun(gr, wr, run.len);
-            }
-          }
+        if (gs)
           for (int64_t k = 0; k < G * C; k++) gsp[n * G * C + k] = (float)gs[k];
-        }
       }
     }
   }
   if (needWeight) {
     r.weight = tensorWithDesc(weight.shape, ps.bwdWeightsPd.diff_weights_desc());
     float* gw = r.weight->data();
-    std::memcpy(gw, accs[0].data(), wgLen * sizeof(float));
+    std::memcpy(gw, accs[0], wgLen * sizeof(float));
     for (int t = 1; t < nthr; t++) {
-      const float* a = accs[t].data();
+      const float* a = accs[t];
+      if (!a) continue;  // (a thread the team did not get)
       for (size_t j = 0; j < wgLen; j++) gw[j] += a[j];
     }
   }
