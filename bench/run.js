@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // run.js: the bench suite (`npm run bench`, `msgc bench`): model zoo table, conv vs oneDNN-direct, MSGC execution
-// paths per layer and density (+ the speedup-vs-density chart), and whole-model dense vs MSGC timings at gate
+// paths per layer and density (+ the speedup-vs-density chart), the masked backward's two paths per layer, and whole-model dense vs MSGC timings at gate
 // density 0.5 (ResNet-18/50 and MobileNetV2 at 224², ResNet-20/56 at 32², batch 1 and 32; table in
 // bench/results/models.md); with a GPU, the MSGC conv on it against cuDNN (cuda_ops.js). Each script measures its
 // baseline in the same run and writes JSON under bench/results/.
@@ -19,6 +19,7 @@ const steps = [
   ['zoo.js'],
   ['ops.js', ...(quick ? ['--quick'] : [])],
   ['msgc_ops.js', ...(quick ? ['--quick'] : [])],
+  ['msgc_backward.js', ...(quick ? ['--reps', '3'] : [])],
   ['chart.js'],
   ...(cuda ? [['cuda_ops.js', ...(quick ? ['--reps', '2', '--batch', '1'] : [])]] : []),
   model('resnet18', 1, 224, quick ? 3 : 10),

@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// msgc_backward.js: the MSGC convolution's two masked backward paths against the dense convolution's backward, per
+// layer shape, batch 32, G = 4, random per-sample gates at one density: "batched" (one conv per head on the scaled
+// input) and "per-sample" (one batch-1 conv per sample with W ⊙ scale), as msgcPerSampleWanted
+// (native/cpu/msgc_persample.cc) chooses between them. The three alternate in one process (MSGC_MASKED_IMPL is
+// read per call), medians of the repetitions after the first. The input arrives in the layout a conv produces.
+// Shapes: ResNet-18's 3×3 layers, ResNet-20/56's, MobileNetV2's projections (1×1). Prints a table; writes
+// bench/results/msgc_backward.json. Run `npx tsc -p tsconfig.json` first (uses ../dist).
+// Options: --reps N (default 9), --density d (default 0.5), --batch N (default 32), --shapes "C,O,H,k;..."
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const msgc = require('../dist');
+const { gates: gatesG } = require('./msgc_layers');
+
+const { F } = msgc;
+const args = process.argv.slice(2);
+const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
+const reps = Number(opt('--reps', 9));
+const density = Number(opt('--density', 0.5));
+const N = Number(opt('--batch', 32));
+const G = 4;
+const defaultShapes = [
+  // ResNet-18 (second 3×3 conv of each stage)
+  [64, 64, 56, 3], [128, 128, 28, 3], [256, 256, 14, 3], [512, 512, 7, 3],
+  // ResNet-20/56 (32² input)
+  [16, 16, 32, 3], [32, 32, 16, 3], [64, 64, 8, 3],
+  // MobileNetV2 projections
+  [144, 24, 56, 1], [192, 32, 28, 1], [384, 64, 14, 1], [576, 96, 14, 1], [576, 160, 7, 1], [960, 160, 7, 1], [960, 320, 7, 1],
+];
+const shapes = args.includes('--shapes') ? opt('--shapes', '').split(';').map((s) => s.split(',').map(Number)) : defaultShapes;
+
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
+
+const rows = [];
+console.log(`MSGC masked backward, batch ${N}, G = ${G}, density ${density}, ${msgc.backendInfo().threads} threads (ms, median of ${reps - 1})`);
+console.log('shape                 dense   batched  per-sample  dense/batched  dense/per-sample  faster');
+for (const [C, O, H, k] of shapes) {
+  const pad = (k - 1) / 2;
+  const row = msgc.tidy(() => {
+    const x0 = msgc.randn([N, C, H, H], { seed: 1 });
+    const mix = msgc.randn([C, C, 1, 1], { seed: 4, std: 1 / Math.sqrt(C) });
+    const x = msgc.noGrad(() => F.conv2d(x0, mix, null));
+    x.requiresGrad = true;
+    const w = msgc.randn([O, C, k, k], { seed: 2, std: 0.1 });
+    w.requiresGrad = true;
+    const s = msgc.tensor(gatesG(N, G, C, density, 7).v, [N, G, C]);
+    s.requiresGrad = true;
+    const gy = msgc.randn([N, O, H, H], { seed: 3 });
+    const t = { dense: [], batched: [], persample: [] };
+    const saved = process.env.MSGC_MASKED_IMPL;
+    try {
+      for (let r = 0; r < reps; r++) {
+        for (const path of Object.keys(t)) {
+          if (path === 'dense') delete process.env.MSGC_MASKED_IMPL;
+          else process.env.MSGC_MASKED_IMPL = path;
+          msgc.tidy(() => {
+            const y = path === 'dense' ? F.conv2d(x, w, null, { padding: pad })
+              : F.msgcConv2d(x, w, s, { heads: G, execution: 'masked', padding: pad });
+            const t0 = now();
+            y.backward(gy);
+            if (r > 0) t[path].push(now() - t0);
+          });
+          for (const p of [x, w, s]) if (p.grad) { p.grad.dispose(); p.grad = null; }
+        }
+      }
+    } finally {
+      if (saved === undefined) delete process.env.MSGC_MASKED_IMPL;
+      else process.env.MSGC_MASKED_IMPL = saved;
+    }
+    const d = median(t.dense), b = median(t.batched), p = median(t.persample);
+    return { C, O, H, k, denseMs: d, batchedMs: b, perSampleMs: p, faster: p < b ? 'per-sample' : 'batched' };
+  });
+  rows.push(row);
+  const name = `${row.C}->${row.O} ${row.k}x${row.k} ${row.H}²`.padEnd(20);
+  console.log(`${name}${row.denseMs.toFixed(2).padStart(7)}${row.batchedMs.toFixed(2).padStart(10)}${row.perSampleMs.toFixed(2).padStart(12)}` +
+    `${(row.denseMs / row.batchedMs).toFixed(2).padStart(15)}${(row.denseMs / row.perSampleMs).toFixed(2).padStart(18)}  ${row.faster}`);
+}
+const out = path.join(__dirname, 'results', 'msgc_backward.json');
+fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: N, heads: G, density, threads: msgc.backendInfo().threads,
+  gatheredKernels: msgc.backendInfo().gatheredKernels, reps, rows }, null, 2) + '\n');
+console.log(`wrote ${path.relative(process.cwd(), out)}`);
