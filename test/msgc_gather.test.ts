@@ -324,7 +324,7 @@ describe("execution 'auto' and the gradient rule", () => {
 });
 
 describe('narrow heads as one head over their union', () => {
-  test('which convs unite, and the auto rule that follows the union\'s density in eval', () => {
+  test('which convs unite, and the auto rule that follows the union\'s density (eval and training forward)', () => {
     expect(narrowHeadsUnite(16, 4, 'avx512')).toBe(true); // heads of 4 (ResNet-20's 16-channel stage)
     expect(narrowHeadsUnite(32, 4, 'avx512')).toBe(true); // heads of 8
     expect(narrowHeadsUnite(32, 4, 'avx2')).toBe(false); // heads of 8 fill a ymm half each there
@@ -341,12 +341,16 @@ describe('narrow heads as one head over their union', () => {
     expect(preferGathered(0.65, { ...s })).toBe(false); // (no union density: the per-head rule)
     expect(preferGathered(0.2, { ...s, unionDensity: 0.5, kernels: 'avx2' })).toBe(false);
     expect(preferGathered(0.1, { ...s, unionDensity: 0.4, kernels: 'avx2' })).toBe(true);
-    // batch 1-2: gathered at any density; training keeps the per-head density rule
+    // batch 1-2: gathered at any density in eval; the training forward follows the union's density as well
     expect(preferGathered(0.9, { ...s, batch: 1, unionDensity: 1 })).toBe(true);
-    expect(preferGathered(0.5, { ...s, recording: true, unionDensity: 0.6 })).toBe(false);
+    expect(preferGathered(0.5, { ...s, recording: true, unionDensity: 0.6 })).toBe(true);
+    expect(preferGathered(0.3, { ...s, recording: true, unionDensity: 0.9 })).toBe(false);
+    expect(preferGathered(0.9, { ...s, batch: 2, recording: true, unionDensity: 1 })).toBe(false);
     // 1×1 convs keep their rules (MobileNetV2's projections with heads of 4 and 8: masked at batch 1, density 0.5)
     expect(preferGathered(0.5, { ...s, batch: 1, kernel: 1, outPixels: 112 * 112, channels: 32, unionDensity: 0.9 })).toBe(false);
-    expect(preferGathered(0.4, { ...s, recording: true, unionDensity: 0.9 })).toBe(true);
+    // (training without the union's density: the per-head rule, gathered below 0.45)
+    expect(preferGathered(0.4, { ...s, recording: true })).toBe(true);
+    expect(preferGathered(0.5, { ...s, recording: true })).toBe(false);
   });
 
   test('the union writes the blocked layout with the numbers of the heads apart and of the masked path', () => {

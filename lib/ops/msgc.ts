@@ -92,10 +92,16 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // union 0.59 / 0.76 / 0.87 / 0.94 gathered 0.75 / 0.92 / 1.05 / 1.11, masked 0.97 / 0.99 / 1.03 / 1.00; at batch 1
   // gathered won at every density (16 channels at 32², union 1.0: 0.73 against 0.87). AVX2 kernels (16 channels,
   // heads of 4): batch 32 union 0.34 / 0.76 gathered 0.57 / 1.05, masked 0.68 / 0.72; batch 1 union 1.0 0.87 both.
-  // Training keeps the rules below (density), and so do 1×1 convs: MobileNetV2's projections with heads of 4 and 8
-  // at batch 1 (32->16 at 112², 192->32 at 28², density 0.5) ran 1.1-1.3x slower over the union than masked.
-  if (s.union && s.unionDensity !== undefined && !s.recording && (s.kernel ?? 9) > 1) {
-    if (s.batch <= 2) return true;
+  // Training forward (recording; then the masked backward) alike, AVX-512, batch 64, heads correlated to vary the
+  // union at a given density (÷ dense conv, no BN; 16 channels at 28², 32 at 14², 16 at 32², 32 at 16²): union 0.3
+  // gathered 0.71 / 0.45 / 0.41 / 0.42, masked 1.28 / 1.14 / 0.93 / 1.12; union 0.6 (density 0.48) 0.86 / 0.84 /
+  // 0.64 / 0.88 against 1.19 / 1.18 / 0.92 / 1.16; union 0.8 1.06 / 0.95 / 0.78 / 1.03 against 1.18 / 1.05 / 0.91 /
+  // 1.14; union 0.93 1.12 / 1.19 / 0.90 / 1.18 against 1.04 / 1.14 / 0.91 / 1.14. (Until 2026-12-04 training used
+  // the head density below, < 0.45: heads at 0.48 with a union of 0.6, as trained gates give, ran masked.)
+  // 1×1 convs keep the rules below: MobileNetV2's projections with heads of 4 and 8 at batch 1 (32->16 at 112²,
+  // 192->32 at 28², density 0.5) ran 1.1-1.3x slower over the union than masked.
+  if (s.union && s.unionDensity !== undefined && (s.kernel ?? 9) > 1) {
+    if (s.batch <= 2 && !s.recording) return true;
     return s.unionDensity < (s.kernels === 'avx2' ? 0.45 : 0.85);
   }
   // (AVX2 kernels on wide 1×1 heads over maps larger than 14², ResNet-50's companion-gated 1×1 convs at 28² and
