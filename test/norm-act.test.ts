@@ -298,6 +298,8 @@ describe('external memory reported to V8', () => {
     expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
   });
 
+  // (other external memory, e.g. array buffers a collection frees meanwhile, moves the count by up to ~100 KB:
+  // hence margins of a quarter of the 16 MB tensors)
   test('a training step inside tidy reports neither the saved activations nor the engine\'s gradients; leaf grads are reported', () => {
     const w = msgc.randn([4, bytes / 16], { seed: 1 });
     w.requiresGrad = true;
@@ -313,8 +315,8 @@ describe('external memory reported to V8', () => {
     expect(peakForward).toBeLessThan(bytes / 2);
     // w.grad outlives the step: reported, and nothing else
     expect(w.grad).not.toBeNull();
-    expect(external() - before).toBeGreaterThanOrEqual(bytes);
-    expect(external() - before).toBeLessThan(2 * bytes);
+    expect(external() - before).toBeGreaterThan(0.75 * bytes);
+    expect(external() - before).toBeLessThan(1.5 * bytes);
     w.grad!.dispose();
     w.grad = null;
     expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
@@ -327,12 +329,12 @@ describe('external memory reported to V8', () => {
     const before = external();
     // the loss (4 bytes) escapes; its node holds the 16 MB softmax
     const loss = msgc.tidy(() => F.crossEntropy(x, [0, 1, 2, 3]));
-    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    expect(external() - before).toBeGreaterThan(0.75 * bytes);
     loss.dispose();
     expect(Math.abs(external() - before)).toBeLessThan(bytes / 2);
     // outside any scope, saved tensors are reported as they are saved
     const loss2 = F.crossEntropy(x, [0, 1, 2, 3]);
-    expect(external() - before).toBeGreaterThanOrEqual(bytes);
+    expect(external() - before).toBeGreaterThan(0.75 * bytes);
     loss2.backward();
     loss2.dispose();
     x.grad!.dispose();
