@@ -108,9 +108,9 @@ export function tidy<T>(fn: () => T): T {
   return result;
 }
 
-/** Runs fn with tensors created inside it untracked by any tidy scope (used for gradients and optimiser state). */
-export function untracked<T>(fn: () => T): T {
-  scopes.push(null);
+/** Runs fn with `scope` innermost on the stack. */
+function within<T>(scope: Scope, fn: () => T): T {
+  scopes.push(scope);
   try {
     return fn();
   } finally {
@@ -118,17 +118,17 @@ export function untracked<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with tensors created inside it untracked by any tidy scope (used for gradients and optimiser state). */
+export function untracked<T>(fn: () => T): T {
+  return within(null, fn);
+}
+
 /**
  * Runs fn with the tensors created inside it owned by the caller: neither tracked by a tidy scope nor reported to
  * V8. The backward engine's gradients: it frees them as it goes, and reports those it hands out (leaf .grad).
  */
 export function owned<T>(fn: () => T): T {
-  scopes.push(OWNED);
-  try {
-    return fn();
-  } finally {
-    scopes.pop();
-  }
+  return within(OWNED, fn);
 }
 
 /** Runs fn without recording the autograd graph (inference, optimiser updates). */

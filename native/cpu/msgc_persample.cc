@@ -19,10 +19,12 @@
 // primitive's blocked weight layout through an index map (blocked element -> scale index i·C + c, or -1 for
 // padding), built once per layout.
 #include <omp.h>
+#include <algorithm>
 #include <cmath>
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <unordered_map>
@@ -200,8 +202,8 @@ inline double dotRun(const float* a, const float* b, int64_t len) {
   return acc;
 }
 
-// Per-thread working memory of one call
-// A buffer that only grows, left uninitialised (every user writes it before reading it)
+// A buffer that only grows, left uninitialised (every user writes it before reading it; under MSGC_POISON, as in the
+// tests, it starts as NaN like new tensors, so that a read of unwritten memory shows)
 struct GrowBuffer {
   std::unique_ptr<float[]> p;
   size_t cap = 0;
@@ -209,6 +211,8 @@ struct GrowBuffer {
     if (n > cap) {
       p.reset(new float[n]);
       cap = n;
+      static const bool poison = std::getenv("MSGC_POISON") != nullptr;
+      if (poison) std::fill(p.get(), p.get() + n, std::numeric_limits<float>::quiet_NaN());
     }
     return p.get();
   }
@@ -258,7 +262,7 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   // dense time there, where one conv over the scaled input runs at 1.05x) nor 1280→320 (13.5 against 12.2 ms)
   if (weight.shape[2] * weight.shape[3] == 1 && (outPixels >= 14 * 14 || weight.shape[0] * weight.shape[1] <= (3 << 17)))
     return true;
-  // k×k, measured backward at batch 32, density 0.5, G = 4 (2 threads, AVX-512; bench/msgc_ops.js-style, the
+  // k×k, measured backward at batch 32, density 0.5, G = 4 (2 threads, AVX-512; bench/msgc_backward.js, the
   // paths alternating in one process): the batched path wastes SIMD lanes when a head has fewer than 16 output
   // channels and its G small convs lose on large maps; per-sample pays W'_n and the weight-gradient reduction per
   // sample, O·C·k² work that is 1/outPixels of the conv, and loses on small maps with wide heads. Heads of 16
