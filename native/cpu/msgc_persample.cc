@@ -262,16 +262,19 @@ bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvPa
   // dense time there, where one conv over the scaled input runs at 1.05x) nor 1280→320 (13.5 against 12.2 ms)
   if (weight.shape[2] * weight.shape[3] == 1 && (outPixels >= 14 * 14 || weight.shape[0] * weight.shape[1] <= (3 << 17)))
     return true;
-  // k×k, measured backward at batch 32, density 0.5, G = 4 (2 threads, AVX-512; bench/msgc_backward.js, the
-  // paths alternating in one process): the batched path wastes SIMD lanes when a head has fewer than 16 output
-  // channels and its G small convs lose on large maps; per-sample pays W'_n and the weight-gradient reduction per
-  // sample, O·C·k² work that is 1/outPixels of the conv, and loses on small maps with wide heads. Heads of 16
-  // (64 channels) run per-sample on every map (7²: 1.09 against 1.20 ms, 8²: 1.29 / 1.45, 16²: 3.6 / 4.2, 32²:
-  // 14.8 / 16.9); heads of 32 from 28² up (128 channels, 28²: 40.4 / 43.5; 14²: even; 7²-8²: 4.1-4.7 / 3.4-4.2);
-  // heads of 64 from 28² up (256 channels, 14²: 46.8 / 41.9; 512 on 7²: 82.6 / 42.4). (Before the per-sample
-  // buffers persisted across calls, page faults made it lose at 8² with heads of 16.)
-  if (Og <= 16) return outPixels >= 16;
-  return outPixels >= 28 * 28;
+  // k×k (the rule decides the masked forward as well as the backward). Measured with the paths alternating in one
+  // process (bench/msgc_backward.js; 2 threads, AVX-512, G = 4): the batched path wastes SIMD lanes when a head has
+  // fewer than 16 output channels (0.24-0.40x dense backward at heads of 4-8 on ResNet-20's maps, per-sample
+  // 0.82-0.92x), and its G small convs lose on large maps (64 channels at 56²: 0.76x, per-sample 0.98x). Per-sample
+  // pays W'_n and the weight-gradient reduction per sample, O·C·k² work that is 1/outPixels of the conv, and loses
+  // on small maps with wide heads (512 channels at 7²: 0.48x against 0.88x). Heads of 16 and 32 run per-sample from
+  // 14² up (64 channels at 14², batch 64, backward 5.8 against 6.8 ms, forward even; 128 at 28²: 40.4 / 43.5); below
+  // 14² heads of 16 are even in the backward at batch 32 (7²: 1.09 per-sample against 1.20 batched) and lose at
+  // batch 64 (1.95 / 1.78) and in the forward (7²: 0.85 / 0.76 at batch 64), so they stay batched; heads of 64 and
+  // more run batched below 28² (256 channels at 14²: 45.1 per-sample against 41.6).
+  if (Og < 16) return outPixels >= 16;
+  if (outPixels >= 28 * 28) return true;
+  return outPixels >= 14 * 14 && Og < 64;
 }
 
 namespace {
