@@ -21,6 +21,7 @@
 #endif
 
 #include "msgc/tensor.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 namespace {
@@ -153,21 +154,19 @@ static inline float toUnit(uint32_t v) { return (v >> 8) * (1.0f / 16777216.0f);
 
 void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high) {
   int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t b = 0; b < blocks; b++) {
+  parallelFor(blocks, n > 65536, [&](int64_t b) {
     uint32_t r[4];
     Philox::block(seed, (uint64_t)b, r);
     for (int j = 0; j < 4; j++) {
       int64_t i = b * 4 + j;
       if (i < n) out[i] = low + (high - low) * toUnit(r[j]);
     }
-  }
+  });
 }
 
 void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std) {
   int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for if (n > 65536)
-  for (int64_t b = 0; b < blocks; b++) {
+  parallelFor(blocks, n > 65536, [&](int64_t b) {
     uint32_t r[4];
     Philox::block(seed, (uint64_t)b, r);
     float z[4];
@@ -182,7 +181,7 @@ void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std) {
       int64_t i = b * 4 + j;
       if (i < n) out[i] = mean + std * z[j];
     }
-  }
+  });
 }
 
 }  // namespace msgc

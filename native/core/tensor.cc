@@ -8,6 +8,7 @@
 #include "msgc/cuda.h"
 #include "msgc/errors.h"
 #include "msgc/tensor.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 namespace {
@@ -77,8 +78,7 @@ TensorPtr fullTensor(const Shape& shape, float value, Device device) {
   }
   float* p = t->data();
   int64_t n = t->numel();
-#pragma omp parallel for if (n > 65536)
-  for (int64_t i = 0; i < n; i++) p[i] = value;
+  parallelForSimd(n, n > 65536, [&](int64_t i) { p[i] = value; });
   return t;
 }
 

@@ -8,6 +8,7 @@
 #include "layout.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -33,8 +34,7 @@ dnnl::algorithm binaryAlg(Binary op) {
 
 template <typename F>
 void mapBuffers(float* y, const float* a, const float* b, int64_t n, F f) {
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; i++) y[i] = f(a[i], b[i]);
+  parallelForSimd(n, n > 32768, [&](int64_t i) { y[i] = f(a[i], b[i]); });
 }
 
 }  // namespace
@@ -46,9 +46,7 @@ namespace {
 template <int B, class F>
 void channelBroadcastBlk(float* yp, const float* ap, const float* bp, int64_t N, int64_t C, int64_t HW, int64_t blocks,
                          bool perSample, F f) {
-#pragma omp parallel for collapse(2) if (N * blocks * B * HW > 32768)
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t cb = 0; cb < blocks; cb++) {
+  parallelFor2(N, blocks, N * blocks * B * HW > 32768, [&](int64_t n, int64_t cb) {
       float v[B];
       for (int64_t l = 0; l < B; l++) {
         const int64_t c = cb * B + l;
@@ -60,7 +58,7 @@ void channelBroadcastBlk(float* yp, const float* ap, const float* bp, int64_t N,
         float* dst = yp + base + hw * B;
         for (int l = 0; l < B; l++) dst[l] = f(src[l], v[l]);
       }
-    }
+  });
 }
 template <class F>
 void channelBroadcast(float* yp, const float* ap, const float* bp, int64_t N, int64_t C, int64_t HW, int64_t blk,
@@ -94,8 +92,7 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
     const float* ap = plainData(a);
     float* yp = y->data();
     int64_t n = a.numel();
-#pragma omp parallel for if (n > 32768)
-    for (int64_t i = 0; i < n; i++) yp[i] = f(ap[i], s);
+    parallelFor(n, n > 32768, [&](int64_t i) { yp[i] = f(ap[i], s); });
     return y;
   }
   // per-sample-per-channel operands ([N, C, 1, 1] or [1, C, 1, 1]) against plain or channel-blocked a: our
@@ -146,12 +143,11 @@ TensorPtr reduceToShape(const Tensor& g, const Shape& target) {
   if (tailOnes) {
     int64_t outer = shapeNumel(Shape(g.shape.begin(), g.shape.begin() + prefix));
     int64_t inner = n / outer;
-#pragma omp parallel for if (n > 32768)
-    for (int64_t o = 0; o < outer; o++) {
+    parallelFor(outer, n > 32768, [&](int64_t o) {
       double s = 0.0;
       for (int64_t i = 0; i < inner; i++) s += gp[o * inner + i];
       rp[o] = (float)s;
-    }
+    });
     return r;
   }
   // general case: walk g's multi-index, map to the target index (broadcast dims contribute 0)
@@ -181,17 +177,14 @@ TensorPtr scale(const Tensor& x, float alpha) {
   int64_t n = x.layout ? bufferElems(*y) : x.numel();
   const float* xp = x.data();
   float* yp = y->data();
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; i++) yp[i] = alpha * xp[i];
+  parallelForSimd(n, n > 32768, [&](int64_t i) { yp[i] = alpha * xp[i]; });
   return y;
 }
 
 TensorPtr sumAll(const Tensor& x) {
   const float* xp = plainData(x);
   int64_t n = x.numel();
-  double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (n > 32768)
-  for (int64_t i = 0; i < n; i++) s += xp[i];
+  const double s = parallelSum(n, n > 32768, [&](int64_t i) { return (double)xp[i]; });
   return fullTensor({}, (float)s);
 }
 
@@ -204,8 +197,7 @@ void addInPlace(Tensor& dst, const Tensor& src, float alpha) {
   const float* sp = sameDesc(dst, src) ? src.data() : static_cast<const float*>(asLayout(src, md).get_data_handle());
   float* dp = dst.data();
   int64_t n = dst.layout ? bufferElems(dst) : dst.numel();
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; i++) dp[i] += alpha * sp[i];
+  parallelForSimd(n, n > 32768, [&](int64_t i) { dp[i] += alpha * sp[i]; });
   dst.storage->touch();
 }
 
@@ -218,13 +210,12 @@ void forChannelPlanes(Tensor& t, const float* v, float alpha, int64_t block, F f
   const int64_t N = t.shape[0], C = t.shape[1], HW = t.shape[2] * t.shape[3];
   const int64_t Cb = (C + block - 1) / block;
   float* d = t.data();
-#pragma omp parallel for schedule(static) if (N * C * HW > 32768)
-  for (int64_t pl = 0; pl < N * Cb; pl++) {
+  parallelFor(N * Cb, N * C * HW > 32768, [&](int64_t pl) {
     const int64_t n = pl / Cb, c0 = (pl % Cb) * block;
     float lanes[16];
     for (int64_t l = 0; l < block; l++) lanes[l] = c0 + l < C ? alpha * v[n * C + c0 + l] : 0.f;
     f(d + pl * HW * block, lanes, HW);
-  }
+  });
 }
 template <int B>
 void fillPlane(float* p, const float* v, int64_t HW) {

@@ -6,6 +6,7 @@
 
 #include "layout.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -28,9 +29,7 @@ CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labe
   r.probs = emptyTensor({N, K});
   r.loss = emptyTensor({});
   float* p = r.probs->data();
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (N * K > 65536)
-  for (int64_t n = 0; n < N; n++) {
+  const double total = parallelSum(N, N * K > 65536, [&](int64_t n) {
     std::vector<double> logp(K);
     logSoftmaxRow(z + n * K, K, 1.0, logp.data());
     double sumLogp = 0.0;
@@ -39,8 +38,8 @@ CrossEntropyResult crossEntropyForward(const Tensor& logits, const int32_t* labe
       sumLogp += logp[k];
     }
     double logpLabel = logp[labels[n]];
-    total += -(1.0 - eps) * logpLabel - (eps / K) * sumLogp;
-  }
+    return -(1.0 - eps) * logpLabel - (eps / K) * sumLogp;
+  });
   r.loss->data()[0] = N > 0 ? (float)(total / N) : 0.f;
   return r;
 }
@@ -68,9 +67,7 @@ DistillationResult distillationForward(const Tensor& student, const Tensor& teac
   r.diff = emptyTensor({N, K});
   r.loss = emptyTensor({});
   float* d = r.diff->data();
-  double total = 0.0;
-#pragma omp parallel for reduction(+ : total) if (N * K > 65536)
-  for (int64_t n = 0; n < N; n++) {
+  const double total = parallelSum(N, N * K > 65536, [&](int64_t n) {
     std::vector<double> ls(K), lt(K);
     logSoftmaxRow(s + n * K, K, T, ls.data());
     logSoftmaxRow(t + n * K, K, T, lt.data());
@@ -80,8 +77,8 @@ DistillationResult distillationForward(const Tensor& student, const Tensor& teac
       kl += pt * (lt[k] - ls[k]);
       d[n * K + k] = (float)(std::exp(ls[k]) - pt);
     }
-    total += kl;
-  }
+    return kl;
+  });
   r.loss->data()[0] = N > 0 ? (float)(T * T * total / N) : 0.f;
   return r;
 }

@@ -223,8 +223,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       t.h.resize(G * S);
     }
     const int64_t items = G * blocks * chunks, groups = (g.N + S - 1) / S;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t gi = 0; gi < groups; gi++) {
+    auto group = [&](int64_t gi) {
       PerThread& t = pt[omp_get_thread_num()];
       const int64_t n0 = gi * S, gn = std::min(S, g.N - n0);
       float* fold = t.fold.st->data;
@@ -266,6 +265,13 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
               for (int64_t k = 0; k < chunks; k++)
                 if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, t.h[m * G + i]);
       }
+    };
+    // (one thread: no OpenMP region at all, whose end alone costs a futex system call; see msgc/parallel.h)
+    if (threads > 1) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+      for (int64_t gi = 0; gi < groups; gi++) group(gi);
+    } else {
+      for (int64_t gi = 0; gi < groups; gi++) group(gi);
     }
     finish();
     return;
@@ -316,8 +322,8 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     }
     // runs of every sample: recompute per task (cheap) rather than store them all
     const int64_t nf = (int64_t)fills.size(), folds = gn * G * parts, items = gn * G * blocks * chunks;
-#pragma omp parallel num_threads(threads)
-    {
+    // (the worksharing loops below bind to the team when there is one, else run on this thread alone)
+    auto region = [&]() {
       std::vector<int64_t> myRuns;
       if (out) {
 #pragma omp for schedule(static)
@@ -379,6 +385,12 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
         if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, h[m * G + i]);
       }
       }
+    };
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+      region();
+    } else {
+      region();
     }
     n0 = n1;
   }

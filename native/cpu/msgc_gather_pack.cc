@@ -2,6 +2,7 @@
 // selects, the input rows the kernels read (zero-padded copies, im2col rows, nChw16c transposes) and the weight
 // layouts they read. See msgc_gather.cc for the design.
 #include "msgc_gather.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 namespace gather {
@@ -345,19 +346,18 @@ const float* weightLayout(const Tensor& weight, const Geometry& g, bool ocvec) {
   auto st = std::make_shared<Storage>(floats * sizeof(float), weight.device());
   float* d = st->data;
   if (ocvec) {
-#pragma omp parallel for collapse(2) if (O * C * T > 65536)
-    for (int64_t ib = 0; ib < g.G * B; ib++)
-      for (int64_t c = 0; c < C; c++)
-        for (int64_t t = 0; t < T; t++)
-          for (int64_t l = 0; l < 16; l++) {
-            const int64_t oh = ib % B * 16 + l;  // output within the head
-            d[((ib * C + c) * T + t) * 16 + l] = oh < Og ? w[((ib / B * Og + oh) * C + c) * T + t] : 0.f;
-          }
+    parallelFor2(g.G * B, C, O * C * T > 65536, [&](int64_t ib, int64_t c) {
+      for (int64_t t = 0; t < T; t++)
+        for (int64_t l = 0; l < 16; l++) {
+          const int64_t oh = ib % B * 16 + l;  // output within the head
+          d[((ib * C + c) * T + t) * 16 + l] = oh < Og ? w[((ib / B * Og + oh) * C + c) * T + t] : 0.f;
+        }
+    });
   } else {
-#pragma omp parallel for if (O * C * T > 65536)
-    for (int64_t c = 0; c < C; c++)
+    parallelFor(C, O * C * T > 65536, [&](int64_t c) {
       for (int64_t t = 0; t < T; t++)
         for (int64_t o = 0; o < O; o++) d[(c * T + t) * O + o] = w[(o * C + c) * T + t];
+    });
   }
   cache[key] = Storage::Derived{weight.storage->version, st};
   return st->data;

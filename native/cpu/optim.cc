@@ -3,6 +3,7 @@
 // Also the two halves of gradient-norm clipping: a float64 sum of squares and an in-place scale.
 #include "layout.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -14,15 +15,14 @@ void sgdStep(Tensor& param, const Tensor& grad, Tensor* buf, float lr, float mom
   float* p = param.data();
   float* b = buf ? buf->data() : nullptr;
   int64_t n = param.layout ? (int64_t)(param.storage->bytes / sizeof(float)) : param.numel();
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; i++) {
+  parallelForSimd(n, n > 32768, [&](int64_t i) {
     float d = g[i] + weightDecay * p[i];
     if (b) {
       b[i] = momentum * b[i] + d;
       d = nesterov ? d + momentum * b[i] : b[i];
     }
     p[i] -= lr * d;
-  }
+  });
   param.storage->touch();
   if (buf) buf->storage->touch();
 }
@@ -30,17 +30,13 @@ void sgdStep(Tensor& param, const Tensor& grad, Tensor* buf, float lr, float mom
 double sumSquares(const Tensor& x) {
   const float* p = plainData(x);  // (a blocked layout's padded lanes are not values)
   const int64_t n = x.numel();
-  double acc = 0.0;
-#pragma omp parallel for reduction(+ : acc) if (n > 65536)
-  for (int64_t i = 0; i < n; i++) acc += (double)p[i] * p[i];
-  return acc;
+  return parallelSum(n, n > 65536, [&](int64_t i) { return (double)p[i] * p[i]; });
 }
 
 void scaleInPlace(Tensor& x, float alpha) {
   float* p = x.data();
   const int64_t n = x.layout ? (int64_t)(x.storage->bytes / sizeof(float)) : x.numel();
-#pragma omp parallel for simd if (n > 32768)
-  for (int64_t i = 0; i < n; i++) p[i] *= alpha;
+  parallelForSimd(n, n > 32768, [&](int64_t i) { p[i] *= alpha; });
   x.storage->touch();
 }
 

@@ -4,6 +4,7 @@
 #include "layout.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -49,8 +50,9 @@ TensorPtr concatChannels(const std::vector<const Tensor*>& xs) {
   for (const Tensor* t : xs) {
     const float* xp = plainData(*t);
     int64_t block = t->shape[1] * inner;
-#pragma omp parallel for if (N * block > 32768)
-    for (int64_t n = 0; n < N; n++) std::memcpy(yp + n * totalC * inner + offset, xp + n * block, block * sizeof(float));
+    parallelFor(N, N * block > 32768, [&](int64_t n) {
+      std::memcpy(yp + n * totalC * inner + offset, xp + n * block, block * sizeof(float));
+    });
     offset += block;
   }
   return y;
@@ -64,8 +66,9 @@ TensorPtr sliceChannels(const Tensor& x, int64_t start, int64_t end) {
   const float* xp = plainData(x);
   float* yp = y->data();
   int64_t block = (end - start) * inner;
-#pragma omp parallel for if (N * block > 32768)
-  for (int64_t n = 0; n < N; n++) std::memcpy(yp + n * block, xp + (n * C + start) * inner, block * sizeof(float));
+  parallelFor(N, N * block > 32768, [&](int64_t n) {
+    std::memcpy(yp + n * block, xp + (n * C + start) * inner, block * sizeof(float));
+  });
   return y;
 }
 
