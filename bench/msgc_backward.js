@@ -1,9 +1,11 @@
 #!/usr/bin/env node
-// msgc_backward.js: the MSGC convolution's two masked backward paths against the dense convolution's backward, per
-// layer shape, batch 32, G = 4, random per-sample gates at one density: "batched" (one conv per head on the scaled
-// input) and "per-sample" (one batch-1 conv per sample with W ⊙ scale), as msgcPerSampleWanted
-// (native/cpu/msgc_persample.cc) chooses between them. The three alternate in one process (MSGC_MASKED_IMPL is
-// read per call), medians of the repetitions after the first. The input arrives in the layout a conv produces.
+// msgc_backward.js: the MSGC convolution's three masked paths against the dense convolution, forward and backward
+// timed apart, per layer shape, batch 32, G = 4, random per-sample gates at one density: "batched" (one conv per
+// head on the scaled input), "grouped" (one grouped conv over the G-fold scaled input) and "per-sample" (one
+// batch-1 conv per sample with W ⊙ scale), as msgcMaskedImpl (native/cpu/msgc_persample.cc) chooses between them
+// (its choice decides the training forward and the backward). The four alternate in one process
+// (MSGC_MASKED_IMPL is read per call), medians of the repetitions after the first. The input arrives in the layout
+// a conv produces.
 // Shapes: ResNet-18's 3×3 layers, ResNet-20/56's, MobileNetV2's projections (1×1). Prints a table; writes
 // bench/results/msgc_backward.json. Run `npx tsc -p tsconfig.json` first (uses ../dist).
 // Options: --reps N (default 9), --density d (default 0.5), --batch N (default 32), --shapes "C,O,H,k;..."
@@ -34,8 +36,9 @@ const now = () => Number(process.hrtime.bigint()) / 1e6;
 const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
 const rows = [];
-console.log(`MSGC masked backward, batch ${N}, G = ${G}, density ${density}, ${msgc.backendInfo().threads} threads (ms, median of ${reps - 1})`);
-console.log('shape                 dense   batched  per-sample  dense/batched  dense/per-sample  faster');
+const paths = ['dense', 'batched', 'grouped', 'persample'];
+console.log(`MSGC masked forward + backward, batch ${N}, G = ${G}, density ${density}, ${msgc.backendInfo().threads} threads (ms, median of ${reps - 1})`);
+console.log('shape'.padEnd(20) + 'dense fwd+bwd'.padStart(14) + paths.slice(1).map((k) => `${k} (÷ dense)`.padStart(21)).join('') + '  fastest');
 for (const [C, O, H, k] of shapes) {
   const pad = (k - 1) / 2;
   const row = msgc.tidy(() => {
@@ -48,7 +51,8 @@ for (const [C, O, H, k] of shapes) {
     const s = msgc.tensor(gatesG(N, G, C, density, 7).v, [N, G, C]);
     s.requiresGrad = true;
     const gy = msgc.randn([N, O, H, H], { seed: 3 });
-    const t = { dense: [], batched: [], persample: [] };
+    const t = {}, tf = {};
+    for (const k of paths) { t[k] = []; tf[k] = []; }
     const saved = process.env.MSGC_MASKED_IMPL;
     try {
       for (let r = 0; r < reps; r++) {
@@ -56,11 +60,15 @@ for (const [C, O, H, k] of shapes) {
           if (path === 'dense') delete process.env.MSGC_MASKED_IMPL;
           else process.env.MSGC_MASKED_IMPL = path;
           msgc.tidy(() => {
+            const f0 = now();
             const y = path === 'dense' ? F.conv2d(x, w, null, { padding: pad })
               : F.msgcConv2d(x, w, s, { heads: G, execution: 'masked', padding: pad });
             const t0 = now();
             y.backward(gy);
-            if (r > 0) t[path].push(now() - t0);
+            if (r > 0) {
+              tf[path].push(t0 - f0);
+              t[path].push(now() - t0);
+            }
           });
           for (const p of [x, w, s]) if (p.grad) { p.grad.dispose(); p.grad = null; }
         }
@@ -69,15 +77,19 @@ for (const [C, O, H, k] of shapes) {
       if (saved === undefined) delete process.env.MSGC_MASKED_IMPL;
       else process.env.MSGC_MASKED_IMPL = saved;
     }
-    const d = median(t.dense), b = median(t.batched), p = median(t.persample);
-    return { C, O, H, k, denseMs: d, batchedMs: b, perSampleMs: p, faster: p < b ? 'per-sample' : 'batched' };
+    const fwd = {}, bwd = {};
+    for (const k of paths) { fwd[k] = median(tf[k]); bwd[k] = median(t[k]); }
+    const masked = paths.slice(1);
+    const fastest = masked.reduce((a, b) => (fwd[b] + bwd[b] < fwd[a] + bwd[a] ? b : a));
+    return { C, O, H, k, forwardMs: fwd, backwardMs: bwd, fastest };
   });
   rows.push(row);
   const name = `${row.C}->${row.O} ${row.k}x${row.k} ${row.H}²`.padEnd(20);
-  console.log(`${name}${row.denseMs.toFixed(2).padStart(7)}${row.batchedMs.toFixed(2).padStart(10)}${row.perSampleMs.toFixed(2).padStart(12)}` +
-    `${(row.denseMs / row.batchedMs).toFixed(2).padStart(15)}${(row.denseMs / row.perSampleMs).toFixed(2).padStart(18)}  ${row.faster}`);
+  const cell = (k) => `${row.forwardMs[k].toFixed(2)}+${row.backwardMs[k].toFixed(2)}`.padStart(14) +
+    (k === 'dense' ? '' : ` ${((row.forwardMs.dense + row.backwardMs.dense) / (row.forwardMs[k] + row.backwardMs[k])).toFixed(2)}x`.padStart(3));
+  console.log(`${name}${paths.map(cell).join(' ')}  ${row.fastest}`);
 }
 const out = path.join(__dirname, 'results', 'msgc_backward.json');
 fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: N, heads: G, density, threads: msgc.backendInfo().threads,
-  gatheredKernels: msgc.backendInfo().gatheredKernels, reps, rows }, null, 2) + '\n');
+  gatheredKernels: msgc.backendInfo().gatheredKernels, reps, note: 'forwardMs / backwardMs per path: dense, batched, grouped, persample; fastest: the masked path with the least forward + backward time', rows }, null, 2) + '\n');
 console.log(`wrote ${path.relative(process.cwd(), out)}`);

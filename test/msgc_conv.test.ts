@@ -1,7 +1,8 @@
 // msgc_conv.test.ts: F.msgcConv2d against a float64 reference, its three gradients against finite differences,
 // and the identities of spec §2.5 (unit scale = dense conv, a closed head gives zeros). Each case runs under
-// both masked implementations: G batched head convolutions, and one conv per sample with the scales folded
-// into the weights (MSGC_MASKED_IMPL forces one; normally the shape decides).
+// the three masked implementations: G batched head convolutions, one grouped convolution over the G-fold scaled
+// input, and one conv per sample with the scales folded into the weights (MSGC_MASKED_IMPL forces one; normally
+// the shape decides).
 import * as msgc from '../lib';
 import { closeness, gradCheck, numel, randomArray } from './helpers/gradcheck';
 import { setNativeEnv } from './helpers/testing';
@@ -12,7 +13,7 @@ const { F } = msgc;
 
 const startLive = msgc.liveTensorCount();
 
-describe.each(['batched', 'persample'])('masked implementation %s', (impl) => {
+describe.each(['batched', 'grouped', 'persample'])('masked implementation %s', (impl) => {
 beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); });
 afterAll(() => { setNativeEnv('MSGC_MASKED_IMPL', undefined); });
 

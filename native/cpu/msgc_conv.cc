@@ -6,10 +6,18 @@
 // Layouts: activations stay in oneDNN's channel-blocked layout (nChw16c / nChw8c) when a head's channel count is
 // a multiple of the block, since then a head's channels are one contiguous chunk per sample; otherwise plain NCHW.
 // Per-head weight slices are cached on the weight's storage until it is written.
+//
+// The grouped execution runs the same masked conv as ONE grouped oneDNN convolution (G groups) over the G-fold
+// input X'[n, i·C + c] = x[n, c]·scale[n, i, c]: no G narrow convs one after another (each a team start and a
+// barrier, with heads of 16 outputs half-filling oneDNN's blocks), at the cost of G copies of the input
+// (recomputed in the backward, never saved). Chosen where the batched path would run and the heads' channels fill
+// the SIMD blocks (msgcMaskedImpl).
 #include <cstring>
+#include <vector>
 
 #include "layout.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 #include "msgc_internal.h"
 
 namespace msgc {
@@ -46,15 +54,112 @@ TensorPtr headWeight(const Tensor& weight, int64_t G, int64_t i) {
 void copyChannelChunk(float* dst, int64_t dstC, int64_t dstC0, const float* src, int64_t srcC, int64_t srcC0, int64_t N,
                       int64_t Cs, int64_t HW) {
   const int64_t chunk = Cs * HW;
-#pragma omp parallel for if (N * chunk > 32768)
-  for (int64_t n = 0; n < N; n++)
+  parallelFor(N, N * chunk > 32768, [&](int64_t n) {
     std::memcpy(dst + (n * dstC + dstC0) * HW, src + (n * srcC + srcC0) * HW, chunk * sizeof(float));
+  });
+}
+
+// The channel block the grouped execution walks x, X' and their gradients in: x's own when it divides C (then X'
+// is G chunks of x per sample, scaled lane-wise), else the native block when that divides C, else plain (1).
+int64_t groupedBlock(const Tensor& x) {
+  const int64_t C = x.shape[1];
+  int64_t b = channelBlock(x);
+  if (b > 1 && C % b == 0) return b;
+  b = nativeChannelBlock();
+  return C % b == 0 ? b : 1;
+}
+
+Shape replicatedShape(const Shape& x, int64_t G) { return {x[0], G * x[1], x[2], x[3]}; }
+
+// X'[n, i·C + c, hw] = x[n, c, hw]·s[n, i, c] in the channel block b: with C a multiple of b, X' holds per sample
+// G consecutive copies of x's sample chunk, copy i scaled per lane by head i's scales.
+TensorPtr replicatedScaledInput(const Tensor& x, const float* s, int64_t G, int64_t b) {
+  const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3], blocks = C / b;
+  const Shape rs = replicatedShape(x.shape, G);
+  TensorPtr xr = tensorWithDesc(rs, blockedDesc(rs, b));
+  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, b)).get_data_handle());
+  float* d = xr->data();
+  // (n·G + i, cb): head i's copy of x's channel block cb in sample n
+  parallelFor2(N * G, blocks, N * G * C * HW > 32768, [&](int64_t ni, int64_t cb) {
+    const float* src = xp + (ni / G * blocks + cb) * HW * b;
+    float* dst = d + (ni * blocks + cb) * HW * b;
+    const float* sc = s + ni * C + cb * b;
+    if (b == 1) {
+      const float v = sc[0];
+      for (int64_t hw = 0; hw < HW; hw++) dst[hw] = src[hw] * v;
+      return;
+    }
+    for (int64_t hw = 0; hw < HW; hw++)
+#pragma omp simd
+      for (int64_t lane = 0; lane < b; lane++) dst[hw * b + lane] = src[hw * b + lane] * sc[lane];
+  });
+  return xr;
+}
+
+Conv2dParams groupedParams(const MsgcConvParams& p) {
+  Conv2dParams cp = convParams(p);
+  cp.groups = p.heads;
+  return cp;
+}
+
+TensorPtr msgcConvForwardGrouped(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  TensorPtr xr = replicatedScaledInput(x, plainData(scale), p.heads, groupedBlock(x));
+  return conv2dForward(*xr, weight, nullptr, groupedParams(p));
+}
+
+MsgcConvGrads msgcConvBackwardGrouped(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                      const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3], G = p.heads;
+  const int64_t b = groupedBlock(x), blocks = C / b;
+  const float* s = plainData(scale);
+  const Shape rs = replicatedShape(x.shape, G);
+  // the data gradient reads only X''s shape; the weight gradient reads X' itself
+  TensorPtr xr = needWeight ? replicatedScaledInput(x, s, G, b) : tensorWithDesc(rs, blockedDesc(rs, b));
+  Conv2dGrads cg = conv2dBackward(*xr, weight, gy, groupedParams(p), needX || needScale, needWeight, false);
+  MsgcConvGrads r;
+  r.weight = cg.weight;
+  if (!(needX || needScale)) return r;
+  xr.reset();
+  // gxs = dL/dX' (head i's chunk: W_i^T ⋆ gy_i); gx = Σ_i s_i ⊙ gxs_i, gs[n, i, c] = Σ_hw gxs_i ⊙ x
+  const float* gxs = static_cast<const float*>(asLayout(*cg.x, blockedDesc(rs, b)).get_data_handle());
+  const float* xp = needScale ? static_cast<const float*>(asLayout(x, blockedDesc(x.shape, b)).get_data_handle()) : nullptr;
+  if (needX) r.x = tensorWithDesc(x.shape, blockedDesc(x.shape, b));
+  if (needScale) r.scale = emptyTensor(scale.shape);
+  float* gx = needX ? r.x->data() : nullptr;
+  float* gs = needScale ? r.scale->data() : nullptr;
+  parallelFor2(N, blocks, N * G * C * HW > 32768, [&](int64_t n, int64_t cb) {
+      const int64_t base = (n * blocks + cb) * HW * b;
+      for (int64_t i = 0; i < G; i++) {
+        const float* a = gxs + ((n * G + i) * blocks + cb) * HW * b;
+        const float* sc = s + (n * G + i) * C + cb * b;
+        double acc[16] = {0};
+        for (int64_t hw = 0; hw < HW; hw++) {
+          const float* av = a + hw * b;
+          if (gx) {
+            float* d = gx + base + hw * b;
+            if (i == 0)
+              for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * av[lane];
+            else
+              for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * av[lane];
+          }
+          if (gs) {
+            const float* xv = xp + base + hw * b;
+            for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)av[lane] * xv[lane];
+          }
+        }
+        if (gs)
+          for (int64_t lane = 0; lane < b; lane++) gs[(n * G + i) * C + cb * b + lane] = (float)acc[lane];
+      }
+  });
+  return r;
 }
 
 }  // namespace
 
 TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
-  if (msgcPerSampleWanted(x, weight, p)) return msgcConvForwardPerSample(x, weight, scale, p);
+  const MaskedImpl impl = msgcMaskedImpl(x, weight, p);
+  if (impl == MaskedImpl::PerSample) return msgcConvForwardPerSample(x, weight, scale, p);
+  if (impl == MaskedImpl::Grouped) return msgcConvForwardGrouped(x, weight, scale, p);
   const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads, Og = O / G;
   const float* s = plainData(scale);
   Conv2dParams cp = convParams(p);
@@ -85,7 +190,7 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
                                   const FusedBnAct& bn, TensorPtr* means) {
   // (MobileNetV2's 1×1 projections on 28²-112² maps at batch 32: the separate BN pass over their outputs took as
   // long as the BN passes of the dense model's 17 projections together)
-  if (msgcPerSampleWanted(x, weight, p))
+  if (msgcMaskedImpl(x, weight, p) == MaskedImpl::PerSample)
     if (TensorPtr y = msgcConvForwardPerSampleBn(x, weight, scale, p, bn, means)) return y;
   TensorPtr raw = msgcConvForward(x, weight, scale, p);
   return batchNormActEval(*raw, *bn.runningMean, *bn.runningVar, bn.weight, bn.bias, bn.eps, bn.act, bn.residual, means);
@@ -93,7 +198,9 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
 
 MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
-  if (msgcPerSampleWanted(x, weight, p)) return msgcConvBackwardPerSample(x, weight, scale, gy, p, needX, needWeight, needScale);
+  const MaskedImpl impl = msgcMaskedImpl(x, weight, p);
+  if (impl == MaskedImpl::PerSample) return msgcConvBackwardPerSample(x, weight, scale, gy, p, needX, needWeight, needScale);
+  if (impl == MaskedImpl::Grouped) return msgcConvBackwardGrouped(x, weight, scale, gy, p, needX, needWeight, needScale);
   const int64_t N = x.shape[0], C = x.shape[1], HW = x.shape[2] * x.shape[3], O = weight.shape[0], G = p.heads,
                 Og = O / G;
   const int64_t OH = gy.shape[2], OW = gy.shape[3], kk = weight.shape[2] * weight.shape[3];
@@ -144,9 +251,7 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
     float* gx = needX ? r.x->data() : nullptr;
     float* gs = needScale ? r.scale->data() : nullptr;
     const int64_t b = xBlock, blocks = Cp / b;
-#pragma omp parallel for collapse(2) if (N * Cp * HW > 32768)
-    for (int64_t n = 0; n < N; n++)
-      for (int64_t cb = 0; cb < blocks; cb++) {
+    parallelFor2(N, blocks, N * Cp * HW > 32768, [&](int64_t n, int64_t cb) {
         // element (n, c = cb*b + lane, hw) sits at ((n*blocks + cb)*HW + hw)*b + lane
         const int64_t base = (n * blocks + cb) * HW * b;
         double acc[16] = {0};
@@ -174,7 +279,7 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
             int64_t c = cb * b + lane;
             if (c < C) gs[(n * G + i) * C + c] = (float)acc[lane];
           }
-      }
+    });
   }
   return r;
 }

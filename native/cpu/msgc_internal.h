@@ -9,9 +9,12 @@ inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParam
   return {x[0], w[0], (x[2] + 2 * p.padH - w[2]) / p.strideH + 1, (x[3] + 2 * p.padW - w[3]) / p.strideW + 1};
 }
 
-// Per-sample execution (msgc_persample.cc): one full-width conv per sample with the scales folded into the
-// weights; chosen for narrow heads (O/G below the SIMD width) or when MSGC_MASKED_IMPL=persample.
-bool msgcPerSampleWanted(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
+// The masked conv's three implementations: G batched head convs one after another (msgc_conv.cc), one grouped conv
+// over the G-fold scaled input (msgc_conv.cc), or one full-width conv per sample with the scales folded into the
+// weights (msgc_persample.cc). msgcMaskedImpl picks one by shape (MSGC_MASKED_IMPL=batched|grouped|persample
+// forces one, for tests and benchmarks); the choice decides the forward and the backward alike.
+enum class MaskedImpl { Batched, Grouped, PerSample };
+MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
 // The same forward with the eval BatchNorm, residual and activation (and the per-channel means for `means`)
 // applied to each sample's output right after its conv, while it is in cache; null at batch 1, when the CPU has
