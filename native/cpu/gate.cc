@@ -12,6 +12,7 @@
 #include "layout.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -277,30 +278,56 @@ SqueezeHeadGrads squeezeHeadTrainBackward(const Tensor& ctx, const Tensor& w1, c
   return r;
 }
 
+namespace {
+struct SampleStats {
+  double sum = 0, unselected = 0;
+  bool allOnes = true;
+};
+// One sample's G rows of C gates: their sum, Σ_c Π_i (1 - m[i, c]) and whether all are 1. Three separate loops,
+// each free of a dependence from one channel to the next, so that they vectorize (one loop with a running sum took
+// 6 µs on MobileNetV2's [1, 4, 960] gates); compiled for AVX-512 and AVX2 as well, picked at load time
+// (MobileNetV2's [32, 4, 960] gates at batch 32 took ~90 µs of a 200 µs gate head on the baseline SSE2 code).
+__attribute__((target_clones("avx512f", "avx2", "default"))) SampleStats sampleStats(const float* v, int64_t G, int64_t C,
+                                                                                    double* prod) {
+  SampleStats st;
+  double part[4] = {0, 0, 0, 0};
+  int ones = 1;
+  for (int64_t c = 0; c < C; c++) prod[c] = 1.0;
+  for (int64_t i = 0; i < G; i++) {
+    const float* row = v + i * C;
+    int64_t c = 0;
+    for (; c + 4 <= C; c += 4)
+      for (int j = 0; j < 4; j++) part[j] += row[c + j];
+    for (; c < C; c++) part[0] += row[c];
+    for (c = 0; c < C; c++) prod[c] *= 1.0 - (double)row[c];
+    for (c = 0; c < C; c++) ones &= row[c] == 1.f ? 1 : 0;
+  }
+  for (int64_t c = 0; c < C; c++) st.unselected += prod[c];
+  st.sum = (part[0] + part[1]) + (part[2] + part[3]);
+  st.allOnes = ones != 0;
+  return st;
+}
+}  // namespace
+
 MaskStats maskStats(const Tensor& m) {
   const int64_t N = m.shape[0], G = m.shape[1], C = m.shape[2];
   const float* v = plainData(m);
+  // per sample (split over the threads for large gates), summed in sample order: the same result on any number of
+  // threads
+  std::vector<SampleStats> per((size_t)N);
+  parallelFor(N, N * G * C >= 65536, [&](int64_t n) {
+    static thread_local std::vector<double> prod;
+    if ((int64_t)prod.size() < C) prod.resize(C);
+    per[n] = sampleStats(v + n * G * C, G, C, prod.data());
+  });
   MaskStats r;
-  std::vector<double> prod((size_t)C);
-  // (three separate loops, each free of a dependence from one channel to the next, so that they vectorize: one
-  // loop with a running sum took 6 µs on MobileNetV2's [1, 4, 960] gates)
-  double part[4] = {0, 0, 0, 0};
-  int ones = 1;
-  for (int64_t n = 0; n < N; n++) {
-    std::fill(prod.begin(), prod.end(), 1.0);
-    for (int64_t i = 0; i < G; i++) {
-      const float* row = v + (n * G + i) * C;
-      int64_t c = 0;
-      for (; c + 4 <= C; c += 4)
-        for (int j = 0; j < 4; j++) part[j] += row[c + j];
-      for (; c < C; c++) part[0] += row[c];
-      for (c = 0; c < C; c++) prod[c] *= 1.0 - (double)row[c];
-      for (c = 0; c < C; c++) ones &= row[c] == 1.f ? 1 : 0;
-    }
-    for (int64_t c = 0; c < C; c++) r.unselected += prod[c];
+  bool ones = true;
+  for (const SampleStats& st : per) {
+    r.sum += st.sum;
+    r.unselected += st.unselected;
+    ones = ones && st.allOnes;
   }
-  r.sum = (part[0] + part[1]) + (part[2] + part[3]);
-  r.allOnes = ones != 0;
+  r.allOnes = ones;
   return r;
 }
 

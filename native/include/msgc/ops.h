@@ -213,7 +213,8 @@ SqueezeHeadGrads squeezeHeadTrainBackward(const Tensor& ctx, const Tensor& w1, c
                                           const SqueezeHeadTrain& saved, const Tensor& gz, bool needCtx, bool needParams);
 // Statistics of gate values m [N, G, C] for the MAC tally and the execution choice, without a copy to JavaScript:
 // sum of all entries, and Σ over (n, c) of Π_i (1 − m[n, i, c]) (channels no head selects, for binary gates),
-// both accumulated in float64 in index order; allOnes: every entry is exactly 1.
+// both accumulated in float64, per sample in index order and then over the samples in order (the same result on
+// any number of threads); allOnes: every entry is exactly 1.
 struct MaskStats {
   double sum = 0, unselected = 0;
   bool allOnes = true;
