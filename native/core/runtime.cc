@@ -9,6 +9,7 @@
 #define MSGC_HAS_SIGMASK 0
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -152,16 +153,50 @@ void Philox::block(uint64_t key, uint64_t ctr, uint32_t out[4]) {
 
 static inline float toUnit(uint32_t v) { return (v >> 8) * (1.0f / 16777216.0f); }  // [0, 1)
 
-void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high) {
-  int64_t blocks = (n + 3) / 4;
-  parallelFor(blocks, n > 65536, [&](int64_t b) {
-    uint32_t r[4];
-    Philox::block(seed, (uint64_t)b, r);
-    for (int j = 0; j < 4; j++) {
-      int64_t i = b * 4 + j;
-      if (i < n) out[i] = low + (high - low) * toUnit(r[j]);
+namespace {
+// out[4b + j] = toUnit(Philox(seed, b)[j]) for the blocks b in [b0, b1): the rounds of Philox::block written out so
+// that the loop over blocks vectorizes (one block per lane), compiled for AVX-512 and AVX2 as well. The values are
+// exact ((v >> 8)·2⁻²⁴), so every version gives the same bits. (Scalar, the generator was 44% of a training gate's
+// time: 316 µs for MobileNetV2's [32, 4, 960] gates.)
+__attribute__((target_clones("avx512f", "avx2", "default"))) void unitBlocks(float* out, int64_t b0, int64_t b1,
+                                                                            uint64_t seed) {
+  const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
+  for (int64_t b = b0; b < b1; b++) {
+    uint32_t c0 = (uint32_t)b, c1 = (uint32_t)((uint64_t)b >> 32), c2 = 0, c3 = 0, k0 = key0, k1 = key1;
+    for (int r = 0; r < 10; r++) {
+      const uint64_t p0 = (uint64_t)0xD2511F53u * c0;
+      const uint64_t p1 = (uint64_t)0xCD9E8D57u * c2;
+      const uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0;
+      const uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+      c1 = (uint32_t)p1;
+      c3 = (uint32_t)p0;
+      c0 = n0;
+      c2 = n2;
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
     }
-  });
+    out[4 * b] = toUnit(c0);
+    out[4 * b + 1] = toUnit(c1);
+    out[4 * b + 2] = toUnit(c2);
+    out[4 * b + 3] = toUnit(c3);
+  }
+}
+}  // namespace
+
+void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high) {
+  // whole blocks in ranges of 1024 (split over the threads for large n), the last partial block apart
+  const int64_t full = n / 4, ranges = (full + 1023) / 1024;
+  parallelFor(ranges, n > 65536, [&](int64_t r) { unitBlocks(out, r * 1024, std::min(full, (r + 1) * 1024), seed); });
+  if (n % 4) {
+    uint32_t v[4];
+    Philox::block(seed, (uint64_t)full, v);
+    for (int64_t i = full * 4; i < n; i++) out[i] = toUnit(v[i - full * 4]);
+  }
+  // low + (high - low)·u, in this baseline-ISA code as before (no fused multiply-add: the same bits on every CPU)
+  if (low != 0.f || high != 1.f) {
+    const float span = high - low;
+    parallelFor(n, n > 65536, [&](int64_t i) { out[i] = low + span * out[i]; });
+  }
 }
 
 void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std) {
