@@ -5,6 +5,7 @@
 
 #include "layout.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -54,6 +55,7 @@ TensorPtr activationForward(Activation a, const Tensor& x) {
   const auto cp = prims(a, md);
   EltPrims& c = *cp;
   TensorPtr y = tensorWithDesc(x.shape, md);
+  SingleThreaded one(x.numel() < smallOpElements);
   c.fwd.execute(stream(), {{DNNL_ARG_SRC, memoryOf(x)}, {DNNL_ARG_DST, memoryOf(*y)}});
   stream().wait();
   return y;
@@ -65,6 +67,7 @@ TensorPtr activationBackward(Activation a, const Tensor& xOrY, const Tensor& gy)
   EltPrims& c = *cp;
   TensorPtr gx = tensorWithDesc(xOrY.shape, md);
   int dataArg = a == Activation::Sigmoid ? DNNL_ARG_DST : DNNL_ARG_SRC;
+  SingleThreaded one(xOrY.numel() < smallOpElements);
   c.bwd.execute(stream(), {{dataArg, memoryOf(xOrY)},
                            {DNNL_ARG_DIFF_DST, asLayout(gy, md)},
                            {DNNL_ARG_DIFF_SRC, memoryOf(*gx)}});

@@ -124,6 +124,7 @@ TensorPtr binaryForward(Binary op, const Tensor& a, const Tensor& b) {
   });
   TensorPtr y = tensorWithDesc(a.shape, amd);
   dnnl::memory bm(bmd, engine(), const_cast<float*>(plainData(b)));
+  SingleThreaded one(a.numel() < smallOpElements);
   prim->execute(stream(), {{DNNL_ARG_SRC_0, memoryOf(a)}, {DNNL_ARG_SRC_1, bm}, {DNNL_ARG_DST, memoryOf(*y)}});
   stream().wait();
   return y;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "msgc/errors.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 namespace cpu {
@@ -70,6 +71,7 @@ static std::shared_ptr<Storage> derivedCopy(const Tensor& t, const dnnl::memory:
   dnnl::memory::desc have = currentDesc(t, want.dims());
   std::shared_ptr<Storage> copy = std::make_shared<Storage>(want.get_size(), t.device());
   dnnl::memory dst(want, engine(), copy->data);
+  SingleThreaded one(t.numel() < smallOpElements);
   if (!have) {
     // blocked with different dims: go through the plain layout of the tensor's own dims first
     const float* plain = plainData(t);
@@ -102,6 +104,7 @@ std::shared_ptr<Storage> plainStorage(const Tensor& t) {
   std::shared_ptr<Storage> copy = std::make_shared<Storage>(want.get_size(), t.device());
   dnnl::memory src(t.layout->md, engine(), t.data());
   dnnl::memory dst(want, engine(), copy->data);
+  SingleThreaded one(t.numel() < smallOpElements);
   dnnl::reorder(src, dst).execute(stream(), src, dst);
   stream().wait();
   cache[key] = Storage::Derived{t.storage->version, copy};
@@ -144,6 +147,7 @@ void reorderInto(const Tensor& src, Tensor& dst) {
   dnnl::memory d = memoryOf(dst);
   dnnl::memory s = asLayout(src, d.get_desc());
   if (s.get_data_handle() != d.get_data_handle()) {
+    SingleThreaded one(src.numel() < smallOpElements);
     dnnl::reorder(s, d).execute(stream(), s, d);
     stream().wait();
   }

@@ -12,6 +12,7 @@
 #include "layout.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
+#include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
@@ -88,8 +89,11 @@ BatchNormResult batchNorm2dForward(const Tensor& x, Tensor& runningMean, Tensor&
   }
   args[DNNL_ARG_MEAN] = memoryOf(*r.mean);
   args[DNNL_ARG_VARIANCE] = memoryOf(*r.var);
-  c.fwd.execute(stream(), args);
-  stream().wait();
+  {
+    SingleThreaded one(x.numel() < smallOpElements);
+    c.fwd.execute(stream(), args);
+    stream().wait();
+  }
   if (training) {
     int64_t count = x.numel() / C;
     float unbias = count > 1 ? (float)count / (float)(count - 1) : 1.f;
@@ -124,6 +128,7 @@ BatchNormGrads batchNorm2dBackward(const Tensor& x, const Tensor& gy, const Tens
   BatchNormGrads g;
   g.x = tensorWithDesc(x.shape, md);
   TensorPtr gw = emptyTensor({C}), gb = emptyTensor({C}), h1, h2;
+  SingleThreaded one(x.numel() < smallOpElements);
   c.bwd.execute(stream(), {{DNNL_ARG_SRC, asLayout(x, md)},
                            {DNNL_ARG_DIFF_DST, asLayout(gy, md)},
                            {DNNL_ARG_MEAN, memoryOf(mean)},

@@ -7,6 +7,8 @@
 // pragma did otherwise; the serial loop visits the indices in order, as the `if (false)` region did, so results
 // (reductions included) are unchanged.
 #pragma once
+#include <omp.h>
+
 #include <cstdint>
 
 namespace msgc {
@@ -59,5 +61,25 @@ inline double parallelSum(int64_t n, bool parallel, F&& term) {
   }
   return s;
 }
+
+// While alive (when `on`), OpenMP regions opened by this thread, oneDNN's among them, run on this thread alone:
+// oneDNN splits an eltwise, pooling, batch norm or reorder over every thread whatever its size, and starting the
+// team cost more than a small op's work (a ReLU of 16 floats: 10 µs on 2 threads, 4 on one). For primitives on
+// fewer than smallOpElements elements.
+constexpr int64_t smallOpElements = 32768;
+class SingleThreaded {
+ public:
+  explicit SingleThreaded(bool on) : threads_(on ? omp_get_max_threads() : 1) {
+    if (threads_ > 1) omp_set_num_threads(1);
+  }
+  ~SingleThreaded() {
+    if (threads_ > 1) omp_set_num_threads(threads_);
+  }
+  SingleThreaded(const SingleThreaded&) = delete;
+  SingleThreaded& operator=(const SingleThreaded&) = delete;
+
+ private:
+  int threads_;
+};
 
 }  // namespace msgc
