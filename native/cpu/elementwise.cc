@@ -47,17 +47,17 @@ template <int B, class F>
 void channelBroadcastBlk(float* yp, const float* ap, const float* bp, int64_t N, int64_t C, int64_t HW, int64_t blocks,
                          bool perSample, F f) {
   parallelFor2(N, blocks, N * blocks * B * HW > 32768, [&](int64_t n, int64_t cb) {
-      float v[B];
-      for (int64_t l = 0; l < B; l++) {
-        const int64_t c = cb * B + l;
-        v[l] = c < C ? bp[(perSample ? n * C : 0) + c] : 0.f;
-      }
-      const int64_t base = (n * blocks + cb) * HW * B;
-      for (int64_t hw = 0; hw < HW; hw++) {
-        const float* src = ap + base + hw * B;
-        float* dst = yp + base + hw * B;
-        for (int l = 0; l < B; l++) dst[l] = f(src[l], v[l]);
-      }
+    float v[B];
+    for (int64_t l = 0; l < B; l++) {
+      const int64_t c = cb * B + l;
+      v[l] = c < C ? bp[(perSample ? n * C : 0) + c] : 0.f;
+    }
+    const int64_t base = (n * blocks + cb) * HW * B;
+    for (int64_t hw = 0; hw < HW; hw++) {
+      const float* src = ap + base + hw * B;
+      float* dst = yp + base + hw * B;
+      for (int l = 0; l < B; l++) dst[l] = f(src[l], v[l]);
+    }
   });
 }
 template <class F>

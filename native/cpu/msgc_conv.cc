@@ -13,7 +13,6 @@
 // (recomputed in the backward, never saved). Chosen where the batched path would run and the heads' channels fill
 // the SIMD blocks (msgcMaskedImpl).
 #include <cstring>
-#include <vector>
 
 #include "layout.h"
 #include "msgc/ops.h"
@@ -128,28 +127,28 @@ MsgcConvGrads msgcConvBackwardGrouped(const Tensor& x, const Tensor& weight, con
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
   parallelFor2(N, blocks, N * G * C * HW > 32768, [&](int64_t n, int64_t cb) {
-      const int64_t base = (n * blocks + cb) * HW * b;
-      for (int64_t i = 0; i < G; i++) {
-        const float* a = gxs + ((n * G + i) * blocks + cb) * HW * b;
-        const float* sc = s + (n * G + i) * C + cb * b;
-        double acc[16] = {0};
-        for (int64_t hw = 0; hw < HW; hw++) {
-          const float* av = a + hw * b;
-          if (gx) {
-            float* d = gx + base + hw * b;
-            if (i == 0)
-              for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * av[lane];
-            else
-              for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * av[lane];
-          }
-          if (gs) {
-            const float* xv = xp + base + hw * b;
-            for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)av[lane] * xv[lane];
-          }
+    const int64_t base = (n * blocks + cb) * HW * b;
+    for (int64_t i = 0; i < G; i++) {
+      const float* a = gxs + ((n * G + i) * blocks + cb) * HW * b;
+      const float* sc = s + (n * G + i) * C + cb * b;
+      double acc[16] = {0};
+      for (int64_t hw = 0; hw < HW; hw++) {
+        const float* av = a + hw * b;
+        if (gx) {
+          float* d = gx + base + hw * b;
+          if (i == 0)
+            for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * av[lane];
+          else
+            for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * av[lane];
         }
-        if (gs)
-          for (int64_t lane = 0; lane < b; lane++) gs[(n * G + i) * C + cb * b + lane] = (float)acc[lane];
+        if (gs) {
+          const float* xv = xp + base + hw * b;
+          for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)av[lane] * xv[lane];
+        }
       }
+      if (gs)
+        for (int64_t lane = 0; lane < b; lane++) gs[(n * G + i) * C + cb * b + lane] = (float)acc[lane];
+    }
   });
   return r;
 }
@@ -252,33 +251,33 @@ MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tens
     float* gs = needScale ? r.scale->data() : nullptr;
     const int64_t b = xBlock, blocks = Cp / b;
     parallelFor2(N, blocks, N * Cp * HW > 32768, [&](int64_t n, int64_t cb) {
-        // element (n, c = cb*b + lane, hw) sits at ((n*blocks + cb)*HW + hw)*b + lane
-        const int64_t base = (n * blocks + cb) * HW * b;
-        double acc[16] = {0};
-        float sc[16];
+      // element (n, c = cb*b + lane, hw) sits at ((n*blocks + cb)*HW + hw)*b + lane
+      const int64_t base = (n * blocks + cb) * HW * b;
+      double acc[16] = {0};
+      float sc[16];
+      for (int64_t lane = 0; lane < b; lane++) {
+        int64_t c = cb * b + lane;
+        sc[lane] = c < C ? sp[n * C + c] : 0.f;
+      }
+      for (int64_t hw = 0; hw < HW; hw++) {
+        const float* a = gxs + base + hw * b;
+        if (gx) {
+          float* d = gx + base + hw * b;
+          if (G > 1)
+            for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * a[lane];
+          else
+            for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * a[lane];
+        }
+        if (gs) {
+          const float* xv = xp + base + hw * b;
+          for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)a[lane] * xv[lane];
+        }
+      }
+      if (gs)
         for (int64_t lane = 0; lane < b; lane++) {
           int64_t c = cb * b + lane;
-          sc[lane] = c < C ? sp[n * C + c] : 0.f;
+          if (c < C) gs[(n * G + i) * C + c] = (float)acc[lane];
         }
-        for (int64_t hw = 0; hw < HW; hw++) {
-          const float* a = gxs + base + hw * b;
-          if (gx) {
-            float* d = gx + base + hw * b;
-            if (G > 1)
-              for (int64_t lane = 0; lane < b; lane++) d[lane] += sc[lane] * a[lane];
-            else
-              for (int64_t lane = 0; lane < b; lane++) d[lane] = sc[lane] * a[lane];
-          }
-          if (gs) {
-            const float* xv = xp + base + hw * b;
-            for (int64_t lane = 0; lane < b; lane++) acc[lane] += (double)a[lane] * xv[lane];
-          }
-        }
-        if (gs)
-          for (int64_t lane = 0; lane < b; lane++) {
-            int64_t c = cb * b + lane;
-            if (c < C) gs[(n * G + i) * C + c] = (float)acc[lane];
-          }
     });
   }
   return r;
