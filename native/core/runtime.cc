@@ -165,8 +165,7 @@ namespace {
 // that vectorizes (one block per lane), compiled for AVX-512 and AVX2 as well. The values are
 // exact ((v >> 8)·2⁻²⁴), so every version gives the same bits. (Scalar, the generator was 44% of a training gate's
 // time: 316 µs for MobileNetV2's [32, 4, 960] gates.)
-__attribute__((target_clones("avx512f", "avx2", "default"))) void unitBlocks(float* out, int64_t b0, int64_t b1,
-                                                                            uint64_t seed) {
+MSGC_SIMD_CLONES void unitBlocks(float* out, int64_t b0, int64_t b1, uint64_t seed) {
   const uint32_t key0 = (uint32_t)seed, key1 = (uint32_t)(seed >> 32);
   for (int64_t b = b0; b < b1; b++) {
     uint32_t c0 = (uint32_t)b, c1 = (uint32_t)((uint64_t)b >> 32), c2 = 0, c3 = 0;

@@ -36,14 +36,13 @@ void eltwiseInPlace(dnnl::algorithm a, float* p, int64_t n) {
 
 // The element-wise steps of the training gate, compiled for AVX-512 and AVX2 as well (additions, divisions and
 // comparisons only: the same bits in every version)
-__attribute__((target_clones("avx512f", "avx2", "default"))) void gateOdds(float* u, int64_t n) {
+MSGC_SIMD_CLONES void gateOdds(float* u, int64_t n) {
   for (int64_t i = 0; i < n; i++) u[i] = (u[i] + 1e-8f) / (1.f - u[i] + 1e-8f);
 }
-__attribute__((target_clones("avx512f", "avx2", "default"))) void gateLogits(float* g, const float* l, float temperature,
-                                                                            int64_t n) {
+MSGC_SIMD_CLONES void gateLogits(float* g, const float* l, float temperature, int64_t n) {
   for (int64_t i = 0; i < n; i++) g[i] = (l[i] + g[i]) / temperature;
 }
-__attribute__((target_clones("avx512f", "avx2", "default"))) void gateThreshold(float* m, const float* soft, int64_t n) {
+MSGC_SIMD_CLONES void gateThreshold(float* m, const float* soft, int64_t n) {
   for (int64_t i = 0; i < n; i++) m[i] = soft[i] >= 0.5f ? 1.f : 0.f;
 }
 }  // namespace
@@ -302,8 +301,7 @@ struct SampleStats {
 // each free of a dependence from one channel to the next, so that they vectorize (one loop with a running sum took
 // 6 µs on MobileNetV2's [1, 4, 960] gates); compiled for AVX-512 and AVX2 as well, picked at load time
 // (MobileNetV2's [32, 4, 960] gates at batch 32 took ~90 µs of a 200 µs gate head on the baseline SSE2 code).
-__attribute__((target_clones("avx512f", "avx2", "default"))) SampleStats sampleStats(const float* v, int64_t G, int64_t C,
-                                                                                    double* prod) {
+MSGC_SIMD_CLONES SampleStats sampleStats(const float* v, int64_t G, int64_t C, double* prod) {
   SampleStats st;
   double part[4] = {0, 0, 0, 0};
   int ones = 1;

@@ -177,9 +177,7 @@ inline void bnActPlaneAny(const float* x, const float* r, float* y, int64_t pixe
   else bnActPlane<B, false>(x, r, y, pixels, a, b, lo, hi);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+MSGC_SIMD_CLONES
 void bnActPlanes(const float* x, const float* r, float* y, int64_t p0, int64_t p1, int64_t planesPerSample,
                  int64_t pixels, int64_t block, const float* a, const float* b, float lo, float hi, bool clamp) {
   for (int64_t pl = p0; pl < p1; pl++) {

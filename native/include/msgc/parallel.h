@@ -11,6 +11,14 @@
 
 #include <cstdint>
 
+// Compiles a function for AVX-512 and AVX2 as well as the baseline, the version picked at load time (GCC / clang
+// on x86-64; elsewhere the baseline alone). For loops whose results do not depend on the vector width.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define MSGC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MSGC_SIMD_CLONES
+#endif
+
 namespace msgc {
 
 // body(i) for i in [0, n), split statically over the team when `parallel`
