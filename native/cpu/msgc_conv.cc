@@ -153,10 +153,9 @@ MsgcConvGrads msgcConvBackwardGrouped(const Tensor& x, const Tensor& weight, con
   return r;
 }
 
-}  // namespace
-
-TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
-  const MaskedImpl impl = msgcMaskedImpl(x, weight, p);
+// the masked forward by the implementation msgcMaskedImpl chose
+TensorPtr maskedForward(MaskedImpl impl, const Tensor& x, const Tensor& weight, const Tensor& scale,
+                        const MsgcConvParams& p) {
   if (impl == MaskedImpl::PerSample) return msgcConvForwardPerSample(x, weight, scale, p);
   if (impl == MaskedImpl::Grouped) return msgcConvForwardGrouped(x, weight, scale, p);
   const int64_t N = x.shape[0], C = x.shape[1], O = weight.shape[0], G = p.heads, Og = O / G;
@@ -185,13 +184,20 @@ TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& s
   return y;
 }
 
+}  // namespace
+
+TensorPtr msgcConvForward(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
+  return maskedForward(msgcMaskedImpl(x, weight, p), x, weight, scale, p);
+}
+
 TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const FusedBnAct& bn, TensorPtr* means) {
   // (MobileNetV2's 1×1 projections on 28²-112² maps at batch 32: the separate BN pass over their outputs took as
   // long as the BN passes of the dense model's 17 projections together)
-  if (msgcMaskedImpl(x, weight, p) == MaskedImpl::PerSample)
+  const MaskedImpl impl = msgcMaskedImpl(x, weight, p);
+  if (impl == MaskedImpl::PerSample)
     if (TensorPtr y = msgcConvForwardPerSampleBn(x, weight, scale, p, bn, means)) return y;
-  TensorPtr raw = msgcConvForward(x, weight, scale, p);
+  TensorPtr raw = maskedForward(impl, x, weight, scale, p);
   return batchNormActEval(*raw, *bn.runningMean, *bn.runningVar, bn.weight, bn.bias, bn.eps, bn.act, bn.residual, means);
 }
 
