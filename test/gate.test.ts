@@ -4,6 +4,7 @@
 import * as msgc from '../lib';
 import { randomArray } from './helpers/gradcheck';
 import { gateStats } from '../lib/nn/msgc/tally';
+import { setNativeEnv } from './helpers/testing';
 
 const { F } = msgc;
 const startLive = msgc.liveTensorCount();
@@ -187,6 +188,43 @@ describe('gate and attention heads in eval: one fused native call', () => {
     });
     for (const t of [a, ctx]) t.dispose();
     head.dispose();
+  });
+
+  // Batch 1-4 in inference runs both GEMMs over the weights' panel copies (64 rows at a time, gate.cc
+  // headGemmPanels), one per ISA; the copies follow the weights when these change
+  test.each([['default'], ['avx2'], ['portable']])('inference heads at batch 1-4 (%s kernels) equal the float64 head, also after a weight update', (kernel) => {
+    if (kernel !== 'default') setNativeEnv('MSGC_HEAD_KERNEL', kernel);
+    try {
+      // 160 -> 40 -> 3840 (MobileNetV2's last heads: 60 groups of 64 rows, split over the threads) and
+      // 24 -> 6 -> 30 (one partial group each)
+      for (const o of [{ contextChannels: 160, channels: 960, heads: 4, squeezeRate: 4 }, { contextChannels: 24, channels: 10, heads: 3, squeezeRate: 4 }]) {
+        const att = new msgc.nn.AttentionHead(o);
+        randomizeBn(att, 51);
+        att.eval();
+        for (let N = 1; N <= 4; N++) {
+          for (const update of [false, true]) {
+            if (update) {
+              att.conv1.weight.assign(randomArray(att.conv1.weight.size, 60 + N, -0.5, 0.5));
+              att.conv2.weight.assign(randomArray(att.conv2.weight.size, 70 + N, -0.3, 0.3));
+            }
+            const cv = randomArray(N * o.contextChannels, 53 + N, -1, 2);
+            const ctx = msgc.tensor(cv, [N, o.contextChannels, 1, 1]);
+            const a = msgc.noGrad(() => att.forward(ctx));
+            const av = a.toFloat32Array();
+            const ref = reference(att, cv, N);
+            expect(av.length).toBe(ref.length);
+            let worst = 0;
+            ref.forEach((z, i) => (worst = Math.max(worst, Math.abs(av[i] - z) / (1 + Math.abs(z)))));
+            expect(worst).toBeLessThan(2e-5);
+            a.dispose();
+            ctx.dispose();
+          }
+        }
+        att.dispose();
+      }
+    } finally {
+      setNativeEnv('MSGC_HEAD_KERNEL', undefined);
+    }
   });
 
   // Batch 1-4 runs the head's GEMMs as dot products of our own: on one thread below 8K multiply-adds (here the

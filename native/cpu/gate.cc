@@ -6,7 +6,11 @@
 #include <immintrin.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "layout.h"
@@ -125,12 +129,12 @@ static float dotPortable(const float* a, const float* b, int64_t K) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-// C = A · Bᵀ (A [M, K], B [N, K]): both of a head's GEMMs. At batch 1-4 they are GEMVs that stream the weights
-// once: dot products row by row, on one thread below 8K multiply-adds (oneDNN's sgemm started its threads even
-// for a 128×8 weight, whose fixed cost is what counts there), else split over the threads by rows of B: in a
-// network the weights come from memory, not cache (MobileNetV2's 17 heads at batch 1, 3.2 MB of weights: 1.03 ms
-// with the split from 64K multiply-adds up, 0.94 from 8K, against 0.37 ms when they are hot). Larger batches:
-// oneDNN's sgemm.
+// C = A · Bᵀ (A [M, K], B [N, K]): both of a head's GEMMs in training (inference at batch 1-4: headGemmPanels
+// below). At batch 1-4 they are GEMVs that stream the weights once: dot products row by row, on one thread below
+// 8K multiply-adds (oneDNN's sgemm started its threads even for a 128×8 weight, whose fixed cost is what counts
+// there), else split over the threads by rows of B: in a network the weights come from memory, not cache
+// (MobileNetV2's 17 heads at batch 1, 3.2 MB of weights: 1.03 ms with the split from 64K multiply-adds up, 0.94
+// from 8K, against 0.37 ms when they are hot). Larger batches: oneDNN's sgemm.
 static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
   if (M > 4) {
     sgemm('N', 'T', M, N, K, A, K, B, K, C, N);
@@ -154,12 +158,158 @@ static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const floa
   }
 }
 
+// Inference at batch 1-4: C = A · Wᵀ with W [N, K] kept (per weight, as a derived copy) in groups of 64 of its
+// rows, P[g][k][j] = W[64g + j][k] (zeros past N), so that the product reads each group as one sequential stream,
+// every multiply-add vectorized over the group's outputs. The row-by-row dot products above read the same bytes,
+// but rows of 24-128 floats (MobileNetV2's second layers: 3840 rows of 40) spend more on the horizontal sums than
+// on the multiply-adds.
+constexpr int64_t kPanel = 64;
+static const float* headPanels(const Tensor& w, int64_t N, int64_t K) {
+  auto& cache = w.storage->derived;
+  static const std::string key = "gate:panels64";
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.version == w.storage->version) return it->second.copy->data;
+  const float* b = plainData(w);
+  const int64_t P = (N + kPanel - 1) / kPanel;
+  auto st = std::make_shared<Storage>((size_t)(P * K * kPanel) * sizeof(float), w.device());
+  float* d = st->data;
+  for (int64_t p = 0; p < P; p++)
+    for (int64_t k = 0; k < K; k++)
+      for (int64_t j = 0; j < kPanel; j++) {
+        const int64_t n = p * kPanel + j;
+        d[(p * K + k) * kPanel + j] = n < N ? b[n * K + k] : 0.f;
+      }
+  cache[key] = Storage::Derived{w.storage->version, st};
+  return d;
+}
+
+// C[m, 64p + j] for m < MM over the groups [p0, p1)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <int MM>
+__attribute__((target("avx512f"))) static void panelsAvx512(int64_t K, const float* A, const float* P, int64_t p0,
+                                                             int64_t p1, int64_t N, float* C) {
+  for (int64_t p = p0; p < p1; p++) {
+    __m512 acc[MM][4];
+    for (int m = 0; m < MM; m++)
+      for (int v = 0; v < 4; v++) acc[m][v] = _mm512_setzero_ps();
+    const float* q = P + p * K * kPanel;
+    for (int64_t k = 0; k < K; k++, q += kPanel) {
+      __m512 w[4];
+      for (int v = 0; v < 4; v++) w[v] = _mm512_loadu_ps(q + 16 * v);
+      for (int m = 0; m < MM; m++) {
+        const __m512 a = _mm512_set1_ps(A[m * K + k]);
+        for (int v = 0; v < 4; v++) acc[m][v] = _mm512_fmadd_ps(a, w[v], acc[m][v]);
+      }
+    }
+    for (int v = 0; v < 4; v++) {
+      const int64_t n0 = p * kPanel + 16 * v, left = N - n0;
+      if (left <= 0) break;
+      const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+      for (int m = 0; m < MM; m++) _mm512_mask_storeu_ps(C + m * N + n0, mk, acc[m][v]);
+    }
+  }
+}
+// AVX2: a group's 64 outputs 16 at a time (two ymm per sample, up to 8 accumulators)
+template <int MM>
+__attribute__((target("avx2,fma"))) static void panelsAvx2(int64_t K, const float* A, const float* P, int64_t p0,
+                                                           int64_t p1, int64_t N, float* C) {
+  for (int64_t p = p0; p < p1; p++)
+    for (int64_t v = 0; v < kPanel / 16 && p * kPanel + 16 * v < N; v++) {
+      __m256 lo[MM], hi[MM];
+      for (int m = 0; m < MM; m++) lo[m] = hi[m] = _mm256_setzero_ps();
+      const float* q = P + p * K * kPanel + 16 * v;
+      for (int64_t k = 0; k < K; k++, q += kPanel) {
+        const __m256 wl = _mm256_loadu_ps(q), wh = _mm256_loadu_ps(q + 8);
+        for (int m = 0; m < MM; m++) {
+          const __m256 a = _mm256_set1_ps(A[m * K + k]);
+          lo[m] = _mm256_fmadd_ps(a, wl, lo[m]);
+          hi[m] = _mm256_fmadd_ps(a, wh, hi[m]);
+        }
+      }
+      alignas(32) float t[16];
+      const int64_t n0 = p * kPanel + 16 * v;
+      for (int m = 0; m < MM; m++) {
+        _mm256_store_ps(t, lo[m]);
+        _mm256_store_ps(t + 8, hi[m]);
+        for (int64_t l = 0; l < 16 && n0 + l < N; l++) C[m * N + n0 + l] = t[l];
+      }
+    }
+}
+static bool hasAvx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+#endif
+static void panelsPortable(int64_t M, int64_t K, const float* A, const float* P, int64_t p0, int64_t p1, int64_t N,
+                           float* C) {
+  for (int64_t p = p0; p < p1; p++)
+    for (int64_t m = 0; m < M; m++) {
+      float acc[kPanel] = {};
+      const float* q = P + p * K * kPanel;
+      for (int64_t k = 0; k < K; k++) {
+        const float a = A[m * K + k];
+        for (int64_t j = 0; j < kPanel; j++) acc[j] += a * q[k * kPanel + j];
+      }
+      for (int64_t j = 0; j < kPanel && p * kPanel + j < N; j++) C[m * N + p * kPanel + j] = acc[j];
+    }
+}
+
+// C [M, N] = A [M, K] · Wᵀ (W [N, K]) at M <= 4 over W's groups of rows (headPanels), split over the threads by
+// groups from 32K multiply-adds (each thread then streams its own contiguous part of them).
+// MSGC_HEAD_KERNEL=avx2|portable forces the other kernels (tests).
+static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, const Tensor& w, float* C) {
+  const float* P = headPanels(w, N, K);
+  const int64_t groups = (N + kPanel - 1) / kPanel;
+  const char* force = std::getenv("MSGC_HEAD_KERNEL");
+  const bool portable = force && std::string(force) == "portable", avx2Only = force && std::string(force) == "avx2";
+  auto run = [&](int64_t p0, int64_t p1) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (!portable && !avx2Only && hasAvx512()) {
+      switch (M) {
+        case 1: return panelsAvx512<1>(K, A, P, p0, p1, N, C);
+        case 2: return panelsAvx512<2>(K, A, P, p0, p1, N, C);
+        case 3: return panelsAvx512<3>(K, A, P, p0, p1, N, C);
+        default: return panelsAvx512<4>(K, A, P, p0, p1, N, C);
+      }
+    }
+    if (!portable && hasAvx2Fma()) {
+      switch (M) {
+        case 1: return panelsAvx2<1>(K, A, P, p0, p1, N, C);
+        case 2: return panelsAvx2<2>(K, A, P, p0, p1, N, C);
+        case 3: return panelsAvx2<3>(K, A, P, p0, p1, N, C);
+        default: return panelsAvx2<4>(K, A, P, p0, p1, N, C);
+      }
+    }
+#endif
+    panelsPortable(M, K, A, P, p0, p1, N, C);
+  };
+  const int threads = omp_get_max_threads();
+  if (threads == 1 || M * N * K < (int64_t(1) << 15) || groups < 2) {
+    run(0, groups);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
+    run(groups * t / T, groups * (t + 1) / T);
+  }
+}
+
+// A squeeze head's GEMM in inference: the panel product at batch 1-4, else headGemm. (Training keeps the dot
+// products: its weights change every step, and a new panel copy per call would read them twice.)
+// MSGC_HEAD_PANELS=0: the dot products here too (benchmarks).
+static void headGemmEval(int64_t M, int64_t N, int64_t K, const float* A, const Tensor& w, float* C) {
+  const char* env = std::getenv("MSGC_HEAD_PANELS");
+  if (M <= 4 && !(env && env[0] == '0')) return headGemmPanels(M, N, K, A, w, C);
+  headGemm(M, N, K, A, plainData(w), C);
+}
+
 TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mean, const Tensor& var,
                           const Tensor* gamma, const Tensor* beta, float eps, const Tensor& w2, const Tensor& b2,
                           bool threshold) {
   const int64_t N = ctx.shape[0], Cc = ctx.shape[1], B = w1.shape[0], K = w2.shape[0];
   std::vector<float> h((size_t)(N * B));
-  headGemm(N, B, Cc, plainData(ctx), plainData(w1), h.data());
+  headGemmEval(N, B, Cc, plainData(ctx), w1, h.data());
   const float* mu = plainData(mean);
   const float* v = plainData(var);
   const float* g = gamma ? plainData(*gamma) : nullptr;
@@ -176,7 +326,7 @@ TensorPtr squeezeHeadEval(const Tensor& ctx, const Tensor& w1, const Tensor& mea
     }
   TensorPtr y = emptyTensor({N, K});
   float* out = y->data();
-  headGemm(N, K, B, h.data(), plainData(w2), out);
+  headGemmEval(N, K, B, h.data(), w2, out);
   const float* bias = plainData(b2);
   for (int64_t n = 0; n < N; n++)
     for (int64_t k = 0; k < K; k++) {
