@@ -166,7 +166,8 @@ static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const floa
 constexpr int64_t kPanel = 64;
 static const float* headPanels(const Tensor& w, int64_t N, int64_t K) {
   auto& cache = w.storage->derived;
-  static const std::string key = "gate:panels64";
+  // (the key holds the shape read: a reshaped view shares its tensor's storage, and with it this cache)
+  const std::string key = "gate:panels64:" + std::to_string(N) + "x" + std::to_string(K);
   auto it = cache.find(key);
   if (it != cache.end() && it->second.version == w.storage->version) return it->second.copy->data;
   const float* b = plainData(w);
@@ -269,7 +270,7 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
         case 1: return panelsAvx512<1>(K, A, P, p0, p1, N, C);
         case 2: return panelsAvx512<2>(K, A, P, p0, p1, N, C);
         case 3: return panelsAvx512<3>(K, A, P, p0, p1, N, C);
-        default: return panelsAvx512<4>(K, A, P, p0, p1, N, C);
+        default: return panelsAvx512<4>(K, A, P, p0, p1, N, C);  // (M == 4: headGemmEval)
       }
     }
     if (!portable && hasAvx2Fma()) {
@@ -300,6 +301,7 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
 // MSGC_HEAD_PANELS=0: the dot products here too (benchmarks).
 static void headGemmEval(int64_t M, int64_t N, int64_t K, const float* A, const Tensor& w, float* C) {
   const char* env = std::getenv("MSGC_HEAD_PANELS");
+  if (M == 0 || N == 0) return;  // (an empty batch: nothing to compute, and A may be empty)
   if (M <= 4 && !(env && env[0] == '0')) return headGemmPanels(M, N, K, A, w, C);
   headGemm(M, N, K, A, plainData(w), C);
 }
