@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "layout.h"
+#include "msgc_gather.h"
 #include "msgc/errors.h"
 #include "msgc/ops.h"
 #include "msgc/parallel.h"
@@ -236,10 +237,6 @@ __attribute__((target("avx2,fma"))) static void panelsAvx2(int64_t K, const floa
       }
     }
 }
-static bool hasAvx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
-}
 #endif
 static void panelsPortable(int64_t M, int64_t K, const float* A, const float* P, int64_t p0, int64_t p1, int64_t N,
                            float* C) {
@@ -265,7 +262,7 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
   const bool portable = force && std::string(force) == "portable", avx2Only = force && std::string(force) == "avx2";
   auto run = [&](int64_t p0, int64_t p1) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (!portable && !avx2Only && hasAvx512()) {
+    if (!portable && !avx2Only && gather::cpuHasAvx512()) {
       switch (M) {
         case 1: return panelsAvx512<1>(K, A, P, p0, p1, N, C);
         case 2: return panelsAvx512<2>(K, A, P, p0, p1, N, C);
