@@ -227,9 +227,9 @@ describe('gate and attention heads in eval: one fused native call', () => {
     }
   });
 
-  // Batch 1-4 runs the head's GEMMs as dot products of our own: on one thread below 8K multiply-adds (here the
-  // first, 16 × 64 per sample), split over the threads above (the second, 4096 logits × 16); batch 6 runs
-  // oneDNN's sgemm
+  // Batch 1-4 runs the head's GEMMs as panel GEMVs of our own: on one thread below 32K multiply-adds (here the
+  // first, 16 × 64 per sample), split over the threads above (the second, 4096 logits × 16); batch 6
+  // runs oneDNN's sgemm
   test.each([[1, 0], [3, 0], [6, 0], [1, 1], [3, 1]])('large heads (batch %i, one thread: %i) equal the float64 head', (N, single) => {
     const threads = msgc.backendInfo().threads;
     if (single) msgc.setNumThreads(1);
