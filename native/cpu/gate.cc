@@ -113,13 +113,8 @@ __attribute__((target("avx2,fma"))) static float dotAvx2(const float* a, const f
   for (; k < K; k++) r += a[k] * b[k];
   return r;
 }
-static bool hasAvx2Fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
 #else
 static float dotAvx2(const float*, const float*, int64_t) { return 0.f; }
-static bool hasAvx2Fma() { return false; }
 #endif
 static float dotPortable(const float* a, const float* b, int64_t K) {
   float s[4] = {0.f, 0.f, 0.f, 0.f};
@@ -141,7 +136,7 @@ static void headGemm(int64_t M, int64_t N, int64_t K, const float* A, const floa
     sgemm('N', 'T', M, N, K, A, K, B, K, C, N);
     return;
   }
-  const bool avx2 = hasAvx2Fma();
+  const bool avx2 = gather::cpuHasAvx2Fma();
   auto rows = [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; n++)
       for (int64_t m = 0; m < M; m++)
@@ -270,7 +265,7 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
         default: return panelsAvx512<4>(K, A, P, p0, p1, N, C);  // (M == 4: headGemmEval)
       }
     }
-    if (!portable && hasAvx2Fma()) {
+    if (!portable && gather::cpuHasAvx2Fma()) {
       switch (M) {
         case 1: return panelsAvx2<1>(K, A, P, p0, p1, N, C);
         case 2: return panelsAvx2<2>(K, A, P, p0, p1, N, C);
@@ -297,8 +292,8 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
 // products: its weights change every step, and a new panel copy per call would read them twice.)
 // MSGC_HEAD_PANELS=0: the dot products here too (benchmarks).
 static void headGemmEval(int64_t M, int64_t N, int64_t K, const float* A, const Tensor& w, float* C) {
-  const char* env = std::getenv("MSGC_HEAD_PANELS");
   if (M == 0 || N == 0) return;  // (an empty batch: nothing to compute, and A may be empty)
+  const char* env = std::getenv("MSGC_HEAD_PANELS");
   if (M <= 4 && !(env && env[0] == '0')) return headGemmPanels(M, N, K, A, w, C);
   headGemm(M, N, K, A, plainData(w), C);
 }
