@@ -61,6 +61,9 @@ const shapes: [number, number, number][] = [
   [3, 16, 1],
   [2, 1, 7],
   [3, 33, 10],
+  // narrow outputs against many rows: the small GEMMs run transposed (cpu::sgemm), forward and backward
+  [32, 64, 10],
+  [64, 5, 24],
 ];
 
 describe('linear forward and backward', () => {

@@ -188,12 +188,40 @@ void smallGemm(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, c
     }
   }
 }
+
+// smallGemm's loop runs over C's rows and, for each p, over the row's N columns: with a narrow C (a gate head's
+// hidden width of 4-40 units against 32-64 samples) that inner loop is a vector or two and the rest is overhead.
+// The transpose Cᵀ = op(B)ᵀ·op(A)ᵀ has N rows of M columns, so when that costs less (estimated per row and p:
+// loop overhead plus two operations per 4 columns, and the copies) it is computed into a buffer and copied back.
+// Every element still sums beta·C and its products over p in the same order: the same bits for alpha = 1, which
+// every caller passes. A gate head's training pass (ResNet-20's 16- and 32-channel contexts, batch 64) went from
+// 12 + 37 to 10 + 16 µs and from 20 + 79 to 15 + 40 µs (forward + backward, alone).
+void smallGemmEitherWay(char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                        const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const auto T = [](char t) { return t == 'T' || t == 't'; };
+  const int64_t direct = M * K * (6 + (N + 3) / 4 * 2) + (T(tb) ? K * N : 0);
+  const int64_t flipped = N * K * (6 + (M + 3) / 4 * 2) + (beta != 0.f ? 3 : 2) * M * N + (T(ta) ? 0 : M * K);
+  const char* e = std::getenv("MSGC_SMALL_GEMM_TRANSPOSE");  // 0: never (for A/B measurements)
+  if (flipped >= direct || (e && *e == '0')) {
+    smallGemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  static thread_local std::vector<float> ct;
+  if ((int64_t)ct.size() < N * M) ct.resize(N * M);
+  const auto flip = [&](char t) { return T(t) ? 'N' : 'T'; };
+  if (beta != 0.f)  // (Cᵀ starts from C, scaled inside as the direct loop does)
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++) ct[j * M + i] = C[i * ldc + j];
+  smallGemm(flip(tb), flip(ta), N, M, K, alpha, B, ldb, A, lda, beta, ct.data(), M);
+  for (int64_t i = 0; i < M; i++)
+    for (int64_t j = 0; j < N; j++) C[i * ldc + j] = ct[j * M + i];
+}
 }  // namespace
 
 void sgemm(const char* op, char ta, char tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M * N * K <= (int64_t(1) << 16) && M > 0 && N > 0) {
-    smallGemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    smallGemmEitherWay(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   dnnl_status_t st;
