@@ -283,10 +283,22 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   // block of weights is read from memory once per group rather than once per sample.
   constexpr size_t kGroupFloats = size_t(16) << 20;
   Buffer rowsBuf, foldBuf;
-  std::vector<HeadOperands> src0, h;
-  std::vector<size_t> roff, foff;
-  std::vector<std::pair<int64_t, int64_t>> fills;  // (sample, start of a run in its union)
-  std::vector<int64_t> runs;
+  // Kept from call to call by the calling thread, capacity and all (a batch-1 call allocated and freed them, and its
+  // heads' operand tables, every time). Named through references, so that the team's threads, which read them in
+  // the region below, see this thread's instances and not their own.
+  struct Shared {
+    std::vector<HeadOperands> src0, h;
+    std::vector<size_t> roff, foff;
+    std::vector<std::pair<int64_t, int64_t>> fills;  // (sample, start of a run in its union)
+    std::vector<int64_t> runs;
+  };
+  static thread_local Shared shared;
+  auto& src0 = shared.src0;
+  auto& h = shared.h;
+  auto& roff = shared.roff;
+  auto& foff = shared.foff;
+  auto& fills = shared.fills;
+  auto& runs = shared.runs;
   const int64_t parts = std::max<int64_t>(1, (2 * threads + G - 1) / G);
   for (int64_t n0 = 0; n0 < g.N;) {
     int64_t n1 = n0 + 1;
@@ -324,7 +336,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     const int64_t nf = (int64_t)fills.size(), folds = gn * G * parts, items = gn * G * blocks * chunks;
     // (the worksharing loops below bind to the team when there is one, else run on this thread alone)
     auto region = [&]() {
-      std::vector<int64_t> myRuns;
+      static thread_local std::vector<int64_t> myRuns;
       if (out) {
 #pragma omp for schedule(static)
         for (int64_t m = 0; m < gn; m++) {
