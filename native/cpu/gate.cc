@@ -276,16 +276,8 @@ static void headGemmPanels(int64_t M, int64_t N, int64_t K, const float* A, cons
 #endif
     panelsPortable(M, K, A, P, p0, p1, N, C);
   };
-  const int threads = omp_get_max_threads();
-  if (threads == 1 || M * N * K < (int64_t(1) << 15) || groups < 2) {
-    run(0, groups);
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();
-    run(groups * t / T, groups * (t + 1) / T);
-  }
+  const bool split = omp_get_max_threads() > 1 && M * N * K >= (int64_t(1) << 15) && groups >= 2;
+  parallelFor(groups, split, [&](int64_t p) { run(p, p + 1); });
 }
 
 // A squeeze head's GEMM in inference: the panel product at batch 1-4, else headGemm. (Training keeps the dot

@@ -252,6 +252,18 @@ bool perSampleByShape(const Tensor& x, const Tensor& weight, const MsgcConvParam
   const int64_t N = x.shape[0], Og = weight.shape[0] / p.heads;
   if (N == 1) return true;  // one conv at dense speed with W ⊙ scale[0] (the batched path runs G narrow convs)
   if (N < omp_get_max_threads() || weight.shape[0] * weight.shape[1] * p.heads >= (1 << 24)) return false;
+  // One head (the companion input gates, spec §2.6): the batched path is then ONE dense conv over the scaled input
+  // x ⊙ s, and its backward one dense conv backward plus a pass for gx = s ⊙ U and gs = Σ x ⊙ U. Against it the
+  // per-sample path saves those passes over the input (∝ C·H·W a sample) and pays per sample the folded weight
+  // and the weight-gradient fold (∝ O·C·k²) and a batch-1 primitive call each way. So per-sample while
+  // O·k² <= H·W (the input's map). Backward ms, G = 1, density 0.5, the paths alternating in one process (per-sample
+  // / batched; 2 threads, AVX-512): per-sample ahead below the line, 16→16 3×3 at 32² (batch 64) 2.02 / 2.10,
+  // 64→128 3×3 stride 2 at 56² (batch 32) 25.4 / 27.7, 128→512 1×1 at 28² 17.9 / 18.9, 512→256 1×1 at 28²
+  // 35.8 / 40.3, 256→128 1×1 at 56² 36.0 / 45.5; batched ahead above it, 32→32 3×3 at 16² (batch 64) 2.16 / 2.04,
+  // 128→128 3×3 at 28² 47.5 / 46.7, 256→1024 1×1 at 14² 21.0 / 19.1, 1024→512 1×1 at 14² 42.0 / 38.7 (1024→256:
+  // 21.7 / 21.3); the masked forward agrees (32→32 at 16²: 0.99 / 0.87, 256→1024 at 14²: 9.4 / 8.3). The rule below,
+  // made for heads of G > 1, had sent all of these per-sample.
+  if (p.heads == 1) return weight.shape[0] * weight.shape[2] * weight.shape[3] <= x.shape[2] * x.shape[3];
   const Shape y = msgcOutputShape(x.shape, weight.shape, p);
   const int64_t outPixels = y[2] * y[3];
   // 1×1 convs: W'_n costs O·C per sample against O·C·outPixels multiply-adds; per-sample wins on any map while
@@ -293,22 +305,6 @@ MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvP
   //                                                  21.9+49.4 / 21.5+48.8)
   // so it replaces the batched path wherever it fits, and per-sample for heads of 32+ outputs on 14²-27² maps.
   const int64_t G = p.heads, C = x.shape[1], Og = weight.shape[0] / G;
-  // One head (the companion input gates, spec §2.6): the batched path is then ONE dense conv over the scaled input
-  // x ⊙ s, and its backward one dense conv backward plus a pass for gx = s ⊙ U and gs = Σ x ⊙ U. Against it the
-  // per-sample path saves those passes over the input (∝ C·H·W a sample) and pays per sample the folded weight
-  // and the weight-gradient fold (∝ O·C·k²) and a batch-1 primitive call each way. So per-sample while
-  // O·k² <= H·W (the input's map). Backward ms, G = 1, density 0.5, the paths alternating in one process (per-sample
-  // / batched; 2 threads, AVX-512): per-sample ahead below the line, 16→16 3×3 at 32² (batch 64) 2.02 / 2.10,
-  // 64→128 3×3 stride 2 at 56² (batch 32) 25.4 / 27.7, 128→512 1×1 at 28² 17.9 / 18.9, 512→256 1×1 at 28²
-  // 35.8 / 40.3, 256→128 1×1 at 56² 36.0 / 45.5; batched ahead above it, 32→32 3×3 at 16² (batch 64) 2.16 / 2.04,
-  // 128→128 3×3 at 28² 47.5 / 46.7, 256→1024 1×1 at 14² 21.0 / 19.1, 1024→512 1×1 at 14² 42.0 / 38.7 (1024→256:
-  // 21.7 / 21.3); the masked forward agrees (32→32 at 16²: 0.99 / 0.87, 256→1024 at 14²: 9.4 / 8.3). The shape
-  // rule below, made for heads of G > 1, sent all of these per-sample.
-  if (G == 1 && x.shape[0] >= omp_get_max_threads() && x.shape[0] > 1) {
-    const int64_t kk = weight.shape[2] * weight.shape[3];
-    const bool fits = weight.shape[0] * weight.shape[1] < (1 << 24);  // (the per-sample index map's exact range)
-    return fits && weight.shape[0] * kk <= x.shape[2] * x.shape[3] ? MaskedImpl::PerSample : MaskedImpl::Batched;
-  }
   const bool groupedFits = G > 1 && C % 16 == 0 && Og % 16 == 0 && 4.0 * x.numel() * G <= 128.0 * (1 << 20);
   if (groupedFits && Og >= 32 && weight.shape[2] * weight.shape[3] > 1) {
     const Shape y = msgcOutputShape(x.shape, weight.shape, p);
