@@ -49,6 +49,10 @@ dnnl::memory memoryOf(const Tensor& t);  // the tensor's own memory in its own l
 // Channel block of a 4-D tensor's layout: 1 for plain NCHW, 16 / 8 for nChw16c / nChw8c, 0 otherwise. In these
 // layouts element (n, c, hw) sits at ((n*(Cp/b) + c/b)*HW + hw)*b + c%b, with Cp = C rounded up to b.
 int64_t channelBlock(const Tensor& t);
+// Per-lane sums over one plane of those layouts: `pixels` pixels of `lanes` (1, 8 or 16) floats each, into
+// acc[0..lanes) in double. Every global average uses it (pool2dForward's, and the means batchNormActEval pools for
+// the next gate), so a context pooled in training and the same one pooled in eval are summed alike.
+void laneSums(const float* plane, int64_t pixels, int64_t lanes, double* acc);
 // The desc of `shape` (4-D) in the channel-blocked layout with block b (1 = plain).
 dnnl::memory::desc blockedDesc(const Shape& shape, int64_t block);
 // The channel block oneDNN's vectorized kernels use on this CPU: 16 with AVX-512, else 8 (its AVX2 batch norm and

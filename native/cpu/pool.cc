@@ -61,29 +61,10 @@ std::shared_ptr<PoolPrims> prims(PoolKind kind, const dnnl::memory::desc& src, c
   });
 }
 
-// Σ over HW pixels of L lanes each (lanes apart L), into sum[0..L): four partial sums a lane, pixels i ≡ k mod 4 in
-// the k-th, added up as (s0 + s1) + (s2 + s3) (one running sum a lane was bound by the adds' latency: 2x oneDNN's
-// time). The same order in every compiled version.
-template <int L>
-MSGC_SIMD_CLONES void sumPixels(const float* src, int64_t HW, float* sum) {
-  float s0[L] = {}, s1[L] = {}, s2[L] = {}, s3[L] = {};
-  int64_t i = 0;
-  for (; i + 4 <= HW; i += 4)
-    for (int l = 0; l < L; l++) {
-      s0[l] += src[i * L + l];
-      s1[l] += src[(i + 1) * L + l];
-      s2[l] += src[(i + 2) * L + l];
-      s3[l] += src[(i + 3) * L + l];
-    }
-  for (; i < HW; i++)
-    for (int l = 0; l < L; l++) s0[l] += src[i * L + l];
-  for (int l = 0; l < L; l++) sum[l] = (s0[l] + s1[l]) + (s2[l] + s3[l]);
-}
-
 // Average pooling over the whole map (the gate heads' contexts, a classifier's pool), written plain [N, C, 1, 1]:
 // the heads' GEMMs and the classifier read it as it is, where oneDNN's pooling kept nChw16c and each gate head
-// reordered its context to plain first (7-24 µs a head, more right after a parallel op). Sums in float, as oneDNN's;
-// plain, nChw16c and nChw8c inputs (null for other layouts).
+// reordered its context to plain first (7-24 µs a head, more right after a parallel op). Sums as laneSums (as the
+// eval pool of batchNormActEval); plain, nChw16c and nChw8c inputs (null for other layouts).
 TensorPtr globalAverage(const Tensor& x) {
   const int64_t b = channelBlock(x);
   if (b != 1 && b != 8 && b != 16) return nullptr;
@@ -93,11 +74,9 @@ TensorPtr globalAverage(const Tensor& x) {
   float* yp = y->data();
   parallelFor2(N, blocks, N * blocks * HW * b > 32768, [&](int64_t n, int64_t cb) {
     const float* src = xp + (n * blocks + cb) * HW * b;
-    float sum[16];
-    if (b == 16) sumPixels<16>(src, HW, sum);
-    else if (b == 8) sumPixels<8>(src, HW, sum);
-    else sumPixels<1>(src, HW, sum);
-    for (int64_t l = 0; l < b && cb * b + l < C; l++) yp[n * C + cb * b + l] = sum[l] / (float)HW;
+    double acc[16];
+    laneSums(src, HW, b, acc);
+    for (int64_t l = 0; l < b && cb * b + l < C; l++) yp[n * C + cb * b + l] = (float)(acc[l] / (double)HW);
   });
   return y;
 }
