@@ -89,7 +89,10 @@ export interface NativeBinding {
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
     rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: true, masked?: boolean): [H, H];
   msgcConv2dBnActEval(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, outMask: H | null,
-    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean, masked?: boolean): H | [H, H];
+    rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number, residual: H | null, pooled: boolean, masked?: boolean,
+    compactOutput?: boolean, inputMask?: H | null): H | [H, H];
+  depthwiseConv2dBnActCompactEval(x: H, mask: H, w: H, rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number,
+    stride: Pair, padding: Pair): H;
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
     needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];

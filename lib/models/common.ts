@@ -66,6 +66,11 @@ export function convOut(x: number, k: number, s: number, p: number): number {
 // Block outputs whose global average pool was computed with them (blockOutput), for the next block's context.
 const pooledOutputs = new WeakMap<Tensor, Tensor>();
 
+/** Records pooled as y's global average pool, computed along with y, for context(y). */
+export function rememberPooled(y: Tensor, pooled: Tensor): void {
+  pooledOutputs.set(y, pooled);
+}
+
 /** Global average pool to [N, C, 1, 1]: the gate context (the one blockOutput computed with x, if any). */
 export function context(x: Tensor): Tensor {
   const cached = pooledOutputs.get(x);

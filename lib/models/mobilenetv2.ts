@@ -8,12 +8,13 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { constant, kaimingNormal, normal } from '../nn/init';
 import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
+import { dynamicTensor, GateStats, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, gatedConvBn, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
+import { native } from '../native';
+import { Backbone, BackboneOptions, context, gatedConvBn, rememberPooled, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -114,8 +115,31 @@ export class InvertedResidual extends Module implements CountedBlock {
     releaseTally(this.lastTally);
     let expanded: Tensor | null = null;
     let pwSkipped = false;
+    let dwSkipped = false;
+    const c = this.costs(H, W);
+    const hints = lazy || this.att ? undefined : gateHints(ms);
     // (not on cuda: its MSGC kernel computes every output, so cuDNN's dense 1×1 conv is the faster way there)
-    if (this.pw && !this.training && !lazy && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' && F.preferOutputSkipping(ms.unselected, H * W, this.hidden)) {
+    const skipPw = !!this.pw && !this.training && !lazy && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' &&
+      F.preferOutputSkipping(ms.unselected, H * W, this.hidden);
+    if (skipPw && !isGradEnabled() && this.compactWins(N, ms.density, 1 - ms.unselected, c.Ho * c.Wo)) {
+      // eval without autograd, sparse unions: expansion, depthwise and projection on tensors compacted by the heads'
+      // masks (F.msgcConv2dBnActCompact): the hidden channels no head selects are computed by neither conv
+      const pwConv = this.pw!.layers[0] as Conv2d;
+      const all = ones([N, 1, this.inp]);
+      const e = F.msgcConv2dBnActCompact(x, pwConv.weight, all, this.pw!.layers[1] as BatchNorm2d, { heads: 1, compactOutput: m, activation: 'relu6' }).y;
+      all.dispose();
+      const dwConv = this.dw.layers[0] as Conv2d;
+      const h = F.depthwiseConv2dBnActCompact(e, m, dwConv.weight, this.dw.layers[1] as BatchNorm2d,
+        { stride: dwConv.stride, padding: dwConv.padding, activation: 'relu6' });
+      e.dispose();
+      const r = F.msgcConv2dBnActCompact(h, this.project.weight, s, this.projectBn, { heads: G, inputMask: m, residual, pooled: true });
+      h.dispose();
+      rememberPooled(r.y, r.pooled!);
+      pwSkipped = dwSkipped = true;
+      this.lastTally = this.tally(c, ms, m, pwSkipped, dwSkipped);
+      return r.y;
+    }
+    if (skipPw) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
       // conv still runs on every hidden channel: a small share of the block's MACs.)
@@ -129,16 +153,42 @@ export class InvertedResidual extends Module implements CountedBlock {
       pwSkipped = !!st.skippedOutputs;
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints: lazy || this.att ? undefined : gateHints(ms) },
-      null, residual, true);
-    // MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv
-    const c = this.costs(H, W);
-    this.lastTally = tallyOf(() => {
+    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints }, null, residual, true);
+    this.lastTally = this.tally(c, ms, m, pwSkipped, dwSkipped);
+    return out;
+  }
+
+  /** MACs of this batch (spec §4.2–4.3): hidden channels no head selects need neither the PW nor the DW conv. */
+  private tally(c: ReturnType<InvertedResidual['costs']>, ms: GateStats, m: Tensor, pwSkipped: boolean, dwSkipped: boolean): BlockMacTally {
+    return tallyOf(() => {
       const d = ms.density;
       const unselected = ms.unselected;
-      return { dynamic: d * c.dgc, bonus: unselected * (c.pw + c.dw), density: [d], bonusSkipped: pwSkipped ? unselected * c.pw : 0 };
+      return { dynamic: d * c.dgc, bonus: unselected * (c.pw + c.dw), density: [d],
+        bonusSkipped: (pwSkipped ? unselected * c.pw : 0) + (dwSkipped ? unselected * c.dw : 0) };
     }, dynamicTensor([m], [c.dgc]), [ms]);
-    return out;
+  }
+
+  /**
+   * Whether the compacted chain (expansion, depthwise, projection: F.msgcConv2dBnActCompact) beats running the
+   * depthwise conv over every hidden channel, given the expansion skips its unselected outputs either way: the
+   * projection must run gathered by msgcConv2d's rule (a compacted input has no masked execution), and our depthwise
+   * kernel on the compacted slots must beat oneDNN's on all channels. Measured against oneDNN (2 threads, AVX-512,
+   * bench/msgc_compact.js): at a union of 0.6 the compacted depthwise took 0.5-0.9x the dense one's time on
+   * MobileNetV2's 14²-112² maps at batch 1 and 32, but 1.1-1.3x on 7² outputs (per slot block, gathering its
+   * channels' weights costs as much as the 49 pixels), where it takes unions below 0.5.
+   */
+  private compactWins(N: number, density: number, union: number, outPixels: number): boolean {
+    // (MSGC_COMPACT=0 turns it off: tests and benchmarks compare the two)
+    if (this.att || F.getMsgcExecution() === 'masked' || process.env.MSGC_COMPACT === '0') return false;
+    const kernels = native.gatheredKernels();
+    // (compacted outputs are written in whole blocks of 16 channels, or of 8 by the AVX2 kernels)
+    if (kernels === 'portable' || this.hidden % (kernels === 'avx2' ? 8 : 16) !== 0) return false;
+    if (union >= (outPixels > 7 * 7 ? 0.85 : 0.5)) return false;
+    if (F.getMsgcExecution() === 'gathered') return true;
+    const G = this.msgc!.heads;
+    const unite = F.narrowHeadsUnite(this.oup, G, kernels);
+    return F.preferGathered(density, { outPixels, batch: N, headChannels: this.oup / G, kernel: 1, channels: this.hidden,
+      recording: false, kernels, union: unite, unionDensity: union });
   }
 }
 

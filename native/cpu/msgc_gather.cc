@@ -80,7 +80,7 @@ bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb,
 
 void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
              KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
-             float* y, const LaneScales& lanes) {
+             float* y, const LaneScales& lanes, const int32_t* slotOf, const int32_t* unionSlots, bool compactOut) {
   // ocvec reads a blocked x in place with pixels one block apart: nChw16c, and nChw8c with the AVX2 kernels
   const bool strided = kind == KernelKind::Ocvec && (src.block == 16 || (isa == Isa::Avx2 && src.block == 8));
   RowPlan rp = planRows(g, rows, src.block, strided);
@@ -89,6 +89,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.isa = isa;
   job.yl = isa == Isa::Avx2 ? 8 : 16;
   job.lanes = lanes;
+  job.slotOf = slotOf;
+  job.unionSlots = unionSlots;
+  job.compactOut = compactOut;
   if (const char* e = std::getenv("MSGC_GATHER_TRIPLE")) job.triple = std::string(e) != "0";  // (tests, benchmarks)
   if (const char* e = std::getenv("MSGC_GATHER_KC")) job.kBlock = std::atoi(e);  // (tests, benchmarks; 0: off)
   if (const char* e = std::getenv("MSGC_GATHER_Q7")) job.q7 = std::string(e) != "0";  // (tests, benchmarks)
@@ -230,10 +233,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       for (int64_t m = 0; m < gn; m++) {
         const int64_t n = n0 + m;
         float* buf = t.rows.st->data + m * maxRows;
-        if (out && job.post) job.fillPosted(n);
-        else if (out) std::memset(y + n * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+        if (out) job.fillOut(n);
         if (!rp.inPlace) {
-          blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, t.runs);
+          blockRuns(job.readUnion(n), sel.unionSize(n), src.block, t.runs);
           if (!job.tiled)
             for (size_t r = 0; r + 1 < t.runs.size(); r++) job.fillUnion(n, t.runs[r], t.runs[r + 1], buf);
         }
@@ -327,7 +329,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
         rowFolds = rowFolds || job.fold(n, i) == Fold::Rows;
       }
       if (!rp.inPlace) {
-        blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, runs);  // tiled: gn == 1, runs kept for the tiles
+        blockRuns(job.readUnion(n), sel.unionSize(n), src.block, runs);  // tiled: gn == 1, runs kept for the tiles
         if (!job.tiled)
           for (size_t r = 0; r + 1 < runs.size(); r++) fills.push_back({m, (int64_t)r});
       }
@@ -339,17 +341,14 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       static thread_local std::vector<int64_t> myRuns;
       if (out) {
 #pragma omp for schedule(static)
-        for (int64_t m = 0; m < gn; m++) {
-          if (job.post) job.fillPosted(n0 + m);
-          else std::memset(y + (n0 + m) * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
-        }
+        for (int64_t m = 0; m < gn; m++) job.fillOut(n0 + m);
       }
       // copies, weight folds and the zeros of empty heads; row folds wait for the copies
 #pragma omp for schedule(dynamic, 1)
       for (int64_t a = 0; a < nf + folds; a++) {
         if (a < nf) {
           const int64_t m = fills[a].first, r = fills[a].second, n = n0 + m;
-          blockRuns(sel.unionOf(n), sel.unionSize(n), src.block, myRuns);
+          blockRuns(job.readUnion(n), sel.unionSize(n), src.block, myRuns);
           job.fillUnion(n, myRuns[r], myRuns[r + 1], buf + roff[m]);
           continue;
         }
@@ -433,7 +432,8 @@ const char* gatheredKernelIsa() {
 }
 
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                  const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means) {
+                                  const Tensor* outMask, const FusedBnAct* bn, TensorPtr* means,
+                                  const Compaction* compact) {
   Geometry g;
   g.N = x.shape[0], g.C = x.shape[1], g.H = x.shape[2], g.W = x.shape[3];
   g.O = weight.shape[0], g.KH = weight.shape[2], g.KW = weight.shape[3], g.T = g.KH * g.KW;
@@ -477,6 +477,25 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const Selection& sel = unionHeads ? unionStore : selStore;
   OutSelection outSel;
   if (outMask) outSel = selectOutputs(g, plainData(*outMask), outMask->shape[1]);
+  // a compacted x: each channel's slot (inputMask's union positions), and the slots of each sample's union
+  const bool compactIn = compact && compact->inputMask;
+  const bool compactOut = compact && compact->output;
+  static thread_local Selection slotStore;
+  std::vector<int32_t> unionSlots;
+  if (compactIn) {
+    MSGC_CHECK(isa != Isa::Portable, "msgcConv2d: a compacted input needs the AVX2 or AVX-512 gathered kernels (this CPU runs the portable ones)");
+    Geometry gm = g;
+    gm.G = compact->inputMask->shape[1];
+    select(gm, plainData(*compact->inputMask), slotStore);
+    unionSlots.resize(sel.uni.size());
+    for (int64_t n = 0; n < g.N; n++)
+      for (int64_t u = sel.ustart[n]; u < sel.ustart[n + 1]; u++) {
+        const int32_t slot = slotStore.upos[n * g.C + sel.uni[u]];
+        MSGC_CHECK(slot >= 0, "msgcConv2d: the scale selects channel ", sel.uni[u], " of sample ", n,
+                   ", which no row of inputMask selects: a compacted input holds only inputMask's channels");
+        unionSlots[u] = slot;
+      }
+  }
 
   Source src;
   src.block = channelBlock(x);
@@ -510,6 +529,11 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     return batchNormActEval(*raw, *bn->runningMean, *bn->runningVar, bn->weight, bn->bias, bn->eps, bn->act,
                             bn->residual, means);
   };
+  if (compactOut) {
+    MSGC_CHECK(outMask && g.G == 1 && simd && ocvec && yBlock > 1 && (!bn || !(bn->residual || means)),
+               "msgcConv2d: a compacted output needs one head, an outputMask, the AVX2 or AVX-512 gathered kernels, ",
+               "whole blocks of outputs, and no residual or pooled means");
+  }
   if (!simd) {
     runSgemm(g, sel, src, s, WL, y->data());
     if (outMask) zeroUnselected(g, outSel, 1, y->data());
@@ -550,7 +574,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   }
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
           selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data(),
-          laneScales);
+          laneScales, compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut);
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());
   if (!fuse) return separateBn(y);
   if (means) *means = pooled;

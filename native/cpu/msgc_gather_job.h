@@ -43,6 +43,16 @@ struct Job {
   // original head the output belongs to (lanes.scale null: off)
   LaneScales lanes;
   const OutSelection* out = nullptr;  // ocvec only: compute just these outputs (packed 16 to a block)
+  // Compacted input (msgcConvForwardGathered's Compaction::inputMask): channel c of sample n is x's channel slot
+  // slotOf[n·C + c]; unionSlots holds the slots of each sample's union channels (sel.uni's layout), which the
+  // copies read. Null: channel c is channel c.
+  const int32_t* slotOf = nullptr;
+  const int32_t* unionSlots = nullptr;
+  // Compacted output (one head with an output selection): the k-th selected output of sample n goes to channel
+  // slot k of y, and the slots past the last selected one hold zeros.
+  bool compactOut = false;
+  // where the copies read sample n's union channels in x
+  const int32_t* readUnion(int64_t n) const { return unionSlots ? unionSlots + sel.ustart[n] : sel.unionOf(n); }
   int pixMR = 8, pixNR = 1;  // pixvec register block
   // pixel chunks (see chunk())
   struct Chunk {
@@ -214,7 +224,7 @@ struct Job {
   void fillUnion(int64_t n, int64_t u0, int64_t u1, float* buf) const {
     float* dst[16];
     for (int64_t u = u0; u < u1; u++) dst[u - u0] = buf + u * rp.chanStride;
-    fillChannels(g, rp, src, n, sel.unionOf(n) + u0, u1 - u0, dst);
+    fillChannels(g, rp, src, n, readUnion(n) + u0, u1 - u0, dst);
   }
 
   Fold fold(int64_t n, int64_t i) const {
@@ -249,7 +259,12 @@ struct Job {
     const float** wch = h.wch.data();
     if (rp.inPlace) {
       const float* base = src.data + n * sampleFloats;
-      for (int64_t j = 0; j < ns; j++) chan[j] = base + planeOff[s[j]];
+      if (slotOf) {
+        const int32_t* slot = slotOf + n * g.C;
+        for (int64_t j = 0; j < ns; j++) chan[j] = base + planeOff[slot[s[j]]];
+      } else {
+        for (int64_t j = 0; j < ns; j++) chan[j] = base + planeOff[s[j]];
+      }
     } else {
       const int32_t* up = sel.upos.data() + n * g.C;
       for (int64_t j = 0; j < ns; j++) chan[j] = rows + up[s[j]] * rp.chanStride;
@@ -365,7 +380,7 @@ struct Job {
     float* dst[16];
     for (size_t r = 0; r + 1 < runs.size(); r++) {
       for (int64_t u = runs[r]; u < runs[r + 1]; u++) dst[u - runs[r]] = buf + u * rp.chanStride;
-      fillPlanes(g, src, n, sel.unionOf(n) + runs[r], runs[r + 1] - runs[r], dst, p0, p1);
+      fillPlanes(g, src, n, readUnion(n) + runs[r], runs[r + 1] - runs[r], dst, p0, p1);
     }
   }
 
@@ -387,6 +402,9 @@ struct Job {
   void postEmpty(int64_t n, int64_t i) const;
   // output selection (no residual, no pooling): sample n's outputs start as act(b[o]), BN of a zero output
   void fillPosted(int64_t n) const;
+  // with an output selection, before sample n's items: the outputs it leaves out (fillPosted, or zeros); compacted,
+  // the zeros of the slots past the last selected output's block
+  void fillOut(int64_t n) const;
 
   // AVX2, blocked output: selected channels [j0, j1) of chunk c into block ob's `halves` halves (out: the block's
   // first channel), adding to what earlier channels left there when j0 > 0

@@ -72,6 +72,18 @@ inline void Job::fillPosted(int64_t n) const {
   }
 }
 
+inline void Job::fillOut(int64_t n) const {
+  if (compactOut) {
+    // (the kernels write whole 16-lane blocks of selected outputs, zeros past the last one)
+    const int64_t from = std::min<int64_t>(g.O, (out->count(n, 0) + 15) / 16 * 16);
+    std::memset(y + (n * g.O + from) * g.OHW, 0, (g.O - from) * g.OHW * sizeof(float));
+  } else if (post) {
+    fillPosted(n);
+  } else {
+    std::memset(y + n * g.O * g.OHW, 0, g.O * g.OHW * sizeof(float));
+  }
+}
+
 inline void Job::avx2Chunk(const HeadOperands& h, const Chunk& c, int64_t ob, int halves, int64_t j0, int64_t j1, float* out) const {
 #if MSGC_GATHER_AVX512
   const int64_t wshift = ob * h.obShift + c.t0 * 16;
@@ -172,8 +184,10 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
         postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
       }
     }
-    for (int64_t l = 0; l < lanes; l++) {
-      const int64_t o = i * g.Og + osel[l];
+    // (compacted: lane l to slot ob·16 + l, all 16 lanes: those past the last selected output hold zeros)
+    const int64_t nl = compactOut ? std::min<int64_t>(16, g.O - ob * 16) : lanes;
+    for (int64_t l = 0; l < nl; l++) {
+      const int64_t o = compactOut ? ob * 16 + l : i * g.Og + osel[l];
       if (plainOut()) {
         float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
         for (int64_t r = 0; r < c.r; r++)

@@ -93,8 +93,9 @@ namespace {
 // beta|null, eps, activation, residual|null, pooled[, masked]
 struct MsgcBnArgs {
   MsgcArgs a;
-  TensorPtr outMask, rm, rv, gm, be, r;
+  TensorPtr outMask, rm, rv, gm, be, r, inMask;
   FusedBnAct bn;
+  Compaction compact;
   bool pooled = false, masked = false;
 };
 
@@ -130,6 +131,22 @@ MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op) {
   // (optional 16th argument masked: the masked execution instead of the gathered one; no outputMask then)
   m.masked = info.Length() > 15 && boolArg(info, 15, op, "masked");
   MSGC_CHECK(!(m.masked && m.outMask), op, ": the masked execution takes no outputMask");
+  // (optional 17th and 18th: compactOutput, inputMask|null; msgc/ops.h Compaction: gathered, on the CPU only)
+  m.compact.output = info.Length() > 16 && boolArg(info, 16, op, "compactOutput");
+  m.inMask = info.Length() > 17 ? optionalTensorArg(info, 17, op, "inputMask") : nullptr;
+  if (m.compact.output || m.inMask) {
+    MSGC_CHECK(!m.masked && a.x->device() == Device::CPU, op, ": compacted tensors are for the gathered execution on the CPU");
+    MSGC_CHECK(!m.compact.output || (m.outMask && a.p.heads == 1 && !m.r && !m.pooled), op,
+               ": a compacted output needs one head and an outputMask, and takes no residual or pooled means");
+  }
+  if (m.inMask) {
+    expectDims(*m.inMask, 3, op, "inputMask", "[N, K, inChannels]");
+    expectSameDevice(*a.x, *m.inMask, op, "x", "inputMask");
+    MSGC_CHECK(m.inMask->shape[0] == a.x->shape[0] && m.inMask->shape[1] > 0 && m.inMask->shape[2] == a.x->shape[1], op,
+               ": inputMask has shape ", shapeString(m.inMask->shape), ", expected [", a.x->shape[0], ", K >= 1, ",
+               a.x->shape[1], "]");
+    m.compact.inputMask = m.inMask.get();
+  }
   m.bn.runningMean = m.rm.get();
   m.bn.runningVar = m.rv.get();
   m.bn.weight = m.gm.get();
@@ -163,9 +180,59 @@ static Napi::Value MsgcConv2dBnActEval(const Napi::CallbackInfo& info) {
                : impl == Impl::Emulated
                    ? cuda::emulated::msgcConvForward(*a.x, *a.weight, *a.scale, a.p, !masked, outMask.get(), &bn, pooled ? &means : nullptr)
                : masked ? msgcConvForwardMaskedBn(*a.x, *a.weight, *a.scale, a.p, bn, pooled ? &means : nullptr)
-                       : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr);
+                       : msgcConvForwardGathered(*a.x, *a.weight, *a.scale, a.p, outMask.get(), &bn, pooled ? &means : nullptr,
+                                                 m.compact.output || m.compact.inputMask ? &m.compact : nullptr);
   if (!pooled) return wrapTensor(info.Env(), y);
   return tensorList(info.Env(), {y, means});
+}
+
+// depthwiseConv2dBnActCompactEval(x, mask, weight, runningMean, runningVar, gamma|null, beta|null, eps, activation,
+//                                 stride, padding) -> y: the eval depthwise conv + BN (+ act) over x compacted by mask
+// [N, K, C] (msgc/ops.h Compaction), only on the occupied channel slots; y compacted alike
+static Napi::Value DepthwiseConv2dBnActCompactEval(const Napi::CallbackInfo& info) {
+  const char* op = "depthwiseBnActCompact";
+  TensorPtr x = tensorArg(info, 0, op, "x");
+  TensorPtr mask = tensorArg(info, 1, op, "mask");
+  TensorPtr w = tensorArg(info, 2, op, "weight");
+  TensorPtr rm = tensorArg(info, 3, op, "runningMean");
+  TensorPtr rv = tensorArg(info, 4, op, "runningVar");
+  TensorPtr gm = optionalTensorArg(info, 5, op, "gamma");
+  TensorPtr be = optionalTensorArg(info, 6, op, "beta");
+  const double eps = numberArg(info, 7, op, "eps");
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const int64_t act = intArg(info, 8, op, "activation", -1, (int64_t)Activation::ReLU6);
+  auto stride = intListArg(info, 9, op, "stride", 2, 1, kMaxInt);
+  auto pad = intListArg(info, 10, op, "padding", 2, 0, kMaxInt);
+  expectDims(*x, 4, op, "x", "[N, C, H, W]");
+  expectDims(*mask, 3, op, "mask", "[N, K, C]");
+  expectDims(*w, 4, op, "weight", "[C, 1, kh, kw]");
+  MSGC_CHECK(x->device() == Device::CPU, op, ": compacted tensors are for the CPU, got x on ", deviceName(x->device()));
+  expectSameDevice(*x, *mask, op, "x", "mask");
+  expectSameDevice(*x, *w, op, "x", "weight");
+  const msgc::Shape& xs = x->shape;
+  const msgc::Shape& ws = w->shape;
+  MSGC_CHECK(mask->shape[0] == xs[0] && mask->shape[1] > 0 && mask->shape[2] == xs[1], op, ": mask has shape ",
+             shapeString(mask->shape), ", expected [", xs[0], ", K >= 1, ", xs[1], "]");
+  MSGC_CHECK(ws[0] == xs[1] && ws[1] == 1 && ws[2] > 0 && ws[3] > 0, op, ": weight has shape ", shapeString(ws),
+             ", expected [", xs[1], ", 1, kh, kw] (one filter per channel)");
+  MSGC_CHECK(xs[2] + 2 * pad[0] >= ws[2] && xs[3] + 2 * pad[1] >= ws[3], op, ": the kernel (", ws[2], "x", ws[3],
+             ") is larger than the padded input (", xs[2] + 2 * pad[0], "x", xs[3] + 2 * pad[1], ")");
+  MSGC_CHECK(pad[0] < ws[2] && pad[1] < ws[3], op, ": padding (", pad[0], ", ", pad[1], ") must be smaller than the kernel (",
+             ws[2], "x", ws[3], ")");
+  expectChannelVector(rm, xs[1], op, "runningMean", *x);
+  expectChannelVector(rv, xs[1], op, "runningVar", *x);
+  expectChannelVector(gm, xs[1], op, "gamma", *x);
+  expectChannelVector(be, xs[1], op, "beta", *x);
+  expectWorkBound((double)xs[0] * xs[1] * ws[2] * ws[3] * ((double)(xs[2] + 2 * pad[0] - ws[2]) / stride[0] + 1) *
+                      ((double)(xs[3] + 2 * pad[1] - ws[3]) / stride[1] + 1), op, "this convolution");
+  FusedBnAct bn;
+  bn.runningMean = rm.get();
+  bn.runningVar = rv.get();
+  bn.weight = gm.get();
+  bn.bias = be.get();
+  bn.eps = (float)eps;
+  bn.act = (int)act;
+  return wrapTensor(info.Env(), depthwiseBnActCompactEval(*x, *mask, *w, bn, stride[0], stride[1], pad[0], pad[1]));
 }
 
 // msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
@@ -377,6 +444,7 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward, true);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered, true);
   exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval, true);
+  exportFunction(env, exports, "depthwiseConv2dBnActCompactEval", DepthwiseConv2dBnActCompactEval);
   exportFunction(env, exports, "msgcConv2dBackward", MsgcConv2dBackward);
   exportFunction(env, exports, "gateForward", GateForward, true);
   exportFunction(env, exports, "gateBackward", GateBackward);

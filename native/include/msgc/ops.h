@@ -162,9 +162,23 @@ struct FusedBnAct {
   int act = -1;                    // -1 none, else Activation::ReLU / ReLU6
   const Tensor* residual = nullptr;
 };
+// Compaction (CPU, AVX2 / AVX-512 kernels; inference), so that the channels no head selects are neither computed
+// nor stored between a producer and its consumers (MobileNetV2's expansion, depthwise and projection convs, spec
+// §2.10). A tensor compacted by a mask [N, K, C] holds in channel slot k of sample n the k-th channel (ascending)
+// that some row of the mask selects, and zeros in the slots past the last one; its shape is the full one.
+//   output     (one head with outMask): y compacted by outMask;
+//   inputMask  x is compacted by inputMask [N, K, C]: every channel the scale selects must be one inputMask does.
+struct Compaction {
+  bool output = false;
+  const Tensor* inputMask = nullptr;
+};
 TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                   const Tensor* outMask = nullptr, const FusedBnAct* bn = nullptr,
-                                  TensorPtr* means = nullptr);
+                                  TensorPtr* means = nullptr, const Compaction* compact = nullptr);
+// cpu/depthwise_compact.cc: the eval depthwise convolution (weight [C, 1, KH, KW], no bias) + BatchNorm (+ act) of
+// x compacted by mask [N, K, C] (see Compaction), only over the occupied channel slots: y is compacted alike.
+TensorPtr depthwiseBnActCompactEval(const Tensor& x, const Tensor& mask, const Tensor& weight, const FusedBnAct& bn,
+                                    int64_t strideH, int64_t strideW, int64_t padH, int64_t padW);
 // The SIMD kernels the gathered execution runs on this CPU: "avx512", "avx2" (AVX2 + FMA) or "portable" (sgemm on
 // packed copies); MSGC_GATHER_ISA can force "avx2" or "portable".
 const char* gatheredKernelIsa();
