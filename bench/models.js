@@ -9,6 +9,12 @@
 // for a seeded random fraction d of its outputs, -1 for the rest, so that each gated conv keeps a fraction d of
 // its input channels (in eval; the companion single-head gates too). Without it the gates keep their init
 // (almost all open).
+// --union u (with --density d, d <= u): heads correlated as trained gates are (spec §7: heads agree on the
+// channels that matter), so that a gated conv's heads together select about a share u of its input channels: per
+// gated conv a seeded share u of the channels is "shared", and each head opens a shared channel with probability
+// d/u and no other (head density d; union u·(1 − (1 − d/u)^G), e.g. 0.60 for d 0.5, u 0.6, G 4). Without it the
+// heads are independent (union 1 − (1 − d)^G: 0.94 at d 0.5). MobileNetV2's blocks compact their hidden channels
+// (F.msgcConv2dBnActCompact) only for such sparse unions.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -23,6 +29,8 @@ const reps = parseInt(opt('reps', '3'), 10);  // pairs of blocks (see compare())
 const blockLen = parseInt(opt('block', batch > 2 ? '2' : '4'), 10);  // steps per block (training: one fewer, at least 2)
 const attention = args.includes('--attention');
 const density = args.includes('--density') ? parseFloat(opt('density', '1')) : null;
+const union = args.includes('--union') ? parseFloat(opt('union', '1')) : null;
+if (union !== null && (density === null || !(union >= density && union <= 1))) throw new Error(`--union needs --density d and d <= u <= 1, got ${union}`);
 const smallInput = size <= 64;
 const device = opt('device', 'cpu');
 // --execution: every MSGC conv of the model runs so (msgc.F.setMsgcExecution; default 'auto'), e.g. masked on the
@@ -106,10 +114,15 @@ const boosted = msgc.models.createModel(modelName, { smallInput, msgc: { heads: 
 if (density !== null) {
   let s = 12345;
   const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
-  for (const [name, p] of boosted.namedParameters()) {
-    if (!/mask\d?\.conv2\.(weight|bias)$/.test(name)) continue;
-    if (name.endsWith('weight')) p.assign(new Float32Array(p.size));
-    else p.assign(Float32Array.from({ length: p.size }, () => (rnd() < density ? 1 : -1)));
+  for (const [, m] of boosted.namedModules()) {
+    if (!(m instanceof msgc.nn.GateHead)) continue;
+    const w = m.conv2.weight, b = m.conv2.bias;
+    w.assign(new Float32Array(w.size));
+    // (the logits [G, C], head-major)
+    const shared = union === null ? null : Array.from({ length: m.channels }, () => rnd() < union);
+    b.assign(Float32Array.from({ length: b.size }, (_, i) => (shared
+      ? shared[i % m.channels] && rnd() < density / union
+      : rnd() < density) ? 1 : -1));
   }
 }
 if (device === 'cuda') {
@@ -139,13 +152,14 @@ const row = {
   denseTrainMs: d.train, msgcTrainMs: b.train, denseInferMs: d.infer, msgcInferMs: b.infer,
   denseTrainImagesPerSecond: (1000 * batch) / d.train, msgcTrainImagesPerSecond: (1000 * batch) / b.train,
   denseInferImagesPerSecond: (1000 * batch) / d.infer, msgcInferImagesPerSecond: (1000 * batch) / b.infer,
-  trainSpeedup: trainCmp ? trainCmp.speedup : NaN, inferSpeedup: inferCmp.speedup, evalMacRatio: macs.ratio, density,
+  trainSpeedup: trainCmp ? trainCmp.speedup : NaN, inferSpeedup: inferCmp.speedup, evalMacRatio: macs.ratio, density, union,
   // the fastest block of each model, and the protocol (see compare())
   denseInferBestMs: inferCmp.denseBest, msgcInferBestMs: inferCmp.msgcBest, pairs: reps, blockLen, trainBlockLen: trainCmp ? trainBlockLen : null,
   // the pair ratios' middle half (all of them with fewer than 4 pairs)
   inferSpeedupSpread: inferCmp.spread, trainSpeedupSpread: trainCmp ? trainCmp.spread : null,
   // the spec's count credits the "bonus" (producer/consumer channels no head needs, §4.3); the gathered execution
-  // skips them in eval where it runs (ResNet, DenseNet), not yet in MobileNetV2: the MACs that really ran
+  // skips them in eval where it runs (ResNet, DenseNet; MobileNetV2's expansion, and its depthwise convs where the
+  // blocks compact their hidden channels): the MACs that really ran
   executedMacRatio: macs.executed / macs.dense,
   // speedup ÷ (dense MACs / MSGC MACs): 1 = the whole MAC saving turned into time
   inferSpeedupOverIdeal: inferCmp.speedup * macs.ratio,
@@ -153,14 +167,14 @@ const row = {
 };
 const spreadText = ([lo, hi]) => `${reps >= 4 ? 'middle half' : 'all pairs'} ${lo.toFixed(2)}-${hi.toFixed(2)}`;
 const where = device === 'cuda' ? `on ${row.gpu}` : `${row.threads} threads, ${row.gatheredKernels} kernels`;
-console.log(`${modelName} batch ${batch} ${size}² (${where}${execution === 'auto' ? '' : `, MSGC convs ${execution}`}${tune ? ', auto tuned' : ''}), ${density === null ? 'gates at init' : `gate density ${density}`} (eval MAC ratio ${macs.ratio.toFixed(3)})`);
+console.log(`${modelName} batch ${batch} ${size}² (${where}${execution === 'auto' ? '' : `, MSGC convs ${execution}`}${tune ? ', auto tuned' : ''}), ${density === null ? 'gates at init' : `gate density ${density}${union === null ? '' : `, heads correlated (union ~${union})`}`} (eval MAC ratio ${macs.ratio.toFixed(3)}, executed ${row.executedMacRatio.toFixed(3)})`);
 if (!trainCmp && device === 'cuda') console.log('  train step: not timed on cuda (no GPU training kernels yet)');
 else if (batch > 1) console.log(`  train step fwd+bwd: dense ${d.train.toFixed(1)} ms, MSGC ${b.train.toFixed(1)} ms  (speedup ${row.trainSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(trainCmp.spread)})`);
 else console.log('  train step: not timed at batch 1 (the gate heads\' BN normalises over the batch)');
 console.log(`  inference forward:  dense ${d.infer.toFixed(1)} ms, MSGC ${b.infer.toFixed(1)} ms  (speedup ${row.inferSpeedup.toFixed(2)}, median of ${reps} block pairs; ${spreadText(inferCmp.spread)})`);
 const outDir = path.join(__dirname, 'results');
 fs.mkdirSync(outDir, { recursive: true });
-fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}-${device === 'cuda' ? 'cuda' : row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
+fs.writeFileSync(path.join(outDir, `models-${modelName}-b${batch}-${size}${density === null ? '' : `-d${density}`}${union === null ? '' : `-u${union}`}-${device === 'cuda' ? 'cuda' : row.gatheredKernels}.json`), JSON.stringify({ date: new Date().toISOString(), ...row }, null, 2));
 dense.dispose();
 boosted.dispose();
 x.dispose();

@@ -119,9 +119,8 @@ export class InvertedResidual extends Module implements CountedBlock {
     const c = this.costs(H, W);
     const hints = lazy || this.att ? undefined : gateHints(ms);
     // (not on cuda: its MSGC kernel computes every output, so cuDNN's dense 1×1 conv is the faster way there)
-    const skipPw = !!this.pw && !this.training && !lazy && x.device === 'cpu' && F.getMsgcExecution() !== 'masked' &&
-      F.preferOutputSkipping(ms.unselected, H * W, this.hidden);
-    if (skipPw && !isGradEnabled() && this.compactWins(N, ms.density, 1 - ms.unselected, c.Ho * c.Wo)) {
+    const evalCpu = !!this.pw && !this.training && !lazy && x.device === 'cpu' && F.getMsgcExecution() !== 'masked';
+    if (evalCpu && !isGradEnabled() && this.compactWins(N, ms.density, 1 - ms.unselected, H * W, c.Ho * c.Wo)) {
       // eval without autograd, sparse unions: expansion, depthwise and projection on tensors compacted by the heads'
       // masks (F.msgcConv2dBnActCompact): the hidden channels no head selects are computed by neither conv
       const pwConv = this.pw!.layers[0] as Conv2d;
@@ -139,7 +138,11 @@ export class InvertedResidual extends Module implements CountedBlock {
       this.lastTally = this.tally(c, ms, m, pwSkipped, dwSkipped);
       return r.y;
     }
-    if (skipPw) {
+    // Otherwise the expansion skips the outputs no head selects only on the portable kernels (unmeasured there): on
+    // AVX-512 and AVX2 the gathered one-head conv with an output mask, followed by oneDNN's depthwise conv over every
+    // channel, took 1.0-4.5x the time of oneDNN's two convs at every union from 0.2 to 0.8 (bench/msgc_compact.js,
+    // "skip"), where until 2026-12-05 it ran whenever a tenth of the hidden channels went unselected.
+    if (evalCpu && native.gatheredKernels() === 'portable' && F.preferOutputSkipping(ms.unselected, H * W, this.hidden)) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
       // conv still runs on every hidden channel: a small share of the block's MACs.)
@@ -169,27 +172,33 @@ export class InvertedResidual extends Module implements CountedBlock {
   }
 
   /**
-   * Whether the compacted chain (expansion, depthwise, projection: F.msgcConv2dBnActCompact) beats running the
-   * depthwise conv over every hidden channel, given the expansion skips its unselected outputs either way: the
-   * projection must run gathered by msgcConv2d's rule (a compacted input has no masked execution), and our depthwise
-   * kernel on the compacted slots must beat oneDNN's on all channels. Measured against oneDNN (2 threads, AVX-512,
-   * bench/msgc_compact.js): at a union of 0.6 the compacted depthwise took 0.5-0.9x the dense one's time on
-   * MobileNetV2's 14²-112² maps at batch 1 and 32, but 1.1-1.3x on 7² outputs (per slot block, gathering its
-   * channels' weights costs as much as the 49 pixels), where it takes unions below 0.5.
+   * Whether the compacted chain (expansion, depthwise, projection on tensors compacted by the heads' masks:
+   * F.msgcConv2dBnActCompact, F.depthwiseConv2dBnActCompact) beats oneDNN's expansion and depthwise convs over every
+   * hidden channel. Per sample, only the selected hidden channels are computed, which gives up the weight reuse across
+   * samples and the register blocking of oneDNN's 1×1 kernel: bench/msgc_compact.js (2 threads, AVX-512, expansion +
+   * depthwise ÷ oneDNN's) measured 0.76-0.90 at a union of 0.2 on the 28²-56² maps (batch 1 and 32), 0.96-1.15 on
+   * 14² and 112², 1.4 on 7², and at a union of 0.5 0.87-2.9 (1.0 on 56², batch 1, at best); the AVX2 kernels lost
+   * everywhere (1.2-3.2). So: AVX-512, a union of at most 0.25, the block's input map 28²-56²; and the projection
+   * must run gathered by msgcConv2d's rule (a compacted input has no masked execution). Trained gates need far
+   * sparser unions than the 0.6 or so they tend to give for this to fire. With setMsgcExecution('gathered') or
+   * MSGC_COMPACT=1 the blocks compact wherever the chain can run; MSGC_COMPACT=0 never (tests, benchmarks).
    */
-  private compactWins(N: number, density: number, union: number, outPixels: number): boolean {
-    // (MSGC_COMPACT=0 turns it off: tests and benchmarks compare the two)
-    if (this.att || F.getMsgcExecution() === 'masked' || process.env.MSGC_COMPACT === '0') return false;
+  private compactWins(N: number, density: number, union: number, inPixels: number, outPixels: number): boolean {
+    if (this.att) return false;
     const kernels = native.gatheredKernels();
     // (compacted outputs are written in whole blocks of 16 channels, or of 8 by the AVX2 kernels)
     if (kernels === 'portable' || this.hidden % (kernels === 'avx2' ? 8 : 16) !== 0) return false;
-    if (union >= (outPixels > 7 * 7 ? 0.85 : 0.5)) return false;
-    if (F.getMsgcExecution() === 'gathered') return true;
+    const force = process.env.MSGC_COMPACT;
+    if (force === '0') return false;
+    // (setMsgcExecution('gathered'): every MSGC conv gathered, and the blocks skip what they can)
+    if (force === '1' || F.getMsgcExecution() === 'gathered') return true;
+    if (kernels !== 'avx512' || union > 0.25 || inPixels < 28 * 28 || inPixels > 56 * 56) return false;
     const G = this.msgc!.heads;
     const unite = F.narrowHeadsUnite(this.oup, G, kernels);
-    return F.preferGathered(density, { outPixels, batch: N, headChannels: this.oup / G, kernel: 1, channels: this.hidden,
-      recording: false, kernels, union: unite, unionDensity: union });
+    return F.preferGathered(density, { outPixels, batch: N,
+      headChannels: this.oup / G, kernel: 1, channels: this.hidden, recording: false, kernels, union: unite, unionDensity: union });
   }
+
 }
 
 /** (t, c, n, s) of the ImageNet MobileNetV2 */

@@ -159,7 +159,20 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
   setInputPrefetch(inputPrefetch);  // (AVX-512 kernels only)
   const int64_t ns = (int64_t)h.chan.size();
   const Chunk c = chunk(k);
-  if (out) {
+  if (out && compactOut && isa == Isa::Avx512) {
+    // compacted nChw16c: packed block ob of the selected outputs is output block ob, written in place, its BN
+    // (lane l: output osel[l]) applied while it is in L1
+    float* ob16 = y + (n * g.O + ob * 16) * g.OHW + c.outPos * 16;
+    ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0, c.nt,
+                                                     ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, ob16, g.OW);
+    if (post) {
+      const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16);
+      const int32_t* osel = out->sel(n, i) + ob * 16;
+      alignas(64) float a[16] = {}, b[16] = {}, sums[16];
+      for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
+      postBlock16(ob16, nullptr, c.r, c.q, rp.rows == Rows::Direct ? g.OW : 0, a, b, post->clamp, post->lo, post->hi, sums);
+    }
+  } else if (out) {
     // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
     alignas(64) float tile[kMaxPixels * 16];
     if (isa == Isa::Avx2)
@@ -184,10 +197,19 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
         postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
       }
     }
-    // (compacted: lane l to slot ob·16 + l, all 16 lanes: those past the last selected output hold zeros)
-    const int64_t nl = compactOut ? std::min<int64_t>(16, g.O - ob * 16) : lanes;
-    for (int64_t l = 0; l < nl; l++) {
-      const int64_t o = compactOut ? ob * 16 + l : i * g.Og + osel[l];
+    if (compactOut) {
+      // compacted: the packed block is slots ob·16 .. ob·16 + 15 (those past the last selected output hold zeros),
+      // whole vectors of the yl-channel blocks rather than a lane at a time
+      for (int64_t hf = 0; hf < 16 / yl && ob * 16 + hf * yl < g.O; hf++) {
+        float* yb = y + (n * g.O + ob * 16 + hf * yl) * g.OHW + c.outPos * yl;
+        for (int64_t r = 0; r < c.r; r++)
+          for (int64_t q = 0; q < c.q; q++)
+            std::memcpy(yb + (r * rowStep + q) * yl, tile + (r * c.q + q) * 16 + hf * yl, yl * sizeof(float));
+      }
+      return;
+    }
+    for (int64_t l = 0; l < lanes; l++) {
+      const int64_t o = i * g.Og + osel[l];
       if (plainOut()) {
         float* yb = y + (n * g.O + o) * g.OHW + c.outPos;
         for (int64_t r = 0; r < c.r; r++)
