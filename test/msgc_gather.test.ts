@@ -122,20 +122,26 @@ describe('output selection (producer/consumer skipping): only the outputs an out
     }));
   });
 
-  test('msgcConv2d skips only where preferOutputSkipping() says it pays, and says so in stats', () => {
+  test('msgcConv2d skips only where preferOutputSkipping() says it pays (auto) or heads are wide enough (gathered), and says so in stats', () => {
     const k512 = { kernels: 'avx512' as const };
-    expect(preferOutputSkipping(0.5, 56 * 56, Infinity, k512)).toBe(true);
-    expect(preferOutputSkipping(0.5, 14 * 14, Infinity, k512)).toBe(true);
-    expect(preferOutputSkipping(0.5, 7 * 7, Infinity, k512)).toBe(false); // packing costs as much as the work there
-    expect(preferOutputSkipping(0.06, 56 * 56, Infinity, k512)).toBe(false); // a four-head union leaves little out
-    expect(preferOutputSkipping(0.5, 56 * 56, 16, k512)).toBe(false); // one block of 16 outputs per head either way
-    expect(preferOutputSkipping(0.5, 56 * 56, 32, k512)).toBe(true);
+    // 3×3 convs (kernel 9): batch > 2 from half the outputs skipped, batch 1-2 from 0.65 on maps of 28² and more
+    expect(preferOutputSkipping(0.5, 14 * 14, Infinity, { ...k512, kernel: 9, batch: 32 })).toBe(true);
+    expect(preferOutputSkipping(0.4, 28 * 28, Infinity, { ...k512, kernel: 9, batch: 32 })).toBe(false);
+    expect(preferOutputSkipping(0.7, 56 * 56, Infinity, { ...k512, kernel: 9, batch: 1 })).toBe(true);
+    expect(preferOutputSkipping(0.5, 56 * 56, Infinity, { ...k512, kernel: 9, batch: 1 })).toBe(false);
+    expect(preferOutputSkipping(0.7, 14 * 14, Infinity, { ...k512, kernel: 9, batch: 1 })).toBe(false);
+    expect(preferOutputSkipping(0.9, 7 * 7, Infinity, { ...k512, kernel: 9, batch: 32 })).toBe(false); // packing costs more than the work there
+    expect(preferOutputSkipping(0.06, 56 * 56, Infinity, { ...k512, kernel: 9, batch: 32 })).toBe(false); // a four-head union leaves little out
+    expect(preferOutputSkipping(0.7, 56 * 56, 16, { ...k512, kernel: 9, batch: 32 })).toBe(false); // one block of 16 outputs per head either way
+    expect(preferOutputSkipping(0.7, 56 * 56, 32, { ...k512, kernel: 9, batch: 32 })).toBe(true);
+    // 1×1 convs: batch > 2 only, from 0.6
+    expect(preferOutputSkipping(0.7, 28 * 28, Infinity, { ...k512, kernel: 1, batch: 32 })).toBe(true);
+    expect(preferOutputSkipping(0.5, 28 * 28, Infinity, { ...k512, kernel: 1, batch: 32 })).toBe(false);
+    expect(preferOutputSkipping(0.9, 28 * 28, Infinity, { ...k512, kernel: 1, batch: 1 })).toBe(false);
     // AVX2: not through wide 1×1 heads on maps above 14² (the gathered conv is slower than the dense one there)
-    expect(preferOutputSkipping(0.5, 112 * 112, 96, { kernels: 'avx2' })).toBe(false);
-    expect(preferOutputSkipping(0.5, 56 * 56, 96, { kernels: 'avx2', kernel: 1 })).toBe(false);
-    expect(preferOutputSkipping(0.5, 14 * 14, 96, { kernels: 'avx2' })).toBe(true);
-    expect(preferOutputSkipping(0.5, 56 * 56, 96, { kernels: 'avx2', kernel: 9 })).toBe(true);
-    expect(preferOutputSkipping(0.5, 56 * 56, 32, { kernels: 'avx2' })).toBe(true);
+    expect(preferOutputSkipping(0.7, 112 * 112, 96, { kernels: 'avx2', batch: 32 })).toBe(false);
+    expect(preferOutputSkipping(0.7, 14 * 14, 96, { kernels: 'avx2', kernel: 1, batch: 32 })).toBe(true);
+    expect(preferOutputSkipping(0.7, 56 * 56, 96, { kernels: 'avx2', kernel: 9, batch: 32 })).toBe(true);
     msgc.tidy(() => msgc.noGrad(() => {
       const N = 2, C = 16, O = 64, H = 16;
       const x = msgc.tensor(randomArray(N * C * H * H, 201), [N, C, H, H]);
@@ -167,6 +173,11 @@ describe('output selection (producer/consumer skipping): only the outputs an out
       const st4 = { gathered: false, skippedOutputs: true };
       const y4 = F.msgcConv2d(x, w, s4, { heads: 4, padding: 1, execution: 'gathered', outputMask: m, stats: st4 }).toFloat32Array();
       expect(st4).toEqual({ gathered: true, skippedOutputs: false });
+      // 'auto' by the rule: batch 2 on a 16² map computes every output (the mask is ignored)
+      const sta = { gathered: false, skippedOutputs: true };
+      const ya = F.msgcConv2d(x, w, s, { ...opts, execution: 'auto', outputMask: m, stats: sta }).toFloat32Array();
+      expect(sta.skippedOutputs).toBe(false);
+      expect(closeness(ya, full, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       const full4 = F.msgcConv2d(x, w, s4, { heads: 4, padding: 1, execution: 'gathered' }).toFloat32Array();
       expect(closeness(y4, full4, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
     }));

@@ -24,8 +24,9 @@ export interface MsgcConv2dOptions {
    * [N, K, O] (optional; inference only): the outputs the caller needs. Output o of sample n is needed when
    * outputMask[n, k, o] ≠ 0 for some k; the gathered execution computes only those and returns zeros for the
    * others (producer/consumer skipping, spec §2.10: e.g. the next MSGC conv's gates over these channels, K = its
-   * heads, or a consumer's input gate, K = 1), when preferOutputSkipping() expects it to pay; otherwise, and in
-   * the masked execution, every output is computed. Do not pass it in training: the zeros would enter a following
+   * heads, or a consumer's input gate, K = 1): with 'auto' when preferOutputSkipping() expects it to pay, with an
+   * explicit 'gathered' wherever heads have 32 outputs or more; otherwise, and in the masked execution, every output
+   * is computed. Do not pass it in training: the zeros would enter a following
    * batch norm's batch statistics.
    */
   outputMask?: Tensor | null;
@@ -41,23 +42,37 @@ export interface MsgcConv2dOptions {
 }
 
 /**
- * Whether the gathered execution should skip the outputs an outputMask leaves out. Skipping packs each head's
- * selected weights per sample (16 selected outputs to a block; about 50 multiply-adds' worth of time per packed
- * float, where binary gates otherwise read the cached weights in place), and saves outPixels multiply-adds per
- * skipped weight: it pays when the skipped share clearly beats ~40 / outPixels, i.e. not on 7² maps, where packing
- * costs as much as the work, nor for the few percent a four-head union leaves out on small maps. The kernels
- * compute 16 outputs at a time, so a head of fewer than 32 outputs (headOutputs = O/G; one block either way) saves
- * nothing: ResNet-50's 56² 3×3 conv (64 outputs, 4 heads) took 1.2x the time of computing every output.
- * conv: the conv's kernel size (kh·kw; default 1) and the kind of gathered kernels (default: this CPU's).
+ * Whether the gathered execution should skip the outputs an outputMask leaves out ('auto'; an explicit 'gathered'
+ * skips wherever heads have at least 32 outputs). Skipping packs each head's selected weights per sample (16
+ * selected outputs to a block; about 50 multiply-adds' worth of time per packed float, where binary gates otherwise
+ * read the cached weights in place), and gives up the samples' shared weights. The kernels compute 16 outputs at a
+ * time, so a head of fewer than 32 outputs (headOutputs = O/G; one block either way) saves nothing: ResNet-50's 56²
+ * 3×3 conv (64 outputs, 4 heads) took 1.2x the time of computing every output.
+ * Measured 2026-12-05 (2 threads, AVX-512, one- and four-head convs at input density 0.5, skipping ÷ computing every
+ * output; needed share 0.3 / 0.6 / 0.8): ResNet's 3×3 convs at batch 1: 56² 0.78 / 0.88-1.01 / 1.35-1.48, 28²
+ * 0.74-1.11 / 1.16-1.74 / 1.29-1.95, 14² 0.84-1.01 / 1.35-1.40 / 1.73, 7² 1.62-1.67 / 2.2 / 3.1; at batch 32 56²-14²
+ * 0.52-0.66 / 0.89-1.09 / 1.08-1.48, 7² 1.31 / 2.26 / 3.0; ResNet-50's 1×1 convs (256->64 at 56² ... 2048->512 at
+ * 7²) at batch 1 0.94-1.98 / 1.38-3.23, at batch 32 0.57-0.86 (7²: 1.42) / 0.90-2.64. MobileNetV2's expansions
+ * (one head of 96-960 outputs) lost at every share (bench/msgc_compact.js). Until then the rule skipped from a
+ * tenth of the outputs up, which random independent gates (a four-head union leaves 6% out) never reached, and
+ * trained-like ones (unions of 0.6) did: ResNet-18 at batch 1 ran its 56² conv1 1.6x slower. Hence: never on 7²
+ * maps; 3×3 convs from a skipped share of 0.5 at batch > 2, of 0.65 at batch 1-2 on maps of 28² and more; 1×1
+ * convs from 0.6 at batch > 2 only.
+ * conv: the conv's kernel size (kh·kw; default 1), the batch (default 1) and the kind of gathered kernels (default:
+ * this CPU's).
  */
 export function preferOutputSkipping(skippedShare: number, outPixels: number, headOutputs = Infinity,
-  conv: { kernel?: number; kernels?: 'avx512' | 'avx2' | 'portable' } = {}): boolean {
+  conv: { kernel?: number; kernels?: 'avx512' | 'avx2' | 'portable'; batch?: number } = {}): boolean {
   // AVX2 kernels on wide 1×1 heads over maps larger than 14² (MobileNetV2's expansion convs, which skip through a
   // forced gathered one-head conv): the gathered conv took 6-14x the dense conv's time at 112² and 56², batch 1
   // (16 -> 96 outputs: 4.4 ms vs 0.32), so no skipped share pays for it (preferGathered's rule for the same shapes)
   const kernels = conv.kernels ?? native.gatheredKernels();
-  if (kernels === 'avx2' && (conv.kernel ?? 1) === 1 && headOutputs >= 64 && outPixels > 14 * 14) return false;
-  return headOutputs >= 32 && skippedShare >= Math.max(0.1, 40 / outPixels);
+  const kernel = conv.kernel ?? 1, batch = conv.batch ?? 1;
+  if (kernels === 'avx2' && kernel === 1 && headOutputs >= 64 && outPixels > 14 * 14) return false;
+  if (headOutputs < 32 || outPixels <= 7 * 7) return false;
+  if (kernel === 1) return batch > 2 && skippedShare >= 0.6;
+  if (batch > 2) return skippedShare >= 0.5;
+  return outPixels >= 28 * 28 && skippedShare >= 0.65;
 }
 
 /**
@@ -372,8 +387,12 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     if (!gathered || !fourD || outputMask.shape.length !== 3 || onCuda) {
       outputMask = null;
     } else {
-      const unneeded = options.hints?.unneededOutputs ?? unneededShare(outputMask);
-      if (!preferOutputSkipping(unneeded, outPixels, weight.shape[0] / heads, { kernel: weight.shape[2] * weight.shape[3] })) outputMask = null;
+      // (an explicit 'gathered' skips wherever heads have 32 outputs or more; 'auto' where the rule expects a gain)
+      const headOutputs = weight.shape[0] / heads;
+      const skips = execution === 'gathered' ? headOutputs >= 32
+        : preferOutputSkipping(options.hints?.unneededOutputs ?? unneededShare(outputMask), outPixels, headOutputs,
+          { kernel: weight.shape[2] * weight.shape[3], batch: x.shape[0] });
+      if (!skips) outputMask = null;
     }
   }
   if (options.stats) {
