@@ -20,7 +20,7 @@ const rows = fs.readdirSync(dir)
   // rows measured with the measured 'auto' (models.js --tune) say so
   .map((r) => (r.tuned ? { ...r, gatheredKernels: `${r.gatheredKernels}, auto tuned` } : r))
   .sort((a, b) => a.gatheredKernels.localeCompare(b.gatheredKernels) || a.model.localeCompare(b.model) || a.size - b.size ||
-    a.batch - b.batch || a.density - b.density);
+    a.batch - b.batch || a.density - b.density || (a.union ?? 1) - (b.union ?? 1));
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v) ? '–' : v.toFixed(d));
 const lines = [
   '| kernels | model | input | batch | gate density | MAC ratio (executed) | infer img/s dense | infer img/s MSGC | infer speedup | ÷ ideal | train img/s dense | train img/s MSGC | train speedup |',
@@ -29,7 +29,7 @@ const lines = [
 for (const r of rows) {
   const train = r.batch > 1 && r.denseTrainMs > 0;
   const overIdeal = r.inferSpeedupOverIdeal ?? r.inferSpeedup * r.evalMacRatio;
-  lines.push(`| ${r.gatheredKernels} | ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(overIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
+  lines.push(`| ${r.gatheredKernels} | ${r.model}${r.attention ? ' att' : ''} | ${r.size}² | ${r.batch} | ${r.density}${r.union ? ` (union ~${r.union})` : ''} | ${fmt(r.evalMacRatio, 3)}${r.executedMacRatio ? ` (${fmt(r.executedMacRatio, 3)})` : ''} | ${fmt(r.denseInferImagesPerSecond ?? (1000 * r.batch) / r.denseInferMs, 1)} | ${fmt(r.msgcInferImagesPerSecond ?? (1000 * r.batch) / r.msgcInferMs, 1)} | ${fmt(r.inferSpeedup)} | ${fmt(overIdeal)} | ${train ? fmt((1000 * r.batch) / r.denseTrainMs, 1) : '–'} | ${train ? fmt((1000 * r.batch) / r.msgcTrainMs, 1) : '–'} | ${train ? fmt(r.trainSpeedup) : '–'} |`);
 }
 const md = lines.join('\n');
 console.log(md);
