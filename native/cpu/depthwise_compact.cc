@@ -39,7 +39,7 @@ template <int L, int KH, int KW>
 __attribute__((always_inline)) inline void dwBlock(const DwGeometry& d, const float* x, float* y, const float* w,
                                                    const float* a, const float* b, bool clamp, float lo, float hi) {
   using V = typename Vec<L>::T;
-  const int64_t kh = KH > 0 ? KH : d.KH, kw = KW > 0 ? KW : d.KW, T = kh * kw;
+  const int64_t kh = KH > 0 ? KH : d.KH, kw = KW > 0 ? KW : d.KW;
   auto load = [](const float* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
@@ -108,9 +108,8 @@ __attribute__((always_inline)) inline void dwBlock(const DwGeometry& d, const fl
     for (; ow + 4 <= ow1; ow += 4) run(ow, std::integral_constant<int, 4>());
     for (; ow + 2 <= ow1; ow += 2) run(ow, std::integral_constant<int, 2>());
     for (; ow < ow1; ow++) pixel(ow, false);
-    for (int64_t ow = std::max(ow0, ow1); ow < d.OW; ow++) pixel(ow, true);
+    for (ow = ow1; ow < d.OW; ow++) pixel(ow, true);
   }
-  (void)T;
 }
 
 template <int L>
