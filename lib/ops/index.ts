@@ -7,4 +7,5 @@ export { linear } from './linear';
 export { crossEntropy, CrossEntropyOptions, distillation, DistillationOptions } from './loss';
 export { add, sub, mul, scale, sum, mean } from './elementwise';
 export { reshape, flatten, concat, slice } from './shape';
-export { msgcConv2d, MsgcConv2dOptions, msgcConv2dBnAct, msgcConv2dBnActPooled, MsgcConv2dBnActOptions, msgcConv2dBnActCompact, MsgcCompactOptions, depthwiseConv2dBnActCompact, preferGathered, MsgcExecution, setMsgcExecution, getMsgcExecution, setMsgcTuning, msgcTuningTable, setMsgcTuningTimer, preferOutputSkipping, narrowHeadsUnite, gumbelSigmoidGate, GateOptions } from './msgc';
+export { msgcConv2d, MsgcConv2dOptions, msgcConv2dBnAct, msgcConv2dBnActPooled, MsgcConv2dBnActOptions, preferGathered, MsgcExecution, setMsgcExecution, getMsgcExecution, setMsgcTuning, msgcTuningTable, setMsgcTuningTimer, preferOutputSkipping, narrowHeadsUnite, gumbelSigmoidGate, GateOptions } from './msgc';
+export { msgcConv2dBnActCompact, MsgcCompactOptions, depthwiseConv2dBnActCompact } from './compact';

@@ -164,6 +164,20 @@ export interface FoldedBatchNorm {
 }
 
 /**
+ * The checked parts of an eval BatchNorm and activation argument pair (the fused conv + BN ops): γ and β (optional)
+ * and the activation.
+ */
+export function checkBnAct(op: string, bn: FoldedBatchNorm, activation: 'relu' | 'relu6' | null | undefined):
+  { g: Tensor | null; beta: Tensor | null; act: 'relu' | 'relu6' | null } {
+  if (!bn || typeof bn !== 'object') throw new Error(`${op}: bn must be { runningMean, runningVar, weight, bias, eps? }`);
+  const act = activation ?? null;
+  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  checkTensor(op, 'bn.runningMean', bn.runningMean);
+  checkTensor(op, 'bn.runningVar', bn.runningVar);
+  return { g: optionalTensor(op, 'bn.weight', bn.weight), beta: optionalTensor(op, 'bn.bias', bn.bias), act };
+}
+
+/**
  * activation(batchNorm2d_eval(conv2d(x, weight, bias))) for inference: when no gradient is recorded, one oneDNN
  * convolution with the BatchNorm folded into its weights and bias (w·γ/√(σ²+ε), β + (b − μ)·γ/√(σ²+ε); cached until
  * the weight or a BN tensor is written) and the activation as a post-op, so the BN + activation pass over the output
@@ -174,16 +188,10 @@ export interface FoldedBatchNorm {
 export function conv2dBnAct(x: Tensor, weight: Tensor, bias: Tensor | null, bn: FoldedBatchNorm, options: Conv2dOptions & { activation?: 'relu' | 'relu6' | null } = {}): Tensor {
   const op = 'conv2dBnAct';
   const { stride, padding, dilation, groups } = convOptions(op, options);
-  if (!bn || typeof bn !== 'object') throw new Error(`${op}: bn must be { runningMean, runningVar, weight, bias, eps? }`);
-  const act = options.activation ?? null;
-  if (act !== null && act !== 'relu' && act !== 'relu6') throw new Error(`${op}: activation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  const { g, beta, act } = checkBnAct(op, bn, options.activation);
   checkTensor(op, 'x', x);
   checkTensor(op, 'weight', weight);
   const b = optionalTensor(op, 'bias', bias);
-  checkTensor(op, 'bn.runningMean', bn.runningMean);
-  checkTensor(op, 'bn.runningVar', bn.runningVar);
-  const g = optionalTensor(op, 'bn.weight', bn.weight);
-  const beta = optionalTensor(op, 'bn.bias', bn.bias);
   const recording = isGradEnabled() && [x, weight, b, g, beta].some((t) => t && t.requiresGrad);
   if (recording) {
     const y = conv2d(x, weight, b, options);
