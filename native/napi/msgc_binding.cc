@@ -89,11 +89,40 @@ static Napi::Value MsgcConv2dForwardGathered(const Napi::CallbackInfo& info) {
 }
 
 namespace {
+// An eval BatchNorm + activation: runningMean, runningVar, gamma|null, beta|null, eps, activation at info[first ..
+// first + 5], the vectors of C channels beside x (bn.residual left null)
+struct BnArgs {
+  TensorPtr rm, rv, gm, be;
+  FusedBnAct bn;
+};
+BnArgs readBn(const Napi::CallbackInfo& info, size_t first, const char* op, int64_t C, const Tensor& x) {
+  BnArgs b;
+  b.rm = tensorArg(info, first, op, "runningMean");
+  b.rv = tensorArg(info, first + 1, op, "runningVar");
+  b.gm = optionalTensorArg(info, first + 2, op, "gamma");
+  b.be = optionalTensorArg(info, first + 3, op, "beta");
+  expectChannelVector(b.rm, C, op, "runningMean", x);
+  expectChannelVector(b.rv, C, op, "runningVar", x);
+  expectChannelVector(b.gm, C, op, "gamma", x);
+  expectChannelVector(b.be, C, op, "beta", x);
+  const double eps = numberArg(info, first + 4, op, "eps");
+  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const int64_t act = intArg(info, first + 5, op, "activation", -1, (int64_t)Activation::ReLU6);
+  b.bn.runningMean = b.rm.get();
+  b.bn.runningVar = b.rv.get();
+  b.bn.weight = b.gm.get();
+  b.bn.bias = b.be.get();
+  b.bn.eps = (float)eps;
+  b.bn.act = (int)act;
+  return b;
+}
+
 // the fused calls' arguments after readMsgc's six: outputMask|null, runningMean, runningVar, gamma|null,
 // beta|null, eps, activation, residual|null, pooled[, masked]
 struct MsgcBnArgs {
   MsgcArgs a;
-  TensorPtr outMask, rm, rv, gm, be, r, inMask;
+  TensorPtr outMask, r, inMask;
+  BnArgs bnArgs;
   FusedBnAct bn;
   Compaction compact;
   bool pooled = false, masked = false;
@@ -110,18 +139,7 @@ MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op) {
     MSGC_CHECK(m.outMask->shape[0] == a.y[0] && m.outMask->shape[1] > 0 && m.outMask->shape[2] == a.y[1], op,
                ": outputMask has shape ", shapeString(m.outMask->shape), ", expected [", a.y[0], ", K >= 1, ", a.y[1], "]");
   }
-  m.rm = tensorArg(info, 7, op, "runningMean");
-  m.rv = tensorArg(info, 8, op, "runningVar");
-  m.gm = optionalTensorArg(info, 9, op, "gamma");
-  m.be = optionalTensorArg(info, 10, op, "beta");
-  const int64_t O = a.y[1];
-  expectChannelVector(m.rm, O, op, "runningMean", *a.x);
-  expectChannelVector(m.rv, O, op, "runningVar", *a.x);
-  expectChannelVector(m.gm, O, op, "gamma", *a.x);
-  expectChannelVector(m.be, O, op, "beta", *a.x);
-  const double eps = numberArg(info, 11, op, "eps");
-  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const int64_t act = intArg(info, 12, op, "activation", -1, (int64_t)Activation::ReLU6);
+  m.bnArgs = readBn(info, 7, op, a.y[1], *a.x);
   m.r = optionalTensorArg(info, 13, op, "residual");
   if (m.r) {
     expectShape(*m.r, a.y, op, "residual");
@@ -147,12 +165,7 @@ MsgcBnArgs readMsgcBn(const Napi::CallbackInfo& info, const char* op) {
                a.x->shape[1], "]");
     m.compact.inputMask = m.inMask.get();
   }
-  m.bn.runningMean = m.rm.get();
-  m.bn.runningVar = m.rv.get();
-  m.bn.weight = m.gm.get();
-  m.bn.bias = m.be.get();
-  m.bn.eps = (float)eps;
-  m.bn.act = (int)act;
+  m.bn = m.bnArgs.bn;
   m.bn.residual = m.r.get();
   return m;
 }
@@ -194,13 +207,6 @@ static Napi::Value DepthwiseConv2dBnActCompactEval(const Napi::CallbackInfo& inf
   TensorPtr x = tensorArg(info, 0, op, "x");
   TensorPtr mask = tensorArg(info, 1, op, "mask");
   TensorPtr w = tensorArg(info, 2, op, "weight");
-  TensorPtr rm = tensorArg(info, 3, op, "runningMean");
-  TensorPtr rv = tensorArg(info, 4, op, "runningVar");
-  TensorPtr gm = optionalTensorArg(info, 5, op, "gamma");
-  TensorPtr be = optionalTensorArg(info, 6, op, "beta");
-  const double eps = numberArg(info, 7, op, "eps");
-  MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const int64_t act = intArg(info, 8, op, "activation", -1, (int64_t)Activation::ReLU6);
   auto stride = intListArg(info, 9, op, "stride", 2, 1, kMaxInt);
   auto pad = intListArg(info, 10, op, "padding", 2, 0, kMaxInt);
   expectDims(*x, 4, op, "x", "[N, C, H, W]");
@@ -219,20 +225,10 @@ static Napi::Value DepthwiseConv2dBnActCompactEval(const Napi::CallbackInfo& inf
              ") is larger than the padded input (", xs[2] + 2 * pad[0], "x", xs[3] + 2 * pad[1], ")");
   MSGC_CHECK(pad[0] < ws[2] && pad[1] < ws[3], op, ": padding (", pad[0], ", ", pad[1], ") must be smaller than the kernel (",
              ws[2], "x", ws[3], ")");
-  expectChannelVector(rm, xs[1], op, "runningMean", *x);
-  expectChannelVector(rv, xs[1], op, "runningVar", *x);
-  expectChannelVector(gm, xs[1], op, "gamma", *x);
-  expectChannelVector(be, xs[1], op, "beta", *x);
+  const BnArgs b = readBn(info, 3, op, xs[1], *x);
   expectWorkBound((double)xs[0] * xs[1] * ws[2] * ws[3] * ((double)(xs[2] + 2 * pad[0] - ws[2]) / stride[0] + 1) *
                       ((double)(xs[3] + 2 * pad[1] - ws[3]) / stride[1] + 1), op, "this convolution");
-  FusedBnAct bn;
-  bn.runningMean = rm.get();
-  bn.runningVar = rv.get();
-  bn.weight = gm.get();
-  bn.bias = be.get();
-  bn.eps = (float)eps;
-  bn.act = (int)act;
-  return wrapTensor(info.Env(), depthwiseBnActCompactEval(*x, *mask, *w, bn, stride[0], stride[1], pad[0], pad[1]));
+  return wrapTensor(info.Env(), depthwiseBnActCompactEval(*x, *mask, *w, b.bn, stride[0], stride[1], pad[0], pad[1]));
 }
 
 // msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
