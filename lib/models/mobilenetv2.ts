@@ -176,8 +176,8 @@ export class InvertedResidual extends Module implements CountedBlock {
    * F.msgcConv2dBnActCompact, F.depthwiseConv2dBnActCompact) beats oneDNN's expansion and depthwise convs over every
    * hidden channel. Per sample, only the selected hidden channels are computed, which gives up the weight reuse across
    * samples and the register blocking of oneDNN's 1×1 kernel: bench/msgc_compact.js (2 threads, AVX-512, expansion +
-   * depthwise ÷ oneDNN's) measured 0.76-0.90 at a union of 0.2 on the 28²-56² maps (batch 1 and 32), 0.96-1.15 on
-   * 14² and 112², 1.4 on 7², and at a union of 0.5 0.87-2.9 (1.0 on 56², batch 1, at best); the AVX2 kernels lost
+   * depthwise ÷ oneDNN's; two runs) measured at a union of 0.2 0.64-1.05 on 28²-56² inputs (batch 1 and 32),
+   * 0.77-1.18 on 14², 1.0-1.2 on 112², 1.3-1.4 on 7², and at a union of 0.5 0.83-2.9; the AVX2 kernels lost
    * everywhere (1.2-3.2). So: AVX-512, a union of at most 0.25, the block's input map 28²-56²; and the projection
    * must run gathered by msgcConv2d's rule (a compacted input has no masked execution). Trained gates need far
    * sparser unions than the 0.6 or so they tend to give for this to fire. With setMsgcExecution('gathered') or
