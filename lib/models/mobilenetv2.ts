@@ -115,7 +115,6 @@ export class InvertedResidual extends Module implements CountedBlock {
     releaseTally(this.lastTally);
     let expanded: Tensor | null = null;
     let pwSkipped = false;
-    let dwSkipped = false;
     const c = this.costs(H, W);
     const hints = lazy || this.att ? undefined : gateHints(ms);
     // (not on cuda: its MSGC kernel computes every output, so cuDNN's dense 1×1 conv is the faster way there)
@@ -134,15 +133,16 @@ export class InvertedResidual extends Module implements CountedBlock {
       const r = F.msgcConv2dBnActCompact(h, this.project.weight, s, this.projectBn, { heads: G, inputMask: m, residual, pooled: true });
       h.dispose();
       rememberPooled(r.y, r.pooled!);
-      pwSkipped = dwSkipped = true;
-      this.lastTally = this.tally(c, ms, m, pwSkipped, dwSkipped);
+      this.lastTally = this.tally(c, ms, m, true, true);
       return r.y;
     }
-    // Otherwise the expansion skips the outputs no head selects only on the portable kernels (unmeasured there): on
-    // AVX-512 and AVX2 the gathered one-head conv with an output mask, followed by oneDNN's depthwise conv over every
-    // channel, took 1.0-4.5x the time of oneDNN's two convs at every union from 0.2 to 0.8 (bench/msgc_compact.js,
-    // "skip"), where until 2026-12-05 it ran whenever a tenth of the hidden channels went unselected.
-    if (evalCpu && native.gatheredKernels() === 'portable' && F.preferOutputSkipping(ms.unselected, H * W, this.hidden)) {
+    // Otherwise the expansion skips the outputs no head selects only on the portable kernels (which cannot compact;
+    // by the rule, or with setMsgcExecution('gathered')): on AVX-512 and AVX2 the gathered one-head conv with an
+    // output mask, followed by oneDNN's depthwise conv over every channel, took 1.0-4.5x the time of oneDNN's two
+    // convs at every union from 0.2 to 0.8 (bench/msgc_compact.js, "skip"), where until 2026-12-05 it ran whenever a
+    // tenth of the hidden channels went unselected.
+    if (evalCpu && native.gatheredKernels() === 'portable' && (F.getMsgcExecution() === 'gathered' ||
+      F.preferOutputSkipping(ms.unselected, H * W, this.hidden, { kernel: 1, batch: N }))) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
       // conv still runs on every hidden channel: a small share of the block's MACs.)
@@ -157,7 +157,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     }
     const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
     const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints }, null, residual, true);
-    this.lastTally = this.tally(c, ms, m, pwSkipped, dwSkipped);
+    this.lastTally = this.tally(c, ms, m, pwSkipped, false);
     return out;
   }
 
