@@ -9,10 +9,14 @@ import { native } from '../lib/native';
 import { randomArray } from './helpers/gradcheck';
 import { withEnv } from './helpers/gather-cases';
 import { msgcConvReference } from './helpers/references';
-import { expectClose, expectError, eye, setNativeEnv } from './helpers/testing';
+import { expectClose, expectError, eye, setNativeEnv, settledLiveCount } from './helpers/testing';
 import { relativeMaxDiff } from './helpers/models';
 
 const { F } = msgc;
+let baseline = -1;
+beforeAll(async () => {
+  baseline = await settledLiveCount();
+});
 const simd = native.gatheredKernels() !== 'portable';
 const describeSimd = simd ? describe : describe.skip;
 const isaVariants: Record<string, string>[] = [{}, ...(native.gatheredKernels() === 'avx512' ? [{ MSGC_GATHER_ISA: 'avx2' }] : [])];
@@ -235,7 +239,7 @@ test.each([[0.2, 0.01, true], [0.5, 0.05, false]])('by the measured rule (AVX-51
     return orig(...a);
   });
   try {
-    msgc.tidy(() => msgc.noGrad(() => m.forward(msgc.tensor(randomArray(2 * 3 * 32 * 32, 22), [2, 3, 32, 32]))));
+    msgc.tidy(() => { msgc.noGrad(() => m.forward(msgc.tensor(randomArray(2 * 3 * 32 * 32, 22), [2, 3, 32, 32]))); });
     if (expected) expect(inputs.length).toBeGreaterThanOrEqual(1);
     else expect(inputs).toEqual([]);
     // (only the blocks whose input is 32², those of stages 1-2: the depthwise conv's input is the block's map)
@@ -281,4 +285,8 @@ describe('native boundary', () => {
       expectError(() => F.msgcConv2dBnActCompact(x, w, msgc.ones([1, 1, 16]), bnTensors(randomBn(16, 1)), { heads: 1 }), /for inference/);
     });
   });
+});
+
+test('no tensors leak from this file (compacted chains, their errors included)', () => {
+  expect(msgc.liveTensorCount()).toBe(baseline);
 });
