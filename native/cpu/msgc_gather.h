@@ -179,7 +179,8 @@ using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, co
 OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edges);
 
 // The BN epilogue (Post) on nChw16c: r rows of q pixels (rowStep pixels apart) of one 16-channel block, y and the
-// residual r (or null) at the block's first pixel: y = act(a·y + b + r), per-lane sums of the new y into sums[16]
+// residual r (or null) at the block's first pixel: y = act(a·y + b + r); with sums, per-lane sums of the new y into
+// sums[16] (null: none; the one running sum a lane is a chain of dependent adds, a third of the pass's time)
 void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                  bool clamp, float lo, float hi, float* sums);
 

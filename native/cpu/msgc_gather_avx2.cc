@@ -279,10 +279,10 @@ __attribute__((target("avx2,fma"))) void postBlock8(float* y, const float* res, 
       if (rs) v = _mm256_add_ps(v, _mm256_loadu_ps(rs + p * 8));
       if (clamp) v = _mm256_min_ps(hiv, _mm256_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
       _mm256_storeu_ps(yr + p * 8, v);
-      sum = _mm256_add_ps(sum, v);
+      if (sums) sum = _mm256_add_ps(sum, v);
     }
   }
-  _mm256_storeu_ps(sums, sum);
+  if (sums) _mm256_storeu_ps(sums, sum);
 }
 
 __attribute__((target("avx2,fma"))) void postPlanes2(float* y, const float* res, int64_t planes, int64_t planeStride,

@@ -14,7 +14,7 @@ inline void Job::postBlocks(int64_t n, int64_t b0, int64_t count, const Chunk& c
     const int64_t off = ((n * (g.O / yl) + b) * g.OHW + c.outPos) * yl;
     (yl == 8 ? postBlock8 : postBlock16)(y + off, post->residual ? post->residual + off : nullptr, c.r, c.q,
                                          rowStep(), post->a + b * yl, post->b + b * yl, post->clamp, post->lo,
-                                         post->hi, sums);
+                                         post->hi, post->partial ? sums : nullptr);
     if (post->partial)
       for (int64_t l = 0; l < yl; l++) post->partial[(n * g.O + b * yl + l) * post->chunks + k] = sums[l];
   }
@@ -168,9 +168,9 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
     if (post) {
       const int64_t lanes = std::min<int64_t>(16, out->count(n, i) - ob * 16);
       const int32_t* osel = out->sel(n, i) + ob * 16;
-      alignas(64) float a[16] = {}, b[16] = {}, sums[16];
+      alignas(64) float a[16] = {}, b[16] = {};
       for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
-      postBlock16(ob16, nullptr, c.r, c.q, rp.rows == Rows::Direct ? g.OW : 0, a, b, post->clamp, post->lo, post->hi, sums);
+      postBlock16(ob16, nullptr, c.r, c.q, rp.rows == Rows::Direct ? g.OW : 0, a, b, post->clamp, post->lo, post->hi, nullptr);
     }
   } else if (out) {
     // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
@@ -187,14 +187,14 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
     const int32_t* osel = out->sel(n, i) + ob * 16;
     if (post) {
       // the BN of the block's lanes (lane l: output osel[l]), on the tile before it is scattered
-      alignas(64) float a[16] = {}, b[16] = {}, sums[16];
+      alignas(64) float a[16] = {}, b[16] = {};
       for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
       if (isa == Isa::Avx2) {
         // the tile's pixels as rows of one pixel, 16 floats apart, per half
         for (int hf = 0; hf < 2; hf++)
-          postBlock8(tile + 8 * hf, nullptr, c.r * c.q, 1, 2, a + 8 * hf, b + 8 * hf, post->clamp, post->lo, post->hi, sums);
+          postBlock8(tile + 8 * hf, nullptr, c.r * c.q, 1, 2, a + 8 * hf, b + 8 * hf, post->clamp, post->lo, post->hi, nullptr);
       } else {
-        postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, sums);
+        postBlock16(tile, nullptr, 1, c.r * c.q, 0, a, b, post->clamp, post->lo, post->hi, nullptr);
       }
     }
     if (compactOut) {

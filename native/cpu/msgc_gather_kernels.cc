@@ -288,10 +288,10 @@ __attribute__((target("avx512f"))) void postBlock16(float* y, const float* res, 
       if (rs) v = _mm512_add_ps(v, _mm512_loadu_ps(rs + p * 16));
       if (clamp) v = _mm512_min_ps(hiv, _mm512_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
       _mm512_storeu_ps(yr + p * 16, v);
-      sum = _mm512_add_ps(sum, v);
+      if (sums) sum = _mm512_add_ps(sum, v);
     }
   }
-  _mm512_storeu_ps(sums, sum);
+  if (sums) _mm512_storeu_ps(sums, sum);
 }
 
 __attribute__((target("avx512f"))) void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,

@@ -395,11 +395,11 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
     if (ps.dstBlock == 16) {
       for (int64_t cb = 0; cb < Ob; cb++)
         gather::postBlock16(yn + cb * OHW * 16, rn ? rn + cb * OHW * 16 : nullptr, 1, OHW, 0, av.data() + cb * 16,
-                            bv.data() + cb * 16, clamp, lo, hi, sn + cb * 16);
+                            bv.data() + cb * 16, clamp, lo, hi, mp ? sn + cb * 16 : nullptr);
     } else if (ps.dstBlock == 8) {
       for (int64_t cb = 0; cb < (O + 7) / 8; cb++)
         gather::postBlock8(yn + cb * OHW * 8, rn ? rn + cb * OHW * 8 : nullptr, 1, OHW, 0, av.data() + cb * 8,
-                           bv.data() + cb * 8, clamp, lo, hi, sn + cb * 8);
+                           bv.data() + cb * 8, clamp, lo, hi, mp ? sn + cb * 8 : nullptr);
     } else {
       (avx512 ? gather::postPlanes : gather::postPlanes2)(yn, rn, O, OHW, 1, OHW, 0, av.data(), bv.data(), clamp, lo,
                                                           hi, mp ? sn : nullptr);
