@@ -95,10 +95,13 @@ describeSimd('compacted depthwise (depthwiseConv2dBnActCompact)', () => {
     { N: 2, C: 96, H: 11, stride: 2, d: 0.5, act: 'relu6' as const },
     { N: 3, C: 32, H: 7, stride: 1, d: 0.2, act: null },
     { N: 1, C: 16, H: 20, stride: 2, d: 0.7, act: 'relu6' as const },
+    // other kernel sizes take the generic loop (taps not held in registers)
+    { N: 2, C: 32, H: 9, stride: 1, d: 0.4, act: 'relu6' as const, k: 5, pad: 2 },
+    { N: 2, C: 16, H: 8, stride: 2, d: 0.5, act: null, k: 1, pad: 0 },
   ];
   // nChw16c inputs (AVX-512 machines' layout), and nChw8c ones (the AVX2 kernels' compacted outputs)
   const layouts = [16, ...(native.gatheredKernels() === 'avx512' ? [8] : [])];
-  test.each(layouts.flatMap((L) => cases.map((c) => ({ ...c, L }))))('%o', ({ N, C, H, stride, d, act, L }) => {
+  test.each(layouts.flatMap((L) => cases.map((c) => ({ k: 3, pad: 1, ...c, L }))))('%o', ({ N, C, H, stride, d, act, k, pad, L }) => {
     msgc.tidy(() => msgc.noGrad(() => {
       const K = 3;
       // any blocked tensor is a compacted one: slot k of sample n is read as channel unions[n][k]
@@ -108,22 +111,23 @@ describeSimd('compacted depthwise (depthwiseConv2dBnActCompact)', () => {
       const xv = x.toFloat32Array();
       const mv = mask(N, K, C, d, 6);
       const U = unions(mv, N, K, C);
-      const wv = randomArray(C * 9, 7), bn = randomBn(C, 8);
-      const y = F.depthwiseConv2dBnActCompact(x, msgc.tensor(mv, [N, K, C]), msgc.tensor(wv, [C, 1, 3, 3]), bnTensors(bn),
-        { stride, padding: 1, activation: act });
-      const OH = Math.floor((H + 2 - 3) / stride) + 1;
+      const T = k * k;
+      const wv = randomArray(C * T, 7), bn = randomBn(C, 8);
+      const y = F.depthwiseConv2dBnActCompact(x, msgc.tensor(mv, [N, K, C]), msgc.tensor(wv, [C, 1, k, k]), bnTensors(bn),
+        { stride, padding: pad, activation: act });
+      const OH = Math.floor((H + 2 * pad - k) / stride) + 1;
       expect(y.shape).toEqual([N, C, OH, OH]);
       const ref = new Float64Array(N * C * OH * OH);
-      U.forEach((u, n) => u.forEach((c, k) => {
+      U.forEach((u, n) => u.forEach((c, slot) => {
         for (let oh = 0; oh < OH; oh++)
           for (let ow = 0; ow < OH; ow++) {
             let s = 0;
-            for (let i = 0; i < 3; i++)
-              for (let j = 0; j < 3; j++) {
-                const ih = oh * stride - 1 + i, iw = ow * stride - 1 + j;
-                if (ih >= 0 && ih < H && iw >= 0 && iw < H) s += wv[c * 9 + i * 3 + j] * xv[((n * C + k) * H + ih) * H + iw];
+            for (let i = 0; i < k; i++)
+              for (let j = 0; j < k; j++) {
+                const ih = oh * stride - pad + i, iw = ow * stride - pad + j;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < H) s += wv[c * T + i * k + j] * xv[((n * C + slot) * H + ih) * H + iw];
               }
-            ref[((n * C + k) * OH + oh) * OH + ow] = bnAct(s, c, bn, act);
+            ref[((n * C + slot) * OH + oh) * OH + ow] = bnAct(s, c, bn, act);
           }
       }));
       expectClose(y.toFloat32Array(), ref, 'compacted depthwise', 1e-4);
