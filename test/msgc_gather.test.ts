@@ -390,6 +390,47 @@ describe('narrow heads as one head over their union', () => {
   });
 });
 
+describe('heads of 16k + 8 outputs on AVX-512', () => {
+  test('write nChw16c from inside its blocks (plain NCHW with MSGC_GATHER_SHIFT=0), with the numbers of the reference', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const avx512 = native.gatheredKernels() === 'avx512';
+      // MobileNetV2's projection widths: heads of 24 (576->96) and 40 (960->160), blocked input, binary gates and
+      // attention-like scales (head 0 of sample 0 empty, head 1 full: gates()); the BN, a residual and ReLU6 fused
+      for (const [O, G] of [[96, 4], [160, 4], [48, 2]]) {
+        const N = 2, C = 40, H = 6;
+        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 51), [N, C, H, H]), msgc.tensor(randomArray(C * C, 52), [C, C, 1, 1]), null);
+        const w = msgc.tensor(randomArray(O * C, 53), [O, C, 1, 1]);
+        const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, 54), [N, O, H, H]), msgc.tensor(randomArray(O * O, 55, -0.2, 0.2), [O, O, 1, 1]), null);
+        const bn = { runningMean: msgc.tensor(randomArray(O, 56, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, 57, 0.5, 2), [O]),
+          weight: msgc.tensor(randomArray(O, 58, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, 59, -1, 1), [O]), eps: 1e-5 };
+        for (const real of [false, true]) {
+          const sv = gates(N, G, C, 60, real);
+          const s = msgc.tensor(sv, [N, G, C]);
+          const run = () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' });
+          const shifted = withEnv({}, run);
+          const plain = withEnv({ MSGC_GATHER_SHIFT: '0' }, run);
+          if (avx512) expect(shifted.y.layout).toBe('blocked');
+          if (avx512) expect(plain.y.layout).toBe('plain');
+          // float64: conv, BN, residual, ReLU6, and the per-channel means
+          const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
+          const rv = r.toFloat32Array(), m = bn.runningMean.toFloat32Array(), v = bn.runningVar.toFloat32Array();
+          const gm = bn.weight.toFloat32Array(), b = bn.bias.toFloat32Array();
+          const want = new Float64Array(conv.length), means = new Float64Array(N * O);
+          for (let k = 0; k < conv.length; k++) {
+            const o = Math.floor(k / (H * H)) % O;
+            want[k] = Math.min(6, Math.max(0, (conv[k] - m[o]) * gm[o] / Math.sqrt(v[o] + 1e-5) + b[o] + rv[k]));
+            means[Math.floor(k / (H * H))] += want[k] / (H * H);
+          }
+          for (const got of [shifted, plain]) {
+            expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+            expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+          }
+        }
+      }
+    }));
+  });
+});
+
 describe('gathered msgcConv2d bad input', () => {
   test('shape errors carry the same messages as the masked path', () => {
     msgc.tidy(() => msgc.noGrad(() => {

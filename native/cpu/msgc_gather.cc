@@ -80,7 +80,8 @@ bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb,
 
 void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
              KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
-             float* y, const LaneScales& lanes, const int32_t* slotOf, const int32_t* unionSlots, bool compactOut) {
+             float* y, const LaneScales& lanes, const int32_t* slotOf, const int32_t* unionSlots, bool compactOut,
+             bool shifted) {
   // ocvec reads a blocked x in place with pixels one block apart: nChw16c, and nChw8c with the AVX2 kernels
   const bool strided = kind == KernelKind::Ocvec && (src.block == 16 || (isa == Isa::Avx2 && src.block == 8));
   RowPlan rp = planRows(g, rows, src.block, strided);
@@ -92,6 +93,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.slotOf = slotOf;
   job.unionSlots = unionSlots;
   job.compactOut = compactOut;
+  job.shifted = shifted;
   if (const char* e = std::getenv("MSGC_GATHER_TRIPLE")) job.triple = std::string(e) != "0";  // (tests, benchmarks)
   if (const char* e = std::getenv("MSGC_GATHER_KC")) job.kBlock = std::atoi(e);  // (tests, benchmarks; 0: off)
   if (const char* e = std::getenv("MSGC_GATHER_Q7")) job.q7 = std::string(e) != "0";  // (tests, benchmarks)
@@ -241,8 +243,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
         }
         for (int64_t i = 0; i < G; i++) {
           if (sel.count(n, i) == 0) {
-            if (!out) std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
-            if (!out && job.post) job.postEmpty(n, i);
+            if (!out) job.emptyHead(n, i);
             continue;
           }
           job.operands(n, i, buf, t.src0[m * G + i], t.h[m * G + i], fold);
@@ -354,10 +355,7 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
         }
         const int64_t f = a - nf, mi = f / parts, part = f % parts, n = n0 + mi / G, i = mi % G;
         if (sel.count(n, i) == 0) {
-          if (part == 0 && !out) {
-            std::memset(job.headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
-            if (job.post) job.postEmpty(n, i);
-          }
+          if (part == 0 && !out) job.emptyHead(n, i);
         } else if (job.fold(n, i) == Fold::Weights) {
           job.foldPart(n, i, src0[mi], fbuf + foff[mi], part, parts);
         }
@@ -518,8 +516,12 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const int64_t lanes = (g.Og + 15) / 16 * 16, blockOf = isa == Isa::Avx2 ? 8 : 16;
   const bool ocvec = simd && force != "pixvec" &&
                      (g.Og % blockOf == 0 || force == "ocvec" || g.Og * 4 >= lanes * 3);
-  // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels (Job::plainOut)
-  const int64_t yBlock = ocvec && g.Og % blockOf == 0 ? blockOf : 1;
+  // a blocked output: nChw16c, or nChw8c (oneDNN's layout on AVX2 CPUs) from the AVX2 kernels (Job::plainOut);
+  // AVX-512 heads of 16k + 8 outputs write nChw16c too, from inside its blocks (Job::shifted)
+  const char* shiftEnv = std::getenv("MSGC_GATHER_SHIFT");
+  const bool shifted = ocvec && isa == Isa::Avx512 && g.Og % 16 != 0 && g.Og % 8 == 0 && g.O % 16 == 0 &&
+                       !(shiftEnv && std::string(shiftEnv) == "0");
+  const int64_t yBlock = ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
   const float* WL = weightLayout(weight, g, ocvec);
@@ -574,7 +576,8 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   }
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
           selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data(),
-          laneScales, compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut);
+          laneScales, compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut,
+          shifted);
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());
   if (!fuse) return separateBn(y);
   if (means) *means = pooled;

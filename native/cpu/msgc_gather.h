@@ -184,6 +184,16 @@ OcvecNBFn ocvecNBKernelFor(int nb, int64_t stride, int64_t q, int64_t r, int edg
 void postBlock16(float* y, const float* res, int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                  bool clamp, float lo, float hi, float* sums);
 
+// A head's block of 16 outputs in nChw16c when the head does not start on a 16-channel block (Job::shifted): tile
+// lanes [0, valid) are outputs o0 .. o0 + valid - 1 (o0 a multiple of 8), r rows of q pixels from output pixel pos
+// (rowStep apart; tile pixel (rr, qq) at (rr·q + qq)·16), stored with lane masks into y (sample n's first block)
+// at their channels, which start in block o0 / 16 and run on into the next. With a: the BN epilogue first,
+// act(a·v + b + residual) (a, b: the valid lanes' values; res: the residual in y's layout, or null), and with
+// sums the per-lane sums of the results (lanes past valid hold nothing meaningful).
+void storeShifted16(const float* tile, int64_t valid, int64_t o0, float* y, const float* res, int64_t OHW, int64_t pos,
+                    int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b, bool clamp, float lo,
+                    float hi, float* sums);
+
 // The same on plain NCHW: `planes` channels planeStride floats apart (BN scale a[c], shift b[c]), r rows of q pixels
 // each (rowStep apart); with sums, each channel's sum of the new y into sums[c]
 void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,

@@ -77,6 +77,14 @@ struct Job {
   const Post* post = nullptr;
   // ocvec on nChw16c read in place: prefetch the input this many selected channels ahead (setInputPrefetch)
   int inputPrefetch = 0;
+  // AVX-512 ocvec with heads of 16k + 8 outputs (MobileNetV2's projections: 24 and 40 a head) and all outputs whole
+  // 16-channel blocks: nChw16c output rather than plain NCHW, a head's blocks of 16 outputs starting 0 or 8 lanes
+  // into a block of y (two heads share that block; each writes its lanes with masked stores), BN epilogue applied on
+  // the kernel's tile (storeShifted16). The next layer then reads the layout oneDNN uses, where a plain output cost
+  // its 1×1 conv a reorder, and the tile's transpose to plain rows and the plain epilogue go. (MobileNetV2's
+  // 576->96 at 14², batch 1, heads of 24: 62 µs against 60 for 576->128 with heads of 32, whose 33% more work
+  // writes nChw16c.) MSGC_GATHER_SHIFT=0 keeps the plain output (tests, benchmarks).
+  bool shifted = false;
   // the kernels: AVX-512, or AVX2 (one block of 16 outputs per call as two ymm halves, nb = 1), whose blocked
   // output is nChw8c (yl = 8: oneDNN's layout on those CPUs) rather than nChw16c
   Isa isa = Isa::Avx512;
@@ -218,7 +226,7 @@ struct Job {
   bool active(int64_t n, int64_t i, int64_t ob) const { return sel.count(n, i) && ob < blocks(n, i) / nb; }
   // a blocked output needs whole blocks per head: 16 outputs (nChw16c), or 8 with the AVX2 kernels (nChw8c: heads of
   // 16k + 8 outputs end on a half block)
-  bool plainOut() const { return kind != KernelKind::Ocvec || g.Og % (isa == Isa::Avx2 ? 8 : 16) != 0; }
+  bool plainOut() const { return kind != KernelKind::Ocvec || (g.Og % (isa == Isa::Avx2 ? 8 : 16) != 0 && !shifted); }
 
   // the rows of union channels [u0, u1) of sample n (one run of blockRuns()) into buf
   void fillUnion(int64_t n, int64_t u0, int64_t u1, float* buf) const {
@@ -400,6 +408,10 @@ struct Job {
   void postPlain(int64_t n, int64_t o0, int64_t o1, const Chunk& c, int64_t k) const;
   // a head with no selected channel: its zeros through the epilogue, every chunk
   void postEmpty(int64_t n, int64_t i) const;
+  // a head with no selected channel, without an output selection: its outputs, zeros (or act(BN(0)) with post)
+  void emptyHead(int64_t n, int64_t i) const;
+  // `shifted`: block b of head i (valid lanes of its [pixel][16] tile) to y, through the epilogue when there is one
+  void storeShifted(int64_t n, int64_t i, int64_t b, int64_t valid, const float* tile, const Chunk& c, int64_t k) const;
   // output selection (no residual, no pooling): sample n's outputs start as act(b[o]), BN of a zero output
   void fillPosted(int64_t n) const;
   // with an output selection, before sample n's items: the outputs it leaves out (fillPosted, or zeros); compacted,

@@ -57,6 +57,35 @@ inline void Job::postEmpty(int64_t n, int64_t i) const {
   }
 }
 
+inline void Job::storeShifted(int64_t n, int64_t i, int64_t b, int64_t valid, const float* tile, const Chunk& c,
+                              int64_t k) const {
+#if MSGC_GATHER_AVX512
+  const int64_t o0 = i * g.Og + b * 16;
+  alignas(64) float sums[16];
+  float* yn = y + n * g.O * g.OHW;
+  const float* rn = post && post->residual ? post->residual + n * g.O * g.OHW : nullptr;
+  storeShifted16(tile, valid, o0, yn, rn, g.OHW, c.outPos, c.r, c.q, rowStep(), post ? post->a + o0 : nullptr,
+                 post ? post->b + o0 : nullptr, post && post->clamp, post ? post->lo : 0.f, post ? post->hi : 0.f,
+                 post && post->partial ? sums : nullptr);
+  if (post && post->partial)
+    for (int64_t l = 0; l < valid; l++) post->partial[(n * g.O + o0 + l) * post->chunks + k] = sums[l];
+#endif
+}
+
+inline void Job::emptyHead(int64_t n, int64_t i) const {
+  if (!shifted) {
+    std::memset(headOut(n, i), 0, g.Og * g.OHW * sizeof(float));
+    if (post) postEmpty(n, i);
+    return;
+  }
+  // (zero tiles through storeShifted, chunk by chunk)
+  alignas(64) float zeros[kMaxPixels * 16] = {};
+  for (int64_t k = 0; k < chunkCount(); k++) {
+    const Chunk c = chunk(k);
+    for (int64_t b = 0; b * 16 < g.Og; b++) storeShifted(n, i, b, std::min<int64_t>(16, g.Og - b * 16), zeros, c, k);
+  }
+}
+
 inline void Job::fillPosted(int64_t n) const {
   const int64_t O = g.O;
   if (plainOut()) {
@@ -222,6 +251,21 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
     }
   } else if (isa == Isa::Avx2 && kind == KernelKind::Ocvec) {
     computeAvx2(n, i, ob, k, h);
+  } else if (kind == KernelKind::Ocvec && shifted) {
+    // a head starting inside a block of y: blocks ob·nb .. ob·nb + nb - 1 of head i into a [block][pixel][16] tile,
+    // then each block's lanes through the epilogue to their channels (r·q <= ocvecPixels(nb): nb·r·q <= kMaxPixels)
+    alignas(64) float tile[kMaxPixels * 16];
+    const int64_t npx = c.r * c.q, b0 = ob * nb;
+    if (nb > 1)
+      ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                           c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
+                                                           tile, c.q, h.obShift, npx * 16);
+    else
+      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
+                                                       c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, tile, c.q);
+    const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16);
+    for (int64_t b = 0; b * 16 < lanes; b++)
+      storeShifted(n, i, b0 + b, std::min<int64_t>(16, lanes - b * 16), tile + b * npx * 16, c, k);
   } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
     // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
     float* out = headOut(n, i) + ob * nb * 16 * g.OHW + c.outPos * 16;

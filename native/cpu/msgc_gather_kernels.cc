@@ -294,6 +294,47 @@ __attribute__((target("avx512f"))) void postBlock16(float* y, const float* res, 
   if (sums) _mm512_storeu_ps(sums, sum);
 }
 
+__attribute__((target("avx512f"))) void storeShifted16(const float* tile, int64_t valid, int64_t o0, float* y,
+                                                       const float* res, int64_t OHW, int64_t pos, int64_t r, int64_t q,
+                                                       int64_t rowStep, const float* a, const float* b, bool clamp,
+                                                       float lo, float hi, float* sums) {
+  // tile lane l -> output o0 + l: block o0 / 16, lane off + l for l < 16 - off, else the next block, lane l - (16 - off)
+  const int64_t off = o0 % 16, first = std::min<int64_t>(valid, 16 - off), second = valid - first;
+  const __mmask16 m0 = (__mmask16)(((1u << first) - 1) << off), m1 = (__mmask16)((1u << second) - 1);
+  float* y0 = y + o0 / 16 * OHW * 16;
+  float* y1 = y0 + OHW * 16;
+  const float* r0 = res ? res + o0 / 16 * OHW * 16 : nullptr;
+  const float* r1 = r0 && second ? r0 + OHW * 16 : nullptr;
+  const __mmask16 lanes = (__mmask16)((1u << valid) - 1);
+  const __m512 av = a ? _mm512_maskz_loadu_ps(lanes, a) : _mm512_setzero_ps();
+  const __m512 bv = a ? _mm512_maskz_loadu_ps(lanes, b) : _mm512_setzero_ps();
+  const __m512 lov = _mm512_set1_ps(lo), hiv = _mm512_set1_ps(hi);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t rr = 0; rr < r; rr++)
+    for (int64_t qq = 0; qq < q; qq++) {
+      const int64_t p = (pos + rr * rowStep + qq) * 16;
+      __m512 v = _mm512_loadu_ps(tile + (rr * q + qq) * 16);
+      if (a) {
+        v = _mm512_fmadd_ps(v, av, bv);
+        if (r0) {
+          // the residual's lanes in the tile's order (the upper half of block o0 / 16, the lower half of the next)
+          const __m512 lo16 = _mm512_loadu_ps(r0 + p);
+          v = _mm512_add_ps(v, off == 0 ? lo16 : _mm512_shuffle_f32x4(lo16, r1 ? _mm512_loadu_ps(r1 + p) : lo16, 0x4E));
+        }
+        if (clamp) v = _mm512_min_ps(hiv, _mm512_max_ps(v, lov));  // max(NaN, lo) = lo, as the separate ops
+        if (sums) sum = _mm512_add_ps(sum, v);
+      }
+      if (off == 0) {
+        _mm512_mask_storeu_ps(y0 + p, m0, v);
+      } else {
+        const __m512 w = _mm512_shuffle_f32x4(v, v, 0x4E);  // (the 256-bit halves swapped: off is 8)
+        _mm512_mask_storeu_ps(y0 + p, m0, w);
+        if (second) _mm512_mask_storeu_ps(y1 + p, m1, w);
+      }
+    }
+  if (sums) _mm512_storeu_ps(sums, sum);
+}
+
 __attribute__((target("avx512f"))) void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
                                                    int64_t r, int64_t q, int64_t rowStep, const float* a, const float* b,
                                                    bool clamp, float lo, float hi, float* sums) {

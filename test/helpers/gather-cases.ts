@@ -52,7 +52,8 @@ export const cases: Case[] = [
   { N: 1, C: 33, H: 5, W: 7, O: 128, k: 1, G: 2, stride: 1, pad: 0, blocked: false, real: true },
   { N: 2, C: 8, H: 10, W: 10, O: 64, k: 3, G: 2, stride: 3, pad: 1, blocked: false, real: false },
   // pointwise heads of 3 and 5 output blocks in one kernel call (MobileNetV2's 40 and 80 outputs per head), and
-  // heads of 24 outputs (two blocks, the second half empty) written to plain NCHW, pointwise and 3×3
+  // heads of 24 outputs (two blocks, the second half empty; on AVX-512 written to nChw16c from inside its blocks,
+  // with MSGC_GATHER_SHIFT=0 to plain NCHW), pointwise and 3×3
   { N: 3, C: 48, H: 7, W: 7, O: 160, k: 1, G: 4, stride: 1, pad: 0, blocked: true, real: false },
   { N: 2, C: 37, H: 5, W: 6, O: 80, k: 1, G: 1, stride: 1, pad: 0, blocked: false, real: true },
   { N: 2, C: 32, H: 5, W: 5, O: 160, k: 1, G: 2, stride: 1, pad: 0, blocked: true, real: false },
@@ -112,11 +113,16 @@ export const variants: Array<Record<string, string>> = [
   { MSGC_GATHER_UNION: '0' },
   { MSGC_GATHER_UNION: '0', MSGC_GATHER_KERNEL: 'ocvec' },
   { MSGC_GATHER_UNION: '0', MSGC_GATHER_ISA: 'avx2' },
+  // AVX-512 heads of 16k + 8 outputs (24, 40; forced ocvec heads of 8) written to plain NCHW instead of to nChw16c from
+  // inside its blocks (Job::shifted), and with the union off, heads of 8 each on their own to nChw16c
+  { MSGC_GATHER_SHIFT: '0' },
+  { MSGC_GATHER_SHIFT: '0', MSGC_GATHER_UNION: '0', MSGC_GATHER_KERNEL: 'ocvec' },
 ];
 
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA',
-    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS', 'MSGC_GATHER_UNION'];
+    'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS', 'MSGC_GATHER_UNION',
+    'MSGC_GATHER_SHIFT'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
   // (small test shapes would run on one thread by default: every call uses the threads unless the variant says)
