@@ -317,7 +317,11 @@ interface MsgcPlan {
   tune?: TuneEntry;
 }
 
-/** msgcConv2d's argument checks and choice of execution ('auto': the rules above). */
+/**
+ * msgcConv2d's argument checks and choice of execution ('auto': the rules above). Each shape is read once: in a
+ * network at batch 1 every conv leaves the caches cold for the JavaScript between the native calls, where each
+ * extra getter call and array copy costs a microsecond or so.
+ */
 function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): MsgcPlan {
   checkTensor(op, 'x', x);
   checkTensor(op, 'weight', weight);
@@ -337,40 +341,40 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   // nothing, so the forward is the dense convolution itself (oneDNN, batched), faster than either MSGC path
   let denseForward = false;
   let tune: TuneEntry | undefined;
-  const fourD = x.shape.length === 4 && weight.shape.length === 4;
+  const xs = x.shape, ws = weight.shape, ss = scale.shape;
+  const fourD = xs.length === 4 && ws.length === 4;
   // output pixels (shapes are checked natively; only the rules use this)
   const outPixels = fourD
-    ? (Math.floor((x.shape[2] + 2 * padding[0] - weight.shape[2]) / stride[0]) + 1) *
-      (Math.floor((x.shape[3] + 2 * padding[1] - weight.shape[3]) / stride[1]) + 1)
+    ? (Math.floor((xs[2] + 2 * padding[0] - ws[2]) / stride[0]) + 1) * (Math.floor((xs[3] + 2 * padding[1] - ws[3]) / stride[1]) + 1)
     : 0;
   const onCuda = x.device === 'cuda';
+  let kernels: 'avx512' | 'avx2' | 'portable' | undefined;
   if (execution === 'auto' && onCuda) {
     // the GPU kernel's gathered reduction costs nothing extra at any density, and its channel selection runs on the
     // GPU: no statistics are read back (that would wait for the GPU), so the dense shortcut needs the hints
     const h = options.hints;
-    denseForward = !!(h && h.allOnes) && fourD && scale.shape.length === 3 && scale.shape[1] === heads &&
-      scale.shape[2] === weight.shape[1] && weight.shape[0] % heads === 0;
+    denseForward = !!(h && h.allOnes) && fourD && ss.length === 3 && ss[1] === heads && ss[2] === ws[1] && ws[0] % heads === 0;
     // except small 1×1 convs at batch 1-2: such a call takes a few µs, the launch dominates, and the gathered path
     // launches one kernel more (the channel compaction). On an H200 (bench/cuda_ops.js, 2026-12-04) MobileNetV2's
     // projections at batch 1 (≤ 15 M MACs per sample) ran masked in 15 µs, gathered in 19 at every density.
-    const pointwiseMacs = fourD && weight.shape[2] * weight.shape[3] === 1 ? outPixels * weight.shape[0] * weight.shape[1] : Infinity;
-    gathered = !denseForward && !(x.shape[0] <= 2 && pointwiseMacs < 25e6);
-  } else if (execution === 'auto' && fourD && scale.shape.length === 3 && scale.shape[0] === x.shape[0]) {
-    const N = x.shape[0];
-    const [O, C, kh, kw] = weight.shape;
+    const pointwiseMacs = fourD && ws[2] * ws[3] === 1 ? outPixels * ws[0] * ws[1] : Infinity;
+    gathered = !denseForward && !(xs[0] <= 2 && pointwiseMacs < 25e6);
+  } else if (execution === 'auto' && fourD && ss.length === 3 && ss[0] === xs[0]) {
+    const N = xs[0];
+    const [O, C, kh, kw] = ws;
     const h = options.hints;
-    const kernels = native.gatheredKernels();
+    kernels = native.gatheredKernels();
     const union = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
     const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined
       ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale, union);
-    denseForward = st.allOnes && scale.shape[2] === C && O % heads === 0 && scale.shape[1] === heads;
-    const recording = isGradEnabled() && [x, weight, scale].some((t) => t.requiresGrad);
+    denseForward = st.allOnes && ss[2] === C && O % heads === 0 && ss[1] === heads;
+    const recording = isGradEnabled() && (x.requiresGrad || weight.requiresGrad || scale.requiresGrad);
     // (hints without the union's density: that of independent heads, rather than reading the scales back)
     if (union && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels,
       union, unionDensity: st.unionDensity });
     if (tuning && !denseForward && !recording) {
-      const key = `${op} ${x.shape.join('x')} w${weight.shape.join('x')} s${stride.join(',')} p${padding.join(',')} G${heads} d${Math.round(st.density * 10) / 10}${options.outputMask ? ' out' : ''}`;
+      const key = `${op} ${xs.join('x')} w${ws.join('x')} s${stride.join(',')} p${padding.join(',')} G${heads} d${Math.round(st.density * 10) / 10}${options.outputMask ? ' out' : ''}`;
       let e = tuneTable.get(key);
       if (!e) tuneTable.set(key, (e = { masked: [], gathered: [], choice: null }));
       if (e.choice) gathered = e.choice === 'gathered';
@@ -384,14 +388,14 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   if (outputMask !== null) {
     checkTensor(op, 'outputMask', outputMask);
     // (on cuda the outputs are computed anyway: the kernel would only zero them, which the consumer ignores)
-    if (!gathered || !fourD || outputMask.shape.length !== 3 || onCuda) {
+    if (!gathered || !fourD || outputMask.rank !== 3 || onCuda) {
       outputMask = null;
     } else {
       // (an explicit 'gathered' skips wherever heads have 32 outputs or more; 'auto' where the rule expects a gain)
-      const headOutputs = weight.shape[0] / heads;
+      const headOutputs = ws[0] / heads;
       const skips = execution === 'gathered' ? headOutputs >= 32
         : preferOutputSkipping(options.hints?.unneededOutputs ?? unneededShare(outputMask), outPixels, headOutputs,
-          { kernel: weight.shape[2] * weight.shape[3], batch: x.shape[0] });
+          { kernel: ws[2] * ws[3], batch: xs[0], kernels });
       if (!skips) outputMask = null;
     }
   }
@@ -447,9 +451,10 @@ function fusedMsgcBn(op: string, x: Tensor, weight: Tensor, scale: Tensor, bn: F
   // gathered: the BN in the kernels' epilogue; masked: per sample, in cache, where the masked conv runs per-sample
   // convs (otherwise the native composition)
   const { heads, stride, padding, outputMask } = plan;
-  return { fused: timedForward(plan, () => native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads,
+  const run = () => native.msgcConv2dBnActEval(x.h, weight.h, scale.h, stride, padding, heads,
     outputMask ? outputMask.h : null, bn.runningMean.h, bn.runningVar.h, g ? g.h : null, beta ? beta.h : null, bn.eps ?? 1e-5,
-    actCode(act), residual ? residual.h : null, pooled, !plan.gathered)) };
+    actCode(act), residual ? residual.h : null, pooled, !plan.gathered);
+  return { fused: plan.tune ? timedForward(plan, run) : run() };
 }
 
 /**

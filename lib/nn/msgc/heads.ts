@@ -23,6 +23,12 @@ export interface HeadOptions {
   init?: (shape: number[]) => Tensor;
 }
 
+/** A pooled context [N, C, 1, 1] (its shape read once). */
+function isPooled(ctx: Tensor): boolean {
+  const s = ctx.shape;
+  return s.length === 4 && s[2] === 1 && s[3] === 1;
+}
+
 /** Shared structure of both heads: conv1 (C_ctx→B, no bias), bn, ReLU, conv2 (B→G·C, bias). */
 abstract class SqueezeHead extends Module {
   readonly conv1: Conv2d;
@@ -47,7 +53,7 @@ abstract class SqueezeHead extends Module {
 
   /** ctx: [N, C_ctx, 1, 1] -> [N, G, C] (flat index k -> head k / C, channel k % C) */
   protected logits(ctx: Tensor): Tensor {
-    const z = this.bn.training && ctx.shape.length === 4 && ctx.shape[2] === 1 && ctx.shape[3] === 1 && ctx.shape[0] > 1
+    const z = this.bn.training && isPooled(ctx) && ctx.shape[0] > 1
       ? this.fusedTrain(ctx)
       : this.conv2.forward(F.relu(this.bn.forward(this.conv1.forward(ctx))));
     return F.reshape(z, [z.shape[0], this.heads, this.channels]);
@@ -137,7 +143,7 @@ export class GateHead extends SqueezeHead {
   forward(ctx: Tensor): Tensor {
     // eval gates carry no gradient (a threshold), so they never need the recorded ops
     const evalGates = !this.training || this.frozen;
-    if (evalGates && ctx.shape.length === 4 && ctx.shape[2] === 1 && ctx.shape[3] === 1) return this.fusedEval(ctx, true);
+    if (evalGates && isPooled(ctx)) return this.fusedEval(ctx, true);
     if (this.frozen) {
       // (a context that is not pooled: the head's BN in eval mode for this call)
       const bnTraining = this.bn.training;
@@ -165,7 +171,7 @@ export class AttentionHead extends SqueezeHead {
   }
   forward(ctx: Tensor): Tensor {
     const needsGrad = isGradEnabled() && (ctx.requiresGrad || this.parameters().some((p) => p.requiresGrad));
-    if (!this.training && !needsGrad && ctx.shape.length === 4 && ctx.shape[2] === 1 && ctx.shape[3] === 1) return this.fusedEval(ctx, false);
+    if (!this.training && !needsGrad && isPooled(ctx)) return this.fusedEval(ctx, false);
     return this.logits(ctx);
   }
 }
