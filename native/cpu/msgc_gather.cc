@@ -19,7 +19,8 @@
 //    over the selected channels only, prefetching the weights a few channels ahead (they come in scattered runs
 //    and are cold in a network). With a head width O/G that is a multiple of 16 it writes oneDNN's nChw16c
 //    layout, which the masked path and the following batch norm use (a head's channels are one contiguous chunk
-//    there); with O/G = 24 or 40 (MobileNetV2) its last block is partly empty and it writes plain NCHW.
+//    there); with O/G = 24 or 40 (MobileNetV2) its last block is partly empty, and it writes nChw16c from inside
+//    its blocks with lane masks when O is a multiple of 16 (Job::shifted), plain NCHW otherwise.
 //  * Kernel "pixvec" (narrow heads, O/G = 4, 6, 8: MobileNetV2's first projections): 16 consecutive output
 //    pixels per register × up to 8 output channels, writing plain NCHW.
 //  * Scales. Binary gates (every selected scale is 1) need no copy: the kernels read a cached, reordered weight
