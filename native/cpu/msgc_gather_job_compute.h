@@ -251,11 +251,13 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
     }
   } else if (isa == Isa::Avx2 && kind == KernelKind::Ocvec) {
     computeAvx2(n, i, ob, k, h);
-  } else if (kind == KernelKind::Ocvec && shifted) {
-    // a head starting inside a block of y: blocks ob·nb .. ob·nb + nb - 1 of head i into a [block][pixel][16] tile,
-    // then each block's lanes through the epilogue to their channels (r·q <= ocvecPixels(nb): nb·r·q <= kMaxPixels)
+  } else if (kind == KernelKind::Ocvec && (shifted || plainOut())) {
+    // a head width that is not a multiple of 16: blocks ob·nb .. ob·nb + nb - 1 into a [block][pixel][16] tile
+    // (r·q <= ocvecPixels(nb), so nb·r·q <= kMaxPixels pixels of 16 lanes), whose valid lanes go to nChw16c from
+    // inside its blocks (shifted: through the epilogue, with lane masks) or to plain NCHW
     alignas(64) float tile[kMaxPixels * 16];
     const int64_t npx = c.r * c.q, b0 = ob * nb;
+    if (!shifted) prefetchResidualPlain(n, i * g.Og + b0 * 16, i * g.Og + std::min<int64_t>(g.Og, (b0 + nb) * 16), c);
     if (nb > 1)
       ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
                                                            c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
@@ -263,9 +265,21 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
     else
       ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
                                                        c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, tile, c.q);
-    const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16);
+    const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
+    if (shifted) {
+      for (int64_t b = 0; b * 16 < lanes; b++)
+        storeShifted(n, i, b0 + b, std::min<int64_t>(16, lanes - b * 16), tile + b * npx * 16, c, k);
+      return;
+    }
+    float* yb = headOut(n, i) + b0 * 16 * g.OHW + c.outPos;
+    // each block's [pixel][16 lanes] tile transposed into its channels' rows
     for (int64_t b = 0; b * 16 < lanes; b++)
-      storeShifted(n, i, b0 + b, std::min<int64_t>(16, lanes - b * 16), tile + b * npx * 16, c, k);
+      for (int64_t r = 0; r < c.r; r++) {
+        float* dst[16];
+        for (int64_t l = 0; l < 16; l++) dst[l] = b * 16 + l < lanes ? yb + (b * 16 + l) * g.OHW + r * rowStep : nullptr;
+        transposeRow16(tile + b * npx * 16 + r * c.q * 16, c.q, dst);
+      }
+    if (post) postPlain(n, i * g.Og + b0 * 16, i * g.Og + b0 * 16 + lanes, c, k);
   } else if (kind == KernelKind::Ocvec && !plainOut() && nb > 1) {
     // blocks ob·nb .. ob·nb + nb - 1 of head i in nChw16c
     float* out = headOut(n, i) + ob * nb * 16 * g.OHW + c.outPos * 16;
@@ -281,29 +295,6 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
                                                                  ob * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
                                                                  out, g.OW);
     if (post) postBlocked(n, i * g.Og / 16 + ob, 1, c, k);
-  } else if (kind == KernelKind::Ocvec) {
-    // a head width that is not a multiple of 16: the blocks' valid lanes go to plain NCHW (blocks ob·nb ..
-    // ob·nb + nb - 1; r·q <= ocvecPixels(nb), so nb·r·q <= kMaxPixels pixels of 16 lanes)
-    alignas(64) float tile[kMaxPixels * 16];
-    const int64_t npx = c.r * c.q, b0 = ob * nb;
-    prefetchResidualPlain(n, i * g.Og + b0 * 16, i * g.Og + std::min<int64_t>(g.Og, (b0 + nb) * 16), c);
-    if (nb > 1)
-      ocvecNBKernelFor(nb, rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
-                                                           c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride,
-                                                           tile, c.q, h.obShift, npx * 16);
-    else
-      ocvecKernelFor(rp.pixStride, c.q, c.r, c.edges)(h.chan.data(), h.wch.data(), ns, rp.tapOffset.data() + c.t0,
-                                                       c.nt, b0 * h.obShift + c.t0 * 16, c.inPos, rp.rowStride, tile, c.q);
-    const int64_t lanes = std::min<int64_t>(16 * nb, g.Og - b0 * 16), rowStep = rp.rows == Rows::Direct ? g.OW : 0;
-    float* yb = headOut(n, i) + b0 * 16 * g.OHW + c.outPos;
-    // each block's [pixel][16 lanes] tile transposed into its channels' rows
-    for (int64_t b = 0; b * 16 < lanes; b++)
-      for (int64_t r = 0; r < c.r; r++) {
-        float* dst[16];
-        for (int64_t l = 0; l < 16; l++) dst[l] = b * 16 + l < lanes ? yb + (b * 16 + l) * g.OHW + r * rowStep : nullptr;
-        transposeRow16(tile + b * npx * 16 + r * c.q * 16, c.q, dst);
-      }
-    if (post) postPlain(n, i * g.Og + b0 * 16, i * g.Og + b0 * 16 + lanes, c, k);
   } else {
     float* yh = headOut(n, i);
     const int64_t VW = pixWidth();
