@@ -317,11 +317,7 @@ interface MsgcPlan {
   tune?: TuneEntry;
 }
 
-/**
- * msgcConv2d's argument checks and choice of execution ('auto': the rules above). Each shape is read once: in a
- * network at batch 1 every conv leaves the caches cold for the JavaScript between the native calls, where each
- * extra getter call and array copy costs a microsecond or so.
- */
+/** msgcConv2d's argument checks and choice of execution ('auto': the rules above). (Each shape is read, a copy, once.) */
 function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): MsgcPlan {
   checkTensor(op, 'x', x);
   checkTensor(op, 'weight', weight);

@@ -245,8 +245,8 @@ static void panelsPortable(int64_t M, int64_t K, const float* A, const float* P,
     for (int64_t m = 0; m < M; m++) {
       float acc[kPanel] = {};
       const float* q = P + p * K * kPanel;
-      for (int64_t j = 0; j < nk; j++) {
-        const int64_t k = ks[j];
+      for (int64_t t = 0; t < nk; t++) {
+        const int64_t k = ks[t];
         const float a = A[m * K + k];
         for (int64_t j = 0; j < kPanel; j++) acc[j] += a * q[k * kPanel + j];
       }

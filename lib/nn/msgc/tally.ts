@@ -110,8 +110,8 @@ export function isDeferred(st: GateStats): st is DeferredGateStats {
 }
 
 function fromSums(m: Tensor, sum: number, unselected: number, ones: number): GateStats {
-  const [N, G, C] = m.shape;
-  const n = N * G * C;
+  const [N, , C] = m.shape;
+  const n = m.size;
   return { density: n ? sum / n : 0, unselected: N * C ? unselected / (N * C) : 0, allOnes: n > 0 && ones === 1 };
 }
 
