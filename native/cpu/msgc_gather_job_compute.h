@@ -199,7 +199,7 @@ inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const Head
       const int32_t* osel = out->sel(n, i) + ob * 16;
       alignas(64) float a[16] = {}, b[16] = {};
       for (int64_t l = 0; l < lanes; l++) a[l] = post->a[i * g.Og + osel[l]], b[l] = post->b[i * g.Og + osel[l]];
-      postBlock16(ob16, nullptr, c.r, c.q, rp.rows == Rows::Direct ? g.OW : 0, a, b, post->clamp, post->lo, post->hi, nullptr);
+      postBlock16(ob16, nullptr, c.r, c.q, rowStep(), a, b, post->clamp, post->lo, post->hi, nullptr);
     }
   } else if (out) {
     // packed block ob of the selected outputs: lanes scattered to their channels (either layout)
