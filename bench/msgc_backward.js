@@ -36,11 +36,13 @@ const now = () => Number(process.hrtime.bigint()) / 1e6;
 const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
 const rows = [];
-const paths = ['dense', 'batched', 'grouped', 'persample'];
+// pointwise (1×1 shapes only): the forward as msgcMaskedImpl picks it, the backward by our own 1×1 kernels
+// (native/cpu/msgc_pointwise_bwd.cc, forced with MSGC_POINTWISE_BWD=1; the other paths run with it off)
+const paths = ['dense', 'batched', 'grouped', 'persample', 'pointwise'];
 console.log(`MSGC masked forward + backward, batch ${N}, G = ${G}, density ${density}, ${msgc.backendInfo().threads} threads (ms, median of ${reps - 1})`);
 console.log('shape'.padEnd(20) + 'dense fwd+bwd'.padStart(14) + paths.slice(1).map((k) => `${k} (÷ dense)`.padStart(21)).join('') + '  fastest');
 for (const [C, O, H, k] of shapes) {
-  const pad = (k - 1) / 2;
+  const pad = (k - 1) / 2, kSize = k;
   const row = msgc.tidy(() => {
     const x0 = msgc.randn([N, C, H, H], { seed: 1 });
     const mix = msgc.randn([C, C, 1, 1], { seed: 4, std: 1 / Math.sqrt(C) });
@@ -52,13 +54,14 @@ for (const [C, O, H, k] of shapes) {
     s.requiresGrad = true;
     const gy = msgc.randn([N, O, H, H], { seed: 3 });
     const t = {}, tf = {};
-    for (const k of paths) { t[k] = []; tf[k] = []; }
-    const saved = process.env.MSGC_MASKED_IMPL;
+    for (const k of paths) if (k !== 'pointwise' || kSize === 1) { t[k] = []; tf[k] = []; }
+    const saved = process.env.MSGC_MASKED_IMPL, savedPw = process.env.MSGC_POINTWISE_BWD;
     try {
       for (let r = 0; r < reps; r++) {
         for (const path of Object.keys(t)) {
-          if (path === 'dense') delete process.env.MSGC_MASKED_IMPL;
+          if (path === 'dense' || path === 'pointwise') delete process.env.MSGC_MASKED_IMPL;
           else process.env.MSGC_MASKED_IMPL = path;
+          process.env.MSGC_POINTWISE_BWD = path === 'pointwise' ? '1' : '0';
           msgc.tidy(() => {
             const f0 = now();
             const y = path === 'dense' ? F.conv2d(x, w, null, { padding: pad })
@@ -76,20 +79,22 @@ for (const [C, O, H, k] of shapes) {
     } finally {
       if (saved === undefined) delete process.env.MSGC_MASKED_IMPL;
       else process.env.MSGC_MASKED_IMPL = saved;
+      if (savedPw === undefined) delete process.env.MSGC_POINTWISE_BWD;
+      else process.env.MSGC_POINTWISE_BWD = savedPw;
     }
     const fwd = {}, bwd = {};
-    for (const k of paths) { fwd[k] = median(tf[k]); bwd[k] = median(t[k]); }
-    const masked = paths.slice(1);
+    for (const k of Object.keys(t)) { fwd[k] = median(tf[k]); bwd[k] = median(t[k]); }
+    const masked = Object.keys(t).slice(1);
     const fastest = masked.reduce((a, b) => (fwd[b] + bwd[b] < fwd[a] + bwd[a] ? b : a));
     return { C, O, H, k, forwardMs: fwd, backwardMs: bwd, fastest };
   });
   rows.push(row);
   const name = `${row.C}->${row.O} ${row.k}x${row.k} ${row.H}²`.padEnd(20);
-  const cell = (k) => `${row.forwardMs[k].toFixed(2)}+${row.backwardMs[k].toFixed(2)}`.padStart(14) +
+  const cell = (k) => row.forwardMs[k] === undefined ? '–'.padStart(21) : `${row.forwardMs[k].toFixed(2)}+${row.backwardMs[k].toFixed(2)}`.padStart(14) +
     (k === 'dense' ? '' : ` ${((row.forwardMs.dense + row.backwardMs.dense) / (row.forwardMs[k] + row.backwardMs[k])).toFixed(2)}x`.padStart(3));
   console.log(`${name}${paths.map(cell).join(' ')}  ${row.fastest}`);
 }
 const out = path.join(__dirname, 'results', 'msgc_backward.json');
 fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), batch: N, heads: G, density, threads: msgc.backendInfo().threads,
-  gatheredKernels: msgc.backendInfo().gatheredKernels, reps, note: 'forwardMs / backwardMs per path: dense, batched, grouped, persample; fastest: the masked path with the least forward + backward time', rows }, null, 2) + '\n');
+  gatheredKernels: msgc.backendInfo().gatheredKernels, reps, note: 'forwardMs / backwardMs per path: dense, batched, grouped, persample, pointwise (1×1 only: the backward by msgc_pointwise_bwd.cc); fastest: the masked path with the least forward + backward time', rows }, null, 2) + '\n');
 console.log(`wrote ${path.relative(process.cwd(), out)}`);

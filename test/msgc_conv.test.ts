@@ -181,3 +181,67 @@ describe('msgcConv2d bad input', () => {
 afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
 });
+
+// The 1×1 backward's own AVX-512 kernels (native/cpu/msgc_pointwise_bwd.cc: gx and gs per sample through the
+// heads' data gradients, gW over the selected channels only), forced with MSGC_POINTWISE_BWD=1 wherever they can run
+// (AVX-512, 1×1 stride 1, batch >= 2, C and O multiples of 16; elsewhere the masked paths run and the same
+// references apply). Heads of 4 to 80 outputs, so that blocks of 16 outputs hold one head, part of two or four
+// heads; channel counts of 1-5 blocks of 16 (tiles of 1-4 blocks); pixel counts that split into uneven chunks.
+describe('msgcConv2d 1×1 backward kernels', () => {
+  beforeAll(() => { setNativeEnv('MSGC_POINTWISE_BWD', '1'); });
+  afterAll(() => { setNativeEnv('MSGC_POINTWISE_BWD', undefined); });
+  test.each([
+    { N: 3, C: 32, H: 7, W: 7, O: 64, G: 4, real: false },
+    { N: 4, C: 48, H: 5, W: 3, O: 96, G: 4, real: true },
+    { N: 2, C: 64, H: 4, W: 4, O: 160, G: 4, real: false },
+    { N: 5, C: 80, H: 3, W: 3, O: 320, G: 4, real: true },
+    { N: 2, C: 16, H: 1, W: 13, O: 16, G: 1, real: true },
+    { N: 3, C: 32, H: 6, W: 6, O: 32, G: 8, real: false },
+    { N: 2, C: 144, H: 2, W: 2, O: 48, G: 2, real: true },
+  ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, 1, 1];
+      const xv = randomArray(numel(xs), 41);
+      const wv = randomArray(numel(ws), 42);
+      // binary gates (about half open) or real scales with zeros and ones; the last sample's first head closed and
+      // (with G > 1) the first sample's last head fully open
+      const sv = randomArray(c.N * c.G * c.C, 43, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
+      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
+      if (c.G > 1) for (let ch = 0; ch < c.C; ch++) sv[(c.G - 1) * c.C + ch] = 1;
+      // a dense conv in front, so that x arrives in the layout a conv produces (nChw16c where oneDNN picks it)
+      const x0 = msgc.tensor(xv, xs, { requiresGrad: true });
+      const x = F.mul(x0, 1);
+      const w = msgc.tensor(wv, ws, { requiresGrad: true });
+      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
+      const y = F.msgcConv2d(x, w, s, { heads: c.G, execution: 'masked' });
+      const gy = randomArray(y.size, 44);
+      y.backward(msgc.tensor(gy, y.shape));
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, 1, 0, gy);
+      expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('each subset of the gradients', () => {
+    msgc.tidy(() => {
+      const N = 3, C = 48, H = 5, W = 4, O = 96, G = 4;
+      const xs = [N, C, H, W], ws = [O, C, 1, 1];
+      const xv = randomArray(numel(xs), 51), wv = randomArray(numel(ws), 52);
+      const sv = randomArray(N * G * C, 53).map((v) => (v > 0 ? 1 : 0));
+      const gy = randomArray(N * O * H * W, 54);
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, G, 1, 0, gy);
+      for (const [gx, gw, gs] of [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [false, true, true]]) {
+        const x = msgc.tensor(xv, xs, { requiresGrad: gx });
+        const w = msgc.tensor(wv, ws, { requiresGrad: gw });
+        const s = msgc.tensor(sv, [N, G, C], { requiresGrad: gs });
+        F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).backward(msgc.tensor(gy, [N, O, H, W]));
+        if (gx) expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        if (gw) expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        if (gs) expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        for (const t of [x, w, s]) expect(t.grad === null || t.requiresGrad).toBe(true);
+      }
+    });
+  });
+});

@@ -24,5 +24,11 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
                                      const FusedBnAct& bn, TensorPtr* means);
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                         const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
+// The 1×1 backward with the weight gradient over the selected channels only (msgc_pointwise_bwd.cc): AVX-512, 1×1
+// stride 1 without padding, batch >= 2, C and O multiples of 16; where it applies (MSGC_POINTWISE_BWD=0: nowhere,
+// =1: wherever it can run) it replaces the masked implementations' backward.
+bool pointwiseBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
+MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                        const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
 
 }  // namespace msgc
