@@ -175,14 +175,15 @@ bool pointwiseBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcC
   if (N < 2 || C % 16 != 0 || O % 16 != 0 || O % p.heads != 0 || O * C >= (int64_t(1) << 31)) return false;
   if (env && env[0] == '1') return true;
   // Where it beat the per-sample backward (bench/msgc_backward.js, batch 32, density 0.5, G = 4, 2 threads, AVX-512,
-  // forward + backward ms, pointwise / per-sample / dense): wide weights on 7² maps, MobileNetV2's 960->320
-  // 3.38+6.84 / 3.36+8.40 / 2.74+5.81. Even or behind elsewhere: 576->160 at 7² 2.82 / 2.82 (backward), 960->160
-  // 4.69 / 4.38, the 14² projections 1.3-1.4x the per-sample time (576->96 6.58 / 4.98; heads of 24 outputs give
-  // the data-gradient tiles few multiply-adds between epilogues), 192->32 at 28² 6.42 / 2.83; one head (ResNet-50's
-  // companion-gated 1×1 convs, G = 1) behind by its data gradient (512->2048 at 7², gx + gs 13.8 / 10.5 ms, where
-  // its weight gradient was ahead, 9.6 / 10.8). The weight-gradient kernels run at about half their speed on data
-  // in L1 (concurrent threads, hot: ~12 G vector FMAs/s; in the call ~6.3), for reasons not found (no PMU here).
-  return p.heads > 1 && x.shape[2] * x.shape[3] <= 7 * 7 && O * C >= (int64_t(1) << 18);
+  // forward + backward ms, pointwise / per-sample / dense): MobileNetV2's projections on 7² maps, 960->320
+  // 3.14+6.06 / 3.24+8.59 / 2.60+5.55, 960->160 1.64+3.70 / 1.70+4.20, 576->160 1.00+2.36 / 1.09+2.59. Behind on 14²
+  // maps (576->96 5.99 / 4.82 backward, 384->64 3.21 / 2.49), where the per-sample path's one weight gradient per
+  // sample also yields the scale gradient and our data-gradient tiles (heads of 16-24 outputs: few multiply-adds
+  // between epilogues) run at 1.3x oneDNN's data gradient; on 28² (192->32 5.81 / 2.80); and with one head
+  // (ResNet-50's companion-gated 1×1 convs, G = 1: 512->2048 at 7², gx + gs 13.8 / 10.5 ms). The weight-gradient
+  // kernels run at about half their speed on data in L1 (concurrent threads, hot: ~12 G vector FMAs/s; in the call
+  // ~6.3), for reasons not found (no PMU on this VM).
+  return p.heads > 1 && x.shape[2] * x.shape[3] <= 7 * 7;
 #else
   (void)x, (void)weight, (void)p;
   return false;
@@ -236,23 +237,25 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
   if (needWeight) {
     r.weight = emptyTensor(weight.shape);
     float* gw = r.weight->data();
-    constexpr int64_t kChans = 128, kOBlocks = 4;
+    // chunks of channels whose planes of a sample (kChans·P floats, ~25 KB) stay in L1 across the output blocks
+    const int64_t kChans = std::max<int64_t>(16, 6272 / P / 16 * 16), kOBlocks = 4;
     const int64_t nChunks = (C + kChans - 1) / kChans, nOGroups = (Ob + kOBlocks - 1) / kOBlocks;
-    // per (sample, head, chunk of channels) the selected channels, ascending: sel[start[(n·G + i)·nChunks + chunk] ..]
-    std::vector<int32_t> sel((size_t)(N * G * C));
-    std::vector<int64_t> start((size_t)(N * G * nChunks + 1));
-    {
-      int64_t k = 0;
-      for (int64_t ni = 0; ni < N * G; ni++) {
-        const float* row = s + ni * C;
-        for (int64_t ch = 0; ch < nChunks; ch++) {
-          start[(size_t)(ni * nChunks + ch)] = k;
-          for (int64_t c = ch * kChans, e = std::min(C, c + kChans); c < e; c++)
-            if (row[c] != 0.f) sel[(size_t)k++] = (int32_t)c;
+    // per (sample n, head i, chunk of channels) the selected channels, ascending, at sel[((n·G + i)·nChunks + chunk)·kChans]
+    // and their number at count[(n·G + i)·nChunks + chunk] (built by the items' threads first)
+    std::vector<int32_t> sel((size_t)(N * G * nChunks * kChans));
+    std::vector<int32_t> count((size_t)(N * G * nChunks));
+    auto selectRow = [&](int64_t ni) {
+      const float* row = s + ni * C;
+      for (int64_t ch = 0; ch < nChunks; ch++) {
+        int32_t* d = sel.data() + (ni * nChunks + ch) * kChans;
+        int32_t k = 0;
+        for (int64_t c = ch * kChans, e = std::min(C, c + kChans); c < e; c++) {
+          d[k] = (int32_t)c;
+          k += row[c] != 0.f ? 1 : 0;
         }
+        count[(size_t)(ni * nChunks + ch)] = k;
       }
-      start.back() = k;
-    }
+    };
     // lane l of output block ob belongs to head (16·ob + l) / Og
     auto item = [&](int64_t it) {
       const int64_t chunk = it / nOGroups, og = it % nOGroups;
@@ -272,8 +275,8 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
           if (h0 == h1) {
             // one head: its selected channels, scalar scales; with the next block when that is the same head's too
             const bool two = ob + 1 < ob1 && (ob * 16 + 31) / Og == h0;
-            const int64_t a = start[(size_t)((n * G + h0) * nChunks + chunk)], k = start[(size_t)((n * G + h0) * nChunks + chunk + 1)] - a;
-            const int32_t* ci = sel.data() + a;
+            const int64_t row = (n * G + h0) * nChunks + chunk, k = count[(size_t)row];
+            const int32_t* ci = sel.data() + row * kChans;
             const WgradFn* fns = wgradTable[two ? 1 : 0];
             for (int64_t j = 0; j < k; j += kMaxNC) {
               const int len = (int)std::min<int64_t>(kMaxNC, k - j);
@@ -303,9 +306,15 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
     };
     const int64_t items = nChunks * nOGroups;
     if (parallel) {
-#pragma omp parallel for schedule(dynamic, 1)
-      for (int64_t it = 0; it < items; it++) item(it);
+#pragma omp parallel
+      {
+#pragma omp for schedule(static)
+        for (int64_t ni = 0; ni < N * G; ni++) selectRow(ni);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) item(it);
+      }
     } else {
+      for (int64_t ni = 0; ni < N * G; ni++) selectRow(ni);
       for (int64_t it = 0; it < items; it++) item(it);
     }
   }
