@@ -37,7 +37,8 @@ const median = (a) => [...a].sort((p, q) => p - q)[a.length >> 1];
 
 const rows = [];
 // pointwise (1×1 shapes only): the forward as msgcMaskedImpl picks it, the backward by our own 1×1 kernels
-// (native/cpu/msgc_pointwise_bwd.cc, forced with MSGC_POINTWISE_BWD=1; the other paths run with it off)
+// (native/cpu/msgc_pointwise_bwd.cc, forced with MSGC_POINTWISE_BWD=1; the other paths run with it off). Where it
+// cannot run (C or O not a multiple of 16, e.g. 144->24) the column shows the default backward.
 const paths = ['dense', 'batched', 'grouped', 'persample', 'pointwise'];
 console.log(`MSGC masked forward + backward, batch ${N}, G = ${G}, density ${density}, ${msgc.backendInfo().threads} threads (ms, median of ${reps - 1})`);
 console.log('shape'.padEnd(20) + 'dense fwd+bwd'.padStart(14) + paths.slice(1).map((k) => `${k} (÷ dense)`.padStart(21)).join('') + '  fastest');

@@ -17,17 +17,18 @@
 // tiles of 16 channels × 4 blocks × up to 6 pixels accumulate U over the head's outputs (4 weight vectors and 6
 // broadcasts of gy per 24 FMAs); the tile's epilogue adds s ⊙ U into gx (the first head writes) and x ⊙ U into the
 // head's scale-gradient sums.
-// Part 2 (gW): items of (up to 128 input channels, up to 4 blocks of 16 outputs), each accumulating its own slice
-// of gW over all samples in order (no reduction across threads: the same bits on any number of threads): per
-// sample and output block, the channels some of the block's heads selected, 8 at a time, accumulate Σ_p gy ⊗ x
-// (one gy vector and 8 broadcasts of x per 8 FMAs), then add it times the lane-wise scale.
+// Part 2 (gW): items of (a chunk of input channels whose planes of a sample stay in L1, ~25 KB; up to 4 blocks of 16
+// outputs), each accumulating its own slice of gW over all samples in order (no reduction across threads: the same
+// bits on any number of threads): per sample and output block, the channels the block's head selected, 8 at a time,
+// accumulate Σ_p gy ⊗ x (one gy vector per block and one broadcast of x for the two blocks of a head taken
+// together), then add it times the scale; a block across heads takes the channels any of them selected, with
+// lane-wise scales.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <stdexcept>
 #include <vector>
 
 #include "layout.h"
@@ -211,12 +212,12 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
       const float* xn = xp + n * C * P;
       const float* gyn = gyp + n * O * P;
       float* gxn = gx ? gx + n * C * P : nullptr;
-      float gsa[kMaxNB * 16 * 64];  // [head][block][lane], G <= 64 checked below
+      float gsa[kMaxNB * 16];  // one head's scale-gradient sums over a channel group: [block][lane]
       for (int64_t cg = 0; cg < Cb; cg += kMaxNB) {
         const int nb = (int)std::min<int64_t>(kMaxNB, Cb - cg);
         const DgradFn* row = dgradTable[nb - 1];
         for (int64_t i = 0; i < G; i++) {
-          float* ga = gs ? gsa + i * kMaxNB * 16 : nullptr;
+          float* ga = gs ? gsa : nullptr;
           if (ga) std::memset(ga, 0, kMaxNB * 16 * sizeof(float));
           const float* sv = s + (n * G + i) * C + cg * 16;
           for (const auto& ch : chunks)
@@ -226,7 +227,6 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
         }
       }
     };
-    if (G > 64) throw std::runtime_error("msgcConv2dBackward: the 1×1 kernels take at most 64 heads");
     if (parallel) {
 #pragma omp parallel for schedule(dynamic, 1)
       for (int64_t n = 0; n < N; n++) sample(n);
