@@ -94,8 +94,8 @@ const DgradFn* const dgradTable[kMaxNB] = {dgradRow<1>, dgradRow<2>, dgradRow<3>
 // Part 2, one group of NC channels of one sample for NO (1 or 2) consecutive blocks of 16 outputs:
 // T_b[c] += scale_c ⊙ Σ_p gy_b[p] · x_c[p] for the channels c = cidx[j] (gyb: the first output block's plane, 16
 // lanes a pixel, the next one P·16 floats on; xn: the sample in nChw16c; T: the first block's accumulator rows, 16
-// lanes a channel from channel c0 on, the next block's tStride floats on). Blocks within one head: scalar scales sh[c] (one broadcast
-// of x feeds NO FMAs); a block across heads (VEC, NO = 1): lane-wise scales sv[j·16 + lane].
+// lanes a channel from channel c0 on, the next block's tStride floats on). Blocks within one head: scalar scales
+// sh[c] (one broadcast of x feeds NO FMAs); a block across heads (VEC, NO = 1): lane-wise scales sv[j·16 + lane].
 template <int NC, int NO, bool VEC>
 __attribute__((target("avx512f"))) void wgradGroup(const float* gyb, int64_t P, const float* xn, const int32_t* cidx,
                                                    const float* sh, const float* sv, float* T, int64_t tStride, int64_t c0) {
