@@ -179,17 +179,29 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     inputFloats += sel.unionSize(n) * (rp.inPlace ? g.H * g.W : rp.chanStride);
   }
   const bool pixelMajor = weightFloats <= inputFloats;
-  // 1×1 convs reading nChw16c in place: prefetch the input 12 selected channels ahead when the lines one kernel
-  // call reads (its channels' blocks × its pixels, 64 bytes each) outgrow the 48 KB L1, so that a block's lines
-  // come from L2 ahead of use. ResNet-50's input-gated 1024->256 at 14² (batch 32, density 0.5): 9.0 -> 6.7 ms,
-  // 2048->512 at 7²: 8.2 -> 7.1 ms; where the lines fit L1 (more outputs than inputs: 256->1024, 512->2048;
-  // MobileNetV2's projections) the prefetches cost 4-10%.
+  // 1×1 convs reading nChw16c in place: prefetch the input some selected channels ahead, so that a block's lines
+  // come from L2 ahead of use:
+  //  * 12 ahead when the lines one kernel call reads (its channels' blocks × its pixels, 64 bytes each) outgrow the
+  //    48 KB L1. ResNet-50's input-gated 1024->256 at 14² (batch 32, density 0.5): 9.0 -> 6.7 ms, 2048->512 at
+  //    7²: 8.2 -> 7.1 ms (24 ahead: within 3% of that).
+  //  * 24 ahead when they fit but there are at least as many inputs as outputs: each line feeds few output blocks,
+  //    and in a network x comes cold from the layer before. 2 threads, Zen 5, density 0.5, ÷ the dense conv,
+  //    alternating, caches flushed before each call / hot: MobileNetV2's projections (4 heads) at batch 32
+  //    960->320 at 7² 1.37 -> 0.86 / 0.94 -> 0.83, 960->160 1.15 -> 0.96 / 0.92 -> 0.90, 576->160 1.39 -> 1.08 /
+  //    1.01 -> 0.95, 576->96 at 14² 1.16 -> 0.96 / 1.03 -> 0.88; at batch 1, flushed, 0.92-1.06 from 1.11-1.25
+  //    (hot: 384->64 and 576->96 at 14² 0.87 -> 0.91 and 0.85 -> 0.92, the rest within 0.03); the model,
+  //    alternating steps: inference at batch 1 0.96x the time, at batch 32 0.95x, the training step 0.99x.
+  //    ResNet-50's one-head 256->64 at 56² and 512->128 at 28², batch 32: 0.95 -> 0.74 and 0.87 -> 0.65 (flushed
+  //    and hot alike); batch 1, flushed: 0.87 -> 0.75 and 0.78 -> 0.69.
+  //  * none where the lines serve many output blocks from L1: more outputs than inputs (256->1024, 512->2048,
+  //    128->512 at 28²: the prefetches cost 4-12%), or heads of more than 4 kernel calls a pixel chunk (ResNet-50's
+  //    2048->512 at 7², batch 1, 16 calls: 0.89-0.91x dense with 24, 12 or none).
   if (kind == KernelKind::Ocvec && rp.inPlace && rp.pixStride == 16 && isa == Isa::Avx512) {
     int64_t maxSel = 0;
     for (int64_t n = 0; n < g.N; n++)
       for (int64_t i = 0; i < G; i++) maxSel = std::max(maxSel, sel.count(n, i));
     const int64_t lines = std::min(maxSel, src.Cb) * job.maxPixels();
-    if (lines * 64 > (48 << 10)) job.inputPrefetch = 12;
+    job.inputPrefetch = lines * 64 > (48 << 10) ? 12 : g.T == 1 && g.C >= g.O && job.itemBlocks() <= 4 ? 24 : 0;
     if (const char* e = std::getenv("MSGC_GATHER_PREFETCH_INPUT")) job.inputPrefetch = std::atoi(e);  // (benchmarks)
   }
   if (rp.rows == Rows::Planes && !rp.inPlace && pixelMajor) {
