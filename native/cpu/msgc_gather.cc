@@ -191,8 +191,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   //    1.01 -> 0.95, 576->96 at 14² 1.16 -> 0.96 / 1.03 -> 0.88; at batch 1, flushed, 0.92-1.06 from 1.11-1.25
   //    (hot: 384->64 and 576->96 at 14² 0.87 -> 0.91 and 0.85 -> 0.92, the rest within 0.03); the model,
   //    alternating steps: inference at batch 1 0.96x the time, at batch 32 0.95x, the training step 0.99x.
-  //    ResNet-50's one-head 256->64 at 56² and 512->128 at 28², batch 32: 0.95 -> 0.74 and 0.87 -> 0.65 (flushed
-  //    and hot alike); batch 1, flushed: 0.87 -> 0.75 and 0.78 -> 0.69.
+  //    ResNet-50's one-head 256->64 at 56² and 512->128 at 28², batch 32: 0.96 -> 0.73 and 0.86 -> 0.66 (flushed
+  //    and hot alike); batch 1, flushed: 0.80 -> 0.64 and 0.76 -> 0.67 (variants in rotating order; the first,
+  //    fixed-order run had read 0.87 -> 0.75 and 0.78 -> 0.69).
   //  * none where the lines serve many output blocks from L1: more outputs than inputs (256->1024, 512->2048,
   //    128->512 at 28²: the prefetches cost 4-12%), or heads of more than 4 kernel calls a pixel chunk (ResNet-50's
   //    2048->512 at 7², batch 1, 16 calls: 0.89-0.91x dense with 24, 12 or none).
