@@ -185,7 +185,7 @@ afterAll(() => {
 // The 1×1 backward's own AVX-512 kernels (native/cpu/msgc_pointwise_bwd.cc: gx and gs per sample through the
 // heads' data gradients, gW over the selected channels only), forced with MSGC_POINTWISE_BWD=1 wherever they can run
 // (AVX-512, 1×1 stride 1, batch >= 2, C and O multiples of 16; elsewhere the masked paths run and the same
-// references apply). Heads of 4 to 80 outputs, so that blocks of 16 outputs hold one head, part of two or four
+// references apply). Heads of 4 to 832 outputs, so that blocks of 16 outputs hold one head, part of two or four
 // heads; channel counts of 1-5 blocks of 16 (tiles of 1-4 blocks); pixel counts that split into uneven chunks.
 describe('msgcConv2d 1×1 backward kernels', () => {
   beforeAll(() => { setNativeEnv('MSGC_POINTWISE_BWD', '1'); });
@@ -198,6 +198,12 @@ describe('msgcConv2d 1×1 backward kernels', () => {
     { N: 2, C: 16, H: 1, W: 13, O: 16, G: 1, real: true },
     { N: 3, C: 32, H: 6, W: 6, O: 32, G: 8, real: false },
     { N: 2, C: 144, H: 2, W: 2, O: 48, G: 2, real: true },
+    // heads of 64 and 128 outputs (4 blocks in one weight-gradient call; 8 as 5 + 3)
+    { N: 2, C: 48, H: 2, W: 3, O: 128, G: 2, real: false },
+    { N: 3, C: 32, H: 3, W: 5, O: 256, G: 2, real: true },
+    // an accumulator slice past 512 KB (on 2 threads): the weight gradient's items split the outputs in two groups,
+    // mid-head
+    { N: 2, C: 64, H: 1, W: 2, O: 4160, G: 5, real: true },
   ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
     msgc.tidy(() => {
       const xs = [c.N, c.C, c.H, c.W];

@@ -17,15 +17,21 @@
 // tiles of 16 channels × 4 blocks × up to 6 pixels accumulate U over the head's outputs (4 weight vectors and 6
 // broadcasts of gy per 24 FMAs); the tile's epilogue adds s ⊙ U into gx (the first head writes) and x ⊙ U into the
 // head's scale-gradient sums.
-// Part 2 (gW): items of (a chunk of input channels whose planes of a sample stay in L1, ~25 KB; up to 4 blocks of 16
-// outputs), each accumulating its own slice of gW over all samples in order (no reduction across threads: the same
-// bits on any number of threads): per sample and output block, the channels the block's head selected, 8 at a time,
-// accumulate Σ_p gy ⊗ x (one gy vector per block and one broadcast of x for the two blocks of a head taken
-// together), then add it times the scale; a block across heads takes the channels any of them selected, with
-// lane-wise scales.
+// Part 2 (gW): items of a chunk of input channels (near-equal chunks of whole blocks, a multiple of the thread count;
+// a sample's planes of the chunk, up to ~50 KB, stay in L1) over every output block (its slice of gW in L2), each
+// accumulating its own slice over all samples in order (no reduction across threads: the same bits on any number of
+// threads), so that x is read once and gy once per chunk. Per sample and head, the head's blocks up to 5 at a time
+// (heads of 80 outputs in one call) over the channels the head selected, 4-8 at a time, accumulate Σ_p gy ⊗ x (one
+// broadcast of x feeds one FMA per block), then add it times the scale; a block that two heads share (heads of 24
+// or 40 outputs) is taken by each, adding only its own lanes. Until 2026-12-05 items took 4 output blocks of 128
+// channels, so x was read once per 4 blocks and gy once per 128 channels, a head's blocks went 2 at a time, and a
+// shared block took the union of its heads' channels with lane-wise scales (9 loads for 8 FMAs): batch 32, density
+// 0.5, 2 threads, old and new builds alternating in one process, the weight gradient 960->320 at 7² 2.39 -> 2.08 ms,
+// 960->160 1.89 -> 1.45, 576->160 1.98 -> 1.63 (the same bits).
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -91,14 +97,16 @@ constexpr DgradFn dgradRow[kMaxNP] = {dgradTile<NB, 1>, dgradTile<NB, 2>, dgradT
                                       dgradTile<NB, 4>, dgradTile<NB, 5>, dgradTile<NB, 6>};
 const DgradFn* const dgradTable[kMaxNB] = {dgradRow<1>, dgradRow<2>, dgradRow<3>, dgradRow<4>};
 
-// Part 2, one group of NC channels of one sample for NO (1 or 2) consecutive blocks of 16 outputs:
+// Part 2, one group of NC channels of one sample for NO (1..5) consecutive blocks of 16 outputs of one head:
 // T_b[c] += scale_c ⊙ Σ_p gy_b[p] · x_c[p] for the channels c = cidx[j] (gyb: the first output block's plane, 16
 // lanes a pixel, the next one P·16 floats on; xn: the sample in nChw16c; T: the first block's accumulator rows, 16
-// lanes a channel from channel c0 on, the next block's tStride floats on). Blocks within one head: scalar scales
-// sh[c] (one broadcast of x feeds NO FMAs); a block across heads (VEC, NO = 1): lane-wise scales sv[j·16 + lane].
-template <int NC, int NO, bool VEC>
+// lanes a channel from channel c0 on, the next block's tStride floats on; sh: the head's scales [C]). One broadcast
+// of x feeds NO FMAs. A head that starts or ends inside a block of 16 (heads of 40 or 24 outputs) adds only its own
+// lanes there: m0 masks the first block, m1 the last.
+template <int NC, int NO>
 __attribute__((target("avx512f"))) void wgradGroup(const float* gyb, int64_t P, const float* xn, const int32_t* cidx,
-                                                   const float* sh, const float* sv, float* T, int64_t tStride, int64_t c0) {
+                                                   const float* sh, __mmask16 m0, __mmask16 m1, float* T,
+                                                   int64_t tStride, int64_t c0) {
   const float* xb[NC];
   for (int j = 0; j < NC; j++) xb[j] = xn + (cidx[j] >> 4) * P * 16 + (cidx[j] & 15);
   __m512 acc[NO][NC];
@@ -113,42 +121,29 @@ __attribute__((target("avx512f"))) void wgradGroup(const float* gyb, int64_t P, 
     }
   }
   for (int j = 0; j < NC; j++) {
-    const __m512 sc = VEC ? _mm512_loadu_ps(sv + j * 16) : _mm512_set1_ps(sh[cidx[j]]);
+    const __m512 sc = _mm512_set1_ps(sh[cidx[j]]);
     for (int b = 0; b < NO; b++) {
       float* t = T + b * tStride + (cidx[j] - c0) * 16;
-      _mm512_storeu_ps(t, _mm512_fmadd_ps(sc, acc[b][j], _mm512_loadu_ps(t)));
+      const __mmask16 m = (b == 0 ? m0 : (__mmask16)0xFFFF) & (b == NO - 1 ? m1 : (__mmask16)0xFFFF);
+      _mm512_mask_storeu_ps(t, m, _mm512_fmadd_ps(sc, acc[b][j], _mm512_loadu_ps(t)));
     }
   }
 }
 
-using WgradFn = void (*)(const float*, int64_t, const float*, const int32_t*, const float*, const float*, float*, int64_t,
-                         int64_t);
-template <int NO, bool VEC>
-constexpr WgradFn wgradRow[kMaxNC] = {wgradGroup<1, NO, VEC>, wgradGroup<2, NO, VEC>, wgradGroup<3, NO, VEC>,
-                                      wgradGroup<4, NO, VEC>, wgradGroup<5, NO, VEC>, wgradGroup<6, NO, VEC>,
-                                      wgradGroup<7, NO, VEC>, wgradGroup<8, NO, VEC>};
-// [one block, two blocks, one block across heads]
-const WgradFn* const wgradTable[3] = {wgradRow<1, false>, wgradRow<2, false>, wgradRow<1, true>};
-
-// For a block of outputs across heads h0..h1 (laneMask[h - h0]: the lanes of head h): the channels of [c0, c1) some
-// of the heads selected in sample n (sn: its scales [G, C]) into uni, their lane-wise scales into sv; returns the count.
-__attribute__((target("avx512f"))) int64_t straddleChannels(const float* sn, int64_t C, int64_t c0, int64_t c1, int64_t h0,
-                                                            int64_t h1, const uint16_t* laneMask, int32_t* uni, float* sv) {
-  int64_t k = 0;
-  for (int64_t c = c0; c < c1; c++) {
-    __m512 r = _mm512_setzero_ps();
-    bool any = false;
-    for (int64_t h = h0; h <= h1; h++) {
-      const float v = sn[h * C + c];
-      any = any || v != 0.f;
-      r = _mm512_mask_mov_ps(r, laneMask[h - h0], _mm512_set1_ps(v));
-    }
-    if (!any) continue;
-    _mm512_storeu_ps(sv + k * 16, r);
-    uni[k++] = (int32_t)c;
-  }
-  return k;
+using WgradFn = void (*)(const float*, int64_t, const float*, const int32_t*, const float*, __mmask16, __mmask16, float*,
+                         int64_t, int64_t);
+// channels per group for NO blocks: NO·NC <= 24 accumulators (16 for one or two blocks: 8 channels)
+constexpr int wgradChannels(int NO) { return NO <= 3 ? kMaxNC : NO == 4 ? 6 : 4; }
+template <int NO, size_t... I>
+constexpr std::array<WgradFn, sizeof...(I)> wgradRow(std::index_sequence<I...>) {
+  return {wgradGroup<std::min((int)I + 1, wgradChannels(NO)), NO>...};
 }
+constexpr int kMaxNO = 5;  // output blocks per part-2 group (heads of 80 outputs in one call)
+// [NO - 1][NC - 1]
+const std::array<WgradFn, kMaxNC> wgradTable[kMaxNO] = {
+    wgradRow<1>(std::make_index_sequence<kMaxNC>{}), wgradRow<2>(std::make_index_sequence<kMaxNC>{}),
+    wgradRow<3>(std::make_index_sequence<kMaxNC>{}), wgradRow<4>(std::make_index_sequence<kMaxNC>{}),
+    wgradRow<5>(std::make_index_sequence<kMaxNC>{})};
 
 // pixel chunks of at most kMaxNP, near-equal (49 -> 9 chunks of 5-6)
 std::vector<std::pair<int64_t, int>> pixelChunks(int64_t P) {
@@ -237,9 +232,20 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
   if (needWeight) {
     r.weight = emptyTensor(weight.shape);
     float* gw = r.weight->data();
-    // chunks of channels whose planes of a sample (kChans·P floats, ~25 KB) stay in L1 across the output blocks
-    const int64_t kChans = std::max<int64_t>(16, 6272 / P / 16 * 16), kOBlocks = 4;
-    const int64_t nChunks = (C + kChans - 1) / kChans, nOGroups = (Ob + kOBlocks - 1) / kOBlocks;
+    // Items: near-equal chunks of whole 16-channel blocks, a multiple of the thread count, each over every output
+    // block (its accumulator slice, nc·O floats, in L2), so that x is read once and gy once per chunk: chunks of at
+    // most ~50 KB of a sample's planes (256 channels on 7² maps), which stay in L1 across the output blocks; output
+    // groups only where a slice would outgrow ~512 KB.
+    const int threads = parallel ? omp_get_max_threads() : 1;
+    int64_t maxChans = std::max<int64_t>(16, 12544 / P / 16 * 16);
+    if (const char* e = std::getenv("MSGC_PW_KCHANS")) maxChans = std::atoi(e);  // (benchmarks)
+    const int64_t nChunks = std::min<int64_t>(Cb, threads * ((C + threads * maxChans - 1) / (threads * maxChans)));
+    const int64_t kChans = (Cb + nChunks - 1) / nChunks * 16;  // the widest chunk
+    auto chunkStart = [&](int64_t ch) { return ch * Cb / nChunks * 16; };
+    const int64_t nOGroups = std::max<int64_t>(1, std::min<int64_t>(Ob, (O * kChans * 4 + (512 << 10) - 1) / (512 << 10)));
+    const int64_t kOBlocks = (Ob + nOGroups - 1) / nOGroups;
+    int64_t maxNO = kMaxNO;
+    if (const char* e = std::getenv("MSGC_PW_NO")) maxNO = std::max(1, std::min(kMaxNO, std::atoi(e)));  // (benchmarks)
     // per (sample n, head i, chunk of channels) the selected channels, ascending, at sel[((n·G + i)·nChunks + chunk)·kChans]
     // and their number at count[(n·G + i)·nChunks + chunk] (built by the items' threads first)
     std::vector<int32_t> sel((size_t)(N * G * nChunks * kChans));
@@ -249,51 +255,47 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
       for (int64_t ch = 0; ch < nChunks; ch++) {
         int32_t* d = sel.data() + (ni * nChunks + ch) * kChans;
         int32_t k = 0;
-        for (int64_t c = ch * kChans, e = std::min(C, c + kChans); c < e; c++) {
+        for (int64_t c = chunkStart(ch), e = chunkStart(ch + 1); c < e; c++) {
           d[k] = (int32_t)c;
           k += row[c] != 0.f ? 1 : 0;
         }
         count[(size_t)(ni * nChunks + ch)] = k;
       }
     };
-    // lane l of output block ob belongs to head (16·ob + l) / Og
+    // lanes of head h in output block ob
+    auto laneMask = [&](int64_t h, int64_t ob) {
+      const int64_t lo = std::max<int64_t>(0, h * Og - ob * 16), hi = std::min<int64_t>(16, (h + 1) * Og - ob * 16);
+      return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+    };
     auto item = [&](int64_t it) {
       const int64_t chunk = it / nOGroups, og = it % nOGroups;
-      const int64_t c0 = chunk * kChans, c1 = std::min(C, c0 + kChans), nc = c1 - c0;
+      const int64_t c0 = chunkStart(chunk), c1 = chunkStart(chunk + 1), nc = c1 - c0;
       const int64_t ob0 = og * kOBlocks, ob1 = std::min(Ob, ob0 + kOBlocks);
       // T[ob - ob0][c - c0][16 lanes]
       std::vector<float> Tbuf((size_t)((ob1 - ob0) * nc * 16), 0.f);
-      std::vector<float> sv((size_t)(nc * 16));
-      std::vector<int32_t> uni((size_t)nc);
+      const int64_t hFirst = ob0 * 16 / Og, hLast = (ob1 * 16 - 1) / Og;
       for (int64_t n = 0; n < N; n++) {
         const float* xn = xp + n * C * P;
         const float* sn = s + n * G * C;
-        for (int64_t ob = ob0; ob < ob1;) {
-          const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
-          float* T = Tbuf.data() + (ob - ob0) * nc * 16;
-          const float* gyb = gyp + (n * Ob + ob) * P * 16;
-          if (h0 == h1) {
-            // one head: its selected channels, scalar scales; with the next block when that is the same head's too
-            const bool two = ob + 1 < ob1 && (ob * 16 + 31) / Og == h0;
-            const int64_t row = (n * G + h0) * nChunks + chunk, k = count[(size_t)row];
-            const int32_t* ci = sel.data() + row * kChans;
-            const WgradFn* fns = wgradTable[two ? 1 : 0];
-            for (int64_t j = 0; j < k; j += kMaxNC) {
-              const int len = (int)std::min<int64_t>(kMaxNC, k - j);
-              fns[len - 1](gyb, P, xn, ci + j, sn + h0 * C, nullptr, T, nc * 16, c0);
+        // per head, its blocks in [ob0, ob1) up to kMaxNO at a time over the channels it selected (a block two heads
+        // share is taken by both, each adding its own lanes)
+        for (int64_t h = hFirst; h <= hLast; h++) {
+          const int64_t hb0 = std::max(ob0, h * Og / 16), hb1 = std::min(ob1, ((h + 1) * Og + 15) / 16);
+          const int64_t row = (n * G + h) * nChunks + chunk, k = count[(size_t)row];
+          const int32_t* ci = sel.data() + row * kChans;
+          for (int64_t ob = hb0; ob < hb1;) {
+            const int64_t no = std::min<int64_t>(maxNO, hb1 - ob);
+            const std::array<WgradFn, kMaxNC>& fns = wgradTable[no - 1];
+            const int64_t step = wgradChannels((int)no);
+            const __mmask16 m0 = laneMask(h, ob), m1 = laneMask(h, ob + no - 1);
+            float* T = Tbuf.data() + (ob - ob0) * nc * 16;
+            const float* gyb = gyp + (n * Ob + ob) * P * 16;
+            for (int64_t j = 0; j < k; j += step) {
+              const int len = (int)std::min<int64_t>(step, k - j);
+              fns[len - 1](gyb, P, xn, ci + j, sn + h * C, m0, m1, T, nc * 16, c0);
             }
-            ob += two ? 2 : 1;
-            continue;
+            ob += no;
           }
-          // the channels some of the block's heads selected, lane-wise scales
-          uint16_t laneMask[16] = {0};
-          for (int l = 0; l < 16; l++) laneMask[(ob * 16 + l) / Og - h0] |= (uint16_t)(1u << l);
-          const int64_t k = straddleChannels(sn, C, c0, c1, h0, h1, laneMask, uni.data(), sv.data());
-          for (int64_t j = 0; j < k; j += kMaxNC) {
-            const int len = (int)std::min<int64_t>(kMaxNC, k - j);
-            wgradTable[2][len - 1](gyb, P, xn, uni.data() + j, nullptr, sv.data() + j * 16, T, 0, c0);
-          }
-          ob++;
         }
       }
       for (int64_t ob = ob0; ob < ob1; ob++) {
