@@ -4,6 +4,7 @@
 // when an allocation fails. The bound matters: buffers past it go back to the system, and large ones come back as
 // fresh pages that fault in on first touch. ResNet-50 training at batch 32 peaks at 5.8 GB; with a 2 GB bound
 // about 3.5 GB per step were freed and faulted in again (~1 s of a 4-5 s step on a 2-core machine).
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,12 +71,31 @@ void* allocHost(size_t bytes) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, size);
+  // Buffers of 2 MB and more start on a 2 MB boundary and are marked for transparent huge pages (where the kernel
+  // has them in madvise mode, as here, nothing is huge otherwise): fewer TLB misses and one fault per 2 MB. The
+  // gathered kernels read a head's selected channels a plane at a time, scattered over x's pages. 2 threads, Zen 5,
+  // separate processes alternating (medians of best-of-3 steps): MobileNetV2 at batch 32, training step dense
+  // 549 -> 508 ms and 488 -> 459, MSGC 590 -> 540 and 519 -> 478 (MSGC ÷ dense 0.93-0.94 -> 0.94-0.96); inference
+  // MSGC 86.2 -> 83.4 ms, dense 83.9 -> 82.7; ResNet-18 and ResNet-56 within noise. MSGC_HUGEPAGES=0: off.
+  static const bool huge = [] {
+    const char* e = std::getenv("MSGC_HUGEPAGES");
+    return !(e && e[0] == '0');
+  }();
+  const size_t align = huge && size >= (size_t(2) << 20) ? (size_t(2) << 20) : 64;
+  auto allocate = [&]() -> void* {
+    if (align == 64) return std::aligned_alloc(64, size);  // (size: a multiple of 64)
+    void* q = nullptr;
+    return posix_memalign(&q, align, size) == 0 ? q : nullptr;
+  };
+  void* p = allocate();
   if (!p) {
     std::lock_guard<std::mutex> lock(c.mu);
     c.releaseAllLocked();
-    p = std::aligned_alloc(64, size);
+    p = allocate();
   }
+#ifdef MADV_HUGEPAGE
+  if (p && align > 64) madvise(p, size, MADV_HUGEPAGE);  // (advice only: an error changes nothing)
+#endif
   MSGC_CHECK(p != nullptr, "out of memory: could not allocate ", bytes, " bytes on the CPU");
   std::lock_guard<std::mutex> lock(c.mu);
   c.liveBuffers++;
