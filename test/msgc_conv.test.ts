@@ -198,6 +198,8 @@ describe('msgcConv2d 1×1 backward kernels', () => {
     { N: 2, C: 16, H: 1, W: 13, O: 16, G: 1, real: true },
     { N: 3, C: 32, H: 6, W: 6, O: 32, G: 8, real: false },
     { N: 2, C: 144, H: 2, W: 2, O: 48, G: 2, real: true },
+    // three heads of 16 (the data gradient's all-heads tiles take 2-4 heads of up to 32 outputs)
+    { N: 2, C: 32, H: 3, W: 3, O: 48, G: 3, real: true },
     // heads of 64 and 128 outputs (4 blocks in one weight-gradient call; 8 as 5 + 3)
     { N: 2, C: 48, H: 2, W: 3, O: 128, G: 2, real: false },
     { N: 3, C: 32, H: 3, W: 5, O: 256, G: 2, real: true },

@@ -204,22 +204,38 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
     float* gs = needScale ? r.scale->data() : nullptr;
     const auto chunks = pixelChunks(P);
     auto sample = [&](int64_t n) {
+      static thread_local std::vector<float> gsaStore;
       const float* xn = xp + n * C * P;
       const float* gyn = gyp + n * O * P;
       float* gxn = gx ? gx + n * C * P : nullptr;
-      float gsa[kMaxNB * 16];  // one head's scale-gradient sums over a channel group: [block][lane]
+      // the heads' scale-gradient sums over a channel group: [head][block][lane]
+      std::vector<float>& gsa = gsaStore;
+      gsa.resize((size_t)(G * kMaxNB * 16));
       for (int64_t cg = 0; cg < Cb; cg += kMaxNB) {
         const int nb = (int)std::min<int64_t>(kMaxNB, Cb - cg);
         const DgradFn* row = dgradTable[nb - 1];
-        for (int64_t i = 0; i < G; i++) {
-          float* ga = gs ? gsa : nullptr;
-          if (ga) std::memset(ga, 0, kMaxNB * 16 * sizeof(float));
-          const float* sv = s + (n * G + i) * C + cg * 16;
+        if (gs) std::fill(gsa.begin(), gsa.end(), 0.f);
+        auto tile = [&](int64_t i, const std::pair<int64_t, int>& ch) {
+          row[ch.second - 1](W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first, s + (n * G + i) * C + cg * 16,
+                             xn + cg * P * 16, gxn ? gxn + cg * P * 16 : nullptr, i == 0,
+                             gs ? gsa.data() + i * kMaxNB * 16 : nullptr);
+        };
+        // Where the group's planes of x and gx (2·P lines a block) outweigh W's rows for every head (O lines a
+        // block), chunk-major with the heads inside, so that the chunk's lines stay in L1 from one head to the next:
+        // head-major, a group's planes on 14² maps (100 KB) came back from L2 for every head. Otherwise head-major,
+        // a head's rows of W staying in L1 across the chunks. Batch 32, density 0.5, gx and gs, the builds
+        // alternating: 576->96 at 14² 3.16 -> 2.86 ms, 384->64 1.88 -> 1.67, 192->64 1.47 -> 0.93; chunk-major on
+        // MobileNetV2's 7² projections was 3-9% slower.
+        if (2 * P > O) {
           for (const auto& ch : chunks)
-            row[ch.second - 1](W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first, sv, xn + cg * P * 16,
-                               gxn ? gxn + cg * P * 16 : nullptr, i == 0, ga);
-          if (ga) std::memcpy(gs + (n * G + i) * C + cg * 16, ga, nb * 16 * sizeof(float));
+            for (int64_t i = 0; i < G; i++) tile(i, ch);
+        } else {
+          for (int64_t i = 0; i < G; i++)
+            for (const auto& ch : chunks) tile(i, ch);
         }
+        if (gs)
+          for (int64_t i = 0; i < G; i++)
+            std::memcpy(gs + (n * G + i) * C + cg * 16, gsa.data() + i * kMaxNB * 16, nb * 16 * sizeof(float));
       }
     };
     if (parallel) {
