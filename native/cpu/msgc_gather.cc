@@ -186,14 +186,10 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   //    7²: 8.2 -> 7.1 ms (24 ahead: within 3% of that).
   //  * 24 ahead when they fit but there are at least as many inputs as outputs: each line feeds few output blocks,
   //    and in a network x comes cold from the layer before. 2 threads, Zen 5, density 0.5, ÷ the dense conv,
-  //    alternating, caches flushed before each call / hot: MobileNetV2's projections (4 heads) at batch 32
-  //    960->320 at 7² 1.37 -> 0.86 / 0.94 -> 0.83, 960->160 1.15 -> 0.96 / 0.92 -> 0.90, 576->160 1.39 -> 1.08 /
-  //    1.01 -> 0.95, 576->96 at 14² 1.16 -> 0.96 / 1.03 -> 0.88; at batch 1, flushed, 0.92-1.06 from 1.11-1.25
-  //    (hot: 384->64 and 576->96 at 14² 0.87 -> 0.91 and 0.85 -> 0.92, the rest within 0.03); the model,
-  //    alternating steps: inference at batch 1 0.96x the time, at batch 32 0.95x, the training step 0.99x.
-  //    ResNet-50's one-head 256->64 at 56² and 512->128 at 28², batch 32: 0.96 -> 0.73 and 0.86 -> 0.66 (flushed
-  //    and hot alike); batch 1, flushed: 0.80 -> 0.64 and 0.76 -> 0.67 (variants in rotating order; the first,
-  //    fixed-order run had read 0.87 -> 0.75 and 0.78 -> 0.69).
+  //    caches flushed before each call: MobileNetV2's 960->320 at 7², batch 32, 1.37 -> 0.86 (hot 0.94 -> 0.83),
+  //    its other projections 1.15-1.39 -> 0.96-1.08, at batch 1 1.11-1.25 -> 0.92-1.06; ResNet-50's one-head
+  //    256->64 at 56² and 512->128 at 28² 0.96 -> 0.73 and 0.86 -> 0.66 (the README's stop-34 paragraph has the
+  //    rest); the models' time 0.95-0.99x.
   //  * none where the lines serve many output blocks from L1: more outputs than inputs (256->1024, 512->2048,
   //    128->512 at 28²: the prefetches cost 4-12%), or heads of more than 4 kernel calls a pixel chunk (ResNet-50's
   //    2048->512 at 7², batch 1, 16 calls: 0.89-0.91x dense with 24, 12 or none).

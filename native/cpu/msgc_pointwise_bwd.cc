@@ -176,9 +176,9 @@ bool pointwiseBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcC
   // maps (576->96 5.99 / 4.82 backward, 384->64 3.21 / 2.49), where the per-sample path's one weight gradient per
   // sample also yields the scale gradient and our data-gradient tiles (heads of 16-24 outputs: few multiply-adds
   // between epilogues) run at 1.3x oneDNN's data gradient; on 28² (192->32 5.81 / 2.80); and with one head
-  // (ResNet-50's companion-gated 1×1 convs, G = 1: 512->2048 at 7², gx + gs 13.8 / 10.5 ms). The weight-gradient
-  // kernels run at about half their speed on data in L1 (concurrent threads, hot: ~12 G vector FMAs/s; in the call
-  // ~6.3), for reasons not found (no PMU on this VM).
+  // (ResNet-50's companion-gated 1×1 convs, G = 1: 512->2048 at 7², gx + gs 13.8 / 10.5 ms). Those figures predate
+  // the 2026-12-05 weight-gradient items and data-gradient loop order; with them 14² still loses (576->96, backward
+  // 5.13 against 4.42 ms per-sample; dense 3.8).
   return p.heads > 1 && x.shape[2] * x.shape[3] <= 7 * 7;
 #else
   (void)x, (void)weight, (void)p;
