@@ -431,6 +431,28 @@ describe('heads of 16k + 8 outputs on AVX-512', () => {
   });
 });
 
+describe('heads of 80 outputs (1×1)', () => {
+  test('five 16-output blocks per kernel call, or one or two, with and without the input prefetch, match the reference', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      // MobileNetV2's 960->320 projection in small: 1×1 on nChw16c read in place, 7² maps (pixel chunks of 5, the
+      // last of 4), binary gates and real scales, head 0 of sample 0 empty and head 1 full (gates())
+      const N = 3, C = 64, H = 7, O = 320, G = 4;
+      const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 61), [N, C, H, H]), msgc.tensor(randomArray(C * C, 62, -0.3, 0.3), [C, C, 1, 1]), null);
+      const w = msgc.tensor(randomArray(O * C, 63), [O, C, 1, 1]);
+      for (const real of [false, true]) {
+        const sv = gates(N, G, C, 64, real);
+        const s = msgc.tensor(sv, [N, G, C]);
+        const want = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
+        const envs: Record<string, string>[] = [{}, { MSGC_GATHER_NB: '1' }, { MSGC_GATHER_NB: '2' }, { MSGC_GATHER_PREFETCH_INPUT: '2' }, { MSGC_GATHER_PREFETCH_INPUT: '0' }];
+        for (const env of envs) {
+          const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
+          expect(closeness(y.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        }
+      }
+    }));
+  });
+});
+
 describe('gathered msgcConv2d bad input', () => {
   test('shape errors carry the same messages as the masked path', () => {
     msgc.tidy(() => msgc.noGrad(() => {

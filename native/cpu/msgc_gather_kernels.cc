@@ -75,7 +75,33 @@ __attribute__((target("avx512f"), always_inline)) inline void ocvecBody(const fl
   // per channel crowded the load ports (MobileNetV2's 960->160 projection at batch 32: 8% faster without)
   const int64_t ahead = T >= 4 ? 4 : T > 1 ? 16 : nch;
   const int64_t inAhead = S == 16 && R == 1 ? tInputPrefetch : 0;
-  for (int64_t j = 0; j < nch; j++) {
+  bool oneTapDone = false;
+  if constexpr (E == 0) {
+    if (T == 1) {
+      // one tap (1×1 convs): no loop over taps inside the loop over channels. With that loop (whose trip count GCC
+      // cannot know) the accumulators of NB = 5 blocks (25 of them, 31 zmm registers in use) were kept in
+      // registers only with a dozen flag stores and mask-register moves per channel, which tracked whether the
+      // tap loop had run (MobileNetV2's 960->320 projection, heads of 80 outputs).
+      const int64_t off = tapOffset[0];
+      for (int64_t j = 0; j < nch; j++) {
+        if (inAhead && j + inAhead < nch) {
+          const float* nx = chan[j + inAhead] + pos;
+          const float* pv = chan[j + inAhead - 1] + pos;
+          if (nx - pv >= 16 || nx < pv)
+            for (int q = 0; q < Q; q++) _mm_prefetch((const char*)(nx + q * 16), _MM_HINT_T0);
+        }
+        // (an opaque pointer: otherwise GCC kept pos + off + q·S, for every q, in registers and stack slots as
+        // indices, instead of the constant displacements of one base register)
+        const float* xb = chan[j] + pos + off;
+        asm("" : "+r"(xb));
+        __m512 wv[NB];
+        loadBlocks<NB>(wv, wch[j] + wshift, wbs);
+        fmaTapNB<NB, Q, R, S, 0, Q>(acc, wv, xb, irs);
+      }
+      oneTapDone = true;
+    }
+  }
+  for (int64_t j = 0; j < nch && !oneTapDone; j++) {
     const float* base = chan[j] + pos;
     const float* w = wch[j] + wshift;
     // nChw16c read in place (1×1): the pixels of the channel inAhead positions on, when it starts another block
