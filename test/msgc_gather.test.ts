@@ -432,7 +432,7 @@ describe('heads of 16k + 8 outputs on AVX-512', () => {
 });
 
 describe('heads of 80 outputs (1×1)', () => {
-  test('five 16-output blocks per kernel call, or one or two, with and without the input prefetch, match the reference', () => {
+  test('five 16-output blocks per kernel call, or one, with and without the input prefetch, match the reference', () => {
     msgc.tidy(() => msgc.noGrad(() => {
       // MobileNetV2's 960->320 projection in small: 1×1 on nChw16c read in place, 7² maps (pixel chunks of 5, the
       // last of 4), binary gates and real scales, head 0 of sample 0 empty and head 1 full (gates())
@@ -443,7 +443,8 @@ describe('heads of 80 outputs (1×1)', () => {
         const sv = gates(N, G, C, 64, real);
         const s = msgc.tensor(sv, [N, G, C]);
         const want = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
-        const envs: Record<string, string>[] = [{}, { MSGC_GATHER_NB: '1' }, { MSGC_GATHER_NB: '2' }, { MSGC_GATHER_PREFETCH_INPUT: '2' }, { MSGC_GATHER_PREFETCH_INPUT: '0' }];
+        // (five blocks a head: a cap of 2 or 4 leaves one block per call, as 1 does)
+        const envs: Record<string, string>[] = [{}, { MSGC_GATHER_NB: '1' }, { MSGC_GATHER_PREFETCH_INPUT: '2' }, { MSGC_GATHER_PREFETCH_INPUT: '0' }];
         for (const env of envs) {
           const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
           expect(closeness(y.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
