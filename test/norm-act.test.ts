@@ -237,6 +237,111 @@ describe('F.batchNormAct in eval (fused)', () => {
   });
 });
 
+describe('the residual tail in training (act(BN(x) + r) as one pass, and its pool)', () => {
+  // the composition it replaces, as separate recorded ops
+  const composite = (bn: BatchNorm2d, x: Tensor, r: Tensor, act: 'relu' | 'relu6' | null): Tensor => {
+    const s = F.add(bn.forward(x), r);
+    return act === 'relu' ? F.relu(s) : act === 'relu6' ? F.relu6(s) : s;
+  };
+  // x and r in plain NCHW or in a conv's blocked layout, with channel counts that fill a 16-lane block or not
+  const cases = [
+    { C: 16, blocked: true, act: 'relu' as const }, { C: 20, blocked: true, act: 'relu6' as const },
+    { C: 16, blocked: false, act: null }, { C: 24, blocked: true, act: null }, { C: 8, blocked: false, act: 'relu' as const },
+  ];
+  test.each(cases)('C=$C blocked=$blocked act=$act: output, running statistics and gradients as the separate ops', ({ C, blocked, act }) => {
+    const shape = [3, C, 5, 4];
+    const xv = randomArray(numel(shape), 61, -2, 2), rv0 = randomArray(numel(shape), 62, -2, 2), gv = randomArray(numel(shape), 63);
+    const make = (v: Float32Array) => {
+      const t = msgc.tensor(v, shape);
+      if (!blocked) return t;
+      const b = msgc.noGrad(() => F.conv2d(t, eye(C), null));
+      t.dispose();
+      return b;
+    };
+    const runs = [true, false].map((tail) => {
+      const bn = new BatchNorm2d(C);
+      bn.train();
+      bn.weight!.assign(randomArray(C, 64, 0.5, 2));
+      bn.bias!.assign(randomArray(C, 65, -1, 1));
+      const x = make(xv), r = make(rv0);
+      x.requiresGrad = true;
+      r.requiresGrad = true;
+      const out = msgc.tidy(() => {
+        const y = tail ? bn.forwardAct(x, act, r) : composite(bn, x, r, act);
+        y.backward(msgc.tensor(gv, shape));
+        return { y: y.toFloat32Array(), gx: x.grad!.toFloat32Array(), gr: r.grad!.toFloat32Array(), gw: bn.weight!.grad!.toFloat32Array(),
+          gb: bn.bias!.grad!.toFloat32Array(), rm: bn.runningMean.toFloat32Array(), rvar: bn.runningVar.toFloat32Array() };
+      });
+      bn.dispose();
+      for (const t of [x, r]) {
+        t.grad!.dispose();
+        t.dispose();
+      }
+      return out;
+    });
+    const [tail, sep] = runs;
+    for (const k of ['y', 'gx', 'gr', 'gw', 'gb', 'rm', 'rvar'] as const) expectClose(tail[k], sep[k], k, 1e-5);
+  });
+
+  test('batchNormActPooled in training: the means from the same pass (float64), gradients through y and the means as the separate ops, and vs finite differences', () => {
+    const C = 20, shape = [2, C, 4, 3], hw = 12;
+    const xv = randomArray(numel(shape), 71, -2, 2), rv0 = randomArray(numel(shape), 72, -2, 2);
+    const cy = randomArray(numel(shape), 73), cp = randomArray(2 * C, 74);
+    for (const onlyPooled of [false, true]) {
+      const runs = [true, false].map((tail) => {
+        const bn = new BatchNorm2d(C);
+        bn.train();
+        const x = msgc.tensor(xv, shape), r = msgc.tensor(rv0, shape);
+        x.requiresGrad = true;
+        r.requiresGrad = true;
+        const out = msgc.tidy(() => {
+          let y: Tensor, pooled: Tensor;
+          if (tail) ({ y, pooled } = bn.forwardActPooled(x, 'relu', r));
+          else {
+            y = composite(bn, x, r, 'relu');
+            pooled = F.adaptiveAvgPool2d(y, 1);
+          }
+          // loss = Σ cy·y + Σ cp·pooled (or the pooled part alone: the pool's gradient is then the tail's whole one)
+          const lp = F.sum(F.mul(pooled, msgc.tensor(cp, [2, C, 1, 1])));
+          const loss = onlyPooled ? lp : F.add(F.sum(F.mul(y, msgc.tensor(cy, shape))), lp);
+          loss.backward();
+          return { y: y.toFloat32Array(), pooled: pooled.toFloat32Array(), gx: x.grad!.toFloat32Array(), gr: r.grad!.toFloat32Array() };
+        });
+        bn.dispose();
+        for (const t of [x, r]) {
+          t.grad!.dispose();
+          t.dispose();
+        }
+        return out;
+      });
+      const [tail, sep] = runs;
+      const means = new Float64Array(2 * C);
+      for (let k = 0; k < tail.y.length; k++) means[Math.floor(k / hw)] += tail.y[k] / hw;
+      expectClose(tail.pooled, means, 'pooled vs float64 means of y', 1e-5);
+      for (const k of ['y', 'pooled', 'gx', 'gr'] as const) expectClose(tail[k], sep[k], `${k} (onlyPooled ${onlyPooled})`, 1e-5);
+    }
+    const bn = new BatchNorm2d(C);
+    bn.train();
+    const report = gradCheck(([x, r]) => {
+      const { y, pooled } = bn.forwardActPooled(x, null, r);
+      return F.add(F.mul(y, msgc.tensor(cy, shape)), F.mul(pooled, msgc.tensor(cp, [2, C, 1, 1])));
+    }, [msgc.tensor(xv, shape), msgc.tensor(rv0, shape)]);
+    expect(report.worst).toBeLessThan(1);
+    bn.dispose();
+  });
+
+  test('residualTail bad input throws an Error naming the problem', () => {
+    msgc.tidy(() => {
+      const a = msgc.zeros([2, 4, 3, 3]);
+      expectError(() => native.residualTailForward(a.h, msgc.zeros([2, 4, 3, 2]).h, 0, false), /residualTail: residual has shape \[2, 4, 3, 2\]/);
+      expectError(() => native.residualTailForward(msgc.zeros([2, 4]).h, msgc.zeros([2, 4]).h, 0, false), /residualTail: x .*4 dims|\[N, C, H, W\]/);
+      expectError(() => native.residualTailForward(a.h, a.h, 7, false), /activation/);
+      expectError(() => native.residualTailBackward(a.h, msgc.zeros([2, 4, 3, 2]).h, null, 0, true, true), /gradOutput/);
+      expectError(() => native.residualTailBackward(a.h, a.h, msgc.zeros([2, 4]).h, 0, true, true), /gradChannels/);
+    });
+  });
+});
+
 describe('denormal floats', () => {
   const denormal = 1e-39; // below float32's smallest normal (1.18e-38): stored as a denormal
 

@@ -98,7 +98,14 @@ export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 're
  */
 export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tensor, options: F.MsgcConv2dOptions,
   activation: 'relu' | 'relu6' | null, residual: Tensor | null = null, pool = false): Tensor {
-  if (bn.training || isGradEnabled()) return bn.forwardAct(F.msgcConv2d(x, weight, s, options), activation, residual);
+  if (bn.training || isGradEnabled()) {
+    const v = F.msgcConv2d(x, weight, s, options);
+    // a residual tail: the output's pool (the next block's context) from the same pass (F.batchNormActPooled)
+    if (!pool || !residual) return bn.forwardAct(v, activation, residual);
+    const { y, pooled } = bn.forwardActPooled(v, activation, residual);
+    pooledOutputs.set(y, pooled);
+    return y;
+  }
   const o = { ...options, activation, residual };
   if (!pool) return F.msgcConv2dBnAct(x, weight, s, bn, o);
   const { y, pooled } = F.msgcConv2dBnActPooled(x, weight, s, bn, o);

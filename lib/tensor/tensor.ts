@@ -8,10 +8,16 @@ import { adoptSaved, isGradEnabled, keep, owned, track } from './scope';
 export interface GradNode {
   name: string;
   inputs: (Tensor | null)[];
-  /** Gradients for each input (null where not needed), given the output gradient. */
-  backward(gradOutput: Tensor): (Tensor | null)[];
+  /**
+   * Gradients for each input (null where not needed), given the output gradient. With channelGrad, a second argument
+   * may come: a [N, C, 1, 1] gradient that stands for its broadcast over H and W (see isChannelBroadcast), to be added
+   * to gradOutput by the node itself.
+   */
+  backward(gradOutput: Tensor, channelGrad?: Tensor): (Tensor | null)[];
   /** Tensors only this node uses (saved statistics, workspaces); disposed when the node is released. */
   saved: Tensor[];
+  /** the backward takes a channel-broadcast gradient apart (its own pass adds it; no pass of the engine's) */
+  channelGrad?: boolean;
 }
 
 let nextId = 1;
@@ -189,8 +195,9 @@ export function recordOp(
   out: Tensor,
   name: string,
   inputs: (Tensor | null | undefined)[],
-  backward: (g: Tensor) => (Tensor | null)[],
+  backward: (g: Tensor, channelGrad?: Tensor) => (Tensor | null)[],
   saved: Tensor[] = [],
+  channelGrad = false,
 ): Tensor {
   const needs = isGradEnabled() && inputs.some((t) => t && t.requiresGrad);
   if (!needs) {
@@ -199,7 +206,7 @@ export function recordOp(
   }
   for (const s of saved) adoptSaved(s);
   out.requiresGrad = true;
-  out._node = { name, inputs: inputs.map((t) => t ?? null), backward, saved };
+  out._node = { name, inputs: inputs.map((t) => t ?? null), backward, saved, channelGrad };
   return out;
 }
 
@@ -261,18 +268,30 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
   // were); it frees them as it goes, and reports those it hands out as a leaf's .grad
   owned(() => {
     const grads = new Map<Tensor, Tensor>();
+    // channel-broadcast gradients kept apart for nodes that add them in their own backward (GradNode.channelGrad)
+    const channelGrads = new Map<Tensor, Tensor>();
     grads.set(root, gradient ? new Tensor(native.clone(gradient.h)) : new Tensor(native.full(root.shape, 1)));
     // the gradient being handed on; freed with the pending ones if a node's backward throws
     let current: Tensor | null = null;
+    let currentChannels: Tensor | null = null;
     try {
       for (const t of order) {
         let g = grads.get(t);
         grads.delete(t);
+        let gc = channelGrads.get(t) ?? null;
+        channelGrads.delete(t);
+        currentChannels = gc;
         if (g && !sameShape(g.shape, t.shape)) {
           // a channel-broadcast gradient (see isChannelBroadcast): expanded once it is handed on
           const small = g;
           g = new Tensor(native.expandChannels(small.h, t.h, 1));
           small.dispose();
+        }
+        if (gc && !g) {
+          // (only a broadcast one: as the whole gradient, expanded)
+          g = new Tensor(native.expandChannels(gc.h, t.h, 1));
+          gc.dispose();
+          gc = currentChannels = null;
         }
         current = g ?? null;
         if (!g) {
@@ -282,7 +301,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
         }
         const node = t._node;
         if (!node) {
-          // a leaf
+          // a leaf (channel-broadcast gradients are kept apart only for nodes that take them)
           if (t.grad && !t.grad.isDisposed) {
             native.addInPlace(t.grad.h, g.h, 1);
             g.dispose();
@@ -293,7 +312,11 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
           current = null;
           continue;
         }
-        const inputGrads = node.backward(g);
+        const inputGrads = gc ? node.backward(g, gc) : node.backward(g);
+        if (gc) {
+          gc.dispose();
+          currentChannels = null;
+        }
         const seen = new Set<Tensor>();
         node.inputs.forEach((input, k) => {
           let gi = inputGrads[k];
@@ -309,7 +332,17 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
             throw new Error(`backward: ${node.name} returned a gradient of shape [${gi.shape.join(', ')}] for an input of shape [${input.shape.join(', ')}]`);
           }
           const prev = grads.get(input);
-          if (!prev) {
+          const small = !sameShape(gi.shape, input.shape);
+          if (small && input._node?.channelGrad) {
+            // kept apart: the input's node adds it in its own backward pass
+            const kept = channelGrads.get(input);
+            if (kept) {
+              native.addInPlace(kept.h, gi.h, 1);
+              gi.dispose();
+            } else {
+              channelGrads.set(input, gi);
+            }
+          } else if (!prev) {
             grads.set(input, gi);
           } else if (sameShape(prev.shape, gi.shape)) {
             native.addInPlace(prev.h, gi.h, 1);
@@ -330,7 +363,9 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
       }
     } finally {
       if (current) current.dispose();
+      if (currentChannels) currentChannels.dispose();
       for (const g of grads.values()) g.dispose();
+      for (const g of channelGrads.values()) g.dispose();
     }
   });
 }

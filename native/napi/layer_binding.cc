@@ -126,6 +126,35 @@ static Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), activationBackward(a, *x, *gy));
 }
 
+// residualTailForward(a, r, act, pooled) -> [y, means [N, C, 1, 1] | null]: y = act(a + r) (act: -1 none, 0 ReLU,
+// 1 ReLU6), the training tail of a residual block
+static Napi::Value ResidualTailForward(const Napi::CallbackInfo& info) {
+  const char* op = "residualTail";
+  TensorPtr a = tensorArg(info, 0, op, "x"), r = tensorArg(info, 1, op, "residual");
+  const int64_t act = intArg(info, 2, op, "activation", -1, (int64_t)Activation::ReLU6);
+  const bool pooled = boolArg(info, 3, op, "pooled");
+  expectDims(*a, 4, op, "x", "[N, C, H, W]");
+  MSGC_CHECK(a->shape[1] > 0 && a->shape[2] > 0 && a->shape[3] > 0, op, ": x is empty (shape ", shapeString(a->shape), ")");
+  expectShape(*r, a->shape, op, "residual");
+  ResidualTail t = residualTailForward(*a, *r, (int)act, pooled);
+  return tensorList(info.Env(), {t.y, t.pooled});
+}
+
+// residualTailBackward(y, gy, gChannels [N, C, 1, 1] | null, act, needX, needResidual) -> [gx | null, gResidual | null]:
+// g = (gy + gChannels broadcast over the pixels) · act'(y)
+static Napi::Value ResidualTailBackward(const Napi::CallbackInfo& info) {
+  const char* op = "residualTail backward";
+  TensorPtr y = tensorArg(info, 0, op, "y"), gy = tensorArg(info, 1, op, "gradOutput");
+  TensorPtr gp = optionalTensorArg(info, 2, op, "gradChannels");
+  const int64_t act = intArg(info, 3, op, "activation", -1, (int64_t)Activation::ReLU6);
+  const bool needA = boolArg(info, 4, op, "needX"), needR = boolArg(info, 5, op, "needResidual");
+  expectDims(*y, 4, op, "y", "[N, C, H, W]");
+  expectShape(*gy, y->shape, op, "gradOutput");
+  if (gp) expectShape(*gp, {y->shape[0], y->shape[1], 1, 1}, op, "gradChannels");
+  ResidualTailGrads g = residualTailBackward(*y, *gy, gp.get(), (int)act, needA, needR);
+  return tensorList(info.Env(), {g.a, g.r});
+}
+
 namespace {
 // pool args: kind (0 max, 1 avg), x, kernel[2], stride[2], padding[2]
 Pool2dParams readPool(const Napi::CallbackInfo& info, size_t k, const Tensor& x, const char* op) {
@@ -289,6 +318,8 @@ void registerLayerBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "batchNormActEval", BatchNormActEval, true);
   exportFunction(env, exports, "activationForward", ActivationForward, true);
   exportFunction(env, exports, "activationBackward", ActivationBackward);
+  exportFunction(env, exports, "residualTailForward", ResidualTailForward);
+  exportFunction(env, exports, "residualTailBackward", ResidualTailBackward);
   exportFunction(env, exports, "pool2dForward", Pool2dForward, true);
   exportFunction(env, exports, "pool2dBackward", Pool2dBackward);
   exportFunction(env, exports, "linearForward", LinearForward, true);
