@@ -238,6 +238,14 @@ describe('F.batchNormAct in eval (fused)', () => {
 });
 
 describe('the residual tail in training (act(BN(x) + r) as one pass, and its pool)', () => {
+  // a run's module and inputs (with their gradients) freed
+  const release = (bn: BatchNorm2d, ...ts: Tensor[]): void => {
+    bn.dispose();
+    for (const t of ts) {
+      t.grad!.dispose();
+      t.dispose();
+    }
+  };
   // the composition it replaces, as separate recorded ops
   const composite = (bn: BatchNorm2d, x: Tensor, r: Tensor, act: 'relu' | 'relu6' | null): Tensor => {
     const s = F.add(bn.forward(x), r);
@@ -272,11 +280,7 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
         return { y: y.toFloat32Array(), gx: x.grad!.toFloat32Array(), gr: r.grad!.toFloat32Array(), gw: bn.weight!.grad!.toFloat32Array(),
           gb: bn.bias!.grad!.toFloat32Array(), rm: bn.runningMean.toFloat32Array(), rvar: bn.runningVar.toFloat32Array() };
       });
-      bn.dispose();
-      for (const t of [x, r]) {
-        t.grad!.dispose();
-        t.dispose();
-      }
+      release(bn, x, r);
       return out;
     });
     const [tail, sep] = runs;
@@ -307,11 +311,7 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
           loss.backward();
           return { y: y.toFloat32Array(), pooled: pooled.toFloat32Array(), gx: x.grad!.toFloat32Array(), gr: r.grad!.toFloat32Array() };
         });
-        bn.dispose();
-        for (const t of [x, r]) {
-          t.grad!.dispose();
-          t.dispose();
-        }
+        release(bn, x, r);
         return out;
       });
       const [tail, sep] = runs;
