@@ -4,7 +4,7 @@ import { native, NativeHandle } from '../native';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
 import { relu, relu6 } from './activation';
-import { adaptiveAvgPool2d } from './pool';
+import { adaptiveAvgPool2d, recordGlobalPool } from './pool';
 import { add } from './elementwise';
 import { conv2d, Conv2dOptions, convOptions } from './conv';
 import { checkTensor, optionalTensor } from './util';
@@ -159,10 +159,7 @@ export function residualTail(a: Tensor, r: Tensor, act: 'relu' | 'relu6' | null,
     const [ga, gr] = native.residualTailBackward(y.h, g.h, gc ? gc.h : null, code, a.requiresGrad, r.requiresGrad);
     return [wrapOptional(ga), wrapOptional(gr)];
   }, [], true);
-  if (!ph) return { y, pooled: null };
-  const s = y.shape, hw = s[2] * s[3];
-  const p = recordOp(new Tensor(ph), 'adaptiveAvgPool2d', [y], (g) => [new Tensor(native.scale(g.h, 1 / hw))]);
-  return { y, pooled: p };
+  return { y, pooled: ph ? recordGlobalPool(new Tensor(ph), y) : null };
 }
 
 /**

@@ -52,9 +52,16 @@ export function adaptiveAvgPool2d(x: Tensor, outputSize: IntOrPair): Tensor {
   }
   const k: [number, number] = [s[2] / oh, s[3] / ow];
   if (oh !== 1 || ow !== 1 || s[2] * s[3] === 1) return pool(1, op, x, { kernelSize: k, stride: k });
-  // global: the gradient gy / (H·W) stays [N, C, 1, 1], a channel broadcast autograd adds without expanding it
   const kernel = pair(op, 'kernelSize', k, 1);
   const [yh] = native.pool2dForward(1, x.h, kernel, kernel, [0, 0]);
-  const hw = s[2] * s[3];
-  return recordOp(new Tensor(yh), op, [x], (g) => [new Tensor(native.scale(g.h, 1 / hw))]);
+  return recordGlobalPool(new Tensor(yh), x);
+}
+
+/**
+ * pooled (x's per-channel means [N, C, 1, 1], however computed) recorded as adaptiveAvgPool2d(x, 1): the gradient
+ * gy / (H·W) stays [N, C, 1, 1], a channel broadcast autograd adds without expanding it.
+ */
+export function recordGlobalPool(pooled: Tensor, x: Tensor): Tensor {
+  const s = x.shape, hw = s[2] * s[3];
+  return recordOp(pooled, 'adaptiveAvgPool2d', [x], (g) => [new Tensor(native.scale(g.h, 1 / hw))]);
 }

@@ -8,7 +8,7 @@
 // act' from y: ReLU y > 0 (as the separate op's x > 0), ReLU6 0 < y < 6 (the separate op also passes x = 6 exactly).
 // Layouts: y keeps a's layout when it has channel planes (nChw16c, nChw8c or plain NCHW), r and gy are read in it.
 #include <algorithm>
-#include <cstring>
+#include <vector>
 
 #include "layout.h"
 #include "msgc/ops.h"
@@ -70,7 +70,7 @@ int64_t tailBlock(const Tensor& t) {
 
 ResidualTail residualTailForward(const Tensor& a, const Tensor& r, int act, bool pooled) {
   const int64_t N = a.shape[0], C = a.shape[1], HW = a.shape[2] * a.shape[3];
-  const int64_t block = tailBlock(a);
+  const int64_t block = tailBlock(a), Cp = (C + block - 1) / block * block;  // (channels padded to whole blocks)
   const dnnl::memory::desc md = blockedDesc(a.shape, block);
   dnnl::memory am = asLayout(a, md), rm = asLayout(r, md);  // (held: either may be a reordered copy)
   const float* ap = static_cast<const float*>(am.get_data_handle());
@@ -81,16 +81,15 @@ ResidualTail residualTailForward(const Tensor& a, const Tensor& r, int act, bool
   std::vector<float> sums;
   if (pooled) {
     out.pooled = emptyTensor({N, C, 1, 1});
-    sums.assign((size_t)(N * ((C + block - 1) / block) * block), 0.f);
+    sums.assign((size_t)(N * Cp), 0.f);
   }
   forPlanes(a.shape, block, [&](int64_t n, int64_t c0, int64_t off) {
-    float* s = pooled ? sums.data() + (n * ((C + block - 1) / block) * block + c0) : nullptr;
+    float* s = pooled ? sums.data() + n * Cp + c0 : nullptr;
     if (block == 16) forwardPlane<16>(yp + off, ap + off, rp + off, HW, act, s);
     else if (block == 8) forwardPlane<8>(yp + off, ap + off, rp + off, HW, act, s);
     else forwardPlane<1>(yp + off, ap + off, rp + off, HW, act, s);
   });
   if (pooled) {
-    const int64_t Cp = (C + block - 1) / block * block;
     float* pp = out.pooled->data();
     for (int64_t n = 0; n < N; n++)
       for (int64_t c = 0; c < C; c++) pp[n * C + c] = sums[n * Cp + c];
