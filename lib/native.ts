@@ -109,6 +109,11 @@ export interface NativeBinding {
     eps: number, w2: H, b2: H): [H, H, H, H, H];
   squeezeHeadTrainBackward(ctx: H, w1: H, gamma: H | null, w2: H, h1: H, mean: H, invStd: H, h: H, gz: H, needCtx: boolean,
     needParams: boolean): [H | null, H | null, H | null, H | null, H | null, H | null];
+  /** mask, soft, h1, mean, invStd, h, then the gates' sum, unselected, allOnes (maskStats) */
+  gateHeadTrainForward(ctx: H, w1: H, runningMean: H, runningVar: H, gamma: H | null, beta: H | null, momentum: number,
+    eps: number, w2: H, b2: H, heads: number, temperature: number, invSigma: number, seed: number): [H, H, H, H, H, H, number, number, number];
+  gateHeadTrainBackward(ctx: H, w1: H, gamma: H | null, w2: H, h1: H, mean: H, invStd: H, h: H, soft: H, gm: H,
+    temperature: number, needCtx: boolean, needParams: boolean): [H | null, H | null, H | null, H | null, H | null, H | null];
   maskStats(m: H): [number, number, number];
   /** [sum, unselected, allOnes, head sums...] as a tensor on m's device (nothing read back) */
   gateSummary(m: H): H;

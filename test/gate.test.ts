@@ -400,6 +400,131 @@ describe('gate and attention heads in training: one fused native op', () => {
     head.dispose();
   });
 
+  test.each([
+    ['noise scale 1', 1, 6, 24, 3, 4, 10],
+    ['noise scale 0.4', 0.4, 5, 16, 4, 2, 24],
+  ] as const)('GateHead in training (%s): head, Gumbel gate and statistics in one native op each way, against the float64 head, the noise and finite differences', (_, sigma, N, Cc, r, G, C) => {
+    const { native } = require('../lib/native');
+    const head = new msgc.nn.GateHead({ contextChannels: Cc, channels: C, heads: G, squeezeRate: r });
+    head.train();
+    head.noiseScale = sigma;
+    const B = head.hidden, K = G * C, eps = head.bn.eps, tau = head.temperature;
+    head.bn.weight!.assign(randomArray(B, 51, 0.5, 1.5));
+    head.bn.bias!.assign(randomArray(B, 52, -0.3, 0.3));
+    head.conv2.weight.assign(randomArray(K * B, 53, -0.8, 0.8));
+    head.conv2.bias!.assign(randomArray(K, 54, -0.5, 0.5));
+    const f64 = (t: msgc.Tensor) => Float64Array.from(t.toFloat32Array());
+    const cv = randomArray(N * Cc, 55, -1, 2);
+    const v: HeadValues = { ctx: Float64Array.from(cv), w1: f64(head.conv1.weight), gamma: f64(head.bn.weight!), beta: f64(head.bn.bias!),
+      w2: f64(head.conv2.weight), b2: f64(head.conv2.bias!) };
+    const z64 = forward64(v, N, Cc, B, K, eps).z;
+    const seed = 7777;
+    // the noise the gate draws: u ~ U[0, 1) from the seed, as msgc.rand draws it
+    const u = msgc.tidy(() => msgc.rand([N * K], { seed }).toFloat32Array());
+    const soft64 = z64.map((z, i) => {
+      const g = Math.log(u[i] + 1e-8) - Math.log(1 - u[i] + 1e-8);
+      return 1 / (1 + Math.exp(-(z / sigma + g) / (tau / sigma)));
+    });
+    const ctx = msgc.tensor(cv, [N, Cc, 1, 1]);
+    ctx.requiresGrad = true;
+    const calls: Record<string, number> = {};
+    const spied = ['gateHeadTrainForward', 'gateHeadTrainBackward', 'squeezeHeadTrainForward', 'gateForward', 'gateBackward', 'maskStats', 'scale'];
+    const orig = spied.map((k) => native[k]);
+    spied.forEach((k, i) => { native[k] = (...a: unknown[]) => { calls[k] = (calls[k] ?? 0) + 1; return orig[i](...a); }; });
+    const nextSeed = native.nextSeed;
+    native.nextSeed = () => seed;
+    const tracked = head.bn.numBatchesTracked.item();
+    const R = randomArray(N * K, 56, -1, 1);
+    let soft: Float32Array;
+    let mask: Float32Array;
+    try {
+      msgc.tidy(() => {
+        const m = head.forward(ctx);
+        expect(m.shape).toEqual([N, G, C]);
+        mask = m.toFloat32Array();
+        soft = m._node!.saved[0].toFloat32Array();
+        let sum = 0, unselected = 0;
+        for (let n = 0; n < N; n++)
+          for (let c = 0; c < C; c++) {
+            let closed = 1;
+            for (let i = 0; i < G; i++) closed *= 1 - mask[(n * G + i) * C + c];
+            unselected += closed;
+          }
+        for (let i = 0; i < N * K; i++) {
+          expect(mask[i]).toBe(soft[i] >= 0.5 ? 1 : 0);
+          expect(Math.abs(soft[i] - soft64[i])).toBeLessThan(1e-4);
+          if (Math.abs(soft64[i] - 0.5) > 1e-4) expect(mask[i]).toBe(soft64[i] >= 0.5 ? 1 : 0);
+          sum += mask[i];
+        }
+        // both values occur, and the statistics came with the gates
+        expect(sum).toBeGreaterThan(0);
+        expect(sum).toBeLessThan(N * K);
+        const st = gateStats(m);
+        expect(st.density).toBeCloseTo(sum / (N * K), 12);
+        expect(st.unselected).toBeCloseTo(unselected / (N * C), 12);
+        expect(st.allOnes).toBe(false);
+        m.backward(msgc.tensor(R, [N, G, C]));
+      });
+    } finally {
+      spied.forEach((k, i) => { native[k] = orig[i]; });
+      native.nextSeed = nextSeed;
+    }
+    expect(calls).toEqual({ gateHeadTrainForward: 1, gateHeadTrainBackward: 1 });
+    expect(head.bn.numBatchesTracked.item()).toBe(tracked + 1);
+    // straight-through: L = Σ m·R has the gradient of Σ soft·R with d soft / d z = soft (1 − soft) / τ (σ cancels)
+    const Rz = Float64Array.from(R, (x, i) => (x * soft![i] * (1 - soft![i])) / tau);
+    const loss = (w: HeadValues) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * Rz[i], 0);
+    const grads: [keyof HeadValues, msgc.Tensor][] = [['ctx', ctx], ['w1', head.conv1.weight], ['gamma', head.bn.weight!],
+      ['beta', head.bn.bias!], ['w2', head.conv2.weight], ['b2', head.conv2.bias!]];
+    for (const [name, t] of grads) {
+      expect(t.grad).not.toBeNull();
+      const g = t.grad!.toFloat32Array();
+      for (let i = 0; i < g.length; i++) {
+        const h = 1e-6;
+        const plus = { ...v, [name]: Float64Array.from(v[name]) }, minus = { ...v, [name]: Float64Array.from(v[name]) };
+        plus[name][i] += h;
+        minus[name][i] -= h;
+        const fd = (loss(plus) - loss(minus)) / (2 * h);
+        expect(Math.abs(g[i] - fd)).toBeLessThan(2e-4 * (1 + Math.abs(fd)));
+      }
+    }
+    for (const [, t] of grads) { t.grad!.dispose(); t.grad = null; }
+    // the separate ops (the head's logits, F.scale, F.gumbelSigmoidGate) with the same seed give the same bits
+    msgc.tidy(() => {
+      const l = head.logitsOf(ctx);
+      const m = F.gumbelSigmoidGate(sigma === 1 ? l : F.scale(l, 1 / sigma), { training: true, temperature: tau / sigma, seed });
+      expect(Array.from(m.toFloat32Array())).toEqual(Array.from(mask!));
+      expect(Array.from(m._node!.saved[0].toFloat32Array())).toEqual(Array.from(soft!));
+    });
+    ctx.dispose();
+    head.dispose();
+  });
+
+  test('the fused training gate checks its arguments', () => {
+    const { native } = require('../lib/native');
+    msgc.tidy(() => {
+      const { ctx, w1, s, w2, b2 } = headArgs();
+      const args = (c = ctx, heads = 2, t = 0.5, inv = 1) => [c.h, w1.h, s.h, s.h, null, null, 0.1, 1e-5, w2.h, b2.h, heads, t, inv, 3];
+      expect(() => native.gateHeadTrainForward(...args(msgc.zeros([1, 8, 1, 1])))).toThrow(/gateHeadTrain: training normalises over the batch/);
+      expect(() => native.gateHeadTrainForward(...args(ctx, 4))).toThrow(/gateHeadTrain: 6 outputs are not divisible by 4 heads/);
+      expect(() => native.gateHeadTrainForward(...args(ctx, 2, 0))).toThrow(/gateHeadTrain: temperature must be positive/);
+      expect(() => native.gateHeadTrainForward(...args(ctx, 2, 0.5, 0))).toThrow(/gateHeadTrain: invSigma/);
+      const [m, soft, h1, mean, inv, h, sum, unselected, ones] = native.gateHeadTrainForward(...args());
+      expect(new msgc.Tensor(m).shape).toEqual([2, 2, 3]);
+      expect([typeof sum, typeof unselected, typeof ones]).toEqual(['number', 'number', 'number']);
+      const gm = msgc.ones([2, 2, 3]);
+      expect(() => native.gateHeadTrainBackward(ctx.h, w1.h, null, w2.h, h1, mean, inv, h, soft, msgc.ones([2, 6]).h, 0.5, true, true))
+        .toThrow(/gateHeadTrainBackward: gradMask has shape/);
+      expect(() => native.gateHeadTrainBackward(ctx.h, w1.h, null, w2.h, h1, mean, inv, h, gm.h, gm.h, -1, true, true))
+        .toThrow(/gateHeadTrainBackward: temperature must be positive/);
+      expect(() => native.gateHeadTrainBackward(ctx.h, w1.h, null, w2.h, mean, mean, inv, h, soft, gm.h, 0.5, true, true)).toThrow(/h1/);
+      const g = native.gateHeadTrainBackward(ctx.h, w1.h, null, w2.h, h1, mean, inv, h, soft, gm.h, 0.5, false, true);
+      expect(g[0]).toBeNull();
+      expect(g[1]).not.toBeNull();
+      for (const t of [m, soft, h1, mean, inv, h, ...g]) if (t) new msgc.Tensor(t).dispose();
+    });
+  });
+
   test('the fused training head checks its arguments', () => {
     const { native } = require('../lib/native');
     msgc.tidy(() => {

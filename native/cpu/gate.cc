@@ -50,6 +50,20 @@ MSGC_SIMD_CLONES void gateLogits(float* g, const float* l, float temperature, in
 MSGC_SIMD_CLONES void gateThreshold(float* m, const float* soft, int64_t n) {
   for (int64_t i = 0; i < n; i++) m[i] = soft[i] >= 0.5f ? 1.f : 0.f;
 }
+MSGC_SIMD_CLONES void scaleInPlace(float* v, float alpha, int64_t n) {
+  for (int64_t i = 0; i < n; i++) v[i] = alpha * v[i];
+}
+
+// soft [n] = sigmoid((l + g) / τ), g = log(u + 1e-8) − log(1 − u + 1e-8) = the log of the odds below, u ~ U[0, 1)
+// from `seed`: one oneDNN log and one logistic over the whole array (vectorized), where per-element libm calls took
+// ~20 ns per gate (2.8 ms for MobileNetV2's [32, 4, 960] gates)
+void gumbelSoft(const float* l, float* soft, float temperature, uint64_t seed, int64_t n) {
+  fillUniform(soft, n, seed, 0.f, 1.f);  // u, overwritten in place by the soft gate
+  gateOdds(soft, n);
+  eltwiseInPlace(dnnl::algorithm::eltwise_log, soft, n);
+  gateLogits(soft, l, temperature, n);
+  eltwiseInPlace(dnnl::algorithm::eltwise_logistic, soft, n);
+}
 }  // namespace
 
 GateResult gateForward(const Tensor& logits, float temperature, bool training, uint64_t seed) {
@@ -63,16 +77,8 @@ GateResult gateForward(const Tensor& logits, float temperature, bool training, u
     return r;
   }
   r.soft = emptyTensor(logits.shape);
-  float* soft = r.soft->data();
-  // soft = sigmoid((l + g) / τ) with g = log(u + 1e-8) − log(1 − u + 1e-8) = log of the odds below: one oneDNN
-  // log and one logistic over the whole array (vectorized), where per-element libm calls took ~20 ns per gate
-  // (2.8 ms for MobileNetV2's [32, 4, 960] gates)
-  fillUniform(soft, n, seed, 0.f, 1.f);  // u, overwritten in place by the soft gate
-  gateOdds(soft, n);
-  eltwiseInPlace(dnnl::algorithm::eltwise_log, soft, n);
-  gateLogits(soft, l, temperature, n);
-  eltwiseInPlace(dnnl::algorithm::eltwise_logistic, soft, n);
-  gateThreshold(m, soft, n);
+  gumbelSoft(l, r.soft->data(), temperature, seed, n);
+  gateThreshold(m, r.soft->data(), n);
   return r;
 }
 
@@ -451,6 +457,31 @@ SqueezeHeadGrads squeezeHeadTrainBackward(const Tensor& ctx, const Tensor& w1, c
     sgemm('N', 'N', N, Cc, B, gh.data(), B, plainData(w1), Cc, r.ctx->data(), Cc);  // gctx = gh1 W1
   }
   return r;
+}
+
+GateHeadTrain gateHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& runningMean, Tensor& runningVar,
+                                   const Tensor* gamma, const Tensor* beta, float momentum, float eps, const Tensor& w2,
+                                   const Tensor& b2, int64_t heads, float temperature, float invSigma, uint64_t seed) {
+  GateHeadTrain r;
+  r.head = squeezeHeadTrainForward(ctx, w1, runningMean, runningVar, gamma, beta, momentum, eps, w2, b2);
+  TensorPtr z = std::move(r.head.z);
+  const int64_t N = ctx.shape[0], K = w2.shape[0], n = N * K;
+  float* l = z->data();
+  // (the steps of F.scale and gateForward, in their order: the same bits as the separate ops)
+  if (invSigma != 1.f) scaleInPlace(l, invSigma, n);
+  r.soft = emptyTensor({N, heads, K / heads});
+  gumbelSoft(l, r.soft->data(), temperature, seed, n);
+  gateThreshold(l, r.soft->data(), n);  // the mask over the logits, no longer needed
+  r.mask = std::make_shared<Tensor>(Shape{N, heads, K / heads}, z->storage);
+  r.stats = maskStats(*r.mask);
+  return r;
+}
+
+SqueezeHeadGrads gateHeadTrainBackward(const Tensor& ctx, const Tensor& w1, const Tensor* gamma, const Tensor& w2,
+                                       const SqueezeHeadTrain& saved, const Tensor& soft, const Tensor& gm,
+                                       float temperature, bool needCtx, bool needParams) {
+  TensorPtr gz = gateBackward(soft, gm, temperature);
+  return squeezeHeadTrainBackward(ctx, w1, gamma, w2, saved, *gz, needCtx, needParams);
 }
 
 namespace {

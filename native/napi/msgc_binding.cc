@@ -1,4 +1,6 @@
 // msgc_binding.cc: the MSGC convolution and gate bindings, with their shape checks.
+#include <cmath>
+
 #include "common.h"
 #include "msgc/cuda.h"
 #include "msgc/ops.h"
@@ -353,62 +355,136 @@ static Napi::Value SqueezeHeadEval(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// squeezeHeadTrainForward(ctx, w1, runningMean [B], runningVar [B], gamma [B]|null, beta [B]|null, momentum, eps,
-// w2, b2 [K]) -> [z [N, K], h1 [N, B], mean [B], invStd [B], h [N, B]]; updates the running statistics in place
-static Napi::Value SqueezeHeadTrainForward(const Napi::CallbackInfo& info) {
-  const char* op = "squeezeHeadTrain";
-  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1"), rm = tensorArg(info, 2, op, "runningMean"),
-            rv = tensorArg(info, 3, op, "runningVar");
-  TensorPtr gamma = optionalTensorArg(info, 4, op, "bnWeight"), beta = optionalTensorArg(info, 5, op, "bnBias");
+// The first ten arguments of squeezeHeadTrainForward and gateHeadTrainForward, checked: ctx, w1, runningMean [B],
+// runningVar [B], gamma [B]|null, beta [B]|null, momentum, eps, w2, b2 [K]
+struct HeadTrainArgs {
+  TensorPtr ctx, w1, rm, rv, gamma, beta, w2, b2;
+  float momentum = 0, eps = 0;
+};
+static HeadTrainArgs headTrainArgs(const Napi::CallbackInfo& info, const char* op) {
+  HeadTrainArgs a;
+  a.ctx = tensorArg(info, 0, op, "ctx");
+  a.w1 = tensorArg(info, 1, op, "w1");
+  a.rm = tensorArg(info, 2, op, "runningMean");
+  a.rv = tensorArg(info, 3, op, "runningVar");
+  a.gamma = optionalTensorArg(info, 4, op, "bnWeight");
+  a.beta = optionalTensorArg(info, 5, op, "bnBias");
   double momentum = numberArg(info, 6, op, "momentum"), eps = numberArg(info, 7, op, "eps");
-  TensorPtr w2 = tensorArg(info, 8, op, "w2"), b2 = tensorArg(info, 9, op, "b2");
-  checkHeadShapes(op, ctx, w1, w2);
-  const int64_t N = ctx->shape[0], B = w1->shape[0], K = w2->shape[0];
+  a.w2 = tensorArg(info, 8, op, "w2");
+  a.b2 = tensorArg(info, 9, op, "b2");
+  checkHeadShapes(op, a.ctx, a.w1, a.w2);
+  const int64_t N = a.ctx->shape[0], B = a.w1->shape[0], K = a.w2->shape[0];
   MSGC_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
   MSGC_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   MSGC_CHECK(N > 1, op, ": training normalises over the batch and needs more than one sample (ctx has shape ",
-             shapeString(ctx->shape), "); use a batch larger than 1 or eval mode");
-  for (auto* t : {&rm, &rv, &gamma, &beta})
+             shapeString(a.ctx->shape), "); use a batch larger than 1 or eval mode");
+  for (TensorPtr* t : {&a.rm, &a.rv, &a.gamma, &a.beta})
     if (*t) {
       expectShape(**t, {B}, op, "batch-norm statistics and affine parameters");
-      expectSameDevice(*ctx, **t, op, "ctx", "batch-norm statistics and affine parameters");
+      expectSameDevice(*a.ctx, **t, op, "ctx", "batch-norm statistics and affine parameters");
     }
-  MSGC_CHECK(rm->isPlain() && rv->isPlain(), op, ": running statistics must be plain tensors");
-  expectShape(*b2, {K}, op, "b2");
-  expectSameDevice(*ctx, *b2, op, "ctx", "b2");
-  SqueezeHeadTrain r = squeezeHeadTrainForward(*ctx, *w1, *rm, *rv, gamma.get(), beta.get(), (float)momentum,
-                                               (float)eps, *w2, *b2);
+  MSGC_CHECK(a.rm->isPlain() && a.rv->isPlain(), op, ": running statistics must be plain tensors");
+  expectShape(*a.b2, {K}, op, "b2");
+  expectSameDevice(*a.ctx, *a.b2, op, "ctx", "b2");
+  a.momentum = (float)momentum;
+  a.eps = (float)eps;
+  return a;
+}
+
+// squeezeHeadTrainForward(ctx, w1, runningMean [B], runningVar [B], gamma [B]|null, beta [B]|null, momentum, eps,
+// w2, b2 [K]) -> [z [N, K], h1 [N, B], mean [B], invStd [B], h [N, B]]; updates the running statistics in place
+static Napi::Value SqueezeHeadTrainForward(const Napi::CallbackInfo& info) {
+  HeadTrainArgs a = headTrainArgs(info, "squeezeHeadTrain");
+  SqueezeHeadTrain r = squeezeHeadTrainForward(*a.ctx, *a.w1, *a.rm, *a.rv, a.gamma.get(), a.beta.get(), a.momentum,
+                                               a.eps, *a.w2, *a.b2);
   return tensorList(info.Env(), {r.z, r.h1, r.mean, r.invStd, r.h});
+}
+
+// gateHeadTrainForward(the ten arguments of squeezeHeadTrainForward, heads, temperature, invSigma, seed)
+// -> [mask [N, heads, K / heads], soft (the same shape), h1, mean, invStd, h, sum, unselected, allOnes (1 or 0)]:
+// a GateHead's training forward in one call (see msgc::gateHeadTrainForward)
+static Napi::Value GateHeadTrainForward(const Napi::CallbackInfo& info) {
+  const char* op = "gateHeadTrain";
+  HeadTrainArgs a = headTrainArgs(info, op);
+  MSGC_CHECK(a.ctx->device() == Device::CPU, op, ": training gates (Gumbel noise) have no cuda kernel yet; ",
+             "use eval mode (model.eval())");
+  const int64_t K = a.w2->shape[0];
+  const int64_t heads = intArg(info, 10, op, "heads", 1, K);
+  MSGC_CHECK(K % heads == 0, op, ": ", K, " outputs are not divisible by ", heads, " heads");
+  const double t = numberArg(info, 11, op, "temperature"), invSigma = numberArg(info, 12, op, "invSigma");
+  MSGC_CHECK(t > 0, op, ": temperature must be positive, got ", t);
+  MSGC_CHECK(invSigma > 0 && std::isfinite(invSigma), op, ": invSigma (1 / noise scale) must be positive and finite, got ", invSigma);
+  const double seed = numberArg(info, 13, op, "seed");
+  MSGC_CHECK(seed >= 0 && seed == (double)(uint64_t)seed, op, ": seed must be a non-negative integer, got ", seed);
+  GateHeadTrain r = gateHeadTrainForward(*a.ctx, *a.w1, *a.rm, *a.rv, a.gamma.get(), a.beta.get(), a.momentum, a.eps,
+                                         *a.w2, *a.b2, heads, (float)t, (float)invSigma, (uint64_t)seed);
+  Napi::Array out = tensorList(info.Env(), {r.mask, r.soft, r.head.h1, r.head.mean, r.head.invStd, r.head.h});
+  setMaskStats(out, 6, r.stats);
+  return out;
+}
+
+// The first eight arguments of squeezeHeadTrainBackward and gateHeadTrainBackward, checked: ctx, w1, gamma|null,
+// w2 and the saved h1, mean, invStd, h
+struct HeadBackwardArgs {
+  TensorPtr ctx, w1, gamma, w2;
+  SqueezeHeadTrain saved;
+};
+static HeadBackwardArgs headBackwardArgs(const Napi::CallbackInfo& info, const char* op, const char* forwardName) {
+  HeadBackwardArgs a;
+  a.ctx = tensorArg(info, 0, op, "ctx");
+  a.w1 = tensorArg(info, 1, op, "w1");
+  a.gamma = optionalTensorArg(info, 2, op, "bnWeight");
+  a.w2 = tensorArg(info, 3, op, "w2");
+  a.saved.h1 = tensorArg(info, 4, op, "h1");
+  a.saved.mean = tensorArg(info, 5, op, "mean");
+  a.saved.invStd = tensorArg(info, 6, op, "invStd");
+  a.saved.h = tensorArg(info, 7, op, "h");
+  checkHeadShapes(op, a.ctx, a.w1, a.w2);
+  const int64_t N = a.ctx->shape[0], B = a.w1->shape[0];
+  if (a.gamma) expectShape(*a.gamma, {B}, op, "bnWeight");
+  expectShape(*a.saved.h1, {N, B}, op, "h1");
+  expectShape(*a.saved.h, {N, B}, op, "h");
+  expectShape(*a.saved.mean, {B}, op, "mean");
+  expectShape(*a.saved.invStd, {B}, op, "invStd");
+  MSGC_CHECK(a.saved.h1->isPlain() && a.saved.h->isPlain() && a.saved.mean->isPlain() && a.saved.invStd->isPlain(), op,
+             ": the saved tensors must be the plain ones ", forwardName, " returned");
+  for (const TensorPtr& t : {a.saved.h1, a.saved.mean, a.saved.invStd, a.saved.h})
+    expectSameDevice(*a.ctx, *t, op, "ctx", "saved tensors");
+  return a;
 }
 
 // squeezeHeadTrainBackward(ctx, w1, gamma|null, w2, h1, mean, invStd, h, gz [N, K], needCtx, needParams)
 // -> [gctx|null, gw1|null, ggamma|null, gbeta|null, gw2|null, gb2|null]
 static Napi::Value SqueezeHeadTrainBackward(const Napi::CallbackInfo& info) {
   const char* op = "squeezeHeadTrainBackward";
-  TensorPtr ctx = tensorArg(info, 0, op, "ctx"), w1 = tensorArg(info, 1, op, "w1");
-  TensorPtr gamma = optionalTensorArg(info, 2, op, "bnWeight");
-  TensorPtr w2 = tensorArg(info, 3, op, "w2");
-  SqueezeHeadTrain saved;
-  saved.h1 = tensorArg(info, 4, op, "h1");
-  saved.mean = tensorArg(info, 5, op, "mean");
-  saved.invStd = tensorArg(info, 6, op, "invStd");
-  saved.h = tensorArg(info, 7, op, "h");
+  HeadBackwardArgs a = headBackwardArgs(info, op, "squeezeHeadTrainForward");
   TensorPtr gz = tensorArg(info, 8, op, "gz");
   bool needCtx = boolArg(info, 9, op, "needCtx"), needParams = boolArg(info, 10, op, "needParams");
-  checkHeadShapes(op, ctx, w1, w2);
-  const int64_t N = ctx->shape[0], B = w1->shape[0], K = w2->shape[0];
-  if (gamma) expectShape(*gamma, {B}, op, "bnWeight");
-  expectShape(*saved.h1, {N, B}, op, "h1");
-  expectShape(*saved.h, {N, B}, op, "h");
-  expectShape(*saved.mean, {B}, op, "mean");
-  expectShape(*saved.invStd, {B}, op, "invStd");
-  MSGC_CHECK(saved.h1->isPlain() && saved.h->isPlain() && saved.mean->isPlain() && saved.invStd->isPlain(), op,
-             ": the saved tensors must be the plain ones squeezeHeadTrainForward returned");
+  const int64_t N = a.ctx->shape[0], K = a.w2->shape[0];
   MSGC_CHECK(gz->numel() == N * K, op, ": gz must hold ", N * K, " values ([N, K] = [", N, ", ", K, "]), got shape ",
              shapeString(gz->shape));
-  for (const TensorPtr& t : {saved.h1, saved.mean, saved.invStd, saved.h, gz})
-    expectSameDevice(*ctx, *t, op, "ctx", "saved tensors and gz");
-  SqueezeHeadGrads g = squeezeHeadTrainBackward(*ctx, *w1, gamma.get(), *w2, saved, *gz, needCtx, needParams);
+  expectSameDevice(*a.ctx, *gz, op, "ctx", "gz");
+  SqueezeHeadGrads g = squeezeHeadTrainBackward(*a.ctx, *a.w1, a.gamma.get(), *a.w2, a.saved, *gz, needCtx, needParams);
+  return tensorList(info.Env(), {g.ctx, g.w1, g.gamma, g.beta, g.w2, g.b2});
+}
+
+// gateHeadTrainBackward(ctx, w1, gamma|null, w2, h1, mean, invStd, h, soft, gm (the gates' gradient), temperature,
+// needCtx, needParams) -> [gctx|null, gw1|null, ggamma|null, gbeta|null, gw2|null, gb2|null]
+static Napi::Value GateHeadTrainBackward(const Napi::CallbackInfo& info) {
+  const char* op = "gateHeadTrainBackward";
+  HeadBackwardArgs a = headBackwardArgs(info, op, "gateHeadTrainForward");
+  TensorPtr soft = tensorArg(info, 8, op, "soft"), gm = tensorArg(info, 9, op, "gradMask");
+  const double t = numberArg(info, 10, op, "temperature");
+  MSGC_CHECK(t > 0, op, ": temperature must be positive, got ", t);
+  bool needCtx = boolArg(info, 11, op, "needCtx"), needParams = boolArg(info, 12, op, "needParams");
+  const int64_t N = a.ctx->shape[0], K = a.w2->shape[0];
+  MSGC_CHECK(soft->isPlain() && soft->numel() == N * K, op, ": soft must be the plain [N, heads, K / heads] tensor ",
+             "gateHeadTrainForward returned (", N * K, " values), got shape ", shapeString(soft->shape));
+  expectShape(*gm, soft->shape, op, "gradMask");
+  expectSameDevice(*a.ctx, *soft, op, "ctx", "soft");
+  expectSameDevice(*a.ctx, *gm, op, "ctx", "gradMask");
+  SqueezeHeadGrads g = gateHeadTrainBackward(*a.ctx, *a.w1, a.gamma.get(), *a.w2, a.saved, *soft, *gm, (float)t, needCtx,
+                                             needParams);
   return tensorList(info.Env(), {g.ctx, g.w1, g.gamma, g.beta, g.w2, g.b2});
 }
 
@@ -437,6 +513,8 @@ void registerMsgcBindings(Napi::Env env, Napi::Object exports) {
   exportFunction(env, exports, "squeezeHeadEval", SqueezeHeadEval, true);
   exportFunction(env, exports, "squeezeHeadTrainForward", SqueezeHeadTrainForward);
   exportFunction(env, exports, "squeezeHeadTrainBackward", SqueezeHeadTrainBackward);
+  exportFunction(env, exports, "gateHeadTrainForward", GateHeadTrainForward);
+  exportFunction(env, exports, "gateHeadTrainBackward", GateHeadTrainBackward);
   exportFunction(env, exports, "msgcConv2dForward", MsgcConv2dForward, true);
   exportFunction(env, exports, "msgcConv2dForwardGathered", MsgcConv2dForwardGathered, true);
   exportFunction(env, exports, "msgcConv2dBnActEval", MsgcConv2dBnActEval, true);

@@ -246,6 +246,24 @@ struct MaskStats {
   bool allOnes = true;
 };
 MaskStats maskStats(const Tensor& m);
+// A gate head and its training gate in one op (a GateHead in training on a pooled context): the squeeze head's
+// training forward, then, over its logits z [N, K] scaled by invSigma (the gate noise's scale σ: 1/σ), the Gumbel
+// gate of gateForward with `temperature` and `seed` (the same bits as F.scale and gateForward after
+// squeezeHeadTrainForward), and the gates' maskStats. mask and soft: [N, heads, K / heads]; head: what
+// squeezeHeadTrainBackward needs (its z left null: the mask took its buffer).
+struct GateHeadTrain {
+  SqueezeHeadTrain head;
+  TensorPtr mask, soft;
+  MaskStats stats;
+};
+GateHeadTrain gateHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& runningMean, Tensor& runningVar,
+                                   const Tensor* gamma, const Tensor* beta, float momentum, float eps, const Tensor& w2,
+                                   const Tensor& b2, int64_t heads, float temperature, float invSigma, uint64_t seed);
+// Its backward from the gates' gradient gm: gz = gm · soft (1 − soft) / temperature (the straight-through gate; σ
+// cancels: d soft / d z = soft (1 − soft)·(1/σ)/(τ/σ)), then squeezeHeadTrainBackward.
+SqueezeHeadGrads gateHeadTrainBackward(const Tensor& ctx, const Tensor& w1, const Tensor* gamma, const Tensor& w2,
+                                       const SqueezeHeadTrain& saved, const Tensor& soft, const Tensor& gm,
+                                       float temperature, bool needCtx, bool needParams);
 // The same statistics as a tensor [3 + G] on m's device, plus each head's sum: [sum, unselected, allOnes (1 or
 // 0), Σ_{n,c} m[n, 0, c], ..., Σ_{n,c} m[n, G-1, c]] (sums in float64, stored as float32: exact for binary gates
 // up to 2^24 entries). Reading it is deferred to whoever needs the numbers (on the GPU: no synchronisation here).
