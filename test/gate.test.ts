@@ -500,6 +500,54 @@ describe('gate and attention heads in training: one fused native op', () => {
     head.dispose();
   });
 
+  test('the MAC-budget term of fused training gates: one node, its value and gradient against float64', () => {
+    const { native } = require('../lib/native');
+    const { dynamicTensor } = require('../lib/nn/msgc/tally');
+    const N = 6, Cc = 16, tau = 2 / 3;
+    const heads = [new msgc.nn.GateHead({ contextChannels: Cc, channels: 8, heads: 2, squeezeRate: 4 }),
+      new msgc.nn.GateHead({ contextChannels: Cc, channels: 12, heads: 3, squeezeRate: 4 })];
+    const costs = [1234.5, 678.25];
+    heads.forEach((h, j) => {
+      h.train();
+      h.conv2.weight.assign(randomArray(h.conv2.weight.size, 61 + j, -1, 1));
+      h.conv2.bias!.assign(randomArray(h.conv2.bias!.size, 63 + j, -0.5, 0.5));
+    });
+    const ctx = msgc.tensor(randomArray(N * Cc, 65, -1, 2), [N, Cc, 1, 1]);
+    const calls: Record<string, number> = {};
+    const spied = ['sumAll', 'scale', 'binary'];
+    const orig = spied.map((k) => native[k]);
+    let soft: Float32Array[] = [];
+    try {
+      msgc.tidy(() => {
+        const ms = heads.map((h) => h.forward(ctx));
+        soft = ms.map((m) => m._node!.saved[0].toFloat32Array());
+        spied.forEach((k, i) => { native[k] = (...a: unknown[]) => { calls[k] = (calls[k] ?? 0) + 1; return orig[i](...a); }; });
+        const d = dynamicTensor(ms, costs) as msgc.Tensor;
+        spied.forEach((k, i) => { native[k] = orig[i]; });
+        expect(calls).toEqual({});
+        expect(d.shape).toEqual([]);
+        // Σ F·mean(m) in float64 from the gate values
+        let want = 0;
+        ms.forEach((m, j) => { const v = m.toFloat32Array(); want += (costs[j] * v.reduce((a, b) => a + b, 0)) / v.length; });
+        expect(Math.abs(d.item() - want)).toBeLessThan(1e-6 * want);
+        d.backward();
+      });
+    } finally {
+      spied.forEach((k, i) => { native[k] = orig[i]; });
+    }
+    // d/d b2[k] = Σ_n F/size · soft (1 − soft) / τ (straight-through; the head's b2 adds to every sample's logit k)
+    heads.forEach((h, j) => {
+      const K = h.conv2.bias!.size, size = N * K, g = h.conv2.bias!.grad!.toFloat32Array();
+      for (let k = 0; k < K; k++) {
+        let want = 0;
+        for (let n = 0; n < N; n++) { const sv = soft[j][n * K + k]; want += ((costs[j] / size) * sv * (1 - sv)) / tau; }
+        expect(Math.abs(g[k] - want)).toBeLessThan(1e-5 * (1 + Math.abs(want)));
+      }
+    });
+    for (const h of heads) h.dispose();
+    ctx.dispose();
+  });
+
   test('the fused training gate checks its arguments', () => {
     const { native } = require('../lib/native');
     msgc.tidy(() => {

@@ -2,7 +2,7 @@
 import { native } from '../../native';
 import * as F from '../../ops/index';
 import { isGradEnabled, keep, noGrad, tidy } from '../../tensor/scope';
-import { Tensor } from '../../tensor/tensor';
+import { recordOp, Tensor } from '../../tensor/tensor';
 import { BlockMacTally } from '../../macs/types';
 
 /** What a host block needs to know of its gate values m [N, G, C] (the MAC tally, msgcConv2d's hints). */
@@ -141,6 +141,17 @@ export function gateStats(m: Tensor): GateStats {
  */
 export function dynamicTensor(masks: Tensor[], costs: number[]): Tensor | null {
   if (!isGradEnabled() || !masks.some((m) => m.requiresGrad)) return null;
+  const stats = masks.map((m) => known.get(m));
+  if (masks.every((m, i) => stats[i] !== undefined && m.device === 'cpu')) {
+    // gates whose sums came with them (GateHead's fused training op): Σ_ℓ F_ℓ·mean(m_ℓ) from those sums (float64)
+    // as one scalar and one recorded node, where F.mean, F.scale and F.add took three or four native calls and as
+    // many nodes a gate (ResNet-56 has 54 gates); the gradient, F_ℓ / size at every entry of m_ℓ, is the same
+    let value = 0;
+    masks.forEach((m, i) => { value += costs[i] * stats[i]!.density; });
+    const shapes = masks.map((m) => m.shape), sizes = masks.map((m) => Math.max(1, m.size));
+    return recordOp(new Tensor(native.fromFloat32(Float32Array.of(value), [])), 'gateCost', masks, (g) =>
+      masks.map((m, i) => (m.requiresGrad ? new Tensor(native.broadcastScalar(g.h, shapes[i], costs[i] / sizes[i])) : null)));
+  }
   let acc: Tensor | null = null;
   masks.forEach((m, i) => {
     const term = F.scale(F.mean(m), costs[i]);
