@@ -92,6 +92,34 @@ test('training backward is the tempered-sigmoid derivative of logits + logistic 
   logits.dispose();
 });
 
+test('training gates equal the float64 gate of the same noise (float32 odds), saturated logits included', () => {
+  const n = 40000, seed = 99, tau = 2 / 3;
+  const l = new Float32Array(n);
+  for (let i = 0; i < n; i++) l[i] = (i % 2000) / 25 - 40 + (i % 7) * 0.013; // -40 .. 40: soft down to ~1e-26
+  l[0] = 1e30; // exp's argument clamped to ±87: soft 1 and below 1e-37
+  l[1] = -1e30;
+  msgc.tidy(() => {
+    const logits = msgc.tensor(l, [n], { requiresGrad: true });
+    const m = F.gumbelSigmoidGate(logits, { training: true, temperature: tau, seed });
+    const soft = m._node!.saved[0].toFloat32Array();
+    const mask = m.toFloat32Array();
+    const u = msgc.rand([n], { seed }).toFloat32Array(); // the noise the gate draws (the same Philox stream)
+    let worst = 0, wrongMasks = 0;
+    for (let i = 0; i < n; i++) {
+      const odds = Math.fround(Math.fround(u[i] + 1e-8) / Math.fround(1 - u[i] + 1e-8));
+      const want = 1 / (1 + Math.exp(-(l[i] + Math.log(odds)) / tau));
+      // float32 rounding of (l + g) / τ alone moves soft by up to ~4e-6 relative where it is tiny
+      worst = Math.max(worst, Math.abs(soft[i] - want) / (5e-7 + 1e-5 * want));
+      if (mask[i] !== (soft[i] >= 0.5 ? 1 : 0)) wrongMasks++;
+    }
+    expect(worst).toBeLessThanOrEqual(1);
+    expect(wrongMasks).toBe(0);
+    expect(soft[0]).toBe(1);
+    expect(soft[1]).toBeLessThan(1e-37);
+    expect([mask[0], mask[1]]).toEqual([1, 0]);
+  });
+});
+
 test('bad input throws', () => {
   msgc.tidy(() => {
     const l = msgc.zeros([4]);

@@ -5,6 +5,7 @@
 // that a seed gives the same stream on every CPU and thread count (checkpoints resume exactly, training gates draw
 // the same noise).
 import * as msgc from '../lib';
+import { setNativeEnv } from './helpers/testing';
 
 const M32 = 0xffffffffn;
 
@@ -48,13 +49,22 @@ describe('rand: the Philox-4x32-10 stream', () => {
     }
   });
 
-  test('a large array (split over the threads; vectorized in runs of blocks) equals the reference at spread indices', () => {
-    const n = 300001; // > 65536 values: the parallel path; not a multiple of 4: a partial last block
-    const t = msgc.rand([n], { seed: 987654321, low: -1, high: 3 });
-    const got = t.toFloat32Array();
-    t.dispose();
-    const idx = [0, 1, 2, 3, 4095, 4096, 4097, 65535, 65536, 150001, 299999, 300000];
-    for (let k = 0; k < 200; k++) idx.push(Math.floor((k * 1499.3) % n));
-    for (const i of idx) expect(got[i]).toBe(reference(987654321, i, -1, 3));
-  });
+  test.each([['the default', undefined], ['the generic (MSGC_PHILOX_GENERIC=1)', '1']])(
+    'a large array (split over the threads; %s generator) equals the reference at spread indices', (_, generic) => {
+      const n = 300001; // > 65536 values: the parallel path; not a multiple of 4: a partial last block
+      setNativeEnv('MSGC_PHILOX_GENERIC', generic);
+      let got: Float32Array;
+      try {
+        const t = msgc.rand([n], { seed: 987654321, low: -1, high: 3 });
+        got = t.toFloat32Array();
+        t.dispose();
+      } finally {
+        setNativeEnv('MSGC_PHILOX_GENERIC', undefined);
+      }
+      // every index of the first 16-block groups and the tail (the AVX-512 generator's transposes), then spread ones
+      const idx = [4095, 4096, 4097, 65535, 65536, 150001, 299999, 300000];
+      for (let i = 0; i < 200; i++) idx.push(i);
+      for (let k = 0; k < 200; k++) idx.push(Math.floor((k * 1499.3) % n));
+      for (const i of idx) expect(got![i]).toBe(reference(987654321, i, -1, 3));
+    });
 });

@@ -250,7 +250,7 @@ MaskStats maskStats(const Tensor& m);
 // training forward, then, over its logits z [N, K] scaled by invSigma (the gate noise's scale σ: 1/σ), the Gumbel
 // gate of gateForward with `temperature` and `seed` (the same bits as F.scale and gateForward after
 // squeezeHeadTrainForward), and the gates' maskStats. mask and soft: [N, heads, K / heads]; head: what
-// squeezeHeadTrainBackward needs (its z left null: the mask took its buffer).
+// squeezeHeadTrainBackward needs (its z left null: the logits are not kept).
 struct GateHeadTrain {
   SqueezeHeadTrain head;
   TensorPtr mask, soft;
