@@ -30,6 +30,9 @@ namespace {
 // [32, 4, 960] gates took ~240 µs that way, ResNet-56's [32, 4, 64] ~24 µs. gateValues is compiled without
 // contracting products and sums into fused multiply-adds, so that its AVX-512, AVX2 and baseline versions
 // (MSGC_SIMD_CLONES) compute the same bits.
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF  // (clang ignores the optimize attribute below)
+#endif
 #define MSGC_GATE_INLINE __attribute__((always_inline)) inline
 MSGC_GATE_INLINE float fromBits(uint32_t v) {
   float f;
@@ -81,6 +84,9 @@ MSGC_SIMD_CLONES __attribute__((optimize("fp-contract=off"))) void gateValues(co
     mask[i] = v >= 0.5f ? 1.f : 0.f;
   }
 }
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#endif
 
 MSGC_SIMD_CLONES void scaleInPlace(float* v, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; i++) v[i] = alpha * v[i];
