@@ -358,6 +358,25 @@ describe('gate and attention heads in training: one fused native op', () => {
     return { z, mean, variance };
   }
 
+  /** Each gradient of ctx and the head's parameters (then freed) against central differences of `loss` (float64). */
+  function expectHeadGrads(head: msgc.nn.GateHead | msgc.nn.AttentionHead, ctx: msgc.Tensor, v: HeadValues, loss: (w: HeadValues) => number): void {
+    const grads: [keyof HeadValues, msgc.Tensor][] = [['ctx', ctx], ['w1', head.conv1.weight], ['gamma', head.bn.weight!],
+      ['beta', head.bn.bias!], ['w2', head.conv2.weight], ['b2', head.conv2.bias!]];
+    for (const [name, t] of grads) {
+      expect(t.grad).not.toBeNull();
+      const g = t.grad!.toFloat32Array();
+      for (let i = 0; i < g.length; i++) {
+        const h = 1e-6;
+        const plus = { ...v, [name]: Float64Array.from(v[name]) }, minus = { ...v, [name]: Float64Array.from(v[name]) };
+        plus[name][i] += h;
+        minus[name][i] -= h;
+        const fd = (loss(plus) - loss(minus)) / (2 * h);
+        expect(Math.abs(g[i] - fd)).toBeLessThan(2e-4 * (1 + Math.abs(fd)));
+      }
+    }
+    for (const [, t] of grads) { t.grad!.dispose(); t.grad = null; }
+  }
+
   test.each([
     ['AttentionHead', 6, 20, 4, 2, 7],
     ['GateHead', 5, 24, 3, 3, 10],
@@ -408,22 +427,7 @@ describe('gate and attention heads in training: one fused native op', () => {
       expect(rv[b]).toBeCloseTo((1 - mom) * rv0[b] + mom * ref.variance[b] * N / (N - 1), 5);
     }
     // gradients of L = Σ z·R against central differences of the float64 head
-    const loss = (w: HeadValues) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * R[i], 0);
-    const grads: [keyof HeadValues, msgc.Tensor][] = [['ctx', ctx], ['w1', head.conv1.weight], ['gamma', head.bn.weight!],
-      ['beta', head.bn.bias!], ['w2', head.conv2.weight], ['b2', head.conv2.bias!]];
-    for (const [name, t] of grads) {
-      expect(t.grad).not.toBeNull();
-      const g = t.grad!.toFloat32Array();
-      for (let i = 0; i < g.length; i++) {
-        const h = 1e-6;
-        const plus = { ...v, [name]: Float64Array.from(v[name]) }, minus = { ...v, [name]: Float64Array.from(v[name]) };
-        plus[name][i] += h;
-        minus[name][i] -= h;
-        const fd = (loss(plus) - loss(minus)) / (2 * h);
-        expect(Math.abs(g[i] - fd)).toBeLessThan(2e-4 * (1 + Math.abs(fd)));
-      }
-    }
-    for (const [, t] of grads) { t.grad!.dispose(); t.grad = null; }
+    expectHeadGrads(head, ctx, v, (w) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * R[i], 0));
     ctx.dispose();
     head.dispose();
   });
@@ -501,22 +505,7 @@ describe('gate and attention heads in training: one fused native op', () => {
     expect(head.bn.numBatchesTracked.item()).toBe(tracked + 1);
     // straight-through: L = Σ m·R has the gradient of Σ soft·R with d soft / d z = soft (1 − soft) / τ (σ cancels)
     const Rz = Float64Array.from(R, (x, i) => (x * soft![i] * (1 - soft![i])) / tau);
-    const loss = (w: HeadValues) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * Rz[i], 0);
-    const grads: [keyof HeadValues, msgc.Tensor][] = [['ctx', ctx], ['w1', head.conv1.weight], ['gamma', head.bn.weight!],
-      ['beta', head.bn.bias!], ['w2', head.conv2.weight], ['b2', head.conv2.bias!]];
-    for (const [name, t] of grads) {
-      expect(t.grad).not.toBeNull();
-      const g = t.grad!.toFloat32Array();
-      for (let i = 0; i < g.length; i++) {
-        const h = 1e-6;
-        const plus = { ...v, [name]: Float64Array.from(v[name]) }, minus = { ...v, [name]: Float64Array.from(v[name]) };
-        plus[name][i] += h;
-        minus[name][i] -= h;
-        const fd = (loss(plus) - loss(minus)) / (2 * h);
-        expect(Math.abs(g[i] - fd)).toBeLessThan(2e-4 * (1 + Math.abs(fd)));
-      }
-    }
-    for (const [, t] of grads) { t.grad!.dispose(); t.grad = null; }
+    expectHeadGrads(head, ctx, v, (w) => forward64(w, N, Cc, B, K, eps).z.reduce((a, z, i) => a + z * Rz[i], 0));
     // the separate ops (the head's logits, F.scale, F.gumbelSigmoidGate) with the same seed give the same bits
     msgc.tidy(() => {
       const l = head.logitsOf(ctx);
