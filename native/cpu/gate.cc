@@ -46,7 +46,7 @@ MSGC_GATE_INLINE uint32_t toBits(float f) {
 }
 
 // log x for a normal positive x: x = m·2^e with m in [√½, √2), log m = 2·atanh(s), s = (m − 1)/(m + 1) (|s| <=
-// 0.1716), by its series to s⁹ (the rest below 1e-9 relative)
+// 0.1716), by its series to s⁹ (the rest below 2e-9 relative)
 MSGC_GATE_INLINE float logPositive(float x) {
   const uint32_t b = toBits(x);
   const uint32_t mb = (b & 0x7fffffu) | 0x3f800000u;  // m in [1, 2)
@@ -92,9 +92,9 @@ MSGC_SIMD_CLONES void scaleInPlace(float* v, float alpha, int64_t n) {
   for (int64_t i = 0; i < n; i++) v[i] = alpha * v[i];
 }
 
-// The training gate over n logits: u ~ U[0, 1) from `seed` (fillUniform's stream), soft and mask as gateValues
-// (three separate arrays: the loop vectorizes behind a check that they do not overlap). Chunks of 1024 values, the noise of each drawn into a buffer on the stack, split over the
-// threads from 16K values.
+// The training gate over n logits: u ~ U[0, 1) from `seed` (fillUniform's stream), soft and mask as gateValues (three
+// separate arrays: the loop vectorizes behind a check that they do not overlap). Chunks of 1024 values, the noise of
+// each drawn into a buffer on the stack, split over the threads from 16K values.
 void gumbelGate(const float* l, float temperature, uint64_t seed, int64_t n, float* soft, float* mask) {
   constexpr int64_t kChunk = 1024;
   parallelFor((n + kChunk - 1) / kChunk, n >= 16384, [&](int64_t c) {
