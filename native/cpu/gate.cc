@@ -88,10 +88,6 @@ MSGC_SIMD_CLONES __attribute__((optimize("fp-contract=off"))) void gateValues(co
 #pragma STDC FP_CONTRACT DEFAULT
 #endif
 
-MSGC_SIMD_CLONES void scaleInPlace(float* v, float alpha, int64_t n) {
-  for (int64_t i = 0; i < n; i++) v[i] = alpha * v[i];
-}
-
 // The training gate over n logits: u ~ U[0, 1) from `seed` (fillUniform's stream), soft and mask as gateValues (three
 // separate arrays: the loop vectorizes behind a check that they do not overlap). Chunks of 1024 values, the noise of
 // each drawn into a buffer on the stack, split over the threads from 16K values.
@@ -505,9 +501,9 @@ GateHeadTrain gateHeadTrainForward(const Tensor& ctx, const Tensor& w1, Tensor& 
   r.head = squeezeHeadTrainForward(ctx, w1, runningMean, runningVar, gamma, beta, momentum, eps, w2, b2);
   TensorPtr z = std::move(r.head.z);
   const int64_t N = ctx.shape[0], K = w2.shape[0], n = N * K;
-  float* l = z->data();
   // (F.scale's product, then gateForward's gate: the same bits as the separate ops)
-  if (invSigma != 1.f) scaleInPlace(l, invSigma, n);
+  if (invSigma != 1.f) scaleInPlace(*z, invSigma);
+  const float* l = z->data();
   r.soft = emptyTensor({N, heads, K / heads});
   r.mask = emptyTensor({N, heads, K / heads});
   gumbelGate(l, temperature, seed, n, r.soft->data(), r.mask->data());

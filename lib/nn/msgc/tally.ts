@@ -2,6 +2,7 @@
 import { native } from '../../native';
 import * as F from '../../ops/index';
 import { isGradEnabled, keep, noGrad, tidy } from '../../tensor/scope';
+import { tensor } from '../../tensor/creation';
 import { recordOp, Tensor } from '../../tensor/tensor';
 import { BlockMacTally } from '../../macs/types';
 
@@ -149,7 +150,7 @@ export function dynamicTensor(masks: Tensor[], costs: number[]): Tensor | null {
     let value = 0;
     masks.forEach((m, i) => { value += costs[i] * stats[i]!.density; });
     const shapes = masks.map((m) => m.shape), sizes = masks.map((m) => Math.max(1, m.size));
-    return recordOp(new Tensor(native.fromFloat32(Float32Array.of(value), [])), 'gateCost', masks, (g) =>
+    return recordOp(tensor([value], []), 'gateCost', masks, (g) =>
       masks.map((m, i) => (m.requiresGrad ? new Tensor(native.broadcastScalar(g.h, shapes[i], costs[i] / sizes[i])) : null)));
   }
   let acc: Tensor | null = null;
