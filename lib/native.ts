@@ -61,7 +61,7 @@ export interface NativeBinding {
   activationForward(kind: number, x: H): H;
   activationBackward(kind: number, saved: H, gy: H): H;
   /** y = act(a + r) (act: -1 none, 0 ReLU, 1 ReLU6), with y's per-channel means when pooled: [y, means | null] */
-  residualTailForward(a: H, r: H, act: number, pooled: boolean): [H, H | null];
+  residualTailForward(a: H, r: H | null, act: number, pooled: boolean): [H, H | null];
   /** g = (gy + gChannels broadcast over H, W) · act'(y), for a and for r: [ga | null, gr | null] */
   residualTailBackward(y: H, gy: H, gChannels: H | null, act: number, needA: boolean, needR: boolean): [H | null, H | null];
   pool2dForward(kind: number, x: H, kernel: Pair, stride: Pair, padding: Pair, training?: boolean): [H, H | null];

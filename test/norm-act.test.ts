@@ -96,7 +96,6 @@ describe('F.batchNormAct in eval (fused)', () => {
     });
   });
 
-  // (the gradient check runs without the activation: its kinks defeat finite differences; F.relu6 has its own)
   test('eval with gradients recorded: the composite path, same values, gradients vs finite differences', () => {
     const shape = [2, 16, 3, 3];
     const xv = randomArray(numel(shape), 31, -2, 2);
@@ -330,12 +329,71 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
     bn.dispose();
   });
 
+  test.each([
+    { C: 16, blocked: true, act: 'relu6' as const }, { C: 20, blocked: false, act: 'relu' as const }, { C: 8, blocked: true, act: 'relu' as const },
+  ])('without a residual (a stem), C=$C blocked=$blocked act=$act: activation and pool in one pass as the separate ops, the means in float64, finite differences', ({ C, blocked, act }) => {
+    const shape = [3, C, 5, 4], hw = 20;
+    const xv = randomArray(numel(shape), 81, -2, 2), cy = randomArray(numel(shape), 82), cp = randomArray(3 * C, 83);
+    const make = (v: Float32Array) => {
+      const t = msgc.tensor(v, shape);
+      if (!blocked) return t;
+      const b = msgc.noGrad(() => F.conv2d(t, eye(C), null));
+      t.dispose();
+      return b;
+    };
+    let tailCalls = 0;
+    const runs = [true, false].map((tail) => {
+      const bn = new BatchNorm2d(C);
+      bn.train();
+      bn.weight!.assign(randomArray(C, 84, 0.5, 2));
+      bn.bias!.assign(randomArray(C, 85, -1, 1));
+      const x = make(xv);
+      x.requiresGrad = true;
+      const forward = native.residualTailForward;
+      native.residualTailForward = (a, r, code, pooled) => { if (r === null) tailCalls++; return forward(a, r, code, pooled); };
+      try {
+        const out = msgc.tidy(() => {
+          let y: Tensor, pooled: Tensor;
+          if (tail) ({ y, pooled } = bn.forwardActPooled(x, act));
+          else {
+            y = act === 'relu' ? F.relu(bn.forward(x)) : F.relu6(bn.forward(x));
+            pooled = F.adaptiveAvgPool2d(y, 1);
+          }
+          F.add(F.sum(F.mul(y, msgc.tensor(cy, shape))), F.sum(F.mul(pooled, msgc.tensor(cp, [3, C, 1, 1])))).backward();
+          return { y: y.toFloat32Array(), pooled: pooled.toFloat32Array(), gx: x.grad!.toFloat32Array(), gw: bn.weight!.grad!.toFloat32Array(),
+            gb: bn.bias!.grad!.toFloat32Array(), rm: bn.runningMean.toFloat32Array(), rvar: bn.runningVar.toFloat32Array() };
+        });
+        bn.dispose();
+        x.grad!.dispose();
+        x.dispose();
+        return out;
+      } finally {
+        native.residualTailForward = forward;
+      }
+    });
+    expect(tailCalls).toBe(1);
+    const [tail, sep] = runs;
+    const means = new Float64Array(3 * C);
+    for (let k = 0; k < tail.y.length; k++) means[Math.floor(k / hw)] += tail.y[k] / hw;
+    expectClose(tail.pooled, means, 'pooled vs float64 means of y', 1e-5);
+    for (const k of ['y', 'pooled', 'gx', 'gw', 'gb', 'rm', 'rvar'] as const) expectClose(tail[k], sep[k], k, 1e-5);
+    const bn = new BatchNorm2d(C);
+    bn.train();
+    const report = gradCheck(([x]) => {
+      const { y, pooled } = bn.forwardActPooled(x, act);
+      return F.add(F.mul(y, msgc.tensor(cy, shape)), F.mul(pooled, msgc.tensor(cp, [3, C, 1, 1])));
+    }, [msgc.tensor(xv, shape)]);
+    expect(report.worst).toBeLessThan(1);
+    bn.dispose();
+  });
+
   test('residualTail bad input throws an Error naming the problem', () => {
     msgc.tidy(() => {
       const a = msgc.zeros([2, 4, 3, 3]);
       expectError(() => native.residualTailForward(a.h, msgc.zeros([2, 4, 3, 2]).h, 0, false), /residualTail: residual has shape \[2, 4, 3, 2\]/);
       expectError(() => native.residualTailForward(msgc.zeros([2, 4]).h, msgc.zeros([2, 4]).h, 0, false), /residualTail: x .*4 dims|\[N, C, H, W\]/);
       expectError(() => native.residualTailForward(a.h, a.h, 7, false), /activation/);
+      expectError(() => native.residualTailForward(a.h, 'r' as unknown as typeof a.h, 0, false), /residual/);
       expectError(() => native.residualTailBackward(a.h, msgc.zeros([2, 4, 3, 2]).h, null, 0, true, true), /gradOutput/);
       expectError(() => native.residualTailBackward(a.h, a.h, msgc.zeros([2, 4]).h, 0, true, true), /gradChannels/);
     });

@@ -1,6 +1,6 @@
 // common.ts: what every backbone shares — MSGC options, the model base with MAC accounting, init helpers.
 import { LastMacs, MacCount, MacRow } from '../macs/types';
-import { BatchNorm2d, Conv2d } from '../nn/layers';
+import { BatchNorm2d, Conv2d, convBnAct } from '../nn/layers';
 import { isGradEnabled } from '../tensor/scope';
 import { Module } from '../nn/module';
 import { BlockMacTally } from '../macs/types';
@@ -86,6 +86,19 @@ export function context(x: Tensor): Tensor {
 export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null): Tensor {
   if (bn.training || isGradEnabled()) return bn.forwardAct(v, activation, residual);
   const { y, pooled } = bn.forwardActPooled(v, activation, residual);
+  pooledOutputs.set(y, pooled);
+  return y;
+}
+
+/**
+ * A stem: act(bn(conv(x))). With `pool` (an MSGC network, whose first block takes the pool as its gate context), in
+ * training or with autograd on the CPU, the activation and the output's global average pool are one pass (a residual
+ * tail without a residual, F.batchNormActPooled), and so are their backward (the pool's gradient added in the
+ * activation's pass), which context() then returns; otherwise the fused layer (convBnAct).
+ */
+export function stemForward(conv: Conv2d, bn: BatchNorm2d, x: Tensor, activation: 'relu' | 'relu6', pool: boolean): Tensor {
+  if (!pool || !(bn.training || isGradEnabled()) || x.device !== 'cpu') return convBnAct(conv, bn, x, activation);
+  const { y, pooled } = bn.forwardActPooled(conv.forward(x), activation);
   pooledOutputs.set(y, pooled);
   return y;
 }

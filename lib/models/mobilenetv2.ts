@@ -14,7 +14,7 @@ import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
 import { native } from '../native';
-import { Backbone, BackboneOptions, context, gatedConvBn, rememberPooled, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, gatedConvBn, rememberPooled, stemForward, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -273,7 +273,16 @@ export class MobileNetV2 extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    const h = this.features.forward(x);
+    let h: Tensor;
+    if (this.msgc) {
+      // the stem's output with its pool, the first block's gate context (stemForward)
+      const [stem, ...rest] = this.features.layers;
+      const [conv, bn] = (stem as Sequential).layers as [Conv2d, BatchNorm2d];
+      h = stemForward(conv, bn, x, 'relu6', true);
+      for (const m of rest) h = m.forward(h);
+    } else {
+      h = this.features.forward(x);
+    }
     return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
   }
 

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, tallyOf } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs, stemForward } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -302,7 +302,8 @@ export class ResNet extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    let h = convBnAct(this.conv1, this.bn1, x, 'relu');
+    // (without the max-pool, the first block's gate context is the stem's pool: stemForward)
+    let h = stemForward(this.conv1, this.bn1, x, 'relu', !!this.msgc && !this.maxpool);
     if (this.maxpool) h = this.maxpool.forward(h);
     for (const layer of this.layers) h = layer.forward(h);
     return this.fc.forward(F.flatten(this.avgpool.forward(h)));

@@ -1,7 +1,9 @@
 // residual_tail.cc: the training tail of a residual block, y = act(a + r) (a: the BatchNorm's output, r: the
 // shortcut), as one pass over the planes instead of an add and an activation (two passes forward; backward the
 // activation's pass and a copy of the gradient for the add's second input), optionally with y's global average pool
-// (the next MSGC block's gate context) summed in the same pass. Its backward takes a channel-broadcast gradient as
+// (the next MSGC block's gate context) summed in the same pass. Without r, y = act(a) with its pool: a stem's tail
+// (its activation and the pool one pass, and backward one pass instead of the pool's broadcast-add and the
+// activation's). Its backward takes a channel-broadcast gradient as
 // well (the pool's, gc[n, c] = its gradient / HW at every pixel), g = (gy + gc[n, c]) · act'(y), and writes g for a
 // and for r in one pass (the autograd engine hands gc to this node instead of adding it into gy in a pass of its own).
 //
@@ -19,9 +21,11 @@ using namespace cpu;
 
 namespace {
 
-// the lanes of one plane (sample n, channel block cb): B lanes per pixel
-template <int B>
-void forwardPlane(float* y, const float* a, const float* r, int64_t HW, int act, float* sums) {
+// the lanes of one plane (sample n, channel block cb): B lanes per pixel; r null: no residual. Both plane loops are
+// compiled for AVX-512 and AVX2 as well (additions, comparisons and selects: the same bits in every version); on the
+// MobileNetV2 stem's [32, 32, 112, 112] tail, forward + backward ~5% faster than the baseline build.
+template <int B, bool Residual>
+MSGC_SIMD_CLONES void forwardPlane(float* y, const float* a, const float* r, int64_t HW, int act, float* sums) {
   double total[B] = {};
   constexpr int64_t kRun = 64;  // pixels per float partial sum (then added in double)
   for (int64_t p0 = 0; p0 < HW; p0 += kRun) {
@@ -29,7 +33,7 @@ void forwardPlane(float* y, const float* a, const float* r, int64_t HW, int act,
     float part[B] = {};
     for (int64_t p = p0; p < p1; p++)
       for (int l = 0; l < B; l++) {
-        float v = a[p * B + l] + r[p * B + l];
+        float v = Residual ? a[p * B + l] + r[p * B + l] : a[p * B + l];
         if (act == 0) v = v > 0.f ? v : 0.f;
         else if (act == 1) v = std::min(6.f, v > 0.f ? v : 0.f);
         y[p * B + l] = v;
@@ -42,7 +46,8 @@ void forwardPlane(float* y, const float* a, const float* r, int64_t HW, int act,
 }
 
 template <int B>
-void backwardPlane(float* ga, float* gr, const float* y, const float* gy, const float* gp, int64_t HW, int act) {
+MSGC_SIMD_CLONES void backwardPlane(float* ga, float* gr, const float* y, const float* gy, const float* gp, int64_t HW,
+                                    int act) {
   for (int64_t p = 0; p < HW; p++)
     for (int l = 0; l < B; l++) {
       const float yv = y[p * B + l];
@@ -68,13 +73,13 @@ int64_t tailBlock(const Tensor& t) {
 
 }  // namespace
 
-ResidualTail residualTailForward(const Tensor& a, const Tensor& r, int act, bool pooled) {
+ResidualTail residualTailForward(const Tensor& a, const Tensor* r, int act, bool pooled) {
   const int64_t N = a.shape[0], C = a.shape[1], HW = a.shape[2] * a.shape[3];
   const int64_t block = tailBlock(a), Cp = (C + block - 1) / block * block;  // (channels padded to whole blocks)
   const dnnl::memory::desc md = blockedDesc(a.shape, block);
-  dnnl::memory am = asLayout(a, md), rm = asLayout(r, md);  // (held: either may be a reordered copy)
+  dnnl::memory am = asLayout(a, md), rm = r ? asLayout(*r, md) : dnnl::memory();  // (held: may be reordered copies)
   const float* ap = static_cast<const float*>(am.get_data_handle());
-  const float* rp = static_cast<const float*>(rm.get_data_handle());
+  const float* rp = r ? static_cast<const float*>(rm.get_data_handle()) : nullptr;
   ResidualTail out;
   out.y = tensorWithDesc(a.shape, md);
   float* yp = out.y->data();
@@ -85,9 +90,10 @@ ResidualTail residualTailForward(const Tensor& a, const Tensor& r, int act, bool
   }
   forPlanes(a.shape, block, [&](int64_t n, int64_t c0, int64_t off) {
     float* s = pooled ? sums.data() + n * Cp + c0 : nullptr;
-    if (block == 16) forwardPlane<16>(yp + off, ap + off, rp + off, HW, act, s);
-    else if (block == 8) forwardPlane<8>(yp + off, ap + off, rp + off, HW, act, s);
-    else forwardPlane<1>(yp + off, ap + off, rp + off, HW, act, s);
+    const float* rr = rp ? rp + off : nullptr;
+    if (block == 16) (rp ? forwardPlane<16, true> : forwardPlane<16, false>)(yp + off, ap + off, rr, HW, act, s);
+    else if (block == 8) (rp ? forwardPlane<8, true> : forwardPlane<8, false>)(yp + off, ap + off, rr, HW, act, s);
+    else (rp ? forwardPlane<1, true> : forwardPlane<1, false>)(yp + off, ap + off, rr, HW, act, s);
   });
   if (pooled) {
     float* pp = out.pooled->data();

@@ -126,17 +126,21 @@ static Napi::Value ActivationBackward(const Napi::CallbackInfo& info) {
   return wrapTensor(info.Env(), activationBackward(a, *x, *gy));
 }
 
-// residualTailForward(a, r, act, pooled) -> [y, means [N, C, 1, 1] | null]: y = act(a + r) (act: -1 none, 0 ReLU,
-// 1 ReLU6), the training tail of a residual block
+// residualTailForward(a, r | null, act, pooled) -> [y, means [N, C, 1, 1] | null]: y = act(a + r) (act: -1 none,
+// 0 ReLU, 1 ReLU6; without r act(a)), the training tail of a residual block (or of a stem)
 static Napi::Value ResidualTailForward(const Napi::CallbackInfo& info) {
   const char* op = "residualTail";
-  TensorPtr a = tensorArg(info, 0, op, "x"), r = tensorArg(info, 1, op, "residual");
+  TensorPtr a = tensorArg(info, 0, op, "x"), r = optionalTensorArg(info, 1, op, "residual");
   const int64_t act = intArg(info, 2, op, "activation", -1, (int64_t)Activation::ReLU6);
   const bool pooled = boolArg(info, 3, op, "pooled");
   expectDims(*a, 4, op, "x", "[N, C, H, W]");
+  MSGC_CHECK(a->device() == Device::CPU, op, ": has a CPU kernel only; x is on ", deviceName(a->device()));
   MSGC_CHECK(a->shape[1] > 0 && a->shape[2] > 0 && a->shape[3] > 0, op, ": x is empty (shape ", shapeString(a->shape), ")");
-  expectShape(*r, a->shape, op, "residual");
-  ResidualTail t = residualTailForward(*a, *r, (int)act, pooled);
+  if (r) {
+    expectShape(*r, a->shape, op, "residual");
+    expectSameDevice(*a, *r, op, "x", "residual");
+  }
+  ResidualTail t = residualTailForward(*a, r.get(), (int)act, pooled);
   return tensorList(info.Env(), {t.y, t.pooled});
 }
 
@@ -149,8 +153,13 @@ static Napi::Value ResidualTailBackward(const Napi::CallbackInfo& info) {
   const int64_t act = intArg(info, 3, op, "activation", -1, (int64_t)Activation::ReLU6);
   const bool needA = boolArg(info, 4, op, "needX"), needR = boolArg(info, 5, op, "needResidual");
   expectDims(*y, 4, op, "y", "[N, C, H, W]");
+  MSGC_CHECK(y->device() == Device::CPU, op, ": has a CPU kernel only; y is on ", deviceName(y->device()));
   expectShape(*gy, y->shape, op, "gradOutput");
-  if (gp) expectShape(*gp, {y->shape[0], y->shape[1], 1, 1}, op, "gradChannels");
+  expectSameDevice(*y, *gy, op, "y", "gradOutput");
+  if (gp) {
+    expectShape(*gp, {y->shape[0], y->shape[1], 1, 1}, op, "gradChannels");
+    expectSameDevice(*y, *gp, op, "y", "gradChannels");
+  }
   ResidualTailGrads g = residualTailBackward(*y, *gy, gp.get(), (int)act, needA, needR);
   return tensorList(info.Env(), {g.a, g.r});
 }

@@ -56,15 +56,16 @@ TensorPtr activationForward(Activation a, const Tensor& x);
 // relu/relu6 differentiate through x, sigmoid through y.
 TensorPtr activationBackward(Activation a, const Tensor& xOrY, const Tensor& gy);
 // The training tail of a residual block (residual_tail.cc): y = act(a + r) in a's layout (act: -1 none, 0 ReLU,
-// 1 ReLU6), with y's per-channel means [N, C, 1, 1] when pooled; backward g = (gy + gc) · act'(y) for a and r, gc a
-// [N, C, 1, 1] gradient broadcast over the pixels (the pool's), or null.
+// 1 ReLU6; r null: y = act(a), a block without a shortcut, or a stem), with y's per-channel means [N, C, 1, 1] when
+// pooled; backward g = (gy + gc) · act'(y) for a and r, gc a [N, C, 1, 1] gradient broadcast over the pixels (the
+// pool's), or null.
 struct ResidualTail {
   TensorPtr y, pooled;
 };
 struct ResidualTailGrads {
   TensorPtr a, r;
 };
-ResidualTail residualTailForward(const Tensor& a, const Tensor& r, int act, bool pooled);
+ResidualTail residualTailForward(const Tensor& a, const Tensor* r, int act, bool pooled);
 ResidualTailGrads residualTailBackward(const Tensor& y, const Tensor& gy, const Tensor* gChannels, int act, bool needA,
                                        bool needR);
 
