@@ -194,9 +194,10 @@ void bnActPlanes(const float* x, const float* r, float* y, int64_t p0, int64_t p
 }
 // laneSums for B lanes: float sums over chunks of 64 pixels, four a lane (pixels q ≡ k mod 4 in the k-th: one running
 // sum a lane was bound by the adds' latency, twice oneDNN's pooling time), each chunk's (s0 + s1) + (s2 + s3) added
-// in double. The same order in every compiled version.
+// in double. The same order in every compiled version (laneSumsAny: the template inlined into each; templates
+// themselves cannot be target clones under clang).
 template <int B>
-MSGC_SIMD_CLONES void laneSumsOf(const float* y, int64_t pixels, double* acc) {
+__attribute__((always_inline)) inline void laneSumsOf(const float* y, int64_t pixels, double* acc) {
   for (int l = 0; l < B; l++) acc[l] = 0;
   for (int64_t q0 = 0; q0 < pixels; q0 += 64) {
     const int64_t q1 = std::min(pixels, q0 + 64);
@@ -214,12 +215,15 @@ MSGC_SIMD_CLONES void laneSumsOf(const float* y, int64_t pixels, double* acc) {
     for (int l = 0; l < B; l++) acc[l] += (double)((s0[l] + s1[l]) + (s2[l] + s3[l]));
   }
 }
-}  // namespace
-
-void cpu::laneSums(const float* plane, int64_t pixels, int64_t lanes, double* acc) {
+MSGC_SIMD_CLONES void laneSumsAny(const float* plane, int64_t pixels, int64_t lanes, double* acc) {
   if (lanes == 16) laneSumsOf<16>(plane, pixels, acc);
   else if (lanes == 8) laneSumsOf<8>(plane, pixels, acc);
   else laneSumsOf<1>(plane, pixels, acc);
+}
+}  // namespace
+
+void cpu::laneSums(const float* plane, int64_t pixels, int64_t lanes, double* acc) {
+  laneSumsAny(plane, pixels, lanes, acc);
 }
 
 TensorPtr batchNormActEval(const Tensor& x, const Tensor& runningMean, const Tensor& runningVar, const Tensor* weight,
