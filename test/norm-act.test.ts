@@ -245,6 +245,14 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
       t.dispose();
     }
   };
+  // values of `shape` in plain NCHW, or in a conv's blocked layout (through an identity 1×1 conv)
+  const tensorIn = (v: Float32Array, shape: number[], blocked: boolean): Tensor => {
+    const t = msgc.tensor(v, shape);
+    if (!blocked) return t;
+    const b = msgc.noGrad(() => F.conv2d(t, eye(shape[1]), null));
+    t.dispose();
+    return b;
+  };
   // the composition it replaces, as separate recorded ops
   const composite = (bn: BatchNorm2d, x: Tensor, r: Tensor, act: 'relu' | 'relu6' | null): Tensor => {
     const s = F.add(bn.forward(x), r);
@@ -258,13 +266,7 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
   test.each(cases)('C=$C blocked=$blocked act=$act: output, running statistics and gradients as the separate ops', ({ C, blocked, act }) => {
     const shape = [3, C, 5, 4];
     const xv = randomArray(numel(shape), 61, -2, 2), rv0 = randomArray(numel(shape), 62, -2, 2), gv = randomArray(numel(shape), 63);
-    const make = (v: Float32Array) => {
-      const t = msgc.tensor(v, shape);
-      if (!blocked) return t;
-      const b = msgc.noGrad(() => F.conv2d(t, eye(C), null));
-      t.dispose();
-      return b;
-    };
+    const make = (v: Float32Array) => tensorIn(v, shape, blocked);
     const runs = [true, false].map((tail) => {
       const bn = new BatchNorm2d(C);
       bn.train();
@@ -334,13 +336,7 @@ describe('the residual tail in training (act(BN(x) + r) as one pass, and its poo
   ])('without a residual (a stem), C=$C blocked=$blocked act=$act: activation and pool in one pass as the separate ops, the means in float64, finite differences', ({ C, blocked, act }) => {
     const shape = [3, C, 5, 4], hw = 20;
     const xv = randomArray(numel(shape), 81, -2, 2), cy = randomArray(numel(shape), 82), cp = randomArray(3 * C, 83);
-    const make = (v: Float32Array) => {
-      const t = msgc.tensor(v, shape);
-      if (!blocked) return t;
-      const b = msgc.noGrad(() => F.conv2d(t, eye(C), null));
-      t.dispose();
-      return b;
-    };
+    const make = (v: Float32Array) => tensorIn(v, shape, blocked);
     let tailCalls = 0;
     const runs = [true, false].map((tail) => {
       const bn = new BatchNorm2d(C);
