@@ -78,6 +78,13 @@ export function context(x: Tensor): Tensor {
   return F.adaptiveAvgPool2d(x, 1);
 }
 
+/** bn.forwardActPooled, its pool recorded for context(y). */
+function actPooled(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null): Tensor {
+  const { y, pooled } = bn.forwardActPooled(v, activation, residual);
+  pooledOutputs.set(y, pooled);
+  return y;
+}
+
 /**
  * The tail of an MSGC host block: activation(bn(v) + residual). In eval without autograd the same pass also
  * computes the output's global average pool — the next MSGC block's gate context — which context() then returns
@@ -85,9 +92,7 @@ export function context(x: Tensor): Tensor {
  */
 export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null): Tensor {
   if (bn.training || isGradEnabled()) return bn.forwardAct(v, activation, residual);
-  const { y, pooled } = bn.forwardActPooled(v, activation, residual);
-  pooledOutputs.set(y, pooled);
-  return y;
+  return actPooled(bn, v, activation, residual);
 }
 
 /**
@@ -98,9 +103,7 @@ export function blockOutput(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 're
  */
 export function stemForward(conv: Conv2d, bn: BatchNorm2d, x: Tensor, activation: 'relu' | 'relu6', pool: boolean): Tensor {
   if (!pool || !(bn.training || isGradEnabled()) || x.device !== 'cpu') return convBnAct(conv, bn, x, activation);
-  const { y, pooled } = bn.forwardActPooled(conv.forward(x), activation);
-  pooledOutputs.set(y, pooled);
-  return y;
+  return actPooled(bn, conv.forward(x), activation, null);
 }
 
 /**
@@ -115,9 +118,7 @@ export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tenso
     const v = F.msgcConv2d(x, weight, s, options);
     // a residual tail: the output's pool (the next block's context) from the same pass (F.batchNormActPooled)
     if (!pool || !residual) return bn.forwardAct(v, activation, residual);
-    const { y, pooled } = bn.forwardActPooled(v, activation, residual);
-    pooledOutputs.set(y, pooled);
-    return y;
+    return actPooled(bn, v, activation, residual);
   }
   const o = { ...options, activation, residual };
   if (!pool) return F.msgcConv2dBnAct(x, weight, s, bn, o);

@@ -236,20 +236,28 @@ __attribute__((target("avx512f"))) void unitBlocksAvx512(float* out, int64_t b0,
 }
 #endif
 
-void unitBlocks(float* out, int64_t b0, int64_t b1, uint64_t seed) {
+void unitBlocks(float* out, int64_t b0, int64_t b1, uint64_t seed, bool avx512) {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  // (MSGC_PHILOX_GENERIC=1: the generic loop, for tests)
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  if (avx512 && !std::getenv("MSGC_PHILOX_GENERIC")) return unitBlocksAvx512(out, b0, b1, seed);
+  if (avx512) return unitBlocksAvx512(out, b0, b1, seed);
 #endif
   unitBlocksAuto(out, b0, b1, seed);
 }
 }  // namespace
 
-void uniformRange(float* out, int64_t i0, int64_t i1, uint64_t seed) {
+bool uniformAvx512() {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // (MSGC_PHILOX_GENERIC=1: the generic loop, for tests)
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  return avx512 && !std::getenv("MSGC_PHILOX_GENERIC");
+#else
+  return false;
+#endif
+}
+
+void uniformRange(float* out, int64_t i0, int64_t i1, uint64_t seed, bool avx512) {
   // whole blocks, then the part of the last one that is in the range
   const int64_t b0 = i0 / 4, full = i1 / 4;
-  if (full > b0) unitBlocks(out, b0, full, seed);
+  if (full > b0) unitBlocks(out, b0, full, seed, avx512);
   if (i1 % 4) {
     uint32_t v[4];
     Philox::block(seed, (uint64_t)full, v);
@@ -260,7 +268,10 @@ void uniformRange(float* out, int64_t i0, int64_t i1, uint64_t seed) {
 void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high) {
   // ranges of 4096 values (split over the threads for large n)
   const int64_t ranges = (n + 4095) / 4096;
-  parallelFor(ranges, n > 65536, [&](int64_t r) { uniformRange(out + r * 4096, r * 4096, std::min(n, (r + 1) * 4096), seed); });
+  const bool avx512 = uniformAvx512();
+  parallelFor(ranges, n > 65536, [&](int64_t r) {
+    uniformRange(out + r * 4096, r * 4096, std::min(n, (r + 1) * 4096), seed, avx512);
+  });
   // low + (high - low)·u, in this baseline-ISA code as before (no fused multiply-add: the same bits on every CPU)
   if (low != 0.f || high != 1.f) {
     const float span = high - low;

@@ -95,10 +95,11 @@ MSGC_SIMD_CLONES MSGC_GATE_NO_CONTRACT void gateValues(const float* l, const flo
 // each drawn into a buffer on the stack, split over the threads from 16K values.
 void gumbelGate(const float* l, float temperature, uint64_t seed, int64_t n, float* soft, float* mask) {
   constexpr int64_t kChunk = 1024;
+  const bool avx512 = uniformAvx512();
   parallelFor((n + kChunk - 1) / kChunk, n >= 16384, [&](int64_t c) {
     alignas(64) float u[kChunk];
     const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
-    uniformRange(u, i0, i0 + len, seed);
+    uniformRange(u, i0, i0 + len, seed, avx512);
     gateValues(l + i0, u, temperature, len, soft + i0, mask + i0);
   });
 }

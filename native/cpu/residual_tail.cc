@@ -3,9 +3,9 @@
 // activation's pass and a copy of the gradient for the add's second input), optionally with y's global average pool
 // (the next MSGC block's gate context) summed in the same pass. Without r, y = act(a) with its pool: a stem's tail
 // (its activation and the pool one pass, and backward one pass instead of the pool's broadcast-add and the
-// activation's). Its backward takes a channel-broadcast gradient as
-// well (the pool's, gc[n, c] = its gradient / HW at every pixel), g = (gy + gc[n, c]) · act'(y), and writes g for a
-// and for r in one pass (the autograd engine hands gc to this node instead of adding it into gy in a pass of its own).
+// activation's). Its backward takes a channel-broadcast gradient as well (the pool's, gc[n, c] = its gradient / HW at
+// every pixel), g = (gy + gc[n, c]) · act'(y), and writes g for a and for r in one pass (the autograd engine hands gc
+// to this node instead of adding it into gy in a pass of its own).
 //
 // act' from y: ReLU y > 0 (as the separate op's x > 0), ReLU6 0 < y < 6 (the separate op also passes x = 6 exactly).
 // Layouts: y keeps a's layout when it has channel planes (nChw16c, nChw8c or plain NCHW), r and gy are read in it.

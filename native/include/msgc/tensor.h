@@ -136,8 +136,11 @@ struct Philox {
   static void block(uint64_t key, uint64_t block, uint32_t out[4]);
 };
 void fillUniform(float* out, int64_t n, uint64_t seed, float low, float high);
-// Values [i0, i1) of fillUniform(·, ·, seed, 0, 1)'s stream into out[0, i1 - i0); i0 a multiple of 4.
-void uniformRange(float* out, int64_t i0, int64_t i1, uint64_t seed);
+// Values [i0, i1) of fillUniform(·, ·, seed, 0, 1)'s stream into out[0, i1 - i0); i0 a multiple of 4. avx512: the
+// AVX-512 generator (the same values), as uniformAvx512() decides it, once per caller's pass (it reads the
+// environment: MSGC_PHILOX_GENERIC=1 forces the generic loop).
+bool uniformAvx512();
+void uniformRange(float* out, int64_t i0, int64_t i1, uint64_t seed, bool avx512);
 void fillNormal(float* out, int64_t n, uint64_t seed, float mean, float std);
 
 }  // namespace msgc
