@@ -31,10 +31,7 @@ namespace {
 // contracting products and sums into fused multiply-adds, so that its AVX-512, AVX2 and baseline versions
 // (MSGC_SIMD_CLONES) compute the same bits.
 #if defined(__clang__)
-#pragma STDC FP_CONTRACT OFF  // (clang has no optimize attribute)
-#define MSGC_GATE_NO_CONTRACT
-#else
-#define MSGC_GATE_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#pragma STDC FP_CONTRACT OFF  // (clang has no optimize attribute: MSGC_NO_CONTRACT is empty there)
 #endif
 #define MSGC_GATE_INLINE __attribute__((always_inline)) inline
 MSGC_GATE_INLINE float fromBits(uint32_t v) {
@@ -76,7 +73,7 @@ MSGC_GATE_INLINE float expClamped(float x) {
 
 // soft = sigmoid((l + g) / τ) with g = log(u + 1e-8) − log(1 − u + 1e-8) = the log of the odds below, and
 // mask = 1[soft >= 0.5], for n values
-MSGC_SIMD_CLONES MSGC_GATE_NO_CONTRACT void gateValues(const float* l, const float* u, float temperature, int64_t n,
+MSGC_SIMD_CLONES MSGC_NO_CONTRACT void gateValues(const float* l, const float* u, float temperature, int64_t n,
                                                         float* soft, float* mask) {
   for (int64_t i = 0; i < n; i++) {
     const float odds = (u[i] + 1e-8f) / (1.f - u[i] + 1e-8f);

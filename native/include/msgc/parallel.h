@@ -19,6 +19,15 @@
 #define MSGC_SIMD_CLONES
 #endif
 
+// With MSGC_SIMD_CLONES: a function whose versions must compute the same bits, its products and sums not contracted
+// into fused multiply-adds (GCC; clang has no such attribute: a `#pragma STDC FP_CONTRACT OFF` around the function
+// does it there)
+#if defined(__clang__)
+#define MSGC_NO_CONTRACT
+#else
+#define MSGC_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#endif
+
 namespace msgc {
 
 // body(i) for i in [0, n), split statically over the team when `parallel`
