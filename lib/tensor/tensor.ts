@@ -52,6 +52,10 @@ export class Tensor {
   get shape(): number[] {
     return this.cachedShape.slice();
   }
+  /** @internal the shape itself, not a copy (read-only: the engine's comparisons, which ran per node and input) */
+  get _shape(): readonly number[] {
+    return this.cachedShape;
+  }
   get rank(): number {
     return this.cachedShape.length;
   }
@@ -216,7 +220,9 @@ export function wrapOptional(h: NativeHandle | null): Tensor | null {
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((d, i) => d === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /**
@@ -281,7 +287,7 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
         let gc = channelGrads.get(t) ?? null;
         channelGrads.delete(t);
         currentChannels = gc;
-        if (g && !sameShape(g.shape, t.shape)) {
+        if (g && !sameShape(g._shape, t._shape)) {
           // a channel-broadcast gradient (see isChannelBroadcast): expanded once it is handed on
           const small = g;
           g = new Tensor(native.expandChannels(small.h, t.h, 1));
@@ -327,12 +333,12 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
             gi.dispose();
             return;
           }
-          if (!sameShape(gi.shape, input.shape) && !isChannelBroadcast(gi.shape, input.shape)) {
+          if (!sameShape(gi._shape, input._shape) && !isChannelBroadcast(gi._shape, input._shape)) {
             gi.dispose();
             throw new Error(`backward: ${node.name} returned a gradient of shape [${gi.shape.join(', ')}] for an input of shape [${input.shape.join(', ')}]`);
           }
           const prev = grads.get(input);
-          const small = !sameShape(gi.shape, input.shape);
+          const small = !sameShape(gi._shape, input._shape);
           if (small && input._node?.channelGrad) {
             // kept apart: the input's node adds it in its own backward pass
             const kept = channelGrads.get(input);
@@ -344,10 +350,10 @@ function runBackward(root: Tensor, gradient?: Tensor): void {
             }
           } else if (!prev) {
             grads.set(input, gi);
-          } else if (sameShape(prev.shape, gi.shape)) {
+          } else if (sameShape(prev._shape, gi._shape)) {
             native.addInPlace(prev.h, gi.h, 1);
             gi.dispose();
-          } else if (sameShape(prev.shape, input.shape)) {
+          } else if (sameShape(prev._shape, input._shape)) {
             native.addChannelsInPlace(prev.h, gi.h, 1);
             gi.dispose();
           } else {
