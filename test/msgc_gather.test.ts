@@ -345,6 +345,20 @@ describe('narrow heads as one head over their union', () => {
     expect(narrowHeadsUnite(64, 4, 'avx512')).toBe(false); // heads of 16
     expect(narrowHeadsUnite(16, 1, 'avx512')).toBe(false);
     expect(narrowHeadsUnite(16, 4, 'portable')).toBe(false);
+    // k×k convs on AVX-512: heads of 8 apart at any union; heads of 4 united below a union of 0.85 (1×1 convs and
+    // AVX2 keep uniting)
+    expect(narrowHeadsUnite(32, 4, 'avx512', 9, 0.6)).toBe(false);
+    expect(narrowHeadsUnite(16, 4, 'avx512', 9, 0.6)).toBe(true);
+    expect(narrowHeadsUnite(16, 4, 'avx512', 9, 0.84)).toBe(true);
+    expect(narrowHeadsUnite(16, 4, 'avx512', 9, 0.86)).toBe(false);
+    expect(narrowHeadsUnite(16, 4, 'avx2', 9, 0.95)).toBe(true);
+    expect(narrowHeadsUnite(32, 4, 'avx512', 1, 0.95)).toBe(true);
+    // heads kept apart take the per-head rule, which on AVX-512 gathers up to density 0.7 in training too
+    const apart = { outPixels: 16 * 16, batch: 32, headChannels: 8, kernel: 9, channels: 32, kernels: 'avx512' as const };
+    expect(preferGathered(0.65, { ...apart, recording: true })).toBe(true);
+    expect(preferGathered(0.75, { ...apart, recording: true })).toBe(false);
+    expect(preferGathered(0.65, { ...apart })).toBe(true);
+    expect(preferGathered(0.5, { ...apart, recording: true, kernels: 'avx2' })).toBe(false);
     const s = { outPixels: 28 * 28, batch: 64, headChannels: 4, kernel: 9, union: true };
     // batch > 2: gathered below a union density of 0.85 (AVX-512) or 0.45 (AVX2), whatever each head's density
     expect(preferGathered(0.2, { ...s, unionDensity: 0.9 })).toBe(false);
@@ -376,15 +390,47 @@ describe('narrow heads as one head over their union', () => {
         const sv = gates(N, G, C, 44, real);
         const s = msgc.tensor(sv, [N, G, C]);
         const run = () => F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'gathered' });
-        const united = withEnv({}, run);
+        const united = withEnv({ MSGC_GATHER_UNION: '1' }, run);
         const apart = withEnv({ MSGC_GATHER_UNION: '0' }, run);
+        const apartPlain = withEnv({ MSGC_GATHER_UNION: '0', MSGC_GATHER_PIXBLOCK: '0' }, run);
         expect(united.layout).toBe('blocked');
-        expect(apart.layout).toBe('plain');
+        // (the heads apart run on pixvec: with AVX-512 its rows are transposed into nChw16c, x being blocked)
+        expect(apart.layout).toBe(kernels === 'avx512' ? 'blocked' : 'plain');
+        expect(apartPlain.layout).toBe('plain');
         const want = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 3, 3], sv, G, 1, 1);
         expect(closeness(united.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
         expect(closeness(apart.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        expect(closeness(apartPlain.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
         const masked = F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'masked' });
         expect(closeness(united.toFloat32Array(), masked.toFloat32Array(), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
+    }));
+  });
+});
+
+describe('narrow heads of k×k convs on AVX-512 run apart or united by their width and union', () => {
+  test('heads of 8 apart; heads of 4 united below a union of 0.85, apart from it (the layout tells which), same numbers', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      if (native.gatheredKernels() !== 'avx512') return;
+      const N = 3, C = 24, H = 6, G = 4;
+      const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 71), [N, C, H, H]), msgc.tensor(randomArray(C * C, 72), [C, C, 1, 1]), null);
+      // union shares: each head opens the same half of the channels (union 0.5), or each its own quarter (union 1)
+      const shared = new Float32Array(N * G * C), own = new Float32Array(N * G * C);
+      for (let n = 0; n < N; n++)
+        for (let i = 0; i < G; i++)
+          for (let c = 0; c < C; c++) {
+            shared[(n * G + i) * C + c] = c % 2 === 0 ? 1 : 0;
+            own[(n * G + i) * C + c] = c % G === i ? 1 : 0;
+          }
+      for (const [O, sv, layout] of [[16, shared, 'blocked'], [16, own, 'plain'], [32, shared, 'plain'], [32, own, 'plain']] as const) {
+        const w = msgc.tensor(randomArray(O * C * 9, 73), [O, C, 3, 3]);
+        const s = msgc.tensor(sv, [N, G, C]);
+        // (pixvec's output plain, MSGC_GATHER_PIXBLOCK=0, so that the layout tells which ran)
+        const y = withEnv({ MSGC_GATHER_PIXBLOCK: '0' }, () => F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'gathered' }));
+        expect(y.layout).toBe(layout);
+        expect(narrowHeadsUnite(O, G, 'avx512', 9, layout === 'blocked' ? 0.5 : 1)).toBe(layout === 'blocked');
+        const want = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 3, 3], sv, G, 1, 1);
+        expect(closeness(y.toFloat32Array(), want, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       }
     }));
   });

@@ -161,23 +161,47 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
     else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
   } else if (s.headChannels !== undefined && s.headChannels < 16) {
-    threshold = s.batch <= 2 ? 0.7 : s.recording ? 0.45 : 0.6;
+    // (AVX-512: narrow heads of k×k convs that narrowHeadsUnite keeps apart, on the pixvec kernel. Training forward,
+    // batch 32, heads of 4 (16 channels at 32²) / 8 (32 at 16²), ms apart against masked: density 0.5 0.47 / 0.52,
+    // 0.39 / 0.51; 0.7 0.56 / 0.56, 0.47 / 0.53; 0.85 0.62 / 0.59, 0.54 / 0.57)
+    threshold = s.kernels === 'avx512' ? 0.7 : s.batch <= 2 ? 0.7 : s.recording ? 0.45 : 0.6;
   }
   else if (s.batch > 2 && s.outPixels <= 14 * 14) threshold = s.outPixels <= 7 * 7 ? 0.75 : 0.85;
   return density < threshold;
 }
+
+/** narrowHeadsUnite: k×k heads of fewer than 8 outputs (AVX-512) run united below this union share (native: the same) */
+const NARROW_UNION_MAX = 0.85;
 
 /**
  * Whether the gathered execution runs a conv's heads as one head over their union (native msgcConvForwardGathered):
  * heads of fewer than 16 outputs that are not a whole SIMD vector of them (AVX-512: 16 lanes; AVX2: 8), when all
  * O outputs fill whole vectors (O = 16, 32, ...: ResNet-20/56's 16-channel stage, heads of 4; with AVX-512 also
  * the 32-channel one, heads of 8). Each selected channel's weights then carry, output by output, the scale of the
- * head the output belongs to, zero where that head did not select the channel.
+ * head the output belongs to, zero where that head did not select the channel; the union's multiply-adds are
+ * computed rather than each head's own.
+ *
+ * With `kernel` (kh·kw) > 1 and the AVX-512 kernels, also by the heads' union share (`unionDensity`, the share of
+ * (sample, channel) pairs some head selects): the heads run apart (the pixvec kernel, 16 pixels a vector over a
+ * head's own channels) when they have 8 outputs or more, or when the union reaches 0.85. 3×3 convs, density 0.5,
+ * batch 32, 2 threads, µs, eval with BN (united / apart; masked ~498): heads of 8 (32 channels at 16²) at a union of
+ * 0.6 344 / 317, 0.75 391 / 324, 0.94 492 / 396 (batch 1: 26 / 22, 25 / 25, 36 / 26); heads of 4 (16 at 32²) 0.6
+ * 337 / 383, 0.75 352 / 357, 0.94 492 / 473 (batch 1: 21 / 24, 25 / 30, 33 / 30). The training forward at a union
+ * of 0.94 (ms, apart / united / masked / dense): heads of 8 0.39 / 0.64 / 0.51 / 0.44, heads of 4 0.47 / 0.61 /
+ * 0.52 / 0.57. 1×1 convs keep their heads united (MobileNetV2's 144->32 and 192->32 at 28²: apart lost at 0.6).
+ * (Those per-op times have pixvec writing plain NCHW, which cost more in the ops after it than it saved: oneDNN's
+ * BatchNorm in ResNet-56's training step took 3.7 ms longer, ResNet-20's inference at batch 32 10-15% longer. With a
+ * blocked x it now writes nChw16c, each sample's planes transposed while in cache; against the union rule before,
+ * old / new: ResNet-20 inference at batch 32 9.13, 8.70 / 8.53, 8.62 ms, at batch 1 1.19, 1.18 / 1.10, 1.08 ms,
+ * ResNet-56 at batch 32 25.1, 25.3 / 24.7, 24.2 ms; ResNet-56's training forward convs 21.1 / 19.5 ms a step.)
  */
-export function narrowHeadsUnite(outChannels: number, heads: number, kernels: 'avx512' | 'avx2' | 'portable' = native.gatheredKernels()): boolean {
+export function narrowHeadsUnite(outChannels: number, heads: number, kernels: 'avx512' | 'avx2' | 'portable' = native.gatheredKernels(),
+  kernel = 1, unionDensity?: number): boolean {
   if (kernels === 'portable' || heads <= 1 || outChannels % heads !== 0) return false;
   const lanes = kernels === 'avx2' ? 8 : 16, per = outChannels / heads;
-  return per < 16 && per % lanes !== 0 && outChannels % lanes === 0;
+  if (!(per < 16 && per % lanes !== 0 && outChannels % lanes === 0)) return false;
+  if (kernels === 'avx512' && kernel > 1) return per < 8 && (unionDensity === undefined || unionDensity < NARROW_UNION_MAX);
+  return true;
 }
 
 export type MsgcExecution = 'auto' | 'masked' | 'gathered';
@@ -360,13 +384,15 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const [O, C, kh, kw] = ws;
     const h = options.hints;
     kernels = native.gatheredKernels();
-    const union = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
+    // narrow heads may run as one head over their union (narrowHeadsUnite: for k×k convs, by the union's share)
+    const narrow = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
     const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined
-      ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale, union);
+      ? { density: h.density, allOnes: h.allOnes, unionDensity: h.unionDensity } : scaleStats(scale, narrow);
     denseForward = st.allOnes && ss[2] === C && O % heads === 0 && ss[1] === heads;
     const recording = isGradEnabled() && (x.requiresGrad || weight.requiresGrad || scale.requiresGrad);
     // (hints without the union's density: that of independent heads, rather than reading the scales back)
-    if (union && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
+    if (narrow && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
+    const union = narrow && narrowHeadsUnite(O, heads, kernels, kh * kw, st.unionDensity);
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels,
       union, unionDensity: st.unionDensity });
     if (tuning && !denseForward && !recording) {

@@ -21,8 +21,10 @@
 //    layout, which the masked path and the following batch norm use (a head's channels are one contiguous chunk
 //    there); with O/G = 24 or 40 (MobileNetV2) its last block is partly empty, and it writes nChw16c from inside
 //    its blocks with lane masks when O is a multiple of 16 (Job::shifted), plain NCHW otherwise.
-//  * Kernel "pixvec" (narrow heads, O/G = 4, 6, 8: MobileNetV2's first projections): 16 consecutive output
-//    pixels per register × up to 8 output channels, writing plain NCHW.
+//  * Kernel "pixvec" (narrow heads, O/G = 4, 6, 8: MobileNetV2's first projections, ResNet-20/56's 3×3 heads of 8,
+//    and of 4 when their union is wide): 16 consecutive output pixels per register × up to 8 output channels,
+//    writing plain NCHW rows; with AVX-512, a blocked x and whole 16-channel blocks of outputs, those rows are a
+//    scratch that each sample's blocks are transposed from into nChw16c, the BN epilogue applied there.
 //  * Scales. Binary gates (every selected scale is 1) need no copy: the kernels read a cached, reordered weight
 //    through per-channel pointers. Real scales (attention) are folded into a packed copy of the head's selected
 //    weights, or into a scaled copy of its input rows when that is smaller (7² maps with wide heads).
@@ -48,7 +50,8 @@
 // the AVX2 kernels to 16 outputs per call (Job::triple), MSGC_GATHER_KC=k sets the AVX2 1×1 channel groups
 // (Job::kBlock; 0: none), MSGC_GATHER_Q7=0 keeps rows of 7 pixels in blocks of 4 + 3 (Job::q7),
 // MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks),
-// MSGC_GATHER_SERIAL_MACS=m runs calls of fewer than m gathered multiply-adds on one thread (default 1.5 M; 0: never).
+// MSGC_GATHER_SERIAL_MACS=m runs calls of fewer than m gathered multiply-adds on one thread (default 1.5 M; 0: never),
+// MSGC_GATHER_PIXBLOCK=0 leaves pixvec's output plain NCHW.
 #include <cmath>
 
 #include "msgc_gather.h"
@@ -82,7 +85,7 @@ bool directInPlace(const Geometry& g, const RowPlan& rp, int64_t xBlock, int nb,
 void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
              KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
              float* y, const LaneScales& lanes, const int32_t* slotOf, const int32_t* unionSlots, bool compactOut,
-             bool shifted) {
+             bool shifted, float* yBlocked) {
   // ocvec reads a blocked x in place with pixels one block apart: nChw16c, and nChw8c with the AVX2 kernels
   const bool strided = kind == KernelKind::Ocvec && (src.block == 16 || (isa == Isa::Avx2 && src.block == 8));
   RowPlan rp = planRows(g, rows, src.block, strided);
@@ -130,8 +133,23 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
       partial.assign((size_t)(g.N * g.O * post.chunks), 0.f);
       post.partial = partial.data();
     }
-    job.post = &post;
+    job.post = yBlocked ? nullptr : &post;  // (yBlocked: applied in toBlocked)
   }
+  // yBlocked (pixvec, nChw16c output): the kernels write the raw conv into y, plain; block cb of sample n is then
+  // transposed into yBlocked, the epilogue applied there (its sums: chunk 0's share of the pooled means)
+  auto toBlocked = [&](int64_t n, int64_t cb) {
+    const int64_t Ob = g.O / 16;
+    const float* planes[16];
+    for (int l = 0; l < 16; l++) planes[l] = y + (n * g.O + cb * 16 + l) * g.OHW;
+    float* yb = yBlocked + (n * Ob + cb) * g.OHW * 16;
+    blockRow16(planes, g.OHW, yb);
+    if (!postSpec) return;
+    alignas(64) float sums[16];
+    postBlock16(yb, post.residual ? post.residual + (n * Ob + cb) * g.OHW * 16 : nullptr, 1, g.OHW, 0,
+                post.a + cb * 16, post.b + cb * 16, post.clamp, post.lo, post.hi, pooled ? sums : nullptr);
+    if (pooled)
+      for (int l = 0; l < 16; l++) partial[(size_t)((n * g.O + cb * 16 + l) * post.chunks)] = sums[l];
+  };
   auto finish = [&]() {
     if (!pooled) return;
     for (int64_t no = 0; no < g.N * g.O; no++) {
@@ -278,6 +296,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
               for (int64_t k = 0; k < chunks; k++)
                 if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, t.h[m * G + i]);
       }
+      if (yBlocked)  // (the group's planes are still in this thread's cache)
+        for (int64_t m = 0; m < gn; m++)
+          for (int64_t cb = 0; cb < g.O / 16; cb++) toBlocked(n0 + m, cb);
     };
     // (one thread: no OpenMP region at all, whose end alone costs a futex system call; see msgc/parallel.h)
     if (threads > 1) {
@@ -404,6 +425,11 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
         if (job.active(n0 + m, i, ob)) job.compute(n0 + m, i, ob, k, h[m * G + i]);
       }
       }
+      if (yBlocked) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t mb = 0; mb < gn * (g.O / 16); mb++) toBlocked(n0 + mb / (g.O / 16), mb % (g.O / 16));
+      }
     };
     if (threads > 1) {
 #pragma omp parallel num_threads(threads)
@@ -462,11 +488,19 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   // channels, every channel's weight vector scaled lane by lane with the scale of the head its output belongs to
   // (zero where that head did not select the channel). The ocvec kernel then fills whole vectors and writes the
   // blocked layout, where the per-head pixvec kernel fills 4-8 lanes of 16 and writes plain NCHW; it computes the
-  // union's multiply-adds rather than each head's own. MSGC_GATHER_UNION=0 keeps the heads apart (tests, benchmarks).
+  // union's multiply-adds rather than each head's own. With AVX-512, k×k convs unite only heads of fewer than 8
+  // outputs, and only while the union is below 0.85 of the (sample, channel) pairs: heads of 8 (ResNet-20/56's
+  // 32-channel stage) ran 8-30% faster apart at unions of 0.6-0.94, heads of 4 4-8% faster apart at 0.94 and slower
+  // at 0.6-0.75 (the measurements are in lib/ops/msgc.ts, narrowHeadsUnite, whose rule this is). MSGC_GATHER_UNION=0
+  // keeps the heads apart, =1 unites them wherever they are narrow (tests, benchmarks).
   const char* unionEnv = std::getenv("MSGC_GATHER_UNION");
   const int64_t laneBlock = isa == Isa::Avx2 ? 8 : 16;
-  const bool unionHeads = isa != Isa::Portable && force != "pixvec" && g.G > 1 && g.Og < 16 && g.Og % laneBlock != 0 &&
-                          g.O % laneBlock == 0 && !outMask && !(unionEnv && std::string(unionEnv) == "0");
+  bool unionHeads = isa != Isa::Portable && force != "pixvec" && g.G > 1 && g.Og < 16 && g.Og % laneBlock != 0 &&
+                    g.O % laneBlock == 0 && !outMask && !(unionEnv && std::string(unionEnv) == "0");
+  if (unionHeads && isa == Isa::Avx512 && g.T > 1 && !(unionEnv && std::string(unionEnv) == "1")) {
+    const double unionShare = (double)selStore.ustart[g.N] / (double)std::max<int64_t>(1, g.N * g.C);
+    unionHeads = g.Og < 8 && unionShare < 0.85;
+  }
   static thread_local Selection unionStore;
   if (unionHeads) {
     // one head: its selection is each sample's union (selStore is not read again in this call: its union arrays
@@ -531,9 +565,17 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const char* shiftEnv = std::getenv("MSGC_GATHER_SHIFT");
   const bool shifted = ocvec && isa == Isa::Avx512 && g.Og % 16 != 0 && g.Og % 8 == 0 && g.O % 16 == 0 &&
                        !(shiftEnv && std::string(shiftEnv) == "0");
-  const int64_t yBlock = ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
+  // pixvec's plain rows of output pixels into nChw16c, when x comes blocked and O fills whole blocks: plain outputs
+  // cost more in the ops that follow than the transposes do (ResNet-56's training step with its narrow heads on
+  // pixvec: the forward convs 2.5 ms faster, oneDNN's BatchNorm on the plain outputs 3.7 ms slower).
+  // MSGC_GATHER_PIXBLOCK=0 keeps them plain (tests, benchmarks).
+  const char* pixBlockEnv = std::getenv("MSGC_GATHER_PIXBLOCK");
+  const bool pixBlocked = simd && !ocvec && isa == Isa::Avx512 && src.block == 16 && g.O % 16 == 0 && !outMask &&
+                          !compactIn && !compactOut && !(pixBlockEnv && pixBlockEnv[0] == '0');
+  const int64_t yBlock = pixBlocked ? 16 : ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
+  Buffer plainOut;  // (pixBlocked: the kernels' plain output)
   const float* WL = weightLayout(weight, g, ocvec);
   // the BN epilogue as a separate pass over y (paths that do not fuse it)
   auto separateBn = [&](TensorPtr raw) {
@@ -585,9 +627,10 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   }
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
-          selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data(),
-          laneScales, compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut,
-          shifted);
+          selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr,
+          pixBlocked ? plainOut.get((size_t)(g.N * g.O * g.OHW)) : y->data(), laneScales,
+          compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut, shifted,
+          pixBlocked ? y->data() : nullptr);
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());
   if (!fuse) return separateBn(y);
   if (means) *means = pooled;

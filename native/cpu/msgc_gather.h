@@ -202,6 +202,8 @@ void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride,
 // dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr (16×16 register transposes):
 // a row of one 16-channel block of nChw16c (or a kernel's [pixel][16 lanes] tile) as plain rows
 void transposeRow16(const float* src, int64_t W, float* const* dst);
+// dst[w * 16 + l] = src[l][w] for w < W, l < 16: 16 plain planes as one 16-channel block of nChw16c
+void blockRow16(const float* const* src, int64_t W, float* dst);
 
 // ---- AVX2 + FMA (msgc_gather_avx2.cc) ---------------------------------------------------------------------
 // pixels per register block (2 halves × 6 accumulators + 2 weight vectors + 1 broadcast <= 16 ymm), rows for Q;

@@ -79,7 +79,8 @@ export const variants: Array<Record<string, string>> = [
   {},
   { MSGC_GATHER_KERNEL: 'direct' },
   { MSGC_GATHER_KERNEL: 'im2col' },
-  { MSGC_GATHER_KERNEL: 'pixvec' },
+  { MSGC_GATHER_KERNEL: 'pixvec' }, // (blocked x, whole 16-channel blocks of outputs: written as nChw16c)
+  { MSGC_GATHER_KERNEL: 'pixvec', MSGC_GATHER_PIXBLOCK: '0' }, // pixvec's plain NCHW output
   { MSGC_GATHER_KERNEL: 'ocvec' }, // 16-output blocks also for head widths that are not multiples of 16
   { MSGC_GATHER_KERNEL: 'ocvec', MSGC_GATHER_FOLD: 'weights' },
   { MSGC_GATHER_KERNEL: 'sgemm' },
@@ -122,7 +123,7 @@ export const variants: Array<Record<string, string>> = [
 export function withEnv<T>(env: Record<string, string>, fn: () => T): T {
   const keys = ['MSGC_GATHER_KERNEL', 'MSGC_GATHER_FOLD', 'MSGC_GATHER_SHARED', 'MSGC_GATHER_NB', 'MSGC_GATHER_DIRECT', 'MSGC_GATHER_ISA',
     'MSGC_GATHER_KC', 'MSGC_GATHER_TRIPLE', 'MSGC_GATHER_ALLBLOCKS', 'MSGC_GATHER_Q7', 'MSGC_GATHER_SERIAL_MACS', 'MSGC_GATHER_UNION',
-    'MSGC_GATHER_SHIFT'];
+    'MSGC_GATHER_SHIFT', 'MSGC_GATHER_PIXBLOCK'];
   const saved = keys.map((k) => native.getEnv(k) ?? undefined);
   const threads = msgc.backendInfo().threads;
   // (small test shapes would run on one thread by default: every call uses the threads unless the variant says)
