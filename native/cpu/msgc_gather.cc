@@ -575,7 +575,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const int64_t yBlock = pixBlocked ? 16 : ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
-  Buffer plainOut;  // (pixBlocked: the kernels' plain output)
+  Buffer pixRows;  // (pixBlocked: the kernels' plain output)
   const float* WL = weightLayout(weight, g, ocvec);
   // the BN epilogue as a separate pass over y (paths that do not fuse it)
   auto separateBn = [&](TensorPtr raw) {
@@ -628,7 +628,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   }
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
           selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr,
-          pixBlocked ? plainOut.get((size_t)(g.N * g.O * g.OHW)) : y->data(), laneScales,
+          pixBlocked ? pixRows.get((size_t)(g.N * g.O * g.OHW)) : y->data(), laneScales,
           compactIn ? slotStore.upos.data() : nullptr, compactIn ? unionSlots.data() : nullptr, compactOut, shifted,
           pixBlocked ? y->data() : nullptr);
   if (outMask && !selectInKernel) zeroUnselected(g, outSel, yBlock, y->data());

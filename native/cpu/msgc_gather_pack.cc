@@ -227,34 +227,42 @@ void zeroPaddingRows(const Geometry& g, const RowPlan& p, float* dst) {
 #if MSGC_GATHER_AVX512
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 about the unpack intrinsics' internal temporaries
+// 16×16 register transpose: t[j] lane i = r[i] lane j
+__attribute__((target("avx512f"), always_inline)) inline void transpose16(const __m512 (&r)[16], __m512 (&t)[16]) {
+  __m512 a[16], b[16];
+  for (int k = 0; k < 8; k++) {
+    a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; k++) {
+    b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
+    b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
+    b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
+    b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
+  }
+  // b[4k + m], 128-bit lane j: column 4j + m of rows 4k..4k+3
+  for (int m = 0; m < 4; m++) {
+    const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+    t[m] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + m] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[8 + m] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+    t[12 + m] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+  }
+}
+
 // dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr: a row of one 16-channel block
 // of nChw16c as plain rows (16×16 register transposes, masked at the row end)
 __attribute__((target("avx512f"))) void transposeRow16(const float* src, int64_t W, float* const* dst) {
   for (int64_t w0 = 0; w0 < W; w0 += 16) {
     const int rem = (int)std::min<int64_t>(16, W - w0);
-    __m512 r[16], a[16], b[16];
+    __m512 r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = i < rem ? _mm512_loadu_ps(src + (w0 + i) * 16) : _mm512_setzero_ps();
-    for (int k = 0; k < 8; k++) {
-      a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-      a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-    }
-    for (int k = 0; k < 4; k++) {
-      b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
-      b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
-      b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
-      b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
-    }
-    // b[4k + m], 128-bit lane j: column 4j + m of rows 4k..4k+3
+    transpose16(r, t);
     const __mmask16 mk = (__mmask16)((1u << rem) - 1);
-    for (int m = 0; m < 4; m++) {
-      const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
-      const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
-      const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
-      if (dst[m]) _mm512_mask_storeu_ps(dst[m] + w0, mk, _mm512_shuffle_f32x4(u0, u2, 0x88));
-      if (dst[4 + m]) _mm512_mask_storeu_ps(dst[4 + m] + w0, mk, _mm512_shuffle_f32x4(u1, u3, 0x88));
-      if (dst[8 + m]) _mm512_mask_storeu_ps(dst[8 + m] + w0, mk, _mm512_shuffle_f32x4(u0, u2, 0xDD));
-      if (dst[12 + m]) _mm512_mask_storeu_ps(dst[12 + m] + w0, mk, _mm512_shuffle_f32x4(u1, u3, 0xDD));
-    }
+    for (int l = 0; l < 16; l++)
+      if (dst[l]) _mm512_mask_storeu_ps(dst[l] + w0, mk, t[l]);
   }
 }
 
@@ -264,29 +272,10 @@ __attribute__((target("avx512f"))) void blockRow16(const float* const* src, int6
   for (int64_t w0 = 0; w0 < W; w0 += 16) {
     const int rem = (int)std::min<int64_t>(16, W - w0);
     const __mmask16 mk = (__mmask16)((1u << rem) - 1);
-    __m512 r[16], a[16], b[16];
+    __m512 r[16], t[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(mk, src[i] + w0);
-    for (int k = 0; k < 8; k++) {
-      a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-      a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-    }
-    for (int k = 0; k < 4; k++) {
-      b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
-      b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
-      b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
-      b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
-    }
-    // output m (pixel w0 + m) as in transposeRow16: lane l holds plane l's value
-    float* d = dst + w0 * 16;
-    for (int m = 0; m < 4; m++) {
-      const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
-      const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
-      const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
-      if (m < rem) _mm512_storeu_ps(d + m * 16, _mm512_shuffle_f32x4(u0, u2, 0x88));
-      if (4 + m < rem) _mm512_storeu_ps(d + (4 + m) * 16, _mm512_shuffle_f32x4(u1, u3, 0x88));
-      if (8 + m < rem) _mm512_storeu_ps(d + (8 + m) * 16, _mm512_shuffle_f32x4(u0, u2, 0xDD));
-      if (12 + m < rem) _mm512_storeu_ps(d + (12 + m) * 16, _mm512_shuffle_f32x4(u1, u3, 0xDD));
-    }
+    transpose16(r, t);
+    for (int m = 0; m < rem; m++) _mm512_storeu_ps(dst + (w0 + m) * 16, t[m]);
   }
 }
 #pragma GCC diagnostic pop
