@@ -2,7 +2,8 @@
 //   msgc_gather_pack.cc     selections, input rows (copies, transposes, padding) and weight layouts;
 //   msgc_gather_kernels.cc  the AVX-512 micro-kernels (ocvec, pixvec) and their dispatch tables;
 //   msgc_gather_job.h       the work plan of one call (scale folds, operands, pixel chunks) and one item's compute;
-//   msgc_gather.cc          the driver (kernel and row choice, threading, the order of the items);
+//   msgc_gather.cc          the entry (selections, kernel, rows and layouts, the BN fold);
+//   msgc_gather_run.cc      one call's run (threading, the order of the items, pixvec's rows into nChw16c);
 //   msgc_gather_portable.cc the portable sgemm path and the zeroing of outputs a mask leaves out.
 // See msgc_gather.cc for the design.
 #pragma once

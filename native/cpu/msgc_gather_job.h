@@ -1,4 +1,5 @@
-// msgc_gather_job.h: the gathered MSGC convolution's work plan for the AVX-512 path (used by msgc_gather.cc only):
+// msgc_gather_job.h: the gathered MSGC convolution's work plan for the AVX-512 path (used by msgc_gather_run.cc;
+// msgc_gather.cc calls runSimd):
 // how a head folds its scale, each head's operands (input rows and weights per selected channel), the pixel
 // chunks; Job::compute, which runs one item (sample, head, output blocks, pixel chunk) with the micro-kernels, and
 // the fused BN epilogue are defined in msgc_gather_job_compute.h.
@@ -431,6 +432,16 @@ struct Job {
 
   void compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const;
 };
+
+// One call on the AVX-512 / AVX2 kernels (msgc_gather_run.cc): rows, kind and weights as msgcConvForwardGathered
+// chose them; with postSpec the fused BN epilogue (and with pooled the outputs' means), with out an output
+// selection, lanes the union of narrow heads, slotOf / unionSlots a compacted input, compactOut a compacted output,
+// shifted heads of 16k + 8 outputs into nChw16c; with yBlocked, pixvec's plain rows (y) transposed into yBlocked
+// (nChw16c) with the epilogue.
+void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src, const float* scale, const float* WL,
+             KernelKind kind, Rows rows, bool forcePack, const OutSelection* out, const Post* postSpec, float* pooled,
+             float* y, const LaneScales& lanes, const int32_t* slotOf, const int32_t* unionSlots, bool compactOut,
+             bool shifted, float* yBlocked);
 
 }  // namespace gather
 }  // namespace msgc
