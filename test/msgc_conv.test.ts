@@ -14,8 +14,9 @@ const { F } = msgc;
 const startLive = msgc.liveTensorCount();
 
 describe.each(['batched', 'grouped', 'persample'])('masked implementation %s', (impl) => {
-beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); });
-afterAll(() => { setNativeEnv('MSGC_MASKED_IMPL', undefined); });
+// (the 3×3 backward's own kernels, which precede the three where they apply, are tested below)
+beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); setNativeEnv('MSGC_SPATIAL_BWD', '0'); });
+afterAll(() => { setNativeEnv('MSGC_MASKED_IMPL', undefined); setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
 
 describe('msgcConv2d forward', () => {
   const cases = [
@@ -143,6 +144,69 @@ describe('msgcConv2d backward', () => {
     });
   });
 });
+});
+
+// The 3×3 backward's own AVX-512 kernels (native/cpu/msgc_spatial_bwd.cc: gx and gs per sample through the heads'
+// data gradients, gW over the channels a block's heads selected), forced with MSGC_SPATIAL_BWD=1 wherever they can
+// run (AVX-512, 3×3 stride 1 padding 1, batch >= 2, C and O multiples of 16; elsewhere the masked paths run and the
+// same references apply). Heads of 4, 8, 12 (straddling blocks of 16), 16 and 32 outputs; rows of 1-19 pixels (tiles
+// of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many.
+describe('msgcConv2d 3×3 backward kernels', () => {
+  beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); });
+  afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
+  test.each([
+    { N: 3, C: 16, H: 6, W: 6, O: 16, G: 4, real: false },
+    { N: 4, C: 32, H: 5, W: 9, O: 32, G: 4, real: true },
+    { N: 2, C: 48, H: 4, W: 4, O: 64, G: 4, real: false },
+    { N: 5, C: 16, H: 3, W: 19, O: 48, G: 4, real: true },
+    { N: 2, C: 32, H: 7, W: 1, O: 64, G: 2, real: true },
+    { N: 3, C: 64, H: 1, W: 8, O: 16, G: 1, real: false },
+    { N: 2, C: 16, H: 8, W: 14, O: 32, G: 8, real: true },
+  ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
+    msgc.tidy(() => {
+      const xs = [c.N, c.C, c.H, c.W];
+      const ws = [c.O, c.C, 3, 3];
+      const xv = randomArray(numel(xs), 61);
+      const wv = randomArray(numel(ws), 62);
+      // binary gates (about half open) or real scales with zeros and ones; the last sample's first head closed and
+      // (with G > 1) the first sample's last head fully open
+      const sv = randomArray(c.N * c.G * c.C, 63, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
+      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
+      if (c.G > 1) for (let ch = 0; ch < c.C; ch++) sv[(c.G - 1) * c.C + ch] = 1;
+      // a dense conv in front, so that x arrives in the layout a conv produces (nChw16c where oneDNN picks it)
+      const x0 = msgc.tensor(xv, xs, { requiresGrad: true });
+      const x = F.mul(x0, 1);
+      const w = msgc.tensor(wv, ws, { requiresGrad: true });
+      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
+      const y = F.msgcConv2d(x, w, s, { heads: c.G, padding: 1, execution: 'masked' });
+      const gy = randomArray(y.size, 64);
+      y.backward(msgc.tensor(gy, y.shape));
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, 1, 1, gy);
+      expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  });
+
+  test('each subset of the gradients', () => {
+    msgc.tidy(() => {
+      const N = 3, C = 32, H = 5, W = 6, O = 32, G = 4;
+      const xs = [N, C, H, W], ws = [O, C, 3, 3];
+      const xv = randomArray(numel(xs), 71), wv = randomArray(numel(ws), 72);
+      const sv = randomArray(N * G * C, 73).map((v) => (v > 0 ? 1 : 0));
+      const gy = randomArray(N * O * H * W, 74);
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, G, 1, 1, gy);
+      for (const [gx, gw, gs] of [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [false, true, true]]) {
+        const x = msgc.tensor(xv, xs, { requiresGrad: gx });
+        const w = msgc.tensor(wv, ws, { requiresGrad: gw });
+        const s = msgc.tensor(sv, [N, G, C], { requiresGrad: gs });
+        F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'masked' }).backward(msgc.tensor(gy, [N, O, H, W]));
+        if (gx) expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        if (gw) expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+        if (gs) expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      }
+    });
+  });
 });
 
 describe('msgcConv2d bad input', () => {

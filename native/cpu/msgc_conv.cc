@@ -242,6 +242,7 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
 MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
   if (pointwiseBackwardApplies(x, weight, p)) return msgcConvBackwardPointwise(x, weight, scale, gy, p, needX, needWeight, needScale);
+  if (spatialBackwardApplies(x, weight, p)) return msgcConvBackwardSpatial(x, weight, scale, gy, p, needX, needWeight, needScale);
   const MaskedImpl impl = msgcMaskedImpl(x, weight, p);
   if (impl == MaskedImpl::PerSample) return msgcConvBackwardPerSample(x, weight, scale, gy, p, needX, needWeight, needScale);
   if (impl == MaskedImpl::Grouped) return msgcConvBackwardGrouped(x, weight, scale, gy, p, needX, needWeight, needScale);

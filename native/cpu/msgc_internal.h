@@ -30,5 +30,10 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
 bool pointwiseBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
 MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                         const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
+// The 3×3 (stride 1, padding 1) counterpart (msgc_spatial_bwd.cc): AVX-512, batch >= 2, C and O multiples of 16;
+// MSGC_SPATIAL_BWD=0: nowhere, =1: wherever it can run.
+bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
+MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                      const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
 
 }  // namespace msgc

@@ -1,0 +1,302 @@
+// msgc_spatial_bwd.cc: the backward of a 3×3 (stride 1, padding 1) MSGC convolution with AVX-512 kernels of our own,
+// for batches of 2 and more: the weight gradient only over the channels the heads selected, no per-sample weight
+// gradient. The 3×3 counterpart of msgc_pointwise_bwd.cc.
+//
+// With head i owning outputs [i·Og, (i+1)·Og), scale s[n, i, c] and ⋆ the 3×3 correlation:
+//   U_i[n, c]     = Σ_{o in head i} W[o, c]ᵀ ⋆ gy[n, o]     (the gradient w.r.t. head i's scaled input)
+//   gx[n, c]      = Σ_i s[n, i, c] · U_i[n, c]
+//   gs[n, i, c]   = Σ_p x[n, c, p] · U_i[n, c, p]
+//   gW[o, c, k]   = Σ_n s[n, i(o), c] · Σ_p gy[n, o, p] · x[n, c, p + k]     (only where s ≠ 0)
+// U costs one dense data gradient (the gate gradient needs it for every channel); gW costs the union density of
+// the heads sharing a block of 16 outputs times a dense weight gradient (one head for heads of 16+ outputs).
+// The per-sample path (msgc_persample.cc) pays a full data gradient and a full weight gradient per sample (the
+// scale gradient comes from the latter), the grouped path a full weight gradient of the G-fold input: both above a
+// dense backward (ResNet-20/56's convs at batch 32: 1.10-1.22 ms against dense 0.95).
+//
+// Layouts: x, gx and gy in nChw16c (C and O multiples of 16), W plain [O, C, 3, 3], s plain [N, G, C].
+// Each thread takes samples statically (the same bits from run to run) and, per sample:
+//   copies x and gy into zero-bordered planes ((H+2)×(W+2) pixels), so that no kernel tests borders;
+//   part 1 (gx, gs): per block of 16 input channels, output row and chunk of up to 8 pixels, per head: U over the
+//     head's outputs and the 9 taps (one weight vector and a broadcast of gy per pixel: 8 FMAs a load), then
+//     gx += s ⊙ U in registers and the head's scale-gradient sums += x ⊙ U;
+//   part 2 (gW): per block of 16 outputs, the channels any of its heads selected, 3 at a time: Σ_p gy[p] ⊗ x[p+k]
+//     for the 9 taps (27 accumulators, one gy vector for 27 broadcast FMAs), added into the thread's accumulator
+//     times the lanes' scales (0 in the lanes of a head that did not select the channel).
+// The threads' accumulators are summed in thread order at the end.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "layout.h"
+#include "msgc/ops.h"
+#include "msgc/parallel.h"
+#include "msgc_gather.h"
+#include "msgc_internal.h"
+
+namespace msgc {
+using namespace cpu;
+
+#if MSGC_GATHER_AVX512
+namespace {
+
+constexpr int kMaxTP = 8;  // pixels per part-1 tile
+constexpr int kMaxWC = 8;  // channels per part-2 group
+
+// Part 1, one tile: pixels (h + r, w0 + q), r < NR, q < NP, of the 16 channels at cb16 for every head: U_i, then
+// gx (+)= s_i ⊙ U_i (the first head writes; when gxr is set) and gsa[i] += Σ x ⊙ U_i (when gsa is set).
+// Wt: [O][9][C] (tap-major rows of channels); gyp: the sample's zero-bordered gy, [Ob][Hp][Wp][16]; sn: the sample's
+// scales at channel cb16 (head i's at + i·C); xr, gxr: the tile's first pixel in the block's plane (rows W·16
+// floats apart). NR·NP <= 16 accumulators, one weight vector and a broadcast of gy per pixel for NR·NP FMAs.
+template <int NR, int NP>
+__attribute__((target("avx512f"))) void dgradTile(const float* Wt, int64_t C, int64_t cb16, const float* gyp,
+                                                  int64_t Hp, int64_t Wp, int64_t W, int64_t h, int64_t w0,
+                                                  int64_t G, int64_t Og, const float* sn, const float* xr, float* gxr,
+                                                  float* gsa) {
+  for (int64_t i = 0; i < G; i++) {
+    __m512 acc[NR][NP];
+    for (int r = 0; r < NR; r++)
+      for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_ps();
+    for (int64_t o = i * Og; o < (i + 1) * Og; o++) {
+      const float* wr = Wt + o * 9 * C + cb16;
+      // U at (h, w) takes gy at (h + 1 - kh, w + 1 - kw): the bordered plane's (h + 2 - kh, w + 2 - kw)
+      const float* g0 = gyp + ((o >> 4) * Hp * Wp + w0 + 2) * 16 + (o & 15);
+      for (int kh = 0; kh < 3; kh++)
+        for (int kw = 0; kw < 3; kw++) {
+          const __m512 wv = _mm512_loadu_ps(wr + (kh * 3 + kw) * C);
+          for (int r = 0; r < NR; r++) {
+            const float* g = g0 + ((h + r + 2 - kh) * Wp - kw) * 16;
+            for (int q = 0; q < NP; q++) acc[r][q] = _mm512_fmadd_ps(wv, _mm512_set1_ps(g[q * 16]), acc[r][q]);
+          }
+        }
+    }
+    if (gxr) {
+      const __m512 sv = _mm512_loadu_ps(sn + i * C);
+      for (int r = 0; r < NR; r++)
+        for (int q = 0; q < NP; q++) {
+          float* d = gxr + (r * W + q) * 16;
+          _mm512_storeu_ps(d, i == 0 ? _mm512_mul_ps(sv, acc[r][q]) : _mm512_fmadd_ps(sv, acc[r][q], _mm512_loadu_ps(d)));
+        }
+    }
+    if (gsa) {
+      __m512 g = _mm512_loadu_ps(gsa + i * 16);
+      for (int r = 0; r < NR; r++)
+        for (int q = 0; q < NP; q++) g = _mm512_fmadd_ps(_mm512_loadu_ps(xr + (r * W + q) * 16), acc[r][q], g);
+      _mm512_storeu_ps(gsa + i * 16, g);
+    }
+  }
+}
+
+using DgradFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                         int64_t, int64_t, const float*, const float*, float*, float*);
+const DgradFn dgradTable[2][kMaxTP] = {
+    {dgradTile<1, 1>, dgradTile<1, 2>, dgradTile<1, 3>, dgradTile<1, 4>, dgradTile<1, 5>, dgradTile<1, 6>,
+     dgradTile<1, 7>, dgradTile<1, 8>},
+    {dgradTile<2, 1>, dgradTile<2, 2>, dgradTile<2, 3>, dgradTile<2, 4>, dgradTile<2, 5>, dgradTile<2, 6>,
+     dgradTile<2, 7>, dgradTile<2, 8>}};
+
+// Part 2, one group of NC channels cidx[j] of one sample for one block of 16 outputs and one row of taps kh:
+// T[c][kh][kw] += sv[c] ⊙ Σ_p gy[p - k] · x[c, p] over the input pixels p (gyp: the block's zero-bordered plane,
+// [Hp][Wp][16]; xn: the sample's x, [Cb][H][W][16]; sv: the block's lane scales, [C][16]; T: the block's
+// accumulator, [C][9][16]). Per pixel: 3 vectors of gy and a broadcast of x per channel for 3·NC FMAs.
+template <int NC>
+__attribute__((target("avx512f"))) void wgradGroup(const float* gyp, int64_t H, int64_t W, const float* xn, int kh,
+                                                   const int32_t* cidx, const float* sv, float* T) {
+  const int64_t Wp = W + 2;
+  const float* xb[NC];
+  for (int j = 0; j < NC; j++) xb[j] = xn + (cidx[j] >> 4) * H * W * 16 + (cidx[j] & 15);
+  __m512 acc[NC][3];
+  for (int j = 0; j < NC; j++)
+    for (int k = 0; k < 3; k++) acc[j][k] = _mm512_setzero_ps();
+  // x at (hi, wi) meets gy at (hi + 1 - kh, wi + 1 - kw): the bordered plane's (hi + 2 - kh, wi + 2 - kw); rows
+  // past the border add nothing
+  const int64_t hi0 = std::max<int64_t>(0, kh - 1), hi1 = std::min<int64_t>(H, H + kh - 1);
+  for (int64_t hi = hi0; hi < hi1; hi++) {
+    const float* g = gyp + ((hi + 2 - kh) * Wp + 2) * 16;
+    for (int64_t wi = 0; wi < W; wi++) {
+      __m512 gv[3];
+      for (int kw = 0; kw < 3; kw++) gv[kw] = _mm512_loadu_ps(g + (wi - kw) * 16);
+      for (int j = 0; j < NC; j++) {
+        const __m512 xv = _mm512_set1_ps(xb[j][(hi * W + wi) * 16]);
+        for (int kw = 0; kw < 3; kw++) acc[j][kw] = _mm512_fmadd_ps(gv[kw], xv, acc[j][kw]);
+      }
+    }
+  }
+  for (int j = 0; j < NC; j++) {
+    const __m512 sc = _mm512_loadu_ps(sv + cidx[j] * 16);
+    float* t = T + (cidx[j] * 9 + kh * 3) * 16;
+    for (int k = 0; k < 3; k++) _mm512_storeu_ps(t + k * 16, _mm512_fmadd_ps(sc, acc[j][k], _mm512_loadu_ps(t + k * 16)));
+  }
+}
+
+using WgradFn = void (*)(const float*, int64_t, int64_t, const float*, int, const int32_t*, const float*, float*);
+const WgradFn wgradTable[kMaxWC] = {wgradGroup<1>, wgradGroup<2>, wgradGroup<3>, wgradGroup<4>,
+                                    wgradGroup<5>, wgradGroup<6>, wgradGroup<7>, wgradGroup<8>};
+
+// near-equal chunks of at most kMaxTP pixels of a row (14 -> 7 + 7)
+std::vector<std::pair<int64_t, int>> rowChunks(int64_t W) {
+  const int64_t n = (W + kMaxTP - 1) / kMaxTP;
+  std::vector<std::pair<int64_t, int>> r;
+  for (int64_t k = 0, w = 0; k < n; k++) {
+    const int64_t len = (W - w) / (n - k);
+    r.push_back({w, (int)len});
+    w += len;
+  }
+  return r;
+}
+
+// the planes of one sample ([Cb][H][W][16]) into the interior of zero-bordered ones ([Cb][H+2][W+2][16])
+void copyBordered(float* dst, const float* src, int64_t Cb, int64_t H, int64_t W) {
+  const int64_t Wp = W + 2, Hp = H + 2;
+  for (int64_t b = 0; b < Cb; b++)
+    for (int64_t h = 0; h < H; h++)
+      std::memcpy(dst + ((b * Hp + h + 1) * Wp + 1) * 16, src + ((b * H + h) * W) * 16, W * 16 * sizeof(float));
+}
+
+}  // namespace
+#endif
+
+bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcConvParams& p) {
+#if MSGC_GATHER_AVX512
+  const char* env = std::getenv("MSGC_SPATIAL_BWD");  // 0: never (benchmarks, tests); 1: wherever it can run
+  if (env && env[0] == '0') return false;
+  const Shape& ws = weight.shape;
+  if (!gather::cpuHasAvx512() || x.shape.size() != 4 || ws.size() != 4 || ws[2] != 3 || ws[3] != 3) return false;
+  if (p.strideH != 1 || p.strideW != 1 || p.padH != 1 || p.padW != 1) return false;
+  const int64_t N = x.shape[0], C = x.shape[1], O = ws[0];
+  if (N < 2 || C % 16 != 0 || O % 16 != 0 || O % p.heads != 0) return false;
+  // the threads' accumulators (O·C·9 floats each) and the bordered planes stay within a few MB
+  if (O * C * 9 > (int64_t(1) << 22) || (C + O) * (x.shape[2] + 2) * (x.shape[3] + 2) > (int64_t(1) << 22)) return false;
+  if (env && env[0] == '1') return true;
+  // Measured against the masked paths' backward (bench/msgc_backward.js shapes, batch 32, density 0.5, 2 threads,
+  // AVX-512; x, weight and scale gradients, ms; spatial / masked / dense):
+  //   ResNet-20/56, G = 4: 16 ch at 32² 0.80 / 0.96 / 0.83, 32 at 16² 0.73 / 0.94 / 0.76, 64 at 8² 0.71 / 1.01 / 0.80
+  //   their companion-gated convs, G = 1: 0.78 / 1.10 / 1.00, 0.76 / 1.06 / 0.95, 0.86 / 1.14 / 1.00
+  //   ResNet-18, G = 4: 64 at 56² 31.7 / 46.9 / 44.3, 128 at 28² 35.7 / 48.2 / 45.1, 256 at 14² 39.4 / 50.3 / 45.6,
+  //   512 at 7² 68.5 / 47.9 / 45.3
+  // On 7² maps with wide layers the per-sample passes over the weights and the accumulators (O·C·9 floats, 9 MB
+  // for 512 channels) outweigh the few pixels that use them.
+  return x.shape[2] * x.shape[3] >= 64 || O * C <= 64 * 64;
+#else
+  (void)x, (void)weight, (void)p;
+  return false;
+#endif
+}
+
+MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                      const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  MsgcConvGrads r;
+#if MSGC_GATHER_AVX512
+  const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], O = weight.shape[0], G = p.heads,
+                Og = O / G, Cb = C / 16, Ob = O / 16, Hp = H + 2, Wp = W + 2, HW = H * W;
+  const bool part1 = needX || needScale;
+  if (!part1 && !needWeight) return r;
+  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, 16)).get_data_handle());
+  const float* gyp = static_cast<const float*>(asLayout(gy, blockedDesc(gy.shape, 16)).get_data_handle());
+  const float* Wsrc = plainData(weight);
+  const float* s = plainData(scale);
+  if (needX) r.x = tensorWithDesc(x.shape, blockedDesc(x.shape, 16));
+  if (needScale) r.scale = emptyTensor(scale.shape);
+  if (needWeight) r.weight = emptyTensor(weight.shape);
+  float* gx = needX ? r.x->data() : nullptr;
+  float* gs = needScale ? r.scale->data() : nullptr;
+  // W as [O][9][C]: a tap's 16 channels of a block in one vector
+  std::vector<float> Wt;
+  if (part1) {
+    Wt.resize((size_t)(O * 9 * C));
+    for (int64_t o = 0; o < O; o++)
+      for (int64_t c = 0; c < C; c++)
+        for (int64_t k = 0; k < 9; k++) Wt[(size_t)((o * 9 + k) * C + c)] = Wsrc[(o * C + c) * 9 + k];
+  }
+  const auto chunks = rowChunks(W);
+  const bool parallel = N * O * C * HW * 9 > (1 << 18);
+  const int threads = parallel ? std::min<int>(omp_get_max_threads(), (int)N) : 1;
+  const size_t tLen = (size_t)(O * C * 9);
+  // the threads' weight-gradient accumulators, [thread][Ob][C][9][16]
+  std::vector<float> Tall(needWeight ? tLen * threads : 0, 0.f);
+  auto run = [&](int tid, int64_t n0, int64_t n1) {
+    std::vector<float> gyb((size_t)(Ob * Hp * Wp * 16), 0.f);
+    std::vector<float> gsa((size_t)(G * 16));
+    std::vector<int32_t> uni((size_t)C);
+    std::vector<float> sv(needWeight ? (size_t)(C * 16) : 0);
+    float* T = needWeight ? Tall.data() + tLen * tid : nullptr;
+    for (int64_t n = n0; n < n1; n++) {
+      const float* xn = xp + n * C * HW;
+      const float* sn = s + n * G * C;
+      copyBordered(gyb.data(), gyp + n * O * HW, Ob, H, W);
+      if (part1) {
+        for (int64_t cb = 0; cb < Cb; cb++) {
+          std::fill(gsa.begin(), gsa.end(), 0.f);
+          for (int64_t h = 0; h < H; h += 2) {
+            const int nr = (int)std::min<int64_t>(2, H - h);
+            for (const auto& ch : chunks) {
+              const int64_t off = ((cb * H + h) * W + ch.first) * 16;
+              dgradTable[nr - 1][ch.second - 1](Wt.data(), C, cb * 16, gyb.data(), Hp, Wp, W, h, ch.first, G, Og,
+                                                sn + cb * 16, xn + off, gx ? gx + n * C * HW + off : nullptr,
+                                                gs ? gsa.data() : nullptr);
+            }
+          }
+          if (gs)
+            for (int64_t i = 0; i < G; i++)
+              std::memcpy(gs + (n * G + i) * C + cb * 16, gsa.data() + i * 16, 16 * sizeof(float));
+        }
+      }
+      if (needWeight) {
+        for (int64_t ob = 0; ob < Ob; ob++) {
+          // the block's heads and, per channel any of them selected, its lanes' scales
+          const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
+          int64_t k = 0;
+          for (int64_t c = 0; c < C; c++) {
+            bool any = false;
+            for (int64_t i = h0; i <= h1; i++) any |= sn[i * C + c] != 0.f;
+            if (!any) continue;
+            float* row = sv.data() + c * 16;
+            for (int64_t i = h0; i <= h1; i++) {
+              const float v = sn[i * C + c];
+              for (int64_t l = std::max<int64_t>(0, i * Og - ob * 16), e = std::min<int64_t>(16, (i + 1) * Og - ob * 16); l < e; l++) row[l] = v;
+            }
+            uni[(size_t)k++] = (int32_t)c;
+          }
+          const float* gyo = gyb.data() + ob * Hp * Wp * 16;
+          float* To = T + ob * C * 9 * 16;
+          for (int64_t j = 0; j < k; j += kMaxWC) {
+            const int len = (int)std::min<int64_t>(kMaxWC, k - j);
+            for (int kh = 0; kh < 3; kh++) wgradTable[len - 1](gyo, H, W, xn, kh, uni.data() + j, sv.data(), To);
+          }
+        }
+      }
+    }
+  };
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    {
+      const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      run(tid, N * tid / nt, N * (tid + 1) / nt);
+    }
+  } else {
+    run(0, 0, N);
+  }
+  if (needWeight) {
+    // gW[o, c, k] = Σ_t T_t[o / 16][c][k][o % 16], the threads in order
+    float* gw = r.weight->data();
+    parallelFor(Ob * C, parallel, [&](int64_t oc) {
+      const int64_t ob = oc / C, c = oc % C;
+      const float* t0 = Tall.data() + oc * 9 * 16;
+      float v[9 * 16];
+      std::memcpy(v, t0, sizeof(v));
+      for (int t = 1; t < threads; t++)
+        for (int j = 0; j < 9 * 16; j++) v[j] += t0[tLen * t + j];
+      for (int l = 0; l < 16; l++)
+        for (int k = 0; k < 9; k++) gw[((ob * 16 + l) * C + c) * 9 + k] = v[k * 16 + l];
+    });
+  }
+#else
+  (void)x, (void)weight, (void)scale, (void)gy, (void)p, (void)needX, (void)needWeight, (void)needScale;
+#endif
+  return r;
+}
+
+}  // namespace msgc
