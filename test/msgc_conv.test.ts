@@ -150,11 +150,14 @@ describe('msgcConv2d backward', () => {
 // data gradients, gW over the channels a block's heads selected), forced with MSGC_SPATIAL_BWD=1 wherever they can
 // run (AVX-512, 3×3 stride 1 padding 1, batch >= 2, C and O multiples of 16; elsewhere the masked paths run and the
 // same references apply). Heads of 4, 8, 12 (straddling blocks of 16), 16 and 32 outputs; rows of 1-19 pixels (tiles
-// of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many.
-describe('msgcConv2d 3×3 backward kernels', () => {
-  beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); });
-  afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
+// of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many. Heads of 4 and 8
+// outputs on up to 32 channels take the packed weight gradient (their channels in the lanes, from one or two blocks of
+// x); the same cases run with it off (MSGC_SPATIAL_PACKED=0: the union of the block's heads).
+describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight gradient of narrow heads)', (mode) => {
+  beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); setNativeEnv('MSGC_SPATIAL_PACKED', mode === 'union' ? '0' : undefined); });
+  afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); setNativeEnv('MSGC_SPATIAL_PACKED', undefined); });
   test.each([
+    { N: 3, C: 32, H: 4, W: 5, O: 16, G: 4, real: true },
     { N: 3, C: 16, H: 6, W: 6, O: 16, G: 4, real: false },
     { N: 4, C: 32, H: 5, W: 9, O: 32, G: 4, real: true },
     { N: 2, C: 48, H: 4, W: 4, O: 64, G: 4, real: false },

@@ -136,6 +136,66 @@ using WgradFn = void (*)(const float*, int64_t, int64_t, const float*, int, cons
 const WgradFn wgradTable[kMaxWC] = {wgradGroup<1>, wgradGroup<2>, wgradGroup<3>, wgradGroup<4>,
                                     wgradGroup<5>, wgradGroup<6>, wgradGroup<7>, wgradGroup<8>};
 
+// Part 2 for a narrow head (OG = 4 or 8 outputs) of one sample, channels packed into the lanes: lane (j, o) of group
+// g holds output o of the head and its channel slot j (16 / OG slots a group), so a vector does the head's work for
+// 16 / OG selected channels at once instead of 16 outputs of which the head owns OG (the union path takes every
+// channel some head of the block selected: 94% at density 0.5 with four heads of 4). Per input pixel q: x's vector
+// (one or two blocks: C <= 32) permuted into each group's slots, and for the 9 taps k the head's gy at q - k
+// broadcast OG lanes at a time, 9·NG FMAs. acc: [NG][9][16], lane (j, o) at j·OG + o.
+// OG consecutive floats at p repeated over the 16 lanes, as one load (vbroadcastf32x4 / vbroadcastf64x4 from memory:
+// written as intrinsics, GCC loads once and shuffles for each use, and the shuffles outnumbered the FMAs' port)
+template <int OG>
+__attribute__((target("avx512f"))) inline __m512 broadcastLanes(const float* p) {
+  __m512 r;
+  if constexpr (OG == 4)
+    asm("vbroadcastf32x4 %1, %0" : "=v"(r) : "m"(*reinterpret_cast<const float(*)[4]>(p)));
+  else
+    asm("vbroadcastf64x4 %1, %0" : "=v"(r) : "m"(*reinterpret_cast<const float(*)[8]>(p)));
+  return r;
+}
+
+template <int OG, int NG>
+__attribute__((target("avx512f"))) void wgradPacked(const float* gyh, int64_t H, int64_t W, const float* xn, int64_t Cb,
+                                                    const int32_t* idx, float* accOut) {
+  const int64_t Wp = W + 2, HW = H * W;
+  __m512i perm[NG];
+  for (int g = 0; g < NG; g++) perm[g] = _mm512_loadu_si512(idx + g * 16);
+  __m512 acc[NG][9];
+  for (int g = 0; g < NG; g++)
+    for (int k = 0; k < 9; k++) acc[g][k] = _mm512_setzero_ps();
+  for (int64_t hi = 0; hi < H; hi++) {
+    // x at (hi, wi) meets gy at (hi + 1 - kh, wi + 1 - kw): the bordered plane's (hi + 2 - kh, wi + 2 - kw). Along
+    // the row the taps kw = 1, 2 take the vectors kw = 0, 1 had at the previous pixel: one new broadcast per kh.
+    const float* gr[3];
+    for (int kh = 0; kh < 3; kh++) gr[kh] = gyh + ((hi + 2 - kh) * Wp + 2) * 16;
+    __m512 gv[3][3];
+    for (int kh = 0; kh < 3; kh++) {
+      gv[kh][1] = broadcastLanes<OG>(gr[kh] - 1 * 16);
+      gv[kh][2] = broadcastLanes<OG>(gr[kh] - 2 * 16);
+    }
+    for (int64_t wi = 0; wi < W; wi++) {
+      const float* xq = xn + (hi * W + wi) * 16;
+      const __m512 x0 = _mm512_loadu_ps(xq), x1 = Cb > 1 ? _mm512_loadu_ps(xq + HW * 16) : x0;
+      __m512 xs[NG];
+      for (int g = 0; g < NG; g++) xs[g] = _mm512_permutex2var_ps(x0, perm[g], x1);
+      for (int kh = 0; kh < 3; kh++) {
+        gv[kh][0] = broadcastLanes<OG>(gr[kh] + wi * 16);
+        for (int kw = 0; kw < 3; kw++)
+          for (int g = 0; g < NG; g++) acc[g][kh * 3 + kw] = _mm512_fmadd_ps(gv[kh][kw], xs[g], acc[g][kh * 3 + kw]);
+      }
+      for (int kh = 0; kh < 3; kh++) {
+        gv[kh][2] = gv[kh][1];
+        gv[kh][1] = gv[kh][0];
+      }
+    }
+  }
+  for (int g = 0; g < NG; g++)
+    for (int k = 0; k < 9; k++) _mm512_storeu_ps(accOut + (g * 9 + k) * 16, acc[g][k]);
+}
+
+using PackedFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, const int32_t*, float*);
+const PackedFn packedTable[2][2] = {{wgradPacked<4, 1>, wgradPacked<4, 2>}, {wgradPacked<8, 1>, wgradPacked<8, 2>}};
+
 // near-equal chunks of at most kMaxTP pixels of a row (14 -> 7 + 7)
 std::vector<std::pair<int64_t, int>> rowChunks(int64_t W) {
   const int64_t n = (W + kMaxTP - 1) / kMaxTP;
@@ -203,26 +263,37 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   if (needWeight) r.weight = emptyTensor(weight.shape);
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
-  // W as [O][9][C]: a tap's 16 channels of a block in one vector
-  std::vector<float> Wt;
-  if (part1) {
-    Wt.resize((size_t)(O * 9 * C));
-    for (int64_t o = 0; o < O; o++)
-      for (int64_t c = 0; c < C; c++)
-        for (int64_t k = 0; k < 9; k++) Wt[(size_t)((o * 9 + k) * C + c)] = Wsrc[(o * C + c) * 9 + k];
-  }
   const auto chunks = rowChunks(W);
+  // narrow heads (4 or 8 outputs) with their channels packed into the lanes (wgradPacked): C <= 32
+  const char* packEnv = std::getenv("MSGC_SPATIAL_PACKED");  // 0: the union path for every head (benchmarks, tests)
+  const bool packed = (Og == 4 || Og == 8) && C <= 32 && !(packEnv && packEnv[0] == '0');
   const bool parallel = N * O * C * HW * 9 > (1 << 18);
   const int threads = parallel ? std::min<int>(omp_get_max_threads(), (int)N) : 1;
   const size_t tLen = (size_t)(O * C * 9);
-  // the threads' weight-gradient accumulators, [thread][Ob][C][9][16]
-  std::vector<float> Tall(needWeight ? tLen * threads : 0, 0.f);
+  // Kept from call to call on the calling thread (a fresh 300 KB block was an mmap and page faults a call):
+  // W as [O][9][C] (a tap's 16 channels of a block in one vector) and the threads' weight-gradient accumulators,
+  // [thread][Ob][C][9][16]
+  static thread_local std::vector<float> WtStore, TallStore;
+  std::vector<float>& Wt = WtStore;
+  std::vector<float>& Tall = TallStore;
+  if (part1 && Wt.size() < (size_t)(O * 9 * C)) Wt.resize((size_t)(O * 9 * C));
+  if (needWeight && Tall.size() < tLen * threads) Tall.resize(tLen * threads);
   auto run = [&](int tid, int64_t n0, int64_t n1) {
-    std::vector<float> gyb((size_t)(Ob * Hp * Wp * 16), 0.f);
+    // the bordered gy, kept on the team's thread (its border stays zero while the geometry does)
+    static thread_local std::vector<float> gybStore;
+    static thread_local int64_t gybKey[3] = {0, 0, 0};
+    std::vector<float>& gyb = gybStore;
+    if (gybKey[0] != Ob || gybKey[1] != Hp || gybKey[2] != Wp) {
+      gyb.assign((size_t)(Ob * Hp * Wp * 16), 0.f);
+      gybKey[0] = Ob, gybKey[1] = Hp, gybKey[2] = Wp;
+    }
     std::vector<float> gsa((size_t)(G * 16));
     std::vector<int32_t> uni((size_t)C);
     std::vector<float> sv(needWeight ? (size_t)(C * 16) : 0);
+    std::vector<int32_t> pidx(32);
+    std::vector<float> pacc(2 * 9 * 16);
     float* T = needWeight ? Tall.data() + tLen * tid : nullptr;
+    if (T) std::memset(T, 0, tLen * sizeof(float));
     for (int64_t n = n0; n < n1; n++) {
       const float* xn = xp + n * C * HW;
       const float* sn = s + n * G * C;
@@ -244,7 +315,36 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
               std::memcpy(gs + (n * G + i) * C + cb * 16, gsa.data() + i * 16, 16 * sizeof(float));
         }
       }
-      if (needWeight) {
+      if (needWeight && packed) {
+        // per head: its selected channels, 16 / Og to a group (the last one padded with scale 0), two groups a pass
+        const int64_t slots = 16 / Og;
+        for (int64_t i = 0; i < G; i++) {
+          int64_t m = 0;
+          for (int64_t c = 0; c < C; c++)
+            if (sn[i * C + c] != 0.f) uni[(size_t)m++] = (int32_t)c;
+          const int64_t ob = i * Og / 16, lane0 = i * Og % 16;
+          const float* gyh = gyb.data() + ob * Hp * Wp * 16 + lane0;
+          float* To = T + ob * C * 9 * 16 + lane0;
+          for (int64_t j0 = 0; j0 < m; j0 += 2 * slots) {
+            const int ng = m - j0 > slots ? 2 : 1;
+            for (int64_t l = 0; l < ng * 16; l++) {
+              const int64_t j = j0 + l / Og;
+              const int32_t c = uni[(size_t)std::min(j, m - 1)];
+              // (x's vector of channel c: the first source for block 0, the second for block 1)
+              pidx[(size_t)l] = (c >> 4) * 16 + (c & 15);
+            }
+            packedTable[Og == 8][ng - 1](gyh, H, W, xn, Cb, pidx.data(), pacc.data());
+            for (int64_t j = j0; j < std::min(m, j0 + ng * slots); j++) {
+              const int32_t c = uni[(size_t)j];
+              const float sc = sn[i * C + c];
+              const float* a = pacc.data() + ((j - j0) / slots) * 9 * 16 + ((j - j0) % slots) * Og;
+              float* t = To + c * 9 * 16;
+              for (int k = 0; k < 9; k++)
+                for (int64_t o = 0; o < Og; o++) t[k * 16 + o] += sc * a[k * 16 + o];
+            }
+          }
+        }
+      } else if (needWeight) {
         for (int64_t ob = 0; ob < Ob; ob++) {
           // the block's heads and, per channel any of them selected, its lanes' scales
           const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
@@ -270,28 +370,44 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
       }
     }
   };
+  auto transposeW = [&](int64_t o) {
+    for (int64_t c = 0; c < C; c++)
+      for (int64_t k = 0; k < 9; k++) Wt[(size_t)((o * 9 + k) * C + c)] = Wsrc[(o * C + c) * 9 + k];
+  };
+  // gW[o, c, k] = Σ_t T_t[o / 16][c][k][o % 16], the threads in order
+  float* gw = needWeight ? r.weight->data() : nullptr;
+  auto reduce = [&](int64_t oc, int nt) {
+    const int64_t ob = oc / C, c = oc % C;
+    const float* t0 = Tall.data() + oc * 9 * 16;
+    float v[9 * 16];
+    std::memcpy(v, t0, sizeof(v));
+    for (int t = 1; t < nt; t++)
+      for (int j = 0; j < 9 * 16; j++) v[j] += t0[tLen * t + j];
+    for (int l = 0; l < 16; l++)
+      for (int k = 0; k < 9; k++) gw[((ob * 16 + l) * C + c) * 9 + k] = v[k * 16 + l];
+  };
   if (threads > 1) {
+    // one region: W's transpose, the samples (static: the same bits from run to run), the accumulators' sum
 #pragma omp parallel num_threads(threads)
     {
       const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      if (part1) {
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < O; o++) transposeW(o);
+      }
       run(tid, N * tid / nt, N * (tid + 1) / nt);
+      if (needWeight) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+        for (int64_t oc = 0; oc < Ob * C; oc++) reduce(oc, nt);
+      }
     }
   } else {
+    if (part1)
+      for (int64_t o = 0; o < O; o++) transposeW(o);
     run(0, 0, N);
-  }
-  if (needWeight) {
-    // gW[o, c, k] = Σ_t T_t[o / 16][c][k][o % 16], the threads in order
-    float* gw = r.weight->data();
-    parallelFor(Ob * C, parallel, [&](int64_t oc) {
-      const int64_t ob = oc / C, c = oc % C;
-      const float* t0 = Tall.data() + oc * 9 * 16;
-      float v[9 * 16];
-      std::memcpy(v, t0, sizeof(v));
-      for (int t = 1; t < threads; t++)
-        for (int j = 0; j < 9 * 16; j++) v[j] += t0[tLen * t + j];
-      for (int l = 0; l < 16; l++)
-        for (int k = 0; k < 9; k++) gw[((ob * 16 + l) * C + c) * 9 + k] = v[k * 16 + l];
-    });
+    if (needWeight)
+      for (int64_t oc = 0; oc < Ob * C; oc++) reduce(oc, 1);
   }
 #else
   (void)x, (void)weight, (void)scale, (void)gy, (void)p, (void)needX, (void)needWeight, (void)needScale;
