@@ -150,7 +150,7 @@ describe('msgcConv2d backward', () => {
 // data gradients, gW over the channels a block's heads selected), forced with MSGC_SPATIAL_BWD=1 wherever they can
 // run (AVX-512, 3×3 stride 1 padding 1, batch >= 2, C and O multiples of 16; elsewhere the masked paths run and the
 // same references apply). Heads of 4, 8, 12 (straddling blocks of 16), 16 and 32 outputs; rows of 1-19 pixels (tiles
-// of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many. Heads of 4 and 8
+// of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many; stride 1, and 2 with one head. Heads of 4 and 8
 // outputs on up to 32 channels take the packed weight gradient (their channels in the lanes, from one or two blocks of
 // x); the same cases run with it off (MSGC_SPATIAL_PACKED=0: the union of the block's heads).
 describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight gradient of narrow heads)', (mode) => {
@@ -165,6 +165,13 @@ describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight 
     { N: 2, C: 32, H: 7, W: 1, O: 64, G: 2, real: true },
     { N: 3, C: 64, H: 1, W: 8, O: 16, G: 1, real: false },
     { N: 2, C: 16, H: 8, W: 14, O: 32, G: 8, real: true },
+    // stride 2, one head (oneDNN's data gradient folded per sample, the union weight gradient from a bordered x):
+    // even and odd sizes; with more heads the masked paths run
+    { N: 3, C: 16, H: 8, W: 8, O: 32, G: 1, real: false, stride: 2 },
+    { N: 2, C: 32, H: 7, W: 9, O: 16, G: 1, real: true, stride: 2 },
+    { N: 4, C: 16, H: 5, W: 3, O: 16, G: 1, real: true, stride: 2 },
+    { N: 2, C: 32, H: 6, W: 6, O: 32, G: 4, real: true, stride: 2 },
+    { N: 2, C: 48, H: 6, W: 17, O: 48, G: 1, real: false, stride: 2 },
   ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
     msgc.tidy(() => {
       const xs = [c.N, c.C, c.H, c.W];
@@ -181,10 +188,11 @@ describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight 
       const x = F.mul(x0, 1);
       const w = msgc.tensor(wv, ws, { requiresGrad: true });
       const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
-      const y = F.msgcConv2d(x, w, s, { heads: c.G, padding: 1, execution: 'masked' });
+      const stride = c.stride ?? 1;
+      const y = F.msgcConv2d(x, w, s, { heads: c.G, stride, padding: 1, execution: 'masked' });
       const gy = randomArray(y.size, 64);
       y.backward(msgc.tensor(gy, y.shape));
-      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, 1, 1, gy);
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, stride, 1, gy);
       expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
       expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);

@@ -1,27 +1,30 @@
-// msgc_spatial_bwd.cc: the backward of a 3×3 (stride 1, padding 1) MSGC convolution with AVX-512 kernels of our own,
-// for batches of 2 and more: the weight gradient only over the channels the heads selected, no per-sample weight
-// gradient. The 3×3 counterpart of msgc_pointwise_bwd.cc.
+// msgc_spatial_bwd.cc: the backward of a 3×3 MSGC convolution (padding 1; stride 1, or stride 2 with one head) with
+// AVX-512 kernels of our own, for batches of 2 and more: the weight gradient only over the channels the heads
+// selected, no per-sample weight gradient. The 3×3 counterpart of msgc_pointwise_bwd.cc.
 //
 // With head i owning outputs [i·Og, (i+1)·Og), scale s[n, i, c] and ⋆ the 3×3 correlation:
 //   U_i[n, c]     = Σ_{o in head i} W[o, c]ᵀ ⋆ gy[n, o]     (the gradient w.r.t. head i's scaled input)
 //   gx[n, c]      = Σ_i s[n, i, c] · U_i[n, c]
 //   gs[n, i, c]   = Σ_p x[n, c, p] · U_i[n, c, p]
 //   gW[o, c, k]   = Σ_n s[n, i(o), c] · Σ_p gy[n, o, p] · x[n, c, p + k]     (only where s ≠ 0)
-// U costs one dense data gradient (the gate gradient needs it for every channel); gW costs the union density of
-// the heads sharing a block of 16 outputs times a dense weight gradient (one head for heads of 16+ outputs).
+// U costs one dense data gradient (the gate gradient needs it for every channel); gW costs the heads' density times
+// a dense weight gradient (narrow heads packed, see below; wider ones by blocks of 16 outputs).
 // The per-sample path (msgc_persample.cc) pays a full data gradient and a full weight gradient per sample (the
 // scale gradient comes from the latter), the grouped path a full weight gradient of the G-fold input: both above a
 // dense backward (ResNet-20/56's convs at batch 32: 1.10-1.22 ms against dense 0.95).
 //
 // Layouts: x, gx and gy in nChw16c (C and O multiples of 16), W plain [O, C, 3, 3], s plain [N, G, C].
 // Each thread takes samples statically (the same bits from run to run) and, per sample:
-//   copies x and gy into zero-bordered planes ((H+2)×(W+2) pixels), so that no kernel tests borders;
-//   part 1 (gx, gs): per block of 16 input channels, output row and chunk of up to 8 pixels, per head: U over the
-//     head's outputs and the 9 taps (one weight vector and a broadcast of gy per pixel: 8 FMAs a load), then
-//     gx += s ⊙ U in registers and the head's scale-gradient sums += x ⊙ U;
-//   part 2 (gW): per block of 16 outputs, the channels any of its heads selected, 3 at a time: Σ_p gy[p] ⊗ x[p+k]
-//     for the 9 taps (27 accumulators, one gy vector for 27 broadcast FMAs), added into the thread's accumulator
-//     times the lanes' scales (0 in the lanes of a head that did not select the channel).
+//   copies gy (and for stride 2 x) into zero-bordered planes, so that no kernel tests borders;
+//   part 1 (gx, gs): per block of 16 input channels, pair of rows and chunk of up to 8 pixels, per head: U over the
+//     head's outputs and the 9 taps (one weight vector and a broadcast of gy per pixel: 16 FMAs a load), then
+//     gx (+)= s ⊙ U and the head's scale-gradient sums += x ⊙ U. Stride 2 (one head): U is oneDNN's data
+//     gradient, folded per sample (foldOneHead);
+//   part 2 (gW): heads of 4 or 8 outputs on up to 32 channels with their selected channels packed into the lanes
+//     (wgradPacked); otherwise per block of 16 outputs, the channels any of its heads selected, 8 at a time and a
+//     row of taps per pass (wgradGroup: 3 gy vectors and a broadcast of x per channel for 24 FMAs; stride 2:
+//     wgradGroupS2), added into the thread's accumulator times the lanes' scales (0 in the lanes of a head that
+//     did not select the channel).
 // The threads' accumulators are summed in thread order at the end.
 #include <omp.h>
 
@@ -196,6 +199,65 @@ __attribute__((target("avx512f"))) void wgradPacked(const float* gyh, int64_t H,
 using PackedFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, const int32_t*, float*);
 const PackedFn packedTable[2][2] = {{wgradPacked<4, 1>, wgradPacked<4, 2>}, {wgradPacked<8, 1>, wgradPacked<8, 2>}};
 
+// Stride 2 with one head (ResNets' strided convs carry the companion input gates): U is the dense data gradient, which
+// oneDNN computes; the epilogue gx = s ⊙ U, gs[c] = Σ_p U ⊙ x runs per sample on nChw16c planes (un: the sample's U).
+__attribute__((target("avx512f"))) void foldOneHead(const float* un, const float* xn, const float* sn, int64_t Cb,
+                                                    int64_t HW, float* gxn, float* gsn) {
+  for (int64_t cb = 0; cb < Cb; cb++) {
+    const __m512 sv = _mm512_loadu_ps(sn + cb * 16);
+    __m512 g0 = _mm512_setzero_ps(), g1 = _mm512_setzero_ps();
+    const float* u = un + cb * HW * 16;
+    const float* xv = xn + cb * HW * 16;
+    float* gxv = gxn ? gxn + cb * HW * 16 : nullptr;
+    int64_t p = 0;
+    for (; p + 2 <= HW; p += 2) {
+      const __m512 u0 = _mm512_loadu_ps(u + p * 16), u1 = _mm512_loadu_ps(u + p * 16 + 16);
+      if (gxv) _mm512_storeu_ps(gxv + p * 16, _mm512_mul_ps(sv, u0)), _mm512_storeu_ps(gxv + p * 16 + 16, _mm512_mul_ps(sv, u1));
+      if (gsn) g0 = _mm512_fmadd_ps(u0, _mm512_loadu_ps(xv + p * 16), g0), g1 = _mm512_fmadd_ps(u1, _mm512_loadu_ps(xv + p * 16 + 16), g1);
+    }
+    for (; p < HW; p++) {
+      const __m512 u0 = _mm512_loadu_ps(u + p * 16);
+      if (gxv) _mm512_storeu_ps(gxv + p * 16, _mm512_mul_ps(sv, u0));
+      if (gsn) g0 = _mm512_fmadd_ps(u0, _mm512_loadu_ps(xv + p * 16), g0);
+    }
+    if (gsn) _mm512_storeu_ps(gsn + cb * 16, _mm512_add_ps(g0, g1));
+  }
+}
+
+// Part 2, stride 2 (the union path): per output pixel, gy's vector for the block and the 9 taps' broadcasts of x per
+// channel from the zero-bordered x ([Cb][H+2][W+2][16], Wxp = W + 2), 9·NC FMAs. gyb: the block's plane, [OH][OW][16].
+template <int NC>
+__attribute__((target("avx512f"))) void wgradGroupS2(const float* gyb, int64_t OH, int64_t OW, const float* xbp,
+                                                     int64_t Hxp, int64_t Wxp, const int32_t* cidx, const float* sv,
+                                                     float* T) {
+  const float* xb[NC];
+  for (int j = 0; j < NC; j++) xb[j] = xbp + (cidx[j] >> 4) * Hxp * Wxp * 16 + (cidx[j] & 15);
+  __m512 acc[NC][9];
+  for (int j = 0; j < NC; j++)
+    for (int k = 0; k < 9; k++) acc[j][k] = _mm512_setzero_ps();
+  for (int64_t ho = 0; ho < OH; ho++)
+    for (int64_t wo = 0; wo < OW; wo++) {
+      const __m512 gv = _mm512_loadu_ps(gyb + (ho * OW + wo) * 16);
+      for (int j = 0; j < NC; j++) {
+        // y at (ho, wo) reads x at (2·ho + kh − 1, 2·wo + kw − 1): the bordered plane's (2·ho + kh, 2·wo + kw)
+        const float* xr = xb[j] + (2 * ho * Wxp + 2 * wo) * 16;
+        for (int kh = 0; kh < 3; kh++)
+          for (int kw = 0; kw < 3; kw++)
+            acc[j][kh * 3 + kw] = _mm512_fmadd_ps(gv, _mm512_set1_ps(xr[(kh * Wxp + kw) * 16]), acc[j][kh * 3 + kw]);
+      }
+    }
+  for (int j = 0; j < NC; j++) {
+    const __m512 sc = _mm512_loadu_ps(sv + cidx[j] * 16);
+    float* t = T + cidx[j] * 9 * 16;
+    for (int k = 0; k < 9; k++) _mm512_storeu_ps(t + k * 16, _mm512_fmadd_ps(sc, acc[j][k], _mm512_loadu_ps(t + k * 16)));
+  }
+}
+
+constexpr int kMaxWC2 = 3;  // channels per stride-2 part-2 group (27 accumulators)
+using WgradS2Fn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const int32_t*, const float*,
+                           float*);
+const WgradS2Fn wgradS2Table[kMaxWC2] = {wgradGroupS2<1>, wgradGroupS2<2>, wgradGroupS2<3>};
+
 // near-equal chunks of at most kMaxTP pixels of a row (14 -> 7 + 7)
 std::vector<std::pair<int64_t, int>> rowChunks(int64_t W) {
   const int64_t n = (W + kMaxTP - 1) / kMaxTP;
@@ -225,7 +287,8 @@ bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcCon
   if (env && env[0] == '0') return false;
   const Shape& ws = weight.shape;
   if (!gather::cpuHasAvx512() || x.shape.size() != 4 || ws.size() != 4 || ws[2] != 3 || ws[3] != 3) return false;
-  if (p.strideH != 1 || p.strideW != 1 || p.padH != 1 || p.padW != 1) return false;
+  // stride 2 with one head only (its data gradient is the dense one: see foldOneHead)
+  if (p.strideH != p.strideW || (p.strideH != 1 && !(p.strideH == 2 && p.heads == 1)) || p.padH != 1 || p.padW != 1) return false;
   const int64_t N = x.shape[0], C = x.shape[1], O = ws[0];
   if (N < 2 || C % 16 != 0 || O % 16 != 0 || O % p.heads != 0) return false;
   // the threads' accumulators (O·C·9 floats each) and the bordered planes stay within a few MB
@@ -238,7 +301,9 @@ bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcCon
   //   ResNet-18, G = 4: 64 at 56² 31.7 / 46.9 / 44.3, 128 at 28² 35.7 / 48.2 / 45.1, 256 at 14² 39.4 / 50.3 / 45.6,
   //   512 at 7² 68.5 / 47.9 / 45.3
   // On 7² maps with wide layers the per-sample passes over the weights and the accumulators (O·C·9 floats, 9 MB
-  // for 512 channels) outweigh the few pixels that use them.
+  // for 512 channels) outweigh the few pixels that use them. Stride 2, one head (spatial / masked / dense):
+  // 16->32 at 32² 0.48 / 0.54 / 0.47, 32->64 at 16² 0.49 / 0.60 / 0.52, ResNet-18's 64->128 at 56² 19.4 / 23.7 / 22.0,
+  // 128->256 at 28² 19.1 / 23.0 / 22.4, 256->512 at 14² 22.3 / 25.9 / 24.8.
   return x.shape[2] * x.shape[3] >= 64 || O * C <= 64 * 64;
 #else
   (void)x, (void)weight, (void)p;
@@ -251,7 +316,9 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   MsgcConvGrads r;
 #if MSGC_GATHER_AVX512
   const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], O = weight.shape[0], G = p.heads,
-                Og = O / G, Cb = C / 16, Ob = O / 16, Hp = H + 2, Wp = W + 2, HW = H * W;
+                Og = O / G, Cb = C / 16, Ob = O / 16, HW = H * W, S = p.strideH;
+  // gy's planes with a zero border: OH + 2 rows of OW + 2 pixels
+  const int64_t OH = gy.shape[2], OW = gy.shape[3], OHW = OH * OW, Hp = OH + 2, Wp = OW + 2;
   const bool part1 = needX || needScale;
   if (!part1 && !needWeight) return r;
   const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, 16)).get_data_handle());
@@ -264,9 +331,16 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
   const auto chunks = rowChunks(W);
+  // stride 2 (one head): U from oneDNN's data gradient
+  TensorPtr U;
+  const float* up = nullptr;
+  if (S == 2 && part1) {
+    U = conv2dBackward(x, weight, gy, convParams(p), true, false, false).x;
+    up = static_cast<const float*>(asLayout(*U, blockedDesc(x.shape, 16)).get_data_handle());
+  }
   // narrow heads (4 or 8 outputs) with their channels packed into the lanes (wgradPacked): C <= 32
   const char* packEnv = std::getenv("MSGC_SPATIAL_PACKED");  // 0: the union path for every head (benchmarks, tests)
-  const bool packed = (Og == 4 || Og == 8) && C <= 32 && !(packEnv && packEnv[0] == '0');
+  const bool packed = S == 1 && (Og == 4 || Og == 8) && C <= 32 && !(packEnv && packEnv[0] == '0');
   const bool parallel = N * O * C * HW * 9 > (1 << 18);
   const int threads = parallel ? std::min<int>(omp_get_max_threads(), (int)N) : 1;
   const size_t tLen = (size_t)(O * C * 9);
@@ -276,7 +350,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   static thread_local std::vector<float> WtStore, TallStore;
   std::vector<float>& Wt = WtStore;
   std::vector<float>& Tall = TallStore;
-  if (part1 && Wt.size() < (size_t)(O * 9 * C)) Wt.resize((size_t)(O * 9 * C));
+  if (part1 && S == 1 && Wt.size() < (size_t)(O * 9 * C)) Wt.resize((size_t)(O * 9 * C));
   if (needWeight && Tall.size() < tLen * threads) Tall.resize(tLen * threads);
   auto run = [&](int tid, int64_t n0, int64_t n1) {
     // the bordered gy, kept on the team's thread (its border stays zero while the geometry does)
@@ -286,6 +360,14 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     if (gybKey[0] != Ob || gybKey[1] != Hp || gybKey[2] != Wp) {
       gyb.assign((size_t)(Ob * Hp * Wp * 16), 0.f);
       gybKey[0] = Ob, gybKey[1] = Hp, gybKey[2] = Wp;
+    }
+    // stride 2's bordered x (part 2), likewise
+    static thread_local std::vector<float> xbbStore;
+    static thread_local int64_t xbbKey[3] = {0, 0, 0};
+    std::vector<float>& xbb = xbbStore;
+    if (S == 2 && needWeight && (xbbKey[0] != Cb || xbbKey[1] != H || xbbKey[2] != W)) {
+      xbb.assign((size_t)(Cb * (H + 2) * (W + 2) * 16), 0.f);
+      xbbKey[0] = Cb, xbbKey[1] = H, xbbKey[2] = W;
     }
     std::vector<float> gsa((size_t)(G * 16));
     std::vector<int32_t> uni((size_t)C);
@@ -297,8 +379,10 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     for (int64_t n = n0; n < n1; n++) {
       const float* xn = xp + n * C * HW;
       const float* sn = s + n * G * C;
-      copyBordered(gyb.data(), gyp + n * O * HW, Ob, H, W);
-      if (part1) {
+      copyBordered(gyb.data(), gyp + n * O * OHW, Ob, OH, OW);
+      if (part1 && S == 2) {
+        foldOneHead(up + n * C * HW, xn, sn, Cb, HW, gx ? gx + n * C * HW : nullptr, gs ? gs + n * C : nullptr);
+      } else if (part1) {
         for (int64_t cb = 0; cb < Cb; cb++) {
           std::fill(gsa.begin(), gsa.end(), 0.f);
           for (int64_t h = 0; h < H; h += 2) {
@@ -345,6 +429,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
           }
         }
       } else if (needWeight) {
+        if (S == 2) copyBordered(xbb.data(), xn, Cb, H, W);
         for (int64_t ob = 0; ob < Ob; ob++) {
           // the block's heads and, per channel any of them selected, its lanes' scales
           const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
@@ -360,8 +445,16 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
             }
             uni[(size_t)k++] = (int32_t)c;
           }
-          const float* gyo = gyb.data() + ob * Hp * Wp * 16;
           float* To = T + ob * C * 9 * 16;
+          if (S == 2) {
+            const float* gyo = gyp + (n * Ob + ob) * OHW * 16;
+            for (int64_t j = 0; j < k; j += kMaxWC2) {
+              const int len = (int)std::min<int64_t>(kMaxWC2, k - j);
+              wgradS2Table[len - 1](gyo, OH, OW, xbb.data(), H + 2, W + 2, uni.data() + j, sv.data(), To);
+            }
+            continue;
+          }
+          const float* gyo = gyb.data() + ob * Hp * Wp * 16;
           for (int64_t j = 0; j < k; j += kMaxWC) {
             const int len = (int)std::min<int64_t>(kMaxWC, k - j);
             for (int kh = 0; kh < 3; kh++) wgradTable[len - 1](gyo, H, W, xn, kh, uni.data() + j, sv.data(), To);
@@ -391,7 +484,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
 #pragma omp parallel num_threads(threads)
     {
       const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-      if (part1) {
+      if (part1 && S == 1) {
 #pragma omp for schedule(static)
         for (int64_t o = 0; o < O; o++) transposeW(o);
       }
@@ -403,7 +496,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
       }
     }
   } else {
-    if (part1)
+    if (part1 && S == 1)
       for (int64_t o = 0; o < O; o++) transposeW(o);
     run(0, 0, N);
     if (needWeight)
