@@ -352,51 +352,55 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   std::vector<float>& Tall = TallStore;
   if (part1 && S == 1 && Wt.size() < (size_t)(O * 9 * C)) Wt.resize((size_t)(O * 9 * C));
   if (needWeight && Tall.size() < tLen * threads) Tall.resize(tLen * threads);
+  // Each team thread's scratch, carved from one buffer the calling thread keeps from call to call (allocated here,
+  // before the region: nothing inside it allocates): gy's planes with a zero border (and for stride 2 x's, for part
+  // 2), which stay zero while the geometry does (the copies write the interiors only), the heads' scale-gradient sums,
+  // the lane scales, the packed kernel's accumulators; and the selected channels and permutation indices.
+  const size_t gybLen = (size_t)(Ob * Hp * Wp * 16), xbbLen = S == 2 && needWeight ? (size_t)(Cb * (H + 2) * (W + 2) * 16) : 0;
+  const size_t fLen = gybLen + xbbLen + (size_t)(G * 16) + (size_t)(C * 16) + 2 * 9 * 16, iLen = (size_t)C + 32;
+  static thread_local std::vector<float> scratchF;
+  static thread_local std::vector<int32_t> scratchI;
+  static thread_local int64_t scratchKey[6] = {0, 0, 0, 0, 0, 0};
+  const int64_t key[6] = {Ob, Hp, Wp, (int64_t)xbbLen, (int64_t)fLen, threads};
+  if (!std::equal(key, key + 6, scratchKey)) {
+    scratchF.assign(fLen * threads, 0.f);
+    std::copy(key, key + 6, scratchKey);
+  }
+  if (scratchI.size() < iLen * threads) scratchI.resize(iLen * threads);
+  // (the calling thread's buffers: inside the region a thread_local names the team thread's own)
+  float* const scratchFp = scratchF.data();
+  int32_t* const scratchIp = scratchI.data();
   auto run = [&](int tid, int64_t n0, int64_t n1) {
-    // the bordered gy, kept on the team's thread (its border stays zero while the geometry does)
-    static thread_local std::vector<float> gybStore;
-    static thread_local int64_t gybKey[3] = {0, 0, 0};
-    std::vector<float>& gyb = gybStore;
-    if (gybKey[0] != Ob || gybKey[1] != Hp || gybKey[2] != Wp) {
-      gyb.assign((size_t)(Ob * Hp * Wp * 16), 0.f);
-      gybKey[0] = Ob, gybKey[1] = Hp, gybKey[2] = Wp;
-    }
-    // stride 2's bordered x (part 2), likewise
-    static thread_local std::vector<float> xbbStore;
-    static thread_local int64_t xbbKey[3] = {0, 0, 0};
-    std::vector<float>& xbb = xbbStore;
-    if (S == 2 && needWeight && (xbbKey[0] != Cb || xbbKey[1] != H || xbbKey[2] != W)) {
-      xbb.assign((size_t)(Cb * (H + 2) * (W + 2) * 16), 0.f);
-      xbbKey[0] = Cb, xbbKey[1] = H, xbbKey[2] = W;
-    }
-    std::vector<float> gsa((size_t)(G * 16));
-    std::vector<int32_t> uni((size_t)C);
-    std::vector<float> sv(needWeight ? (size_t)(C * 16) : 0);
-    std::vector<int32_t> pidx(32);
-    std::vector<float> pacc(2 * 9 * 16);
+    float* gyb = scratchFp + fLen * tid;
+    float* xbb = gyb + gybLen;
+    float* gsa = xbb + xbbLen;
+    float* sv = gsa + G * 16;
+    float* pacc = sv + C * 16;
+    int32_t* uni = scratchIp + iLen * tid;
+    int32_t* pidx = uni + C;
     float* T = needWeight ? Tall.data() + tLen * tid : nullptr;
     if (T) std::memset(T, 0, tLen * sizeof(float));
     for (int64_t n = n0; n < n1; n++) {
       const float* xn = xp + n * C * HW;
       const float* sn = s + n * G * C;
-      copyBordered(gyb.data(), gyp + n * O * OHW, Ob, OH, OW);
+      copyBordered(gyb, gyp + n * O * OHW, Ob, OH, OW);
       if (part1 && S == 2) {
         foldOneHead(up + n * C * HW, xn, sn, Cb, HW, gx ? gx + n * C * HW : nullptr, gs ? gs + n * C : nullptr);
       } else if (part1) {
         for (int64_t cb = 0; cb < Cb; cb++) {
-          std::fill(gsa.begin(), gsa.end(), 0.f);
+          std::fill(gsa, gsa + G * 16, 0.f);
           for (int64_t h = 0; h < H; h += 2) {
             const int nr = (int)std::min<int64_t>(2, H - h);
             for (const auto& ch : chunks) {
               const int64_t off = ((cb * H + h) * W + ch.first) * 16;
-              dgradTable[nr - 1][ch.second - 1](Wt.data(), C, cb * 16, gyb.data(), Hp, Wp, W, h, ch.first, G, Og,
+              dgradTable[nr - 1][ch.second - 1](Wt.data(), C, cb * 16, gyb, Hp, Wp, W, h, ch.first, G, Og,
                                                 sn + cb * 16, xn + off, gx ? gx + n * C * HW + off : nullptr,
-                                                gs ? gsa.data() : nullptr);
+                                                gs ? gsa : nullptr);
             }
           }
           if (gs)
             for (int64_t i = 0; i < G; i++)
-              std::memcpy(gs + (n * G + i) * C + cb * 16, gsa.data() + i * 16, 16 * sizeof(float));
+              std::memcpy(gs + (n * G + i) * C + cb * 16, gsa + i * 16, 16 * sizeof(float));
         }
       }
       if (needWeight && packed) {
@@ -407,7 +411,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
           for (int64_t c = 0; c < C; c++)
             if (sn[i * C + c] != 0.f) uni[(size_t)m++] = (int32_t)c;
           const int64_t ob = i * Og / 16, lane0 = i * Og % 16;
-          const float* gyh = gyb.data() + ob * Hp * Wp * 16 + lane0;
+          const float* gyh = gyb + ob * Hp * Wp * 16 + lane0;
           float* To = T + ob * C * 9 * 16 + lane0;
           for (int64_t j0 = 0; j0 < m; j0 += 2 * slots) {
             const int ng = m - j0 > slots ? 2 : 1;
@@ -417,11 +421,11 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
               // (x's vector of channel c: the first source for block 0, the second for block 1)
               pidx[(size_t)l] = (c >> 4) * 16 + (c & 15);
             }
-            packedTable[Og == 8][ng - 1](gyh, H, W, xn, Cb, pidx.data(), pacc.data());
+            packedTable[Og == 8][ng - 1](gyh, H, W, xn, Cb, pidx, pacc);
             for (int64_t j = j0; j < std::min(m, j0 + ng * slots); j++) {
               const int32_t c = uni[(size_t)j];
               const float sc = sn[i * C + c];
-              const float* a = pacc.data() + ((j - j0) / slots) * 9 * 16 + ((j - j0) % slots) * Og;
+              const float* a = pacc + ((j - j0) / slots) * 9 * 16 + ((j - j0) % slots) * Og;
               float* t = To + c * 9 * 16;
               for (int k = 0; k < 9; k++)
                 for (int64_t o = 0; o < Og; o++) t[k * 16 + o] += sc * a[k * 16 + o];
@@ -429,7 +433,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
           }
         }
       } else if (needWeight) {
-        if (S == 2) copyBordered(xbb.data(), xn, Cb, H, W);
+        if (S == 2) copyBordered(xbb, xn, Cb, H, W);
         for (int64_t ob = 0; ob < Ob; ob++) {
           // the block's heads and, per channel any of them selected, its lanes' scales
           const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
@@ -438,7 +442,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
             bool any = false;
             for (int64_t i = h0; i <= h1; i++) any |= sn[i * C + c] != 0.f;
             if (!any) continue;
-            float* row = sv.data() + c * 16;
+            float* row = sv + c * 16;
             for (int64_t i = h0; i <= h1; i++) {
               const float v = sn[i * C + c];
               for (int64_t l = std::max<int64_t>(0, i * Og - ob * 16), e = std::min<int64_t>(16, (i + 1) * Og - ob * 16); l < e; l++) row[l] = v;
@@ -450,14 +454,14 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
             const float* gyo = gyp + (n * Ob + ob) * OHW * 16;
             for (int64_t j = 0; j < k; j += kMaxWC2) {
               const int len = (int)std::min<int64_t>(kMaxWC2, k - j);
-              wgradS2Table[len - 1](gyo, OH, OW, xbb.data(), H + 2, W + 2, uni.data() + j, sv.data(), To);
+              wgradS2Table[len - 1](gyo, OH, OW, xbb, H + 2, W + 2, uni + j, sv, To);
             }
             continue;
           }
-          const float* gyo = gyb.data() + ob * Hp * Wp * 16;
+          const float* gyo = gyb + ob * Hp * Wp * 16;
           for (int64_t j = 0; j < k; j += kMaxWC) {
             const int len = (int)std::min<int64_t>(kMaxWC, k - j);
-            for (int kh = 0; kh < 3; kh++) wgradTable[len - 1](gyo, H, W, xn, kh, uni.data() + j, sv.data(), To);
+            for (int kh = 0; kh < 3; kh++) wgradTable[len - 1](gyo, H, W, xn, kh, uni + j, sv, To);
           }
         }
       }
