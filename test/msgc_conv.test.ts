@@ -13,6 +13,55 @@ const { F } = msgc;
 
 const startLive = msgc.liveTensorCount();
 
+// The backward kernels' checks (the 1×1 and 3×3 blocks below): a masked MSGC conv with a k×k weight, its x, weight
+// and scale gradients against the float64 adjoint. Binary gates (about half open) or real scales with zeros and
+// ones; the last sample's first head closed and (with G > 1) the first sample's last head fully open; a dense op in
+// front, so that x arrives in the layout a conv produces (nChw16c where oneDNN picks it). Seeds seed..seed+3.
+interface KernelCase { N: number; C: number; H: number; W: number; O: number; G: number; real: boolean }
+function expectAdjoint(c: KernelCase, k: number, stride: number, pad: number, seed: number): void {
+  msgc.tidy(() => {
+    const xs = [c.N, c.C, c.H, c.W];
+    const ws = [c.O, c.C, k, k];
+    const xv = randomArray(numel(xs), seed);
+    const wv = randomArray(numel(ws), seed + 1);
+    const sv = randomArray(c.N * c.G * c.C, seed + 2, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
+    for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
+    if (c.G > 1) for (let ch = 0; ch < c.C; ch++) sv[(c.G - 1) * c.C + ch] = 1;
+    const x0 = msgc.tensor(xv, xs, { requiresGrad: true });
+    const x = F.mul(x0, 1);
+    const w = msgc.tensor(wv, ws, { requiresGrad: true });
+    const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
+    const y = F.msgcConv2d(x, w, s, { heads: c.G, stride, padding: pad, execution: 'masked' });
+    const gy = randomArray(y.size, seed + 3);
+    y.backward(msgc.tensor(gy, y.shape));
+    const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, stride, pad, gy);
+    expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+  });
+}
+
+// Each subset of the three gradients (binary gates; stride 1) against the float64 adjoint.
+function expectEachSubset(c: Omit<KernelCase, 'real'>, k: number, pad: number, seed: number): void {
+  msgc.tidy(() => {
+    const { N, C, H, W, O, G } = c;
+    const xs = [N, C, H, W], ws = [O, C, k, k];
+    const xv = randomArray(numel(xs), seed), wv = randomArray(numel(ws), seed + 1);
+    const sv = randomArray(N * G * C, seed + 2).map((v) => (v > 0 ? 1 : 0));
+    const gy = randomArray(N * O * H * W, seed + 3);
+    const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, G, 1, pad, gy);
+    for (const [gx, gw, gs] of [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [false, true, true]]) {
+      const x = msgc.tensor(xv, xs, { requiresGrad: gx });
+      const w = msgc.tensor(wv, ws, { requiresGrad: gw });
+      const s = msgc.tensor(sv, [N, G, C], { requiresGrad: gs });
+      F.msgcConv2d(x, w, s, { heads: G, padding: pad, execution: 'masked' }).backward(msgc.tensor(gy, [N, O, H, W]));
+      if (gx) expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      if (gw) expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      if (gs) expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    }
+  });
+}
+
 describe.each(['batched', 'grouped', 'persample'])('masked implementation %s', (impl) => {
 // (the 3×3 backward's own kernels, which precede the three where they apply, are tested below)
 beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); setNativeEnv('MSGC_SPATIAL_BWD', '0'); });
@@ -173,50 +222,11 @@ describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight 
     { N: 2, C: 32, H: 6, W: 6, O: 32, G: 4, real: true, stride: 2 },
     { N: 2, C: 48, H: 6, W: 17, O: 48, G: 1, real: false, stride: 2 },
   ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
-    msgc.tidy(() => {
-      const xs = [c.N, c.C, c.H, c.W];
-      const ws = [c.O, c.C, 3, 3];
-      const xv = randomArray(numel(xs), 61);
-      const wv = randomArray(numel(ws), 62);
-      // binary gates (about half open) or real scales with zeros and ones; the last sample's first head closed and
-      // (with G > 1) the first sample's last head fully open
-      const sv = randomArray(c.N * c.G * c.C, 63, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
-      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
-      if (c.G > 1) for (let ch = 0; ch < c.C; ch++) sv[(c.G - 1) * c.C + ch] = 1;
-      // a dense conv in front, so that x arrives in the layout a conv produces (nChw16c where oneDNN picks it)
-      const x0 = msgc.tensor(xv, xs, { requiresGrad: true });
-      const x = F.mul(x0, 1);
-      const w = msgc.tensor(wv, ws, { requiresGrad: true });
-      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
-      const stride = c.stride ?? 1;
-      const y = F.msgcConv2d(x, w, s, { heads: c.G, stride, padding: 1, execution: 'masked' });
-      const gy = randomArray(y.size, 64);
-      y.backward(msgc.tensor(gy, y.shape));
-      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, stride, 1, gy);
-      expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-    });
+    expectAdjoint(c, 3, c.stride ?? 1, 1, 61);
   });
 
   test('each subset of the gradients', () => {
-    msgc.tidy(() => {
-      const N = 3, C = 32, H = 5, W = 6, O = 32, G = 4;
-      const xs = [N, C, H, W], ws = [O, C, 3, 3];
-      const xv = randomArray(numel(xs), 71), wv = randomArray(numel(ws), 72);
-      const sv = randomArray(N * G * C, 73).map((v) => (v > 0 ? 1 : 0));
-      const gy = randomArray(N * O * H * W, 74);
-      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, G, 1, 1, gy);
-      for (const [gx, gw, gs] of [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [false, true, true]]) {
-        const x = msgc.tensor(xv, xs, { requiresGrad: gx });
-        const w = msgc.tensor(wv, ws, { requiresGrad: gw });
-        const s = msgc.tensor(sv, [N, G, C], { requiresGrad: gs });
-        F.msgcConv2d(x, w, s, { heads: G, padding: 1, execution: 'masked' }).backward(msgc.tensor(gy, [N, O, H, W]));
-        if (gx) expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-        if (gw) expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-        if (gs) expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      }
-    });
+    expectEachSubset({ N: 3, C: 32, H: 5, W: 6, O: 32, G: 4 }, 3, 1, 71);
   });
 });
 
@@ -282,49 +292,10 @@ describe('msgcConv2d 1×1 backward kernels', () => {
     // mid-head
     { N: 2, C: 64, H: 1, W: 2, O: 4160, G: 5, real: true },
   ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
-    msgc.tidy(() => {
-      const xs = [c.N, c.C, c.H, c.W];
-      const ws = [c.O, c.C, 1, 1];
-      const xv = randomArray(numel(xs), 41);
-      const wv = randomArray(numel(ws), 42);
-      // binary gates (about half open) or real scales with zeros and ones; the last sample's first head closed and
-      // (with G > 1) the first sample's last head fully open
-      const sv = randomArray(c.N * c.G * c.C, 43, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
-      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
-      if (c.G > 1) for (let ch = 0; ch < c.C; ch++) sv[(c.G - 1) * c.C + ch] = 1;
-      // a dense conv in front, so that x arrives in the layout a conv produces (nChw16c where oneDNN picks it)
-      const x0 = msgc.tensor(xv, xs, { requiresGrad: true });
-      const x = F.mul(x0, 1);
-      const w = msgc.tensor(wv, ws, { requiresGrad: true });
-      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
-      const y = F.msgcConv2d(x, w, s, { heads: c.G, execution: 'masked' });
-      const gy = randomArray(y.size, 44);
-      y.backward(msgc.tensor(gy, y.shape));
-      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, 1, 0, gy);
-      expect(closeness(x0.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-    });
+    expectAdjoint(c, 1, 1, 0, 41);
   });
 
   test('each subset of the gradients', () => {
-    msgc.tidy(() => {
-      const N = 3, C = 48, H = 5, W = 4, O = 96, G = 4;
-      const xs = [N, C, H, W], ws = [O, C, 1, 1];
-      const xv = randomArray(numel(xs), 51), wv = randomArray(numel(ws), 52);
-      const sv = randomArray(N * G * C, 53).map((v) => (v > 0 ? 1 : 0));
-      const gy = randomArray(N * O * H * W, 54);
-      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, G, 1, 0, gy);
-      for (const [gx, gw, gs] of [[true, false, false], [false, true, false], [false, false, true], [true, false, true], [false, true, true]]) {
-        const x = msgc.tensor(xv, xs, { requiresGrad: gx });
-        const w = msgc.tensor(wv, ws, { requiresGrad: gw });
-        const s = msgc.tensor(sv, [N, G, C], { requiresGrad: gs });
-        F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).backward(msgc.tensor(gy, [N, O, H, W]));
-        if (gx) expect(closeness(x.grad!.toFloat32Array(), ref.gx, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-        if (gw) expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-        if (gs) expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-        for (const t of [x, w, s]) expect(t.grad === null || t.requiresGrad).toBe(true);
-      }
-    });
+    expectEachSubset({ N: 3, C: 48, H: 5, W: 4, O: 96, G: 4 }, 1, 0, 51);
   });
 });
