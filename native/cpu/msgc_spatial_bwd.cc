@@ -15,7 +15,7 @@
 //
 // Layouts: x, gx and gy in nChw16c (C and O multiples of 16), W plain [O, C, 3, 3], s plain [N, G, C].
 // Each thread takes samples statically (the same bits from run to run) and, per sample:
-//   copies gy (and for stride 2 x) into zero-bordered planes, so that no kernel tests borders;
+//   copies gy (stride 1) or x (stride 2, for part 2) into zero-bordered planes, so that no kernel tests borders;
 //   part 1 (gx, gs): per block of 16 input channels, pair of rows and chunk of up to 8 pixels, per head: U over the
 //     head's outputs and the 9 taps (one weight vector and a broadcast of gy per pixel: 16 FMAs a load), then
 //     gx (+)= s ⊙ U and the head's scale-gradient sums += x ⊙ U. Stride 2 (one head): U is oneDNN's data
@@ -317,7 +317,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
 #if MSGC_GATHER_AVX512
   const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], O = weight.shape[0], G = p.heads,
                 Og = O / G, Cb = C / 16, Ob = O / 16, HW = H * W, S = p.strideH;
-  // gy's planes with a zero border: OH + 2 rows of OW + 2 pixels
+  // gy's planes with a zero border (stride 1): OH + 2 rows of OW + 2 pixels
   const int64_t OH = gy.shape[2], OW = gy.shape[3], OHW = OH * OW, Hp = OH + 2, Wp = OW + 2;
   const bool part1 = needX || needScale;
   if (!part1 && !needWeight) return r;
@@ -356,7 +356,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   // before the region: nothing inside it allocates): gy's planes with a zero border (and for stride 2 x's, for part
   // 2), which stay zero while the geometry does (the copies write the interiors only), the heads' scale-gradient sums,
   // the lane scales, the packed kernel's accumulators; and the selected channels and permutation indices.
-  const size_t gybLen = (size_t)(Ob * Hp * Wp * 16), xbbLen = S == 2 && needWeight ? (size_t)(Cb * (H + 2) * (W + 2) * 16) : 0;
+  const size_t gybLen = S == 1 ? (size_t)(Ob * Hp * Wp * 16) : 0, xbbLen = S == 2 && needWeight ? (size_t)(Cb * (H + 2) * (W + 2) * 16) : 0;
   const size_t fLen = gybLen + xbbLen + (size_t)(G * 16) + (size_t)(C * 16) + 2 * 9 * 16, iLen = (size_t)C + 32;
   static thread_local std::vector<float> scratchF;
   static thread_local std::vector<int32_t> scratchI;
@@ -383,7 +383,7 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     for (int64_t n = n0; n < n1; n++) {
       const float* xn = xp + n * C * HW;
       const float* sn = s + n * G * C;
-      copyBordered(gyb, gyp + n * O * OHW, Ob, OH, OW);
+      if (S == 1) copyBordered(gyb, gyp + n * O * OHW, Ob, OH, OW);  // (stride 2 reads gy as it is)
       if (part1 && S == 2) {
         foldOneHead(up + n * C * HW, xn, sn, Cb, HW, gx ? gx + n * C * HW : nullptr, gs ? gs + n * C : nullptr);
       } else if (part1) {
@@ -404,7 +404,8 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
         }
       }
       if (needWeight && packed) {
-        // per head: its selected channels, 16 / Og to a group (the last one padded with scale 0), two groups a pass
+        // per head: its selected channels, 16 / Og to a group (the last one's spare slots repeat its last channel and
+        // are not added), two groups a pass
         const int64_t slots = 16 / Og;
         for (int64_t i = 0; i < G; i++) {
           int64_t m = 0;
