@@ -201,10 +201,15 @@ describe('msgcConv2d backward', () => {
 // same references apply). Heads of 4, 8, 12 (straddling blocks of 16), 16 and 32 outputs; rows of 1-19 pixels (tiles
 // of 1-8, uneven chunks); one and several blocks of channels; more samples than threads and as many; stride 1, and 2 with one head. Heads of 4 and 8
 // outputs on up to 32 channels take the packed weight gradient (their channels in the lanes, from one or two blocks of
-// x); the same cases run with it off (MSGC_SPATIAL_PACKED=0: the union of the block's heads).
-describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight gradient of narrow heads)', (mode) => {
-  beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); setNativeEnv('MSGC_SPATIAL_PACKED', mode === 'union' ? '0' : undefined); });
-  afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); setNativeEnv('MSGC_SPATIAL_PACKED', undefined); });
+// x); the same cases run with it off (MSGC_SPATIAL_PACKED=0: the union of the block's heads), and with the AVX2 kernels
+// (MSGC_GATHER_ISA=avx2: 8 lanes on nChw8c, the union for narrow heads; they run on this AVX-512 CPU too).
+describe.each(['packed', 'union', 'avx2'])('msgcConv2d 3×3 backward kernels (%s)', (mode) => {
+  beforeAll(() => {
+    setNativeEnv('MSGC_SPATIAL_BWD', '1');
+    setNativeEnv('MSGC_SPATIAL_PACKED', mode === 'union' ? '0' : undefined);
+    setNativeEnv('MSGC_GATHER_ISA', mode === 'avx2' ? 'avx2' : undefined);
+  });
+  afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); setNativeEnv('MSGC_SPATIAL_PACKED', undefined); setNativeEnv('MSGC_GATHER_ISA', undefined); });
   test.each([
     { N: 3, C: 32, H: 4, W: 5, O: 16, G: 4, real: true },
     { N: 3, C: 16, H: 6, W: 6, O: 16, G: 4, real: false },
@@ -221,6 +226,10 @@ describe.each(['packed', 'union'])('msgcConv2d 3×3 backward kernels (%s weight 
     { N: 4, C: 16, H: 5, W: 3, O: 16, G: 1, real: true, stride: 2 },
     { N: 2, C: 32, H: 6, W: 6, O: 32, G: 4, real: true, stride: 2 },
     { N: 2, C: 48, H: 6, W: 17, O: 48, G: 1, real: false, stride: 2 },
+    // channels in multiples of 8 (the AVX2 kernels' nChw8c; with AVX-512 the masked paths run): heads of 8 and 4
+    { N: 3, C: 24, H: 5, W: 7, O: 40, G: 5, real: true },
+    { N: 2, C: 8, H: 6, W: 4, O: 8, G: 2, real: false },
+    { N: 3, C: 40, H: 7, W: 5, O: 24, G: 1, real: true, stride: 2 },
   ])('x, weight and scale gradients equal the float64 adjoint %o', (c) => {
     expectAdjoint(c, 3, c.stride ?? 1, 1, 61);
   });

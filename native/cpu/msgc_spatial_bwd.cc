@@ -1,6 +1,7 @@
 // msgc_spatial_bwd.cc: the backward of a 3×3 MSGC convolution (padding 1; stride 1, or stride 2 with one head) with
-// AVX-512 kernels of our own, for batches of 2 and more: the weight gradient only over the channels the heads
-// selected, no per-sample weight gradient. The 3×3 counterpart of msgc_pointwise_bwd.cc.
+// kernels of our own (AVX-512, or AVX2 + FMA), for batches of 2 and more: the weight gradient only over the channels
+// the heads selected, no per-sample weight gradient. The 3×3 counterpart of msgc_pointwise_bwd.cc. The kernels are
+// written once over L lanes (msgc_spatial_kernels.inc) and compiled for both: L = 16 on nChw16c, L = 8 on nChw8c.
 //
 // With head i owning outputs [i·Og, (i+1)·Og), scale s[n, i, c] and ⋆ the 3×3 correlation:
 //   U_i[n, c]     = Σ_{o in head i} W[o, c]ᵀ ⋆ gy[n, o]     (the gradient w.r.t. head i's scaled input)
@@ -13,7 +14,8 @@
 // scale gradient comes from the latter), the grouped path a full weight gradient of the G-fold input: both above a
 // dense backward (ResNet-20/56's convs at batch 32: 1.10-1.22 ms against dense 0.95).
 //
-// Layouts: x, gx and gy in nChw16c (C and O multiples of 16), W plain [O, C, 3, 3], s plain [N, G, C].
+// Layouts: x, gx and gy in nChw16c (nChw8c with AVX2; C and O multiples of the lanes), W plain [O, C, 3, 3], s plain
+// [N, G, C]. Below, "16" is the AVX-512 figure.
 // Each thread takes samples statically (the same bits from run to run) and, per sample:
 //   copies gy (stride 1) or x (stride 2, for part 2) into zero-bordered planes, so that no kernel tests borders;
 //   part 1 (gx, gs): per block of 16 input channels, pair of rows and chunk of up to 8 pixels, per head: U over the
@@ -21,7 +23,7 @@
 //     gx (+)= s ⊙ U and the head's scale-gradient sums += x ⊙ U. Stride 2 (one head): U is oneDNN's data
 //     gradient, folded per sample (foldOneHead);
 //   part 2 (gW): heads of 4 or 8 outputs on up to 32 channels with their selected channels packed into the lanes
-//     (wgradPacked); otherwise per block of 16 outputs, the channels any of its heads selected, 8 at a time and a
+//     (wgradPacked, AVX-512 only); otherwise per block of 16 outputs, the channels any of its heads selected, 8 at a time and a
 //     row of taps per pass (wgradGroup: 3 gy vectors and a broadcast of x per channel for 24 FMAs; stride 2:
 //     wgradGroupS2), added into the thread's accumulator times the lanes' scales (0 in the lanes of a head that
 //     did not select the channel).
@@ -46,98 +48,81 @@ using namespace cpu;
 #if MSGC_GATHER_AVX512
 namespace {
 
-constexpr int kMaxTP = 8;  // pixels per part-1 tile
-constexpr int kMaxWC = 8;  // channels per part-2 group
+// The kernels over L lanes (msgc_spatial_kernels.inc), compiled once for AVX-512 and once for AVX2 + FMA: every
+// function of each region takes that region's target
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#endif
+namespace k16 {
+using VF = __m512;
+constexpr int L = 16;
+constexpr int kMaxTP = 8;   // pixels per part-1 tile row (2 rows: 16 accumulators)
+constexpr int kMaxWC = 8;   // channels per part-2 group (24 accumulators)
+constexpr int kMaxWC2 = 3;  // channels per stride-2 part-2 group (27 accumulators)
+inline VF vzero() { return _mm512_setzero_ps(); }
+inline VF vload(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstore(float* p, VF v) { _mm512_storeu_ps(p, v); }
+inline VF vset1(float x) { return _mm512_set1_ps(x); }
+inline VF vfmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
+inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
+inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
+#include "msgc_spatial_kernels.inc"
+}  // namespace k16
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+namespace k8 {
+using VF = __m256;
+constexpr int L = 8;
+constexpr int kMaxTP = 6;   // 2 rows: 12 of the 16 registers
+constexpr int kMaxWC = 4;   // 12 accumulators, 3 gy vectors, a broadcast
+constexpr int kMaxWC2 = 1;  // 9 accumulators
+inline VF vzero() { return _mm256_setzero_ps(); }
+inline VF vload(const float* p) { return _mm256_loadu_ps(p); }
+inline void vstore(float* p, VF v) { _mm256_storeu_ps(p, v); }
+inline VF vset1(float x) { return _mm256_set1_ps(x); }
+inline VF vfmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
+inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+#include "msgc_spatial_kernels.inc"
+}  // namespace k8
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
 
-// Part 1, one tile: pixels (h + r, w0 + q), r < NR, q < NP, of the 16 channels at cb16 for every head: U_i, then
-// gx (+)= s_i ⊙ U_i (the first head writes; when gxr is set) and gsa[i] += Σ x ⊙ U_i (when gsa is set).
-// Wt: [O][9][C] (tap-major rows of channels); gyp: the sample's zero-bordered gy, [Ob][Hp][Wp][16]; sn: the sample's
-// scales at channel cb16 (head i's at + i·C); xr, gxr: the tile's first pixel in the block's plane (rows W·16
-// floats apart). NR·NP <= 16 accumulators, one weight vector and a broadcast of gy per pixel for NR·NP FMAs.
-template <int NR, int NP>
-__attribute__((target("avx512f"))) void dgradTile(const float* Wt, int64_t C, int64_t cb16, const float* gyp,
-                                                  int64_t Hp, int64_t Wp, int64_t W, int64_t h, int64_t w0,
-                                                  int64_t G, int64_t Og, const float* sn, const float* xr, float* gxr,
-                                                  float* gsa) {
-  for (int64_t i = 0; i < G; i++) {
-    __m512 acc[NR][NP];
-    for (int r = 0; r < NR; r++)
-      for (int q = 0; q < NP; q++) acc[r][q] = _mm512_setzero_ps();
-    for (int64_t o = i * Og; o < (i + 1) * Og; o++) {
-      const float* wr = Wt + o * 9 * C + cb16;
-      // U at (h, w) takes gy at (h + 1 - kh, w + 1 - kw): the bordered plane's (h + 2 - kh, w + 2 - kw)
-      const float* g0 = gyp + ((o >> 4) * Hp * Wp + w0 + 2) * 16 + (o & 15);
-      for (int kh = 0; kh < 3; kh++)
-        for (int kw = 0; kw < 3; kw++) {
-          const __m512 wv = _mm512_loadu_ps(wr + (kh * 3 + kw) * C);
-          for (int r = 0; r < NR; r++) {
-            const float* g = g0 + ((h + r + 2 - kh) * Wp - kw) * 16;
-            for (int q = 0; q < NP; q++) acc[r][q] = _mm512_fmadd_ps(wv, _mm512_set1_ps(g[q * 16]), acc[r][q]);
-          }
-        }
-    }
-    if (gxr) {
-      const __m512 sv = _mm512_loadu_ps(sn + i * C);
-      for (int r = 0; r < NR; r++)
-        for (int q = 0; q < NP; q++) {
-          float* d = gxr + (r * W + q) * 16;
-          _mm512_storeu_ps(d, i == 0 ? _mm512_mul_ps(sv, acc[r][q]) : _mm512_fmadd_ps(sv, acc[r][q], _mm512_loadu_ps(d)));
-        }
-    }
-    if (gsa) {
-      __m512 g = _mm512_loadu_ps(gsa + i * 16);
-      for (int r = 0; r < NR; r++)
-        for (int q = 0; q < NP; q++) g = _mm512_fmadd_ps(_mm512_loadu_ps(xr + (r * W + q) * 16), acc[r][q], g);
-      _mm512_storeu_ps(gsa + i * 16, g);
-    }
+// The kernels of one lane width, for the entry below
+template <int L>
+struct Kernels;
+template <>
+struct Kernels<16> {
+  static constexpr int maxTP = k16::kMaxTP, maxWC = k16::kMaxWC, maxWC2 = k16::kMaxWC2;
+  static k16::DgradFn dgrad(int nr, int np) { return k16::dgradTable[nr - 1][np - 1]; }
+  static k16::WgradFn wgrad(int nc) { return k16::wgradTable[nc - 1]; }
+  static k16::WgradS2Fn wgradS2(int nc) { return k16::wgradS2Table[nc - 1]; }
+  static void fold(const float* un, const float* xn, const float* sn, int64_t Cb, int64_t HW, float* gxn, float* gsn) {
+    k16::foldOneHead(un, xn, sn, Cb, HW, gxn, gsn);
   }
-}
-
-using DgradFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, int64_t,
-                         int64_t, int64_t, const float*, const float*, float*, float*);
-const DgradFn dgradTable[2][kMaxTP] = {
-    {dgradTile<1, 1>, dgradTile<1, 2>, dgradTile<1, 3>, dgradTile<1, 4>, dgradTile<1, 5>, dgradTile<1, 6>,
-     dgradTile<1, 7>, dgradTile<1, 8>},
-    {dgradTile<2, 1>, dgradTile<2, 2>, dgradTile<2, 3>, dgradTile<2, 4>, dgradTile<2, 5>, dgradTile<2, 6>,
-     dgradTile<2, 7>, dgradTile<2, 8>}};
-
-// Part 2, one group of NC channels cidx[j] of one sample for one block of 16 outputs and one row of taps kh:
-// T[c][kh][kw] += sv[c] ⊙ Σ_p gy[p - k] · x[c, p] over the input pixels p (gyp: the block's zero-bordered plane,
-// [Hp][Wp][16]; xn: the sample's x, [Cb][H][W][16]; sv: the block's lane scales, [C][16]; T: the block's
-// accumulator, [C][9][16]). Per pixel: 3 vectors of gy and a broadcast of x per channel for 3·NC FMAs.
-template <int NC>
-__attribute__((target("avx512f"))) void wgradGroup(const float* gyp, int64_t H, int64_t W, const float* xn, int kh,
-                                                   const int32_t* cidx, const float* sv, float* T) {
-  const int64_t Wp = W + 2;
-  const float* xb[NC];
-  for (int j = 0; j < NC; j++) xb[j] = xn + (cidx[j] >> 4) * H * W * 16 + (cidx[j] & 15);
-  __m512 acc[NC][3];
-  for (int j = 0; j < NC; j++)
-    for (int k = 0; k < 3; k++) acc[j][k] = _mm512_setzero_ps();
-  // x at (hi, wi) meets gy at (hi + 1 - kh, wi + 1 - kw): the bordered plane's (hi + 2 - kh, wi + 2 - kw); rows
-  // past the border add nothing
-  const int64_t hi0 = std::max<int64_t>(0, kh - 1), hi1 = std::min<int64_t>(H, H + kh - 1);
-  for (int64_t hi = hi0; hi < hi1; hi++) {
-    const float* g = gyp + ((hi + 2 - kh) * Wp + 2) * 16;
-    for (int64_t wi = 0; wi < W; wi++) {
-      __m512 gv[3];
-      for (int kw = 0; kw < 3; kw++) gv[kw] = _mm512_loadu_ps(g + (wi - kw) * 16);
-      for (int j = 0; j < NC; j++) {
-        const __m512 xv = _mm512_set1_ps(xb[j][(hi * W + wi) * 16]);
-        for (int kw = 0; kw < 3; kw++) acc[j][kw] = _mm512_fmadd_ps(gv[kw], xv, acc[j][kw]);
-      }
-    }
+};
+template <>
+struct Kernels<8> {
+  static constexpr int maxTP = k8::kMaxTP, maxWC = k8::kMaxWC, maxWC2 = k8::kMaxWC2;
+  static k8::DgradFn dgrad(int nr, int np) { return k8::dgradTable[nr - 1][np - 1]; }
+  static k8::WgradFn wgrad(int nc) { return k8::wgradTable[nc - 1]; }
+  static k8::WgradS2Fn wgradS2(int nc) { return k8::wgradS2Table[nc - 1]; }
+  static void fold(const float* un, const float* xn, const float* sn, int64_t Cb, int64_t HW, float* gxn, float* gsn) {
+    k8::foldOneHead(un, xn, sn, Cb, HW, gxn, gsn);
   }
-  for (int j = 0; j < NC; j++) {
-    const __m512 sc = _mm512_loadu_ps(sv + cidx[j] * 16);
-    float* t = T + (cidx[j] * 9 + kh * 3) * 16;
-    for (int k = 0; k < 3; k++) _mm512_storeu_ps(t + k * 16, _mm512_fmadd_ps(sc, acc[j][k], _mm512_loadu_ps(t + k * 16)));
-  }
-}
-
-using WgradFn = void (*)(const float*, int64_t, int64_t, const float*, int, const int32_t*, const float*, float*);
-const WgradFn wgradTable[kMaxWC] = {wgradGroup<1>, wgradGroup<2>, wgradGroup<3>, wgradGroup<4>,
-                                    wgradGroup<5>, wgradGroup<6>, wgradGroup<7>, wgradGroup<8>};
+};
 
 // Part 2 for a narrow head (OG = 4 or 8 outputs) of one sample, channels packed into the lanes: lane (j, o) of group
 // g holds output o of the head and its channel slot j (16 / OG slots a group), so a vector does the head's work for
@@ -199,68 +184,16 @@ __attribute__((target("avx512f"))) void wgradPacked(const float* gyh, int64_t H,
 using PackedFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, const int32_t*, float*);
 const PackedFn packedTable[2][2] = {{wgradPacked<4, 1>, wgradPacked<4, 2>}, {wgradPacked<8, 1>, wgradPacked<8, 2>}};
 
-// Stride 2 with one head (ResNets' strided convs carry the companion input gates): U is the dense data gradient, which
-// oneDNN computes; the epilogue gx = s ⊙ U, gs[c] = Σ_p U ⊙ x runs per sample on nChw16c planes (un: the sample's U).
-__attribute__((target("avx512f"))) void foldOneHead(const float* un, const float* xn, const float* sn, int64_t Cb,
-                                                    int64_t HW, float* gxn, float* gsn) {
-  for (int64_t cb = 0; cb < Cb; cb++) {
-    const __m512 sv = _mm512_loadu_ps(sn + cb * 16);
-    __m512 g0 = _mm512_setzero_ps(), g1 = _mm512_setzero_ps();
-    const float* u = un + cb * HW * 16;
-    const float* xv = xn + cb * HW * 16;
-    float* gxv = gxn ? gxn + cb * HW * 16 : nullptr;
-    int64_t p = 0;
-    for (; p + 2 <= HW; p += 2) {
-      const __m512 u0 = _mm512_loadu_ps(u + p * 16), u1 = _mm512_loadu_ps(u + p * 16 + 16);
-      if (gxv) _mm512_storeu_ps(gxv + p * 16, _mm512_mul_ps(sv, u0)), _mm512_storeu_ps(gxv + p * 16 + 16, _mm512_mul_ps(sv, u1));
-      if (gsn) g0 = _mm512_fmadd_ps(u0, _mm512_loadu_ps(xv + p * 16), g0), g1 = _mm512_fmadd_ps(u1, _mm512_loadu_ps(xv + p * 16 + 16), g1);
-    }
-    for (; p < HW; p++) {
-      const __m512 u0 = _mm512_loadu_ps(u + p * 16);
-      if (gxv) _mm512_storeu_ps(gxv + p * 16, _mm512_mul_ps(sv, u0));
-      if (gsn) g0 = _mm512_fmadd_ps(u0, _mm512_loadu_ps(xv + p * 16), g0);
-    }
-    if (gsn) _mm512_storeu_ps(gsn + cb * 16, _mm512_add_ps(g0, g1));
-  }
+// The lane width the kernels run with: 16 with AVX-512, 8 with AVX2 + FMA (MSGC_GATHER_ISA=avx2 picks AVX2 on an
+// AVX-512 CPU, for benchmarks and tests), 0 without either
+int spatialLanes() {
+  const gather::Isa isa = gather::gatherIsa();
+  return isa == gather::Isa::Avx512 ? 16 : isa == gather::Isa::Avx2 ? 8 : 0;
 }
 
-// Part 2, stride 2 (the union path): per output pixel, gy's vector for the block and the 9 taps' broadcasts of x per
-// channel from the zero-bordered x ([Cb][H+2][W+2][16], Wxp = W + 2), 9·NC FMAs. gyb: the block's plane, [OH][OW][16].
-template <int NC>
-__attribute__((target("avx512f"))) void wgradGroupS2(const float* gyb, int64_t OH, int64_t OW, const float* xbp,
-                                                     int64_t Hxp, int64_t Wxp, const int32_t* cidx, const float* sv,
-                                                     float* T) {
-  const float* xb[NC];
-  for (int j = 0; j < NC; j++) xb[j] = xbp + (cidx[j] >> 4) * Hxp * Wxp * 16 + (cidx[j] & 15);
-  __m512 acc[NC][9];
-  for (int j = 0; j < NC; j++)
-    for (int k = 0; k < 9; k++) acc[j][k] = _mm512_setzero_ps();
-  for (int64_t ho = 0; ho < OH; ho++)
-    for (int64_t wo = 0; wo < OW; wo++) {
-      const __m512 gv = _mm512_loadu_ps(gyb + (ho * OW + wo) * 16);
-      for (int j = 0; j < NC; j++) {
-        // y at (ho, wo) reads x at (2·ho + kh − 1, 2·wo + kw − 1): the bordered plane's (2·ho + kh, 2·wo + kw)
-        const float* xr = xb[j] + (2 * ho * Wxp + 2 * wo) * 16;
-        for (int kh = 0; kh < 3; kh++)
-          for (int kw = 0; kw < 3; kw++)
-            acc[j][kh * 3 + kw] = _mm512_fmadd_ps(gv, _mm512_set1_ps(xr[(kh * Wxp + kw) * 16]), acc[j][kh * 3 + kw]);
-      }
-    }
-  for (int j = 0; j < NC; j++) {
-    const __m512 sc = _mm512_loadu_ps(sv + cidx[j] * 16);
-    float* t = T + cidx[j] * 9 * 16;
-    for (int k = 0; k < 9; k++) _mm512_storeu_ps(t + k * 16, _mm512_fmadd_ps(sc, acc[j][k], _mm512_loadu_ps(t + k * 16)));
-  }
-}
-
-constexpr int kMaxWC2 = 3;  // channels per stride-2 part-2 group (27 accumulators)
-using WgradS2Fn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const int32_t*, const float*,
-                           float*);
-const WgradS2Fn wgradS2Table[kMaxWC2] = {wgradGroupS2<1>, wgradGroupS2<2>, wgradGroupS2<3>};
-
-// near-equal chunks of at most kMaxTP pixels of a row (14 -> 7 + 7)
-std::vector<std::pair<int64_t, int>> rowChunks(int64_t W) {
-  const int64_t n = (W + kMaxTP - 1) / kMaxTP;
+// near-equal chunks of at most maxTP pixels of a row (14 -> 7 + 7)
+std::vector<std::pair<int64_t, int>> rowChunks(int64_t W, int maxTP) {
+  const int64_t n = (W + maxTP - 1) / maxTP;
   std::vector<std::pair<int64_t, int>> r;
   for (int64_t k = 0, w = 0; k < n; k++) {
     const int64_t len = (W - w) / (n - k);
@@ -270,12 +203,12 @@ std::vector<std::pair<int64_t, int>> rowChunks(int64_t W) {
   return r;
 }
 
-// the planes of one sample ([Cb][H][W][16]) into the interior of zero-bordered ones ([Cb][H+2][W+2][16])
-void copyBordered(float* dst, const float* src, int64_t Cb, int64_t H, int64_t W) {
+// the planes of one sample ([Cb][H][W][L]) into the interior of zero-bordered ones ([Cb][H+2][W+2][L])
+void copyBordered(float* dst, const float* src, int64_t Cb, int64_t H, int64_t W, int64_t L) {
   const int64_t Wp = W + 2, Hp = H + 2;
   for (int64_t b = 0; b < Cb; b++)
     for (int64_t h = 0; h < H; h++)
-      std::memcpy(dst + ((b * Hp + h + 1) * Wp + 1) * 16, src + ((b * H + h) * W) * 16, W * 16 * sizeof(float));
+      std::memcpy(dst + ((b * Hp + h + 1) * Wp + 1) * L, src + ((b * H + h) * W) * L, W * L * sizeof(float));
 }
 
 }  // namespace
@@ -286,11 +219,12 @@ bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcCon
   const char* env = std::getenv("MSGC_SPATIAL_BWD");  // 0: never (benchmarks, tests); 1: wherever it can run
   if (env && env[0] == '0') return false;
   const Shape& ws = weight.shape;
-  if (!gather::cpuHasAvx512() || x.shape.size() != 4 || ws.size() != 4 || ws[2] != 3 || ws[3] != 3) return false;
+  const int L = spatialLanes();
+  if (L == 0 || x.shape.size() != 4 || ws.size() != 4 || ws[2] != 3 || ws[3] != 3) return false;
   // stride 2 with one head only (its data gradient is the dense one: see foldOneHead)
   if (p.strideH != p.strideW || (p.strideH != 1 && !(p.strideH == 2 && p.heads == 1)) || p.padH != 1 || p.padW != 1) return false;
   const int64_t N = x.shape[0], C = x.shape[1], O = ws[0];
-  if (N < 2 || C % 16 != 0 || O % 16 != 0 || O % p.heads != 0) return false;
+  if (N < 2 || C % L != 0 || O % L != 0 || O % p.heads != 0) return false;
   // the threads' accumulators (O·C·9 floats each) and the bordered planes stay within a few MB
   if (O * C * 9 > (int64_t(1) << 22) || (C + O) * (x.shape[2] + 2) * (x.shape[3] + 2) > (int64_t(1) << 22)) return false;
   if (env && env[0] == '1') return true;
@@ -304,6 +238,9 @@ bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcCon
   // for 512 channels) outweigh the few pixels that use them. Stride 2, one head (spatial / masked / dense):
   // 16->32 at 32² 0.48 / 0.54 / 0.47, 32->64 at 16² 0.49 / 0.60 / 0.52, ResNet-18's 64->128 at 56² 19.4 / 23.7 / 22.0,
   // 128->256 at 28² 19.1 / 23.0 / 22.4, 256->512 at 14² 22.3 / 25.9 / 24.8.
+  // AVX2 (this AVX-512 CPU restricted: MSGC_GATHER_ISA=avx2, ONEDNN_MAX_CPU_ISA=AVX2; spatial / masked / dense):
+  //   ResNet-20/56, G = 4: 1.73 / 1.72 / 1.62, 1.48 / 1.67 / 1.48, 1.27 / 1.62 / 1.44; G = 1: 1.53 / 1.66 / 1.62,
+  //   1.48 / 1.57 / 1.47, 1.30 / 1.51 / 1.43
   return x.shape[2] * x.shape[3] >= 64 || O * C <= 64 * 64;
 #else
   (void)x, (void)weight, (void)p;
@@ -311,42 +248,46 @@ bool spatialBackwardApplies(const Tensor& x, const Tensor& weight, const MsgcCon
 #endif
 }
 
-MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
-                                      const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
-  MsgcConvGrads r;
 #if MSGC_GATHER_AVX512
+namespace {
+// The entry for L lanes (16: AVX-512 on nChw16c; 8: AVX2 on nChw8c)
+template <int L>
+MsgcConvGrads spatialBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                              const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  using K = Kernels<L>;
+  MsgcConvGrads r;
   const int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3], O = weight.shape[0], G = p.heads,
-                Og = O / G, Cb = C / 16, Ob = O / 16, HW = H * W, S = p.strideH;
+                Og = O / G, Cb = C / L, Ob = O / L, HW = H * W, S = p.strideH;
   // gy's planes with a zero border (stride 1): OH + 2 rows of OW + 2 pixels
   const int64_t OH = gy.shape[2], OW = gy.shape[3], OHW = OH * OW, Hp = OH + 2, Wp = OW + 2;
   const bool part1 = needX || needScale;
   if (!part1 && !needWeight) return r;
-  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, 16)).get_data_handle());
-  const float* gyp = static_cast<const float*>(asLayout(gy, blockedDesc(gy.shape, 16)).get_data_handle());
+  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, L)).get_data_handle());
+  const float* gyp = static_cast<const float*>(asLayout(gy, blockedDesc(gy.shape, L)).get_data_handle());
   const float* Wsrc = plainData(weight);
   const float* s = plainData(scale);
-  if (needX) r.x = tensorWithDesc(x.shape, blockedDesc(x.shape, 16));
+  if (needX) r.x = tensorWithDesc(x.shape, blockedDesc(x.shape, L));
   if (needScale) r.scale = emptyTensor(scale.shape);
   if (needWeight) r.weight = emptyTensor(weight.shape);
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
-  const auto chunks = rowChunks(W);
+  const auto chunks = rowChunks(W, K::maxTP);
   // stride 2 (one head): U from oneDNN's data gradient
   TensorPtr U;
   const float* up = nullptr;
   if (S == 2 && part1) {
     U = conv2dBackward(x, weight, gy, convParams(p), true, false, false).x;
-    up = static_cast<const float*>(asLayout(*U, blockedDesc(x.shape, 16)).get_data_handle());
+    up = static_cast<const float*>(asLayout(*U, blockedDesc(x.shape, L)).get_data_handle());
   }
   // narrow heads (4 or 8 outputs) with their channels packed into the lanes (wgradPacked): C <= 32
   const char* packEnv = std::getenv("MSGC_SPATIAL_PACKED");  // 0: the union path for every head (benchmarks, tests)
-  const bool packed = S == 1 && (Og == 4 || Og == 8) && C <= 32 && !(packEnv && packEnv[0] == '0');
+  const bool packed = L == 16 && S == 1 && (Og == 4 || Og == 8) && C <= 32 && !(packEnv && packEnv[0] == '0');
   const bool parallel = N * O * C * HW * 9 > (1 << 18);
   const int threads = parallel ? std::min<int>(omp_get_max_threads(), (int)N) : 1;
   const size_t tLen = (size_t)(O * C * 9);
   // Kept from call to call on the calling thread (a fresh 300 KB block was an mmap and page faults a call):
-  // W as [O][9][C] (a tap's 16 channels of a block in one vector) and the threads' weight-gradient accumulators,
-  // [thread][Ob][C][9][16]
+  // W as [O][9][C] (a tap's L channels of a block in one vector) and the threads' weight-gradient accumulators,
+  // [thread][Ob][C][9][L]
   static thread_local std::vector<float> WtStore, TallStore;
   std::vector<float>& Wt = WtStore;
   std::vector<float>& Tall = TallStore;
@@ -356,8 +297,8 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
   // before the region: nothing inside it allocates): gy's planes with a zero border (and for stride 2 x's, for part
   // 2), which stay zero while the geometry does (the copies write the interiors only), the heads' scale-gradient sums,
   // the lane scales, the packed kernel's accumulators; and the selected channels and permutation indices.
-  const size_t gybLen = S == 1 ? (size_t)(Ob * Hp * Wp * 16) : 0, xbbLen = S == 2 && needWeight ? (size_t)(Cb * (H + 2) * (W + 2) * 16) : 0;
-  const size_t fLen = gybLen + xbbLen + (size_t)(G * 16) + (size_t)(C * 16) + 2 * 9 * 16, iLen = (size_t)C + 32;
+  const size_t gybLen = S == 1 ? (size_t)(Ob * Hp * Wp * L) : 0, xbbLen = S == 2 && needWeight ? (size_t)(Cb * (H + 2) * (W + 2) * L) : 0;
+  const size_t fLen = gybLen + xbbLen + (size_t)(G * L) + (size_t)(C * L) + 2 * 9 * 16, iLen = (size_t)C + 32;
   static thread_local std::vector<float> scratchF;
   static thread_local std::vector<int32_t> scratchI;
   static thread_local int64_t scratchKey[6] = {0, 0, 0, 0, 0, 0};
@@ -374,8 +315,8 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     float* gyb = scratchFp + fLen * tid;
     float* xbb = gyb + gybLen;
     float* gsa = xbb + xbbLen;
-    float* sv = gsa + G * 16;
-    float* pacc = sv + C * 16;
+    float* sv = gsa + G * L;
+    float* pacc = sv + C * L;
     int32_t* uni = scratchIp + iLen * tid;
     int32_t* pidx = uni + C;
     float* T = needWeight ? Tall.data() + tLen * tid : nullptr;
@@ -383,24 +324,23 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     for (int64_t n = n0; n < n1; n++) {
       const float* xn = xp + n * C * HW;
       const float* sn = s + n * G * C;
-      if (S == 1) copyBordered(gyb, gyp + n * O * OHW, Ob, OH, OW);  // (stride 2 reads gy as it is)
+      if (S == 1) copyBordered(gyb, gyp + n * O * OHW, Ob, OH, OW, L);  // (stride 2 reads gy as it is)
       if (part1 && S == 2) {
-        foldOneHead(up + n * C * HW, xn, sn, Cb, HW, gx ? gx + n * C * HW : nullptr, gs ? gs + n * C : nullptr);
+        K::fold(up + n * C * HW, xn, sn, Cb, HW, gx ? gx + n * C * HW : nullptr, gs ? gs + n * C : nullptr);
       } else if (part1) {
         for (int64_t cb = 0; cb < Cb; cb++) {
-          std::fill(gsa, gsa + G * 16, 0.f);
+          std::fill(gsa, gsa + G * L, 0.f);
           for (int64_t h = 0; h < H; h += 2) {
             const int nr = (int)std::min<int64_t>(2, H - h);
             for (const auto& ch : chunks) {
-              const int64_t off = ((cb * H + h) * W + ch.first) * 16;
-              dgradTable[nr - 1][ch.second - 1](Wt.data(), C, cb * 16, gyb, Hp, Wp, W, h, ch.first, G, Og,
-                                                sn + cb * 16, xn + off, gx ? gx + n * C * HW + off : nullptr,
-                                                gs ? gsa : nullptr);
+              const int64_t off = ((cb * H + h) * W + ch.first) * L;
+              K::dgrad(nr, ch.second)(Wt.data(), C, cb * L, gyb, Hp, Wp, W, h, ch.first, G, Og, sn + cb * L, xn + off,
+                                      gx ? gx + n * C * HW + off : nullptr, gs ? gsa : nullptr);
             }
           }
           if (gs)
             for (int64_t i = 0; i < G; i++)
-              std::memcpy(gs + (n * G + i) * C + cb * 16, gsa + i * 16, 16 * sizeof(float));
+              std::memcpy(gs + (n * G + i) * C + cb * L, gsa + i * L, L * sizeof(float));
         }
       }
       if (needWeight && packed) {
@@ -434,35 +374,35 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
           }
         }
       } else if (needWeight) {
-        if (S == 2) copyBordered(xbb, xn, Cb, H, W);
+        if (S == 2) copyBordered(xbb, xn, Cb, H, W, L);
         for (int64_t ob = 0; ob < Ob; ob++) {
           // the block's heads and, per channel any of them selected, its lanes' scales
-          const int64_t h0 = ob * 16 / Og, h1 = (ob * 16 + 15) / Og;
+          const int64_t h0 = ob * L / Og, h1 = (ob * L + L - 1) / Og;
           int64_t k = 0;
           for (int64_t c = 0; c < C; c++) {
             bool any = false;
             for (int64_t i = h0; i <= h1; i++) any |= sn[i * C + c] != 0.f;
             if (!any) continue;
-            float* row = sv + c * 16;
+            float* row = sv + c * L;
             for (int64_t i = h0; i <= h1; i++) {
               const float v = sn[i * C + c];
-              for (int64_t l = std::max<int64_t>(0, i * Og - ob * 16), e = std::min<int64_t>(16, (i + 1) * Og - ob * 16); l < e; l++) row[l] = v;
+              for (int64_t l = std::max<int64_t>(0, i * Og - ob * L), e = std::min<int64_t>(L, (i + 1) * Og - ob * L); l < e; l++) row[l] = v;
             }
             uni[(size_t)k++] = (int32_t)c;
           }
-          float* To = T + ob * C * 9 * 16;
+          float* To = T + ob * C * 9 * L;
           if (S == 2) {
-            const float* gyo = gyp + (n * Ob + ob) * OHW * 16;
-            for (int64_t j = 0; j < k; j += kMaxWC2) {
-              const int len = (int)std::min<int64_t>(kMaxWC2, k - j);
-              wgradS2Table[len - 1](gyo, OH, OW, xbb, H + 2, W + 2, uni + j, sv, To);
+            const float* gyo = gyp + (n * Ob + ob) * OHW * L;
+            for (int64_t j = 0; j < k; j += K::maxWC2) {
+              const int len = (int)std::min<int64_t>(K::maxWC2, k - j);
+              K::wgradS2(len)(gyo, OH, OW, xbb, H + 2, W + 2, uni + j, sv, To);
             }
             continue;
           }
-          const float* gyo = gyb + ob * Hp * Wp * 16;
-          for (int64_t j = 0; j < k; j += kMaxWC) {
-            const int len = (int)std::min<int64_t>(kMaxWC, k - j);
-            for (int kh = 0; kh < 3; kh++) wgradTable[len - 1](gyo, H, W, xn, kh, uni + j, sv, To);
+          const float* gyo = gyb + ob * Hp * Wp * L;
+          for (int64_t j = 0; j < k; j += K::maxWC) {
+            const int len = (int)std::min<int64_t>(K::maxWC, k - j);
+            for (int kh = 0; kh < 3; kh++) K::wgrad(len)(gyo, H, W, xn, kh, uni + j, sv, To);
           }
         }
       }
@@ -472,17 +412,17 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     for (int64_t c = 0; c < C; c++)
       for (int64_t k = 0; k < 9; k++) Wt[(size_t)((o * 9 + k) * C + c)] = Wsrc[(o * C + c) * 9 + k];
   };
-  // gW[o, c, k] = Σ_t T_t[o / 16][c][k][o % 16], the threads in order
+  // gW[o, c, k] = Σ_t T_t[o / L][c][k][o % L], the threads in order
   float* gw = needWeight ? r.weight->data() : nullptr;
   auto reduce = [&](int64_t oc, int nt) {
     const int64_t ob = oc / C, c = oc % C;
-    const float* t0 = Tall.data() + oc * 9 * 16;
-    float v[9 * 16];
+    const float* t0 = Tall.data() + oc * 9 * L;
+    float v[9 * L];
     std::memcpy(v, t0, sizeof(v));
     for (int t = 1; t < nt; t++)
-      for (int j = 0; j < 9 * 16; j++) v[j] += t0[tLen * t + j];
-    for (int l = 0; l < 16; l++)
-      for (int k = 0; k < 9; k++) gw[((ob * 16 + l) * C + c) * 9 + k] = v[k * 16 + l];
+      for (int j = 0; j < 9 * L; j++) v[j] += t0[tLen * t + j];
+    for (int l = 0; l < L; l++)
+      for (int k = 0; k < 9; k++) gw[((ob * L + l) * C + c) * 9 + k] = v[k * L + l];
   };
   if (threads > 1) {
     // one region: W's transpose, the samples (static: the same bits from run to run), the accumulators' sum
@@ -507,10 +447,20 @@ MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, con
     if (needWeight)
       for (int64_t oc = 0; oc < Ob * C; oc++) reduce(oc, 1);
   }
+  return r;
+}
+}  // namespace
+#endif
+
+MsgcConvGrads msgcConvBackwardSpatial(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                      const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+#if MSGC_GATHER_AVX512
+  if (spatialLanes() == 16) return spatialBackward<16>(x, weight, scale, gy, p, needX, needWeight, needScale);
+  return spatialBackward<8>(x, weight, scale, gy, p, needX, needWeight, needScale);
 #else
   (void)x, (void)weight, (void)scale, (void)gy, (void)p, (void)needX, (void)needWeight, (void)needScale;
+  return MsgcConvGrads();
 #endif
-  return r;
 }
 
 }  // namespace msgc
