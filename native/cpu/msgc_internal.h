@@ -1,8 +1,25 @@
 // msgc_internal.h: the masked MSGC convolution's two CPU implementations (msgc_conv.cc dispatches).
 #pragma once
+#include <cstdint>
+#include <utility>
+#include <vector>
+
 #include "msgc/ops.h"
 
 namespace msgc {
+
+// [0, n) in near-equal chunks of at most maxLen, as (start, length): 49 by 6 -> 9 chunks of 5-6, 14 by 8 -> 7 + 7
+// (the backward kernels' pixel tiles)
+inline std::vector<std::pair<int64_t, int>> nearEqualChunks(int64_t n, int64_t maxLen) {
+  const int64_t count = (n + maxLen - 1) / maxLen;
+  std::vector<std::pair<int64_t, int>> r;
+  for (int64_t k = 0, at = 0; k < count; k++) {
+    const int64_t len = (n - at) / (count - k);
+    r.push_back({at, (int)len});
+    at += len;
+  }
+  return r;
+}
 
 // [N, O, OH, OW] of the MSGC convolution of x [N, C, H, W] with weight [O, C, KH, KW].
 inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParams& p) {

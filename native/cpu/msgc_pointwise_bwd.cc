@@ -145,18 +145,6 @@ const std::array<WgradFn, kMaxNC> wgradTable[kMaxNO] = {
     wgradRow<3>(std::make_index_sequence<kMaxNC>{}), wgradRow<4>(std::make_index_sequence<kMaxNC>{}),
     wgradRow<5>(std::make_index_sequence<kMaxNC>{})};
 
-// pixel chunks of at most kMaxNP, near-equal (49 -> 9 chunks of 5-6)
-std::vector<std::pair<int64_t, int>> pixelChunks(int64_t P) {
-  const int64_t n = (P + kMaxNP - 1) / kMaxNP;
-  std::vector<std::pair<int64_t, int>> r;
-  for (int64_t k = 0, p = 0; k < n; k++) {
-    const int64_t len = (P - p) / (n - k);
-    r.push_back({p, (int)len});
-    p += len;
-  }
-  return r;
-}
-
 }  // namespace
 #endif
 
@@ -202,7 +190,7 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
     if (needScale) r.scale = emptyTensor(scale.shape);
     float* gx = needX ? r.x->data() : nullptr;
     float* gs = needScale ? r.scale->data() : nullptr;
-    const auto chunks = pixelChunks(P);
+    const auto chunks = nearEqualChunks(P, kMaxNP);
     auto sample = [&](int64_t n) {
       static thread_local std::vector<float> gsaStore;
       const float* xn = xp + n * C * P;

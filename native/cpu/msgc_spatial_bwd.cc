@@ -191,17 +191,6 @@ int spatialLanes() {
   return isa == gather::Isa::Avx512 ? 16 : isa == gather::Isa::Avx2 ? 8 : 0;
 }
 
-// near-equal chunks of at most maxTP pixels of a row (14 -> 7 + 7)
-std::vector<std::pair<int64_t, int>> rowChunks(int64_t W, int maxTP) {
-  const int64_t n = (W + maxTP - 1) / maxTP;
-  std::vector<std::pair<int64_t, int>> r;
-  for (int64_t k = 0, w = 0; k < n; k++) {
-    const int64_t len = (W - w) / (n - k);
-    r.push_back({w, (int)len});
-    w += len;
-  }
-  return r;
-}
 
 // the planes of one sample ([Cb][H][W][L]) into the interior of zero-bordered ones ([Cb][H+2][W+2][L])
 void copyBordered(float* dst, const float* src, int64_t Cb, int64_t H, int64_t W, int64_t L) {
@@ -271,7 +260,7 @@ MsgcConvGrads spatialBackward(const Tensor& x, const Tensor& weight, const Tenso
   if (needWeight) r.weight = emptyTensor(weight.shape);
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
-  const auto chunks = rowChunks(W, K::maxTP);
+  const auto chunks = nearEqualChunks(W, K::maxTP);  // a row's pixels
   // stride 2 (one head): U from oneDNN's data gradient
   TensorPtr U;
   const float* up = nullptr;
