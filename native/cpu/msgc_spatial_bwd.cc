@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "layout.h"
@@ -102,27 +103,7 @@ inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
 
 // The kernels of one lane width, for the entry below
 template <int L>
-struct Kernels;
-template <>
-struct Kernels<16> {
-  static constexpr int maxTP = k16::kMaxTP, maxWC = k16::kMaxWC, maxWC2 = k16::kMaxWC2;
-  static k16::DgradFn dgrad(int nr, int np) { return k16::dgradTable[nr - 1][np - 1]; }
-  static k16::WgradFn wgrad(int nc) { return k16::wgradTable[nc - 1]; }
-  static k16::WgradS2Fn wgradS2(int nc) { return k16::wgradS2Table[nc - 1]; }
-  static void fold(const float* un, const float* xn, const float* sn, int64_t Cb, int64_t HW, float* gxn, float* gsn) {
-    k16::foldOneHead(un, xn, sn, Cb, HW, gxn, gsn);
-  }
-};
-template <>
-struct Kernels<8> {
-  static constexpr int maxTP = k8::kMaxTP, maxWC = k8::kMaxWC, maxWC2 = k8::kMaxWC2;
-  static k8::DgradFn dgrad(int nr, int np) { return k8::dgradTable[nr - 1][np - 1]; }
-  static k8::WgradFn wgrad(int nc) { return k8::wgradTable[nc - 1]; }
-  static k8::WgradS2Fn wgradS2(int nc) { return k8::wgradS2Table[nc - 1]; }
-  static void fold(const float* un, const float* xn, const float* sn, int64_t Cb, int64_t HW, float* gxn, float* gsn) {
-    k8::foldOneHead(un, xn, sn, Cb, HW, gxn, gsn);
-  }
-};
+using Kernels = std::conditional_t<L == 16, k16::Kernels, k8::Kernels>;
 
 // Part 2 for a narrow head (OG = 4 or 8 outputs) of one sample, channels packed into the lanes: lane (j, o) of group
 // g holds output o of the head and its channel slot j (16 / OG slots a group), so a vector does the head's work for
