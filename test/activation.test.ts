@@ -171,6 +171,10 @@ describe('bad input', () => {
       expectError(fwd(0, [1, 2]), /activation: x must be a Tensor, got an array/);
       expectError(fwd(0, new NT()), /activation: x was disposed/);
       expectError(fwd(0, Object.create(NT.prototype)), /activation: x must be a Tensor/);
+      // (handles are recognised by their type tag, not by their prototype)
+      expectError(fwd(0, Object.setPrototypeOf({ shape: [3, 4] }, NT.prototype)), /activation: x must be a Tensor/);
+      const proxy = new Proxy(x.h, {});
+      expectError(fwd(0, proxy), /activation: x must be a Tensor/);
       expectError(bwd(0, x.h), /activation backward: gradOutput must be a Tensor, got undefined/);
       expectError(bwd(1, x.h, msgc.zeros([4, 3]).h), /activation backward: gradOutput has shape \[4, 3\], expected \[3, 4\]/);
       expectError(bwd(2, 'y', g.h), /activation backward: saved must be a Tensor, got a string/);
