@@ -53,11 +53,15 @@ constexpr int kMaxNP = 6;  // pixels per part-1 tile
 constexpr int kMaxNC = 8;  // channels per part-2 group
 
 // Part 1, one tile: U over head outputs [o0, o1) for NB blocks of 16 channels starting at W's column cw, pixels
-// [p0, p0 + NP); then gx (+)= s ⊙ U, gsa[b] += Σ_q x ⊙ U.
-template <int NB, int NP>
+// [p0, p0 + NP); then gx (+)= s ⊙ U, gsa[b] += Σ_q x ⊙ U. MODE's bits: kGx (gx wanted), kGs (gs wanted), kFirst (the
+// first head: gx written, not added to). The epilogue is specialised by MODE and unrolled so that the accumulators are
+// used from their registers: with run-time flags GCC spilled GPRs into xmm registers and stored all 24 accumulators
+// to the stack after the multiply-adds, reading them back for each use.
+constexpr int kGx = 1, kGs = 2, kFirst = 4;
+template <int NB, int NP, int MODE>
 __attribute__((target("avx512f"))) void dgradTile(const float* W, int64_t C, int64_t cw, const float* gyn, int64_t P,
                                                   int64_t o0, int64_t o1, int64_t p0, const float* sv, const float* xn,
-                                                  float* gxn, bool first, float* gsa) {
+                                                  float* gxn, float* gsa) {
   __m512 acc[NB][NP];
   for (int b = 0; b < NB; b++)
     for (int q = 0; q < NP; q++) acc[b][q] = _mm512_setzero_ps();
@@ -71,31 +75,43 @@ __attribute__((target("avx512f"))) void dgradTile(const float* W, int64_t C, int
       for (int b = 0; b < NB; b++) acc[b][q] = _mm512_fmadd_ps(wv[b], gb, acc[b][q]);
     }
   }
-  for (int b = 0; b < NB; b++) {
-    const int64_t base = b * P * 16 + p0 * 16;
-    if (gxn) {
-      const __m512 s = _mm512_loadu_ps(sv + b * 16);
-      for (int q = 0; q < NP; q++) {
-        float* d = gxn + base + q * 16;
-        __m512 v = _mm512_mul_ps(s, acc[b][q]);
-        if (!first) v = _mm512_add_ps(v, _mm512_loadu_ps(d));
-        _mm512_storeu_ps(d, v);
-      }
-    }
-    if (gsa) {
+  float* d = (MODE & kGx) ? gxn + p0 * 16 : nullptr;
+  const float* xq = xn + p0 * 16;
+  if (MODE & kGs) {
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; b++) {
       __m512 g = _mm512_loadu_ps(gsa + b * 16);
-      for (int q = 0; q < NP; q++) g = _mm512_fmadd_ps(_mm512_loadu_ps(xn + base + q * 16), acc[b][q], g);
+#pragma GCC unroll 8
+      for (int q = 0; q < NP; q++) g = _mm512_fmadd_ps(_mm512_loadu_ps(xq + q * 16), acc[b][q], g);
       _mm512_storeu_ps(gsa + b * 16, g);
+      xq += P * 16;
+    }
+  }
+  if (MODE & kGx) {
+#pragma GCC unroll 4
+    for (int b = 0; b < NB; b++) {
+      const __m512 s = _mm512_loadu_ps(sv + b * 16);
+#pragma GCC unroll 8
+      for (int q = 0; q < NP; q++) {
+        __m512 v = _mm512_mul_ps(s, acc[b][q]);
+        if (!(MODE & kFirst)) v = _mm512_add_ps(v, _mm512_loadu_ps(d + q * 16));
+        _mm512_storeu_ps(d + q * 16, v);
+      }
+      d += P * 16;
     }
   }
 }
 
 using DgradFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, const float*,
-                         const float*, float*, bool, float*);
-template <int NB>
-constexpr DgradFn dgradRow[kMaxNP] = {dgradTile<NB, 1>, dgradTile<NB, 2>, dgradTile<NB, 3>,
-                                      dgradTile<NB, 4>, dgradTile<NB, 5>, dgradTile<NB, 6>};
-const DgradFn* const dgradTable[kMaxNB] = {dgradRow<1>, dgradRow<2>, dgradRow<3>, dgradRow<4>};
+                         const float*, float*, float*);
+template <int NB, int MODE>
+constexpr DgradFn dgradRow[kMaxNP] = {dgradTile<NB, 1, MODE>, dgradTile<NB, 2, MODE>, dgradTile<NB, 3, MODE>,
+                                      dgradTile<NB, 4, MODE>, dgradTile<NB, 5, MODE>, dgradTile<NB, 6, MODE>};
+template <int MODE>
+constexpr const DgradFn* dgradRows[kMaxNB] = {dgradRow<1, MODE>, dgradRow<2, MODE>, dgradRow<3, MODE>, dgradRow<4, MODE>};
+// [MODE][NB - 1][NP - 1] (MODE 0 and kFirst alone are never called)
+const DgradFn* const* const dgradTable[8] = {dgradRows<0>, dgradRows<1>, dgradRows<2>, dgradRows<3>,
+                                             dgradRows<4>, dgradRows<5>, dgradRows<6>, dgradRows<7>};
 
 // Part 2, one group of NC channels of one sample for NO (1..5) consecutive blocks of 16 outputs of one head:
 // T_b[c] += scale_c ⊙ Σ_p gy_b[p] · x_c[p] for the channels c = cidx[j] (gyb: the first output block's plane, 16
@@ -201,12 +217,15 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
       gsa.resize((size_t)(G * kMaxNB * 16));
       for (int64_t cg = 0; cg < Cb; cg += kMaxNB) {
         const int nb = (int)std::min<int64_t>(kMaxNB, Cb - cg);
-        const DgradFn* row = dgradTable[nb - 1];
+        const int mode = (gxn ? kGx : 0) | (gs ? kGs : 0);
+        const DgradFn* row = dgradTable[mode][nb - 1];
+        const DgradFn* rowFirst = dgradTable[mode | kFirst][nb - 1];
         if (gs) std::fill(gsa.begin(), gsa.end(), 0.f);
         auto tile = [&](int64_t i, const std::pair<int64_t, int>& ch) {
-          row[ch.second - 1](W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first, s + (n * G + i) * C + cg * 16,
-                             xn + cg * P * 16, gxn ? gxn + cg * P * 16 : nullptr, i == 0,
-                             gs ? gsa.data() + i * kMaxNB * 16 : nullptr);
+          (i == 0 ? rowFirst : row)[ch.second - 1](W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first,
+                                                   s + (n * G + i) * C + cg * 16, xn + cg * P * 16,
+                                                   gxn ? gxn + cg * P * 16 : nullptr,
+                                                   gs ? gsa.data() + i * kMaxNB * 16 : nullptr);
         };
         // Where the group's planes of x and gx (2·P lines a block) outweigh W's rows for every head (O lines a
         // block), chunk-major with the heads inside, so that the chunk's lines stay in L1 from one head to the next:
