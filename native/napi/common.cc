@@ -34,7 +34,7 @@ TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, co
 }
 
 TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name) {
-  MSGC_CHECK(NativeTensor::Is(env, v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
+  MSGC_CHECK(NativeTensor::Is(v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
   // an object made from the prototype (Object.create) passes instanceof but wraps nothing
   void* raw = nullptr;
   MSGC_CHECK(napi_unwrap(env, v, &raw) == napi_ok && raw != nullptr, argLabel(op, name),

@@ -18,7 +18,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
  public:
   static Napi::Function Define(Napi::Env env);
   static Napi::Object Wrap(Napi::Env env, TensorPtr t);
-  static bool Is(Napi::Env env, const Napi::Value& v);
+  static bool Is(const Napi::Value& v);  // one of this addon's handles (its type tag)
   explicit NativeTensor(const Napi::CallbackInfo& info);
   ~NativeTensor() override;
   const TensorPtr& tensor() const { return tensor_; }

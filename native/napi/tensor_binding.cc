@@ -32,8 +32,7 @@ Napi::Function NativeTensor::Define(Napi::Env env) {
 // from objects another addon wrapped, so napi_unwrap's pointer is known to be a NativeTensor.
 static const napi_type_tag kTensorTag = {0x6d736763c0a1e7d1ULL, 0x9b3f5e2a47c18d03ULL};
 
-bool NativeTensor::Is(Napi::Env env, const Napi::Value& v) {
-  (void)env;
+bool NativeTensor::Is(const Napi::Value& v) {
   return v.IsObject() && v.As<Napi::Object>().CheckTypeTag(&kTensorTag);
 }
 
