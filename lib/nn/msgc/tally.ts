@@ -213,7 +213,12 @@ export function readDeferred(tallies: (BlockMacTally | null)[]): void {
  */
 export function tallyOf(compute: () => TallyNumbers, dyn: Tensor | null, stats: GateStats[]): BlockMacTally {
   const deferred = stats.filter(isDeferred);
-  if (!deferred.length) return { ...compute(), dynamicTensor: dyn };
+  if (!deferred.length) {
+    // (fields named, not `{ ...compute(), dynamicTensor }`: V8 (Node 20) spreads an object into a literal with
+    // more properties through a slow path, ~0.9 µs hot, ~10 µs a block in ResNet-18's forward at batch 1)
+    const n = compute();
+    return { dynamic: n.dynamic, bonus: n.bonus, bonusSkipped: n.bonusSkipped, density: n.density, dynamicTensor: dyn };
+  }
   return new DeferredTally(compute, dyn, deferred);
 }
 
