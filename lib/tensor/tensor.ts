@@ -33,6 +33,8 @@ export class Tensor {
   _graphFreed = false;
   private handle: NativeHandle | null;
   private cachedShape: number[];
+  // the handle's device, read once (each read of the handle's accessor is an N-API call that makes a string)
+  private cachedDevice: string | null = null;
 
   /** @internal use msgc.tensor(), zeros(), ... to create tensors */
   constructor(handle: NativeHandle, requiresGrad = false) {
@@ -63,7 +65,8 @@ export class Tensor {
     return this.cachedShape.reduce((a, b) => a * b, 1);
   }
   get device(): string {
-    return this.h.device;
+    const h = this.h;  // (throws once disposed)
+    return this.cachedDevice ?? (this.cachedDevice = h.device);
   }
   /** 'plain' (row-major NCHW) or 'blocked' (a backend's internal layout; values are the same). */
   get layout(): string {
@@ -132,6 +135,7 @@ export class Tensor {
     const moved = native.toDevice(this.h, device);
     this.h.dispose();
     this.handle = moved;
+    this.cachedDevice = null;
     if (this.grad) this.grad._moveInPlace(device);
   }
 
