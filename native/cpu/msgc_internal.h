@@ -34,9 +34,10 @@ enum class MaskedImpl { Batched, Grouped, PerSample };
 MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);
 // The same forward with the eval BatchNorm, residual and activation (and the per-channel means for `means`)
-// applied to each sample's output right after its conv, while it is in cache; null at batch 1, when the CPU has
-// neither AVX-512 nor AVX2 + FMA, or when the output layout is neither plain nor the ISA's block (nChw16c with
-// AVX-512, nChw8c with AVX2) (the caller then composes the two).
+// applied to each sample's output right after its conv, while it is in cache (batch 1: one multi-threaded conv,
+// then the epilogue over its output split over the threads); null when the CPU has neither AVX-512 nor AVX2 + FMA,
+// or, above batch 1, when the output layout is neither plain nor the ISA's block (nChw16c with AVX-512, nChw8c with
+// AVX2) (the caller then composes the two).
 TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                      const FusedBnAct& bn, TensorPtr* means);
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
