@@ -28,8 +28,9 @@ inline Shape msgcOutputShape(const Shape& x, const Shape& w, const MsgcConvParam
 
 // The masked conv's three implementations: G batched head convs one after another (msgc_conv.cc), one grouped conv
 // over the G-fold scaled input (msgc_conv.cc), or one full-width conv per sample with the scales folded into the
-// weights (msgc_persample.cc). msgcMaskedImpl picks one by shape (MSGC_MASKED_IMPL=batched|grouped|persample
-// forces one, for tests and benchmarks); the choice decides the forward and the backward alike.
+// weights (msgc_persample.cc; its eval forward with the BatchNorm: msgc_persample_bn.cc). msgcMaskedImpl picks one
+// by shape (MSGC_MASKED_IMPL=batched|grouped|persample forces one, for tests and benchmarks); the choice decides the
+// forward and the backward alike.
 enum class MaskedImpl { Batched, Grouped, PerSample };
 MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvParams& p);
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p);

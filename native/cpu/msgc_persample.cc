@@ -18,6 +18,9 @@
 // results are bit-identical from run to run (resume is exact). Per-sample weights are written straight into the
 // primitive's blocked weight layout through an index map (blocked element -> scale index i·C + c, or -1 for
 // padding), built once per layout.
+//
+// This file: the primitives and maps, the forward and the backward. The eval forward with the BatchNorm in its
+// epilogue is in msgc_persample_bn.cc; what the two share, in msgc_persample.h.
 #include <omp.h>
 #include <algorithm>
 #include <cmath>
@@ -34,22 +37,16 @@
 #include "msgc/ops.h"
 #include "msgc_internal.h"
 #include "msgc_gather.h"
+#include "msgc_persample.h"
 #include "msgc/parallel.h"
 
 namespace msgc {
 using namespace cpu;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
+using namespace persample;
 
 namespace {
-
-// [j0, j0 + len) of a blocked weight layout where element j0 + l takes scale index k + l·step (step 0: one head's
-// outputs innermost, as in OIhw16i16o; step 1: consecutive input channels innermost, as in OIhw16o16i); k = -1
-// (step 0): padding
-struct MapRun {
-  int64_t j0, len;
-  int32_t k, step;
-};
 
 std::vector<MapRun> mapRuns(const std::vector<int32_t>& map) {
   std::vector<MapRun> runs;
@@ -70,22 +67,6 @@ std::vector<MapRun> mapRuns(const std::vector<int32_t>& map) {
   }
   return runs;
 }
-
-struct PerSamplePrims {
-  int64_t srcBlock = 1, dstBlock = 1;
-  dnnl::convolution_forward::primitive_desc fwdPd;
-  dnnl::convolution_forward fwd;
-  dnnl::convolution_backward_data::primitive_desc bwdDataPd;
-  dnnl::convolution_backward_data bwdData;
-  dnnl::convolution_backward_weights::primitive_desc bwdWeightsPd;
-  dnnl::convolution_backward_weights bwdWeights;
-  // blocked weight element -> scale index i*C + c (or -1 for padding), for the fwd / bwd-data / bwd-weights weight
-  // layouts, as runs (mapRuns); and the layouts' sizes in floats
-  std::vector<MapRun> runsFwd, runsBwdData, runsBwdWeights;
-  size_t wLen = 0, wdLen = 0, wgLen = 0;
-  size_t scratchFloats = 0;
-  bool gemm = false;  // some of the three runsJitGemm (each thread holds signals back while it executes them)
-};
 
 // Which channel block (16, 8 or 1 = plain) a batch-1 activation desc uses; 0 if another layout.
 int64_t blockOf(const dnnl::memory::desc& md, const Shape& shape) {
@@ -111,18 +92,13 @@ std::vector<int32_t> indexMap(const dnnl::memory::desc& md, const Shape& w, int6
   return map;
 }
 
-// RAII: OpenMP limited to one thread while the batch-1 primitives are created
-struct SingleThreaded {
-  int prev;
-  SingleThreaded() : prev(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~SingleThreaded() { omp_set_num_threads(prev); }
-};
+}  // namespace
 
-// (called outside parallel regions, under the N-API layer's op lock, as every primitive cache)
+namespace persample {
 std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
   static PrimCache<PerSamplePrims> cache;
   return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads), [&] {
-    SingleThreaded one;
+    SingleThreaded one(true);  // (OpenMP limited to one thread while the batch-1 primitives are created)
     auto e = std::make_shared<PerSamplePrims>();
     Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
     const int64_t OH = y1[2], OW = y1[3];
@@ -171,68 +147,11 @@ std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, c
   });
 }
 
-// W'_n = W ⊙ scale[n] in a blocked weight layout (run by run: one scale per run, vectorizable; a per-element
-// index lookup cost about 3% of a MobileNetV2 training step)
-inline void scaleWeights(float* dst, const float* w, const std::vector<MapRun>& runs, const float* sn) {
-  for (const MapRun& r : runs) {
-    float* d = dst + r.j0;
-    if (r.k < 0) {
-      std::memset(d, 0, (size_t)r.len * sizeof(float));
-      continue;
-    }
-    const float* a = w + r.j0;
-    if (r.step) {
-      const float* sr = sn + r.k;
-      for (int64_t l = 0; l < r.len; l++) d[l] = a[l] * sr[l];
-    } else {
-      const float sc = sn[r.k];
-      for (int64_t l = 0; l < r.len; l++) d[l] = a[l] * sc;
-    }
-  }
-}
-
-// Σ a[l]·b[l] over a run: eight float partial sums (vectorizable), added up in double
-inline double dotRun(const float* a, const float* b, int64_t len) {
-  float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  int64_t l = 0;
-  for (; l + 8 <= len; l += 8)
-    for (int u = 0; u < 8; u++) s[u] += a[l + u] * b[l + u];
-  double acc = 0;
-  for (int u = 0; u < 8; u++) acc += s[u];
-  for (; l < len; l++) acc += (double)a[l] * b[l];
-  return acc;
-}
-
-// A buffer that only grows, left uninitialised (every user writes it before reading it; under MSGC_POISON, as in the
-// tests, it starts as NaN like new tensors, so that a read of unwritten memory shows)
-struct GrowBuffer {
-  std::unique_ptr<float[]> p;
-  size_t cap = 0;
-  float* get(size_t n) {
-    if (n > cap) {
-      p.reset(new float[n]);
-      cap = n;
-      static const bool poison = std::getenv("MSGC_POISON") != nullptr;
-      if (poison) std::fill(p.get(), p.get() + n, std::numeric_limits<float>::quiet_NaN());
-    }
-    return p.get();
-  }
-};
-
-// Each thread's buffers for the per-sample loops, kept from call to call (OpenMP's threads persist). Allocated per
-// call, these multi-MB buffers came fresh from mmap and were zero-filled page by page, and their release flushed
-// the other threads' TLBs: MobileNetV2's 960→160 projection on 7² maps (batch 32) spent ~20% of its backward in
-// those page faults.
-struct Workspace {
-  GrowBuffer weights, scratch, gradWeights, acc;
-  std::vector<double> gscale;
-};
 Workspace& threadWorkspace() {
   static thread_local Workspace ws;
   return ws;
 }
 
-// Batch 1: the per-sample weight as a plain tensor, for the library's ordinary (multi-threaded) convolution.
 TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G) {
   const int64_t O = weight.shape[0], C = weight.shape[1], kk = weight.shape[2] * weight.shape[3], Og = O / G;
   const float* w = plainData(weight);
@@ -245,10 +164,21 @@ TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G) {
   }
   return ws;
 }
-
-}  // namespace
+}  // namespace persample
 
 namespace {
+// Σ a[l]·b[l] over a run: eight float partial sums (vectorizable), added up in double
+inline double dotRun(const float* a, const float* b, int64_t len) {
+  float s[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t l = 0;
+  for (; l + 8 <= len; l += 8)
+    for (int u = 0; u < 8; u++) s[u] += a[l + u] * b[l + u];
+  double acc = 0;
+  for (int u = 0; u < 8; u++) acc += s[u];
+  for (; l < len; l++) acc += (double)a[l] * b[l];
+  return acc;
+}
+
 bool perSampleByShape(const Tensor& x, const Tensor& weight, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], Og = weight.shape[0] / p.heads;
   if (N == 1) return true;  // one conv at dense speed with W ⊙ scale[0] (the batched path runs G narrow convs)
@@ -315,39 +245,6 @@ MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvP
   return groupedFits ? MaskedImpl::Grouped : MaskedImpl::Batched;
 }
 
-namespace {
-// y[n] = conv(x[n], W'_n) for every sample, threads splitting the samples statically, then post(n, thread) on the
-// thread that computed it (thread: its index, for per-thread buffers) while y[n] is in its cache
-template <class Post>
-void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& weight, const Tensor& scale, int64_t G,
-                          float* yp, Post&& post) {
-  const int64_t N = x.shape[0], C = x.shape[1];
-  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
-  const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
-  const float* s = plainData(scale);
-  const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
-  const size_t wLen = ps.wLen;
-#pragma omp parallel
-  {
-    SignalHold hold(ps.gemm);
-    dnnl::stream st(engine());
-    Workspace& ws = threadWorkspace();
-    float* wbuf = ws.weights.get(wLen);
-    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), wbuf);
-    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.get(ps.scratchFloats + 1));
-    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-      scaleWeights(wbuf, wb, ps.runsFwd, s + n * G * C);
-      xm.set_data_handle(const_cast<float*>(xp + n * xStride));
-      ym.set_data_handle(yp + n * yStride);
-      ps.fwd.execute(st, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}, {DNNL_ARG_SCRATCHPAD, sm}});
-      post(n, omp_get_thread_num());
-    }
-  }
-}
-}  // namespace
-
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], G = p.heads;
   if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
@@ -357,116 +254,6 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
   TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
   forEachSampleForward(ps, x, weight, scale, G, y->data(), [](int64_t, int) {});
   return y;
-}
-
-#if MSGC_GATHER_AVX512
-namespace {
-// The eval BatchNorm, residual and activation of bn, act(a·y + b + r), over a conv's output of shape yShape in the
-// channel-blocked layout `block` (16: nChw16c with AVX-512, 8: nChw8c with AVX2, 1: plain), a piece at a time with
-// the gathered kernels' epilogues; with sums, each piece's per-lane sums of the results (for the pooled means)
-struct BnEpilogue {
-  int64_t block, O, OHW;
-  std::vector<float> a, b;  // (zeros past O: the padding lanes of a blocked layout stay 0)
-  bool clamp, avx512;
-  float hi;
-  dnnl::memory rmem;
-  const float* res = nullptr;  // the residual in the output's layout, or null
-  BnEpilogue(const FusedBnAct& bn, const Shape& yShape, int64_t block, bool avx512)
-      : block(block), O(yShape[1]), OHW(yShape[2] * yShape[3]), a((size_t)((O + 15) / 16 * 16), 0.f), b(a.size(), 0.f),
-        clamp(bn.act >= 0), avx512(avx512), hi(bn.act == (int)Activation::ReLU6 ? 6.f : INFINITY) {
-    gather::foldBatchNorm(bn, O, a.data(), b.data());
-    if (bn.residual) {
-      rmem = asLayout(*bn.residual, blockedDesc(yShape, block));
-      res = static_cast<const float*>(rmem.get_data_handle());
-    }
-  }
-  // the output's channel blocks (planes when plain)
-  int64_t units() const { return (O + block - 1) / block; }
-  // pixels [p0, p0 + len) of unit u of one sample's output yn (its residual rn, or null); sums: `block` floats
-  void apply(float* yn, const float* rn, int64_t u, int64_t p0, int64_t len, float* sums) const {
-    const int64_t off = (u * OHW + p0) * block;
-    float* y = yn + off;
-    const float* r = rn ? rn + off : nullptr;
-    const float *au = a.data() + u * block, *bu = b.data() + u * block;
-    if (block == 16)
-      gather::postBlock16(y, r, 1, len, 0, au, bu, clamp, 0.f, hi, sums);
-    else if (block == 8)
-      gather::postBlock8(y, r, 1, len, 0, au, bu, clamp, 0.f, hi, sums);
-    else
-      (avx512 ? gather::postPlanes : gather::postPlanes2)(y, r, 1, OHW, 1, len, 0, au, bu, clamp, 0.f, hi, sums);
-  }
-};
-
-// Batch 1: the library's own (multi-threaded) conv with W ⊙ scale[0] (scaledWeight), then the epilogue in one
-// pass over its output in pixel chunks split over the threads. The composition ran the same conv and then the
-// generic BatchNorm pass over plain planes: MobileNetV2's projections with heads of 4-8 outputs at batch 1 (masked
-// at 28²-112²), 32->16 at 112²: 122 µs against 54 for the conv alone and 84 for dense conv + BN.
-TensorPtr oneSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                      const FusedBnAct& bn, TensorPtr* means, bool avx512) {
-  TensorPtr y = conv2dForward(x, *scaledWeight(weight, plainData(scale), p.heads), nullptr, convParams(p));
-  // a layout the epilogues do not take: the generic pass
-  const int64_t block = channelBlock(*y);
-  if (!(block == 1 || block == (avx512 ? 16 : 8)))
-    return batchNormActEval(*y, *bn.runningMean, *bn.runningVar, bn.weight, bn.bias, bn.eps, bn.act, bn.residual, means);
-  const BnEpilogue ep(bn, y->shape, block, avx512);
-  float* yp = y->data();
-  // items: (unit, chunk of pixels); their sums added per channel in chunk order
-  constexpr int64_t kChunk = 2048;
-  const int64_t chunks = (ep.OHW + kChunk - 1) / kChunk, items = ep.units() * chunks;
-  std::vector<float> part(means ? (size_t)(items * block) : 0);
-  parallelFor(items, ep.O * ep.OHW >= 32768, [&](int64_t it) {
-    const int64_t p0 = it % chunks * kChunk;
-    ep.apply(yp, ep.res, it / chunks, p0, std::min(kChunk, ep.OHW - p0), means ? part.data() + it * block : nullptr);
-  });
-  if (means) {
-    TensorPtr pooled = emptyTensor({1, ep.O, 1, 1});
-    float* mp = pooled->data();
-    for (int64_t o = 0; o < ep.O; o++) {
-      double acc = 0;
-      for (int64_t k = 0; k < chunks; k++) acc += part[(size_t)(((o / block) * chunks + k) * block + o % block)];
-      mp[o] = (float)(acc / (double)ep.OHW);
-    }
-    *means = pooled;
-  }
-  return y;
-}
-}  // namespace
-#endif
-
-TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
-                                     const FusedBnAct& bn, TensorPtr* means) {
-#if MSGC_GATHER_AVX512
-  const int64_t N = x.shape[0], O = weight.shape[0];
-  // AVX-512 epilogues on nChw16c or plain outputs; AVX2 ones on nChw8c (oneDNN's layout there) or plain
-  const bool avx512 = gather::cpuHasAvx512(), avx2 = !avx512 && gather::cpuHasAvx2Fma();
-  if (!(avx512 || avx2)) return nullptr;
-  if (N == 1) return oneSampleBn(x, weight, scale, p, bn, means, avx512);
-  const auto psp = perSamplePrims(x.shape, weight.shape, p);
-  PerSamplePrims& ps = *psp;
-  if (ps.dstBlock != (avx512 ? 16 : 8) && ps.dstBlock != 1) return nullptr;
-  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
-  const BnEpilogue ep(bn, yShape, ps.dstBlock, avx512);
-  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, ps.dstBlock));
-  TensorPtr pooled = means ? emptyTensor({N, O, 1, 1}) : nullptr;
-  const int64_t yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
-  float* yp = y->data();
-  float* mp = pooled ? pooled->data() : nullptr;
-  std::vector<std::vector<float>> sums((size_t)omp_get_max_threads(), std::vector<float>(ep.a.size()));
-  forEachSampleForward(ps, x, weight, scale, p.heads, yp, [&](int64_t n, int thread) {
-    // the epilogue on this sample's output, still in cache
-    float* yn = yp + n * yStride;
-    const float* rn = ep.res ? ep.res + n * yStride : nullptr;
-    float* sn = sums[(size_t)thread].data();
-    for (int64_t u = 0; u < ep.units(); u++) ep.apply(yn, rn, u, 0, ep.OHW, mp ? sn + u * ep.block : nullptr);
-    if (mp)
-      for (int64_t o = 0; o < O; o++) mp[n * O + o] = sn[o] / (float)ep.OHW;
-  });
-  if (means) *means = pooled;
-  return y;
-#else
-  (void)x, (void)weight, (void)scale, (void)p, (void)bn, (void)means;
-  return nullptr;
-#endif
 }
 
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
