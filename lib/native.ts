@@ -5,6 +5,8 @@ import * as path from 'path';
 /** Opaque handle to a native tensor (see native/napi/tensor_binding.cc). */
 export interface NativeHandle {
   readonly shape: number[];
+  /** writes the shape into the binding's shapeBuffer and returns the rank (-1: too many dims, read `shape`) */
+  dims(): number;
   readonly layout: 'plain' | 'blocked';
   readonly device: string;
   readonly disposed: boolean;
@@ -22,6 +24,8 @@ type Pair = [number, number];
 /** The functions the addon exports; argument order mirrors native/napi/*.cc. */
 export interface NativeBinding {
   NativeTensor: Function;
+  /** NativeHandle.dims() writes here */
+  shapeBuffer: Float64Array;
   buildInfo: { backend: string; library: string };
   fromFloat32(data: Float32Array, shape: number[]): H;
   full(shape: number[], value: number): H;

@@ -136,7 +136,8 @@ export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tenso
 export function inputGatedConvBn(conv: Conv2d, bn: BatchNorm2d, x: Tensor, s: Tensor, activation: 'relu' | 'relu6' | null,
   options: { outputMask?: Tensor | null; stats?: { gathered: boolean; skippedOutputs?: boolean }; hints?: F.MsgcConv2dOptions['hints'] } = {},
   residual: Tensor | null = null, pool = false): Tensor {
-  return gatedConvBn(bn, x, conv.weight, s, { heads: 1, stride: conv.stride, padding: conv.padding, ...options }, activation, residual, pool);
+  // (Object.assign: a literal with properties before a spread takes V8's slow path; see gatedConvBn)
+  return gatedConvBn(bn, x, conv.weight, s, Object.assign({ heads: 1, stride: conv.stride, padding: conv.padding }, options), activation, residual, pool);
 }
 
 /** msgcConv2d's hints for binary gates whose statistics the block has read (density, all open). */

@@ -104,7 +104,7 @@ export class InvertedResidual extends Module implements CountedBlock {
       const h = this.dw.forward(this.pw ? this.pw.forward(x) : x);
       return this.projectBn.forwardAct(this.project.forward(h), null, residual);
     }
-    const [N, , H, W] = x.shape;
+    const xs = x._shape, N = xs[0], H = xs[2], W = xs[3];
     const G = this.msgc.heads;
     const ctx = context(x);
     const m = this.mask!.forward(ctx);

@@ -84,7 +84,7 @@ export class BasicBlock extends Module implements CountedBlock {
       const u = convBnAct(this.conv1, this.bn1, x, 'relu');
       return this.bn2.forwardAct(this.conv2.forward(u), 'relu', identity);
     }
-    const [N, , H, W] = x.shape;
+    const xs = x._shape, N = xs[0], H = xs[2], W = xs[3];
     const G = this.msgc.heads;
     const ctx = context(x);
     const m1 = this.mask1!.forward(ctx);
@@ -188,7 +188,7 @@ export class Bottleneck extends Module implements CountedBlock {
       const v = convBnAct(this.conv2, this.bn2, u, 'relu');
       return this.bn3.forwardAct(this.conv3.forward(v), 'relu', identity);
     }
-    const [N, , H, W] = x.shape;
+    const xs = x._shape, N = xs[0], H = xs[2], W = xs[3];
     const G = this.msgc.heads;
     const w = this.width;
     const ctx = context(x);

@@ -361,7 +361,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   // nothing, so the forward is the dense convolution itself (oneDNN, batched), faster than either MSGC path
   let denseForward = false;
   let tune: TuneEntry | undefined;
-  const xs = x.shape, ws = weight.shape, ss = scale.shape;
+  const xs = x._shape, ws = weight._shape, ss = scale._shape;  // (no copies: read only)
   const fourD = xs.length === 4 && ws.length === 4;
   // output pixels (shapes are checked natively; only the rules use this)
   const outPixels = fourD

