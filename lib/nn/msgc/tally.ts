@@ -114,7 +114,7 @@ function fromSums(m: Tensor, sum: number, unselected: number, ones: number): Gat
   // (the shape itself, not a copy, and no destructuring: this runs for every gate head of every forward)
   const s = m._shape;
   const N = s[0], C = s[2];
-  const n = N * s[1] * C;
+  const n = m.size;
   return { density: n ? sum / n : 0, unselected: N * C ? unselected / (N * C) : 0, allOnes: n > 0 && ones === 1 };
 }
 
