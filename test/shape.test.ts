@@ -45,6 +45,33 @@ function sliceRef(d: ArrayLike<number>, shape: number[], start: number, end: num
 
 const f32 = (a: ArrayLike<number>): number[] => Array.from(a, (v) => Math.fround(v));
 
+describe('a tensor\'s shape as read from its handle', () => {
+  // (Tensor reads it through NativeTensor.dims() and the binding's shared Float64Array; each is checked against the
+  // shape the tensor was made with, and the handle's own `shape` accessor)
+  test('ranks 0 to 8 (the most a shape may have), dimensions of 0, 1 and past 2^31 (in a shape of zero elements)', () => {
+    const shapes: number[][] = [[], [7], [0], [2, 3], [1, 64, 56, 56], [3, 0, 2 ** 31 + 5], [2 ** 33, 0]];
+    for (let r = 5; r <= 8; r++) shapes.push(Array.from({ length: r }, (_, i) => (i % 3 === 0 ? 2 : i + 1)));
+    for (const shape of shapes) {
+      const t = msgc.zeros(shape);
+      expect(t.shape).toEqual(shape);
+      expect(t.rank).toBe(shape.length);
+      expect(t.size).toBe(shape.reduce((a, b) => a * b, 1));
+      expect(t.h.shape).toEqual(shape);
+      t.dispose();
+    }
+  });
+
+  test('an op\'s output reads the shape the op produced, and a disposed handle says so', () => {
+    msgc.tidy(() => {
+      const y = msgc.F.conv2d(msgc.randn([2, 3, 5, 4]), msgc.randn([6, 3, 3, 3]), null, { padding: 1, stride: 2 });
+      expect(y.shape).toEqual([2, 6, 3, 2]);
+    });
+    const h = native.full([4, 1], 0);
+    h.dispose();
+    expectError(() => h.dims(), /^tensor\.shape: the tensor was disposed/);
+  });
+});
+
 describe('reshape and flatten', () => {
   const cases: [number[], number[], number[]][] = [
     [[2, 3, 4], [6, 4], [6, 4]],
