@@ -17,7 +17,6 @@
 
 namespace msgc {
 namespace persample {
-using namespace cpu;
 
 // [j0, j0 + len) of a blocked weight layout where element j0 + l takes scale index k + l·step (step 0: one head's
 // outputs innermost, as in OIhw16i16o; step 1: consecutive input channels innermost, as in OIhw16o16i); k = -1
@@ -99,23 +98,24 @@ TensorPtr scaledWeight(const Tensor& weight, const float* s, int64_t G);
 // y[n] = conv(x[n], W'_n) for every sample, threads splitting the samples statically, then post(n, thread) on the
 // thread that computed it (thread: its index, for per-thread buffers) while y[n] is in its cache
 template <class Post>
-inline void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& weight, const Tensor& scale, int64_t G,
-                          float* yp, Post&& post) {
+inline void forEachSampleForward(PerSamplePrims& ps, const Tensor& x, const Tensor& weight, const Tensor& scale,
+                                 int64_t G, float* yp, Post&& post) {
   const int64_t N = x.shape[0], C = x.shape[1];
-  const float* xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
-  const float* wb = static_cast<const float*>(asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
-  const float* s = plainData(scale);
+  const float* xp =
+      static_cast<const float*>(cpu::asLayout(x, cpu::blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
+  const float* wb = static_cast<const float*>(cpu::asLayout(weight, ps.fwdPd.weights_desc()).get_data_handle());
+  const float* s = cpu::plainData(scale);
   const int64_t xStride = ps.fwdPd.src_desc().get_size() / sizeof(float), yStride = ps.fwdPd.dst_desc().get_size() / sizeof(float);
   const size_t wLen = ps.wLen;
 #pragma omp parallel
   {
-    SignalHold hold(ps.gemm);
-    dnnl::stream st(engine());
+    cpu::SignalHold hold(ps.gemm);
+    dnnl::stream st(cpu::engine());
     Workspace& ws = threadWorkspace();
     float* wbuf = ws.weights.get(wLen);
-    dnnl::memory wm(ps.fwdPd.weights_desc(), engine(), wbuf);
-    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), engine(), ws.scratch.get(ps.scratchFloats + 1));
-    dnnl::memory xm(ps.fwdPd.src_desc(), engine(), nullptr), ym(ps.fwdPd.dst_desc(), engine(), nullptr);
+    dnnl::memory wm(ps.fwdPd.weights_desc(), cpu::engine(), wbuf);
+    dnnl::memory sm(ps.fwdPd.scratchpad_desc(), cpu::engine(), ws.scratch.get(ps.scratchFloats + 1));
+    dnnl::memory xm(ps.fwdPd.src_desc(), cpu::engine(), nullptr), ym(ps.fwdPd.dst_desc(), cpu::engine(), nullptr);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
       scaleWeights(wbuf, wb, ps.runsFwd, s + n * G * C);
