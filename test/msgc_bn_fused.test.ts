@@ -130,6 +130,43 @@ describe('masked execution with the BN applied per sample (inference) equals a f
   });
 });
 
+describe('the folded BN follows writes to its tensors', () => {
+  // The gathered kernels' BN scale and shift (γ/√(σ²+ε), β − μ·that) are cached with the running mean and rebuilt
+  // when the mean, the variance, γ or β is written, or eps changes: each write below must show in the next output.
+  test('running mean, running variance, γ, β and eps, one after another', () => {
+    msgc.tidy(() => msgc.noGrad(() => {
+      const c = cases.find((k) => k.O % 16 === 0 && k.blocked) ?? cases[0];
+      const { x, w, s, conv } = operands(c, 7);
+      const bn = randomBn(c.O, 700);
+      const bt = bnTensors(bn);
+      const opts = { heads: c.G, stride: c.stride, padding: c.pad, execution: 'gathered' as const, activation: null };
+      const check = (what: string) => {
+        const want = bnReference(conv, c.N, c.O, bn, null, null);
+        const got = F.msgcConv2dBnActPooled(x, w, s, bt, opts);
+        const err = closeness(got.y.toFloat32Array(), want.y, 2e-4, 2e-4);
+        if (err > 1) throw new Error(`after ${what}: off the reference by ${err}`);
+        expect(closeness(got.pooled.toFloat32Array(), want.means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+      };
+      check('the first call');
+      bn.rm = randomArray(c.O, 710, -1, 1);
+      bt.runningMean.assign(bn.rm);
+      check('a new running mean');
+      bn.rv = randomArray(c.O, 711, 0.2, 3);
+      bt.runningVar.assign(bn.rv);
+      check('a new running variance');
+      bn.g = randomArray(c.O, 712, -1.5, 1.5);
+      bt.weight.assign(bn.g);
+      check('a new γ');
+      bn.b = randomArray(c.O, 713, -1, 1);
+      bt.bias.assign(bn.b);
+      check('a new β');
+      bn.eps = 0.5;
+      bt.eps = 0.5;
+      check('a new eps');
+    }));
+  });
+});
+
 describe('fused BN with output selection', () => {
   test.each(cases.filter((_, i) => i % 2 === 0).map((c, i) => ({ ...c, i: 2 * i })))('N=$N C=$C O=$O k=$k G=$G blocked=$blocked', (c) => {
     msgc.tidy(() => msgc.noGrad(() => {

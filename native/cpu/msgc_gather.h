@@ -116,6 +116,8 @@ struct Post {
 
 // The eval BatchNorm of bn as y·a[o] + b[o] for o < O (msgc_gather.cc; also the masked path's per-sample epilogue).
 void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b);
+// The same, cached with the BN tensors until one of them is written: a at [0, O), b at [O, 2·O)
+const float* foldedBatchNorm(const FusedBnAct& bn, int64_t O);
 
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 
