@@ -63,17 +63,17 @@ export function convOut(x: number, k: number, s: number, p: number): number {
   return Math.floor((x + 2 * p - k) / s) + 1;
 }
 
-// Block outputs whose global average pool was computed with them (blockOutput), for the next block's context.
-const pooledOutputs = new WeakMap<Tensor, Tensor>();
-
-/** Records pooled as y's global average pool, computed along with y, for context(y). */
+/**
+ * Records pooled as y's global average pool, computed along with y (blockOutput), for context(y): the next block's
+ * gate context.
+ */
 export function rememberPooled(y: Tensor, pooled: Tensor): void {
-  pooledOutputs.set(y, pooled);
+  y._pooled = pooled;
 }
 
 /** Global average pool to [N, C, 1, 1]: the gate context (the one blockOutput computed with x, if any). */
 export function context(x: Tensor): Tensor {
-  const cached = pooledOutputs.get(x);
+  const cached = x._pooled;
   if (cached && !cached.isDisposed) return cached;
   return F.adaptiveAvgPool2d(x, 1);
 }
@@ -81,7 +81,7 @@ export function context(x: Tensor): Tensor {
 /** bn.forwardActPooled, its pool recorded for context(y). */
 function actPooled(bn: BatchNorm2d, v: Tensor, activation: 'relu' | 'relu6' | null, residual: Tensor | null): Tensor {
   const { y, pooled } = bn.forwardActPooled(v, activation, residual);
-  pooledOutputs.set(y, pooled);
+  y._pooled = pooled;
   return y;
 }
 
@@ -124,7 +124,7 @@ export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tenso
   const o: F.MsgcConv2dBnActOptions = Object.assign({}, options, { activation, residual });
   if (!pool) return F.msgcConv2dBnAct(x, weight, s, bn, o);
   const { y, pooled } = F.msgcConv2dBnActPooled(x, weight, s, bn, o);
-  pooledOutputs.set(y, pooled);
+  y._pooled = pooled;
   return y;
 }
 

@@ -16,8 +16,13 @@ export interface GateStats {
   allOnes: boolean;
 }
 
-/** Statistics the native code computed along with the gates it wrote (GateHead's fused eval): no second call. */
-const known = new WeakMap<Tensor, GateStats>();
+/**
+ * Statistics the native code computed along with the gates m it wrote (GateHead's fused eval): no second call.
+ * (Kept on the tensor, not in a WeakMap: see Tensor._pooled.)
+ */
+function known(m: Tensor): GateStats | undefined {
+  return (m._gateStats as GateStats | null) ?? undefined;
+}
 
 /**
  * Largest batch whose eval gate statistics stay on the GPU until the MACs are asked for (lastMacs(), evaluate()).
@@ -103,7 +108,7 @@ export class DeferredGateStats implements GateStats {
 
 /** Gates whose statistics stay on the device: GateHead's eval forward under deferGateStats. */
 export function rememberDeferredGateStats(m: Tensor): void {
-  known.set(m, DeferredGateStats.of(m));
+  m._gateStats = DeferredGateStats.of(m);
 }
 
 export function isDeferred(st: GateStats): st is DeferredGateStats {
@@ -123,7 +128,7 @@ function fromSums(m: Tensor, sum: number, unselected: number, ones: number): Gat
  * Only for tensors nothing writes afterwards (a gate head's output).
  */
 export function rememberGateStats(m: Tensor, sum: number, unselected: number, ones: number): void {
-  known.set(m, fromSums(m, sum, unselected, ones));
+  m._gateStats = fromSums(m, sum, unselected, ones);
 }
 
 /**
@@ -132,7 +137,7 @@ export function rememberGateStats(m: Tensor, sum: number, unselected: number, on
  * of a GateHead, the ones computed with them.
  */
 export function gateStats(m: Tensor): GateStats {
-  const k = known.get(m);
+  const k = known(m);
   if (k) return k;
   const [sum, unselected, ones] = native.maskStats(m.h);
   return fromSums(m, sum, unselected, ones);
@@ -144,7 +149,7 @@ export function gateStats(m: Tensor): GateStats {
  */
 export function dynamicTensor(masks: Tensor[], costs: number[]): Tensor | null {
   if (!isGradEnabled() || !masks.some((m) => m.requiresGrad)) return null;
-  const stats = masks.map((m) => known.get(m));
+  const stats = masks.map((m) => known(m));
   if (masks.every((m, i) => stats[i] !== undefined && m.device === 'cpu')) {
     // gates whose sums came with them (GateHead's fused training op): Σ_ℓ F_ℓ·mean(m_ℓ) from those sums (float64)
     // as one scalar and one recorded node, where F.mean, F.scale and F.add took three or four native calls and as
