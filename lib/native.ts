@@ -36,7 +36,7 @@ export interface NativeBinding {
   nextSeed(): number;
   getRngState(): string;
   setRngState(state: string): void;
-  memoryStats(): { liveTensors: number; liveBuffers: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number; primitiveCacheEntries: number; primitiveCacheCapacity: number;
+  memoryStats(): { liveTensors: number; liveBuffers: number; liveHandles: number; liveBytes: number; cachedBytes: number; peakBytes: number; cacheLimitBytes: number; externalBytes: number; primitiveCacheEntries: number; primitiveCacheCapacity: number;
     cudaLiveBuffers: number; cudaLiveBytes: number; cudaCachedBytes: number; cudaPeakBytes: number };
   /** a copy of the tensor on 'cpu' or 'cuda' (the tensor itself when it is there already) */
   toDevice(x: H, device: string): H;

@@ -184,6 +184,29 @@ describe('disposal', () => {
     expect(msgc.liveTensorCount()).toBe(start);
   });
 
+  test('dispose() frees the handle itself at once, leaving nothing for the garbage collector', () => {
+    // (the handle's wrap is removed and its native object deleted; before, each one waited for a scavenge to visit
+    // its weak V8 handle and finalize it: 3.4 ms of a 3.9 ms scavenge in MobileNetV2 at batch 1)
+    const before = native.memoryStats().liveHandles;
+    const hs = Array.from({ length: 1000 }, (_, i) => native.full([2, 3], i));
+    expect(native.memoryStats().liveHandles).toBe(before + 1000);
+    for (const h of hs) h.dispose();
+    // the JavaScript objects are still referenced (hs), so no collection could have freed them
+    expect(native.memoryStats().liveHandles).toBe(before);
+    const h = hs[7];
+    expect(h.disposed).toBe(true);
+    expectError(() => h.dims(), /disposed/);
+    expectError(() => h.shape, /disposed/);
+    expectError(() => h.toFloat32Array(), /disposed/);
+    expect(() => h.dispose()).not.toThrow();
+    expectError(() => native.activationForward(0, h), /x was disposed/);
+    // a handle made by new NativeTensor() holds nothing either
+    const empty = new (native.NativeTensor as unknown as new () => { disposed: boolean; dispose(): void })();
+    expect(empty.disposed).toBe(true);
+    expectError(() => native.activationForward(0, empty as never), /x was disposed/);
+    empty.dispose();
+  });
+
   test('every use of a disposed tensor throws an Error mentioning "disposed"', () => {
     const start = msgc.liveTensorCount();
     const t = msgc.tensor([1, 2, 3, 4], [2, 2], { requiresGrad: true });

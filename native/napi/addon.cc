@@ -9,6 +9,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonData* data = new AddonData();
   Napi::Function ctor = NativeTensor::Define(env);
   data->tensorConstructor = Napi::Persistent(ctor);
+  Napi::Object sentinel = ctor.New({});
+  data->disposedHandle = Napi::Persistent(sentinel);
+  data->disposedSentinel = NativeTensor::Unwrap(sentinel);
   Napi::Float64Array shapes = Napi::Float64Array::New(env, AddonData::kShapeSlots);
   data->shapeBuffer = Napi::Persistent(shapes);
   data->shapeData = shapes.Data();

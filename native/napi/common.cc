@@ -35,10 +35,11 @@ TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, co
 
 TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name) {
   MSGC_CHECK(NativeTensor::Is(v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
-  // an object made from the prototype (Object.create) passes instanceof but wraps nothing
+  // (a handle carries the type tag from its constructor; dispose() removes its wrap, so a tagged object without one
+  // was disposed)
   void* raw = nullptr;
   MSGC_CHECK(napi_unwrap(env, v, &raw) == napi_ok && raw != nullptr, argLabel(op, name),
-             " must be a Tensor, got an object that is not one");
+             " was disposed; it can no longer be used");
   NativeTensor* t = static_cast<NativeTensor*>(raw);
   MSGC_CHECK(t->tensor() != nullptr, argLabel(op, name), " was disposed; it can no longer be used");
   MSGC_CHECK(t->tensor()->device() == Device::CPU || cudaHandler(), argLabel(op, name),

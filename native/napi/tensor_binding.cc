@@ -1,4 +1,5 @@
 // tensor_binding.cc: the NativeTensor handle and tensor creation, randomness, memory statistics, threads.
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +38,12 @@ bool NativeTensor::Is(const Napi::Value& v) {
   return v.IsObject() && v.As<Napi::Object>().CheckTypeTag(&kTensorTag);
 }
 
+NativeTensor* NativeTensor::Unwrap(Napi::Object wrapper) {
+  void* raw = nullptr;
+  if (napi_unwrap(wrapper.Env(), wrapper, &raw) == napi_ok && raw != nullptr) return static_cast<NativeTensor*>(raw);
+  return wrapper.Env().GetInstanceData<AddonData>()->disposedSentinel;
+}
+
 Napi::Object NativeTensor::Wrap(Napi::Env env, TensorPtr t) {
   AddonData* data = env.GetInstanceData<AddonData>();
   Napi::Object obj = data->tensorConstructor.New({});
@@ -45,12 +52,17 @@ Napi::Object NativeTensor::Wrap(Napi::Env env, TensorPtr t) {
   return obj;
 }
 
+static std::atomic<int64_t> gLiveHandles{0};
+int64_t NativeTensor::liveHandles() { return gLiveHandles.load(); }
+
 // Only Wrap() creates working handles; `new NativeTensor()` from JavaScript gives a disposed one.
 NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
   info.This().As<Napi::Object>().TypeTag(&kTensorTag);
+  gLiveHandles++;
 }
 
 NativeTensor::~NativeTensor() {
+  gLiveHandles--;
   // finalizer backstop: the native memory goes with the handle
   if (tensor_) {
     tensor_.reset();
@@ -179,8 +191,17 @@ Napi::Value NativeTensor::Account(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
-  release(info.Env());
-  return info.Env().Undefined();
+  Napi::Env env = info.Env();
+  release(env);
+  // (not the sentinel, which stands for every disposed handle; nor an object that has no wrap of its own)
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (this != data->disposedSentinel && info.This().IsObject()) {
+    void* raw = nullptr;
+    if (napi_unwrap(env, info.This(), &raw) == napi_ok && raw == this &&
+        napi_remove_wrap(env, info.This(), nullptr) == napi_ok)
+      delete this;  // (~ObjectWrap deletes its reference, and with it the weak handle; nothing here runs after)
+  }
+  return env.Undefined();
 }
 
 // ---- module-level functions ----
@@ -264,6 +285,7 @@ static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("liveTensors", (double)liveTensorCount());
   o.Set("liveBuffers", (double)s.liveBuffers);
+  o.Set("liveHandles", (double)NativeTensor::liveHandles());
   o.Set("liveBytes", (double)s.liveBytes);
   o.Set("cachedBytes", (double)s.cachedBytes);
   o.Set("peakBytes", (double)s.peakBytes);
