@@ -10,7 +10,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally } from '../nn/msgc/tally';
+import { dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, withEnvSwitches } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
@@ -206,8 +206,8 @@ export class DenseNet extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    const h = F.relu(this.features.forward(x));
-    return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
+    const pass = () => this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(F.relu(this.features.forward(x)), 1)));
+    return this.msgc ? withEnvSwitches(pass) : pass();
   }
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {

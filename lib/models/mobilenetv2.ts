@@ -8,7 +8,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { constant, kaimingNormal, normal } from '../nn/init';
 import { BatchNorm2d, Conv2d, Identity, Linear, ReLU6, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { dynamicTensor, GateStats, gateStats, isDeferred, releaseTally, tallyOf } from '../nn/msgc/tally';
+import { dynamicTensor, envSwitch, GateStats, gateStats, isDeferred, releaseTally, tallyOf, withEnvSwitches } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
@@ -188,7 +188,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     const kernels = native.gatheredKernels();
     // (compacted outputs are written in whole blocks of 16 channels, or of 8 by the AVX2 kernels)
     if (kernels === 'portable' || this.hidden % (kernels === 'avx2' ? 8 : 16) !== 0) return false;
-    const force = process.env.MSGC_COMPACT;
+    const force = envSwitch('MSGC_COMPACT');
     if (force === '0') return false;
     // (setMsgcExecution('gathered'): every MSGC conv gathered, and the blocks skip what they can)
     if (force === '1' || F.getMsgcExecution() === 'gathered') return true;
@@ -273,17 +273,15 @@ export class MobileNetV2 extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    let h: Tensor;
-    if (this.msgc) {
+    if (!this.msgc) return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(this.features.forward(x), 1)));
+    return withEnvSwitches(() => {
       // the stem's output with its pool, the first block's gate context (stemForward)
       const [stem, ...rest] = this.features.layers;
       const [conv, bn] = (stem as Sequential).layers as [Conv2d, BatchNorm2d];
-      h = stemForward(conv, bn, x, 'relu6', true);
+      let h = stemForward(conv, bn, x, 'relu6', true);
       for (const m of rest) h = m.forward(h);
-    } else {
-      h = this.features.forward(x);
-    }
-    return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
+      return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
+    });
   }
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {

@@ -7,7 +7,7 @@ import { BlockMacTally, emptyMacs, MacCount, MacRow, addMacs, withDense } from '
 import { kaimingNormal } from '../nn/init';
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, convBnAct, Linear, MaxPool2d, ReLU, Sequential } from '../nn/layers';
 import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
-import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, tallyOf } from '../nn/msgc/tally';
+import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, tallyOf, withEnvSwitches } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
 import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs, stemForward } from './common';
@@ -302,6 +302,10 @@ export class ResNet extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
+    return this.msgc ? withEnvSwitches(() => this.pass(x)) : this.pass(x);
+  }
+
+  private pass(x: Tensor): Tensor {
     // (without the max-pool, the first block's gate context is the stem's pool: stemForward)
     let h = stemForward(this.conv1, this.bn1, x, 'relu', !!this.msgc && !this.maxpool);
     if (this.maxpool) h = this.maxpool.forward(h);
