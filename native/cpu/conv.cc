@@ -132,14 +132,6 @@ std::shared_ptr<EvalPrims> evalPrims(const Shape& x, const Shape& w, const Conv2
   });
 }
 
-void addVersionTag(Key& k, const Tensor* t) {
-  if (!t) {
-    k.add(-1);
-    return;
-  }
-  k.add((int64_t)t->storage->id, (int64_t)t->storage->version);
-}
-
 }  // namespace
 
 TensorPtr conv2dBnActEval(const Tensor& x, const Tensor& weight, const Tensor* bias, const Conv2dParams& p,

@@ -53,7 +53,6 @@
 // MSGC_GATHER_SERIAL_MACS=m runs calls of fewer than m gathered multiply-adds on one thread (default 1.5 M; 0: never),
 // MSGC_GATHER_PIXBLOCK=0 leaves pixvec's output plain NCHW.
 #include <cmath>
-#include <cstring>
 
 #include "msgc_gather.h"
 #include "msgc_gather_job.h"
@@ -80,15 +79,10 @@ const float* foldedBatchNorm(const FusedBnAct& bn, int64_t O) {
   // cached on the running mean's storage, tagged with the storages and versions of the variance, γ and β and with
   // eps (its bits), so that a write to any of them rebuilds it (a rebuild per call, a scalar square root and
   // division per channel, was ~1.5 µs of MobileNetV2's 960->320 projection at batch 1)
-  std::string tag(sizeof(uint64_t) * 6 + sizeof(float), '\0');
-  char* t = &tag[0];
-  for (const Tensor* p : {bn.runningVar, bn.weight, bn.bias}) {
-    const uint64_t id = p ? p->storage->id : ~uint64_t(0), version = p ? p->storage->version : 0;
-    std::memcpy(t, &id, sizeof id);
-    std::memcpy(t + sizeof id, &version, sizeof version);
-    t += 2 * sizeof(uint64_t);
-  }
-  std::memcpy(t, &bn.eps, sizeof(float));
+  Key tagKey;
+  for (const Tensor* p : {bn.runningVar, bn.weight, bn.bias}) addVersionTag(tagKey, p);
+  tagKey.add(bn.eps);
+  const std::string& tag = tagKey.str();
   auto& cache = bn.runningMean->storage->derived;
   const uint64_t version = bn.runningMean->storage->version;
   auto it = cache.find("gather:bnfold");
@@ -97,7 +91,7 @@ const float* foldedBatchNorm(const FusedBnAct& bn, int64_t O) {
     return it->second.copy->data;
   auto st = std::make_shared<Storage>((size_t)(2 * O) * sizeof(float), Device::CPU);
   foldBatchNorm(bn, O, st->data, st->data + O);
-  cache["gather:bnfold"] = Storage::Derived{version, st, std::move(tag)};
+  cache["gather:bnfold"] = Storage::Derived{version, st, tag};
   return st->data;
 }
 }  // namespace gather

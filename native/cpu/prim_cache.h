@@ -67,6 +67,16 @@ class Key {
   std::string s_;
 };
 
+// A copy derived from several tensors (a folded BatchNorm) records the others' storages and versions in its tag
+// (Storage::Derived::tag), so that a write to any of them shows: t's storage id and version, or -1 for none.
+inline void addVersionTag(Key& k, const Tensor* t) {
+  if (!t) {
+    k.add((int64_t)-1);
+    return;
+  }
+  k.add((int64_t)t->storage->id, (int64_t)t->storage->version);
+}
+
 template <class V>
 class PrimCache {
  public:
