@@ -6,7 +6,7 @@
 // sums), all blocks' statistics read with one copy; the outputs unchanged; the summaries freed once read or replaced.
 import * as msgc from '../lib';
 import { native } from '../lib/native';
-import { deferredGateStatReads } from '../lib/nn/msgc/tally';
+import { deferGateStats, deferredGateStatReads, envSwitch, withEnvSwitches } from '../lib/nn/msgc/tally';
 import { randomArray } from './helpers/gradcheck';
 import { gatesAtHalfDensity, relativeMaxDiff } from './helpers/models';
 
@@ -39,6 +39,34 @@ function withDeferral<T>(on: boolean, fn: () => T): T {
     else process.env.MSGC_DEFER_GATE_STATS = saved;
   }
 }
+
+describe('the MSGC_* switches within a forward pass', () => {
+  // An MSGC backbone reads MSGC_DEFER_GATE_STATS and MSGC_COMPACT once, at the start of its forward pass
+  // (withEnvSwitches); elsewhere each use reads process.env.
+  test('read once inside withEnvSwitches, at each use outside it', () => {
+    const ctx = msgc.zeros([1, 8, 1, 1]);
+    const compact = process.env.MSGC_COMPACT;
+    withDeferral(true, () => {
+      expect(deferGateStats(ctx)).toBe(true);
+      withEnvSwitches(() => {
+        process.env.MSGC_DEFER_GATE_STATS = '0';
+        process.env.MSGC_COMPACT = compact === '1' ? '0' : '1';
+        // the reading from the start of the pass, and nested passes keep it
+        expect(deferGateStats(ctx)).toBe(true);
+        expect(envSwitch('MSGC_COMPACT')).toBe(compact);
+        withEnvSwitches(() => expect(envSwitch('MSGC_DEFER_GATE_STATS')).toBe('1'));
+        if (compact === undefined) delete process.env.MSGC_COMPACT;
+        else process.env.MSGC_COMPACT = compact;
+      });
+      // after the pass, the environment as it is now
+      expect(deferGateStats(ctx)).toBe(false);
+      expect(() => withEnvSwitches(() => { throw new Error('inside'); })).toThrow('inside');
+      process.env.MSGC_DEFER_GATE_STATS = '1';
+      expect(deferGateStats(ctx)).toBe(true);
+    });
+    ctx.dispose();
+  });
+});
 
 describe('gateSummary', () => {
   test.each([
