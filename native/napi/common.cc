@@ -35,12 +35,8 @@ TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, co
 
 TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name) {
   MSGC_CHECK(NativeTensor::Is(v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
-  // (a handle carries the type tag from its constructor; dispose() removes its wrap, so a tagged object without one
-  // was disposed)
-  void* raw = nullptr;
-  MSGC_CHECK(napi_unwrap(env, v, &raw) == napi_ok && raw != nullptr, argLabel(op, name),
-             " was disposed; it can no longer be used");
-  NativeTensor* t = static_cast<NativeTensor*>(raw);
+  // (a tagged object whose wrap dispose() removed unwraps to the disposed sentinel, which holds no tensor either)
+  NativeTensor* t = NativeTensor::Unwrap(v.As<Napi::Object>());
   MSGC_CHECK(t->tensor() != nullptr, argLabel(op, name), " was disposed; it can no longer be used");
   MSGC_CHECK(t->tensor()->device() == Device::CPU || cudaHandler(), argLabel(op, name),
              " is on cuda, but this op runs on the CPU only so far (on cuda: ", kCudaOps,

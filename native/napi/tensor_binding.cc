@@ -193,14 +193,10 @@ Napi::Value NativeTensor::Account(const Napi::CallbackInfo& info) {
 Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   release(env);
-  // (not the sentinel, which stands for every disposed handle; nor an object that has no wrap of its own)
-  AddonData* data = env.GetInstanceData<AddonData>();
-  if (this != data->disposedSentinel && info.This().IsObject()) {
-    void* raw = nullptr;
-    if (napi_unwrap(env, info.This(), &raw) == napi_ok && raw == this &&
-        napi_remove_wrap(env, info.This(), nullptr) == napi_ok)
-      delete this;  // (~ObjectWrap deletes its reference, and with it the weak handle; nothing here runs after)
-  }
+  // (not the sentinel, which stands for every disposed handle and is what a handle without its wrap unwraps to;
+  // any other `this` is the wrap of info.This())
+  if (this != env.GetInstanceData<AddonData>()->disposedSentinel && napi_remove_wrap(env, info.This(), nullptr) == napi_ok)
+    delete this;  // (~ObjectWrap deletes its reference, and with it the weak handle; nothing here runs after)
   return env.Undefined();
 }
 
