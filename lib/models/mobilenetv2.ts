@@ -273,15 +273,17 @@ export class MobileNetV2 extends Backbone {
 
   forward(x: Tensor): Tensor {
     this.remember(x);
-    if (!this.msgc) return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(this.features.forward(x), 1)));
-    return withEnvSwitches(() => {
-      // the stem's output with its pool, the first block's gate context (stemForward)
-      const [stem, ...rest] = this.features.layers;
-      const [conv, bn] = (stem as Sequential).layers as [Conv2d, BatchNorm2d];
-      let h = stemForward(conv, bn, x, 'relu6', true);
-      for (const m of rest) h = m.forward(h);
-      return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
-    });
+    const h = this.msgc ? withEnvSwitches(() => this.msgcFeatures(x)) : this.features.forward(x);
+    return this.classifier.forward(F.flatten(F.adaptiveAvgPool2d(h, 1)));
+  }
+
+  /** this.features with the stem's output pooled in the same pass: the first block's gate context (stemForward). */
+  private msgcFeatures(x: Tensor): Tensor {
+    const [stem, ...rest] = this.features.layers;
+    const [conv, bn] = (stem as Sequential).layers as [Conv2d, BatchNorm2d];
+    let h = stemForward(conv, bn, x, 'relu6', true);
+    for (const m of rest) h = m.forward(h);
+    return h;
   }
 
   countMacs(input: number[], rows?: MacRow[]): MacCount {
