@@ -5,6 +5,8 @@
 // the fused BN epilogue are defined in msgc_gather_job_compute.h.
 // See msgc_gather.cc for the design.
 #pragma once
+#include <memory>
+
 #include "msgc_gather.h"
 
 namespace msgc {
@@ -123,16 +125,39 @@ struct Job {
   int64_t chunkPixels() const { return avx2Spans() ? kAvx2Span : maxPixels(); }
 
   // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
-  std::vector<int64_t> planeOff;
+  const int64_t* planeOff = nullptr;
   int64_t sampleFloats = 0;
+
+  // (src.plane(g, 0, c) - src.data for c < C, block by block: two divisions per channel were ~3 µs of a 960-channel
+  // call), kept per (C, H·W, block) for the thread's lifetime: a vector per call was one of the two allocations of
+  // 1.5-7.5 KB each gathered call made, each making glibc consolidate its fast bins first (MobileNetV2 at batch 1:
+  // 22 such allocations a forward)
+  static const int64_t* planeOffsets(int64_t C, int64_t HW, int64_t block) {
+    struct Key {
+      int64_t C, HW, block;
+      bool operator==(const Key& o) const { return C == o.C && HW == o.HW && block == o.block; }
+    };
+    struct Entry {
+      Key key;
+      std::vector<int64_t> off;
+    };
+    static thread_local std::vector<std::unique_ptr<Entry>> cache;  // (a network has a few dozen shapes)
+    const Key key{C, HW, block};
+    for (const auto& e : cache)
+      if (e->key == key) return e->off.data();
+    auto e = std::make_unique<Entry>();
+    e->key = key;
+    e->off.resize((size_t)C);
+    const int64_t blockFloats = HW * block;
+    for (int64_t c0 = 0, b = 0; c0 < C; c0 += block, b++)
+      for (int64_t l = 0; l < block && c0 + l < C; l++) e->off[(size_t)(c0 + l)] = b * blockFloats + l;
+    cache.push_back(std::move(e));
+    return cache.back()->off.data();
+  }
 
   void plan() {
     if (rp.inPlace) {
-      // (src.plane(g, 0, c) - src.data, block by block: two divisions per channel were ~3 µs of a 960-channel call)
-      planeOff.resize(g.C);
-      const int64_t blockFloats = g.H * g.W * src.block;
-      for (int64_t c0 = 0, b = 0; c0 < g.C; c0 += src.block, b++)
-        for (int64_t l = 0; l < src.block && c0 + l < g.C; l++) planeOff[c0 + l] = b * blockFloats + l;
+      planeOff = planeOffsets(g.C, g.H * g.W, src.block);
       sampleFloats = src.Cb * g.H * g.W * src.block;
     }
     if (kind == KernelKind::Pixvec) {

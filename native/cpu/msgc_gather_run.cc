@@ -76,7 +76,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
   job.plan();
   // the fused BN epilogue; with `pooled`, per-chunk sums of its outputs, added up at the end (finish())
   Post post;
-  std::vector<float> partial;
+  // (the thread's buffer, grown as needed: a vector per call was the other allocation of Job::plan's comment)
+  static thread_local std::vector<float> partialStore;
+  std::vector<float>& partial = partialStore;
   if (postSpec) {
     post = *postSpec;
     if (pooled) {
