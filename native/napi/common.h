@@ -27,6 +27,8 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   // dispose() removed (or an object with no wrap), the environment's disposed sentinel instead of an exception, so
   // that the handle's methods answer as for any disposed handle ("the tensor was disposed", disposed: true).
   static NativeTensor* Unwrap(Napi::Object wrapper);
+  // whether p is a handle object of this addon (alive): what napi_unwrap gave for a value is one of ours
+  static bool IsHandle(const void* p);
   // handle objects alive in the process (wrapped; a disposed one is deleted at once, an undisposed one when its
   // JavaScript object is collected): memoryStats().liveHandles
   static int64_t liveHandles();
