@@ -126,12 +126,18 @@ struct Job {
 
   // in-place rows: channel c of sample n at src.data + n·sampleFloats + planeOff[c] (no division per channel)
   const int64_t* planeOff = nullptr;
+  std::vector<int64_t> ownPlaneOff;  // (where the thread's table of offsets is full)
   int64_t sampleFloats = 0;
 
+  static void fillPlaneOffsets(int64_t* off, int64_t C, int64_t HW, int64_t block) {
+    const int64_t blockFloats = HW * block;
+    for (int64_t c0 = 0, b = 0; c0 < C; c0 += block, b++)
+      for (int64_t l = 0; l < block && c0 + l < C; l++) off[c0 + l] = b * blockFloats + l;
+  }
   // (src.plane(g, 0, c) - src.data for c < C, block by block: two divisions per channel were ~3 µs of a 960-channel
-  // call), kept per (C, H·W, block) for the thread's lifetime: a vector per call was one of the two allocations of
-  // 1.5-7.5 KB each gathered call made, each making glibc consolidate its fast bins first (MobileNetV2 at batch 1:
-  // 22 such allocations a forward)
+  // call), kept per (C, H·W, block) for the thread's lifetime, up to 256 shapes: a vector per call was one of the two
+  // allocations of 1.5-7.5 KB each gathered call made, each making glibc consolidate its fast bins first (MobileNetV2
+  // at batch 1: 22 such allocations a forward). Null when the table is full.
   static const int64_t* planeOffsets(int64_t C, int64_t HW, int64_t block) {
     struct Key {
       int64_t C, HW, block;
@@ -145,12 +151,11 @@ struct Job {
     const Key key{C, HW, block};
     for (const auto& e : cache)
       if (e->key == key) return e->off.data();
+    if (cache.size() >= 256) return nullptr;
     auto e = std::make_unique<Entry>();
     e->key = key;
     e->off.resize((size_t)C);
-    const int64_t blockFloats = HW * block;
-    for (int64_t c0 = 0, b = 0; c0 < C; c0 += block, b++)
-      for (int64_t l = 0; l < block && c0 + l < C; l++) e->off[(size_t)(c0 + l)] = b * blockFloats + l;
+    fillPlaneOffsets(e->off.data(), C, HW, block);
     cache.push_back(std::move(e));
     return cache.back()->off.data();
   }
@@ -158,6 +163,11 @@ struct Job {
   void plan() {
     if (rp.inPlace) {
       planeOff = planeOffsets(g.C, g.H * g.W, src.block);
+      if (!planeOff) {
+        ownPlaneOff.resize((size_t)g.C);
+        fillPlaneOffsets(ownPlaneOff.data(), g.C, g.H * g.W, src.block);
+        planeOff = ownPlaneOff.data();
+      }
       sampleFloats = src.Cb * g.H * g.W * src.block;
     }
     if (kind == KernelKind::Pixvec) {
