@@ -1,5 +1,4 @@
 // tensor_binding.cc: the NativeTensor handle and tensor creation, randomness, memory statistics, threads.
-#include <atomic>
 #include <mutex>
 #include <unordered_set>
 #include <cmath>
@@ -54,11 +53,9 @@ Napi::Object NativeTensor::Wrap(Napi::Env env, TensorPtr t) {
   return obj;
 }
 
-static std::atomic<int64_t> gLiveHandles{0};
-int64_t NativeTensor::liveHandles() { return gLiveHandles.load(); }
-
 // The handle objects alive in the process, by address (every environment's: an address seen here is a NativeTensor
-// whatever environment made it). (Never destroyed: a handle's destructor may run during the process's exit.)
+// whatever environment made it); its size is memoryStats().liveHandles. (Never destroyed: a handle's destructor may
+// run during the process's exit.)
 static std::mutex& handlesMutex() {
   static std::mutex* m = new std::mutex;
   return *m;
@@ -71,17 +68,19 @@ bool NativeTensor::IsHandle(const void* p) {
   std::lock_guard<std::mutex> lock(handlesMutex());
   return handleSet().count(p) != 0;
 }
+int64_t NativeTensor::liveHandles() {
+  std::lock_guard<std::mutex> lock(handlesMutex());
+  return (int64_t)handleSet().size();
+}
 
 // Only Wrap() creates working handles; `new NativeTensor()` from JavaScript gives a disposed one.
 NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
   info.This().As<Napi::Object>().TypeTag(&kTensorTag);
-  gLiveHandles++;
   std::lock_guard<std::mutex> lock(handlesMutex());
   handleSet().insert(this);
 }
 
 NativeTensor::~NativeTensor() {
-  gLiveHandles--;
   {
     std::lock_guard<std::mutex> lock(handlesMutex());
     handleSet().erase(this);
