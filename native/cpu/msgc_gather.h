@@ -174,6 +174,7 @@ OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
 // This thread's ocvec kernels on nChw16c read in place (1×1 convs) prefetch the pixels of the selected channel
 // channelsAhead positions on whenever it starts a new block of 16 channels (0: no input prefetch)
 void setInputPrefetch(int channelsAhead);
+void setWeightPrefetch(int channelsAhead);
 using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                            int64_t, float*, int64_t, int64_t, int64_t);
 // the same over nb = 2..5 consecutive output blocks (weights wbs floats apart, outputs obs floats apart);

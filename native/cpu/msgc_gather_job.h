@@ -80,6 +80,7 @@ struct Job {
   const Post* post = nullptr;
   // ocvec on nChw16c read in place: prefetch the input this many selected channels ahead (setInputPrefetch)
   int inputPrefetch = 0;
+  int weightPrefetch = 0;
   // AVX-512 ocvec with heads of 16k + 8 outputs (MobileNetV2's projections: 24 and 40 a head) and all outputs whole
   // 16-channel blocks: nChw16c output rather than plain NCHW, a head's blocks of 16 outputs starting 0 or 8 lanes
   // into a block of y (two heads share that block; each writes its lanes with masked stores), BN epilogue applied on

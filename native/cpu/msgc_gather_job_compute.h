@@ -186,6 +186,7 @@ inline void Job::computeAvx2(int64_t n, int64_t i, int64_t ob, int64_t k, const 
 inline void Job::compute(int64_t n, int64_t i, int64_t ob, int64_t k, const HeadOperands& h) const {
 #if MSGC_GATHER_AVX512
   setInputPrefetch(inputPrefetch);  // (AVX-512 kernels only)
+  setWeightPrefetch(weightPrefetch);
   const int64_t ns = (int64_t)h.chan.size();
   const Chunk c = chunk(k);
   if (out && compactOut && isa == Isa::Avx512) {

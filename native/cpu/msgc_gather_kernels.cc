@@ -12,6 +12,7 @@ namespace gather {
 #if MSGC_GATHER_AVX512
 namespace {
 thread_local int tInputPrefetch = 0;  // setInputPrefetch()
+thread_local int tWeightPrefetch = 0;  // setWeightPrefetch()
 
 // acc[b][r][q] += wv[b] * x[r*irs + q*S] for b < NB, r < R, LO <= q < HI (one tap; one broadcast serves NB FMAs)
 template <int NB, int Q, int R, int S, int LO, int HI>
@@ -83,7 +84,10 @@ __attribute__((target("avx512f"), always_inline)) inline void ocvecBody(const fl
       // registers only with a dozen flag stores and mask-register moves per channel, which tracked whether the
       // tap loop had run (MobileNetV2's 960->320 projection, heads of 80 outputs).
       const int64_t off = tapOffset[0];
+      const int64_t wAhead = tWeightPrefetch;
       for (int64_t j = 0; j < nch; j++) {
+        if (wAhead && j + wAhead < nch)
+          for (int b = 0; b < NB; b++) _mm_prefetch((const char*)(wch[j + wAhead] + wshift + b * wbs), _MM_HINT_T0);
         if (inAhead && j + inAhead < nch) {
           const float* nx = chan[j + inAhead] + pos;
           const float* pv = chan[j + inAhead - 1] + pos;
@@ -219,6 +223,7 @@ const OcvecNBPointwise<5> kOcvecNB5;
 }  // namespace
 
 void setInputPrefetch(int channelsAhead) { tInputPrefetch = channelsAhead; }
+void setWeightPrefetch(int channelsAhead) { tWeightPrefetch = channelsAhead; }
 
 OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges) {
   if (stride == 16 || stride == 32) {

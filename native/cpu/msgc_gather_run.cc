@@ -172,6 +172,12 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     job.inputPrefetch = lines * 64 > (48 << 10) ? 12 : g.T == 1 && g.C >= g.O && job.itemBlocks() <= 4 ? 24 : 0;
     if (const char* e = std::getenv("MSGC_GATHER_PREFETCH_INPUT")) job.inputPrefetch = std::atoi(e);  // (benchmarks)
   }
+  // 1×1 convs whose samples share the threads (batches below 4 per thread): prefetch the weights 12 selected
+  // channels ahead. Each head's weights serve one sample there, so they come cold from memory, in the scattered
+  // runs of its selected channels, which the hardware prefetchers do not follow. (With whole samples per thread a
+  // head's weights stay in L2 from one sample to the next, and the prefetches crowded the load ports.)
+  if (kind == KernelKind::Ocvec && g.T == 1 && !wholeSamples) job.weightPrefetch = 12;
+  if (const char* e = std::getenv("MSGC_GATHER_PREFETCH_WEIGHTS")) job.weightPrefetch = std::atoi(e);  // (benchmarks)
   if (rp.rows == Rows::Planes && !rp.inPlace && pixelMajor) {
     int64_t maxUnion = 1;
     for (int64_t n = 0; n < g.N; n++) maxUnion = std::max(maxUnion, sel.unionSize(n));
