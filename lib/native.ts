@@ -182,6 +182,22 @@ export interface BackendInfo {
   cuda: CudaInfo;
 }
 
+let kernelsOfPass: 'avx512' | 'avx2' | 'portable' | null = null;
+
+/**
+ * The gathered MSGC kernels of this CPU (native.gatheredKernels(), which MSGC_GATHER_ISA can force): inside an MSGC
+ * backbone's forward pass (withEnvSwitches) as read at its start, elsewhere at each use. (MobileNetV2 asked 49 times
+ * a forward pass at batch 1, each a call into C++ that made a string.)
+ */
+export function gatheredKernels(): 'avx512' | 'avx2' | 'portable' {
+  return kernelsOfPass ?? native.gatheredKernels();
+}
+
+/** @internal withEnvSwitches: hold the kind read now for the pass (true), or read it at each use again (false) */
+export function holdGatheredKernels(hold: boolean): void {
+  kernelsOfPass = hold ? native.gatheredKernels() : null;
+}
+
 /** Which backend the loaded binary provides. */
 export function backendInfo(): BackendInfo {
   const cuda = native.cudaInfo();

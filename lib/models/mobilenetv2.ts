@@ -13,7 +13,7 @@ import { Module } from '../nn/module';
 import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
-import { native } from '../native';
+import { gatheredKernels } from '../native';
 import { Backbone, BackboneOptions, context, gatedConvBn, rememberPooled, stemForward, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
@@ -141,7 +141,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     // output mask, followed by oneDNN's depthwise conv over every channel, took 1.0-4.5x the time of oneDNN's two
     // convs at every union from 0.2 to 0.8 (bench/msgc_compact.js, "skip"), where until 2026-12-05 it ran whenever a
     // tenth of the hidden channels went unselected.
-    if (evalCpu && native.gatheredKernels() === 'portable' && (F.getMsgcExecution() === 'gathered' ||
+    if (evalCpu && gatheredKernels() === 'portable' && (F.getMsgcExecution() === 'gathered' ||
       F.preferOutputSkipping(ms.unselected, H * W, this.hidden, { kernel: 1, batch: N }))) {
       // eval: expansion outputs no head selects are not computed (producer skipping, spec §2.10) — the 1×1 conv
       // as a gathered one-head MSGC conv over all inputs with the heads' masks as its output mask. (The depthwise
@@ -185,7 +185,7 @@ export class InvertedResidual extends Module implements CountedBlock {
    */
   private compactWins(N: number, density: number, union: number, inPixels: number, outPixels: number): boolean {
     if (this.att) return false;
-    const kernels = native.gatheredKernels();
+    const kernels = gatheredKernels();
     // (compacted outputs are written in whole blocks of 16 channels, or of 8 by the AVX2 kernels)
     if (kernels === 'portable' || this.hidden % (kernels === 'avx2' ? 8 : 16) !== 0) return false;
     const force = envSwitch('MSGC_COMPACT');

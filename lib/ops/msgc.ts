@@ -1,6 +1,6 @@
 // msgc.ts: the MSGC operators — F.msgcConv2d (middle-spectrum grouped convolution with per-sample, per-head
 // input-channel scales) and F.gumbelSigmoidGate (the binary straight-through gate that produces the masks).
-import { native, NativeHandle } from '../native';
+import { gatheredKernels, native, NativeHandle } from '../native';
 import { actCode, batchNormAct, batchNormActPooled, checkBnAct, FoldedBatchNorm } from './norm';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
@@ -66,7 +66,7 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
   // AVX2 kernels on wide 1×1 heads over maps larger than 14² (MobileNetV2's expansion convs, which skip through a
   // forced gathered one-head conv): the gathered conv took 6-14x the dense conv's time at 112² and 56², batch 1
   // (16 -> 96 outputs: 4.4 ms vs 0.32), so no skipped share pays for it (preferGathered's rule for the same shapes)
-  const kernels = conv.kernels ?? native.gatheredKernels();
+  const kernels = conv.kernels ?? gatheredKernels();
   const kernel = conv.kernel ?? 1, batch = conv.batch ?? 1;
   if (kernels === 'avx2' && kernel === 1 && headOutputs >= 64 && outPixels > 14 * 14) return false;
   if (headOutputs < 32 || outPixels <= 7 * 7) return false;
@@ -195,7 +195,7 @@ const NARROW_UNION_MAX = 0.85;
  * old / new: ResNet-20 inference at batch 32 9.13, 8.70 / 8.53, 8.62 ms, at batch 1 1.19, 1.18 / 1.10, 1.08 ms,
  * ResNet-56 at batch 32 25.1, 25.3 / 24.7, 24.2 ms; ResNet-56's training forward convs 21.1 / 19.5 ms a step.)
  */
-export function narrowHeadsUnite(outChannels: number, heads: number, kernels: 'avx512' | 'avx2' | 'portable' = native.gatheredKernels(),
+export function narrowHeadsUnite(outChannels: number, heads: number, kernels: 'avx512' | 'avx2' | 'portable' = gatheredKernels(),
   kernel = 1, unionDensity?: number): boolean {
   if (kernels === 'portable' || heads <= 1 || outChannels % heads !== 0) return false;
   const lanes = kernels === 'avx2' ? 8 : 16, per = outChannels / heads;
@@ -383,7 +383,7 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     const N = xs[0];
     const [O, C, kh, kw] = ws;
     const h = options.hints;
-    kernels = native.gatheredKernels();
+    kernels = gatheredKernels();
     // narrow heads may run as one head over their union (narrowHeadsUnite: for k×k convs, by the union's share)
     const narrow = !options.outputMask && narrowHeadsUnite(O, heads, kernels);
     const st: { density: number; allOnes: boolean; unionDensity?: number } = h && h.density !== undefined && h.allOnes !== undefined

@@ -1,5 +1,5 @@
 // tally.ts: helpers MSGC host blocks use to report their dynamic MACs (spec §4.2–4.3) after a forward pass.
-import { native } from '../../native';
+import { holdGatheredKernels, native } from '../../native';
 import * as F from '../../ops/index';
 import { isGradEnabled, keep, noGrad, tidy } from '../../tensor/scope';
 import { tensor } from '../../tensor/creation';
@@ -47,14 +47,19 @@ export function envSwitch(name: 'MSGC_DEFER_GATE_STATS' | 'MSGC_COMPACT'): strin
   return process.env[name];
 }
 
-/** Runs fn with the MSGC_* switches read once, at its start (nested calls keep the outer reading). */
+/**
+ * Runs fn with the MSGC_* switches and the gathered kernels' kind (gatheredKernels in native.ts) read once, at its
+ * start (nested calls keep the outer reading).
+ */
 export function withEnvSwitches<T>(fn: () => T): T {
   if (switches) return fn();
   switches = { defer: process.env.MSGC_DEFER_GATE_STATS, compact: process.env.MSGC_COMPACT };
+  holdGatheredKernels(true);
   try {
     return fn();
   } finally {
     switches = null;
+    holdGatheredKernels(false);
   }
 }
 
