@@ -298,6 +298,13 @@ describe("execution 'auto' and the gradient rule", () => {
     // 1×1 convs: gathered only well below density 0.5, except wide inputs on small maps at batch 1
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
     expect(preferGathered(0.5, { outPixels: 56 * 56, batch: 1, kernel: 1, channels: 144, headChannels: 6 })).toBe(false);
+    // ...and with the AVX-512 kernels at batch 1-2, 14² and 7² maps from 384 inputs at any density
+    expect(preferGathered(0.9, { outPixels: 7 * 7, batch: 1, kernel: 1, channels: 960, headChannels: 40, kernels: 'avx512' })).toBe(true);
+    expect(preferGathered(0.9, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24, kernels: 'avx512' })).toBe(true);
+    expect(preferGathered(0.9, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 576, headChannels: 24, kernels: 'avx2' })).toBe(false);
+    expect(preferGathered(0.9, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24, kernels: 'avx512' })).toBe(false);
+    expect(preferGathered(0.65, { outPixels: 14 * 14, batch: 1, kernel: 1, channels: 192, headChannels: 16, kernels: 'avx512' })).toBe(false);
+    expect(preferGathered(0.5, { outPixels: 28 * 28, batch: 1, kernel: 1, channels: 192, headChannels: 8, kernels: 'avx512' })).toBe(false);
     expect(preferGathered(0.5, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(true);
     expect(preferGathered(0.8, { outPixels: 14 * 14, batch: 32, kernel: 1, channels: 576, headChannels: 24 })).toBe(false);
     expect(preferGathered(0.95, { outPixels: 7 * 7, batch: 32, kernel: 1, channels: 960, headChannels: 40 })).toBe(true);

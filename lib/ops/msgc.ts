@@ -158,7 +158,18 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
     // gathered 0.68-1.04x on 14² at density 0.5 (0.95-1.3x at 0.75-0.9) and 0.85-1.4x on 7² at any density: so
     // on 7² maps gathered always beats masked, on 14² up to density ~0.7; on 28² and larger masked runs at
     // 1.0-1.07x and gathered at 1.14-2.1x (density 0.5).
-    if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
+    // AVX-512 at batch 1-2, 14² and 7² maps from 384 inputs: gathered at any density (below all-ones, which runs
+    // dense). The masked path's single conv with W ⊙ scale costs the same at every density (the weight copy is
+    // reordered for oneDNN on every call: 960->160 at 7² ~290 µs against ~70 for the dense conv), the gathered
+    // one grows slowly with it. Inside MobileNetV2 at batch 1 (2026-12-06), both paths on the same arguments,
+    // alternating per layer, µs masked / gathered at density 0.65 / 0.8 / 0.9: 576->96 at 14² 177 / 106, 174 / 115,
+    // 163 / 113; 384->64 101 / 59, 99 / 65, 93 / 62; 960->160 at 7² 294 / 87, 293 / 91, 272 / 91; the model's
+    // forward at density 0.75 (old rule / new, in-process A/B) 5.59 / 4.79 ms. (192->64 at 14² varied, 0.65: 70 /
+    // 100, 0.8: 68 / 48, and keeps the rule below; at 28² the per-layer gain at density 0.5, 69 / 56 µs, did not
+    // show in the model's forward, 1.21 / 1.24 ms for its projections, so 28² stays masked.)
+    const wide = s.kernels === 'avx512' && s.batch <= 2 ? (s.channels ?? 0) : 0;
+    if (wide >= 384 && s.outPixels <= 14 * 14) threshold = 1.01;
+    else if (s.batch <= 2) threshold = (s.channels ?? 0) >= 192 && s.outPixels < 28 * 28 ? 0.6 : 0.2;
     else threshold = s.outPixels <= 7 * 7 ? 1.01 : s.outPixels <= 14 * 14 ? 0.7 : 0.15;
   } else if (s.headChannels !== undefined && s.headChannels < 16) {
     // (AVX-512: narrow heads of k×k convs that narrowHeadsUnite keeps apart, on the pixvec kernel. Training forward,
