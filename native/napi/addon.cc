@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object sentinel = ctor.New({});
   data->disposedHandle = Napi::Persistent(sentinel);
   data->disposedSentinel = NativeTensor::Unwrap(sentinel);
+  data->disposedMark = Napi::Persistent(Napi::Symbol::New(env, "msgc.disposed"));
   Napi::Float64Array shapes = Napi::Float64Array::New(env, AddonData::kShapeSlots);
   data->shapeBuffer = Napi::Persistent(shapes);
   data->shapeData = shapes.Data();

@@ -34,18 +34,17 @@ TensorPtr tensorArg(const Napi::CallbackInfo& info, size_t i, const char* op, co
 }
 
 TensorPtr tensorFromValue(Napi::Env env, const Napi::Value& v, const char* op, const char* name) {
-  // What napi_unwrap gives is one of this addon's live handles (the registry of handle addresses) in the common case,
-  // and then the type tag check (a private property read, a BigInt comparison) is not needed: the two were ~0.5 µs an
-  // argument inside MobileNetV2 at batch 1, where its gate heads take 11 tensors a call (old and new paths alternating
-  // in one process: MSGC forward 1.011-1.013x faster, dense 1.005-1.02x). Otherwise (not a handle, a disposed one,
-  // another addon's wrapped object) the tag says whether it is a Tensor at all.
+  // What napi_unwrap gives is one of this addon's handles (the registry of handle addresses) in the common case.
+  // Otherwise (not a handle, a disposed one, another addon's wrapped object) NativeTensor::Is says whether it is a
+  // handle dispose() released. (Until 2026-12-05 a type tag was checked on every argument, a private property read and
+  // a BigInt comparison: ~0.5 µs an argument inside MobileNetV2 at batch 1, whose gate heads take 11 tensors a call.)
   NativeTensor* t = nullptr;
   void* raw = nullptr;
   if (napi_unwrap(env, v, &raw) == napi_ok && raw != nullptr && NativeTensor::IsHandle(raw)) {
     t = static_cast<NativeTensor*>(raw);
   } else {
     MSGC_CHECK(NativeTensor::Is(v), argLabel(op, name), " must be a Tensor, got ", typeName(v));
-    // (a tagged object whose wrap dispose() removed unwraps to the disposed sentinel, which holds no tensor either)
+    // (a handle whose wrap dispose() removed unwraps to the disposed sentinel, which holds no tensor either)
     t = NativeTensor::Unwrap(v.As<Napi::Object>());
   }
   MSGC_CHECK(t->tensor() != nullptr, argLabel(op, name), " was disposed; it can no longer be used");

@@ -57,6 +57,9 @@ struct AddonData {
   // a handle that holds no tensor and keeps its wrap: what NativeTensor::Unwrap answers for disposed handles
   Napi::ObjectReference disposedHandle;
   NativeTensor* disposedSentinel = nullptr;
+  // set on a handle by dispose(), after its wrap is removed: tells a disposed handle from an object that only
+  // shares the class's prototype (NativeTensor::Is)
+  Napi::Reference<Napi::Symbol> disposedMark;
   // exports.shapeBuffer: NativeTensor.dims() writes the shape here (a Float64Array of kShapeSlots), so that a new
   // JavaScript Tensor reads its shape without the `shape` accessor building an array through N-API element by element
   static constexpr size_t kShapeSlots = 16;
