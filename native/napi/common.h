@@ -22,7 +22,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
  public:
   static Napi::Function Define(Napi::Env env);
   static Napi::Object Wrap(Napi::Env env, TensorPtr t);
-  static bool Is(const Napi::Value& v);  // one of this addon's handles (its type tag)
+  static bool Is(const Napi::Value& v);  // a handle dispose() released (its mark); live ones: IsHandle
   // Hides ObjectWrap::Unwrap, which node-addon-api's method and accessor callbacks call: for a handle whose wrap
   // dispose() removed (or an object with no wrap), the environment's disposed sentinel instead of an exception, so
   // that the handle's methods answer as for any disposed handle ("the tensor was disposed", disposed: true).
