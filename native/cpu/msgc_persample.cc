@@ -92,9 +92,78 @@ std::vector<int32_t> indexMap(const dnnl::memory::desc& md, const Shape& w, int6
   return map;
 }
 
+// A batch-1 forward conv of x's sample shape with weight shape w (user scratchpad), in the activation layouts oneDNN
+// picks when they are channel-blocked (srcBlock, dstBlock: 16, 8), else plain (1). Its threading is planned for the
+// OpenMP threads of the creating thread.
+// (srcHint 16, 8 or 1: that source layout, the one x comes in, rather than oneDNN's pick)
+dnnl::convolution_forward::primitive_desc forwardPd(const Shape& x, const Shape& w, const MsgcConvParams& p,
+                                                    dnnl::prop_kind kind, int64_t& srcBlock, int64_t& dstBlock,
+                                                    int64_t srcHint = 0) {
+  Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
+  const int64_t OH = y1[2], OW = y1[3];
+  Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
+  Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
+  dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
+    dnnl::convolution_forward::desc d(kind, dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
+    return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+  };
+  // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
+  auto pd = makeFwd(srcHint ? blockedDesc(x1, srcHint) : dnnl::memory::desc(toDims(x1), dt::f32, tag::any),
+                    dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
+  srcBlock = blockOf(pd.src_desc(), x1);
+  dstBlock = blockOf(pd.dst_desc(), y1);
+  if (srcBlock == 0 || dstBlock == 0) {
+    srcBlock = dstBlock = srcHint ? srcHint : 1;
+    pd = makeFwd(blockedDesc(x1, srcBlock), blockedDesc(y1, dstBlock));
+  }
+  return pd;
+}
+
 }  // namespace
 
 namespace persample {
+std::shared_ptr<OneSamplePrims> oneSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p, int64_t xBlock) {
+  static PrimCache<OneSamplePrims> cache;
+  return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads, xBlock), [&] {
+    auto e = std::make_shared<OneSamplePrims>();
+    e->pd = forwardPd(x, w, p, dnnl::prop_kind::forward_inference, e->srcBlock, e->dstBlock, xBlock);
+    e->fwd = dnnl::convolution_forward(e->pd);
+    e->runs = mapRuns(indexMap(e->pd.weights_desc(), w, p.heads));
+    e->wLen = e->pd.weights_desc().get_size() / sizeof(float);
+    e->scratchFloats = (e->pd.scratchpad_desc().get_size() + sizeof(float) - 1) / sizeof(float);
+    e->gemm = runsJitGemm(e->pd);
+    return e;
+  });
+}
+
+TensorPtr oneSampleForward(const Tensor& x, const Tensor& weight, const float* s, const MsgcConvParams& p) {
+  // (the index map is exact in float below 2^24 scale indices)
+  if (p.heads * weight.shape[1] >= (int64_t(1) << 24))
+    return conv2dForward(x, *scaledWeight(weight, s, p.heads), nullptr, convParams(p));
+  // (in the layout x comes in when it is channel-blocked or plain: a reorder of x per call cost more than the conv)
+  int64_t xb = channelBlock(x);
+  if (xb != 16 && xb != 8) xb = 1;
+  const auto op = oneSamplePrims(x.shape, weight.shape, p, xb);
+  const OneSamplePrims& o = *op;
+  const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);
+  TensorPtr y = tensorWithDesc(yShape, blockedDesc(yShape, o.dstBlock));
+  dnnl::memory xm = asLayout(x, blockedDesc(x.shape, o.srcBlock));
+  const float* wb = static_cast<const float*>(asLayout(weight, o.pd.weights_desc()).get_data_handle());
+  Workspace& ws = threadWorkspace();
+  float* wbuf = ws.weights.get(o.wLen);
+  scaleWeights(wbuf, wb, o.runs, s);
+  dnnl::memory wm(o.pd.weights_desc(), engine(), wbuf);
+  dnnl::memory sm(o.pd.scratchpad_desc(), engine(), ws.scratch.get(o.scratchFloats + 1));
+  dnnl::memory src(o.pd.src_desc(), engine(), xm.get_data_handle()), dst(o.pd.dst_desc(), engine(), y->data());
+  SignalHold hold(o.gemm);
+  o.fwd.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, sm}});
+  stream().wait();
+  return y;
+}
+
 std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, const MsgcConvParams& p) {
   static PrimCache<PerSamplePrims> cache;
   return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads), [&] {
@@ -107,19 +176,7 @@ std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, c
     dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
-      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
-                                        wei, dst, strides, dil, pad, padR);
-      return dnnl::convolution_forward::primitive_desc(d, attr, engine());
-    };
-    // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
-    e->fwdPd = makeFwd(dnnl::memory::desc(toDims(x1), dt::f32, tag::any), dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
-    e->srcBlock = blockOf(e->fwdPd.src_desc(), x1);
-    e->dstBlock = blockOf(e->fwdPd.dst_desc(), y1);
-    if (e->srcBlock == 0 || e->dstBlock == 0) {
-      e->srcBlock = e->dstBlock = 1;
-      e->fwdPd = makeFwd(blockedDesc(x1, 1), blockedDesc(y1, 1));
-    }
+    e->fwdPd = forwardPd(x, w, p, dnnl::prop_kind::forward_training, e->srcBlock, e->dstBlock);
     dnnl::memory::desc src = blockedDesc(x1, e->srcBlock), dst = blockedDesc(y1, e->dstBlock);
     e->fwd = dnnl::convolution_forward(e->fwdPd);
     dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
@@ -247,7 +304,7 @@ MaskedImpl msgcMaskedImpl(const Tensor& x, const Tensor& weight, const MsgcConvP
 
 TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p) {
   const int64_t N = x.shape[0], G = p.heads;
-  if (N == 1) return conv2dForward(x, *scaledWeight(weight, plainData(scale), G), nullptr, convParams(p));
+  if (N == 1) return oneSampleForward(x, weight, plainData(scale), p);
   const auto psp = perSamplePrims(x.shape, weight.shape, p);
   PerSamplePrims& ps = *psp;
   const Shape yShape = msgcOutputShape(x.shape, weight.shape, p);

@@ -51,13 +51,13 @@ struct BnEpilogue {
   }
 };
 
-// Batch 1: the library's own (multi-threaded) conv with W ⊙ scale[0] (scaledWeight), then the epilogue in one
+// Batch 1: one multi-threaded conv with W ⊙ scale[0] (oneSampleForward), then the epilogue in one
 // pass over its output in pixel chunks split over the threads. The composition ran the same conv and then the
 // generic BatchNorm pass over plain planes: MobileNetV2's projections with heads of 4-8 outputs at batch 1 (masked
 // at 28²-112²), 32->16 at 112²: 122 µs against 54 for the conv alone and 84 for dense conv + BN.
 TensorPtr oneSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                       const FusedBnAct& bn, TensorPtr* means, bool avx512) {
-  TensorPtr y = conv2dForward(x, *scaledWeight(weight, plainData(scale), p.heads), nullptr, convParams(p));
+  TensorPtr y = oneSampleForward(x, weight, plainData(scale), p);
   // a layout the epilogues do not take: the generic pass
   const int64_t block = channelBlock(*y);
   if (!(block == 1 || block == (avx512 ? 16 : 8)))
