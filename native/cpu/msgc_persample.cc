@@ -92,32 +92,40 @@ std::vector<int32_t> indexMap(const dnnl::memory::desc& md, const Shape& w, int6
   return map;
 }
 
-// A batch-1 forward conv of x's sample shape with weight shape w (user scratchpad), in the activation layouts oneDNN
-// picks when they are channel-blocked (srcBlock, dstBlock: 16, 8), else plain (1). Its threading is planned for the
-// OpenMP threads of the creating thread.
-// (srcHint 16, 8 or 1: that source layout, the one x comes in, rather than oneDNN's pick)
-dnnl::convolution_forward::primitive_desc forwardPd(const Shape& x, const Shape& w, const MsgcConvParams& p,
-                                                    dnnl::prop_kind kind, int64_t& srcBlock, int64_t& dstBlock,
-                                                    int64_t srcHint = 0) {
-  Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
-  const int64_t OH = y1[2], OW = y1[3];
-  Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
-  Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
-  dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
+// A batch-1 conv of x's sample shape with weight shape w: the shapes and parameters of its oneDNN descs (the weight
+// layout left to oneDNN, a user scratchpad)
+struct SampleConv {
+  Shape x1, y1;
+  Dims strides, dil, pad, padR;
+  dnnl::memory::desc wei;
   dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  SampleConv(const Shape& x, const Shape& w, const MsgcConvParams& p)
+      : x1{1, x[1], x[2], x[3]}, y1(msgcOutputShape(x1, w, p)), strides{p.strideH, p.strideW}, dil{0, 0},
+        pad{p.padH, p.padW},
+        padR{(y1[2] - 1) * p.strideH + w[2] - x[2] - p.padH, (y1[3] - 1) * p.strideW + w[3] - x[3] - p.padW},
+        wei(toDims(w), dt::f32, tag::any) {
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  }
+};
+
+// Its forward, in the activation layouts oneDNN picks when they are channel-blocked (srcBlock, dstBlock: 16, 8),
+// else plain (1); with srcHint (16, 8 or 1) in that source layout, the one x comes in. Its threading is planned for
+// the OpenMP threads of the creating thread.
+dnnl::convolution_forward::primitive_desc forwardPd(const SampleConv& c, dnnl::prop_kind kind, int64_t& srcBlock,
+                                                    int64_t& dstBlock, int64_t srcHint = 0) {
   auto makeFwd = [&](const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
-    dnnl::convolution_forward::desc d(kind, dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
-    return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+    dnnl::convolution_forward::desc d(kind, dnnl::algorithm::convolution_direct, src, c.wei, dst, c.strides, c.dil,
+                                      c.pad, c.padR);
+    return dnnl::convolution_forward::primitive_desc(d, c.attr, engine());
   };
   // let oneDNN pick the activation layout; keep it if it is one we can slice per sample (channel-blocked)
-  auto pd = makeFwd(srcHint ? blockedDesc(x1, srcHint) : dnnl::memory::desc(toDims(x1), dt::f32, tag::any),
-                    dnnl::memory::desc(toDims(y1), dt::f32, tag::any));
-  srcBlock = blockOf(pd.src_desc(), x1);
-  dstBlock = blockOf(pd.dst_desc(), y1);
+  auto pd = makeFwd(srcHint ? blockedDesc(c.x1, srcHint) : dnnl::memory::desc(toDims(c.x1), dt::f32, tag::any),
+                    dnnl::memory::desc(toDims(c.y1), dt::f32, tag::any));
+  srcBlock = blockOf(pd.src_desc(), c.x1);
+  dstBlock = blockOf(pd.dst_desc(), c.y1);
   if (srcBlock == 0 || dstBlock == 0) {
     srcBlock = dstBlock = srcHint ? srcHint : 1;
-    pd = makeFwd(blockedDesc(x1, srcBlock), blockedDesc(y1, dstBlock));
+    pd = makeFwd(blockedDesc(c.x1, srcBlock), blockedDesc(c.y1, dstBlock));
   }
   return pd;
 }
@@ -129,7 +137,7 @@ std::shared_ptr<OneSamplePrims> oneSamplePrims(const Shape& x, const Shape& w, c
   static PrimCache<OneSamplePrims> cache;
   return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads, xBlock), [&] {
     auto e = std::make_shared<OneSamplePrims>();
-    e->pd = forwardPd(x, w, p, dnnl::prop_kind::forward_inference, e->srcBlock, e->dstBlock, xBlock);
+    e->pd = forwardPd(SampleConv(x, w, p), dnnl::prop_kind::forward_inference, e->srcBlock, e->dstBlock, xBlock);
     e->fwd = dnnl::convolution_forward(e->pd);
     e->runs = mapRuns(indexMap(e->pd.weights_desc(), w, p.heads));
     e->wLen = e->pd.weights_desc().get_size() / sizeof(float);
@@ -169,22 +177,17 @@ std::shared_ptr<PerSamplePrims> perSamplePrims(const Shape& x, const Shape& w, c
   return cache.get(Key().add(x, w, p.strideH, p.strideW, p.padH, p.padW, p.heads), [&] {
     SingleThreaded one(true);  // (OpenMP limited to one thread while the batch-1 primitives are created)
     auto e = std::make_shared<PerSamplePrims>();
-    Shape x1{1, x[1], x[2], x[3]}, y1 = msgcOutputShape(x1, w, p);
-    const int64_t OH = y1[2], OW = y1[3];
-    Dims strides{p.strideH, p.strideW}, dil{0, 0}, pad{p.padH, p.padW};
-    Dims padR{(OH - 1) * p.strideH + w[2] - x[2] - p.padH, (OW - 1) * p.strideW + w[3] - x[3] - p.padW};
-    dnnl::memory::desc wei(toDims(w), dt::f32, tag::any);
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    e->fwdPd = forwardPd(x, w, p, dnnl::prop_kind::forward_training, e->srcBlock, e->dstBlock);
-    dnnl::memory::desc src = blockedDesc(x1, e->srcBlock), dst = blockedDesc(y1, e->dstBlock);
+    const SampleConv c(x, w, p);
+    e->fwdPd = forwardPd(c, dnnl::prop_kind::forward_training, e->srcBlock, e->dstBlock);
+    dnnl::memory::desc src = blockedDesc(c.x1, e->srcBlock), dst = blockedDesc(c.y1, e->dstBlock);
     e->fwd = dnnl::convolution_forward(e->fwdPd);
-    dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad, padR);
-    e->bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, attr, engine(), e->fwdPd);
+    dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src, c.wei, dst, c.strides, c.dil,
+                                             c.pad, c.padR);
+    e->bwdDataPd = dnnl::convolution_backward_data::primitive_desc(bd, c.attr, engine(), e->fwdPd);
     e->bwdData = dnnl::convolution_backward_data(e->bwdDataPd);
-    dnnl::convolution_backward_weights::desc bw(dnnl::algorithm::convolution_direct, src, wei, dst, strides, dil, pad,
-                                                padR);
-    e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, attr, engine(), e->fwdPd);
+    dnnl::convolution_backward_weights::desc bw(dnnl::algorithm::convolution_direct, src, c.wei, dst, c.strides, c.dil,
+                                                c.pad, c.padR);
+    e->bwdWeightsPd = dnnl::convolution_backward_weights::primitive_desc(bw, c.attr, engine(), e->fwdPd);
     e->bwdWeights = dnnl::convolution_backward_weights(e->bwdWeightsPd);
     const std::vector<int32_t> mapFwd = indexMap(e->fwdPd.weights_desc(), w, p.heads);
     e->runsFwd = mapRuns(mapFwd);
