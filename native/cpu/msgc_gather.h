@@ -174,6 +174,8 @@ OcvecFn ocvecKernelFor(int64_t stride, int64_t q, int64_t r, int edges);
 // This thread's ocvec kernels on nChw16c read in place (1×1 convs) prefetch the pixels of the selected channel
 // channelsAhead positions on whenever it starts a new block of 16 channels (0: no input prefetch)
 void setInputPrefetch(int channelsAhead);
+// and, in the 1×1 kernels, the weights of the selected channel channelsAhead positions on (0: none; runSimd sets it
+// where a head's weights serve one sample and come cold)
 void setWeightPrefetch(int channelsAhead);
 using OcvecNBFn = void (*)(const float* const*, const float* const*, int64_t, const int64_t*, int64_t, int64_t, int64_t,
                            int64_t, float*, int64_t, int64_t, int64_t);
