@@ -507,6 +507,71 @@ describe('heads of 80 outputs (1×1)', () => {
   });
 });
 
+describe('heads of 16 outputs (1×1) with whole samples per thread: broadcasts shared by the heads', () => {
+  // The AVX-512 kernel that sorts each sample's channels by the set of output blocks whose heads selected them
+  // (msgc_gather_pattern.cc): forced at a small batch (MSGC_GATHER_KERNEL=pattern) and chosen by itself at 4 samples per
+  // thread; groups of 1-4 output blocks (O = 16·G, G = 2..8: groups of 2, 3, 4, and 4 + 4; forced, heads of 24 and 40
+  // whose blocks two heads share, and of 80), tiles of 5 and 6 pixels (5² maps) and of 12 (7²), binary gates and
+  // attention-like real scales (head 0 of sample 0 empty, head 1 full: gates()), the fused BN with a residual, ReLU6
+  // and the pooled means.
+  const avx512 = native.gatheredKernels() === 'avx512';
+  const threads = native.getNumThreads();
+  // (O: heads of 16; with Og, forced: heads of 24 and 40, whose blocks two heads share, and of 80)
+  for (const [G, H, forced, Og] of [[4, 5, true, 16], [2, 7, true, 16], [3, 5, true, 16], [8, 5, true, 16], [5, 7, true, 16],
+    [4, 5, false, 16], [4, 5, true, 24], [4, 7, true, 40], [4, 5, true, 80]] as const) {
+    test(`G=${G} (${Og * G} outputs) on ${H}² maps, ${forced ? 'forced at batch 3' : `batch ${4 * threads + 1}, chosen by 'auto'`}`, () => {
+      if (forced && !avx512) return;  // (the forced kernel is an error without AVX-512)
+      msgc.tidy(() => msgc.noGrad(() => {
+        const N = forced ? 3 : 4 * threads + 1, C = 48, O = Og * G;
+        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 81 + G), [N, C, H, H]), msgc.tensor(randomArray(C * C, 82, -0.3, 0.3), [C, C, 1, 1]), null);
+        if (avx512) expect(x.layout).toBe('blocked');
+        const w = msgc.tensor(randomArray(O * C, 83 + G), [O, C, 1, 1]);
+        const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, 84), [N, O, H, H]), msgc.tensor(randomArray(O * O, 85, -0.2, 0.2), [O, O, 1, 1]), null);
+        const bn = { runningMean: msgc.tensor(randomArray(O, 86, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, 87, 0.5, 2), [O]),
+          weight: msgc.tensor(randomArray(O, 88, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, 89, -1, 1), [O]), eps: 1e-5 };
+        const env: Record<string, string> = forced ? { MSGC_GATHER_KERNEL: 'pattern' } : {};
+        for (const real of [false, true]) {
+          const sv = gates(N, G, C, 90 + G, real);
+          const s = msgc.tensor(sv, [N, G, C]);
+          const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
+          const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
+          expect(closeness(y.toFloat32Array(), conv, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+          const masked = F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).toFloat32Array();
+          expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+          // float64: conv, BN, residual, ReLU6, and the per-channel means
+          const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
+          const rv = r.toFloat32Array(), m = bn.runningMean.toFloat32Array(), v = bn.runningVar.toFloat32Array();
+          const gm = bn.weight.toFloat32Array(), b = bn.bias.toFloat32Array();
+          const want = new Float64Array(conv.length), means = new Float64Array(N * O);
+          for (let k = 0; k < conv.length; k++) {
+            const o = Math.floor(k / (H * H)) % O;
+            want[k] = Math.min(6, Math.max(0, (conv[k] - m[o]) * gm[o] / Math.sqrt(v[o] + 1e-5) + b[o] + rv[k]));
+            means[Math.floor(k / (H * H))] += want[k] / (H * H);
+          }
+          expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+          expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+        }
+      }));
+    });
+  }
+
+  test('MSGC_GATHER_KERNEL=pattern where the kernel cannot run is an Error that says what it needs', () => {
+    if (!avx512) return;
+    msgc.tidy(() => msgc.noGrad(() => {
+      const x = msgc.tensor(randomArray(2 * 16 * 5 * 5, 95), [2, 16, 5, 5]);
+      const s = msgc.tensor(gates(2, 4, 16, 96, false), [2, 4, 16]);
+      // a 3×3 conv
+      const w3 = msgc.tensor(randomArray(64 * 16 * 9, 97), [64, 16, 3, 3]);
+      expect(() => withEnv({ MSGC_GATHER_KERNEL: 'pattern' }, () => F.msgcConv2d(x, w3, s, { heads: 4, padding: 1, execution: 'gathered' })))
+        .toThrow(/MSGC_GATHER_KERNEL=pattern needs AVX-512, a 1×1 stride-1/);
+      // heads of 8 outputs
+      const w1 = msgc.tensor(randomArray(32 * 16, 98), [32, 16, 1, 1]);
+      expect(() => withEnv({ MSGC_GATHER_KERNEL: 'pattern' }, () => F.msgcConv2d(x, w1, s, { heads: 4, execution: 'gathered' })))
+        .toThrow(/heads of at least 16 outputs/);
+    }));
+  });
+});
+
 describe('gathered msgcConv2d bad input', () => {
   test('shape errors carry the same messages as the masked path', () => {
     msgc.tidy(() => msgc.noGrad(() => {

@@ -213,6 +213,39 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
                           !compactIn && !compactOut && !(pixBlockEnv && pixBlockEnv[0] == '0');
   const int64_t yBlock = pixBlocked ? 16 : ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
   const Shape ys{g.N, g.O, g.OH, g.OW};
+  // the fused eval BatchNorm (+ residual, activation, pooled means) for an output in layout block yb
+  auto fusedPost = [&](int64_t yb, Post& post, dnnl::memory& rmem, TensorPtr& pooled) {
+    const float* ab = foldedBatchNorm(*bn, g.O);
+    post.a = ab;
+    post.b = ab + g.O;
+    post.clamp = bn->act >= 0;
+    post.lo = 0.f;
+    post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
+    if (bn->residual) {
+      rmem = asLayout(*bn->residual, blockedDesc(ys, yb));
+      post.residual = static_cast<const float*>(rmem.get_data_handle());
+    }
+    if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
+  };
+  // 1×1 convs with heads of 16 outputs and more, whole samples per thread: each channel's broadcasts shared by the
+  // heads that selected it (msgc_gather_pattern.cc). MSGC_GATHER_KERNEL=pattern forces it at any batch (an error where
+  // it cannot run); any other forced kernel and MSGC_GATHER_PATTERN=0 keep it off (tests, benchmarks).
+  const char* patternEnv = std::getenv("MSGC_GATHER_PATTERN");
+  const bool patternCan = !outMask && !compactIn && !compactOut && !unionHeads && patternApplies(g, src.block, force == "pattern");
+  MSGC_CHECK(force != "pattern" || patternCan, "msgcConv2d: MSGC_GATHER_KERNEL=pattern needs AVX-512, a 1×1 stride-1 ",
+             "unpadded conv on a channel-blocked (nChw16c) input, channels and outputs in whole blocks of 16, heads of at ",
+             "least 16 outputs, and no output mask or compaction");
+  if (patternCan && (force == "pattern" || (force == "auto" && !(patternEnv && patternEnv[0] == '0')))) {
+    TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, 16));
+    Post post;
+    dnnl::memory rmem;
+    TensorPtr pooled;
+    if (bn) fusedPost(16, post, rmem, pooled);
+    runPattern(g, s, src, weightLayout(weight, g, false), bn ? &post : nullptr, pooled ? pooled->data() : nullptr,
+               y->data());
+    if (means) *means = pooled;
+    return y;
+  }
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
   Buffer pixRows;  // (pixBlocked: the kernels' plain output)
   const float* WL = weightLayout(weight, g, ocvec);
@@ -249,19 +282,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   Post post;
   dnnl::memory rmem;
   TensorPtr pooled;
-  if (fuse) {
-    const float* ab = foldedBatchNorm(*bn, g.O);
-    post.a = ab;
-    post.b = ab + g.O;
-    post.clamp = bn->act >= 0;
-    post.lo = 0.f;
-    post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
-    if (bn->residual) {
-      rmem = asLayout(*bn->residual, blockedDesc(ys, yBlock));
-      post.residual = static_cast<const float*>(rmem.get_data_handle());
-    }
-    if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
-  }
+  if (fuse) fusedPost(yBlock, post, rmem, pooled);
   runSimd(isa, g, sel, src, s, WL, ocvec ? KernelKind::Ocvec : KernelKind::Pixvec, rows, forcePack,
           selectInKernel ? &outSel : nullptr, fuse ? &post : nullptr, pooled ? pooled->data() : nullptr,
           pixBlocked ? pixRows.get((size_t)(g.N * g.O * g.OHW)) : y->data(), laneScales,

@@ -119,6 +119,16 @@ void foldBatchNorm(const FusedBnAct& bn, int64_t O, float* a, float* b);
 // The same, cached with the BN tensors until one of them is written: a at [0, O), b at [O, 2·O)
 const float* foldedBatchNorm(const FusedBnAct& bn, int64_t O);
 
+// ---- shared broadcasts (msgc_gather_pattern.cc) --------------------------------------------------------------
+// Whether runPattern takes the call: AVX-512, a 1×1 stride-1 unpadded conv on an nChw16c x (xBlock), C and O whole
+// blocks of 16, two or more heads of at least 16 outputs; unless forced (MSGC_GATHER_KERNEL=pattern), heads of 16
+// outputs and at least 4 samples per thread.
+bool patternApplies(const Geometry& g, int64_t xBlock, bool forced);
+// The gathered 1×1 conv into y (nChw16c) with every channel's broadcasts shared by the heads that selected it; Wt the
+// weight as [C][O]; with post the fused BN epilogue, with pooled (and post) the outputs' means [N, O].
+void runPattern(const Geometry& g, const float* scale, const Source& src, const float* Wt, const Post* post,
+                float* pooled, float* y);
+
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 
 enum class Rows { Planes, Direct, Im2col };
