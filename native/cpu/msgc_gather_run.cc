@@ -327,6 +327,16 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
     }
     // runs of every sample: recompute per task (cheap) rather than store them all
     const int64_t nf = (int64_t)fills.size(), folds = gn * G * parts, items = gn * G * blocks * chunks;
+    // whether the copies / folds / empty heads' zeros loop has anything to do: binary gates on rows read in place
+    // (1×1 convs at batch 1) have none, and the loop's barrier then only cost time: batch 1, 2 threads, density 0.5,
+    // alternating calls, 384->64 at 14² 41.0 -> 39.2 µs, 576->96 72.0 -> 69.8, 960->160 at 7² 52.8 -> 51.1
+    // (MSGC_GATHER_PREP=1 runs it anyway: benchmarks)
+    bool prep = nf > 0 || rowFolds;
+    for (int64_t mi = 0; mi < gn * G && !prep; mi++) {
+      const int64_t n = n0 + mi / G, i = mi % G;
+      prep = (sel.count(n, i) == 0 && !out) || job.fold(n, i) != Fold::None;
+    }
+    if (const char* e = std::getenv("MSGC_GATHER_PREP")) prep = prep || e[0] == '1';
     // (the worksharing loops below bind to the team when there is one, else run on this thread alone)
     auto region = [&]() {
       static thread_local std::vector<int64_t> myRuns;
@@ -334,7 +344,9 @@ void runSimd(Isa isa, const Geometry& g, const Selection& sel, const Source& src
 #pragma omp for schedule(static)
         for (int64_t m = 0; m < gn; m++) job.fillOut(n0 + m);
       }
-      // copies, weight folds and the zeros of empty heads; row folds wait for the copies
+      // copies, weight folds and the zeros of empty heads; row folds wait for the copies (skipped by every thread
+      // alike when there is none: even an empty worksharing loop ends in a barrier)
+      if (prep)
 #pragma omp for schedule(dynamic, 1)
       for (int64_t a = 0; a < nf + folds; a++) {
         if (a < nf) {
