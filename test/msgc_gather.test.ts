@@ -443,6 +443,23 @@ describe('narrow heads of k×k convs on AVX-512 run apart or united by their wid
   });
 });
 
+/**
+ * float64: ReLU6(BN_eval(conv) + residual) of a conv output [N, O, HW] (float64 reference values), and the per-channel
+ * means of the result [N, O] (the pooled output of msgcConv2dBnActPooled).
+ */
+function bnResidualRelu6(conv: Float64Array, N: number, O: number, HW: number,
+  bn: { runningMean: msgc.Tensor; runningVar: msgc.Tensor; weight: msgc.Tensor; bias: msgc.Tensor; eps: number }, r: msgc.Tensor) {
+  const rv = r.toFloat32Array(), m = bn.runningMean.toFloat32Array(), v = bn.runningVar.toFloat32Array();
+  const gm = bn.weight.toFloat32Array(), b = bn.bias.toFloat32Array();
+  const want = new Float64Array(conv.length), means = new Float64Array(N * O);
+  for (let k = 0; k < conv.length; k++) {
+    const o = Math.floor(k / HW) % O;
+    want[k] = Math.min(6, Math.max(0, (conv[k] - m[o]) * gm[o] / Math.sqrt(v[o] + bn.eps) + b[o] + rv[k]));
+    means[Math.floor(k / HW)] += want[k] / HW;
+  }
+  return { want, means };
+}
+
 describe('heads of 16k + 8 outputs on AVX-512', () => {
   test('write nChw16c from inside its blocks (plain NCHW with MSGC_GATHER_SHIFT=0), with the numbers of the reference', () => {
     msgc.tidy(() => msgc.noGrad(() => {
@@ -466,14 +483,7 @@ describe('heads of 16k + 8 outputs on AVX-512', () => {
           if (avx512) expect(plain.y.layout).toBe('plain');
           // float64: conv, BN, residual, ReLU6, and the per-channel means
           const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
-          const rv = r.toFloat32Array(), m = bn.runningMean.toFloat32Array(), v = bn.runningVar.toFloat32Array();
-          const gm = bn.weight.toFloat32Array(), b = bn.bias.toFloat32Array();
-          const want = new Float64Array(conv.length), means = new Float64Array(N * O);
-          for (let k = 0; k < conv.length; k++) {
-            const o = Math.floor(k / (H * H)) % O;
-            want[k] = Math.min(6, Math.max(0, (conv[k] - m[o]) * gm[o] / Math.sqrt(v[o] + 1e-5) + b[o] + rv[k]));
-            means[Math.floor(k / (H * H))] += want[k] / (H * H);
-          }
+          const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
           for (const got of [shifted, plain]) {
             expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
             expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
@@ -540,14 +550,7 @@ describe('heads of 16 outputs (1×1) with whole samples per thread: broadcasts s
           expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
           // float64: conv, BN, residual, ReLU6, and the per-channel means
           const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
-          const rv = r.toFloat32Array(), m = bn.runningMean.toFloat32Array(), v = bn.runningVar.toFloat32Array();
-          const gm = bn.weight.toFloat32Array(), b = bn.bias.toFloat32Array();
-          const want = new Float64Array(conv.length), means = new Float64Array(N * O);
-          for (let k = 0; k < conv.length; k++) {
-            const o = Math.floor(k / (H * H)) % O;
-            want[k] = Math.min(6, Math.max(0, (conv[k] - m[o]) * gm[o] / Math.sqrt(v[o] + 1e-5) + b[o] + rv[k]));
-            means[Math.floor(k / (H * H))] += want[k] / (H * H);
-          }
+          const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
           expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
           expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
         }
