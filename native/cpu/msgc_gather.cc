@@ -227,8 +227,8 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     }
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   };
-  // 1×1 convs with heads of 16 outputs and more, whole samples per thread: each channel's broadcasts shared by the
-  // heads that selected it (msgc_gather_pattern.cc). MSGC_GATHER_KERNEL=pattern forces it at any batch (an error where
+  // 1×1 convs with heads of 16 outputs, whole samples per thread: each channel's broadcasts shared by the heads that
+  // selected it (msgc_gather_pattern.cc, whose patternApplies has the rule). MSGC_GATHER_KERNEL=pattern forces it at any batch (an error where
   // it cannot run); any other forced kernel and MSGC_GATHER_PATTERN=0 keep it off (tests, benchmarks).
   const char* patternEnv = std::getenv("MSGC_GATHER_PATTERN");
   const bool patternCan = !outMask && !compactIn && !compactOut && !unionHeads && patternApplies(g, src.block, force == "pattern");

@@ -1,10 +1,10 @@
 // msgc_gather_pattern.cc: the gathered 1×1 MSGC convolution for batches of whole samples per thread, with each
 // input channel's broadcast shared by every head that selected it.
 //
-// The ocvec kernel runs head by head: per selected channel one weight vector (the head's 16 outputs) and one
-// broadcast per pixel, one FMA each. With heads of 16-40 outputs (MobileNetV2's projections: 64-320 outputs in 4
-// heads) that is a load for every FMA, where oneDNN's dense 1×1 kernel feeds 4 FMAs per broadcast; at batch 32 a
-// gathered 384->64 projection at density 0.5 took 0.93x the dense conv's time for half its multiply-adds.
+// The ocvec kernel runs head by head: per selected channel one weight vector per block of the head's outputs and
+// one broadcast per pixel. With heads of 16 outputs (MobileNetV2's 64-output projections in 4 heads) that is a load
+// for every FMA, where oneDNN's dense 1×1 kernel feeds 4 FMAs per broadcast; at batch 32 a gathered 384->64
+// projection at density 0.5 took 0.93x the dense conv's time for half its multiply-adds.
 // Here, per sample and group of up to 4 consecutive output blocks, each channel's "pattern" is the set of the group's
 // blocks that some head selecting it owns; the channels are sorted by pattern (a counting sort), and per tile of Q
 // pixels each pattern's channels run a loop specialised for it: per channel its K = |pattern| weight vectors (W[o, c]
@@ -18,7 +18,6 @@
 #include <omp.h>
 
 #include <array>
-#include <cmath>
 #include <utility>
 
 #include "msgc_gather.h"
@@ -41,8 +40,8 @@ struct Buckets {
   std::vector<float> w;      // per channel its K weight vectors of 16 lanes
 };
 
-template <int PT, int b>
-constexpr int rankOf() { return __builtin_popcount(PT & ((1 << b) - 1)); }
+// the index of block b among the blocks of pattern pt (its weight vector's)
+constexpr int rankOf(int pt, int b) { return __builtin_popcount(pt & ((1 << b) - 1)); }
 
 // acc[b][q] += Σ_j w_j[rank(b)] · x_j[q] over a pattern's channels, for the blocks b in PT
 template <int B, int Q, int PT>
@@ -57,10 +56,9 @@ __attribute__((target("avx512f"), always_inline)) inline void bucketLoop(__m512 
 #pragma GCC unroll 24
     for (int q = 0; q < Q; q++) {
       const __m512 xb = _mm512_set1_ps(xc[q * 16]);
-      if constexpr ((PT & 1) != 0) acc[0][q] = _mm512_fmadd_ps(w[rankOf<PT, 0>()], xb, acc[0][q]);
-      if constexpr (B > 1 && (PT & 2) != 0) acc[B > 1 ? 1 : 0][q] = _mm512_fmadd_ps(w[rankOf<PT, 1>()], xb, acc[B > 1 ? 1 : 0][q]);
-      if constexpr (B > 2 && (PT & 4) != 0) acc[B > 2 ? 2 : 0][q] = _mm512_fmadd_ps(w[rankOf<PT, 2>()], xb, acc[B > 2 ? 2 : 0][q]);
-      if constexpr (B > 3 && (PT & 8) != 0) acc[B > 3 ? 3 : 0][q] = _mm512_fmadd_ps(w[rankOf<PT, 3>()], xb, acc[B > 3 ? 3 : 0][q]);
+#pragma GCC unroll 4
+      for (int b = 0; b < B; b++)  // (unrolled: PT's bits and ranks are constants)
+        if (PT >> b & 1) acc[b][q] = _mm512_fmadd_ps(w[rankOf(PT, b)], xb, acc[b][q]);
     }
   }
 }
