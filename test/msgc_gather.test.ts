@@ -607,6 +607,83 @@ describe('gathered msgcConv2d bad input', () => {
   });
 });
 
+describe('narrow heads (1×1, 1 to 8 outputs each) on a channel-blocked input: vectors of pixels', () => {
+  // The AVX-512 kernel that runs each head over its own selected channels with vectors of 16 pixels, the input
+  // transposed tile by tile (msgc_gather_narrow.cc): taken by the default kernel choice wherever it applies and forced
+  // by MSGC_GATHER_KERNEL=narrow; heads of 1-8 outputs, O a multiple of 16 or not (oneDNN's padded nChw16c: 24, 8, 14,
+  // 15 outputs), tiles of 96 / 64 / 48 pixels with a partial last one (11² = 121, 9² = 81, 7² = 49 ...), batch 1-3,
+  // binary gates and attention-like real scales (head 0 of sample 0 empty, head 1 full: gates()), the fused BN with a
+  // residual, ReLU6 and the pooled means.
+  const avx512 = native.gatheredKernels() === 'avx512';
+  for (const [G, Og, H, N, C] of [[4, 4, 11, 1, 32], [4, 6, 9, 3, 48], [4, 8, 7, 2, 64], [8, 1, 5, 1, 16], [2, 3, 6, 2, 32],
+    [3, 5, 4, 1, 48], [2, 7, 9, 1, 32], [4, 2, 13, 2, 16]] as const) {
+    test(`G=${G} heads of ${Og} (${G * Og} outputs), ${C} channels on ${H}² maps, batch ${N}`, () => {
+      msgc.tidy(() => msgc.noGrad(() => {
+        const O = G * Og;
+        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 101 + Og), [N, C, H, H]), msgc.tensor(randomArray(C * C, 102, -0.3, 0.3), [C, C, 1, 1]), null);
+        if (avx512) expect(x.layout).toBe('blocked');
+        const w = msgc.tensor(randomArray(O * C, 103 + G), [O, C, 1, 1]);
+        const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, 104), [N, O, H, H]), msgc.tensor(randomArray(O * O, 105, -0.2, 0.2), [O, O, 1, 1]), null);
+        const bn = { runningMean: msgc.tensor(randomArray(O, 106, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, 107, 0.5, 2), [O]),
+          weight: msgc.tensor(randomArray(O, 108, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, 109, -1, 1), [O]), eps: 1e-5 };
+        const envs: Array<Record<string, string>> = avx512 ? [{}, { MSGC_GATHER_KERNEL: 'narrow' }] : [{}];
+        for (const env of envs) {
+          for (const real of [false, true]) {
+            const sv = gates(N, G, C, 110 + Og, real);
+            const s = msgc.tensor(sv, [N, G, C]);
+            const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
+            const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
+            expect(closeness(y.toFloat32Array(), conv, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+            const masked = F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).toFloat32Array();
+            expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+            // float64: conv, BN, residual, ReLU6, and the per-channel means
+            const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
+            const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
+            expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+            expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+            // the outputs feed the ops after them in their layout (oneDNN's padded nChw16c when O is not a multiple of
+            // 16, whose padding lanes must be zeros)
+            const w2 = msgc.tensor(randomArray(16 * O, 111, -0.3, 0.3), [16, O, 1, 1]);
+            for (const out of [y, got.y]) {
+              const next = F.conv2d(out, w2, null).toFloat32Array();
+              const nextRef = F.conv2d(msgc.tensor(out.toFloat32Array(), [N, O, H, H]), w2, null).toFloat32Array();
+              expect(closeness(next, nextRef, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+            }
+          }
+        }
+      }));
+    });
+  }
+
+  test("'auto' takes it at batch 1-2 from 64 channels, and keeps the masked path at batch 32 on 28² maps and with 32 channels", () => {
+    if (!avx512) return;
+    msgc.tidy(() => msgc.noGrad(() => {
+      for (const [N, C, H, want] of [[1, 64, 28, true], [2, 96, 8, true], [32, 64, 28, false], [1, 32, 28, false]] as const) {
+        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 121), [N, C, H, H]), msgc.tensor(randomArray(C * C, 122, -0.3, 0.3), [C, C, 1, 1]), null);
+        const w = msgc.tensor(randomArray(24 * C, 123), [24, C, 1, 1]);
+        const s = msgc.tensor(gates(N, 4, C, 124, false).map((v, i) => (i % 2 ? 0 : 1)), [N, 4, C]);
+        const stats = { gathered: !want };
+        F.msgcConv2d(x, w, s, { heads: 4, stats });
+        expect([N, C, H, stats.gathered]).toEqual([N, C, H, want]);
+      }
+    }));
+  });
+
+  test('MSGC_GATHER_KERNEL=narrow where the kernel cannot run is an Error that says what it needs', () => {
+    if (!avx512) return;
+    msgc.tidy(() => msgc.noGrad(() => {
+      const xb = F.conv2d(msgc.tensor(randomArray(2 * 16 * 25, 131), [2, 16, 5, 5]), msgc.tensor(randomArray(256, 132), [16, 16, 1, 1]), null);
+      const s = msgc.tensor(gates(2, 4, 16, 133, false), [2, 4, 16]);
+      const run = (x: msgc.Tensor, w: msgc.Tensor, padding = 0) =>
+        withEnv({ MSGC_GATHER_KERNEL: 'narrow' }, () => F.msgcConv2d(x, w, s, { heads: 4, padding, execution: 'gathered' }));
+      // a 3×3 conv, heads of 16 outputs, a plain input
+      expect(() => run(xb, msgc.tensor(randomArray(32 * 16 * 9, 134), [32, 16, 3, 3]), 1)).toThrow(/MSGC_GATHER_KERNEL=narrow needs AVX-512, a 1×1 stride-1/);
+      expect(() => run(xb, msgc.tensor(randomArray(64 * 16, 135), [64, 16, 1, 1]))).toThrow(/heads of 1 to 8/);
+      expect(() => run(msgc.tensor(randomArray(2 * 16 * 25, 136), [2, 16, 5, 5]), msgc.tensor(randomArray(32 * 16, 137), [32, 16, 1, 1]))).toThrow(/channel-blocked \(nChw16c\) input/);
+    }));
+  });
+});
+
 afterAll(() => {
   expect(msgc.liveTensorCount()).toBe(startLive);
 });

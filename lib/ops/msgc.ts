@@ -97,7 +97,7 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on 1×1 convs
  * at batch > 2 and on heads of at most 4 outputs (below).
  */
-export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable'; union?: boolean; unionDensity?: number }): boolean {
+export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable'; union?: boolean; unionDensity?: number; blocked?: boolean }): boolean {
   // the portable gathered path (sgemm on packed copies) is about as fast as dense at density 0.5
   if (s.kernels === 'portable') return density < 0.3;
   // Narrow heads run as one head over the heads' union (narrowHeadsUnite), so in eval the gathered work follows the
@@ -144,6 +144,19 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   if (s.kernels === 'avx2' && s.kernel === 1 && s.batch > 2) {
     if ((s.outPixels <= 7 * 7 && !s.recording) || (s.headChannels ?? 0) >= 64) return density < 0.6;
     return density < 0.25;
+  }
+  // AVX-512, 1×1 convs with heads of 1-8 outputs on a channel-blocked x (`blocked`) at batch 1-2: the narrow-head
+  // kernel (msgc_gather_narrow.cc: each head over its own channels, vectors of pixels, the input transposed in L1),
+  // where the masked path computes every multiply-add and the heads' union most of them. MobileNetV2's projections
+  // at batch 1, BN + ReLU6 + pooled means fused, 2 threads, Zen 5, gathered ÷ masked at density 0.3 / 0.5 / 0.7 /
+  // 0.9, alone: 96->24 at 56² 0.68 / 0.73 / 0.81 / 0.93, 144->24 0.67 / 0.76 / 0.86 / 0.94, 144->32 at 28² 0.71 /
+  // 0.84 / 0.89 / 0.92, 192->32 0.68 / 0.78 / 0.87 / 0.96; inside the network at 0.5 about 0.9 (their input comes
+  // cold from the depthwise conv). With 32 inputs (32->16 at 112²) the transposes outweigh the multiply-adds: 0.88 at
+  // 0.5 alone, 1.5 inside the network, so from 64 inputs. At batch 32 it lost (1.1-1.3x): the masked path's
+  // per-sample convs stay there.
+  if (s.kernels === 'avx512' && s.kernel === 1 && s.batch <= 2 && (s.headChannels ?? 16) <= 8 && s.blocked &&
+    (s.channels ?? 0) % 16 === 0 && (s.channels ?? 0) >= 64) {
+    return density < 0.85;
   }
   let threshold = 0.95;
   if (s.kernel === 1 && (s.headChannels ?? 0) >= 64) {
@@ -404,8 +417,10 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
     // (hints without the union's density: that of independent heads, rather than reading the scales back)
     if (narrow && st.unionDensity === undefined) st.unionDensity = 1 - Math.pow(1 - st.density, heads);
     const union = narrow && narrowHeadsUnite(O, heads, kernels, kh * kw, st.unionDensity);
+    // (x's layout, a native read, only where the narrow-head rule needs it)
+    const blocked = kernels === 'avx512' && kh * kw === 1 && N <= 2 && O / heads <= 8 && x.layout === 'blocked';
     gathered = !denseForward && preferGathered(st.density, { outPixels, batch: N, headChannels: O / heads, kernel: kh * kw, channels: C, recording, kernels,
-      union, unionDensity: st.unionDensity });
+      union, unionDensity: st.unionDensity, blocked });
     if (tuning && !denseForward && !recording) {
       const key = `${op} ${xs.join('x')} w${ws.join('x')} s${stride.join(',')} p${padding.join(',')} G${heads} d${Math.round(st.density * 10) / 10}${options.outputMask ? ' out' : ''}`;
       let e = tuneTable.get(key);

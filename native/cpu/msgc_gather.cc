@@ -25,6 +25,11 @@
 //    and of 4 when their union is wide): 16 consecutive output pixels per register × up to 8 output channels,
 //    writing plain NCHW rows; with AVX-512, a blocked x and whole 16-channel blocks of outputs, those rows are a
 //    scratch that each sample's blocks are transposed from into nChw16c, the BN epilogue applied there.
+//  * Kernel "narrow" (msgc_gather_narrow.cc): 1×1 convs with heads of 1-8 outputs on nChw16c, each head over its own
+//    selected channels: per tile of pixels the input transposed into plain rows in L1 once for all heads, vectors of
+//    16 pixels × the head's outputs, the output transposed back into nChw16c with the epilogue. Where it applies it
+//    replaces pixvec and the union of narrow heads below (which compute 94% of the dense multiply-adds at 4 heads
+//    and density 0.5).
 //  * Scales. Binary gates (every selected scale is 1) need no copy: the kernels read a cached, reordered weight
 //    through per-channel pointers. Real scales (attention) are folded into a packed copy of the head's selected
 //    weights, or into a scaled copy of its input rows when that is smaller (7² maps with wide heads).
@@ -43,7 +48,7 @@
 //    BN pass over the output disappears (ResNet-18 / ResNet-50 at batch 1: about 4% of the MSGC model's time).
 // Elsewhere (no AVX-512, or not x86-64) the portable path (msgc_gather_portable.cc) packs an im2col of S per
 // (sample, head) and calls oneDNN's sgemm.
-// For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm forces a variant,
+// For tests and benchmarks: MSGC_GATHER_KERNEL=auto|direct|im2col|ocvec|pixvec|sgemm|pattern|narrow forces a variant,
 // MSGC_GATHER_FOLD=weights forces weight packing, MSGC_GATHER_SHARED=1 forces threads to share samples,
 // MSGC_GATHER_NB=n caps the output blocks per ocvec call, MSGC_GATHER_PREFETCH_INPUT=d sets the 1×1 input prefetch,
 // MSGC_GATHER_DIRECT=copy keeps the padded copies where 3×3 convs would read x in place, MSGC_GATHER_TRIPLE=0 keeps
@@ -51,7 +56,7 @@
 // (Job::kBlock; 0: none), MSGC_GATHER_Q7=0 keeps rows of 7 pixels in blocks of 4 + 3 (Job::q7),
 // MSGC_GATHER_ALLBLOCKS=1|0 forces AVX2 1×1 items of all of a head's blocks or of one (Job::allBlocks),
 // MSGC_GATHER_SERIAL_MACS=m runs calls of fewer than m gathered multiply-adds on one thread (default 1.5 M; 0: never),
-// MSGC_GATHER_PIXBLOCK=0 leaves pixvec's output plain NCHW.
+// MSGC_GATHER_PIXBLOCK=0 leaves pixvec's output plain NCHW, MSGC_GATHER_NARROW=0 keeps auto off the narrow kernel.
 #include <cmath>
 
 #include "msgc_gather.h"
@@ -116,11 +121,47 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
   g.OHW = g.OH * g.OW;
 
+  const Shape ys{g.N, g.O, g.OH, g.OW};
+  // the fused eval BatchNorm (+ residual, activation, pooled means) for an output in layout block yb
+  auto fusedPost = [&](int64_t yb, Post& post, dnnl::memory& rmem, TensorPtr& pooled) {
+    const float* ab = foldedBatchNorm(*bn, g.O);
+    post.a = ab;
+    post.b = ab + g.O;
+    post.clamp = bn->act >= 0;
+    post.lo = 0.f;
+    post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
+    if (bn->residual) {
+      rmem = asLayout(*bn->residual, blockedDesc(ys, yb));
+      post.residual = static_cast<const float*>(rmem.get_data_handle());
+    }
+    if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
+  };
   const float* s = plainData(scale);
   static thread_local Selection selStore;
   select(g, s, selStore);
   const char* kernelEnv = std::getenv("MSGC_GATHER_KERNEL");
   const std::string force = kernelEnv ? kernelEnv : "auto";
+  // Narrow heads (1-8 outputs) of 1×1 convs on nChw16c, each over its own selected channels with vectors of pixels
+  // (msgc_gather_narrow.cc): by auto wherever it applies, or forced by MSGC_GATHER_KERNEL=narrow (an error where
+  // it cannot run); any other forced kernel keeps it off
+  const int64_t xBlock = channelBlock(x);
+  const bool narrowCan = !outMask && !compact && narrowApplies(g, xBlock);
+  MSGC_CHECK(force != "narrow" || narrowCan, "msgcConv2d: MSGC_GATHER_KERNEL=narrow needs AVX-512, a 1×1 stride-1 ",
+             "unpadded conv on a channel-blocked (nChw16c) input with channels in whole blocks of 16, heads of 1 to 8 ",
+             "outputs, and no output mask or compaction");
+  const char* narrowEnv = std::getenv("MSGC_GATHER_NARROW");
+  if (narrowCan && (force == "narrow" || (force == "auto" && !(narrowEnv && narrowEnv[0] == '0')))) {
+    TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, 16));
+    Post post;
+    dnnl::memory rmem;
+    TensorPtr pooled;
+    if (bn) fusedPost(16, post, rmem, pooled);
+    Source xs{x.data(), 16, g.C / 16};
+    runNarrow(g, selStore, s, xs, weightLayout(weight, g, false), bn ? &post : nullptr, pooled ? pooled->data() : nullptr,
+              y->data());
+    if (means) *means = pooled;
+    return y;
+  }
   const Isa isa = force == "sgemm" ? Isa::Portable : gatherIsa();
   // Narrow heads (fewer than 16 outputs, not a whole vector of them: ResNet-20/56's 16-channel stage, O/G = 4,
   // and AVX-512's 32-channel one, 8) run as one head of all O outputs over each sample's union of selected
@@ -212,21 +253,6 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   const bool pixBlocked = simd && !ocvec && isa == Isa::Avx512 && src.block == 16 && g.O % 16 == 0 && !outMask &&
                           !compactIn && !compactOut && !(pixBlockEnv && pixBlockEnv[0] == '0');
   const int64_t yBlock = pixBlocked ? 16 : ocvec && (g.Og % blockOf == 0 || shifted) ? blockOf : 1;
-  const Shape ys{g.N, g.O, g.OH, g.OW};
-  // the fused eval BatchNorm (+ residual, activation, pooled means) for an output in layout block yb
-  auto fusedPost = [&](int64_t yb, Post& post, dnnl::memory& rmem, TensorPtr& pooled) {
-    const float* ab = foldedBatchNorm(*bn, g.O);
-    post.a = ab;
-    post.b = ab + g.O;
-    post.clamp = bn->act >= 0;
-    post.lo = 0.f;
-    post.hi = bn->act == (int)Activation::ReLU6 ? 6.f : INFINITY;
-    if (bn->residual) {
-      rmem = asLayout(*bn->residual, blockedDesc(ys, yb));
-      post.residual = static_cast<const float*>(rmem.get_data_handle());
-    }
-    if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
-  };
   // 1×1 convs with heads of 16 outputs, whole samples per thread: each channel's broadcasts shared by the heads that
   // selected it (msgc_gather_pattern.cc, whose patternApplies has the rule). MSGC_GATHER_KERNEL=pattern forces it at any batch (an error where
   // it cannot run); any other forced kernel and MSGC_GATHER_PATTERN=0 keep it off (tests, benchmarks).

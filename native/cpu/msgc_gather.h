@@ -4,7 +4,9 @@
 //   msgc_gather_job.h       the work plan of one call (scale folds, operands, pixel chunks) and one item's compute;
 //   msgc_gather.cc          the entry (selections, kernel, rows and layouts, the BN fold);
 //   msgc_gather_run.cc      one call's run (threading, the order of the items, pixvec's rows into nChw16c);
-//   msgc_gather_portable.cc the portable sgemm path and the zeroing of outputs a mask leaves out.
+//   msgc_gather_portable.cc the portable sgemm path and the zeroing of outputs a mask leaves out;
+//   msgc_gather_pattern.cc  1×1 convs with heads of 16+ outputs sharing broadcasts across heads;
+//   msgc_gather_narrow.cc   1×1 convs with heads of 1-8 outputs, vectors of pixels.
 // See msgc_gather.cc for the design.
 #pragma once
 #include <dnnl.h>
@@ -129,6 +131,15 @@ bool patternApplies(const Geometry& g, int64_t xBlock, bool forced);
 void runPattern(const Geometry& g, const float* scale, const Source& src, const float* Wt, const Post* post,
                 float* pooled, float* y);
 
+// ---- narrow heads (msgc_gather_narrow.cc) -------------------------------------------------------------------
+// Whether runNarrow can take the call: AVX-512, a 1×1 stride-1 unpadded conv on an nChw16c x (xBlock), C a multiple
+// of 16, heads of 1 to 8 outputs.
+bool narrowApplies(const Geometry& g, int64_t xBlock);
+// The gathered 1×1 conv into y (nChw16c, padded to whole blocks of 16 outputs) per head over its own selected
+// channels, vectors of 16 pixels; Wt the weight as [C][O]; post and pooled as runPattern's.
+void runNarrow(const Geometry& g, const Selection& sel, const float* scale, const Source& src, const float* Wt,
+               const Post* post, float* pooled, float* y);
+
 // ---- input rows (msgc_gather_pack.cc) -----------------------------------------------------------------------
 
 enum class Rows { Planes, Direct, Im2col };
@@ -214,6 +225,34 @@ void storeShifted16(const float* tile, int64_t valid, int64_t o0, float* y, cons
 // each (rowStep apart); with sums, each channel's sum of the new y into sums[c]
 void postPlanes(float* y, const float* res, int64_t planes, int64_t planeStride, int64_t r, int64_t q, int64_t rowStep,
                 const float* a, const float* b, bool clamp, float lo, float hi, float* sums);
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 about the unpack intrinsics' internal temporaries
+// 16×16 register transpose: t[j] lane i = r[i] lane j
+__attribute__((target("avx512f"), always_inline)) inline void transpose16(const __m512 (&r)[16], __m512 (&t)[16]) {
+  __m512 a[16], b[16];
+  for (int k = 0; k < 8; k++) {
+    a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  for (int k = 0; k < 4; k++) {
+    b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
+    b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
+    b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
+    b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
+  }
+  // b[4k + m], 128-bit lane j: column 4j + m of rows 4k..4k+3
+  for (int m = 0; m < 4; m++) {
+    const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
+    t[m] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    t[4 + m] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    t[8 + m] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+    t[12 + m] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+  }
+}
+#pragma GCC diagnostic pop
 
 // dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr (16×16 register transposes):
 // a row of one 16-channel block of nChw16c (or a kernel's [pixel][16 lanes] tile) as plain rows

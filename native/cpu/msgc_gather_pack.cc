@@ -227,31 +227,6 @@ void zeroPaddingRows(const Geometry& g, const RowPlan& p, float* dst) {
 #if MSGC_GATHER_AVX512
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 about the unpack intrinsics' internal temporaries
-// 16×16 register transpose: t[j] lane i = r[i] lane j
-__attribute__((target("avx512f"), always_inline)) inline void transpose16(const __m512 (&r)[16], __m512 (&t)[16]) {
-  __m512 a[16], b[16];
-  for (int k = 0; k < 8; k++) {
-    a[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-    a[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-  }
-  for (int k = 0; k < 4; k++) {
-    b[4 * k + 0] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0x44);
-    b[4 * k + 1] = _mm512_shuffle_ps(a[4 * k], a[4 * k + 2], 0xEE);
-    b[4 * k + 2] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0x44);
-    b[4 * k + 3] = _mm512_shuffle_ps(a[4 * k + 1], a[4 * k + 3], 0xEE);
-  }
-  // b[4k + m], 128-bit lane j: column 4j + m of rows 4k..4k+3
-  for (int m = 0; m < 4; m++) {
-    const __m512 u0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x88), u1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xDD);
-    const __m512 u2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x88);
-    const __m512 u3 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0xDD);
-    t[m] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-    t[4 + m] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-    t[8 + m] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
-    t[12 + m] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
-  }
-}
-
 // dst[l][w] = src[w * 16 + l] for w < W and the lanes l with dst[l] != nullptr: a row of one 16-channel block
 // of nChw16c as plain rows (16×16 register transposes, masked at the row end)
 __attribute__((target("avx512f"))) void transposeRow16(const float* src, int64_t W, float* const* dst) {
