@@ -460,6 +460,40 @@ function bnResidualRelu6(conv: Float64Array, N: number, O: number, HW: number,
   return { want, means };
 }
 
+/**
+ * A 1×1 conv's operands for the kernel tests: a channel-blocked x [N, C, H, H] (a conv's output; seeds xSeed and
+ * base), the weight [O, C, 1, 1] (wSeed), a blocked residual and the eval BN's tensors (base + 2 .. base + 7).
+ */
+function pointwiseOperands(N: number, C: number, O: number, H: number, xSeed: number, wSeed: number, base: number) {
+  const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, xSeed), [N, C, H, H]), msgc.tensor(randomArray(C * C, base, -0.3, 0.3), [C, C, 1, 1]), null);
+  const w = msgc.tensor(randomArray(O * C, wSeed), [O, C, 1, 1]);
+  const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, base + 2), [N, O, H, H]), msgc.tensor(randomArray(O * O, base + 3, -0.2, 0.2), [O, O, 1, 1]), null);
+  const bn = { runningMean: msgc.tensor(randomArray(O, base + 4, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, base + 5, 0.5, 2), [O]),
+    weight: msgc.tensor(randomArray(O, base + 6, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, base + 7, -1, 1), [O]), eps: 1e-5 };
+  return { x, w, r, bn };
+}
+
+/**
+ * The gathered 1×1 conv of G heads under env against float64 and the masked path, alone and with the fused BN, the
+ * residual, ReLU6 and the pooled means (bnResidualRelu6); returns both outputs.
+ */
+function expectPointwise(o: ReturnType<typeof pointwiseOperands>, sv: Float32Array, N: number, C: number, O: number,
+  G: number, H: number, env: Record<string, string>) {
+  const { x, w, r, bn } = o;
+  const s = msgc.tensor(sv, [N, G, C]);
+  const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
+  const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
+  expect(closeness(y.toFloat32Array(), conv, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+  const masked = F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).toFloat32Array();
+  expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+  // float64: conv, BN, residual, ReLU6, and the per-channel means
+  const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
+  const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
+  expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+  expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+  return { y, fused: got.y };
+}
+
 describe('heads of 16k + 8 outputs on AVX-512', () => {
   test('write nChw16c from inside its blocks (plain NCHW with MSGC_GATHER_SHIFT=0), with the numbers of the reference', () => {
     msgc.tidy(() => msgc.noGrad(() => {
@@ -533,27 +567,10 @@ describe('heads of 16 outputs (1×1) with whole samples per thread: broadcasts s
       if (forced && !avx512) return;  // (the forced kernel is an error without AVX-512)
       msgc.tidy(() => msgc.noGrad(() => {
         const N = forced ? 3 : 4 * threads + 1, C = 48, O = Og * G;
-        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 81 + G), [N, C, H, H]), msgc.tensor(randomArray(C * C, 82, -0.3, 0.3), [C, C, 1, 1]), null);
-        if (avx512) expect(x.layout).toBe('blocked');
-        const w = msgc.tensor(randomArray(O * C, 83 + G), [O, C, 1, 1]);
-        const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, 84), [N, O, H, H]), msgc.tensor(randomArray(O * O, 85, -0.2, 0.2), [O, O, 1, 1]), null);
-        const bn = { runningMean: msgc.tensor(randomArray(O, 86, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, 87, 0.5, 2), [O]),
-          weight: msgc.tensor(randomArray(O, 88, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, 89, -1, 1), [O]), eps: 1e-5 };
+        const o = pointwiseOperands(N, C, O, H, 81 + G, 83 + G, 82);
+        if (avx512) expect(o.x.layout).toBe('blocked');
         const env: Record<string, string> = forced ? { MSGC_GATHER_KERNEL: 'pattern' } : {};
-        for (const real of [false, true]) {
-          const sv = gates(N, G, C, 90 + G, real);
-          const s = msgc.tensor(sv, [N, G, C]);
-          const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
-          const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
-          expect(closeness(y.toFloat32Array(), conv, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-          const masked = F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).toFloat32Array();
-          expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-          // float64: conv, BN, residual, ReLU6, and the per-channel means
-          const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
-          const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
-          expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-          expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-        }
+        for (const real of [false, true]) expectPointwise(o, gates(N, G, C, 90 + G, real), N, C, O, G, H, env);
       }));
     });
   }
@@ -620,31 +637,16 @@ describe('narrow heads (1×1, 1 to 8 outputs each) on a channel-blocked input: v
     test(`G=${G} heads of ${Og} (${G * Og} outputs), ${C} channels on ${H}² maps, batch ${N}`, () => {
       msgc.tidy(() => msgc.noGrad(() => {
         const O = G * Og;
-        const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 101 + Og), [N, C, H, H]), msgc.tensor(randomArray(C * C, 102, -0.3, 0.3), [C, C, 1, 1]), null);
-        if (avx512) expect(x.layout).toBe('blocked');
-        const w = msgc.tensor(randomArray(O * C, 103 + G), [O, C, 1, 1]);
-        const r = F.conv2d(msgc.tensor(randomArray(N * O * H * H, 104), [N, O, H, H]), msgc.tensor(randomArray(O * O, 105, -0.2, 0.2), [O, O, 1, 1]), null);
-        const bn = { runningMean: msgc.tensor(randomArray(O, 106, -1, 1), [O]), runningVar: msgc.tensor(randomArray(O, 107, 0.5, 2), [O]),
-          weight: msgc.tensor(randomArray(O, 108, -1.5, 1.5), [O]), bias: msgc.tensor(randomArray(O, 109, -1, 1), [O]), eps: 1e-5 };
+        const o = pointwiseOperands(N, C, O, H, 101 + Og, 103 + G, 102);
+        if (avx512) expect(o.x.layout).toBe('blocked');
         const envs: Array<Record<string, string>> = avx512 ? [{}, { MSGC_GATHER_KERNEL: 'narrow' }] : [{}];
         for (const env of envs) {
           for (const real of [false, true]) {
-            const sv = gates(N, G, C, 110 + Og, real);
-            const s = msgc.tensor(sv, [N, G, C]);
-            const conv = reference(x.toFloat32Array(), [N, C, H, H], w.toFloat32Array(), [O, C, 1, 1], sv, G, 1, 0);
-            const y = withEnv(env, () => F.msgcConv2d(x, w, s, { heads: G, execution: 'gathered' }));
-            expect(closeness(y.toFloat32Array(), conv, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-            const masked = F.msgcConv2d(x, w, s, { heads: G, execution: 'masked' }).toFloat32Array();
-            expect(closeness(y.toFloat32Array(), masked, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
-            // float64: conv, BN, residual, ReLU6, and the per-channel means
-            const got = withEnv(env, () => F.msgcConv2dBnActPooled(x, w, s, bn, { heads: G, execution: 'gathered', residual: r, activation: 'relu6' }));
-            const { want, means } = bnResidualRelu6(conv, N, O, H * H, bn, r);
-            expect(closeness(got.y.toFloat32Array(), want, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
-            expect(closeness(got.pooled.toFloat32Array(), means, 2e-4, 2e-4)).toBeLessThanOrEqual(1);
+            const { y, fused } = expectPointwise(o, gates(N, G, C, 110 + Og, real), N, C, O, G, H, env);
             // the outputs feed the ops after them in their layout (oneDNN's padded nChw16c when O is not a multiple of
             // 16, whose padding lanes must be zeros)
             const w2 = msgc.tensor(randomArray(16 * O, 111, -0.3, 0.3), [16, O, 1, 1]);
-            for (const out of [y, got.y]) {
+            for (const out of [y, fused]) {
               const next = F.conv2d(out, w2, null).toFloat32Array();
               const nextRef = F.conv2d(msgc.tensor(out.toFloat32Array(), [N, O, H, H]), w2, null).toFloat32Array();
               expect(closeness(next, nextRef, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
@@ -661,7 +663,7 @@ describe('narrow heads (1×1, 1 to 8 outputs each) on a channel-blocked input: v
       for (const [N, C, H, want] of [[1, 64, 28, true], [2, 96, 8, true], [32, 64, 28, false], [1, 32, 28, false]] as const) {
         const x = F.conv2d(msgc.tensor(randomArray(N * C * H * H, 121), [N, C, H, H]), msgc.tensor(randomArray(C * C, 122, -0.3, 0.3), [C, C, 1, 1]), null);
         const w = msgc.tensor(randomArray(24 * C, 123), [24, C, 1, 1]);
-        const s = msgc.tensor(gates(N, 4, C, 124, false).map((v, i) => (i % 2 ? 0 : 1)), [N, 4, C]);
+        const s = msgc.tensor(Float32Array.from({ length: N * 4 * C }, (_, i) => (i % 2 ? 0 : 1)), [N, 4, C]);
         const stats = { gathered: !want };
         F.msgcConv2d(x, w, s, { heads: 4, stats });
         expect([N, C, H, stats.gathered]).toEqual([N, C, H, want]);

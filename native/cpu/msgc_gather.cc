@@ -136,6 +136,17 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
     }
     if (means) pooled = emptyTensor({g.N, g.O, 1, 1});
   };
+  // a kernel run(post or null, pooled means or null, y) writing nChw16c, with the fused epilogue when bn is given
+  auto blocked16 = [&](auto&& run) {
+    TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, 16));
+    Post post;
+    dnnl::memory rmem;
+    TensorPtr pooled;
+    if (bn) fusedPost(16, post, rmem, pooled);
+    run(bn ? &post : nullptr, pooled ? pooled->data() : nullptr, y->data());
+    if (means) *means = pooled;
+    return y;
+  };
   const float* s = plainData(scale);
   static thread_local Selection selStore;
   select(g, s, selStore);
@@ -151,16 +162,10 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
              "outputs, and no output mask or compaction");
   const char* narrowEnv = std::getenv("MSGC_GATHER_NARROW");
   if (narrowCan && (force == "narrow" || (force == "auto" && !(narrowEnv && narrowEnv[0] == '0')))) {
-    TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, 16));
-    Post post;
-    dnnl::memory rmem;
-    TensorPtr pooled;
-    if (bn) fusedPost(16, post, rmem, pooled);
-    Source xs{x.data(), 16, g.C / 16};
-    runNarrow(g, selStore, s, xs, weightLayout(weight, g, false), bn ? &post : nullptr, pooled ? pooled->data() : nullptr,
-              y->data());
-    if (means) *means = pooled;
-    return y;
+    const Source xs{x.data(), 16, g.C / 16};
+    return blocked16([&](const Post* post, float* pooled, float* y) {
+      runNarrow(g, selStore, s, xs, weightLayout(weight, g, false), post, pooled, y);
+    });
   }
   const Isa isa = force == "sgemm" ? Isa::Portable : gatherIsa();
   // Narrow heads (fewer than 16 outputs, not a whole vector of them: ResNet-20/56's 16-channel stage, O/G = 4,
@@ -262,15 +267,9 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
              "unpadded conv on a channel-blocked (nChw16c) input, channels and outputs in whole blocks of 16, heads of at ",
              "least 16 outputs, and no output mask or compaction");
   if (patternCan && (force == "pattern" || (force == "auto" && !(patternEnv && patternEnv[0] == '0')))) {
-    TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, 16));
-    Post post;
-    dnnl::memory rmem;
-    TensorPtr pooled;
-    if (bn) fusedPost(16, post, rmem, pooled);
-    runPattern(g, s, src, weightLayout(weight, g, false), bn ? &post : nullptr, pooled ? pooled->data() : nullptr,
-               y->data());
-    if (means) *means = pooled;
-    return y;
+    return blocked16([&](const Post* post, float* pooled, float* y) {
+      runPattern(g, s, src, weightLayout(weight, g, false), post, pooled, y);
+    });
   }
   TensorPtr y = tensorWithDesc(ys, blockedDesc(ys, yBlock));
   Buffer pixRows;  // (pixBlocked: the kernels' plain output)

@@ -35,37 +35,8 @@ namespace gather {
 #if MSGC_GATHER_AVX512
 namespace {
 
-// pixel vectors per tile for heads of OG outputs: OG·PV <= 24 accumulators, next to PV row vectors and a broadcast
-constexpr int narrowVectors(int OG) { return OG <= 4 ? 6 : OG <= 6 ? 4 : 3; }
-
-// One head on one tile: Y[o][16·PV] = Σ_k wp[k·OG + o] · T[cs[k]][16·PV] for o < OG (T: the tile's plain rows)
-template <int OG>
-__attribute__((target("avx512f"))) void headTile(const float* T, const int32_t* cs, int64_t count, const float* wp,
-                                                 float* Y) {
-  constexpr int PV = narrowVectors(OG), TP = 16 * PV;
-  __m512 acc[OG][PV];
-#pragma GCC unroll 8
-  for (int o = 0; o < OG; o++)
-#pragma GCC unroll 6
-    for (int v = 0; v < PV; v++) acc[o][v] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < count; k++) {
-    const float* t = T + (int64_t)cs[k] * TP;
-    __m512 xv[PV];
-#pragma GCC unroll 6
-    for (int v = 0; v < PV; v++) xv[v] = _mm512_loadu_ps(t + 16 * v);
-    const float* w = wp + k * OG;
-#pragma GCC unroll 8
-    for (int o = 0; o < OG; o++) {
-      const __m512 b = _mm512_set1_ps(w[o]);
-#pragma GCC unroll 6
-      for (int v = 0; v < PV; v++) acc[o][v] = _mm512_fmadd_ps(b, xv[v], acc[o][v]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int o = 0; o < OG; o++)
-#pragma GCC unroll 6
-    for (int v = 0; v < PV; v++) _mm512_storeu_ps(Y + o * TP + 16 * v, acc[o][v]);
-}
+// pixel vectors per tile for heads of OG outputs: the pixvec kernel's register block (OG·PV <= 24 accumulators)
+constexpr int narrowVectors(int OG) { return pixvecMaxNR(OG); }
 
 // One output pixel's 16 lanes with the epilogue, act(a·v + b + residual), stored at yo[i]; returns sum + the result
 __attribute__((target("avx512f"), always_inline)) inline __m512 postPixel(__m512 v, __m512 av, __m512 bv, const float* rs,
@@ -110,6 +81,8 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
   static thread_local std::vector<float> tBuf, yBuf, wBuf;
   static thread_local std::vector<int64_t> woff;
   static thread_local std::vector<char> used;
+  // per selected channel of each head: its row of the tile and its packed weights, the pixvec kernel's operands
+  static thread_local std::vector<const float*> rowOf, weightsOf;
   tBuf.resize((size_t)(C * TP));
   yBuf.resize((size_t)(Ob * 16 * TP));
   float* T = tBuf.data();
@@ -118,7 +91,6 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
   std::fill(Y + O * TP, Y + Ob * 16 * TP, 0.f);
   woff.resize((size_t)(G + 1));
   used.resize((size_t)Cb);
-  const float* wp = nullptr;
   int64_t packed = -1;
   const __m512 lov = _mm512_set1_ps(post ? post->lo : 0.f), hiv = _mm512_set1_ps(post ? post->hi : 0.f);
   for (int64_t it = i0; it < i1; it++) {
@@ -129,10 +101,13 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
       woff[0] = 0;
       for (int64_t i = 0; i < G; i++) woff[(size_t)i + 1] = woff[(size_t)i] + sel.count(n, i) * OG;
       wBuf.resize((size_t)std::max<int64_t>(1, woff[(size_t)G]));
+      rowOf.resize((size_t)(woff[(size_t)G] / OG + 1));
+      weightsOf.resize(rowOf.size());
       std::fill(used.begin(), used.end(), 0);
       for (int64_t i = 0; i < G; i++) {
         const int32_t* cs = sel.sel(n, i);
         const float* si = a.scale + (n * G + i) * C;
+        const int64_t j0 = woff[(size_t)i] / OG;
         float* d = wBuf.data() + woff[(size_t)i];
         for (int64_t k = 0, e = sel.count(n, i); k < e; k++) {
           const int64_t c = cs[k];
@@ -140,9 +115,10 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
           const float sv = si[c];
           const float* w = a.Wt + c * O + i * OG;
           for (int o = 0; o < OG; o++) d[k * OG + o] = w[o] * sv;
+          rowOf[(size_t)(j0 + k)] = T + c * TP;
+          weightsOf[(size_t)(j0 + k)] = d + k * OG;
         }
       }
-      wp = wBuf.data();
       packed = n;
     }
     // the tile's input as plain rows: T[c][16·PV] (pixels past P read as zeros)
@@ -169,12 +145,16 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
         for (int l = 0; l < 16; l++) _mm512_storeu_ps(d + l * TP, t[l]);
       }
     }
+    // each head: OG outputs × PV vectors of pixels over its channels' rows (the pixvec kernel, one row of TP pixels)
+    const PixvecFn kernel = pixvecKernelFor(OG, PV);
+    const int64_t tap0 = 0;
     for (int64_t i = 0; i < G; i++) {
       float* Yi = Y + i * OG * TP;
+      const int64_t j0 = woff[(size_t)i] / OG;
       if (sel.count(n, i) == 0)
         std::fill(Yi, Yi + OG * TP, 0.f);
       else
-        headTile<OG>(T, sel.sel(n, i), sel.count(n, i), wp + woff[(size_t)i], Yi);
+        kernel(rowOf.data() + j0, weightsOf.data() + j0, sel.count(n, i), &tap0, 1, OG, 0, 0, TP, Yi, TP, 0, 0, 0, PV);
     }
     // the output rows into nChw16c, with the epilogue
     for (int64_t ob = 0; ob < Ob; ob++) {
