@@ -20,8 +20,9 @@
 // Against the masked path (MobileNetV2's projections at batch 1, density 0.5, BN + ReLU6 + pooled means, 2 threads,
 // Zen 5; alone, hot): 96->24 at 56² 0.73x, 144->24 0.76x, 144->32 at 28² 0.84x, 192->32 0.78x; inside the network
 // about 0.9x (its input comes cold from the depthwise conv); 32->16 at 112² 0.88x alone but 1.5x inside, where the
-// transposes outweigh its few multiply-adds. At batch 32 it lost to the masked path's per-sample oneDNN convs
-// (1.1-1.3x; 32->16 1.8x), and beat the other gathered kernels (0.8-0.9x). The rule is msgcConv2d's (preferGathered).
+// transposes outweigh its few multiply-adds. At batch 32 it ties with the masked path's per-sample oneDNN convs
+// (0.91-1.02x; 32->16 1.5x) and beats the gathered kernels it replaces (0.6-0.9x). The rule is msgcConv2d's
+// (preferGathered).
 #include <omp.h>
 
 #include <algorithm>
