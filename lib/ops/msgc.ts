@@ -95,7 +95,8 @@ export function preferOutputSkipping(skippedShare: number, outPixels: number, he
  * `kernels` (backendInfo().gatheredKernels): on CPUs with neither AVX-512 nor AVX2 the gathered path runs oneDNN's
  * sgemm on packed copies, about as fast as dense at density 0.5, so 'auto' takes it only below 0.3; the AVX2
  * kernels (two ymm halves per 16 outputs, 6 pixels per register block) follow the AVX-512 rule except on 1×1 convs
- * at batch > 2 and on heads of at most 4 outputs (below).
+ * at batch > 2 and on heads of at most 4 outputs (below). `blocked`: x is in the channel-blocked layout (with AVX-512,
+ * 1×1 convs with heads of at most 8 outputs then have a kernel of their own at batch 1-2: see below).
  */
 export function preferGathered(density: number, s: { outPixels: number; batch: number; headChannels?: number; kernel?: number; channels?: number; recording?: boolean; kernels?: 'avx512' | 'avx2' | 'portable'; union?: boolean; unionDensity?: number; blocked?: boolean }): boolean {
   // the portable gathered path (sgemm on packed copies) is about as fast as dense at density 0.5
