@@ -153,8 +153,8 @@ export function preferGathered(density: number, s: { outPixels: number; batch: n
   // 0.9, alone: 96->24 at 56² 0.68 / 0.73 / 0.81 / 0.93, 144->24 0.67 / 0.76 / 0.86 / 0.94, 144->32 at 28² 0.71 /
   // 0.84 / 0.89 / 0.92, 192->32 0.68 / 0.78 / 0.87 / 0.96; inside the network at 0.5 about 0.9 (their input comes
   // cold from the depthwise conv). With 32 inputs (32->16 at 112²) the transposes outweigh the multiply-adds: 0.88 at
-  // 0.5 alone, 1.5 inside the network, so from 64 inputs. At batch 32 it lost (1.1-1.3x): the masked path's
-  // per-sample convs stay there.
+  // 0.5 alone, 1.5 inside the network, so from 64 inputs. At batch 32 it ties with the masked path's per-sample
+  // convs (0.91-1.02x), which stay there.
   if (s.kernels === 'avx512' && s.kernel === 1 && s.batch <= 2 && (s.headChannels ?? 16) <= 8 && s.blocked &&
     (s.channels ?? 0) % 16 === 0 && (s.channels ?? 0) >= 64) {
     return density < 0.85;
