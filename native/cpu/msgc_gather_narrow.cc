@@ -80,7 +80,6 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
   const int64_t C = g.C, P = g.OHW, G = g.G, O = g.O, Ob = a.Ob, Cb = C / 16, tiles = a.tiles;
   // (the thread's buffers, kept from call to call)
   static thread_local std::vector<float> tBuf, yBuf, wBuf;
-  static thread_local std::vector<int64_t> woff;
   static thread_local std::vector<char> used;
   // per selected channel of each head: its row of the tile and its packed weights, the pixvec kernel's operands
   static thread_local std::vector<const float*> rowOf, weightsOf;
@@ -90,8 +89,9 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
   float* Y = yBuf.data();
   // rows of outputs past O (a partial last block) stay zero
   std::fill(Y + O * TP, Y + Ob * 16 * TP, 0.f);
-  woff.resize((size_t)(G + 1));
   used.resize((size_t)Cb);
+  // head i's first selected channel among sample n's (its operands' index)
+  auto firstOf = [&](int64_t n, int64_t i) { return sel.start[(size_t)(n * G + i)] - sel.start[(size_t)(n * G)]; };
   int64_t packed = -1;
   const __m512 lov = _mm512_set1_ps(post ? post->lo : 0.f), hiv = _mm512_set1_ps(post ? post->hi : 0.f);
   for (int64_t it = i0; it < i1; it++) {
@@ -99,17 +99,17 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
     if (n != packed) {
       // the sample's weights per head, W[o, c] · s[n, i, c] for its selected channels in order, and the blocks of
       // 16 channels that some head reads
-      woff[0] = 0;
-      for (int64_t i = 0; i < G; i++) woff[(size_t)i + 1] = woff[(size_t)i] + sel.count(n, i) * OG;
-      wBuf.resize((size_t)std::max<int64_t>(1, woff[(size_t)G]));
-      rowOf.resize((size_t)(woff[(size_t)G] / OG + 1));
+      // (the sample's selected channels, head after head, are entries [0, total) from sel.start[n·G] on)
+      const int64_t total = sel.start[(size_t)((n + 1) * G)] - sel.start[(size_t)(n * G)];
+      wBuf.resize((size_t)std::max<int64_t>(1, total * OG));
+      rowOf.resize((size_t)total + 1);
       weightsOf.resize(rowOf.size());
       std::fill(used.begin(), used.end(), 0);
       for (int64_t i = 0; i < G; i++) {
         const int32_t* cs = sel.sel(n, i);
         const float* si = a.scale + (n * G + i) * C;
-        const int64_t j0 = woff[(size_t)i] / OG;
-        float* d = wBuf.data() + woff[(size_t)i];
+        const int64_t j0 = firstOf(n, i);
+        float* d = wBuf.data() + j0 * OG;
         for (int64_t k = 0, e = sel.count(n, i); k < e; k++) {
           const int64_t c = cs[k];
           used[(size_t)(c >> 4)] = 1;
@@ -151,7 +151,7 @@ __attribute__((target("avx512f"))) void narrowItems(NarrowCall& a, int64_t i0, i
     const int64_t tap0 = 0;
     for (int64_t i = 0; i < G; i++) {
       float* Yi = Y + i * OG * TP;
-      const int64_t j0 = woff[(size_t)i] / OG;
+      const int64_t j0 = firstOf(n, i);
       if (sel.count(n, i) == 0)
         std::fill(Yi, Yi + OG * TP, 0.f);
       else
