@@ -102,7 +102,7 @@ export interface NativeBinding {
   depthwiseConv2dBnActCompactEval(x: H, mask: H, w: H, rm: H, rv: H, gamma: H | null, beta: H | null, eps: number, act: number,
     stride: Pair, padding: Pair): H;
   msgcConv2dBackward(x: H, w: H, scale: H, stride: Pair, padding: Pair, heads: number, gy: H,
-    needX: boolean, needW: boolean, needScale: boolean): [H | null, H | null, H | null];
+    needX: boolean, needW: boolean, needScale: boolean, inputAct?: number): [H | null, H | null, H | null];
   gateForward(logits: H, temperature: number, training: boolean, seed: number): [H, H | null];
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: boolean): H;
   squeezeHeadEval(ctx: H, w1: H, mean: H, variance: H, gamma: H | null, beta: H | null, eps: number, w2: H, b2: H, threshold: false, heads: number): H;

@@ -308,3 +308,95 @@ describe('msgcConv2d 1×1 backward kernels', () => {
     expectEachSubset({ N: 3, C: 48, H: 5, W: 4, O: 96, G: 4 }, 1, 0, 51);
   });
 });
+
+// F.msgcConv2d's inputActivation: msgcConv2d(act(a)) as one node whose backward takes the input gradient through the
+// activation (ga = gx · act'(a)) as its paths write gx: the 1×1 kernels of our own in the last head's epilogue (forced
+// with MSGC_POINTWISE_BWD=1; with one head, the first head's), the per-sample path right after each sample's data
+// gradient, and a pass over gx on every other path (the batched and grouped masked paths, the 3×3 kernels, a batch of
+// one). Against float64: the forward of act(a), the adjoint of the MSGC conv at act(a), and act' from a; a spans
+// [-4, 9] so that both of ReLU6's clamps are hit.
+describe('msgcConv2d with an input activation', () => {
+  function expectThroughAct(c: KernelCase & { k: number; act: 'relu' | 'relu6' }, seed: number): void {
+    msgc.tidy(() => {
+      const pad = (c.k - 1) >> 1;
+      const xs = [c.N, c.C, c.H, c.W], ws = [c.O, c.C, c.k, c.k];
+      const av = randomArray(numel(xs), seed, -4, 9);
+      const hi = c.act === 'relu6' ? 6 : Infinity;
+      const xv = av.map((v) => Math.min(Math.max(v, 0), hi));
+      const wv = randomArray(numel(ws), seed + 1);
+      const sv = randomArray(c.N * c.G * c.C, seed + 2, -1, 1.5).map((v, i) => (c.real ? (i % 5 === 2 ? 0 : i % 7 === 3 ? 1 : v) : v > 0.25 ? 1 : 0));
+      for (let ch = 0; ch < c.C; ch++) sv[(c.N - 1) * c.G * c.C + ch] = 0;
+      const a0 = msgc.tensor(av, xs, { requiresGrad: true });
+      const a = F.mul(a0, 1);  // (the layout a conv produces, as in the blocks above)
+      const w = msgc.tensor(wv, ws, { requiresGrad: true });
+      const s = msgc.tensor(sv, [c.N, c.G, c.C], { requiresGrad: true });
+      const y = F.msgcConv2d(a, w, s, { heads: c.G, padding: pad, execution: 'masked', inputActivation: c.act });
+      expect(closeness(y.toFloat32Array(), msgcReference(xv, xs, wv, ws, sv, c.G, 1, pad), 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      const gy = randomArray(y.size, seed + 3);
+      y.backward(msgc.tensor(gy, y.shape));
+      const ref = msgcConvAdjoint(xv, xs, wv, ws, sv, c.G, 1, pad, gy);
+      const ga = ref.gx.map((g, i) => (av[i] > 0 && av[i] < hi ? g : 0));
+      expect(closeness(a0.grad!.toFloat32Array(), ga, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(w.grad!.toFloat32Array(), ref.gw, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(closeness(s.grad!.toFloat32Array(), ref.gs, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  }
+  const onePointwise = [
+    { N: 3, C: 32, H: 7, W: 7, O: 64, G: 4, real: false, k: 1, act: 'relu6' as const },
+    { N: 2, C: 48, H: 5, W: 3, O: 96, G: 4, real: true, k: 1, act: 'relu' as const },
+    { N: 2, C: 16, H: 1, W: 13, O: 16, G: 1, real: true, k: 1, act: 'relu6' as const },
+    { N: 3, C: 80, H: 3, W: 3, O: 32, G: 2, real: false, k: 1, act: 'relu6' as const },
+  ];
+  describe('the 1×1 kernels', () => {
+    beforeAll(() => { setNativeEnv('MSGC_POINTWISE_BWD', '1'); });
+    afterAll(() => { setNativeEnv('MSGC_POINTWISE_BWD', undefined); });
+    test.each(onePointwise)('%o', (c) => { expectThroughAct(c, 61); });
+  });
+  describe.each(['persample', 'batched', 'grouped'])('the masked path %s', (impl) => {
+    beforeAll(() => { setNativeEnv('MSGC_MASKED_IMPL', impl); setNativeEnv('MSGC_POINTWISE_BWD', '0'); setNativeEnv('MSGC_SPATIAL_BWD', '0'); });
+    afterAll(() => { setNativeEnv('MSGC_MASKED_IMPL', undefined); setNativeEnv('MSGC_POINTWISE_BWD', undefined); setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
+    test.each([
+      ...onePointwise,
+      // heads of 6 (MobileNetV2's 24-output projections), a 3×3 conv, channels that do not fill a block, one sample
+      { N: 3, C: 48, H: 6, W: 6, O: 24, G: 4, real: false, k: 1, act: 'relu6' as const },
+      { N: 2, C: 16, H: 5, W: 6, O: 16, G: 4, real: true, k: 3, act: 'relu6' as const },
+      { N: 2, C: 20, H: 4, W: 4, O: 8, G: 2, real: false, k: 3, act: 'relu' as const },
+      { N: 1, C: 32, H: 5, W: 5, O: 32, G: 4, real: false, k: 1, act: 'relu6' as const },
+    ])('%o', (c) => { expectThroughAct(c, 71); });
+  });
+  describe('the 3×3 kernels', () => {
+    beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); });
+    afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
+    test.each([
+      { N: 3, C: 32, H: 4, W: 5, O: 16, G: 4, real: true, k: 3, act: 'relu6' as const },
+      { N: 2, C: 16, H: 6, W: 6, O: 32, G: 2, real: false, k: 3, act: 'relu' as const },
+    ])('%o', (c) => { expectThroughAct(c, 81); });
+  });
+
+  test('without autograd it is the composition, and no activation node is recorded', () => {
+    msgc.tidy(() => {
+      const a = msgc.randn([2, 16, 5, 5], { seed: 3, std: 4 });
+      const w = msgc.randn([16, 16, 1, 1], { seed: 4 });
+      const s = msgc.tensor(randomArray(2 * 4 * 16, 5).map((v) => (v > 0 ? 1 : 0)), [2, 4, 16]);
+      const want = F.msgcConv2d(F.relu6(a), w, s, { heads: 4 }).toFloat32Array();
+      expect(closeness(msgc.noGrad(() => F.msgcConv2d(a, w, s, { heads: 4, inputActivation: 'relu6' })).toFloat32Array(), want, 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+      a.requiresGrad = true;
+      const y = F.msgcConv2d(a, w, s, { heads: 4, inputActivation: 'relu6' });
+      expect(closeness(y.toFloat32Array(), want, 1e-6, 1e-6)).toBeLessThanOrEqual(1);
+      expect(y._node!.name).toBe('msgcConv2d');
+      expect(y._node!.inputs[0]).toBe(a);
+    });
+  });
+
+  test('bad values and ops that do not take it throw', () => {
+    msgc.tidy(() => {
+      const x = msgc.zeros([2, 16, 5, 5]), w = msgc.zeros([16, 16, 1, 1]), s = msgc.zeros([2, 4, 16]);
+      expect(() => F.msgcConv2d(x, w, s, { heads: 4, inputActivation: 'gelu' as 'relu' })).toThrow(/msgcConv2d: options.inputActivation must be 'relu', 'relu6' or null, got gelu/);
+      const bn = { runningMean: msgc.zeros([16]), runningVar: msgc.ones([16]), weight: null, bias: null, eps: 1e-5 };
+      expect(() => F.msgcConv2dBnAct(x, w, s, bn, { heads: 4, inputActivation: 'relu6' })).toThrow(/msgcConv2dBnAct: options.inputActivation is taken by F.msgcConv2d only/);
+      const { native } = require('../lib/native');
+      const g = msgc.zeros([2, 16, 5, 5]);
+      expect(() => native.msgcConv2dBackward(x.h, w.h, s.h, [1, 1], [0, 0], 4, g.h, true, true, true, 2)).toThrow(/msgcConv2d backward: inputAct must be in \[-1, 1\], got 2/);
+    });
+  });
+});

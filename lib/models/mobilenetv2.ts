@@ -155,8 +155,21 @@ export class InvertedResidual extends Module implements CountedBlock {
       if (!isGradEnabled()) all.dispose(); // (else the recorded backward holds it; the enclosing tidy frees it)
       pwSkipped = !!st.skippedOutputs;
     }
-    const h = this.dw.forward(expanded ?? (this.pw ? this.pw.forward(x) : x));
-    const out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints }, null, residual, true);
+    const dwIn = expanded ?? (this.pw ? this.pw.forward(x) : x);
+    let out: Tensor;
+    if (this.projectBn.training || isGradEnabled()) {
+      // the depthwise conv's ReLU6 taken by the projection (F.msgcConv2d's inputActivation): recording on the CPU,
+      // the projection's backward applies ReLU6's derivative as it writes its input gradient, instead of the
+      // activation's own backward pass over [N, hidden, H, W] (the masked path per sample while it is in cache, the
+      // 1×1 kernels of our own in their epilogue)
+      const dwConv = this.dw.layers[0] as Conv2d;
+      const dwBn = this.dw.layers[1] as BatchNorm2d;
+      const a = dwBn.forward(dwConv.forward(dwIn));
+      out = gatedConvBn(this.projectBn, a, this.project.weight, s, { heads: G, hints, inputActivation: 'relu6' }, null, residual, true);
+    } else {
+      const h = this.dw.forward(dwIn);
+      out = gatedConvBn(this.projectBn, h, this.project.weight, s, { heads: G, hints }, null, residual, true);
+    }
     this.lastTally = this.tally(c, ms, m, pwSkipped, false);
     return out;
   }

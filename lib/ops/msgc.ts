@@ -1,6 +1,7 @@
 // msgc.ts: the MSGC operators — F.msgcConv2d (middle-spectrum grouped convolution with per-sample, per-head
 // input-channel scales) and F.gumbelSigmoidGate (the binary straight-through gate that produces the masks).
 import { gatheredKernels, native, NativeHandle } from '../native';
+import { relu, relu6 } from './activation';
 import { actCode, batchNormAct, batchNormActPooled, checkBnAct, FoldedBatchNorm } from './norm';
 import { isGradEnabled } from '../tensor/scope';
 import { recordOp, Tensor, wrapOptional } from '../tensor/tensor';
@@ -39,6 +40,15 @@ export interface MsgcConv2dOptions {
    * needs). The host blocks pass them from the gate values they read for the MAC tally.
    */
   hints?: { density?: number; allOnes?: boolean; unionDensity?: number; unneededOutputs?: number };
+  /**
+   * F.msgcConv2d only: x is the input of this activation, and the conv runs on act(x) (msgcConv2d(relu6(x), ...)),
+   * as the ReLU6 between MobileNetV2's depthwise conv and its projection. Recording gradients on the CPU, the
+   * activation is no node of its own: the conv's backward takes the input gradient through it while it writes it
+   * (gx · act'(act(x)): ReLU passes where act(x) > 0, ReLU6 where 0 < act(x) < 6), instead of the activation's
+   * backward pass over the gradient. Elsewhere it is the composition. (At exactly x = 6 the composition's ReLU6
+   * passes the gradient and this one does not, as with F.residualTail.)
+   */
+  inputActivation?: 'relu' | 'relu6' | null;
 }
 
 /**
@@ -374,6 +384,9 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
   if (!options || !Number.isInteger(options.heads) || options.heads < 1) {
     throw new Error(`${op}: options.heads must be a positive integer, got ${options ? options.heads : options}`);
   }
+  if (options.inputActivation) {
+    throw new Error(`${op}: options.inputActivation is taken by F.msgcConv2d only; apply the activation to x first`);
+  }
   const heads = options.heads;
   const stride = pair(op, 'stride', options.stride ?? 1, 1);
   const padding = pair(op, 'padding', options.padding ?? 0, 0);
@@ -461,22 +474,49 @@ function planMsgc(op: string, x: Tensor, weight: Tensor, scale: Tensor, options:
  * times attention). With scale ≡ 1 this is the dense convolution. Gradients flow to x, weight and scale.
  */
 export function msgcConv2d(x: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions): Tensor {
+  const act = options?.inputActivation ?? null;
+  if (act) return msgcConv2dAfterAct(x, weight, scale, options, act);
   return runMsgc(x, weight, scale, planMsgc('msgcConv2d', x, weight, scale, options));
 }
 
-/** msgcConv2d's forward as planned, with its backward recorded. */
-function runMsgc(x: Tensor, weight: Tensor, scale: Tensor, plan: MsgcPlan): Tensor {
+/** msgcConv2d(act(a), weight, scale) (options.inputActivation): one node on the CPU when recording, else the composition. */
+function msgcConv2dAfterAct(a: Tensor, weight: Tensor, scale: Tensor, options: MsgcConv2dOptions, act: 'relu' | 'relu6'): Tensor {
+  const op = 'msgcConv2d';
+  if (act !== 'relu' && act !== 'relu6') {
+    throw new Error(`${op}: options.inputActivation must be 'relu', 'relu6' or null, got ${String(act)}`);
+  }
+  checkTensor(op, 'x', a);
+  // (Object.assign: see gatedConvBn in models/common.ts on V8's slow path for spreads with added properties)
+  const rest: MsgcConv2dOptions = Object.assign({}, options, { inputActivation: null });
+  const fused = a.device === 'cpu' && isGradEnabled() && [a, weight, scale].some((t) => t && t.requiresGrad);
+  if (!fused) {
+    const x = act === 'relu' ? relu(a) : relu6(a);
+    const y = runMsgc(x, weight, scale, planMsgc(op, x, weight, scale, rest));
+    if (!x.requiresGrad) x.dispose();  // recorded: the conv's node holds it
+    return y;
+  }
+  const code = actCode(act);
+  const x = new Tensor(native.activationForward(code, a.h));  // (no node: the conv's backward takes its gradient)
+  return runMsgc(x, weight, scale, planMsgc(op, x, weight, scale, rest), a, code);
+}
+
+/**
+ * msgcConv2d's forward as planned, with its backward recorded. With `from` (options.inputActivation), x = act(from)
+ * (act: actCode): the node's input is `from`, it keeps x, and its backward takes the input gradient through act.
+ */
+function runMsgc(x: Tensor, weight: Tensor, scale: Tensor, plan: MsgcPlan, from: Tensor | null = null, act = -1): Tensor {
   const { heads, stride, padding, denseForward, gathered, outputMask } = plan;
   const y = new Tensor(timedForward(plan, () => denseForward
     ? native.conv2dForward(x.h, weight.h, null, stride, padding, [1, 1], 1)
     : gathered
       ? native.msgcConv2dForwardGathered(x.h, weight.h, scale.h, stride, padding, heads, outputMask ? outputMask.h : null)
       : native.msgcConv2dForward(x.h, weight.h, scale.h, stride, padding, heads)));
-  return recordOp(y, 'msgcConv2d', [x, weight, scale], (g) => {
+  const input = from ?? x;
+  return recordOp(y, 'msgcConv2d', [input, weight, scale], (g) => {
     const [gx, gw, gs] = native.msgcConv2dBackward(x.h, weight.h, scale.h, stride, padding, heads, g.h,
-      x.requiresGrad, weight.requiresGrad, scale.requiresGrad);
+      input.requiresGrad, weight.requiresGrad, scale.requiresGrad, act);
     return [wrapOptional(gx), wrapOptional(gw), wrapOptional(gs)];
-  });
+  }, from ? [x] : []);
 }
 
 export interface MsgcConv2dBnActOptions extends MsgcConv2dOptions {

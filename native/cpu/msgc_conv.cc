@@ -13,6 +13,7 @@
 // (recomputed in the backward, never saved). Chosen where the batched path would run and the heads' channels fill
 // the SIMD blocks (msgcMaskedImpl).
 #include <cstring>
+#include <limits>
 
 #include "layout.h"
 #include "msgc/ops.h"
@@ -239,8 +240,28 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
   return batchNormActEval(*raw, *bn.runningMean, *bn.runningVar, bn.weight, bn.bias, bn.eps, bn.act, bn.residual, means);
 }
 
+namespace {
+// gx ·= act'(x) (act: MsgcConvParams::inputAct), in gx's layout, for the paths that do not apply it themselves
+void applyInputAct(const Tensor& x, Tensor& gx, int act) {
+  const dnnl::memory::desc md = currentDesc(gx);
+  const float* xv = static_cast<const float*>(asLayout(x, md).get_data_handle());
+  float* g = gx.data();
+  const int64_t n = (int64_t)(md.get_size() / sizeof(float));
+  const float hi = act == 1 ? 6.f : std::numeric_limits<float>::infinity();
+  parallelForSimd(n, n >= smallOpElements, [&](int64_t i) { g[i] = xv[i] > 0.f && xv[i] < hi ? g[i] : 0.f; });
+}
+}  // namespace
+
 MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
+  MsgcConvGrads r = msgcConvBackwardPaths(x, weight, scale, gy, p, needX, needWeight, needScale);
+  if (p.inputAct >= 0 && r.x && !r.actApplied) applyInputAct(x, *r.x, p.inputAct);
+  r.actApplied = false;
+  return r;
+}
+
+MsgcConvGrads msgcConvBackwardPaths(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                    const MsgcConvParams& p, bool needX, bool needWeight, bool needScale) {
   if (pointwiseBackwardApplies(x, weight, p)) return msgcConvBackwardPointwise(x, weight, scale, gy, p, needX, needWeight, needScale);
   if (spatialBackwardApplies(x, weight, p)) return msgcConvBackwardSpatial(x, weight, scale, gy, p, needX, needWeight, needScale);
   const MaskedImpl impl = msgcMaskedImpl(x, weight, p);

@@ -41,6 +41,10 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
 // AVX2) (the caller then composes the two).
 TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                      const FusedBnAct& bn, TensorPtr* means);
+// msgcConvBackward without MsgcConvParams::inputAct's generic pass (which msgcConvBackward adds where the path did not
+// apply it: MsgcConvGrads::actApplied)
+MsgcConvGrads msgcConvBackwardPaths(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
+                                    const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
 MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                         const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
 // The 1×1 backward with the weight gradient over the selected channels only (msgc_pointwise_bwd.cc): AVX-512, 1×1

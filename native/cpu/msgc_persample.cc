@@ -365,7 +365,11 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
     wData = static_cast<const float*>(asLayout(weight, ps.bwdDataPd.weights_desc()).get_data_handle());
   }
   const bool needWGrad = needWeight || needScale;
-  if (needWGrad) {
+  // the input activation's derivative (p.inputAct) on each sample's gx right after its data gradient, while the
+  // sample's gx is in cache (and its x comes into cache for the weight gradient that follows)
+  const bool act = needX && p.inputAct >= 0;
+  const float actHi = p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity();
+  if (needWGrad || act) {
     xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
     if (needScale) wGrad = static_cast<const float*>(asLayout(weight, ps.bwdWeightsPd.diff_weights_desc()).get_data_handle());
   }
@@ -411,6 +415,12 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
         gxm.set_data_handle(gxp + n * xStride);
         ps.bwdData.execute(st, {{DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, gxm},
                                 {DNNL_ARG_SCRATCHPAD, smD}});
+        if (act) {
+          float* g = gxp + n * xStride;
+          const float* xv = xp + n * xStride;
+#pragma omp simd
+          for (int64_t j = 0; j < xStride; j++) g[j] = xv[j] > 0.f && xv[j] < actHi ? g[j] : 0.f;
+        }
       }
       if (needWGrad) {
         xm.set_data_handle(const_cast<float*>(xp + n * xStride));
@@ -448,6 +458,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
       }
     }
   }
+  r.actApplied = act;
   if (needWeight) {
     r.weight = tensorWithDesc(weight.shape, ps.bwdWeightsPd.diff_weights_desc());
     float* gw = r.weight->data();

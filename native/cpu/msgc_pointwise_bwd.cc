@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "layout.h"
@@ -57,11 +58,12 @@ constexpr int kMaxNC = 8;  // channels per part-2 group
 // first head: gx written, not added to). The epilogue is specialised by MODE and unrolled so that the accumulators are
 // used from their registers: with run-time flags GCC spilled GPRs into xmm registers and stored all 24 accumulators
 // to the stack after the multiply-adds, reading them back for each use.
-constexpr int kGx = 1, kGs = 2, kFirst = 4;
+// kAct (the last head, with MsgcConvParams::inputAct): gx's sum through the input activation, gx · 1[0 < x < actHi].
+constexpr int kGx = 1, kGs = 2, kFirst = 4, kAct = 8;
 template <int NB, int NP, int MODE>
 __attribute__((target("avx512f"))) void dgradTile(const float* W, int64_t C, int64_t cw, const float* gyn, int64_t P,
                                                   int64_t o0, int64_t o1, int64_t p0, const float* sv, const float* xn,
-                                                  float* gxn, float* gsa) {
+                                                  float* gxn, float* gsa, float actHi) {
   __m512 acc[NB][NP];
   for (int b = 0; b < NB; b++)
     for (int q = 0; q < NP; q++) acc[b][q] = _mm512_setzero_ps();
@@ -88,6 +90,8 @@ __attribute__((target("avx512f"))) void dgradTile(const float* W, int64_t C, int
     }
   }
   if (MODE & kGx) {
+    const float* xa = xn + p0 * 16;
+    const __m512 zero = _mm512_setzero_ps(), hi = _mm512_set1_ps(actHi);
 #pragma GCC unroll 4
     for (int b = 0; b < NB; b++) {
       const __m512 s = _mm512_loadu_ps(sv + b * 16);
@@ -95,23 +99,31 @@ __attribute__((target("avx512f"))) void dgradTile(const float* W, int64_t C, int
       for (int q = 0; q < NP; q++) {
         __m512 v = _mm512_mul_ps(s, acc[b][q]);
         if (!(MODE & kFirst)) v = _mm512_add_ps(v, _mm512_loadu_ps(d + q * 16));
+        if (MODE & kAct) {
+          const __m512 xv = _mm512_loadu_ps(xa + q * 16);
+          const __mmask16 live = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ) & _mm512_cmp_ps_mask(xv, hi, _CMP_LT_OQ);
+          v = _mm512_maskz_mov_ps(live, v);
+        }
         _mm512_storeu_ps(d + q * 16, v);
       }
       d += P * 16;
+      xa += P * 16;
     }
   }
 }
 
 using DgradFn = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, int64_t, int64_t, const float*,
-                         const float*, float*, float*);
+                         const float*, float*, float*, float);
 template <int NB, int MODE>
 constexpr DgradFn dgradRow[kMaxNP] = {dgradTile<NB, 1, MODE>, dgradTile<NB, 2, MODE>, dgradTile<NB, 3, MODE>,
                                       dgradTile<NB, 4, MODE>, dgradTile<NB, 5, MODE>, dgradTile<NB, 6, MODE>};
 template <int MODE>
 constexpr const DgradFn* dgradRows[kMaxNB] = {dgradRow<1, MODE>, dgradRow<2, MODE>, dgradRow<3, MODE>, dgradRow<4, MODE>};
-// [MODE][NB - 1][NP - 1] (MODE 0 and kFirst alone are never called)
-const DgradFn* const* const dgradTable[8] = {dgradRows<0>, dgradRows<1>, dgradRows<2>, dgradRows<3>,
-                                             dgradRows<4>, dgradRows<5>, dgradRows<6>, dgradRows<7>};
+// [MODE][NB - 1][NP - 1] (MODE 0 and kFirst alone are never called; kAct only with kGx)
+const DgradFn* const* const dgradTable[16] = {dgradRows<0>,  dgradRows<1>,  dgradRows<2>,  dgradRows<3>,
+                                              dgradRows<4>,  dgradRows<5>,  dgradRows<6>,  dgradRows<7>,
+                                              dgradRows<0>,  dgradRows<9>,  dgradRows<2>,  dgradRows<11>,
+                                              dgradRows<4>,  dgradRows<13>, dgradRows<6>,  dgradRows<15>};
 
 // Part 2, one group of NC channels of one sample for NO (1..5) consecutive blocks of 16 outputs of one head:
 // T_b[c] += scale_c ⊙ Σ_p gy_b[p] · x_c[p] for the channels c = cidx[j] (gyb: the first output block's plane, 16
@@ -206,6 +218,9 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
     if (needScale) r.scale = emptyTensor(scale.shape);
     float* gx = needX ? r.x->data() : nullptr;
     float* gs = needScale ? r.scale->data() : nullptr;
+    const bool act = needX && p.inputAct >= 0;
+    const float actHi = p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity();
+    r.actApplied = act;
     const auto chunks = nearEqualChunks(P, kMaxNP);
     auto sample = [&](int64_t n) {
       static thread_local std::vector<float> gsaStore;
@@ -218,14 +233,15 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
       for (int64_t cg = 0; cg < Cb; cg += kMaxNB) {
         const int nb = (int)std::min<int64_t>(kMaxNB, Cb - cg);
         const int mode = (gxn ? kGx : 0) | (gs ? kGs : 0);
+        const int last = act ? kAct : 0;  // (the last head: through the input activation)
         const DgradFn* row = dgradTable[mode][nb - 1];
-        const DgradFn* rowFirst = dgradTable[mode | kFirst][nb - 1];
+        const DgradFn* rowFirst = dgradTable[mode | kFirst | (G == 1 ? last : 0)][nb - 1];
+        const DgradFn* rowLast = dgradTable[mode | last][nb - 1];
         if (gs) std::fill(gsa.begin(), gsa.end(), 0.f);
         auto tile = [&](int64_t i, const std::pair<int64_t, int>& ch) {
-          (i == 0 ? rowFirst : row)[ch.second - 1](W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first,
-                                                   s + (n * G + i) * C + cg * 16, xn + cg * P * 16,
-                                                   gxn ? gxn + cg * P * 16 : nullptr,
-                                                   gs ? gsa.data() + i * kMaxNB * 16 : nullptr);
+          (i == 0 ? rowFirst : i == G - 1 ? rowLast : row)[ch.second - 1](
+              W, C, cg * 16, gyn, P, i * Og, (i + 1) * Og, ch.first, s + (n * G + i) * C + cg * 16, xn + cg * P * 16,
+              gxn ? gxn + cg * P * 16 : nullptr, gs ? gsa.data() + i * kMaxNB * 16 : nullptr, actHi);
         };
         // Where the group's planes of x and gx (2·P lines a block) outweigh W's rows for every head (O lines a
         // block), chunk-major with the heads inside, so that the chunk's lines stay in L1 from one head to the next:

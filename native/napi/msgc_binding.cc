@@ -233,7 +233,9 @@ static Napi::Value DepthwiseConv2dBnActCompactEval(const Napi::CallbackInfo& inf
   return wrapTensor(info.Env(), depthwiseBnActCompactEval(*x, *mask, *w, b.bn, stride[0], stride[1], pad[0], pad[1]));
 }
 
-// msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale) -> [gx, gw, gs]
+// msgcConv2dBackward(x, weight, scale, stride, padding, heads, gy, needX, needWeight, needScale[, inputAct]) ->
+// [gx, gw, gs]; inputAct (-1 none, 0 ReLU, 1 ReLU6; CPU): x is that activation's output, and gx is taken through it
+// (MsgcConvParams::inputAct)
 static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
   const char* op = "msgcConv2d backward";
   MsgcArgs a = readMsgc(info, op);
@@ -241,6 +243,12 @@ static Napi::Value MsgcConv2dBackward(const Napi::CallbackInfo& info) {
   expectShape(*gy, a.y, op, "gradOutput");
   const bool needX = boolArg(info, 7, op, "needX"), needW = boolArg(info, 8, op, "needWeight"),
              needS = boolArg(info, 9, op, "needScale");
+  if (info.Length() > 10 && !info[10].IsUndefined()) {
+    a.p.inputAct = (int)intArg(info, 10, op, "inputAct", -1, 1);
+    MSGC_CHECK(a.p.inputAct < 0 || a.x->device() == Device::CPU, op,
+               ": inputAct (the input activation's backward fused into gx) runs on the cpu only; x is on ",
+               deviceName(a.x->device()));
+  }
   MsgcConvGrads g;
   if (a.y[0] == 0) {
     // an empty batch: empty input and scale gradients, a zero weight gradient

@@ -151,6 +151,10 @@ namespace msgc {
 // x: [N, C, H, W], weight: [O, C, k, k] (no bias), scale: [N, G, C] -> y: [N, O, OH, OW]
 struct MsgcConvParams {
   int64_t strideH = 1, strideW = 1, padH = 0, padW = 0, heads = 1;
+  // Backward only: x is the output of this activation (-1 none, 0 ReLU, 1 ReLU6) and the input gradient is taken
+  // through it: gx · act'(x), with act' read from x (ReLU x > 0, ReLU6 0 < x < 6), as residualTail reads it from its
+  // output. The kernels that write gx apply it while gx is in cache, instead of the activation's own backward pass.
+  int inputAct = -1;
 };
 // The plain convolution parameters of an MSGC convolution (its strides and padding; one group).
 inline Conv2dParams convParams(const MsgcConvParams& p) {
@@ -201,6 +205,7 @@ TensorPtr msgcConvForwardMaskedBn(const Tensor& x, const Tensor& weight, const T
                                   const FusedBnAct& bn, TensorPtr* means = nullptr);
 struct MsgcConvGrads {
   TensorPtr x, weight, scale;
+  bool actApplied = false;  // (internal: the path applied MsgcConvParams::inputAct to x's gradient)
 };
 MsgcConvGrads msgcConvBackward(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,
                                const MsgcConvParams& p, bool needX, bool needWeight, bool needScale);
