@@ -286,6 +286,52 @@ describe('whole model', () => {
   });
 });
 
+// In training the projection takes the depthwise conv's ReLU6 (F.msgcConv2d's inputActivation), whose derivative its
+// backward applies: the block's output and every parameter's gradient equal those of the block written out with the
+// ReLU6 as its own op (each op of which is checked against float64 elsewhere), the same gate noise (a fixed seed).
+// The depthwise BN's scale is 4 so that both of ReLU6's clamps are hit; 7² maps take the 1×1 kernels of our own,
+// 14² the per-sample path.
+test.each([7, 14])('training: the block through the projection\'s fused ReLU6 equals the composition (%i²)', (H) => {
+  msgc.manualSeed(3);
+  const b = new InvertedResidual(16, 16, 1, 6, { heads: 4, attention: false });
+  b.train();
+  const dwBn = b.dw.layers[1] as msgc.nn.BatchNorm2d;
+  dwBn.weight!.assign(new Float32Array(dwBn.weight!.size).fill(4));
+  const x = msgc.tensor(randomArray(4 * 16 * H * H, 91), [4, 16, H, H]);
+  const params = b.parameters();
+  const run = (written: boolean) => msgc.tidy(() => {
+    for (const p of params) if (p.grad) { p.grad.dispose(); p.grad = null; }
+    msgc.manualSeed(11);
+    let y: msgc.Tensor;
+    if (!written) {
+      y = b.forward(x);
+      // (no ReLU6 node between the depthwise BN and the projection)
+      const names: string[] = [];
+      const walk = (t: msgc.Tensor, depth: number) => {
+        if (!t._node || depth > 4) return;
+        names.push(t._node.name);
+        for (const i of t._node.inputs) if (i) walk(i, depth + 1);
+      };
+      walk(y, 0);
+      expect(names).toContain('msgcConv2d');
+      expect(names).not.toContain('relu6');
+    } else {
+      const m = b.mask!.forward(F.adaptiveAvgPool2d(x, 1));
+      const h = b.dw.forward(b.pw!.forward(x));
+      y = b.projectBn.forwardAct(F.msgcConv2d(h, b.project.weight, m, { heads: 4 }), null, x);
+    }
+    y.backward(msgc.tensor(randomArray(y.size, 92), y.shape));
+    return [y.toFloat32Array(), ...params.map((p) => p.grad!.toFloat32Array())];
+  });
+  const fused = run(false), written = run(true);
+  expect(closeness(fused[0], written[0], 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+  // (labelled by parameter, so that a failure names it)
+  const names = b.namedParameters().map(([n]) => n);
+  params.forEach((_, k) => expect([names[k], closeness(fused[k + 1], written[k + 1], 1e-5, 1e-4) <= 1]).toEqual([names[k], true]));
+  x.dispose();
+  b.dispose();
+});
+
 test('heads must divide every projection width', () => {
   expect(() => mobilenetV2({ msgc: { heads: 3 } })).toThrow(/MobileNetV2: 16 output channels are not divisible by 3 heads/);
   expect(() => new InvertedResidual(8, 12, 1, 6, { heads: 8, attention: false })).toThrow(/12 output channels are not divisible by 8 heads/);

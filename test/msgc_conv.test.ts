@@ -311,9 +311,9 @@ describe('msgcConv2d 1×1 backward kernels', () => {
 
 // F.msgcConv2d's inputActivation: msgcConv2d(act(a)) as one node whose backward takes the input gradient through the
 // activation (ga = gx · act'(a)) as its paths write gx: the 1×1 kernels of our own in the last head's epilogue (forced
-// with MSGC_POINTWISE_BWD=1; with one head, the first head's), the per-sample path right after each sample's data
-// gradient, and a pass over gx on every other path (the batched and grouped masked paths, the 3×3 kernels, a batch of
-// one). Against float64: the forward of act(a), the adjoint of the MSGC conv at act(a), and act' from a; a spans
+// with MSGC_POINTWISE_BWD=1; with one head, the first head's) and the 3×3 ones (MSGC_SPATIAL_BWD=1; AVX-512 and AVX2)
+// likewise, the per-sample path right after each sample's data gradient, and a pass over gx on every other path (the
+// batched and grouped masked paths, a batch of one). Against float64: the forward of act(a), the adjoint of the MSGC conv at act(a), and act' from a; a spans
 // [-4, 9] so that both of ReLU6's clamps are hit.
 describe('msgcConv2d with an input activation', () => {
   function expectThroughAct(c: KernelCase & { k: number; act: 'relu' | 'relu6' }, seed: number): void {
@@ -364,12 +364,13 @@ describe('msgcConv2d with an input activation', () => {
       { N: 1, C: 32, H: 5, W: 5, O: 32, G: 4, real: false, k: 1, act: 'relu6' as const },
     ])('%o', (c) => { expectThroughAct(c, 71); });
   });
-  describe('the 3×3 kernels', () => {
-    beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); });
-    afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); });
+  describe.each(['avx512', 'avx2'])('the 3×3 kernels (%s)', (isa) => {
+    beforeAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', '1'); setNativeEnv('MSGC_GATHER_ISA', isa === 'avx2' ? 'avx2' : undefined); });
+    afterAll(() => { setNativeEnv('MSGC_SPATIAL_BWD', undefined); setNativeEnv('MSGC_GATHER_ISA', undefined); });
     test.each([
       { N: 3, C: 32, H: 4, W: 5, O: 16, G: 4, real: true, k: 3, act: 'relu6' as const },
       { N: 2, C: 16, H: 6, W: 6, O: 32, G: 2, real: false, k: 3, act: 'relu' as const },
+      { N: 2, C: 16, H: 5, W: 7, O: 16, G: 1, real: true, k: 3, act: 'relu' as const },
     ])('%o', (c) => { expectThroughAct(c, 81); });
   });
 

@@ -107,6 +107,16 @@ export function stemForward(conv: Conv2d, bn: BatchNorm2d, x: Tensor, activation
 }
 
 /**
+ * Whether gatedConvBn(bn, ...) runs as the composition (training, or autograd on): then its MSGC conv can take the
+ * activation in front of it (F.msgcConv2d's inputActivation), whose backward it applies as it writes its input
+ * gradient, instead of the activation's own pass. The host blocks pass that activation on where its output feeds
+ * the MSGC conv alone.
+ */
+export function composes(bn: BatchNorm2d): boolean {
+  return bn.training || isGradEnabled();
+}
+
+/**
  * act(bn(msgcConv2d(x, weight, s, options)) + residual), a host block's MSGC conv with its BatchNorm. In eval without
  * autograd one call: the gathered kernels apply the BN, residual and activation to the outputs as they write them
  * (F.msgcConv2dBnAct; with `pool`, also the output's global average pool, which context() then returns); in training
@@ -114,7 +124,7 @@ export function stemForward(conv: Conv2d, bn: BatchNorm2d, x: Tensor, activation
  */
 export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tensor, options: F.MsgcConv2dOptions,
   activation: 'relu' | 'relu6' | null, residual: Tensor | null = null, pool = false): Tensor {
-  if (bn.training || isGradEnabled()) {
+  if (composes(bn)) {
     const v = F.msgcConv2d(x, weight, s, options);
     // a residual tail: the output's pool (the next block's context) from the same pass (F.batchNormActPooled)
     if (!pool || !residual) return bn.forwardAct(v, activation, residual);
@@ -134,7 +144,8 @@ export function gatedConvBn(bn: BatchNorm2d, x: Tensor, weight: Tensor, s: Tenso
  * (gathered execution), and in training the gate receives its gradient through the product.
  */
 export function inputGatedConvBn(conv: Conv2d, bn: BatchNorm2d, x: Tensor, s: Tensor, activation: 'relu' | 'relu6' | null,
-  options: { outputMask?: Tensor | null; stats?: { gathered: boolean; skippedOutputs?: boolean }; hints?: F.MsgcConv2dOptions['hints'] } = {},
+  options: { outputMask?: Tensor | null; stats?: { gathered: boolean; skippedOutputs?: boolean }; hints?: F.MsgcConv2dOptions['hints'];
+    inputActivation?: F.MsgcConv2dOptions['inputActivation'] } = {},
   residual: Tensor | null = null, pool = false): Tensor {
   // (Object.assign: a literal with properties before a spread takes V8's slow path; see gatedConvBn)
   return gatedConvBn(bn, x, conv.weight, s, Object.assign({ heads: 1, stride: conv.stride, padding: conv.padding }, options), activation, residual, pool);

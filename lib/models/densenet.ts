@@ -13,7 +13,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, withEnvSwitches } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, blockOutput, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, blockOutput, composes, context, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs } from './common';
 
 /** Children with explicit names, run in registration order. */
 class NamedSequential extends Module {
@@ -115,8 +115,11 @@ export class DenseLayer extends Module implements CountedBlock {
     releaseTally(this.lastTally);
     // eval: 1×1-conv outputs no head selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
-    const y = F.msgcConv2d(u, this.conv2.weight, s2, { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2) });
+    // recording, conv2 takes norm2's ReLU (composes()): its backward applies the derivative as it writes the gradient
+    const fuse = composes(this.norm2);
+    const u = inputGatedConvBn(this.conv1, this.norm2, t, m1, fuse ? null : 'relu', { outputMask: this.training ? null : m2, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
+    const y = F.msgcConv2d(u, this.conv2.weight, s2,
+      { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2), inputActivation: fuse ? 'relu' : null });
     const out = F.concat([x, y]);
     // MACs of this batch (spec §4.2–4.3): 1×1-conv outputs no head selects need not be computed
     const c = this.costs(H, W);

@@ -14,7 +14,7 @@ import { ones } from '../tensor/creation';
 import { isGradEnabled } from '../tensor/scope';
 import { Tensor } from '../tensor/tensor';
 import { gatheredKernels } from '../native';
-import { Backbone, BackboneOptions, context, gatedConvBn, rememberPooled, stemForward, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
+import { Backbone, BackboneOptions, composes, context, gatedConvBn, rememberPooled, stemForward, convOut, CountedBlock, gateHints, ResolvedMsgc, resolveMsgc, macRowWriter, mainOnlyMacs } from './common';
 
 /** torchvision's Conv2dNormActivation with ReLU6: children 0 (conv), 1 (BN), 2 (ReLU6). */
 function convBnReLU6(inC: number, outC: number, kernel: number, stride: number, groups = 1): Sequential {
@@ -157,7 +157,7 @@ export class InvertedResidual extends Module implements CountedBlock {
     }
     const dwIn = expanded ?? (this.pw ? this.pw.forward(x) : x);
     let out: Tensor;
-    if (this.projectBn.training || isGradEnabled()) {
+    if (composes(this.projectBn)) {
       // the depthwise conv's ReLU6 taken by the projection (F.msgcConv2d's inputActivation): recording on the CPU,
       // the projection's backward applies ReLU6's derivative as it writes its input gradient, instead of the
       // activation's own backward pass over [N, hidden, H, W] (the masked path per sample while it is in cache, the

@@ -10,7 +10,7 @@ import { AttentionHead, GateHead, headMacs } from '../nn/msgc/heads';
 import { DeferredGateStats, dynamicTensor, gateStats, isDeferred, producerConsumerTally, releaseTally, tallyOf, withEnvSwitches } from '../nn/msgc/tally';
 import { Module } from '../nn/module';
 import { Tensor } from '../tensor/tensor';
-import { Backbone, BackboneOptions, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs, stemForward } from './common';
+import { Backbone, BackboneOptions, composes, context, convOut, CountedBlock, gateHints, gatedConvBn, ResolvedMsgc, resolveMsgc, inputGatedConvBn, macRowWriter, mainOnlyMacs, stemForward } from './common';
 
 function downsample(inC: number, outC: number, stride: number): Sequential {
   return new Sequential(new Conv2d(inC, outC, 1, { stride, bias: false }), new BatchNorm2d(outC));
@@ -99,9 +99,12 @@ export class BasicBlock extends Module implements CountedBlock {
     releaseTally(this.lastTally);
     // eval: conv1 outputs no head of conv2 selects are not computed (producer skipping, spec §2.10)
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.bn1, x, s1, 'relu', { outputMask: this.training ? null : m2, stats: st1,
+    // recording, conv2 takes bn1's ReLU (composes()): its backward applies the derivative as it writes the gradient
+    const fuse = composes(this.bn2);
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, s1, fuse ? null : 'relu', { outputMask: this.training ? null : m2, stats: st1,
       hints: lazy ? undefined : this.att1 ? { unneededOutputs: g2.unselected } : gateHints(g1, g2.unselected) });
-    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2, { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2) },
+    const y = gatedConvBn(this.bn2, u, this.conv2.weight, s2,
+      { heads: G, padding: 1, hints: lazy || this.att2 ? undefined : gateHints(g2), inputActivation: fuse ? 'relu' : null },
       'relu', identity, true);
     // MACs of this batch (spec §4.2–4.3)
     const c = this.costs(H, W);
@@ -213,11 +216,16 @@ export class Bottleneck extends Module implements CountedBlock {
     const m3v = lazy ? null : m3.toFloat32Array();
     const st1: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
     const st2: { gathered: boolean; skippedOutputs?: boolean } = { gathered: false };
-    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
+    // recording, conv2 takes bn1's ReLU and conv3 bn2's (composes()): their backward applies the derivative as it
+    // writes the gradient
+    const fuse2 = composes(this.bn2), fuse3 = composes(this.bn3);
+    const u = inputGatedConvBn(this.conv1, this.bn1, x, m1, fuse2 ? null : 'relu', { outputMask: skip ? m2 : null, stats: st1, hints: lazy ? undefined : gateHints(g1, g2.unselected) });
     const h2 = lazy ? undefined : this.att2 ? { unneededOutputs: 1 - g3.density } : gateHints(g2, 1 - g3.density);
     const v = gatedConvBn(this.bn2, u, this.conv2.weight, s2,
-      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2 }, 'relu');
-    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: lazy ? undefined : gateHints(g3) }, identity, true);
+      { heads: G, stride: this.stride, padding: 1, outputMask: skip ? m3 : null, stats: st2, hints: h2, inputActivation: fuse2 ? 'relu' : null },
+      fuse3 ? null : 'relu');
+    const y = inputGatedConvBn(this.conv3, this.bn3, v, m3, 'relu', { hints: lazy ? undefined : gateHints(g3), inputActivation: fuse3 ? 'relu' : null },
+      identity, true);
     const c = this.costs(H, W);
     this.lastTally = tallyOf(() => {
       const d1 = g1.density;

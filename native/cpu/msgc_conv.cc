@@ -12,6 +12,7 @@
 // barrier, with heads of 16 outputs half-filling oneDNN's blocks), at the cost of G copies of the input
 // (recomputed in the backward, never saved). Chosen where the batched path would run and the heads' channels fill
 // the SIMD blocks (msgcMaskedImpl).
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -248,7 +249,14 @@ void applyInputAct(const Tensor& x, Tensor& gx, int act) {
   float* g = gx.data();
   const int64_t n = (int64_t)(md.get_size() / sizeof(float));
   const float hi = act == 1 ? 6.f : std::numeric_limits<float>::infinity();
-  parallelForSimd(n, n >= smallOpElements, [&](int64_t i) { g[i] = xv[i] > 0.f && xv[i] < hi ? g[i] : 0.f; });
+  // chunks of 16K floats; the pointers captured by value, so that the loop vectorizes (captured by reference, GCC
+  // reloaded them for every element: a scalar loop, 1.3 ms on ResNet-20's [32, 16, 32, 32])
+  constexpr int64_t kChunk = 16384;
+  parallelFor((n + kChunk - 1) / kChunk, n >= smallOpElements, [g, xv, n, hi](int64_t c) {
+    const int64_t e = std::min(n, (c + 1) * kChunk);
+#pragma omp simd
+    for (int64_t i = c * kChunk; i < e; i++) g[i] = (xv[i] > 0.f) & (xv[i] < hi) ? g[i] : 0.f;
+  });
 }
 }  // namespace
 

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -70,6 +71,9 @@ inline VF vset1(float x) { return _mm512_set1_ps(x); }
 inline VF vfmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
 inline VF vmul(VF a, VF b) { return _mm512_mul_ps(a, b); }
 inline VF vadd(VF a, VF b) { return _mm512_add_ps(a, b); }
+inline VF vpass(VF v, VF x, float hi) {
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, vzero(), _CMP_GT_OQ) & _mm512_cmp_ps_mask(x, vset1(hi), _CMP_LT_OQ), v);
+}
 #include "msgc_spatial_kernels.inc"
 }  // namespace k16
 #if defined(__clang__)
@@ -93,6 +97,9 @@ inline VF vset1(float x) { return _mm256_set1_ps(x); }
 inline VF vfmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
 inline VF vmul(VF a, VF b) { return _mm256_mul_ps(a, b); }
 inline VF vadd(VF a, VF b) { return _mm256_add_ps(a, b); }
+inline VF vpass(VF v, VF x, float hi) {
+  return _mm256_and_ps(v, _mm256_and_ps(_mm256_cmp_ps(x, vzero(), _CMP_GT_OQ), _mm256_cmp_ps(x, vset1(hi), _CMP_LT_OQ)));
+}
 #include "msgc_spatial_kernels.inc"
 }  // namespace k8
 #if defined(__clang__)
@@ -241,6 +248,9 @@ MsgcConvGrads spatialBackward(const Tensor& x, const Tensor& weight, const Tenso
   if (needWeight) r.weight = emptyTensor(weight.shape);
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
+  // the input activation (p.inputAct) in the last head's gx epilogue, stride 1 (stride 2: msgcConvBackward's pass)
+  const float actHi = needX && S == 1 && p.inputAct >= 0 ? (p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity()) : 0.f;
+  r.actApplied = actHi > 0.f;
   const auto chunks = nearEqualChunks(W, K::maxTP);  // a row's pixels
   // stride 2 (one head): U from oneDNN's data gradient
   TensorPtr U;
@@ -305,7 +315,7 @@ MsgcConvGrads spatialBackward(const Tensor& x, const Tensor& weight, const Tenso
             for (const auto& ch : chunks) {
               const int64_t off = ((cb * H + h) * W + ch.first) * L;
               K::dgrad(nr, ch.second)(Wt.data(), C, cb * L, gyb, Hp, Wp, W, h, ch.first, G, Og, sn + cb * L, xn + off,
-                                      gx ? gx + n * C * HW + off : nullptr, gs ? gsa : nullptr);
+                                      gx ? gx + n * C * HW + off : nullptr, gs ? gsa : nullptr, actHi);
             }
           }
           if (gs)
