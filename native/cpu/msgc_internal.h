@@ -41,6 +41,11 @@ TensorPtr msgcConvForwardPerSample(const Tensor& x, const Tensor& weight, const 
 // AVX2) (the caller then composes the two).
 TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, const Tensor& scale, const MsgcConvParams& p,
                                      const FusedBnAct& bn, TensorPtr* means);
+// The input activation's backward (MsgcConvParams::inputAct; hi = 6 for ReLU6, +inf for ReLU): g[i] = 0 unless
+// 0 < x[i] < hi. Compiled for AVX-512, AVX2 and the baseline, outside any OpenMP region: written inline in one, such
+// loops ran scalar with a reload per element (GCC reached the arrays through the region's captured pointers): 1.3 ms
+// on ResNet-20's [32, 16, 32, 32]; a clamp of [32, 144, 56, 56] the same way, 39 ms instead of ~1.
+void inputActBackward(float* g, const float* x, int64_t n, float hi);
 // msgcConvBackward without MsgcConvParams::inputAct's generic pass (which msgcConvBackward adds where the path did not
 // apply it: MsgcConvGrads::actApplied)
 MsgcConvGrads msgcConvBackwardPaths(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,

@@ -415,12 +415,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
         gxm.set_data_handle(gxp + n * xStride);
         ps.bwdData.execute(st, {{DNNL_ARG_DIFF_DST, gym}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DIFF_SRC, gxm},
                                 {DNNL_ARG_SCRATCHPAD, smD}});
-        if (act) {
-          float* g = gxp + n * xStride;
-          const float* xv = xp + n * xStride;
-#pragma omp simd
-          for (int64_t j = 0; j < xStride; j++) g[j] = xv[j] > 0.f && xv[j] < actHi ? g[j] : 0.f;
-        }
+        if (act) inputActBackward(gxp + n * xStride, xp + n * xStride, xStride, actHi);
       }
       if (needWGrad) {
         xm.set_data_handle(const_cast<float*>(xp + n * xStride));
