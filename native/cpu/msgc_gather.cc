@@ -176,7 +176,7 @@ TensorPtr msgcConvForwardGathered(const Tensor& x, const Tensor& weight, const T
   // union's multiply-adds rather than each head's own. With AVX-512, k×k convs unite only heads of fewer than 8
   // outputs, and only while the union is below 0.85 of the (sample, channel) pairs: heads of 8 (ResNet-20/56's
   // 32-channel stage) ran 8-30% faster apart at unions of 0.6-0.94, heads of 4 4-8% faster apart at 0.94 and slower
-  // at 0.6-0.75 (the measurements are in lib/ops/msgc.ts, narrowHeadsUnite, whose rule this is). MSGC_GATHER_UNION=0
+  // at 0.6-0.75 (the measurements are in lib/ops/msgc_rules.ts, narrowHeadsUnite, whose rule this is). MSGC_GATHER_UNION=0
   // keeps the heads apart, =1 unites them wherever they are narrow (tests, benchmarks).
   const char* unionEnv = std::getenv("MSGC_GATHER_UNION");
   const int64_t laneBlock = isa == Isa::Avx2 ? 8 : 16;
