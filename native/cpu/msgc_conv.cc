@@ -14,7 +14,6 @@
 // the SIMD blocks (msgcMaskedImpl).
 #include <algorithm>
 #include <cstring>
-#include <limits>
 
 #include "layout.h"
 #include "msgc/ops.h"
@@ -252,7 +251,7 @@ void applyInputAct(const Tensor& x, Tensor& gx, int act) {
   const float* xv = static_cast<const float*>(asLayout(x, md).get_data_handle());
   float* g = gx.data();
   const int64_t n = (int64_t)(md.get_size() / sizeof(float));
-  const float hi = act == 1 ? 6.f : std::numeric_limits<float>::infinity();
+  const float hi = inputActHi(act);
   // chunks of 16K floats (inputActBackward: a loop written here, its pointers captured by reference, ran scalar
   // with a reload per element, 1.3 ms on ResNet-20's [32, 16, 32, 32])
   constexpr int64_t kChunk = 16384;

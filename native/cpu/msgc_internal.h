@@ -1,6 +1,7 @@
 // msgc_internal.h: the masked MSGC convolution's two CPU implementations (msgc_conv.cc dispatches).
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -46,6 +47,8 @@ TensorPtr msgcConvForwardPerSampleBn(const Tensor& x, const Tensor& weight, cons
 // loops ran scalar with a reload per element (GCC reached the arrays through the region's captured pointers): 1.3 ms
 // on ResNet-20's [32, 16, 32, 32]; a clamp of [32, 144, 56, 56] the same way, 39 ms instead of ~1.
 void inputActBackward(float* g, const float* x, int64_t n, float hi);
+// The upper bound of the input activation's pass band (MsgcConvParams::inputAct: 6 for ReLU6, +inf for ReLU)
+inline float inputActHi(int act) { return act == 1 ? 6.f : std::numeric_limits<float>::infinity(); }
 // msgcConvBackward without MsgcConvParams::inputAct's generic pass (which msgcConvBackward adds where the path did not
 // apply it: MsgcConvGrads::actApplied)
 MsgcConvGrads msgcConvBackwardPaths(const Tensor& x, const Tensor& weight, const Tensor& scale, const Tensor& gy,

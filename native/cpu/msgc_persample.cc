@@ -368,7 +368,7 @@ MsgcConvGrads msgcConvBackwardPerSample(const Tensor& x, const Tensor& weight, c
   // the input activation's derivative (p.inputAct) on each sample's gx right after its data gradient, while the
   // sample's gx is in cache (and its x comes into cache for the weight gradient that follows)
   const bool act = needX && p.inputAct >= 0;
-  const float actHi = p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity();
+  const float actHi = inputActHi(p.inputAct);
   if (needWGrad || act) {
     xp = static_cast<const float*>(asLayout(x, blockedDesc(x.shape, ps.srcBlock)).get_data_handle());
     if (needScale) wGrad = static_cast<const float*>(asLayout(weight, ps.bwdWeightsPd.diff_weights_desc()).get_data_handle());

@@ -35,7 +35,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 #include "layout.h"
@@ -224,7 +223,7 @@ MsgcConvGrads msgcConvBackwardPointwise(const Tensor& x, const Tensor& weight, c
     float* gx = needX ? r.x->data() : nullptr;
     float* gs = needScale ? r.scale->data() : nullptr;
     const bool act = needX && p.inputAct >= 0;
-    const float actHi = p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity();
+    const float actHi = inputActHi(p.inputAct);
     r.actApplied = act;
     const auto chunks = nearEqualChunks(P, kMaxNP);
     auto sample = [&](int64_t n) {

@@ -34,7 +34,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -249,7 +248,7 @@ MsgcConvGrads spatialBackward(const Tensor& x, const Tensor& weight, const Tenso
   float* gx = needX ? r.x->data() : nullptr;
   float* gs = needScale ? r.scale->data() : nullptr;
   // the input activation (p.inputAct) in the last head's gx epilogue, stride 1 (stride 2: msgcConvBackward's pass)
-  const float actHi = needX && S == 1 && p.inputAct >= 0 ? (p.inputAct == 1 ? 6.f : std::numeric_limits<float>::infinity()) : 0.f;
+  const float actHi = needX && S == 1 && p.inputAct >= 0 ? inputActHi(p.inputAct) : 0.f;
   r.actApplied = actHi > 0.f;
   const auto chunks = nearEqualChunks(W, K::maxTP);  // a row's pixels
   // stride 2 (one head): U from oneDNN's data gradient
